@@ -1,0 +1,31 @@
+/*
+ * ms_test.h - shared helpers for the cmocka tests.
+ *
+ * MS_TEST_SKIP_EXIT(why): a whole test program that cannot run here prints one
+ * line saying why and exits 77, which meson counts as skipped.
+ */
+#ifndef MS_TEST_H
+#define MS_TEST_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <cmocka.h>
+
+#define MS_TEST_SKIP 77
+#define MS_TEST_SKIP_EXIT(...)                                                                    \
+	do {                                                                                      \
+		printf("SKIP: " __VA_ARGS__);                                                     \
+		printf("\n");                                                                     \
+		exit(MS_TEST_SKIP);                                                               \
+	} while (0)
+
+/* A fresh temporary directory under $TMPDIR (or /tmp); the caller frees the string. */
+char *ms_test_tmpdir(void);
+/* rm -rf of a directory made by ms_test_tmpdir. */
+void ms_test_rmtree(const char *path);
+
+#endif
