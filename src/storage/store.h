@@ -1,0 +1,122 @@
+/*
+ * store.h - the object store interface: one vtable, several backends.
+ *
+ * Backends: fs (a directory; the embedded default), s3 (any S3-compatible
+ * server), and faulty (wraps another store and fails, delays or truncates the
+ * N-th call of a chosen kind; tests only). storage/ stores bytes under keys and
+ * knows nothing of what headers mean.
+ *
+ * Keys are relative paths of '/'-separated segments: no leading '/', no empty,
+ * "." or ".." segment, no NUL, at most MS_STORE_KEY_MAX bytes
+ * (ms_store_key_valid). Artifact names follow E2B: "{build_id}/memfile",
+ * "{build_id}/memfile.header", "{build_id}/snapfile", "{build_id}/metadata.json",
+ * compressed data "{build_id}/memfile.zstd" / ".lz4".
+ *
+ * Semantics every backend keeps:
+ *  1. put is atomic: a reader sees the whole new object or the old one (or
+ *     none), never a prefix; a failed put leaves nothing visible.
+ *  2. read_range past the end returns the bytes that exist (*got < len);
+ *     a missing object is MS_ENOTFOUND.
+ *  3. delete of a missing object is MS_ENOTFOUND.
+ * Thread-safety: a store may be used from many threads at once.
+ */
+#ifndef MS_STORAGE_STORE_H
+#define MS_STORAGE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MS_STORE_KEY_MAX 1024
+#define MS_STORE_META_MAX 8
+#define MS_STORE_META_KEY_MAX 64
+#define MS_STORE_META_VALUE_MAX 256
+
+/* Small user metadata (S3 x-amz-meta-*; fs: a sidecar file). Keys: [a-z0-9-]. */
+struct ms_store_meta {
+	unsigned count;
+	struct {
+		char key[MS_STORE_META_KEY_MAX];
+		char value[MS_STORE_META_VALUE_MAX];
+	} items[MS_STORE_META_MAX];
+};
+
+/* Called once per listed object, in key order; a non-zero return stops the listing. */
+typedef int (*ms_store_list_fn)(const char *key, uint64_t size, void *ctx);
+
+struct ms_store;
+
+struct ms_store_ops {
+	const char *name;
+	int (*put_buf)(struct ms_store *store, const char *key, const void *buf, size_t len,
+		       const struct ms_store_meta *meta);
+	/* Puts the whole content of fd from offset 0 (size bytes). */
+	int (*put_file)(struct ms_store *store, const char *key, int fd, uint64_t size,
+			const struct ms_store_meta *meta);
+	int (*read_range)(struct ms_store *store, const char *key, uint64_t off, void *dst,
+			  size_t len, size_t *got);
+	int (*size)(struct ms_store *store, const char *key, uint64_t *size);
+	int (*remove)(struct ms_store *store, const char *key);
+	int (*list)(struct ms_store *store, const char *prefix, ms_store_list_fn fn, void *ctx);
+	int (*get_meta)(struct ms_store *store, const char *key, struct ms_store_meta *meta);
+	void (*free)(struct ms_store *store);
+};
+
+/* Backends embed this as their first member. */
+struct ms_store {
+	const struct ms_store_ops *ops;
+};
+
+/* S3 backend configuration; strings are copied by ms_store_s3_new. */
+struct ms_s3_config {
+	const char *endpoint;      /* "http://127.0.0.1:7480"; required */
+	const char *bucket;        /* required */
+	const char *prefix;        /* key prefix inside the bucket, may be NULL or "" */
+	const char *region;        /* default "us-east-1" */
+	const char *access_key;    /* NULL: AWS_ACCESS_KEY_ID, then the config file */
+	const char *secret_key;    /* NULL: AWS_SECRET_ACCESS_KEY, then the config file */
+	bool virtual_host;         /* false: path-style URLs (default) */
+	uint64_t multipart_threshold; /* 0: default 64 MiB */
+	uint64_t part_size;        /* 0: default 16 MiB (>= 5 MiB) */
+	unsigned max_attempts;     /* 0: default 5 */
+	int64_t retry_initial_ns;  /* 0: default 100 ms */
+	int64_t timeout_ms;        /* per request; 0: default 60 s */
+};
+
+/* fs backend rooted at dir (created if missing). NULL on error, with *err set. */
+struct ms_store *ms_store_fs_new(const char *dir, int *err);
+/* s3 backend. NULL on error, with *err set (-EINVAL: missing endpoint/bucket/credentials). */
+struct ms_store *ms_store_s3_new(const struct ms_s3_config *config, int *err);
+
+/*
+ * Opens a store from a URI: "file:///abs/path" (or a plain path) -> fs;
+ * "s3://bucket/prefix" -> s3 with the given endpoint (NULL: MEMSNAP_S3_ENDPOINT,
+ * then AWS_ENDPOINT_URL). NULL on error with *err set.
+ */
+struct ms_store *ms_store_open(const char *uri, const char *endpoint, int *err);
+
+bool ms_store_key_valid(const char *key);
+
+/* Wrappers that validate the key and call the backend. */
+int ms_store_put_buf(struct ms_store *store, const char *key, const void *buf, size_t len,
+		     const struct ms_store_meta *meta);
+int ms_store_put_file(struct ms_store *store, const char *key, int fd, uint64_t size,
+		      const struct ms_store_meta *meta);
+int ms_store_read_range(struct ms_store *store, const char *key, uint64_t off, void *dst,
+			size_t len, size_t *got);
+/* Reads the whole object into a malloc'd buffer (caller frees); refuses objects > max_len. */
+int ms_store_read_all(struct ms_store *store, const char *key, size_t max_len, void **buf,
+		      size_t *len);
+int ms_store_size(struct ms_store *store, const char *key, uint64_t *size);
+/* *exists = object present; 0 or an error other than MS_ENOTFOUND. */
+int ms_store_exists(struct ms_store *store, const char *key, bool *exists);
+int ms_store_remove(struct ms_store *store, const char *key);
+int ms_store_list(struct ms_store *store, const char *prefix, ms_store_list_fn fn, void *ctx);
+int ms_store_get_meta(struct ms_store *store, const char *key, struct ms_store_meta *meta);
+void ms_store_free(struct ms_store *store);
+
+/* Metadata helpers: set (replaces an existing key) and get (NULL when absent). */
+int ms_store_meta_set(struct ms_store_meta *meta, const char *key, const char *value);
+const char *ms_store_meta_get(const struct ms_store_meta *meta, const char *key);
+
+#endif
