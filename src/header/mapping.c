@@ -176,7 +176,10 @@ int ms_mappings_normalize(const struct ms_mappings *in, struct ms_mappings *out)
 				continue;
 			}
 		}
-		int err = ms_mappings_push(out, next);
+		struct ms_mapping entry = *next;
+		if (ms_uuid_is_nil(&entry.build_id))
+			entry.storage_offset = 0; /* meaningless for nil: canonical 0 */
+		int err = ms_mappings_push(out, &entry);
 		if (err) {
 			ms_mappings_fini(out);
 			return err;

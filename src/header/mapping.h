@@ -15,7 +15,7 @@
  *     fit in 32 bits (16 TiB).
  * merge(): the diff wins on overlap; a split piece shifts its storage offset with
  * its device offset. normalize(): joins neighbours of one build only across
- * contiguous storage; nil entries always join.
+ * contiguous storage; nil entries always join and get storage offset 0.
  * Pure functions: no I/O, inputs never mutated, outputs exactly sized.
  */
 #ifndef MS_HEADER_MAPPING_H
