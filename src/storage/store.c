@@ -78,42 +78,6 @@ static int ms_store_meta_check(const struct ms_store_meta *meta)
 	return 0;
 }
 
-struct ms_store *ms_store_open(const char *uri, const char *endpoint, int *err)
-{
-	*err = -EINVAL;
-	if (!uri || !*uri)
-		return NULL;
-	if (strncmp(uri, "file://", 7) == 0) {
-		if (uri[7] != '/')
-			return NULL; /* file:///abs/path only */
-		return ms_store_fs_new(uri + 7, err);
-	}
-	if (strncmp(uri, "s3://", 5) == 0) {
-		const char *bucket = uri + 5;
-		const char *slash = strchr(bucket, '/');
-		size_t bucket_len = slash ? (size_t)(slash - bucket) : strlen(bucket);
-		if (bucket_len == 0 || bucket_len > 63)
-			return NULL;
-		char bucket_name[64];
-		memcpy(bucket_name, bucket, bucket_len);
-		bucket_name[bucket_len] = '\0';
-		if (!endpoint || !*endpoint)
-			endpoint = getenv("MEMSNAP_S3_ENDPOINT");
-		if (!endpoint || !*endpoint)
-			endpoint = getenv("AWS_ENDPOINT_URL");
-		struct ms_s3_config config = {
-			.endpoint = endpoint,
-			.bucket = bucket_name,
-			.prefix = slash ? slash + 1 : "",
-			.region = getenv("AWS_REGION"),
-		};
-		return ms_store_s3_new(&config, err);
-	}
-	if (strstr(uri, "://"))
-		return NULL; /* an unknown scheme */
-	return ms_store_fs_new(uri, err);
-}
-
 int ms_store_put_buf(struct ms_store *store, const char *key, const void *buf, size_t len,
 		     const struct ms_store_meta *meta)
 {
