@@ -1,0 +1,200 @@
+/* faulty.c - fault injection around any store (see faulty.h). */
+#include "storage/faulty.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+struct ms_store_faulty {
+	struct ms_store base;
+	struct ms_store *inner; /* borrowed, immutable */
+	pthread_mutex_t lock;
+	unsigned calls[MS_FAULTY_OPS]; /* guarded by lock */
+	bool armed;                   /* guarded by lock; the rule below is valid */
+	enum ms_faulty_op rule_op;    /* guarded by lock */
+	unsigned rule_at;             /* guarded by lock: fires when calls[rule_op] == rule_at */
+	enum ms_faulty_action action; /* guarded by lock */
+	int err;                      /* guarded by lock */
+	int64_t delay_ns;             /* guarded by lock */
+};
+
+static struct ms_store_faulty *ms_faulty(struct ms_store *store)
+{
+	return (struct ms_store_faulty *)store;
+}
+
+/* Counts the call; true (with the action) when the rule fires for it. */
+static bool ms_faulty_hit(struct ms_store_faulty *f, enum ms_faulty_op op,
+			  enum ms_faulty_action *action, int *err, int64_t *delay_ns)
+{
+	pthread_mutex_lock(&f->lock);
+	f->calls[op]++;
+	f->calls[MS_FAULTY_ANY]++;
+	bool hit = f->armed && f->calls[f->rule_op] == f->rule_at &&
+		   (f->rule_op == op || f->rule_op == MS_FAULTY_ANY);
+	if (hit) {
+		f->armed = false;
+		*action = f->action;
+		*err = f->err;
+		*delay_ns = f->delay_ns;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return hit;
+}
+
+/* Applies a fired rule before delegating: 1 = go on, 0 = handled (result in *ret). */
+static bool ms_faulty_before(struct ms_store_faulty *f, enum ms_faulty_op op,
+			     enum ms_faulty_action *action, int *ret)
+{
+	int err;
+	int64_t delay;
+	if (!ms_faulty_hit(f, op, action, &err, &delay)) {
+		*action = MS_FAULTY_DELAY;
+		return true;
+	}
+	if (*action == MS_FAULTY_DELAY) {
+		ms_clock_sleep_ns(delay);
+		return true;
+	}
+	*ret = err ? err : -EIO;
+	return *action == MS_FAULTY_TRUNCATE && op == MS_FAULTY_READ;
+}
+
+static int ms_faulty_put_buf(struct ms_store *store, const char *key, const void *buf, size_t len,
+			     const struct ms_store_meta *meta)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	enum ms_faulty_action action;
+	int ret;
+	if (!ms_faulty_before(f, MS_FAULTY_PUT, &action, &ret))
+		return ret;
+	return f->inner->ops->put_buf(f->inner, key, buf, len, meta);
+}
+
+static int ms_faulty_put_file(struct ms_store *store, const char *key, int fd, uint64_t size,
+			      const struct ms_store_meta *meta)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	enum ms_faulty_action action;
+	int ret;
+	if (!ms_faulty_before(f, MS_FAULTY_PUT, &action, &ret))
+		return ret;
+	return f->inner->ops->put_file(f->inner, key, fd, size, meta);
+}
+
+static int ms_faulty_read_range(struct ms_store *store, const char *key, uint64_t off, void *dst,
+				size_t len, size_t *got)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	enum ms_faulty_action action;
+	int ret;
+	if (!ms_faulty_before(f, MS_FAULTY_READ, &action, &ret))
+		return ret;
+	if (action == MS_FAULTY_TRUNCATE)
+		len /= 2;
+	return f->inner->ops->read_range(f->inner, key, off, dst, len, got);
+}
+
+static int ms_faulty_size(struct ms_store *store, const char *key, uint64_t *size)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	enum ms_faulty_action action;
+	int ret;
+	if (!ms_faulty_before(f, MS_FAULTY_SIZE, &action, &ret))
+		return ret;
+	return f->inner->ops->size(f->inner, key, size);
+}
+
+static int ms_faulty_remove(struct ms_store *store, const char *key)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	enum ms_faulty_action action;
+	int ret;
+	if (!ms_faulty_before(f, MS_FAULTY_REMOVE, &action, &ret))
+		return ret;
+	return f->inner->ops->remove(f->inner, key);
+}
+
+static int ms_faulty_list(struct ms_store *store, const char *prefix, ms_store_list_fn fn,
+			  void *ctx)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	enum ms_faulty_action action;
+	int ret;
+	if (!ms_faulty_before(f, MS_FAULTY_LIST, &action, &ret))
+		return ret;
+	return f->inner->ops->list(f->inner, prefix, fn, ctx);
+}
+
+static int ms_faulty_get_meta(struct ms_store *store, const char *key, struct ms_store_meta *meta)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	enum ms_faulty_action action;
+	int ret;
+	if (!ms_faulty_before(f, MS_FAULTY_META, &action, &ret))
+		return ret;
+	return f->inner->ops->get_meta(f->inner, key, meta);
+}
+
+static void ms_faulty_free(struct ms_store *store)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
+
+static const struct ms_store_ops ms_faulty_ops = {
+	.name = "faulty",
+	.put_buf = ms_faulty_put_buf,
+	.put_file = ms_faulty_put_file,
+	.read_range = ms_faulty_read_range,
+	.size = ms_faulty_size,
+	.remove = ms_faulty_remove,
+	.list = ms_faulty_list,
+	.get_meta = ms_faulty_get_meta,
+	.free = ms_faulty_free,
+};
+
+struct ms_store *ms_store_faulty_new(struct ms_store *inner)
+{
+	struct ms_store_faulty *f = calloc(1, sizeof(*f));
+	if (!f)
+		return NULL;
+	f->base.ops = &ms_faulty_ops;
+	f->inner = inner;
+	pthread_mutex_init(&f->lock, NULL);
+	return &f->base;
+}
+
+void ms_store_faulty_inject(struct ms_store *store, enum ms_faulty_op op, unsigned nth,
+			    enum ms_faulty_action action, int err, int64_t delay_ns)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	pthread_mutex_lock(&f->lock);
+	f->armed = nth > 0;
+	f->rule_op = op;
+	f->rule_at = f->calls[op] + nth;
+	f->action = action;
+	f->err = err;
+	f->delay_ns = delay_ns;
+	pthread_mutex_unlock(&f->lock);
+}
+
+void ms_store_faulty_clear(struct ms_store *store)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	pthread_mutex_lock(&f->lock);
+	f->armed = false;
+	pthread_mutex_unlock(&f->lock);
+}
+
+unsigned ms_store_faulty_calls(struct ms_store *store, enum ms_faulty_op op)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	pthread_mutex_lock(&f->lock);
+	unsigned calls = f->calls[op];
+	pthread_mutex_unlock(&f->lock);
+	return calls;
+}

@@ -1,0 +1,43 @@
+/*
+ * faulty.h - a fault-injecting store wrapper, for tests.
+ *
+ * Wraps another store (borrowed: it must outlive the wrapper) and counts calls
+ * per kind. A rule makes the N-th call (1-based, counted from when the rule was
+ * set) of a kind fail with an error, sleep first, or truncate: a truncated put
+ * stores nothing and fails as if the connection broke after a prefix (puts are
+ * atomic, so a failed put must leave nothing visible); a truncated read returns
+ * half the bytes asked for. Thread-safe.
+ */
+#ifndef MS_STORAGE_FAULTY_H
+#define MS_STORAGE_FAULTY_H
+
+#include "storage/store.h"
+
+#include <stdint.h>
+
+enum ms_faulty_op {
+	MS_FAULTY_PUT,
+	MS_FAULTY_READ,
+	MS_FAULTY_SIZE,
+	MS_FAULTY_REMOVE,
+	MS_FAULTY_LIST,
+	MS_FAULTY_META,
+	MS_FAULTY_ANY,
+	MS_FAULTY_OPS,
+};
+
+enum ms_faulty_action {
+	MS_FAULTY_FAIL,     /* return err without calling the inner store */
+	MS_FAULTY_DELAY,    /* sleep delay_ns, then call the inner store */
+	MS_FAULTY_TRUNCATE, /* put: fail with err, nothing stored; read: half the bytes */
+};
+
+struct ms_store *ms_store_faulty_new(struct ms_store *inner);
+/* Arms one rule (replacing the previous one) for the nth next call of op. */
+void ms_store_faulty_inject(struct ms_store *store, enum ms_faulty_op op, unsigned nth,
+			    enum ms_faulty_action action, int err, int64_t delay_ns);
+void ms_store_faulty_clear(struct ms_store *store);
+/* Calls of op made so far (MS_FAULTY_ANY: all). */
+unsigned ms_store_faulty_calls(struct ms_store *store, enum ms_faulty_op op);
+
+#endif
