@@ -1,0 +1,28 @@
+/*
+ * cli.h - the memsnap command line: one table of subcommands.
+ *
+ * Each subcommand is "memsnap GROUP VERB [options]" with its own --help. A
+ * command returns the process exit status: 0 ok, 1 failure (the reason printed
+ * on stderr), 2 usage error.
+ */
+#ifndef MS_CLI_H
+#define MS_CLI_H
+
+#include <stdbool.h>
+
+struct ms_cli_command {
+	const char *group;
+	const char *verb;
+	const char *summary;
+	int (*run)(int argc, char **argv); /* argv[0] is "GROUP VERB" */
+};
+
+/* The command table, terminated by an entry with group == NULL. */
+extern const struct ms_cli_command ms_cli_commands[];
+
+/* True when argv holds -h or --help (checked before option parsing). */
+bool ms_cli_wants_help(int argc, char **argv);
+/* Prints "memsnap: <what>: <ms_strerror(err)>" to stderr; returns 1. */
+int ms_cli_fail(const char *what, int err);
+
+#endif

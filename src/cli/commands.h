@@ -1,0 +1,9 @@
+/* commands.h - entry points of the subcommands (one file per group). */
+#ifndef MS_CLI_COMMANDS_H
+#define MS_CLI_COMMANDS_H
+
+int ms_cli_header_inspect(int argc, char **argv);
+int ms_cli_header_validate(int argc, char **argv);
+int ms_cli_demo_chain(int argc, char **argv);
+
+#endif

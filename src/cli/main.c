@@ -1,0 +1,72 @@
+/* main.c - memsnap's entry point: dispatches "memsnap GROUP VERB ..." to the command table. */
+#include "cli/cli.h"
+#include "util/err.h"
+
+#include <stdio.h>
+#include <string.h>
+
+bool ms_cli_wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+			return true;
+	}
+	return false;
+}
+
+int ms_cli_fail(const char *what, int err)
+{
+	fprintf(stderr, "memsnap: %s: %s\n", what, ms_strerror(err));
+	return 1;
+}
+
+static void ms_cli_usage(FILE *out)
+{
+	fprintf(out, "usage: memsnap COMMAND [options]   (memsnap COMMAND --help for details)\n\n"
+		     "commands:\n");
+	for (const struct ms_cli_command *c = ms_cli_commands; c->group; c++) {
+		char name[64];
+		snprintf(name, sizeof(name), "%s%s%s", c->group, c->verb ? " " : "",
+			 c->verb ? c->verb : "");
+		fprintf(out, "  %-22s %s\n", name, c->summary);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		ms_cli_usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	bool group_known = false;
+	for (const struct ms_cli_command *c = ms_cli_commands; c->group; c++) {
+		if (strcmp(c->group, argv[1]) != 0)
+			continue;
+		group_known = true;
+		if (!c->verb) {
+			char name[64];
+			snprintf(name, sizeof(name), "%s", c->group);
+			argv[1] = name;
+			return c->run(argc - 1, argv + 1);
+		}
+		if (argc >= 3 && strcmp(c->verb, argv[2]) == 0) {
+			char name[64];
+			snprintf(name, sizeof(name), "%s %s", c->group, c->verb);
+			argv[2] = name;
+			return c->run(argc - 2, argv + 2);
+		}
+	}
+	if (group_known && argc >= 3 && strcmp(argv[2], "--help") != 0 &&
+	    strcmp(argv[2], "-h") != 0)
+		fprintf(stderr, "memsnap: unknown command '%s %s'\n\n", argv[1], argv[2]);
+	else if (!group_known)
+		fprintf(stderr, "memsnap: unknown command '%s'\n\n", argv[1]);
+	ms_cli_usage(group_known && argc >= 3 && (strcmp(argv[2], "--help") == 0 ||
+						  strcmp(argv[2], "-h") == 0)
+			     ? stdout
+			     : stderr);
+	return 2;
+}
