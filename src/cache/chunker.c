@@ -1,0 +1,652 @@
+/*
+ * chunker.c - on-demand chunk fetch into a sparse cache file, one session per chunk.
+ *
+ * Session state machine (all transitions under chunker->lock):
+ *
+ *   fetching ──all bytes written (+ verified)──▶ mark chunk present ──▶ done(0)
+ *      │  ├─store/decode/write error──────────────────────────────────▶ done(err)
+ *      │  ├─deadline passed (seen by the thread or by any waiter)──────▶ done(-ETIMEDOUT)
+ *      │  └─source closed or freed─────────────────────────────────────▶ done(MS_ECLOSED)
+ *      └─ thread returns ──▶ exited (joinable; reaped when no waiter is left)
+ *
+ * Invariants:
+ *  1. ready only grows, and only while !done; bytes [chunk_off, chunk_off + ready)
+ *     are in the cache file whenever a waiter reads ready.
+ *  2. The thread marks the chunk present only while !done, immediately before it
+ *     sets done(0), under the lock: a reader that finds neither an unfinished
+ *     session nor the chunk present (under the lock) may start a new session.
+ *  3. A session is freed only when exited and waiters == 0, after pthread_join.
+ *  4. Session threads hold no reference on the source: free (the last unref)
+ *     fails every session and joins every thread before releasing anything.
+ */
+#include "cache/chunker.h"
+#include "cache/cachefile.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#if __has_include("storage/frames.h")
+#include "storage/frames.h"
+#define MS_CHUNKER_HAVE_FRAMES 1
+#else
+#define MS_CHUNKER_HAVE_FRAMES 0
+#endif
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ms_chunker;
+
+struct ms_fetch_session {
+	struct ms_chunker *chunker;    /* immutable; outlives the session (invariant 4) */
+	uint64_t chunk_off;	       /* immutable: the session's own origin */
+	uint64_t chunk_len;	       /* immutable */
+	int64_t frame;		       /* immutable: frame index, -1 for an uncompressed chunk */
+	int64_t deadline_ns;	       /* immutable */
+	pthread_t thread;	       /* immutable once started */
+	pthread_cond_t cond;	       /* broadcast on progress and on done */
+	uint64_t ready;		       /* guarded by chunker->lock */
+	bool done;		       /* guarded by chunker->lock */
+	int err;		       /* guarded by chunker->lock; set with done */
+	bool exited;		       /* guarded by chunker->lock */
+	unsigned waiters;	       /* guarded by chunker->lock */
+	struct ms_fetch_session *next; /* guarded by chunker->lock */
+};
+
+struct ms_chunker {
+	struct ms_source base;
+	struct ms_store *store;	       /* immutable, borrowed */
+	char *key;		       /* immutable */
+	struct ms_frame_table *frames; /* immutable; NULL for an uncompressed object */
+	struct ms_cachefile *cache;    /* immutable; internally synchronized */
+	uint64_t chunk_size;	       /* immutable */
+	uint64_t read_size;	       /* immutable */
+	int64_t timeout_ns;	       /* immutable */
+	pthread_mutex_t lock;
+	struct ms_fetch_session *sessions; /* guarded by lock */
+	atomic_uint_least64_t stat_sessions, stat_failures, stat_timeouts, stat_bytes;
+};
+
+static const struct ms_source_ops ms_chunker_ops;
+
+bool ms_source_is_chunker(const struct ms_source *src)
+{
+	return src && src->ops == &ms_chunker_ops;
+}
+
+/* ---- geometry ---- */
+
+struct ms_chunk {
+	uint64_t off;
+	uint64_t len;
+	int64_t frame;
+};
+
+static int ms_chunk_locate(const struct ms_chunker *ch, uint64_t pos, struct ms_chunk *out)
+{
+	uint64_t size = ch->base.size;
+	if (!ch->frames) {
+		out->off = pos - pos % ch->chunk_size;
+		out->len = size - out->off < ch->chunk_size ? size - out->off : ch->chunk_size;
+		out->frame = -1;
+		return 0;
+	}
+	uint32_t index;
+	if (ms_frame_table_locate(ch->frames, (int64_t)pos, &index) != 0)
+		return MS_ECORRUPT; /* a gap in the frame table */
+	const struct ms_frame *f = &ch->frames->frames[index];
+	out->off = (uint64_t)f->start_u;
+	uint64_t len = (uint64_t)f->size_u;
+	out->len = size - out->off < len ? size - out->off : len;
+	out->frame = index;
+	return 0;
+}
+
+/* ---- the fetch thread ---- */
+
+static bool ms_session_abandoned(struct ms_fetch_session *s)
+{
+	struct ms_chunker *ch = s->chunker;
+	pthread_mutex_lock(&ch->lock);
+	bool done = s->done;
+	pthread_mutex_unlock(&ch->lock);
+	return done;
+}
+
+static int ms_session_check(struct ms_fetch_session *s)
+{
+	if (ms_session_abandoned(s))
+		return -ECANCELED; /* already failed by a waiter or by close; result unused */
+	if (ms_clock_now_ns() >= s->deadline_ns)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+static int ms_fetch_uncompressed(struct ms_fetch_session *s)
+{
+	struct ms_chunker *ch = s->chunker;
+	size_t buf_len = ch->read_size < s->chunk_len ? ch->read_size : s->chunk_len;
+	unsigned char *buf = malloc(buf_len ? buf_len : 1);
+	if (!buf)
+		return -ENOMEM;
+	int err = 0;
+	for (uint64_t pos = 0; pos < s->chunk_len;) {
+		err = ms_session_check(s);
+		if (err)
+			break;
+		size_t n = s->chunk_len - pos < buf_len ? s->chunk_len - pos : buf_len;
+		size_t got = 0;
+		err = ms_store_read_range(ch->store, ch->key, s->chunk_off + pos, buf, n, &got);
+		if (err)
+			break;
+		atomic_fetch_add(&ch->stat_bytes, got);
+		if (got != n) {
+			ms_warn("cache", "%s: object ends at %llu, expected %llu bytes", ch->key,
+				(unsigned long long)(s->chunk_off + pos + got),
+				(unsigned long long)ch->base.size);
+			err = MS_ECORRUPT;
+			break;
+		}
+		err = ms_cachefile_write(ch->cache, buf, s->chunk_off + pos, n);
+		if (err)
+			break;
+		pos += n;
+		pthread_mutex_lock(&ch->lock);
+		if (!s->done) {
+			s->ready = pos;
+			pthread_cond_broadcast(&s->cond);
+		}
+		pthread_mutex_unlock(&ch->lock);
+	}
+	free(buf);
+	return err;
+}
+
+static int ms_fetch_frame(struct ms_fetch_session *s)
+{
+#if MS_CHUNKER_HAVE_FRAMES
+	struct ms_chunker *ch = s->chunker;
+	const struct ms_frame *f = &ch->frames->frames[s->frame];
+	int err = -ENOMEM;
+	unsigned char *packed = malloc((size_t)f->size_c);
+	if (!packed)
+		return -ENOMEM;
+	unsigned char *plain = malloc((size_t)f->size_u);
+	if (!plain)
+		goto out_packed;
+	err = ms_session_check(s);
+	if (err)
+		goto out_plain;
+	size_t got = 0;
+	err = ms_store_read_range(ch->store, ch->key, (uint64_t)f->start_c, packed,
+				  (size_t)f->size_c, &got);
+	if (err)
+		goto out_plain;
+	atomic_fetch_add(&ch->stat_bytes, got);
+	if (got != (size_t)f->size_c) {
+		err = MS_ECORRUPT;
+		goto out_plain;
+	}
+	err = ms_session_check(s);
+	if (err)
+		goto out_plain;
+	err =
+	    ms_frames_decode(ch->frames->type, packed, (size_t)f->size_c, plain, (size_t)f->size_u);
+	if (err) {
+		ms_warn("cache", "%s: frame %lld at %lld does not decode: %s", ch->key,
+			(long long)s->frame, (long long)f->start_c, ms_strerror(err));
+		goto out_plain;
+	}
+	err = ms_cachefile_write(ch->cache, plain, s->chunk_off, s->chunk_len);
+out_plain:
+	free(plain);
+out_packed:
+	free(packed);
+	return err;
+#else
+	(void)s;
+	return -ENOTSUP;
+#endif
+}
+
+static void *ms_session_run(void *arg)
+{
+	struct ms_fetch_session *s = arg;
+	struct ms_chunker *ch = s->chunker;
+	int err = s->frame < 0 ? ms_fetch_uncompressed(s) : ms_fetch_frame(s);
+
+	pthread_mutex_lock(&ch->lock);
+	if (!s->done) {
+		if (err == 0)
+			err = ms_cachefile_mark_cached(ch->cache, s->chunk_off, s->chunk_len);
+		if (err == 0)
+			s->ready = s->chunk_len;
+		s->done = true;
+		s->err = err;
+		if (err) {
+			atomic_fetch_add(&ch->stat_failures, 1);
+			if (err == -ETIMEDOUT)
+				atomic_fetch_add(&ch->stat_timeouts, 1);
+		}
+		pthread_cond_broadcast(&s->cond);
+	}
+	s->exited = true;
+	pthread_mutex_unlock(&ch->lock);
+	if (err && err != -ECANCELED && err != MS_ECLOSED)
+		ms_warn("cache", "%s: fetch of [%llu, +%llu) failed: %s", ch->key,
+			(unsigned long long)s->chunk_off, (unsigned long long)s->chunk_len,
+			ms_strerror(err));
+	return NULL;
+}
+
+/* ---- sessions (callers hold ch->lock unless noted) ---- */
+
+static void ms_session_fail_locked(struct ms_chunker *ch, struct ms_fetch_session *s, int err)
+{
+	if (s->done)
+		return;
+	s->done = true;
+	s->err = err;
+	atomic_fetch_add(&ch->stat_failures, 1);
+	if (err == -ETIMEDOUT)
+		atomic_fetch_add(&ch->stat_timeouts, 1);
+	pthread_cond_broadcast(&s->cond);
+}
+
+static void ms_session_destroy(struct ms_fetch_session *s)
+{
+	pthread_join(s->thread, NULL);
+	pthread_cond_destroy(&s->cond);
+	free(s);
+}
+
+/* Frees exited sessions nobody waits on. Joining them is quick: they have returned
+ * from every lock they take (see ms_session_run). */
+static void ms_sessions_reap_locked(struct ms_chunker *ch)
+{
+	struct ms_fetch_session **link = &ch->sessions;
+	while (*link) {
+		struct ms_fetch_session *s = *link;
+		if (s->exited && s->waiters == 0) {
+			*link = s->next;
+			ms_session_destroy(s);
+		} else {
+			link = &s->next;
+		}
+	}
+}
+
+/*
+ * The session that will provide chunk c, with one waiter reference taken: an
+ * unfinished one, or a new one. *out = NULL when the chunk is present.
+ */
+static int ms_session_acquire_locked(struct ms_chunker *ch, const struct ms_chunk *c,
+				     struct ms_fetch_session **out)
+{
+	*out = NULL;
+	ms_sessions_reap_locked(ch);
+	if (atomic_load(&ch->base.closed))
+		return MS_ECLOSED;
+	if (ms_cachefile_is_cached(ch->cache, c->off, c->len))
+		return 0;
+	int64_t now = ms_clock_now_ns();
+	for (struct ms_fetch_session *s = ch->sessions; s; s = s->next) {
+		if (s->done || s->chunk_off != c->off)
+			continue;
+		if (now >= s->deadline_ns) {
+			ms_session_fail_locked(ch, s, -ETIMEDOUT);
+			continue;
+		}
+		s->waiters++;
+		*out = s;
+		return 0;
+	}
+	struct ms_fetch_session *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->chunker = ch;
+	s->chunk_off = c->off;
+	s->chunk_len = c->len;
+	s->frame = c->frame;
+	s->deadline_ns = now + ch->timeout_ns;
+	s->waiters = 1;
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	int err = pthread_cond_init(&s->cond, &attr);
+	pthread_condattr_destroy(&attr);
+	if (err) {
+		free(s);
+		return -err;
+	}
+	err = pthread_create(&s->thread, NULL, ms_session_run, s);
+	if (err) {
+		pthread_cond_destroy(&s->cond);
+		free(s);
+		return -err;
+	}
+	s->next = ch->sessions;
+	ch->sessions = s;
+	atomic_fetch_add(&ch->stat_sessions, 1);
+	*out = s;
+	return 0;
+}
+
+/*
+ * Waits until bytes [chunk_off, chunk_off + need) of session s are in the cache
+ * file, the session failed, or the reader's deadline passed. Drops the waiter
+ * reference. Takes and releases ch->lock.
+ */
+static int ms_session_wait(struct ms_chunker *ch, struct ms_fetch_session *s, uint64_t need,
+			   int64_t reader_deadline_ns)
+{
+	int err = 0;
+	pthread_mutex_lock(&ch->lock);
+	while (!s->done && s->ready < need) {
+		int64_t now = ms_clock_now_ns();
+		if (now >= s->deadline_ns) {
+			ms_session_fail_locked(ch, s, -ETIMEDOUT);
+			break;
+		}
+		if (now >= reader_deadline_ns) {
+			err = -ETIMEDOUT; /* this reader gives up; the session goes on */
+			break;
+		}
+		int64_t until =
+		    s->deadline_ns < reader_deadline_ns ? s->deadline_ns : reader_deadline_ns;
+		struct timespec ts = {.tv_sec = until / MS_NSEC_PER_SEC,
+				      .tv_nsec = until % MS_NSEC_PER_SEC};
+		pthread_cond_timedwait(&s->cond, &ch->lock, &ts);
+	}
+	if (!err && s->ready < need)
+		err = s->err ? s->err : -EIO;
+	s->waiters--;
+	pthread_mutex_unlock(&ch->lock);
+	return err;
+}
+
+/* ---- reads ---- */
+
+#define MS_CHUNKER_INLINE_SESSIONS 8
+
+/*
+ * Makes [off, off + len) present (or at least written, for a progressive wait) and,
+ * when dst is given, copies it out. All sessions are started before the first wait,
+ * so a read spanning several chunks fetches them in parallel.
+ */
+static int ms_chunker_fetch(struct ms_chunker *ch, void *dst, uint64_t off, size_t len,
+			    int64_t deadline_ns)
+{
+	if (ms_cachefile_is_cached(ch->cache, off, len))
+		return dst ? ms_cachefile_read(ch->cache, dst, off, len) : 0;
+
+	uint64_t end = off + len;
+	size_t count = 0;
+	struct ms_chunk c;
+	for (uint64_t pos = off; pos < end; pos = c.off + c.len, count++) {
+		int err = ms_chunk_locate(ch, pos, &c);
+		if (err)
+			return err;
+	}
+	struct ms_fetch_session *inline_sessions[MS_CHUNKER_INLINE_SESSIONS];
+	struct ms_chunk inline_chunks[MS_CHUNKER_INLINE_SESSIONS];
+	struct ms_fetch_session **sessions = inline_sessions;
+	struct ms_chunk *chunks = inline_chunks;
+	if (count > MS_CHUNKER_INLINE_SESSIONS) {
+		sessions = calloc(count, sizeof(*sessions));
+		chunks = calloc(count, sizeof(*chunks));
+		if (!sessions || !chunks) {
+			free(sessions);
+			free(chunks);
+			return -ENOMEM;
+		}
+	}
+
+	int err = 0;
+	size_t acquired = 0;
+	pthread_mutex_lock(&ch->lock);
+	for (uint64_t pos = off; acquired < count; acquired++) {
+		ms_chunk_locate(ch, pos, &chunks[acquired]); /* checked above */
+		err = ms_session_acquire_locked(ch, &chunks[acquired], &sessions[acquired]);
+		if (err)
+			break;
+		pos = chunks[acquired].off + chunks[acquired].len;
+	}
+	if (err) {
+		for (size_t i = 0; i < acquired; i++)
+			if (sessions[i])
+				sessions[i]->waiters--;
+		pthread_mutex_unlock(&ch->lock);
+		goto out;
+	}
+	pthread_mutex_unlock(&ch->lock);
+
+	size_t i = 0;
+	for (; i < count; i++) {
+		const struct ms_chunk *ci = &chunks[i];
+		uint64_t seg_off = off > ci->off ? off : ci->off;
+		uint64_t seg_end = end < ci->off + ci->len ? end : ci->off + ci->len;
+		if (sessions[i]) {
+			err = ms_session_wait(ch, sessions[i], seg_end - ci->off, deadline_ns);
+			sessions[i] = NULL;
+			if (err)
+				break;
+		}
+		if (dst) {
+			err = ms_cachefile_read_unchecked(ch->cache,
+							  (unsigned char *)dst + (seg_off - off),
+							  seg_off, seg_end - seg_off);
+			if (err)
+				break;
+		}
+	}
+	if (err) {
+		pthread_mutex_lock(&ch->lock);
+		for (; i < count; i++)
+			if (sessions[i])
+				sessions[i]->waiters--;
+		pthread_mutex_unlock(&ch->lock);
+	}
+out:
+	if (sessions != inline_sessions) {
+		free(sessions);
+		free(chunks);
+	}
+	return err;
+}
+
+int ms_chunker_read_deadline(struct ms_source *src, void *dst, uint64_t off, size_t len,
+			     int64_t deadline_ns)
+{
+	if (!ms_source_is_chunker(src))
+		return -EINVAL;
+	if (atomic_load(&src->closed))
+		return MS_ECLOSED;
+	if (off > src->size || len > src->size - off)
+		return -ERANGE;
+	if (len == 0)
+		return 0;
+	if (!dst)
+		return -EINVAL;
+	return ms_chunker_fetch((struct ms_chunker *)src, dst, off, len, deadline_ns);
+}
+
+static int ms_chunker_read(struct ms_source *src, void *dst, uint64_t off, size_t len)
+{
+	return ms_chunker_fetch((struct ms_chunker *)src, dst, off, len, INT64_MAX);
+}
+
+static int ms_chunker_slice(struct ms_source *src, uint64_t off, size_t len, const void **ptr)
+{
+	struct ms_chunker *ch = (struct ms_chunker *)src;
+	if (len > 0 && !ms_cachefile_is_cached(ch->cache, off, len)) {
+		/* Wait for whole chunks: only a finished session marks bytes present. */
+		struct ms_chunk first, last;
+		int err = ms_chunk_locate(ch, off, &first);
+		if (!err)
+			err = ms_chunk_locate(ch, off + len - 1, &last);
+		if (!err)
+			err = ms_chunker_fetch(ch, NULL, first.off, last.off + last.len - first.off,
+					       INT64_MAX);
+		if (err)
+			return err;
+	}
+	return ms_cachefile_slice(ch->cache, off, len, ptr);
+}
+
+static bool ms_chunker_is_cached(struct ms_source *src, uint64_t off, size_t len)
+{
+	return ms_cachefile_is_cached(((struct ms_chunker *)src)->cache, off, len);
+}
+
+static uint64_t ms_chunker_disk_bytes(struct ms_source *src)
+{
+	return ms_cachefile_disk_bytes(((struct ms_chunker *)src)->cache);
+}
+
+static void ms_chunker_fail_all(struct ms_chunker *ch)
+{
+	pthread_mutex_lock(&ch->lock);
+	for (struct ms_fetch_session *s = ch->sessions; s; s = s->next)
+		ms_session_fail_locked(ch, s, MS_ECLOSED);
+	pthread_mutex_unlock(&ch->lock);
+}
+
+static void ms_chunker_close(struct ms_source *src)
+{
+	struct ms_chunker *ch = (struct ms_chunker *)src;
+	ms_chunker_fail_all(ch);
+	ms_cachefile_unlink(ch->cache);
+}
+
+static void ms_chunker_free(struct ms_source *src)
+{
+	struct ms_chunker *ch = (struct ms_chunker *)src;
+	ms_chunker_fail_all(ch);
+	/* No reader is left (they hold references), so no new session can appear. */
+	pthread_mutex_lock(&ch->lock);
+	struct ms_fetch_session *s = ch->sessions;
+	ch->sessions = NULL;
+	pthread_mutex_unlock(&ch->lock);
+	while (s) {
+		struct ms_fetch_session *next = s->next;
+		ms_session_destroy(s); /* joins: a stuck store call delays this */
+		s = next;
+	}
+	ms_cachefile_free(ch->cache);
+	ms_frame_table_free(ch->frames);
+	pthread_mutex_destroy(&ch->lock);
+	free(ch->key);
+	free(ch);
+}
+
+void ms_chunker_get_stats(struct ms_source *src, struct ms_chunker_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!ms_source_is_chunker(src))
+		return;
+	struct ms_chunker *ch = (struct ms_chunker *)src;
+	out->sessions = atomic_load(&ch->stat_sessions);
+	out->failures = atomic_load(&ch->stat_failures);
+	out->timeouts = atomic_load(&ch->stat_timeouts);
+	out->fetched_bytes = atomic_load(&ch->stat_bytes);
+}
+
+static const struct ms_source_ops ms_chunker_ops = {
+    .name = "chunker",
+    .read = ms_chunker_read,
+    .slice = ms_chunker_slice,
+    .is_cached = ms_chunker_is_cached,
+    .disk_bytes = ms_chunker_disk_bytes,
+    .close = ms_chunker_close,
+    .free = ms_chunker_free,
+};
+
+/* ---- construction ---- */
+
+static int ms_chunker_check_frames(const struct ms_frame_table *frames, uint64_t size,
+				   uint32_t block_size)
+{
+	int err = ms_frame_table_validate(frames);
+	if (err)
+		return err;
+	if ((uint64_t)ms_frame_table_size_u(frames) < size)
+		return MS_ECORRUPT; /* the frames do not cover the object */
+	for (uint32_t i = 0; i < frames->count; i++)
+		if ((uint64_t)frames->frames[i].start_u % block_size != 0)
+			return MS_ECORRUPT; /* a block would straddle two frames */
+	return 0;
+}
+
+struct ms_source *ms_chunker_new(struct ms_store *store, const char *key, uint64_t size,
+				 const struct ms_frame_table *frames, const char *cache_path,
+				 const struct ms_chunker_config *config, int *err)
+{
+	struct ms_chunker_config cfg = config ? *config : (struct ms_chunker_config){0};
+	if (!cfg.chunk_size)
+		cfg.chunk_size = MS_CHUNK_SIZE_DEFAULT;
+	if (!cfg.read_size)
+		cfg.read_size = MS_CHUNK_READ_SIZE_DEFAULT;
+	if (!cfg.fetch_timeout_ns)
+		cfg.fetch_timeout_ns = MS_CHUNK_TIMEOUT_DEFAULT;
+	if (!cfg.block_size)
+		cfg.block_size = 4096;
+	*err = -EINVAL;
+	if (!store || !ms_store_key_valid(key) || !cache_path || cfg.fetch_timeout_ns < 0 ||
+	    cfg.block_size < 512 || (cfg.block_size & (cfg.block_size - 1)) ||
+	    cfg.chunk_size % cfg.block_size != 0 || cfg.read_size > SIZE_MAX)
+		return NULL;
+	bool compressed = frames && frames->type != MS_COMPRESS_NONE;
+	if (frames && !compressed && frames->count != 0) {
+		*err = MS_ECORRUPT;
+		return NULL;
+	}
+	if (compressed) {
+		if (!MS_CHUNKER_HAVE_FRAMES) {
+			*err = -ENOTSUP;
+			return NULL;
+		}
+		*err = ms_chunker_check_frames(frames, size, cfg.block_size);
+		if (*err)
+			return NULL;
+	}
+
+	*err = -ENOMEM;
+	struct ms_chunker *ch = calloc(1, sizeof(*ch));
+	if (!ch)
+		return NULL;
+	ch->key = strdup(key);
+	if (!ch->key)
+		goto fail_chunker;
+	if (compressed) {
+		ch->frames = ms_frame_table_copy(frames);
+		if (!ch->frames)
+			goto fail_key;
+	}
+	*err = ms_cachefile_create(cache_path, size, cfg.block_size, &ch->cache);
+	if (*err)
+		goto fail_frames;
+	ms_cachefile_set_remove(ch->cache, true);
+	ch->store = store;
+	ch->chunk_size = cfg.chunk_size;
+	ch->read_size = cfg.read_size;
+	ch->timeout_ns = cfg.fetch_timeout_ns;
+	pthread_mutex_init(&ch->lock, NULL);
+	atomic_init(&ch->stat_sessions, 0);
+	atomic_init(&ch->stat_failures, 0);
+	atomic_init(&ch->stat_timeouts, 0);
+	atomic_init(&ch->stat_bytes, 0);
+	ms_source_init(&ch->base, &ms_chunker_ops, size);
+	*err = 0;
+	return &ch->base;
+
+fail_frames:
+	ms_frame_table_free(ch->frames);
+fail_key:
+	free(ch->key);
+fail_chunker:
+	free(ch);
+	return NULL;
+}
