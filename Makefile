@@ -48,10 +48,10 @@ bench: deps all
 	scripts/run-bench.sh $(BUILD)
 
 build-fuzz/build.ninja:
-	CC=clang-14 meson setup build-fuzz -Dfuzz=true -Db_lundef=false
+	CC=clang-14 meson setup build-fuzz -Dfuzz=true -Db_lundef=false -Db_sanitize=address,undefined
 
 fuzz: deps build-fuzz/build.ninja
-	ninja -C build-fuzz
+	ninja -C build-fuzz fuzz/fuzz_header fuzz/gen_seeds
 	scripts/run-fuzz.sh build-fuzz
 
 format:

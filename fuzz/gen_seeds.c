@@ -1,0 +1,51 @@
+/* gen_seeds.c - writes valid V3/V4/V5 headers into a directory: the fuzzers' seed corpus. */
+#include "header/serialize.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+int main(int argc, char **argv)
+{
+	if (argc != 2) {
+		fprintf(stderr, "usage: gen_seeds DIR\n");
+		return 2;
+	}
+	ms_uuid a, b;
+	ms_uuid_generate(&a);
+	ms_uuid_generate(&b);
+	struct ms_header *base = ms_header_new_base(&a, MS_HEADER_V4, 4096, 64 * 4096, true);
+	struct ms_build_data bd = {.build_id = a, .size = 64 * 4096};
+	bd.frames = ms_frame_table_new(MS_COMPRESS_ZSTD);
+	for (int i = 0; i < 4; i++)
+		ms_frame_table_append(bd.frames, 16 * 4096, 500 + i);
+	ms_header_set_build(base, &bd);
+	ms_frame_table_free(bd.frames);
+	struct ms_pageset *dirty = ms_pageset_new(), *empty = ms_pageset_new();
+	for (uint32_t p = 0; p < 64; p += 5)
+		ms_pageset_add(dirty, p);
+	ms_pageset_add_range(empty, 30, 34);
+	struct ms_header *diff;
+	if (ms_header_new_diff(base, &b, dirty, empty, 4096, false, &diff))
+		return 1;
+	diff->incomplete = false;
+	const struct ms_header *hs[] = {base, diff};
+	int n = 0;
+	for (int i = 0; i < 2; i++)
+		for (uint64_t v = 3; v <= 5; v++) {
+			uint8_t *buf;
+			size_t len;
+			if (ms_header_serialize(hs[i], v, false, &buf, &len))
+				return 1;
+			char path[4096];
+			snprintf(path, sizeof(path), "%s/seed-%d", argv[1], n++);
+			FILE *f = fopen(path, "wb");
+			if (!f || fwrite(buf, 1, len, f) != len || fclose(f))
+				return 1;
+			free(buf);
+		}
+	ms_header_free(diff);
+	ms_header_free(base);
+	ms_pageset_free(dirty);
+	ms_pageset_free(empty);
+	return 0;
+}
