@@ -25,12 +25,7 @@
 #include "util/err.h"
 #include "util/log.h"
 
-#if __has_include("storage/frames.h")
 #include "storage/frames.h"
-#define MS_CHUNKER_HAVE_FRAMES 1
-#else
-#define MS_CHUNKER_HAVE_FRAMES 0
-#endif
 
 #include <errno.h>
 #include <pthread.h>
@@ -166,7 +161,6 @@ static int ms_fetch_uncompressed(struct ms_fetch_session *s)
 
 static int ms_fetch_frame(struct ms_fetch_session *s)
 {
-#if MS_CHUNKER_HAVE_FRAMES
 	struct ms_chunker *ch = s->chunker;
 	const struct ms_frame *f = &ch->frames->frames[s->frame];
 	int err = -ENOMEM;
@@ -205,10 +199,6 @@ out_plain:
 out_packed:
 	free(packed);
 	return err;
-#else
-	(void)s;
-	return -ENOTSUP;
-#endif
 }
 
 static void *ms_session_run(void *arg)
@@ -604,10 +594,6 @@ struct ms_source *ms_chunker_new(struct ms_store *store, const char *key, uint64
 		return NULL;
 	}
 	if (compressed) {
-		if (!MS_CHUNKER_HAVE_FRAMES) {
-			*err = -ENOTSUP;
-			return NULL;
-		}
 		*err = ms_chunker_check_frames(frames, size, cfg.block_size);
 		if (*err)
 			return NULL;
