@@ -7,7 +7,7 @@
  *      │  ├─store/decode/write error──────────────────────────────────▶ done(err)
  *      │  ├─deadline passed (seen by the thread or by any waiter)──────▶ done(-ETIMEDOUT)
  *      │  └─source closed or freed─────────────────────────────────────▶ done(MS_ECLOSED)
- *      └─ thread returns ──▶ exited (joinable; reaped when no waiter is left)
+ *      └─ (done: unlinked from the in-flight list; freed by the last of thread and waiters)
  *
  * Invariants:
  *  1. ready only grows, and only while !done; bytes [chunk_off, chunk_off + ready)
@@ -15,9 +15,12 @@
  *  2. The thread marks the chunk present only while !done, immediately before it
  *     sets done(0), under the lock: a reader that finds neither an unfinished
  *     session nor the chunk present (under the lock) may start a new session.
- *  3. A session is freed only when exited and waiters == 0, after pthread_join.
+ *  3. ch->sessions lists exactly the sessions that are not done. A session is
+ *     referenced by its (detached) thread and by each waiter, and freed by the
+ *     last of them, under the lock.
  *  4. Session threads hold no reference on the source: free (the last unref)
- *     fails every session and joins every thread before releasing anything.
+ *     fails every session and waits until running == 0 before releasing anything;
+ *     a thread touches nothing of the chunker after it decremented running.
  */
 #include "cache/chunker.h"
 #include "cache/cachefile.h"
@@ -27,6 +30,7 @@
 
 #include "storage/frames.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -40,13 +44,11 @@ struct ms_fetch_session {
 	uint64_t chunk_len;	       /* immutable */
 	int64_t frame;		       /* immutable: frame index, -1 for an uncompressed chunk */
 	int64_t deadline_ns;	       /* immutable */
-	pthread_t thread;	       /* immutable once started */
 	pthread_cond_t cond;	       /* broadcast on progress and on done */
 	uint64_t ready;		       /* guarded by chunker->lock */
 	bool done;		       /* guarded by chunker->lock */
 	int err;		       /* guarded by chunker->lock; set with done */
-	bool exited;		       /* guarded by chunker->lock */
-	unsigned waiters;	       /* guarded by chunker->lock */
+	unsigned refs;		       /* guarded by chunker->lock: the thread + each waiter */
 	struct ms_fetch_session *next; /* guarded by chunker->lock */
 };
 
@@ -60,7 +62,9 @@ struct ms_chunker {
 	uint64_t read_size;	       /* immutable */
 	int64_t timeout_ns;	       /* immutable */
 	pthread_mutex_t lock;
-	struct ms_fetch_session *sessions; /* guarded by lock */
+	pthread_cond_t idle;		   /* signalled when running drops to 0 */
+	struct ms_fetch_session *sessions; /* guarded by lock: sessions not done (invariant 3) */
+	unsigned running;		   /* guarded by lock: session threads not yet returned */
 	atomic_uint_least64_t stat_sessions, stat_failures, stat_timeouts, stat_bytes;
 };
 
@@ -201,99 +205,91 @@ out_packed:
 	return err;
 }
 
-static void *ms_session_run(void *arg)
-{
-	struct ms_fetch_session *s = arg;
-	struct ms_chunker *ch = s->chunker;
-	int err = s->frame < 0 ? ms_fetch_uncompressed(s) : ms_fetch_frame(s);
+/* ---- sessions (callers hold ch->lock) ---- */
 
-	pthread_mutex_lock(&ch->lock);
-	if (!s->done) {
-		if (err == 0)
-			err = ms_cachefile_mark_cached(ch->cache, s->chunk_off, s->chunk_len);
-		if (err == 0)
-			s->ready = s->chunk_len;
-		s->done = true;
-		s->err = err;
-		if (err) {
-			atomic_fetch_add(&ch->stat_failures, 1);
-			if (err == -ETIMEDOUT)
-				atomic_fetch_add(&ch->stat_timeouts, 1);
-		}
-		pthread_cond_broadcast(&s->cond);
-	}
-	s->exited = true;
-	pthread_mutex_unlock(&ch->lock);
-	if (err && err != -ECANCELED && err != MS_ECLOSED)
-		ms_warn("cache", "%s: fetch of [%llu, +%llu) failed: %s", ch->key,
-			(unsigned long long)s->chunk_off, (unsigned long long)s->chunk_len,
-			ms_strerror(err));
-	return NULL;
-}
-
-/* ---- sessions (callers hold ch->lock unless noted) ---- */
-
-static void ms_session_fail_locked(struct ms_chunker *ch, struct ms_fetch_session *s, int err)
+/* Marks s done with err (0: success) and takes it off the in-flight list. */
+static void ms_session_finish_locked(struct ms_chunker *ch, struct ms_fetch_session *s, int err)
 {
 	if (s->done)
 		return;
 	s->done = true;
 	s->err = err;
-	atomic_fetch_add(&ch->stat_failures, 1);
-	if (err == -ETIMEDOUT)
-		atomic_fetch_add(&ch->stat_timeouts, 1);
+	if (err) {
+		atomic_fetch_add(&ch->stat_failures, 1);
+		if (err == -ETIMEDOUT)
+			atomic_fetch_add(&ch->stat_timeouts, 1);
+	}
+	struct ms_fetch_session **link = &ch->sessions;
+	while (*link && *link != s)
+		link = &(*link)->next;
+	if (*link)
+		*link = s->next;
+	s->next = NULL;
 	pthread_cond_broadcast(&s->cond);
 }
 
-static void ms_session_destroy(struct ms_fetch_session *s)
+static void ms_session_unref_locked(struct ms_fetch_session *s)
 {
-	pthread_join(s->thread, NULL);
+	assert(s->refs > 0);
+	if (--s->refs > 0)
+		return;
 	pthread_cond_destroy(&s->cond);
 	free(s);
 }
 
-/* Frees exited sessions nobody waits on. Joining them is quick: they have returned
- * from every lock they take (see ms_session_run). */
-static void ms_sessions_reap_locked(struct ms_chunker *ch)
+static void *ms_session_run(void *arg)
 {
-	struct ms_fetch_session **link = &ch->sessions;
-	while (*link) {
-		struct ms_fetch_session *s = *link;
-		if (s->exited && s->waiters == 0) {
-			*link = s->next;
-			ms_session_destroy(s);
-		} else {
-			link = &s->next;
-		}
+	struct ms_fetch_session *s = arg;
+	struct ms_chunker *ch = s->chunker;
+	int err = s->frame < 0 ? ms_fetch_uncompressed(s) : ms_fetch_frame(s);
+	if (err && err != -ECANCELED)
+		ms_warn("cache", "%s: fetch of [%llu, +%llu) failed: %s", ch->key,
+			(unsigned long long)s->chunk_off, (unsigned long long)s->chunk_len,
+			ms_strerror(err));
+
+	pthread_mutex_lock(&ch->lock);
+	if (!s->done) {
+		/* Invariant 2: present before done(0), in one critical section. */
+		if (err == 0)
+			err = ms_cachefile_mark_cached(ch->cache, s->chunk_off, s->chunk_len);
+		if (err == 0)
+			s->ready = s->chunk_len;
+		ms_session_finish_locked(ch, s, err);
 	}
+	ms_session_unref_locked(s);
+	if (--ch->running == 0)
+		pthread_cond_broadcast(&ch->idle);
+	pthread_mutex_unlock(&ch->lock); /* invariant 4: ch is not touched after this */
+	return NULL;
 }
 
 /*
- * The session that will provide chunk c, with one waiter reference taken: an
- * unfinished one, or a new one. *out = NULL when the chunk is present.
+ * The session that will provide chunk c, with one waiter reference taken: the
+ * in-flight one, or a new one. *out = NULL when the chunk is present.
  */
 static int ms_session_acquire_locked(struct ms_chunker *ch, const struct ms_chunk *c,
 				     struct ms_fetch_session **out)
 {
 	*out = NULL;
-	ms_sessions_reap_locked(ch);
 	if (atomic_load(&ch->base.closed))
 		return MS_ECLOSED;
 	if (ms_cachefile_is_cached(ch->cache, c->off, c->len))
 		return 0;
 	int64_t now = ms_clock_now_ns();
-	for (struct ms_fetch_session *s = ch->sessions; s; s = s->next) {
-		if (s->done || s->chunk_off != c->off)
-			continue;
-		if (now >= s->deadline_ns) {
-			ms_session_fail_locked(ch, s, -ETIMEDOUT);
-			continue;
+	struct ms_fetch_session *s = ch->sessions;
+	while (s) {
+		struct ms_fetch_session *next = s->next;
+		if (s->chunk_off == c->off) {
+			if (now < s->deadline_ns) {
+				s->refs++;
+				*out = s;
+				return 0;
+			}
+			ms_session_finish_locked(ch, s, -ETIMEDOUT); /* stuck: start afresh */
 		}
-		s->waiters++;
-		*out = s;
-		return 0;
+		s = next;
 	}
-	struct ms_fetch_session *s = calloc(1, sizeof(*s));
+	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->chunker = ch;
@@ -301,27 +297,36 @@ static int ms_session_acquire_locked(struct ms_chunker *ch, const struct ms_chun
 	s->chunk_len = c->len;
 	s->frame = c->frame;
 	s->deadline_ns = now + ch->timeout_ns;
-	s->waiters = 1;
+	s->refs = 2; /* the thread and this waiter */
 	pthread_condattr_t attr;
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	int err = pthread_cond_init(&s->cond, &attr);
 	pthread_condattr_destroy(&attr);
-	if (err) {
-		free(s);
-		return -err;
-	}
-	err = pthread_create(&s->thread, NULL, ms_session_run, s);
-	if (err) {
-		pthread_cond_destroy(&s->cond);
-		free(s);
-		return -err;
-	}
+	if (err)
+		goto fail_session;
+	pthread_attr_t thread_attr;
+	err = pthread_attr_init(&thread_attr);
+	if (err)
+		goto fail_cond;
+	pthread_attr_setdetachstate(&thread_attr, PTHREAD_CREATE_DETACHED);
+	pthread_t thread;
+	err = pthread_create(&thread, &thread_attr, ms_session_run, s);
+	pthread_attr_destroy(&thread_attr);
+	if (err)
+		goto fail_cond;
+	ch->running++;
 	s->next = ch->sessions;
 	ch->sessions = s;
 	atomic_fetch_add(&ch->stat_sessions, 1);
 	*out = s;
 	return 0;
+
+fail_cond:
+	pthread_cond_destroy(&s->cond);
+fail_session:
+	free(s);
+	return -err;
 }
 
 /*
@@ -337,7 +342,7 @@ static int ms_session_wait(struct ms_chunker *ch, struct ms_fetch_session *s, ui
 	while (!s->done && s->ready < need) {
 		int64_t now = ms_clock_now_ns();
 		if (now >= s->deadline_ns) {
-			ms_session_fail_locked(ch, s, -ETIMEDOUT);
+			ms_session_finish_locked(ch, s, -ETIMEDOUT);
 			break;
 		}
 		if (now >= reader_deadline_ns) {
@@ -352,7 +357,7 @@ static int ms_session_wait(struct ms_chunker *ch, struct ms_fetch_session *s, ui
 	}
 	if (!err && s->ready < need)
 		err = s->err ? s->err : -EIO;
-	s->waiters--;
+	ms_session_unref_locked(s);
 	pthread_mutex_unlock(&ch->lock);
 	return err;
 }
@@ -407,7 +412,7 @@ static int ms_chunker_fetch(struct ms_chunker *ch, void *dst, uint64_t off, size
 	if (err) {
 		for (size_t i = 0; i < acquired; i++)
 			if (sessions[i])
-				sessions[i]->waiters--;
+				ms_session_unref_locked(sessions[i]);
 		pthread_mutex_unlock(&ch->lock);
 		goto out;
 	}
@@ -436,7 +441,7 @@ static int ms_chunker_fetch(struct ms_chunker *ch, void *dst, uint64_t off, size
 		pthread_mutex_lock(&ch->lock);
 		for (; i < count; i++)
 			if (sessions[i])
-				sessions[i]->waiters--;
+				ms_session_unref_locked(sessions[i]);
 		pthread_mutex_unlock(&ch->lock);
 	}
 out:
@@ -499,8 +504,8 @@ static uint64_t ms_chunker_disk_bytes(struct ms_source *src)
 static void ms_chunker_fail_all(struct ms_chunker *ch)
 {
 	pthread_mutex_lock(&ch->lock);
-	for (struct ms_fetch_session *s = ch->sessions; s; s = s->next)
-		ms_session_fail_locked(ch, s, MS_ECLOSED);
+	while (ch->sessions)
+		ms_session_finish_locked(ch, ch->sessions, MS_ECLOSED);
 	pthread_mutex_unlock(&ch->lock);
 }
 
@@ -514,19 +519,17 @@ static void ms_chunker_close(struct ms_source *src)
 static void ms_chunker_free(struct ms_source *src)
 {
 	struct ms_chunker *ch = (struct ms_chunker *)src;
-	ms_chunker_fail_all(ch);
-	/* No reader is left (they hold references), so no new session can appear. */
+	/* No reader is left (they hold references), so no new session can appear;
+	 * wait for the threads (a store call stuck past the timeout delays this). */
 	pthread_mutex_lock(&ch->lock);
-	struct ms_fetch_session *s = ch->sessions;
-	ch->sessions = NULL;
+	while (ch->sessions)
+		ms_session_finish_locked(ch, ch->sessions, MS_ECLOSED);
+	while (ch->running > 0)
+		pthread_cond_wait(&ch->idle, &ch->lock);
 	pthread_mutex_unlock(&ch->lock);
-	while (s) {
-		struct ms_fetch_session *next = s->next;
-		ms_session_destroy(s); /* joins: a stuck store call delays this */
-		s = next;
-	}
 	ms_cachefile_free(ch->cache);
 	ms_frame_table_free(ch->frames);
+	pthread_cond_destroy(&ch->idle);
 	pthread_mutex_destroy(&ch->lock);
 	free(ch->key);
 	free(ch);
@@ -620,6 +623,7 @@ struct ms_source *ms_chunker_new(struct ms_store *store, const char *key, uint64
 	ch->read_size = cfg.read_size;
 	ch->timeout_ns = cfg.fetch_timeout_ns;
 	pthread_mutex_init(&ch->lock, NULL);
+	pthread_cond_init(&ch->idle, NULL);
 	atomic_init(&ch->stat_sessions, 0);
 	atomic_init(&ch->stat_failures, 0);
 	atomic_init(&ch->stat_timeouts, 0);
