@@ -7,7 +7,7 @@
  *      │  ├─store/decode/write error──────────────────────────────────▶ done(err)
  *      │  ├─deadline passed (seen by the thread or by any waiter)──────▶ done(-ETIMEDOUT)
  *      │  └─source closed or freed─────────────────────────────────────▶ done(MS_ECLOSED)
- *      └─ (done: unlinked from the in-flight list; freed by the last of thread and waiters)
+ *   (done: off the in-flight list; the session is freed by the last of its thread and waiters)
  *
  * Invariants:
  *  1. ready only grows, and only while !done; bytes [chunk_off, chunk_off + ready)

@@ -19,9 +19,9 @@
  *     next read of the chunk starts a fresh session.
  *  4. A session ends within fetch_timeout_ns for its waiters: past that deadline
  *     it is failed with -ETIMEDOUT even when the store call has not returned
- *     (the thread then discards what it gets).
+ *     (the thread then stops at its next step and marks nothing).
  *  5. The store must outlive the source: the last unref closes the source and
- *     joins every session thread (a store call stuck past the timeout delays it).
+ *     waits for every session thread (a store call stuck past the timeout delays it).
  *
  * ms_source_close() fails unfinished sessions with MS_ECLOSED and unlinks the cache
  * file; the cache file is also removed when the source is freed.
