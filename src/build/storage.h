@@ -1,0 +1,46 @@
+/*
+ * storage.h - where a device file's builds come from: the object store, through
+ * the node's diff store (e2b's StorageDiff + DiffStore, research/e2b.md §4.1, §4.7).
+ *
+ * ms_build_storage_resolve() is the layered file's resolver
+ * (ms_layered_resolve_fn): build X of a memfile becomes the diff-store entry
+ * "X/memfile", created on first use as a chunked, disk-cached fetch of
+ * "X/memfile" (uncompressed) or "X/memfile.zstd|.lz4" (compressed, per the
+ * header's builds table). Entries registered by others (a local diff file, a
+ * memfd during a pause) under the same key are used as they are.
+ *
+ * A compressed ancestor's frame table in a child header may be trimmed
+ * (serialize.h): when it does not cover the whole build, the build's own
+ * header is fetched for its complete table.
+ *
+ * Thread-safety: resolve may be called from many threads; the diff store makes
+ * one creator per key.
+ */
+#ifndef MS_BUILD_STORAGE_H
+#define MS_BUILD_STORAGE_H
+
+#include "cache/chunker.h"
+#include "cache/diffstore.h"
+#include "header/header.h"
+#include "storage/artifact.h"
+#include "storage/store.h"
+
+#include <stdatomic.h>
+
+struct ms_build_storage {
+	struct ms_store *store;        /* borrowed; outlives this */
+	struct ms_diffstore *diffs;    /* borrowed; outlives this */
+	const char *cache_dir;         /* borrowed; chunk cache files go here */
+	enum ms_artifact data;         /* MS_ARTIFACT_MEMFILE or MS_ARTIFACT_ROOTFS */
+	struct ms_chunker_config chunker; /* zero fields: defaults */
+	atomic_uint serial;            /* unique cache file names */
+};
+
+/* Diff-store key of a build's data: "{build_id}/memfile" (or rootfs.ext4). */
+int ms_build_storage_key(const struct ms_build_storage *bs, const ms_uuid *build_id, char *key,
+			 size_t size);
+/* ms_layered_resolve_fn over a struct ms_build_storage. */
+int ms_build_storage_resolve(void *ctx, const ms_uuid *build_id, const struct ms_header *header,
+			     struct ms_source **out);
+
+#endif
