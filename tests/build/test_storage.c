@@ -90,6 +90,7 @@ static void test_chain_from_store(void **state)
 			else if ((p + (uint32_t)l) % 29 == 0)
 				ms_pageset_add(empty, p);
 		}
+		ms_pageset_subtract(empty, dirty); /* dirty wins, in the model too */
 		size_t len = 0;
 		uint64_t cursor = 0, start, run;
 		while (ms_pageset_next_run(dirty, &cursor, &start, &run))
