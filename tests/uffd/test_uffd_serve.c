@@ -1,0 +1,340 @@
+/*
+ * test_uffd_serve.c - the page server through a real userfaultfd, against a
+ * child that behaves as Firecracker does: every byte matches the source, WP
+ * dirty tracking is exact, zero pages, batching, prefault, shmem, hugetlb.
+ */
+#include "ms_test.h"
+#include "uffd_test_util.h"
+#include "util/err.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define MiB	   (1024ULL * 1024)
+#define TIMEOUT_NS (10LL * 1000000000LL)
+
+struct fixture {
+	struct test_source src;
+	char *dir, *path;
+	struct ms_pageserver *srv;
+	struct fc_child child;
+	struct ms_uffd_session *session;
+};
+
+/* Starts a server over a fresh source and a child; false (test skipped) when the child
+ * cannot map its memory (hugetlb). */
+static bool fixture_start(struct fixture *f, uint64_t size, uint64_t page_size,
+			  const struct ms_pageserver_options *opts, struct fc_child_cfg cfg,
+			  bool cached, bool zero_hint)
+{
+	memset(f, 0, sizeof(*f));
+	test_source_init(&f->src, size, page_size);
+	f->src.cached = cached;
+	f->src.zero_hint = zero_hint;
+	f->path = test_socket_path(&f->dir);
+	f->srv = ms_pageserver_new(f->path, &test_source_ops, &f->src, opts);
+	assert_non_null(f->srv);
+	cfg.sock_path = f->path;
+	cfg.size = size;
+	cfg.page_size = page_size;
+	cfg.source = f->src.data;
+	int err = fc_child_start(&cfg, &f->child);
+	if (err) {
+		printf("SKIP: child could not set up its guest memory: %s\n", strerror(-err));
+		ms_pageserver_free(f->srv);
+		test_source_fini(&f->src);
+		ms_test_rmtree(f->dir);
+		free(f->dir);
+		free(f->path);
+		return false;
+	}
+	assert_int_equal(ms_pageserver_next_session(f->srv, TIMEOUT_NS, &f->session), 0);
+	assert_int_equal(ms_uffd_session_page_size(f->session), page_size);
+	return true;
+}
+
+static void fixture_stop(struct fixture *f)
+{
+	fc_child_exit(&f->child);
+	/* The session ends on its own when the peer exits. */
+	assert_int_equal(ms_uffd_session_wait(f->session, TIMEOUT_NS), 0);
+	assert_int_equal(ms_uffd_session_state(f->session), MS_UFFD_SESSION_CLOSED);
+	assert_int_equal(ms_uffd_session_error(f->session), 0);
+	ms_uffd_session_unref(f->session);
+	ms_pageserver_free(f->srv);
+	test_source_fini(&f->src);
+	ms_test_rmtree(f->dir);
+	free(f->dir);
+	free(f->path);
+}
+
+static uint64_t metric(struct fixture *f, size_t offset)
+{
+	const struct ms_uffd_metrics *m = ms_uffd_session_metrics(f->session);
+	return atomic_load((const _Atomic uint64_t *)((const char *)m + offset));
+}
+#define M(f, field) metric(f, offsetof(struct ms_uffd_metrics, field))
+
+static int64_t cmd(struct fixture *f, int op, uint64_t off, uint64_t len, uint64_t arg)
+{
+	return fc_child_cmd(&f->child, op, off, len, arg, 20000);
+}
+
+/* The expected empty set: source pages that are all zero (every 5th page) among [0, n). */
+static void check_export(struct fixture *f, const struct ms_pageset *want_dirty,
+			 uint64_t zero_pages_upto)
+{
+	struct ms_pageset *dirty, *empty;
+	assert_int_equal(ms_uffd_session_export(f->session, &dirty, &empty), 0);
+	assert_true(ms_pageset_equal(dirty, want_dirty));
+	for (uint64_t p = 0; p < zero_pages_upto; p++) {
+		bool zero = test_page_is_zero(f->src.data + p * 4096, 4096);
+		bool is_dirty = ms_pageset_contains(want_dirty, (uint32_t)p);
+		if (f->src.zero_hint)
+			assert_int_equal(ms_pageset_contains(empty, (uint32_t)p),
+					 zero && !is_dirty);
+	}
+	ms_pageset_free(dirty);
+	ms_pageset_free(empty);
+}
+
+/* Anonymous MAP_PRIVATE, MISSING|WP, two regions, inline (cached) source with zero hints. */
+static void test_anon_wp_exact(void **state)
+{
+	(void)state;
+	struct fixture f;
+	struct ms_pageserver_options opts = {.workers = 2};
+	struct fc_child_cfg cfg = {.regions = 2, .wp = true};
+	const uint64_t size = 16 * MiB, pages = size / 4096;
+	if (!fixture_start(&f, size, 4096, &opts, cfg, true, true))
+		return;
+	/* Read-only touch of everything: every byte matches, nothing dirty. */
+	assert_int_equal(cmd(&f, FC_READ_CHECK, 0, size, 0), 0);
+	assert_true(ms_uffd_session_has_wp(f.session));
+	struct ms_pageset *want = ms_pageset_new();
+	check_export(&f, want, pages);
+	assert_int_equal(M(&f, faults_write), 0);
+	assert_int_equal(M(&f, faults_wp), 0);
+	assert_true(M(&f, pages_zero) >= pages / 5);
+	assert_int_equal(M(&f, pages_source) + M(&f, pages_zero), pages);
+	/* Writes: some to data pages, some to zero pages, one spanning the region boundary. */
+	uint64_t written[] = {0, 1, 4, 9, 100, pages / 2 - 1, pages / 2, pages - 1};
+	for (size_t i = 0; i < sizeof(written) / sizeof(written[0]); i++) {
+		assert_int_equal(cmd(&f, FC_WRITE, written[i] * 4096, 4096, 0xA5), 0);
+		ms_pageset_add(want, (uint32_t)written[i]);
+	}
+	check_export(&f, want, pages);
+	assert_int_equal(M(&f, faults_wp), sizeof(written) / sizeof(written[0]));
+	for (size_t i = 0; i < sizeof(written) / sizeof(written[0]); i++)
+		assert_int_equal(cmd(&f, FC_READ_CHECK, written[i] * 4096, 4096, 0xA5 + 2), 0);
+	/* Untouched pages still match. */
+	assert_int_equal(cmd(&f, FC_READ_CHECK, 2 * 4096, 2 * 4096, 0), 0);
+	ms_pageset_free(want);
+	fixture_stop(&f);
+}
+
+/* Write faults on never-touched pages (MISSING + write): writable at once, dirty. */
+static void test_anon_write_faults(void **state)
+{
+	(void)state;
+	struct fixture f;
+	struct ms_pageserver_options opts = {.workers = 3, .batch_bytes = 64 * 1024};
+	struct fc_child_cfg cfg = {.regions = 1, .wp = true};
+	const uint64_t size = 4 * MiB;
+	if (!fixture_start(&f, size, 4096, &opts, cfg, false, false))
+		return;
+	struct ms_pageset *want = ms_pageset_new();
+	/* Page 3 is in the block of page 0..15; page 4 is a zero page (no hint: read). */
+	uint64_t written[] = {3, 4, 40, 1000};
+	for (size_t i = 0; i < 4; i++) {
+		assert_int_equal(cmd(&f, FC_WRITE, written[i] * 4096, 4096, 0x11), 0);
+		ms_pageset_add(want, (uint32_t)written[i]);
+	}
+	/* Page 4 was installed (WP) with page 3's block: its write is a WP fault. */
+	assert_int_equal(M(&f, faults_write), 3);
+	assert_int_equal(M(&f, faults_wp), 1);
+	/* The rest of each block came along (batched, read-only and WP). */
+	assert_true(M(&f, pages_batched) > 0);
+	assert_int_equal(cmd(&f, FC_READ_CHECK, 0, size, 0), 4); /* exactly the written 4 differ */
+	check_export(&f, want, 0);
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(cmd(&f, FC_READ_CHECK, written[i] * 4096, 4096, 0x11 + 2), 0);
+	ms_pageset_free(want);
+	fixture_stop(&f);
+}
+
+/* MISSING only (no WP): worker path with 64 KiB batching; all bytes match; dirty = written. */
+static void test_anon_nowp_batched(void **state)
+{
+	(void)state;
+	struct fixture f;
+	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 64 * 1024};
+	struct fc_child_cfg cfg = {.regions = 2, .wp = false};
+	const uint64_t size = 8 * MiB;
+	if (!fixture_start(&f, size, 4096, &opts, cfg, false, false))
+		return;
+	assert_int_equal(cmd(&f, FC_READ_CHECK, 0, size, 0), 0);
+	assert_false(ms_uffd_session_has_wp(f.session));
+	/* 16 pages per fault: far fewer faults than pages. */
+	assert_true(M(&f, faults_read) <= size / 4096 / 8);
+	assert_true(M(&f, pages_batched) > size / 4096 / 2);
+	assert_int_equal(M(&f, faults_inline), 0);
+	struct ms_pageset *want = ms_pageset_new();
+	check_export(&f, want, 0); /* without WP a write to an installed page is invisible */
+	ms_pageset_free(want);
+	fixture_stop(&f);
+}
+
+/* memfd MAP_SHARED region sent as the second fd; MISSING|WP on shmem needs
+ * UFFD_FEATURE_WP_HUGETLBFS_SHMEM at UFFDIO_API time. */
+static void test_shmem_memfd(void **state)
+{
+	(void)state;
+	struct fixture f;
+	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = 16 * 1024};
+	struct fc_child_cfg cfg = {.regions = 2, .shmem = true, .wp = true};
+	const uint64_t size = 8 * MiB;
+	if (!fixture_start(&f, size, 4096, &opts, cfg, false, true))
+		return;
+	assert_true(ms_uffd_session_memfd(f.session) >= 0);
+	assert_int_equal(cmd(&f, FC_READ_CHECK, 0, size, 0), 0);
+	assert_true(ms_uffd_session_has_wp(f.session));
+	struct ms_pageset *want = ms_pageset_new();
+	check_export(&f, want, size / 4096);
+	assert_int_equal(cmd(&f, FC_WRITE, 7 * 4096, 2 * 4096, 0x3c), 0);
+	ms_pageset_add_range(want, 7, 9);
+	check_export(&f, want, size / 4096);
+	/* The bytes are in the memfd too: read them through it. */
+	uint8_t page[4096];
+	assert_int_equal(pread(ms_uffd_session_memfd(f.session), page, 4096, 7 * 4096), 4096);
+	assert_int_equal(page[0], 0x3c);
+	assert_int_equal(pread(ms_uffd_session_memfd(f.session), page, 4096, 2 * 4096), 4096);
+	assert_memory_equal(page, f.src.data + 2 * 4096, 4096);
+	ms_pageset_free(want);
+	fixture_stop(&f);
+}
+
+/* 2 MiB hugetlb pages (anonymous MAP_HUGETLB); skipped when the pool is empty. */
+static void test_hugetlb(void **state)
+{
+	(void)state;
+	void *probe = mmap(NULL, 2 * MiB, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+	if (probe == MAP_FAILED) {
+		printf(
+		    "SKIP: test_hugetlb: MAP_HUGETLB failed (%s); set vm.nr_hugepages to run it\n",
+		    strerror(errno));
+		skip();
+	}
+	munmap(probe, 2 * MiB);
+	struct fixture f;
+	struct ms_pageserver_options opts = {.workers = 2};
+	struct fc_child_cfg cfg = {.regions = 1, .wp = true};
+	const uint64_t size = 8 * MiB;
+	if (!fixture_start(&f, size, 2 * MiB, &opts, cfg, false, false))
+		skip();
+	assert_int_equal(cmd(&f, FC_READ_CHECK, 0, size, 0), 0);
+	assert_int_equal(M(&f, pages_source) + M(&f, pages_zero), 4);
+	assert_int_equal(cmd(&f, FC_WRITE, 2 * MiB + 4096, 4096, 0x77), 0);
+	struct ms_pageset *want = ms_pageset_new();
+	if (ms_uffd_session_has_wp(f.session)) {
+		ms_pageset_add_range(want, 512, 1024); /* the whole huge page, in 4 KiB units */
+		check_export(&f, want, 0);
+	}
+	ms_pageset_free(want);
+	fixture_stop(&f);
+}
+
+/* Prefault installs pages ahead of faults: touching them afterwards raises no fault. */
+static void test_prefault(void **state)
+{
+	(void)state;
+	struct fixture f;
+	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = 32 * 1024};
+	struct fc_child_cfg cfg = {.regions = 2, .wp = true};
+	const uint64_t size = 4 * MiB;
+	if (!fixture_start(&f, size, 4096, &opts, cfg, false, true))
+		return;
+	uint64_t offs[64];
+	for (int i = 0; i < 64; i++)
+		offs[i] =
+		    (uint64_t)(i * 13) * 4096 + 17; /* any alignment: the page containing it */
+	assert_int_equal(ms_uffd_session_prefault(f.session, offs, 64), 0);
+	assert_int_equal(M(&f, pages_prefault), 64);
+	assert_int_equal(M(&f, faults_read), 0);
+	for (int i = 0; i < 64; i++)
+		assert_int_equal(cmd(&f, FC_READ_CHECK, offs[i] & ~4095ULL, 4096, 0), 0);
+	assert_int_equal(M(&f, faults_read), 0);
+	/* Again: everything is installed already, nothing new. */
+	assert_int_equal(ms_uffd_session_prefault(f.session, offs, 64), 0);
+	assert_int_equal(M(&f, pages_prefault), 64);
+	uint64_t bad = size;
+	assert_int_equal(ms_uffd_session_prefault(f.session, &bad, 1), -EINVAL);
+	/* Prefaulted pages are clean: nothing dirty. */
+	struct ms_pageset *want = ms_pageset_new();
+	check_export(&f, want, 0);
+	ms_pageset_free(want);
+	fixture_stop(&f);
+	/* After the session closed, prefault refuses. */
+}
+
+/* Several sessions on one server, one after another and at once. */
+static void test_two_sessions(void **state)
+{
+	(void)state;
+	struct test_source src;
+	test_source_init(&src, 2 * MiB, 4096);
+	char *dir, *path = test_socket_path(&dir);
+	struct ms_pageserver_options opts = {.workers = 1};
+	struct ms_pageserver *srv = ms_pageserver_new(path, &test_source_ops, &src, &opts);
+	assert_non_null(srv);
+	struct fc_child children[2];
+	struct ms_uffd_session *sessions[2];
+	for (int i = 0; i < 2; i++) {
+		struct fc_child_cfg cfg = {.sock_path = path,
+					   .size = 2 * MiB,
+					   .page_size = 4096,
+					   .regions = 1,
+					   .wp = i == 1,
+					   .source = src.data};
+		assert_int_equal(fc_child_start(&cfg, &children[i]), 0);
+		assert_int_equal(ms_pageserver_next_session(srv, TIMEOUT_NS, &sessions[i]), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(fc_child_cmd(&children[i], FC_READ_CHECK, 0, 2 * MiB, 0, 20000),
+				 0);
+	assert_int_equal(ms_pageserver_sessions_accepted(srv), 2);
+	fc_child_exit(&children[0]);
+	assert_int_equal(ms_uffd_session_wait(sessions[0], TIMEOUT_NS), 0);
+	assert_int_equal(ms_uffd_session_state(sessions[1]), MS_UFFD_SESSION_SERVING);
+	/* Stopping the server closes the live session too. */
+	ms_pageserver_stop(srv);
+	assert_int_equal(ms_uffd_session_state(sessions[1]), MS_UFFD_SESSION_CLOSED);
+	uint64_t off = 0;
+	assert_int_equal(ms_uffd_session_prefault(sessions[1], &off, 1), MS_ECLOSED);
+	struct ms_uffd_session *none;
+	assert_int_equal(ms_pageserver_next_session(srv, 1000000, &none), MS_ECLOSED);
+	fc_child_kill(&children[1]);
+	for (int i = 0; i < 2; i++)
+		ms_uffd_session_unref(sessions[i]);
+	ms_pageserver_free(srv);
+	test_source_fini(&src);
+	ms_test_rmtree(dir);
+	free(dir);
+	free(path);
+}
+
+int main(void)
+{
+	if (!test_uffd_available())
+		return MS_TEST_SKIP;
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_anon_wp_exact),     cmocka_unit_test(test_anon_write_faults),
+	    cmocka_unit_test(test_anon_nowp_batched), cmocka_unit_test(test_shmem_memfd),
+	    cmocka_unit_test(test_hugetlb),	      cmocka_unit_test(test_prefault),
+	    cmocka_unit_test(test_two_sessions),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
