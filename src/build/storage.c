@@ -24,21 +24,28 @@ struct ms_build_create {
 	const struct ms_header *header;
 };
 
+int ms_build_storage_load_header(struct ms_store *store, const ms_uuid *build_id,
+				 enum ms_artifact artifact, struct ms_header **out)
+{
+	char key[MS_ARTIFACT_KEY_MAX];
+	int err = ms_artifact_key(key, sizeof(key), build_id, artifact, MS_COMPRESS_NONE);
+	void *blob = NULL;
+	size_t len;
+	if (err || (err = ms_store_read_all(store, key, MS_BUILD_HEADER_MAX, &blob, &len)))
+		return err;
+	err = ms_header_deserialize(blob, len, out);
+	free(blob);
+	return err;
+}
+
 /* The build's complete self entry, from its own header in the store. */
 static int ms_build_own_entry(struct ms_build_storage *bs, const ms_uuid *id,
 			      struct ms_frame_table **frames, int64_t *size)
 {
-	char key[MS_ARTIFACT_KEY_MAX];
 	enum ms_artifact hdr = bs->data == MS_ARTIFACT_ROOTFS ? MS_ARTIFACT_ROOTFS_HEADER
 							      : MS_ARTIFACT_MEMFILE_HEADER;
-	int err = ms_artifact_key(key, sizeof(key), id, hdr, MS_COMPRESS_NONE);
-	void *blob = NULL;
-	size_t len;
-	if (err || (err = ms_store_read_all(bs->store, key, MS_BUILD_HEADER_MAX, &blob, &len)))
-		return err;
 	struct ms_header *own;
-	err = ms_header_deserialize(blob, len, &own);
-	free(blob);
+	int err = ms_build_storage_load_header(bs->store, id, hdr, &own);
 	if (err)
 		return err;
 	const struct ms_build_data *self = ms_header_build(own, id);

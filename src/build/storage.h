@@ -39,6 +39,9 @@ struct ms_build_storage {
 /* Diff-store key of a build's data: "{build_id}/memfile" (or rootfs.ext4). */
 int ms_build_storage_key(const struct ms_build_storage *bs, const ms_uuid *build_id, char *key,
 			 size_t size);
+/* Loads and parses "{build_id}/{artifact}" (a header artifact) from store. */
+int ms_build_storage_load_header(struct ms_store *store, const ms_uuid *build_id,
+				 enum ms_artifact artifact, struct ms_header **out);
 /* ms_layered_resolve_fn over a struct ms_build_storage. */
 int ms_build_storage_resolve(void *ctx, const ms_uuid *build_id, const struct ms_header *header,
 			     struct ms_source **out);

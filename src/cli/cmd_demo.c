@@ -7,6 +7,7 @@
  * resolves every page of every layer through its header, reading from the
  * store, and compares it with a plain array model of memory. Prints timings.
  */
+#include "build/storage.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "header/serialize.h"
@@ -115,16 +116,8 @@ static int demo_publish(struct ms_store *store, struct demo_layer *layer, const 
 static int demo_verify(struct ms_store *store, const struct demo_layer *layer, uint64_t pages,
 		       uint64_t *mismatches)
 {
-	char key[MS_ARTIFACT_KEY_MAX];
-	ms_artifact_key(key, sizeof(key), &layer->id, MS_ARTIFACT_MEMFILE_HEADER, MS_COMPRESS_NONE);
-	void *blob;
-	size_t blob_len;
-	int err = ms_store_read_all(store, key, 256u << 20, &blob, &blob_len);
-	if (err)
-		return err;
 	struct ms_header *h;
-	err = ms_header_deserialize(blob, blob_len, &h);
-	free(blob);
+	int err = ms_build_storage_load_header(store, &layer->id, MS_ARTIFACT_MEMFILE_HEADER, &h);
 	if (err)
 		return err;
 	uint8_t got[P], want[P];

@@ -115,20 +115,6 @@ static void ms_ps_summary(const struct ms_ps_active *a)
 	fflush(stdout);
 }
 
-static int ms_ps_load_header(struct ms_store *store, const ms_uuid *id, struct ms_header **out)
-{
-	char key[MS_ARTIFACT_KEY_MAX];
-	ms_artifact_key(key, sizeof(key), id, MS_ARTIFACT_MEMFILE_HEADER, MS_COMPRESS_NONE);
-	void *blob;
-	size_t len;
-	int err = ms_store_read_all(store, key, 256u << 20, &blob, &len);
-	if (err)
-		return err;
-	err = ms_header_deserialize(blob, len, out);
-	free(blob);
-	return err;
-}
-
 int ms_cli_pageserver(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -211,7 +197,7 @@ int ms_cli_pageserver(int argc, char **argv)
 		goto out;
 	}
 	struct ms_header *header;
-	if ((err = ms_ps_load_header(store, &id, &header))) {
+	if ((err = ms_build_storage_load_header(store, &id, MS_ARTIFACT_MEMFILE_HEADER, &header))) {
 		rc = ms_cli_fail("cannot load the build's header", err);
 		goto out;
 	}
