@@ -1,0 +1,36 @@
+/*
+ * s3.h - extras of the s3 backend beyond the store vtable (ms_store_s3_new is in store.h).
+ *
+ * Addressing: path-style "{endpoint}/{bucket}/{prefix}/{key}" (the default; what RGW on
+ * 127.0.0.1 needs) or virtual-host "{scheme}://{bucket}.{host}/{prefix}/{key}".
+ * The functions taking a struct ms_store * refuse (-EINVAL) a store of another backend.
+ */
+#ifndef MS_STORAGE_S3_H
+#define MS_STORAGE_S3_H
+
+#include "storage/store.h"
+
+/* Where a request goes: all three malloc'd, freed by ms_s3_target_fini. */
+struct ms_s3_target {
+	char *url;  /* scheme://host/encoded-path, without a query */
+	char *host; /* the Host header ("host:port" when the endpoint names a port) */
+	char *path; /* the raw (unencoded) path that SigV4 signs */
+};
+
+/*
+ * Builds the target of key (NULL: the bucket itself) under config's endpoint, bucket,
+ * prefix and addressing. 0, -EINVAL (bad endpoint: not http(s)://host[:port][/], bad
+ * bucket, prefix or key) or -ENOMEM; on error *out is zeroed.
+ */
+int ms_s3_target_build(const struct ms_s3_config *config, const char *key,
+		       struct ms_s3_target *out);
+void ms_s3_target_fini(struct ms_s3_target *target);
+
+/* Creates the store's bucket; 0 also when it exists already and is ours. */
+int ms_store_s3_create_bucket(struct ms_store *store);
+/* max-keys of each ListObjectsV2 page (1..1000; default 1000). Call before sharing the store. */
+int ms_store_s3_set_list_page(struct ms_store *store, unsigned max_keys);
+/* Counts the multipart uploads in progress under prefix (relative to the store's prefix). */
+int ms_store_s3_pending_uploads(struct ms_store *store, const char *prefix, unsigned *count);
+
+#endif
