@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "header/serialize.h"
+#include "uffd/filesource.h"
 #include "uffd/pageserver.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -51,44 +52,6 @@ static void ms_pageserver_on_signal(int sig)
 	(void)sig;
 	atomic_store(&ms_pageserver_stop_flag, 1);
 }
-
-/* The page server reads through the layered file. */
-static int ms_ps_read(void *ctx, void *dst, uint64_t off, size_t len)
-{
-	return ms_layered_read(ctx, dst, off, len);
-}
-
-static bool ms_ps_is_zero(void *ctx, uint64_t off, size_t len)
-{
-	struct ms_header_ref *snap = ms_layered_header(ctx);
-	bool zero = true;
-	while (zero && len) {
-		ms_uuid build;
-		uint64_t in_build, left;
-		if (ms_header_lookup(snap->header, off & ~(MS_PAGE_SIZE - 1), &build, &in_build,
-				     &left)) {
-			zero = false;
-			break;
-		}
-		zero = ms_uuid_is_nil(&build);
-		uint64_t n = left < len ? left : len;
-		off += n;
-		len -= (size_t)n;
-	}
-	ms_header_ref_unref(snap);
-	return zero;
-}
-
-static uint64_t ms_ps_size(void *ctx)
-{
-	return ms_layered_size(ctx);
-}
-
-static const struct ms_page_source_ops ms_ps_ops = {
-	.read = ms_ps_read,
-	.is_zero = ms_ps_is_zero,
-	.size = ms_ps_size,
-};
 
 struct ms_ps_active {
 	struct ms_uffd_session *session;
@@ -216,7 +179,7 @@ int ms_cli_pageserver(int argc, char **argv)
 	}
 	struct ms_pageserver_options options = {.workers = (unsigned)workers,
 						.batch_bytes = batch};
-	if (!(srv = ms_pageserver_new(socket_path, &ms_ps_ops, file, &options))) {
+	if (!(srv = ms_pageserver_new(socket_path, &ms_layered_page_source_ops, file, &options))) {
 		rc = ms_cli_fail(socket_path, -errno);
 		goto out;
 	}
