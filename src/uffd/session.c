@@ -265,9 +265,9 @@ static void uffd_session_fail(struct ms_uffd_session *s, int err, const char *wh
 	atomic_fetch_add(&s->metrics.errors, 1);
 	ms_err(UFFD_MOD, "session %llu (pid %d) FAILED: %s: %s; faults are no longer served",
 	       (unsigned long long)s->id, (int)s->peer_pid, what, ms_strerror(err));
-	uffd_eventfd_signal(s->event_efd);
 	if (s->options.on_session_event)
 		s->options.on_session_event(s->options.event_arg, s, MS_UFFD_SESSION_FAILED, err);
+	uffd_eventfd_signal(s->event_efd);
 }
 
 static bool uffd_serving(struct ms_uffd_session *s)
@@ -1077,9 +1077,9 @@ static void uffd_session_teardown(struct ms_uffd_session *s)
 		close(s->pidfd);
 	s->pidfd = -1;
 	uffd_log_summary(s);
-	uffd_eventfd_signal(s->event_efd);
 	if (!failed && s->options.on_session_event)
 		s->options.on_session_event(s->options.event_arg, s, MS_UFFD_SESSION_CLOSED, 0);
+	uffd_eventfd_signal(s->event_efd);
 }
 
 static void *uffd_event_main(void *arg)

@@ -1,0 +1,142 @@
+/*
+ * test_uffd_store.c - the whole read path through a real userfaultfd: a
+ * Firecracker-like child touches every page of a 3-layer image that the page
+ * server serves from an object store (fs, and the real S3 server when
+ * MEMSNAP_S3_ENDPOINT is set, as `make test` does), through the layered file,
+ * the diff store and chunked fetches. Every byte must match.
+ */
+#include "ms_test.h"
+#include "ms_chain.h"
+#include "uffd_test_util.h"
+#include "build/layered.h"
+#include "build/storage.h"
+#include "storage/s3.h"
+#include "uffd/filesource.h"
+#include "util/clock.h"
+
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PAGES 4096 /* 16 MiB */
+
+static void serve_and_check(struct ms_store *store, bool shmem, uint64_t batch)
+{
+	struct ms_test_chain chain;
+	ms_test_chain_build(store, PAGES, &chain);
+	char *dir = ms_test_tmpdir(), cache[512];
+	snprintf(cache, sizeof(cache), "%s/cache", dir);
+	assert_int_equal(mkdir(cache, 0700), 0);
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = cache};
+	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
+	assert_non_null(diffs);
+	struct ms_build_storage bs = {
+	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
+	struct ms_header *top;
+	assert_int_equal(ms_build_storage_load_header(store, &chain.ids[MS_CHAIN_LAYERS - 1],
+						      MS_ARTIFACT_MEMFILE_HEADER, &top),
+			 0);
+	struct ms_layered *file = ms_layered_new(top, ms_build_storage_resolve, &bs);
+	char *sock_dir, *sock = test_socket_path(&sock_dir);
+	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = batch};
+	struct ms_pageserver *srv =
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	assert_non_null(srv);
+	uint8_t *image = ms_test_chain_image(&chain);
+	struct fc_child_cfg cfg = {.sock_path = sock,
+				   .size = PAGES * 4096ULL,
+				   .page_size = 4096,
+				   .regions = 2,
+				   .shmem = shmem,
+				   .wp = true,
+				   .source = image};
+	struct fc_child child;
+	assert_int_equal(fc_child_start(&cfg, &child), 0);
+	struct ms_uffd_session *session;
+	assert_int_equal(ms_pageserver_next_session(srv, 10 * MS_NSEC_PER_SEC, &session), 0);
+	int64_t t0 = ms_clock_now_ns();
+	int64_t bad = fc_child_cmd(&child, FC_READ_CHECK, 0, cfg.size, 0, 60000);
+	double secs = (double)(ms_clock_now_ns() - t0) / 1e9;
+	assert_int_equal(bad, 0);
+	const struct ms_uffd_metrics *m = ms_uffd_session_metrics(session);
+	print_message(
+	    "%s %s: %d pages in %.3f s, %llu from the source, %llu zero, %llu faults\n",
+	    store->ops->name, shmem ? "memfd" : "anon", PAGES, secs,
+	    (unsigned long long)atomic_load(&m->pages_source),
+	    (unsigned long long)atomic_load(&m->pages_zero),
+	    (unsigned long long)(atomic_load(&m->faults_read) + atomic_load(&m->faults_write)));
+	assert_int_equal(atomic_load(&m->pages_source) + atomic_load(&m->pages_zero), PAGES);
+	/* a read-only touch leaves nothing dirty */
+	struct ms_pageset *dirty, *empty;
+	assert_int_equal(ms_uffd_session_export(session, &dirty, &empty), 0);
+	assert_int_equal(ms_pageset_count(dirty), 0);
+	ms_pageset_free(dirty);
+	ms_pageset_free(empty);
+	fc_child_exit(&child);
+	ms_uffd_session_unref(session);
+	ms_pageserver_free(srv);
+	ms_layered_free(file);
+	ms_diffstore_free(diffs);
+	free(image);
+	ms_test_chain_fini(&chain);
+	free(sock);
+	ms_test_rmtree(sock_dir);
+	free(sock_dir);
+	ms_test_rmtree(dir);
+	free(dir);
+}
+
+static void test_from_fs_store(void **state)
+{
+	(void)state;
+	if (!test_uffd_available())
+		skip();
+	char *dir = ms_test_tmpdir();
+	int err;
+	struct ms_store *store = ms_store_fs_new(dir, &err);
+	assert_non_null(store);
+	serve_and_check(store, false, 65536);
+	serve_and_check(store, true, 4096);
+	ms_store_free(store);
+	ms_test_rmtree(dir);
+	free(dir);
+}
+
+static void test_from_s3(void **state)
+{
+	(void)state;
+	if (!test_uffd_available())
+		skip();
+	const char *endpoint = getenv("MEMSNAP_S3_ENDPOINT");
+	if (!endpoint || !*endpoint) {
+		print_message(
+		    "SKIP: MEMSNAP_S3_ENDPOINT is not set (make test starts the S3 server)\n");
+		skip();
+	}
+	char prefix[64];
+	snprintf(prefix, sizeof(prefix), "uffd-%d", (int)getpid());
+	struct ms_s3_config cfg = {
+	    .endpoint = endpoint,
+	    .bucket = "memsnap-uffd",
+	    .prefix = prefix,
+	    .access_key = getenv("MEMSNAP_S3_ACCESS_KEY"),
+	    .secret_key = getenv("MEMSNAP_S3_SECRET_KEY"),
+	    .region = getenv("MEMSNAP_S3_REGION"),
+	};
+	int err;
+	struct ms_store *store = ms_store_s3_new(&cfg, &err);
+	assert_non_null(store);
+	assert_int_equal(ms_store_s3_create_bucket(store), 0);
+	serve_and_check(store, false, 65536);
+	ms_store_free(store);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_from_fs_store),
+	    cmocka_unit_test(test_from_s3),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
