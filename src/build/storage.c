@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #define MS_BUILD_HEADER_MAX (256u << 20)
+#define MS_BUILD_READ_SIZE_DEFAULT (1u << 20)
 
 int ms_build_storage_key(const struct ms_build_storage *bs, const ms_uuid *build_id, char *key,
 			 size_t size)
@@ -105,7 +106,15 @@ static int ms_build_create_source(const char *key, void *ctx, struct ms_source *
 	snprintf(path, sizeof(path), "%s/%s-%s-%d-%u.cache", bs->cache_dir, id,
 		 bs->data == MS_ARTIFACT_ROOTFS ? "rootfs" : "memfile", (int)getpid(),
 		 atomic_fetch_add(&bs->serial, 1));
-	*out = ms_chunker_new(bs->store, object, (uint64_t)size, frames, path, &bs->chunker, &err);
+	/*
+	 * Each sub-range of a chunk fetch is one store request, and object stores
+	 * pay a latency per request: 1 MiB sub-ranges measured ~3x the touch
+	 * throughput of 256 KiB ones from RGW here (bench pageserver.cold_s3_mib_s).
+	 */
+	struct ms_chunker_config chunker = bs->chunker;
+	if (!chunker.read_size)
+		chunker.read_size = MS_BUILD_READ_SIZE_DEFAULT;
+	*out = ms_chunker_new(bs->store, object, (uint64_t)size, frames, path, &chunker, &err);
 	if (!*out)
 		ms_warn("build", "cannot open %s: %s", object, ms_strerror(err));
 out:
