@@ -18,7 +18,7 @@ if [ -x "$root/scripts/rgw.sh" ] && [ -z "${MEMSNAP_S3_ENDPOINT:-}" ]; then
 fi
 
 rc=0
-for b in $(find "$build/bench" -maxdepth 1 -type f -name 'bench_*' -perm -u+x | sort); do
+for b in $(find "$build/bench" -maxdepth 2 -type f -name 'bench_*' -perm -u+x | sort); do
 	echo "bench: running $(basename "$b")" >&2
 	"$b" || { echo "bench: $(basename "$b") failed" >&2; rc=1; }
 done
