@@ -35,7 +35,7 @@ static uint64_t ms_fs_size(void *ctx)
 }
 
 const struct ms_page_source_ops ms_layered_page_source_ops = {
-	.read = ms_fs_read,
-	.is_zero = ms_fs_is_zero,
-	.size = ms_fs_size,
+    .read = ms_fs_read,
+    .is_zero = ms_fs_is_zero,
+    .size = ms_fs_size,
 };

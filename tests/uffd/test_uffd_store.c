@@ -14,7 +14,10 @@
 #include "uffd/filesource.h"
 #include "util/clock.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -130,6 +133,70 @@ static void test_from_s3(void **state)
 	assert_int_equal(ms_store_s3_create_bucket(store), 0);
 	serve_and_check(store, false, 65536);
 	ms_store_free(store);
+}
+
+/*
+ * The `memsnap pageserver` command, as a Firecracker user runs it: a separate
+ * process serving a build from a store; the child touches every page; SIGTERM
+ * stops the server, which prints a summary line for the session.
+ */
+static void test_pageserver_command(void **state)
+{
+	(void)state;
+	if (!test_uffd_available())
+		skip();
+	const char *build_root = getenv("MEMSNAP_BUILD_ROOT");
+	assert_non_null(build_root);
+	char *dir = ms_test_tmpdir();
+	char store_dir[512], sock[512], log[512], exe[1024], uri[600], id[MS_UUID_STR_LEN];
+	snprintf(store_dir, sizeof(store_dir), "%s/store", dir);
+	snprintf(sock, sizeof(sock), "%s/fc.sock", dir);
+	snprintf(log, sizeof(log), "%s/out.log", dir);
+	snprintf(exe, sizeof(exe), "%s/src/cli/memsnap", build_root);
+	snprintf(uri, sizeof(uri), "file://%s", store_dir);
+	int err;
+	struct ms_store *store = ms_store_fs_new(store_dir, &err);
+	struct ms_test_chain chain;
+	ms_test_chain_build(store, PAGES, &chain);
+	ms_uuid_format(&chain.ids[MS_CHAIN_LAYERS - 1], id);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execl(exe, exe, "pageserver", "--store", uri, "--build", id, "--socket", sock,
+		      (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 200 && access(sock, F_OK) != 0; i++)
+		usleep(20000);
+	assert_int_equal(access(sock, F_OK), 0);
+	uint8_t *image = ms_test_chain_image(&chain);
+	struct fc_child_cfg cfg = {.sock_path = sock, .size = PAGES * 4096ULL, .page_size = 4096,
+				   .regions = 1, .wp = true, .source = image};
+	struct fc_child child;
+	assert_int_equal(fc_child_start(&cfg, &child), 0);
+	assert_int_equal(fc_child_cmd(&child, FC_READ_CHECK, 0, cfg.size, 0, 60000), 0);
+	fc_child_exit(&child);
+	usleep(300000); /* the server notices the session's end within its 200 ms poll */
+	kill(pid, SIGTERM);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	FILE *f = fopen(log, "r");
+	char line[1024];
+	bool summary = false;
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "session 1") && strstr(line, "pages served"))
+			summary = true;
+	fclose(f);
+	assert_true(summary);
+	free(image);
+	ms_test_chain_fini(&chain);
+	ms_store_free(store);
+	ms_test_rmtree(dir);
+	free(dir);
 }
 
 int main(void)
