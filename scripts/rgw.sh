@@ -116,6 +116,7 @@ start_all() {
 	fi
 	rm -rf "$D/mon" "$D/osd" "$D/run" "$D/log" "$D/rgw" "$D/keyring" "$D/monmap"
 	mkdir -p "$D/mon" "$D/osd" "$D/run" "$D/log" "$D/rgw"
+	trap 'stop_all; exit 1' INT TERM HUP
 	deadline=$(($(date +%s) + ${RGW_WAIT:-90}))
 
 	mon_port=$(free_port)
@@ -226,6 +227,7 @@ EOF
 	done
 	[ $created -eq 1 ] || fail "radosgw-admin user create"
 	log "S3 user ready"
+	trap - INT TERM HUP
 
 	echo "MEMSNAP_S3_ENDPOINT=http://127.0.0.1:$rgw_port"
 	echo "MEMSNAP_S3_ACCESS_KEY=$access"

@@ -16,6 +16,8 @@
  *            HEAD and DELETE makes both callers see success.
  *   list     ListObjectsV2 pages with continuation tokens; the XML is scanned for <Contents>,
  *            <Key>, <Size>, <IsTruncated>, <NextContinuationToken> and entities decoded.
+ *            A callback's positive return stops the listing with 0, a negative one is
+ *            returned (as the fs backend does).
  *
  * Errors: 404 -> MS_ENOTFOUND (NoSuchBucket -> MS_EREMOTE); other 4xx -> MS_EREMOTE with the
  * S3 error code logged, never retried; 5xx, timeouts and connection errors are retried
@@ -1096,7 +1098,9 @@ static int ms_s3_list(struct ms_store *store, const char *prefix, ms_store_list_
 	} while (!err && !stop && token);
 	free(token);
 	free(full);
-	return err ? err : stop;
+	if (err)
+		return err;
+	return stop > 0 ? 0 : stop; /* like fs: a positive stop is success, a negative an error */
 }
 
 /* ---- extras (s3.h) ---- */

@@ -369,6 +369,7 @@ struct listed {
 	uint64_t sizes[64];
 	unsigned count;
 	unsigned stop_after;
+	int stop_value;
 };
 
 static int collect(const char *key, uint64_t size, void *ctx)
@@ -379,7 +380,7 @@ static int collect(const char *key, uint64_t size, void *ctx)
 		l->sizes[l->count] = size;
 	}
 	l->count++;
-	return l->stop_after && l->count == l->stop_after ? 42 : 0;
+	return l->stop_after && l->count == l->stop_after ? l->stop_value : 0;
 }
 
 static void test_list_pages(void **state)
@@ -424,11 +425,17 @@ static void test_list_pages(void **state)
 	assert_int_equal(l->count, n + 2);
 	assert_string_equal(l->keys[n + 1], "other/x");
 
-	/* A non-zero callback return stops the listing and is returned. */
+	/* A positive callback return stops the listing (0); a negative one is returned. */
 	memset(l, 0, sizeof(*l));
 	l->stop_after = 6;
-	assert_int_equal(ms_store_list(store, "dir/", collect, l), 42);
+	l->stop_value = 1;
+	assert_int_equal(ms_store_list(store, "dir/", collect, l), 0);
 	assert_int_equal(l->count, 6);
+	memset(l, 0, sizeof(*l));
+	l->stop_after = 5;
+	l->stop_value = -ECANCELED;
+	assert_int_equal(ms_store_list(store, "dir/", collect, l), -ECANCELED);
+	assert_int_equal(l->count, 5);
 
 	memset(l, 0, sizeof(*l));
 	assert_int_equal(ms_store_list(store, "nothing/", collect, l), 0);
