@@ -1,0 +1,234 @@
+/*
+ * memfd.c - the captured guest memory and its identity and packed sources.
+ *
+ * Invariants:
+ *  1. map is non-NULL exactly while !released; both change only under the
+ *     exclusive lock, once;
+ *  2. every copy out of map happens under the shared lock, with faultsafe copies.
+ */
+#include "snapshot/memfd.h"
+#include "util/err.h"
+#include "util/faultsafe.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct ms_memfd {
+	pthread_rwlock_t lock;
+	uint8_t *map;   /* guarded by lock */
+	int fd;         /* guarded by lock; -1 once released */
+	bool released;  /* guarded by lock */
+	uint64_t size;  /* immutable */
+	atomic_uint refs;
+};
+
+struct ms_memfd *ms_memfd_take(int fd, uint64_t size, int *err)
+{
+	struct ms_memfd *m = calloc(1, sizeof(*m));
+	if (!m || size == 0 || size % MS_PAGE_SIZE) {
+		*err = m ? -EINVAL : -ENOMEM;
+		goto fail;
+	}
+	m->map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	if (m->map == MAP_FAILED) {
+		*err = -errno;
+		goto fail;
+	}
+	pthread_rwlock_init(&m->lock, NULL);
+	m->fd = fd;
+	m->size = size;
+	atomic_init(&m->refs, 1);
+	*err = 0;
+	return m;
+fail:
+	free(m);
+	close(fd);
+	return NULL;
+}
+
+struct ms_memfd *ms_memfd_ref(struct ms_memfd *m)
+{
+	atomic_fetch_add(&m->refs, 1);
+	return m;
+}
+
+void ms_memfd_release(struct ms_memfd *m)
+{
+	pthread_rwlock_wrlock(&m->lock);
+	if (!m->released) {
+		munmap(m->map, m->size);
+		close(m->fd);
+		m->map = NULL;
+		m->fd = -1;
+		m->released = true;
+	}
+	pthread_rwlock_unlock(&m->lock);
+}
+
+void ms_memfd_unref(struct ms_memfd *m)
+{
+	if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
+		return;
+	ms_memfd_release(m);
+	pthread_rwlock_destroy(&m->lock);
+	free(m);
+}
+
+uint64_t ms_memfd_size(const struct ms_memfd *m)
+{
+	return m->size;
+}
+
+bool ms_memfd_is_released(struct ms_memfd *m)
+{
+	pthread_rwlock_rdlock(&m->lock);
+	bool released = m->released;
+	pthread_rwlock_unlock(&m->lock);
+	return released;
+}
+
+int ms_memfd_with_mapping(struct ms_memfd *m, int (*fn)(void *ctx, const uint8_t *mapping),
+			  void *ctx)
+{
+	pthread_rwlock_rdlock(&m->lock);
+	int err = m->released ? MS_ECLOSED : fn(ctx, m->map);
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
+/* ---- sources ---- */
+
+struct ms_memfd_source {
+	struct ms_source base;
+	struct ms_memfd *memfd;       /* one reference */
+	struct ms_mapping *runs;      /* packed: device runs with packed storage offsets */
+	size_t run_count;
+};
+
+struct ms_memfd_copy {
+	uint8_t *dst;
+	uint64_t off;
+	size_t len;
+};
+
+static int ms_memfd_copy_fn(void *ctx, const uint8_t *mapping)
+{
+	struct ms_memfd_copy *c = ctx;
+	return ms_faultsafe_copy(c->dst, mapping + c->off, c->len);
+}
+
+static int ms_memfd_identity_read(struct ms_source *src, void *dst, uint64_t off, size_t len)
+{
+	struct ms_memfd_source *s = (struct ms_memfd_source *)src;
+	struct ms_memfd_copy c = {dst, off, len};
+	return ms_memfd_with_mapping(s->memfd, ms_memfd_copy_fn, &c);
+}
+
+/* Storage offset -> device offset through the packed index, run by run. */
+static int ms_memfd_packed_read(struct ms_source *src, void *dst, uint64_t off, size_t len)
+{
+	struct ms_memfd_source *s = (struct ms_memfd_source *)src;
+	size_t lo = 0, hi = s->run_count;
+	while (lo < hi) { /* the last run starting at or before off */
+		size_t mid = lo + (hi - lo) / 2;
+		if (s->runs[mid].storage_offset <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return -ERANGE;
+	size_t i = lo - 1;
+	uint8_t *out = dst;
+	while (len) {
+		if (i >= s->run_count)
+			return -ERANGE;
+		const struct ms_mapping *r = &s->runs[i];
+		uint64_t in_run = off - r->storage_offset;
+		size_t n = r->length - in_run < len ? (size_t)(r->length - in_run) : len;
+		struct ms_memfd_copy c = {out, r->offset + in_run, n};
+		int err = ms_memfd_with_mapping(s->memfd, ms_memfd_copy_fn, &c);
+		if (err)
+			return err;
+		out += n;
+		off += n;
+		len -= n;
+		i++;
+	}
+	return 0;
+}
+
+static bool ms_memfd_is_cached(struct ms_source *src, uint64_t off, size_t len)
+{
+	(void)off;
+	(void)len;
+	return !ms_memfd_is_released(((struct ms_memfd_source *)src)->memfd);
+}
+
+static uint64_t ms_memfd_disk_bytes(struct ms_source *src)
+{
+	(void)src;
+	return 0; /* memory-backed */
+}
+
+static void ms_memfd_source_free(struct ms_source *src)
+{
+	struct ms_memfd_source *s = (struct ms_memfd_source *)src;
+	ms_memfd_unref(s->memfd);
+	free(s->runs);
+	free(s);
+}
+
+static const struct ms_source_ops ms_memfd_identity_ops = {
+	.name = "memfd-identity",
+	.read = ms_memfd_identity_read,
+	.is_cached = ms_memfd_is_cached,
+	.disk_bytes = ms_memfd_disk_bytes,
+	.free = ms_memfd_source_free,
+};
+
+static const struct ms_source_ops ms_memfd_packed_ops = {
+	.name = "memfd-packed",
+	.read = ms_memfd_packed_read,
+	.is_cached = ms_memfd_is_cached,
+	.disk_bytes = ms_memfd_disk_bytes,
+	.free = ms_memfd_source_free,
+};
+
+struct ms_source *ms_memfd_identity_source_new(struct ms_memfd *m)
+{
+	struct ms_memfd_source *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	ms_source_init(&s->base, &ms_memfd_identity_ops, m->size);
+	s->memfd = ms_memfd_ref(m);
+	return &s->base;
+}
+
+struct ms_source *ms_memfd_packed_source_new(struct ms_memfd *m,
+					     const struct ms_pageset *survivors)
+{
+	struct ms_memfd_source *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	struct ms_mappings runs;
+	ms_uuid any = MS_UUID_NIL;
+	any.bytes[15] = 1; /* the index only needs offsets */
+	if (ms_mappings_from_pages(&any, survivors, MS_PAGE_SIZE, false, &runs)) {
+		free(s);
+		return NULL;
+	}
+	uint64_t size = 0;
+	for (size_t i = 0; i < runs.count; i++)
+		size += runs.entries[i].length;
+	ms_source_init(&s->base, &ms_memfd_packed_ops, size);
+	s->memfd = ms_memfd_ref(m);
+	s->runs = runs.entries;
+	s->run_count = runs.count;
+	return &s->base;
+}

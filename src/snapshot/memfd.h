@@ -1,0 +1,56 @@
+/*
+ * memfd.h - the paused guest's memory, still mapped on this node, and the
+ * sources that serve it while dedup runs (DESIGN.md §3 steps 2-6, §5.6).
+ *
+ * A pause hands over the guest-memory memfd (exactly one owner: this object).
+ * Two sources read from it:
+ *  - the identity source (provisional build id): storage offset = device offset;
+ *  - the packed source (real build id, during the drain): storage offsets in
+ *    the packed layout, mapped back to device offsets through the packed index
+ *    (the survivors of the compare, in ascending device order).
+ * Release unmaps and closes the memfd under the exclusive lock; readers copy
+ * under the shared lock, so no read ever touches an unmapped page. After the
+ * release both sources answer MS_ECLOSED, which makes the layered file re-plan
+ * against the then-current header (DESIGN.md §4.4).
+ *
+ * Thread-safety: all functions, any thread. lock guards map and released.
+ */
+#ifndef MS_SNAPSHOT_MEMFD_H
+#define MS_SNAPSHOT_MEMFD_H
+
+#include "cache/source.h"
+#include "header/mapping.h"
+#include "util/pageset.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct ms_memfd;
+
+/* Takes fd (closed on failure too) of size bytes and maps it read-only. */
+struct ms_memfd *ms_memfd_take(int fd, uint64_t size, int *err);
+struct ms_memfd *ms_memfd_ref(struct ms_memfd *m);
+/* The last unref releases the mapping if nobody did. */
+void ms_memfd_unref(struct ms_memfd *m);
+uint64_t ms_memfd_size(const struct ms_memfd *m);
+/* Unmaps and closes under the exclusive lock; idempotent. */
+void ms_memfd_release(struct ms_memfd *m);
+bool ms_memfd_is_released(struct ms_memfd *m);
+
+/*
+ * Runs fn(ctx, mapping) under the shared lock: the mapping stays valid for the
+ * call (MS_ECLOSED when already released). fn must copy with util/faultsafe.h.
+ */
+int ms_memfd_with_mapping(struct ms_memfd *m, int (*fn)(void *ctx, const uint8_t *mapping),
+			  void *ctx);
+
+/* A source reading device offsets straight from the memfd (identity offsets). */
+struct ms_source *ms_memfd_identity_source_new(struct ms_memfd *m);
+/*
+ * A source over the packed layout of survivors (page indices in 4 KiB units):
+ * storage offset s is the s-th byte of the survivors' pages in ascending order.
+ */
+struct ms_source *ms_memfd_packed_source_new(struct ms_memfd *m,
+					     const struct ms_pageset *survivors);
+
+#endif
