@@ -204,6 +204,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_from_fs_store),
 	    cmocka_unit_test(test_from_s3),
+	    cmocka_unit_test(test_pageserver_command),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
