@@ -277,6 +277,32 @@ out:
 	return err;
 }
 
+int ms_diffstore_replace(struct ms_diffstore *ds, const char *key, struct ms_source *src)
+{
+	if (!key || !*key || !src)
+		return -EINVAL;
+	struct ms_source *old = NULL;
+	int err = 0;
+	pthread_mutex_lock(&ds->lock);
+	struct ms_ds_entry *e = ms_ds_find_locked(ds, key);
+	if (!e)
+		err = MS_ENOTFOUND;
+	else if (e->state == MS_DS_CREATING)
+		err = -EBUSY;
+	else {
+		ms_ds_touch_locked(ds, e, ms_clock_now_ns());
+		old = e->src;
+		e->src = ms_source_ref(src);
+	}
+	pthread_mutex_unlock(&ds->lock);
+	if (old) {
+		/* holders of the old source re-plan (MS_ECLOSED) and find the new one */
+		ms_source_close(old);
+		ms_source_unref(old);
+	}
+	return err;
+}
+
 int ms_diffstore_evict(struct ms_diffstore *ds, const char *key)
 {
 	if (!key)

@@ -87,6 +87,12 @@ int ms_diffstore_get_or_create(struct ms_diffstore *ds, const char *key,
 			       ms_diffstore_create_fn create, void *ctx, struct ms_source **out);
 /* Adds a source made elsewhere (takes a new reference). -EEXIST when key is present. */
 int ms_diffstore_insert(struct ms_diffstore *ds, const char *key, struct ms_source *src);
+/*
+ * Puts src (a new reference is taken) in place of key's source, keeping the
+ * entry's pins; the old source is closed (its readers re-plan) and unref'd.
+ * Used when a drained diff file takes over from the memfd. MS_ENOTFOUND, -EBUSY.
+ */
+int ms_diffstore_replace(struct ms_diffstore *ds, const char *key, struct ms_source *src);
 /* Schedules the delayed delete of key now (counted as an eviction). MS_ENOTFOUND. */
 int ms_diffstore_evict(struct ms_diffstore *ds, const char *key);
 /* Refcounted exemption from disk pressure. MS_ENOTFOUND; unpin of an unpinned key -EINVAL. */

@@ -504,6 +504,35 @@ static void test_eviction_race(void **state)
 	free(dir);
 }
 
+/* replace: the drained file takes over from the memfd source; pins stay, old holders re-plan. */
+static void test_replace(void **state)
+{
+	(void)state;
+	char *dir = ms_test_tmpdir();
+	struct ms_diffstore *ds = store_new(dir, NULL, 3600000 * MSEC, 3600000 * MSEC, false);
+	struct ms_source *first = file_source(dir, "first", 4096, 'a');
+	struct ms_source *second = file_source(dir, "second", 4096, 'b');
+	assert_int_equal(ms_diffstore_replace(ds, "b/memfile", second), MS_ENOTFOUND);
+	assert_int_equal(ms_diffstore_insert(ds, "b/memfile", first), 0);
+	assert_int_equal(ms_diffstore_pin(ds, "b/memfile"), 0);
+	struct ms_source *held;
+	assert_int_equal(ms_diffstore_get(ds, "b/memfile", &held), 0);
+	assert_int_equal(ms_diffstore_replace(ds, "b/memfile", second), 0);
+	char c;
+	assert_int_equal(ms_source_read(held, &c, 0, 1), MS_ECLOSED); /* the old one is closed */
+	ms_source_unref(held);
+	assert_int_equal(ms_diffstore_get(ds, "b/memfile", &held), 0);
+	assert_int_equal(ms_source_read(held, &c, 0, 1), 0);
+	assert_int_equal(c, 'b');
+	ms_source_unref(held);
+	assert_int_equal(ms_diffstore_unpin(ds, "b/memfile"), 0); /* the pin survived */
+	ms_source_unref(first);
+	ms_source_unref(second);
+	ms_diffstore_free(ds);
+	ms_test_rmtree(dir);
+	free(dir);
+}
+
 static void test_bad_config(void **state)
 {
 	int err = 0;
@@ -532,6 +561,7 @@ int main(void)
 	    cmocka_unit_test(test_pressure_evicts_closest_to_expiry_never_pinned),
 	    cmocka_unit_test(test_pinned_survives_scheduled_delete),
 	    cmocka_unit_test(test_eviction_race),
+	    cmocka_unit_test(test_replace),
 	    cmocka_unit_test(test_bad_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
