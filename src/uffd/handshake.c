@@ -28,11 +28,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MS_UFFD_MAX_U53	 (1ULL << 53)
-#define MS_UFFD_RECV_FDS 8 /* control room: more than 2 is rejected */
-#define MS_UFFD_RECV_GRACE_NS                                                                      \
-	(200 * MS_NSEC_PER_MSEC) /* quiet time that ends a partial message                         \
-				  */
+#define MS_UFFD_MAX_U53 (1ULL << 53)
+/* Control-message room: more than 2 fds is rejected, up to this many are closed cleanly. */
+#define MS_UFFD_RECV_FDS 8
+/* Quiet time after some bytes that ends a partial (hence malformed) message. */
+#define MS_UFFD_RECV_GRACE_NS (200 * MS_NSEC_PER_MSEC)
 
 static int ms_uffd_json_u64(const cJSON *obj, const char *key, bool required, uint64_t *out)
 {

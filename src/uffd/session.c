@@ -375,6 +375,17 @@ static enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct u
 		uint64_t len = run * ps;
 		int wp = atomic_load(&s->wp_state);
 		uint64_t mode = (!run_write && wp != 0) ? UFFDIO_COPY_MODE_WP : 0;
+		/* The tracker says the new state BEFORE the ioctl wakes the faulting thread, so
+		 * once the guest's access is done the tracker (and export) has it; the pages not
+		 * installed are set back right after. Only this thread writes the tracker. */
+		enum ms_uffd_page_state to =
+		    run_write ? MS_UFFD_PAGE_DIRTY
+			      : (action == UFFD_SRC ? MS_UFFD_PAGE_CLEAN : MS_UFFD_PAGE_ZERO);
+		uint8_t old[UFFD_MAX_BLOCK_PAGES];
+		for (uint64_t k = 0; k < run; k++) {
+			old[k] = ms_uffd_tracker_get(&s->tracker, first_page + i + k);
+			ms_uffd_tracker_install(&s->tracker, first_page + i + k, to);
+		}
 		int64_t n;
 		if (action == UFFD_SRC)
 			n = uffd_copy(s, addr, job->buf + i * ps, len, mode);
@@ -382,7 +393,11 @@ static enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct u
 			n = uffd_zeropage(s, addr, len);
 		else
 			n = uffd_copy(s, addr, s->zero_page, len, mode);
-		if (n == -EINVAL && mode && wp < 0) {
+		uint64_t kept = n > 0 ? (uint64_t)n / ps : 0;
+		for (uint64_t k = kept; k < run; k++)
+			ms_uffd_tracker_set(&s->tracker, first_page + i + k, 1,
+					    MS_UFFD_PAGE_STATE(old[k]));
+		if (n == -EINVAL && (mode & UFFDIO_COPY_MODE_WP) && wp < 0) {
 			/* The registration has no WP: install plain from now on. */
 			atomic_store(&s->wp_state, 0);
 			ms_info(UFFD_MOD,
@@ -391,16 +406,11 @@ static enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct u
 				(unsigned long long)s->id);
 			continue;
 		}
-		if (n > 0 && mode && wp < 0)
+		if (n > 0 && (mode & UFFDIO_COPY_MODE_WP) && wp < 0)
 			atomic_store(&s->wp_state, 1);
 		if (n > 0) {
 			uint64_t done_pages = (uint64_t)n / ps;
-			enum ms_uffd_page_state to =
-			    run_write
-				? MS_UFFD_PAGE_DIRTY
-				: (action == UFFD_SRC ? MS_UFFD_PAGE_CLEAN : MS_UFFD_PAGE_ZERO);
 			for (uint64_t k = i; k < i + done_pages; k++) {
-				ms_uffd_tracker_install(&s->tracker, first_page + k, to);
 				if (k == fault_idx) {
 					fault_done = true;
 					uffd_latency_record(s, job->t_event);
@@ -502,6 +512,10 @@ static void uffd_job_finish(struct ms_uffd_session *s, struct uffd_job *job, boo
 /* WP fault: unprotect (wakes the writer) and record DIRTY. */
 static void uffd_wp_resolve(struct ms_uffd_session *s, struct uffd_job *job)
 {
+	/* DIRTY before the unprotect wakes the writer: by the time the guest's write is done,
+	 * the tracker has it. (Even when the tracker says REMOVED: a zap racing the write
+	 * keeps the page dirty, which over-approximates safely.) */
+	ms_uffd_tracker_install(&s->tracker, job->block_off / s->page_size, MS_UFFD_PAGE_DIRTY);
 	struct uffdio_writeprotect wp = {.range = {.start = job->fault_addr, .len = s->page_size},
 					 .mode = 0};
 	int rc = ioctl(s->uffd, UFFDIO_WRITEPROTECT, &wp) == 0 ? 0 : -errno;
@@ -512,10 +526,6 @@ static void uffd_wp_resolve(struct ms_uffd_session *s, struct uffd_job *job)
 		return;
 	}
 	if (rc == 0 || rc == -ENOENT) {
-		/* Dirty even when the tracker says REMOVED: a zap racing the write keeps the
-		 * page in the dirty set, which over-approximates safely. */
-		ms_uffd_tracker_install(&s->tracker, job->block_off / s->page_size,
-					MS_UFFD_PAGE_DIRTY);
 		uffd_latency_record(s, job->t_event);
 	} else if (rc == -ESRCH) {
 		atomic_fetch_add(&s->metrics.faults_esrch, 1);

@@ -102,6 +102,7 @@ static void test_remove_vs_inflight_fault(void **state)
 	assert_int_equal(cmd(&r, FC_READ_CHECK, page, 4096, 1), 0);
 	assert_int_equal(cmd(&r, FC_READ_CHECK, page + 4096, 4096, 0), 0); /* neighbour intact */
 	const struct ms_uffd_metrics *m = ms_uffd_session_metrics(r.session);
+	usleep(50000); /* counters trail the install that woke the child */
 	assert_int_equal(atomic_load(&m->events_remove), 1);
 	struct ms_pageset *dirty, *empty;
 	assert_int_equal(ms_uffd_session_export(r.session, &dirty, &empty), 0);

@@ -77,9 +77,26 @@ static uint64_t metric(struct fixture *f, size_t offset)
 }
 #define M(f, field) metric(f, offsetof(struct ms_uffd_metrics, field))
 
+/* Counters are bumped just after the install ioctl that already woke the child: wait until
+ * they stop moving before asserting exact values. */
+static void settle(struct fixture *f)
+{
+	uint64_t last = UINT64_MAX;
+	for (int i = 0; i < 100; i++) {
+		uint64_t now = M(f, pages_source) + M(f, pages_zero) + M(f, faults_wp) +
+			       M(f, faults_read) + M(f, faults_write) + M(f, pages_prefault);
+		if (now == last)
+			return;
+		last = now;
+		usleep(20000);
+	}
+}
+
 static int64_t cmd(struct fixture *f, int op, uint64_t off, uint64_t len, uint64_t arg)
 {
-	return fc_child_cmd(&f->child, op, off, len, arg, 20000);
+	int64_t r = fc_child_cmd(&f->child, op, off, len, arg, 20000);
+	settle(f);
+	return r;
 }
 
 /* The expected empty set: source pages that are all zero (every 5th page) among [0, n). */
