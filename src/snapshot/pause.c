@@ -1,0 +1,338 @@
+/*
+ * pause.c - the pause pipeline's state machine (drawn in pause.h).
+ *
+ * Each stage settles one future; a failure fails every unsettled one with
+ * the same error. The pipeline thread owns the memfd reference, the dedup
+ * result and the diff file; the caller owns the struct until ms_pause_free,
+ * which joins the thread.
+ */
+#include "snapshot/pause.h"
+#include "build/storage.h"
+#include "header/serialize.h"
+#include "snapshot/dedup.h"
+#include "snapshot/memfd.h"
+#include "storage/artifact.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct ms_pause {
+	struct ms_pause_config config;     /* immutable; strings borrowed */
+	struct ms_build_storage storage;   /* the new file's resolver (diff store + store) */
+	struct ms_layered *parent;         /* borrowed */
+	struct ms_header_ref *parent_head; /* the parent's durable header */
+	struct ms_memfd *memfd;            /* released by the pipeline after the drain */
+	struct ms_pageset *dirty, *empty;
+	void *snapfile;
+	size_t snapfile_len;
+	ms_uuid real_id, prov_id;
+	struct ms_header_ref *prov_head;   /* the provisional header (inflight only) */
+	struct ms_layered *file;           /* set before COMPARED settles; then immutable */
+	struct ms_future *stages[MS_PAUSE_STAGES];
+	struct ms_dedup_result result;     /* pipeline thread only, until COMPARED */
+	char diff_path[4096];
+	pthread_t thread;
+	bool thread_started;
+};
+
+static void ms_pause_fail(struct ms_pause *p, int err)
+{
+	char id[MS_UUID_STR_LEN];
+	ms_uuid_format(&p->real_id, id);
+	ms_err("snapshot", "pause of build %s failed: %s", id, ms_strerror(err));
+	for (int s = 0; s < MS_PAUSE_STAGES; s++)
+		ms_future_fail(p->stages[s], err);
+}
+
+static int ms_pause_key(struct ms_pause *p, const ms_uuid *id, char key[MS_ARTIFACT_KEY_MAX])
+{
+	return ms_build_storage_key(&p->storage, id, key, MS_ARTIFACT_KEY_MAX);
+}
+
+/* Registers src under id's key, pinned; takes over the caller's reference. */
+static int ms_pause_register(struct ms_pause *p, const ms_uuid *id, struct ms_source *src)
+{
+	char key[MS_ARTIFACT_KEY_MAX];
+	int err = src ? ms_pause_key(p, id, key) : -ENOMEM;
+	if (!err && !(err = ms_diffstore_insert(p->config.diffs, key, src)))
+		err = ms_diffstore_pin(p->config.diffs, key);
+	ms_source_unref(src);
+	return err;
+}
+
+static int ms_pause_compare(struct ms_pause *p)
+{
+	if (p->config.compare_gate)
+		ms_future_wait(p->config.compare_gate, NULL);
+	int err = ms_dedup_compare(p->memfd, p->dirty, p->parent, &p->result);
+	if (err)
+		return err;
+	/* pages the tracker knows are zero, and not written since, are empty too */
+	struct ms_pageset *known_zero = ms_pageset_copy(p->empty);
+	if (!known_zero)
+		return -ENOMEM;
+	ms_pageset_subtract(known_zero, p->dirty);
+	ms_pageset_union(p->result.empty, known_zero);
+	ms_pageset_free(known_zero);
+	/* the packed index is installed before the deduped header can name the real id */
+	if ((err = ms_pause_register(p, &p->real_id,
+				     ms_memfd_packed_source_new(p->memfd, p->result.keep))))
+		return err;
+	struct ms_header *deduped;
+	if ((err = ms_header_new_diff(p->parent_head->header, &p->real_id, p->result.keep,
+				      p->result.empty, MS_PAGE_SIZE, false, &deduped)))
+		return err;
+	if (p->config.header_version)
+		deduped->meta.version = p->config.header_version;
+	struct ms_header *durable_copy = ms_header_copy(deduped);
+	struct ms_header_ref *durable = durable_copy ? ms_header_ref_new(durable_copy) : NULL;
+	if (!durable) {
+		ms_header_free(deduped);
+		return -ENOMEM;
+	}
+	if (p->file) {
+		/* CAS: a template that already moved on keeps its newer header */
+		err = ms_layered_swap_if_current(p->file, p->prov_head, deduped);
+		if (err == -EAGAIN) {
+			ms_header_free(deduped);
+			err = 0;
+		}
+	} else {
+		p->file = ms_layered_new(deduped, ms_build_storage_resolve, &p->storage);
+		if (p->file)
+			ms_layered_set_durable_future(p->file, p->stages[MS_PAUSE_COMPARED]);
+		err = p->file ? 0 : -ENOMEM;
+	}
+	if (err) {
+		ms_header_ref_unref(durable);
+		return err;
+	}
+	ms_future_set(p->stages[MS_PAUSE_COMPARED], durable);
+	return 0;
+}
+
+static int ms_pause_drain(struct ms_pause *p)
+{
+	char id[MS_UUID_STR_LEN];
+	ms_uuid_format(&p->real_id, id);
+	snprintf(p->diff_path, sizeof(p->diff_path), "%s/%s.memfile", p->config.cache_dir, id);
+	int err = ms_dedup_drain(p->memfd, p->result.keep, p->diff_path, NULL);
+	if (err)
+		return err;
+	struct ms_source *file = ms_source_file_open(p->diff_path, true, &err);
+	if (!file)
+		return err;
+	char key[MS_ARTIFACT_KEY_MAX];
+	if (!(err = ms_pause_key(p, &p->real_id, key)))
+		err = ms_diffstore_replace(p->config.diffs, key, file);
+	ms_source_unref(file);
+	if (err)
+		return err;
+	/* drain done, and the file left the provisional header (the CAS ran before) */
+	ms_memfd_release(p->memfd);
+	if (p->prov_head && !ms_pause_key(p, &p->prov_id, key)) {
+		ms_diffstore_unpin(p->config.diffs, key);
+		ms_diffstore_evict(p->config.diffs, key);
+	}
+	ms_future_set(p->stages[MS_PAUSE_DRAINED], NULL);
+	return 0;
+}
+
+/* Data first, then the snapfile, then the header (DESIGN.md §5.7). */
+static int ms_pause_upload(struct ms_pause *p)
+{
+	if (p->config.upload_gate)
+		ms_future_wait(p->config.upload_gate, NULL);
+	int err;
+	if (p->config.parent_published &&
+	    (err = ms_future_wait(p->config.parent_published, NULL)))
+		return err; /* an ancestor that never reached the store: no child header */
+	char key[MS_ARTIFACT_KEY_MAX];
+	int fd = open(p->diff_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE, MS_COMPRESS_NONE);
+	err = ms_store_put_file(p->config.store, key, fd, (uint64_t)st.st_size, NULL);
+	close(fd);
+	if (err)
+		return err;
+	ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_SNAPFILE, MS_COMPRESS_NONE);
+	if ((err = ms_store_put_buf(p->config.store, key, p->snapfile, p->snapfile_len, NULL)))
+		return err;
+	void *value;
+	if ((err = ms_future_wait(p->stages[MS_PAUSE_COMPARED], &value)))
+		return err;
+	struct ms_header *final = ms_header_copy(((struct ms_header_ref *)value)->header);
+	if (!final)
+		return -ENOMEM;
+	struct ms_build_data self = {.build_id = p->real_id, .size = st.st_size};
+	final->incomplete = false;
+	uint8_t *blob = NULL;
+	size_t len;
+	if (!(err = ms_header_set_build(final, &self)) &&
+	    !(err = ms_header_serialize(final, 0, false, &blob, &len))) {
+		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE_HEADER,
+				MS_COMPRESS_NONE);
+		err = ms_store_put_buf(p->config.store, key, blob, len, NULL);
+	}
+	free(blob);
+	if (!err) /* publish: the only unconditional swap */
+		err = ms_layered_swap(p->file, final);
+	else
+		ms_header_free(final);
+	if (!err && !ms_pause_key(p, &p->real_id, key))
+		ms_diffstore_unpin(p->config.diffs, key);
+	return err;
+}
+
+static void *ms_pause_main(void *arg)
+{
+	struct ms_pause *p = arg;
+	int err = ms_pause_compare(p);
+	if (!err)
+		err = ms_pause_drain(p);
+	if (!err)
+		err = ms_pause_upload(p);
+	if (err)
+		ms_pause_fail(p, err);
+	else
+		ms_future_set(p->stages[MS_PAUSE_PUBLISHED], NULL);
+	ms_memfd_release(p->memfd); /* never held past the pipeline, success or not */
+	return NULL;
+}
+
+static void ms_pause_destroy(struct ms_pause *p)
+{
+	ms_layered_free(p->file);
+	ms_header_ref_unref(p->prov_head);
+	ms_header_ref_unref(p->parent_head);
+	ms_memfd_unref(p->memfd);
+	ms_pageset_free(p->dirty);
+	ms_pageset_free(p->empty);
+	ms_dedup_result_fini(&p->result);
+	for (int s = 0; s < MS_PAUSE_STAGES; s++)
+		if (p->stages[s])
+			ms_future_unref(p->stages[s]);
+	free(p->snapfile);
+	free(p);
+}
+
+int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *parent, int memfd,
+		   const struct ms_pageset *dirty, const struct ms_pageset *empty,
+		   const void *snapfile, size_t snapfile_len, struct ms_pause **out)
+{
+	int err = -ENOMEM;
+	struct ms_pause *p = calloc(1, sizeof(*p));
+	if (!p) {
+		close(memfd);
+		return err;
+	}
+	p->config = *config;
+	p->storage = (struct ms_build_storage){.store = config->store,
+					       .diffs = config->diffs,
+					       .cache_dir = config->cache_dir,
+					       .data = MS_ARTIFACT_MEMFILE};
+	p->parent = parent;
+	ms_uuid_generate(&p->real_id);
+	ms_uuid_generate(&p->prov_id);
+	for (int s = 0; s < MS_PAUSE_STAGES; s++)
+		if (!(p->stages[s] = ms_future_new(s == MS_PAUSE_COMPARED ? ms_header_ref_free_value
+									   : NULL))) {
+			close(memfd);
+			goto fail;
+		}
+	ms_future_set(p->stages[MS_PAUSE_SERVING], NULL);
+	/* the parent is the durable header, never a provisional one (invariant 1) */
+	if ((err = ms_layered_durable_header(parent, -1, &p->parent_head))) {
+		close(memfd);
+		goto fail;
+	}
+	if (!(p->memfd = ms_memfd_take(memfd, p->parent_head->header->meta.size, &err)))
+		goto fail;
+	err = -ENOMEM;
+	if (!(p->dirty = ms_pageset_copy(dirty)) || !(p->empty = ms_pageset_copy(empty)) ||
+	    (snapfile_len && !(p->snapfile = malloc(snapfile_len))))
+		goto fail;
+	if (snapfile_len)
+		memcpy(p->snapfile, snapfile, snapfile_len);
+	p->snapfile_len = snapfile_len;
+	if (config->inflight) {
+		struct ms_header *prov;
+		if ((err = ms_pause_register(p, &p->prov_id, ms_memfd_identity_source_new(p->memfd))) ||
+		    (err = ms_header_new_diff(p->parent_head->header, &p->prov_id, p->dirty, p->empty,
+					      MS_PAGE_SIZE, true, &prov)))
+			goto fail;
+		err = -ENOMEM;
+		if (!(p->file = ms_layered_new(prov, ms_build_storage_resolve, &p->storage)))
+			goto fail;
+		p->prov_head = ms_layered_header(p->file);
+		/* durable_header() on the new file waits for the deduped header */
+		ms_layered_set_durable_future(p->file, p->stages[MS_PAUSE_COMPARED]);
+	}
+	if ((err = pthread_create(&p->thread, NULL, ms_pause_main, p))) {
+		err = -err;
+		goto fail;
+	}
+	p->thread_started = true;
+	/* without the provisional header, a resume must wait for the deduped one */
+	if (!config->inflight && (err = ms_future_wait(p->stages[MS_PAUSE_COMPARED], NULL))) {
+		*out = p;
+		return err;
+	}
+	*out = p;
+	return 0;
+fail:
+	ms_pause_destroy(p);
+	return err;
+}
+
+const ms_uuid *ms_pause_build_id(struct ms_pause *pause)
+{
+	return &pause->real_id;
+}
+
+struct ms_layered *ms_pause_file(struct ms_pause *pause)
+{
+	return pause->file;
+}
+
+int ms_pause_wait(struct ms_pause *pause, enum ms_pause_stage stage, int64_t timeout_ns)
+{
+	if ((unsigned)stage >= MS_PAUSE_STAGES)
+		return -EINVAL;
+	return timeout_ns < 0 ? ms_future_wait(pause->stages[stage], NULL)
+			      : ms_future_wait_timeout(pause->stages[stage], timeout_ns, NULL);
+}
+
+void ms_pause_counts(struct ms_pause *pause, uint64_t *dirty, uint64_t *equal, uint64_t *zero,
+		     uint64_t *kept)
+{
+	bool done = ms_future_peek(pause->stages[MS_PAUSE_COMPARED], NULL, NULL);
+	*dirty = done ? pause->result.dirty_pages : 0;
+	*equal = done ? pause->result.equal_pages : 0;
+	*zero = done && pause->result.empty ? ms_pageset_count(pause->result.empty) : 0;
+	*kept = done && pause->result.keep ? ms_pageset_count(pause->result.keep) : 0;
+}
+
+void ms_pause_free(struct ms_pause *pause)
+{
+	if (!pause)
+		return;
+	if (pause->thread_started)
+		pthread_join(pause->thread, NULL);
+	ms_pause_destroy(pause);
+}

@@ -1,0 +1,88 @@
+/*
+ * pause.h - the pause pipeline: one snapshot from captured memory to a
+ * published, uploaded layer (DESIGN.md §3).
+ *
+ *   ms_pause_start()                                  background thread
+ *   ─────────────────                                 ──────────────────────────────
+ *   CAPTURED ──provisional header──▶ SERVING ──▶ COMPARING ──▶ DRAINING ──▶ UPLOADING
+ *   (memfd, dirty, snapfile,          (returns)     │ packed index,   │ file replaces  │ data, snapfile,
+ *    parent's durable header)                       │ deduped header, │ the memfd;     │ then header
+ *                                                   │ CAS prov→dedup  │ memfd released │
+ *                                                   ▼                 ▼                ▼
+ *                                                 FAILED ◀──────────────────────── PUBLISHED
+ *                                                                       (finalized header swapped in)
+ *
+ * Invariants (DESIGN.md §5):
+ *  1. The parent is the parent file's DURABLE header, never a provisional one.
+ *  2. The provisional build id stays in this node's diff store and headers: the
+ *     uploaded header is built from the compare result only.
+ *  3. prov -> deduped is a compare-and-swap; publish is the only unconditional swap.
+ *  4. The memfd is released only after the drain is done and the file left the
+ *     provisional header; while that window lasts, the provisional and the real
+ *     sources are pinned in the diff store.
+ *  5. Upload order: data, then snapfile, then the header; a failed upload
+ *     leaves no header in the store (objects are atomic), and the local
+ *     file keeps serving the deduped header.
+ *
+ * Thread-safety: ms_pause_* may be called from any thread; the pipeline runs
+ * on its own thread, detached from the caller.
+ */
+#ifndef MS_SNAPSHOT_PAUSE_H
+#define MS_SNAPSHOT_PAUSE_H
+
+#include "build/layered.h"
+#include "cache/diffstore.h"
+#include "storage/store.h"
+#include "util/future.h"
+#include "util/pageset.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum ms_pause_stage {
+	MS_PAUSE_SERVING = 0, /* provisional header live (or, without it, nothing yet) */
+	MS_PAUSE_COMPARED,    /* deduped header built and swapped in */
+	MS_PAUSE_DRAINED,     /* diff file written; memfd released */
+	MS_PAUSE_PUBLISHED,   /* uploaded; finalized header swapped in */
+	MS_PAUSE_STAGES,
+};
+
+struct ms_pause_config {
+	struct ms_store *store;     /* borrowed */
+	struct ms_diffstore *diffs; /* borrowed; holds every build's source */
+	const char *cache_dir;      /* diff files are written here */
+	bool inflight;              /* serve from the memfd at once (provisional header) */
+	uint64_t header_version;    /* 0: the parent's version */
+	/* settled when the parent build's upload finished (NULL: it is in the store) */
+	struct ms_future *parent_published;
+	/* tests: the compare waits for this future before it starts (may be NULL) */
+	struct ms_future *compare_gate;
+	/* tests: the upload waits for this future before it starts (may be NULL) */
+	struct ms_future *upload_gate;
+};
+
+struct ms_pause;
+
+/*
+ * Starts a pause. memfd: the guest memory (ownership taken, closed on error
+ * too) of parent's size; dirty/empty: 4 KiB page sets (copied); snapfile: the
+ * VMM state blob (copied). parent: the parent's layered file, whose durable
+ * header is the parent (waits for it). Returns once the new build can be
+ * resumed: with inflight, at once; without, after the compare.
+ */
+int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *parent, int memfd,
+		   const struct ms_pageset *dirty, const struct ms_pageset *empty,
+		   const void *snapfile, size_t snapfile_len, struct ms_pause **out);
+/* The new build's id (the real one: what the API returns and uploads name). */
+const ms_uuid *ms_pause_build_id(struct ms_pause *pause);
+/* The new build's layered file: warm resumes read it. Borrowed until ms_pause_free. */
+struct ms_layered *ms_pause_file(struct ms_pause *pause);
+/* Waits for a stage: 0, the pipeline's error, or -ETIMEDOUT (timeout_ns < 0: forever). */
+int ms_pause_wait(struct ms_pause *pause, enum ms_pause_stage stage, int64_t timeout_ns);
+/* Pages: compared, equal to the parent, zero, kept (valid after COMPARED). */
+void ms_pause_counts(struct ms_pause *pause, uint64_t *dirty, uint64_t *equal, uint64_t *zero,
+		     uint64_t *kept);
+/* Waits for the pipeline to end (published or failed), then frees. */
+void ms_pause_free(struct ms_pause *pause);
+
+#endif

@@ -1,0 +1,285 @@
+/*
+ * test_pause.c - the pause pipeline end to end on a captured memfd over a
+ * parent that lives in a store: warm reads while the compare is stalled, the
+ * provisional id never uploaded, cold resume from the store bit for bit,
+ * upload order under injected failures, and warm readers across every stage.
+ */
+#include "ms_test.h"
+#include "ms_chain.h"
+#include "build/storage.h"
+#include "header/serialize.h"
+#include "snapshot/pause.h"
+#include "storage/faulty.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define P MS_PAGE_SIZE
+#define PAGES 1024
+
+struct fixture {
+	char *dir;
+	char cache[512];
+	struct ms_store *fs, *store; /* store: fs, or a faulty wrapper around it */
+	struct ms_diffstore *diffs;
+	struct ms_build_storage parent_storage;
+	struct ms_layered *parent;
+	struct ms_test_chain chain;
+	uint8_t *expect; /* the guest memory at the pause */
+	struct ms_pageset *dirty, *empty;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	f->dir = ms_test_tmpdir();
+	char path[512];
+	snprintf(path, sizeof(path), "%s/store", f->dir);
+	int err;
+	f->fs = ms_store_fs_new(path, &err);
+	f->store = ms_store_faulty_new(f->fs);
+	snprintf(f->cache, sizeof(f->cache), "%s/cache", f->dir);
+	assert_int_equal(mkdir(f->cache, 0700), 0);
+	struct ms_diffstore_config dcfg = {.cache_dir = f->cache};
+	f->diffs = ms_diffstore_new(&dcfg, &err);
+	ms_test_chain_build(f->fs, PAGES, &f->chain);
+	struct ms_header *top;
+	assert_int_equal(ms_build_storage_load_header(f->fs, &f->chain.ids[MS_CHAIN_LAYERS - 1],
+						      MS_ARTIFACT_MEMFILE_HEADER, &top),
+			 0);
+	f->parent_storage = (struct ms_build_storage){.store = f->fs, .diffs = f->diffs,
+						      .cache_dir = f->cache,
+						      .data = MS_ARTIFACT_MEMFILE};
+	f->parent = ms_layered_new(top, ms_build_storage_resolve, &f->parent_storage);
+	/* the guest ran an epoch: 0..99 rewritten equal, 100..299 changed, 300..349 zeroed */
+	f->expect = ms_test_chain_image(&f->chain);
+	f->dirty = ms_pageset_new();
+	f->empty = ms_pageset_new();
+	ms_pageset_add_range(f->dirty, 0, 350);
+	for (uint64_t p = 100; p < 350; p++)
+		memset(f->expect + p * P, p < 300 ? (int)(p & 0xff) | 1 : 0, P);
+	ms_pageset_add_range(f->empty, 900, 910); /* known-zero pages from the tracker */
+	for (uint64_t p = 900; p < 910; p++)
+		memset(f->expect + p * P, 0, P);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	ms_layered_free(f->parent);
+	ms_diffstore_free(f->diffs);
+	ms_store_free(f->store);
+	ms_store_free(f->fs);
+	ms_test_chain_fini(&f->chain);
+	free(f->expect);
+	ms_pageset_free(f->dirty);
+	ms_pageset_free(f->empty);
+	ms_test_rmtree(f->dir);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+static int guest_memfd(struct fixture *f)
+{
+	int fd = memfd_create("guest", MFD_CLOEXEC);
+	assert_int_equal(ftruncate(fd, PAGES * P), 0);
+	assert_int_equal(pwrite(fd, f->expect, PAGES * P, 0), (ssize_t)(PAGES * P));
+	return fd;
+}
+
+static void check_all(struct ms_layered *file, const uint8_t *expect)
+{
+	uint8_t *got = malloc(PAGES * P);
+	assert_int_equal(ms_layered_read(file, got, 0, PAGES * P), 0);
+	for (uint64_t p = 0; p < PAGES; p++)
+		if (memcmp(got + p * P, expect + p * P, P) != 0)
+			fail_msg("page %llu differs", (unsigned long long)p);
+	free(got);
+}
+
+static struct ms_pause *start(struct fixture *f, bool inflight, struct ms_future *gate,
+			      struct ms_future *upload_gate)
+{
+	struct ms_pause_config cfg = {.store = f->store, .diffs = f->diffs, .cache_dir = f->cache,
+				      .inflight = inflight, .compare_gate = gate,
+				      .upload_gate = upload_gate};
+	struct ms_pause *pause;
+	const char snap[] = "vcpu state";
+	assert_int_equal(ms_pause_start(&cfg, f->parent, guest_memfd(f), f->dirty, f->empty, snap,
+					sizeof(snap), &pause),
+			 0);
+	return pause;
+}
+
+static void test_warm_during_stalled_compare_then_cold(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_future *gate = ms_future_new(NULL);
+	struct ms_pause *pause = start(f, true, gate, NULL);
+	struct ms_layered *file = ms_pause_file(pause);
+	/* the compare has not run: the resume reads the memfd through the provisional header */
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 20 * MS_NSEC_PER_MSEC), -ETIMEDOUT);
+	assert_null(ms_layered_durable_header_now(file)); /* nothing provisional escapes */
+	check_all(file, f->expect);
+	ms_future_set(gate, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	check_all(file, f->expect);
+	uint64_t dirty, equal, zero, kept;
+	ms_pause_counts(pause, &dirty, &equal, &zero, &kept);
+	/* expected from the image: pages 0..99 equal unless zero; 100..299 kept; zeros nil */
+	uint64_t want_equal = 0, want_zero = 10; /* + the tracker's 900..909 */
+	static const uint8_t zero_page[P];
+	for (uint64_t p = 0; p < 350; p++) {
+		bool is_zero = memcmp(f->expect + p * P, zero_page, P) == 0;
+		want_zero += is_zero;
+		want_equal += p < 100 && !is_zero;
+	}
+	assert_int_equal(dirty, 350);
+	assert_int_equal(equal, want_equal);
+	assert_int_equal(zero, want_zero);
+	assert_int_equal(kept, 200);
+	/* the uploaded header names no provisional id, and is complete */
+	struct ms_header *up;
+	assert_int_equal(ms_build_storage_load_header(f->fs, ms_pause_build_id(pause),
+						      MS_ARTIFACT_MEMFILE_HEADER, &up),
+			 0);
+	assert_false(up->incomplete);
+	assert_true(ms_uuid_eq(&up->meta.build_id, ms_pause_build_id(pause)));
+	const ms_uuid *real = ms_pause_build_id(pause);
+	for (size_t i = 0; i < up->mappings.count; i++) {
+		const ms_uuid *id = &up->mappings.entries[i].build_id;
+		bool known = ms_uuid_is_nil(id) || ms_uuid_eq(id, real);
+		for (int l = 0; l < MS_CHAIN_LAYERS; l++)
+			known = known || ms_uuid_eq(id, &f->chain.ids[l]);
+		assert_true(known);
+	}
+	assert_int_equal(ms_mappings_bytes_of(&up->mappings, real), kept * P);
+	/* cold resume on "another node": a fresh diff store, everything from the store */
+	char cold_dir[600];
+	snprintf(cold_dir, sizeof(cold_dir), "%s/cold", f->dir);
+	assert_int_equal(mkdir(cold_dir, 0700), 0);
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = cold_dir};
+	struct ms_diffstore *cold_diffs = ms_diffstore_new(&dcfg, &err);
+	struct ms_build_storage cold = {.store = f->fs, .diffs = cold_diffs, .cache_dir = cold_dir,
+					.data = MS_ARTIFACT_MEMFILE};
+	struct ms_layered *cold_file = ms_layered_new(up, ms_build_storage_resolve, &cold);
+	check_all(cold_file, f->expect);
+	ms_layered_free(cold_file);
+	ms_diffstore_free(cold_diffs);
+	ms_pause_free(pause);
+	ms_future_unref(gate);
+}
+
+static void test_without_inflight(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_pause *pause = start(f, false, NULL, NULL);
+	/* start returned after the compare: the file already has the deduped header */
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 0), 0);
+	check_all(ms_pause_file(pause), f->expect);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	ms_pause_free(pause);
+}
+
+/* Fail the n-th put of the upload in turn: no header is ever visible without its data. */
+static void test_upload_failures(void **state)
+{
+	struct fixture *f = *state;
+	for (unsigned nth = 1; nth <= 3; nth++) {
+		ms_store_faulty_inject(f->store, MS_FAULTY_PUT, nth, MS_FAULTY_FAIL, MS_EREMOTE, 0);
+		struct ms_pause *pause = start(f, true, NULL, NULL);
+		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC),
+				 MS_EREMOTE);
+		char key[MS_ARTIFACT_KEY_MAX];
+		bool header, data, snap;
+		ms_artifact_key(key, sizeof(key), ms_pause_build_id(pause),
+				MS_ARTIFACT_MEMFILE_HEADER, MS_COMPRESS_NONE);
+		assert_int_equal(ms_store_exists(f->fs, key, &header), 0);
+		ms_artifact_key(key, sizeof(key), ms_pause_build_id(pause), MS_ARTIFACT_MEMFILE,
+				MS_COMPRESS_NONE);
+		assert_int_equal(ms_store_exists(f->fs, key, &data), 0);
+		ms_artifact_key(key, sizeof(key), ms_pause_build_id(pause), MS_ARTIFACT_SNAPFILE,
+				MS_COMPRESS_NONE);
+		assert_int_equal(ms_store_exists(f->fs, key, &snap), 0);
+		assert_false(header); /* the header goes last */
+		assert_int_equal(data, nth > 1);
+		assert_int_equal(snap, nth > 2);
+		/* locally the build still serves its deduped, drained data */
+		check_all(ms_pause_file(pause), f->expect);
+		ms_pause_free(pause);
+	}
+	ms_store_faulty_clear(f->store);
+}
+
+/* Warm readers across provisional -> deduped -> drained -> published (TSan). */
+struct readers {
+	struct ms_layered *file;
+	const uint8_t *expect;
+	atomic_bool stop;
+	atomic_int bad, reads;
+};
+
+static void *reader_main(void *arg)
+{
+	struct readers *r = arg;
+	uint8_t buf[8 * P];
+	unsigned seed = 5;
+	while (!atomic_load(&r->stop)) {
+		seed = seed * 1103515245 + 12345;
+		uint64_t page = (seed >> 8) % (PAGES - 8);
+		int err = ms_layered_read(r->file, buf, page * P, sizeof(buf));
+		atomic_fetch_add(&r->reads, 1);
+		if (err || memcmp(buf, r->expect + page * P, sizeof(buf)) != 0)
+			atomic_fetch_add(&r->bad, 1);
+	}
+	return NULL;
+}
+
+static void test_readers_across_stages(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_future *gate = ms_future_new(NULL), *upload_gate = ms_future_new(NULL);
+	struct ms_pause *pause = start(f, true, gate, upload_gate);
+	struct readers r = {.file = ms_pause_file(pause), .expect = f->expect};
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++)
+		pthread_create(&th[i], NULL, reader_main, &r);
+	usleep(20000);
+	ms_future_set(gate, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 30 * MS_NSEC_PER_SEC), 0);
+	usleep(20000);
+	ms_future_set(upload_gate, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	usleep(20000);
+	atomic_store(&r.stop, true);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(atomic_load(&r.bad), 0);
+	assert_true(atomic_load(&r.reads) > 10);
+	ms_pause_free(pause);
+	ms_future_unref(gate);
+	ms_future_unref(upload_gate);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_warm_during_stalled_compare_then_cold, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_without_inflight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upload_failures, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
