@@ -44,15 +44,16 @@ static void race_start(struct race *r, unsigned workers, int64_t delay_ns, int64
 	r->path = test_socket_path(&r->dir);
 	struct ms_pageserver_options opts = {
 	    .workers = workers, .on_session_event = on_event, .event_arg = r};
-	r->srv = ms_pageserver_new(r->path, &test_source_ops, &r->src, &opts);
-	assert_non_null(r->srv);
 	struct fc_child_cfg cfg = {.sock_path = r->path,
 				   .size = 4 * MiB,
 				   .page_size = 4096,
 				   .regions = 1,
 				   .wp = true,
 				   .source = r->src.data};
-	assert_int_equal(fc_child_start(&cfg, &r->child), 0);
+	assert_int_equal(fc_child_spawn(&cfg, &r->child), 0);
+	r->srv = ms_pageserver_new(r->path, &test_source_ops, &r->src, &opts);
+	assert_non_null(r->srv);
+	assert_int_equal(fc_child_ready(&r->child), 0);
 	assert_int_equal(ms_pageserver_next_session(r->srv, 10 * SEC, &r->session), 0);
 }
 

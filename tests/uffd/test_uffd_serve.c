@@ -34,13 +34,14 @@ static bool fixture_start(struct fixture *f, uint64_t size, uint64_t page_size,
 	f->src.cached = cached;
 	f->src.zero_hint = zero_hint;
 	f->path = test_socket_path(&f->dir);
-	f->srv = ms_pageserver_new(f->path, &test_source_ops, &f->src, opts);
-	assert_non_null(f->srv);
 	cfg.sock_path = f->path;
 	cfg.size = size;
 	cfg.page_size = page_size;
 	cfg.source = f->src.data;
-	int err = fc_child_start(&cfg, &f->child);
+	assert_int_equal(fc_child_spawn(&cfg, &f->child), 0);
+	f->srv = ms_pageserver_new(f->path, &test_source_ops, &f->src, opts);
+	assert_non_null(f->srv);
+	int err = fc_child_ready(&f->child);
 	if (err) {
 		printf("SKIP: child could not set up its guest memory: %s\n", strerror(-err));
 		ms_pageserver_free(f->srv);

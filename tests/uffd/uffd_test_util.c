@@ -264,7 +264,14 @@ static int fc_setup(struct fc_state *st, int *sock_out)
 	int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	strncpy(addr.sun_path, cfg->sock_path, sizeof(addr.sun_path) - 1);
-	if (connect(sock, (struct sockaddr *)&addr, sizeof(addr)) != 0)
+	/* The server may start after the fork (see fc_child_spawn): retry for a while. */
+	int rc = -1;
+	for (int i = 0; i < 1000 && rc != 0; i++) {
+		rc = connect(sock, (struct sockaddr *)&addr, sizeof(addr));
+		if (rc != 0)
+			usleep(5000);
+	}
+	if (rc != 0)
 		return -errno;
 	char json[1024];
 	int n = snprintf(json, sizeof(json), "[");
@@ -300,7 +307,7 @@ static int fc_setup(struct fc_state *st, int *sock_out)
 	return 0;
 }
 
-int fc_child_start(const struct fc_child_cfg *cfg, struct fc_child *out)
+int fc_child_spawn(const struct fc_child_cfg *cfg, struct fc_child *out)
 {
 	int cmd[2], res[2];
 	if (pipe2(cmd, O_CLOEXEC) != 0 || pipe2(res, O_CLOEXEC) != 0)
@@ -330,6 +337,11 @@ int fc_child_start(const struct fc_child_cfg *cfg, struct fc_child *out)
 	out->pid = pid;
 	out->cmd_fd = cmd[1];
 	out->res_fd = res[0];
+	return 0;
+}
+
+int fc_child_ready(struct fc_child *out)
+{
 	struct pollfd pfd = {.fd = out->res_fd, .events = POLLIN};
 	int64_t status = INT64_MIN;
 	if (poll(&pfd, 1, 10000) == 1 &&
@@ -337,6 +349,12 @@ int fc_child_start(const struct fc_child_cfg *cfg, struct fc_child *out)
 		return 0;
 	fc_child_kill(out);
 	return status == INT64_MIN ? -ETIMEDOUT : (int)status;
+}
+
+int fc_child_start(const struct fc_child_cfg *cfg, struct fc_child *out)
+{
+	int err = fc_child_spawn(cfg, out);
+	return err ? err : fc_child_ready(out);
 }
 
 int64_t fc_child_cmd(struct fc_child *c, int op, uint64_t off, uint64_t len, uint64_t arg,

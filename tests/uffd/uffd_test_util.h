@@ -48,6 +48,12 @@ enum fc_op {
 
 /* Forks the child; 0, or the child's negative errno (e.g. hugetlb mmap failed). */
 int fc_child_start(const struct fc_child_cfg *cfg, struct fc_child *out);
+/* The two halves of fc_child_start: fork (the child keeps trying to connect for 5 s), so a
+ * test can fork while it is still single-threaded and start the server afterwards (a fork
+ * from a multithreaded process can inherit held allocator locks, under ASan too); then
+ * wait for the child's handshake to be sent (0 or its negative errno; killed on error). */
+int fc_child_spawn(const struct fc_child_cfg *cfg, struct fc_child *out);
+int fc_child_ready(struct fc_child *out);
 /* Sends one command; its result, or INT64_MIN when no answer came within timeout_ms. */
 int64_t fc_child_cmd(struct fc_child *c, int op, uint64_t off, uint64_t len, uint64_t arg,
 		     int timeout_ms);
