@@ -7,6 +7,7 @@
  *  2. every copy out of map happens under the shared lock, with faultsafe copies.
  */
 #include "snapshot/memfd.h"
+#include "build/layered.h"
 #include "util/err.h"
 #include "util/faultsafe.h"
 
@@ -106,6 +107,7 @@ int ms_memfd_with_mapping(struct ms_memfd *m, int (*fn)(void *ctx, const uint8_t
 struct ms_memfd_source {
 	struct ms_source base;
 	struct ms_memfd *memfd;       /* one reference */
+	_Atomic(struct ms_layered *) fallback; /* identity only: served after the release */
 	struct ms_mapping *runs;      /* packed: device runs with packed storage offsets */
 	size_t run_count;
 };
@@ -122,11 +124,27 @@ static int ms_memfd_copy_fn(void *ctx, const uint8_t *mapping)
 	return ms_faultsafe_copy(c->dst, mapping + c->off, c->len);
 }
 
+/* Set while a fallback read runs on this thread: a fallback that still plans on the
+ * provisional header must not recurse into it. */
+static _Thread_local bool ms_memfd_in_fallback;
+
 static int ms_memfd_identity_read(struct ms_source *src, void *dst, uint64_t off, size_t len)
 {
 	struct ms_memfd_source *s = (struct ms_memfd_source *)src;
 	struct ms_memfd_copy c = {dst, off, len};
-	return ms_memfd_with_mapping(s->memfd, ms_memfd_copy_fn, &c);
+	int err = ms_memfd_with_mapping(s->memfd, ms_memfd_copy_fn, &c);
+	struct ms_layered *fallback = atomic_load(&s->fallback);
+	if (err != MS_ECLOSED || !fallback || ms_memfd_in_fallback)
+		return err;
+	ms_memfd_in_fallback = true;
+	err = ms_layered_read(fallback, dst, off, len);
+	ms_memfd_in_fallback = false;
+	return err;
+}
+
+void ms_memfd_identity_set_fallback(struct ms_source *identity, struct ms_layered *fallback)
+{
+	atomic_store(&((struct ms_memfd_source *)identity)->fallback, fallback);
 }
 
 /* Storage offset -> device offset through the packed index, run by run. */

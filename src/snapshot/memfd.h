@@ -47,6 +47,15 @@ int ms_memfd_with_mapping(struct ms_memfd *m, int (*fn)(void *ctx, const uint8_t
 /* A source reading device offsets straight from the memfd (identity offsets). */
 struct ms_source *ms_memfd_identity_source_new(struct ms_memfd *m);
 /*
+ * Straddling reads (issue: a read planned on the provisional header that
+ * reaches the identity source after the release): with a fallback set, such a
+ * read is served through the fallback file's current header at the same
+ * device offset (identity offsets are device offsets) instead of failing and
+ * re-planning. fallback is borrowed; clear it (NULL) before freeing it.
+ */
+struct ms_layered;
+void ms_memfd_identity_set_fallback(struct ms_source *identity, struct ms_layered *fallback);
+/*
  * A source over the packed layout of survivors (page indices in 4 KiB units):
  * storage offset s is the s-th byte of the survivors' pages in ascending order.
  */

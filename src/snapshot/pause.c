@@ -35,6 +35,7 @@ struct ms_pause {
 	size_t snapfile_len;
 	ms_uuid real_id, prov_id;
 	struct ms_header_ref *prov_head;   /* the provisional header (inflight only) */
+	struct ms_source *identity;        /* the memfd identity source (inflight only) */
 	struct ms_layered *file;           /* set before COMPARED settles; then immutable */
 	struct ms_future *stages[MS_PAUSE_STAGES];
 	struct ms_dedup_result result;     /* pipeline thread only, until COMPARED */
@@ -217,6 +218,10 @@ static void *ms_pause_main(void *arg)
 
 static void ms_pause_destroy(struct ms_pause *p)
 {
+	if (p->identity) {
+		ms_memfd_identity_set_fallback(p->identity, NULL);
+		ms_source_unref(p->identity);
+	}
 	ms_layered_free(p->file);
 	ms_header_ref_unref(p->prov_head);
 	ms_header_ref_unref(p->parent_head);
@@ -272,7 +277,9 @@ int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *pare
 	p->snapfile_len = snapfile_len;
 	if (config->inflight) {
 		struct ms_header *prov;
-		if ((err = ms_pause_register(p, &p->prov_id, ms_memfd_identity_source_new(p->memfd))) ||
+		if (!(p->identity = ms_memfd_identity_source_new(p->memfd)))
+			goto fail;
+		if ((err = ms_pause_register(p, &p->prov_id, ms_source_ref(p->identity))) ||
 		    (err = ms_header_new_diff(p->parent_head->header, &p->prov_id, p->dirty, p->empty,
 					      MS_PAGE_SIZE, true, &prov)))
 			goto fail;
@@ -280,6 +287,8 @@ int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *pare
 		if (!(p->file = ms_layered_new(prov, ms_build_storage_resolve, &p->storage)))
 			goto fail;
 		p->prov_head = ms_layered_header(p->file);
+		/* a provisional read that lands after the release is served through the file */
+		ms_memfd_identity_set_fallback(p->identity, p->file);
 		/* durable_header() on the new file waits for the deduped header */
 		ms_layered_set_durable_future(p->file, p->stages[MS_PAUSE_COMPARED]);
 	}

@@ -270,7 +270,23 @@ static void test_warm_window(void **state)
 	table_set(&f->table, &f->real_id, ms_source_file_open(path, false, &err));
 	usleep(20000);
 	/* 4. release the memfd: the template left the provisional header and the drain is done */
+	struct ms_source *identity = NULL;
+	assert_int_equal(table_resolve(&f->table, &f->prov_id, NULL, &identity), 0);
+	uint8_t page[P];
 	ms_memfd_release(f->memfd);
+	/* a read planned on the provisional header, landing now: without a fallback it fails */
+	assert_int_equal(ms_source_read(identity, page, 70 * P, P), MS_ECLOSED);
+	/* with one it is served through the current (deduped) header, with no re-plan */
+	ms_memfd_identity_set_fallback(identity, w.file);
+	uint64_t replans = ms_layered_replans(w.file);
+	for (uint64_t p = 0; p < PAGES; p += 7) {
+		assert_int_equal(ms_source_read(identity, page, p * P, P), 0);
+		assert_int_equal(page[0], expect_byte(p));
+		assert_int_equal(page[P - 1], expect_byte(p));
+	}
+	assert_int_equal(ms_layered_replans(w.file), replans);
+	ms_memfd_identity_set_fallback(identity, NULL);
+	ms_source_unref(identity);
 	usleep(20000);
 	atomic_store(&w.stop, true);
 	for (int i = 0; i < 2; i++)
