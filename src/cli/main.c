@@ -1,5 +1,6 @@
 /* main.c - memsnap's entry point: dispatches "memsnap GROUP VERB ..." to the command table. */
 #include "cli/cli.h"
+#include "memsnap/memsnap.h"
 #include "util/err.h"
 
 #include <stdio.h>
@@ -40,6 +41,10 @@ int main(int argc, char **argv)
 	    strcmp(argv[1], "help") == 0) {
 		ms_cli_usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("memsnap %s\n", MEMSNAP_VERSION);
+		return 0;
 	}
 	bool group_known = false;
 	for (const struct ms_cli_command *c = ms_cli_commands; c->group; c++) {
