@@ -9,6 +9,15 @@ shift
 root=$(cd "$(dirname "$0")/.." && pwd)
 jobs=${JOBS:-$(nproc)}
 
+# The 2 MiB page-server tests need huge pages: reserve a few when we may (root),
+# and give back what we took afterwards.
+hugepages_before=""
+hp=/proc/sys/vm/nr_hugepages
+if [ "$(id -u)" -eq 0 ] && [ -w "$hp" ] && [ "$(cat "$hp")" -lt 32 ]; then
+	hugepages_before=$(cat "$hp")
+	echo 32 >"$hp" 2>/dev/null || hugepages_before=""
+fi
+
 rgw_dir=""
 if [ -x "$root/scripts/rgw.sh" ] && [ -z "${MEMSNAP_S3_ENDPOINT:-}" ]; then
 	rgw_dir=$(mktemp -d /tmp/memsnap-rgw.XXXXXX)
@@ -27,6 +36,8 @@ if [ -n "$rgw_dir" ]; then
 	"$root/scripts/rgw.sh" stop "$rgw_dir" >/dev/null 2>&1
 	rm -rf "$rgw_dir"
 fi
+
+[ -n "$hugepages_before" ] && echo "$hugepages_before" >"$hp" 2>/dev/null
 
 python3 "$root/scripts/test-summary.py" "$build/meson-logs/testlog.json" || rc=1
 exit $rc
