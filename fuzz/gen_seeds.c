@@ -37,12 +37,26 @@ int main(int argc, char **argv)
 			if (ms_header_serialize(hs[i], v, false, &buf, &len))
 				return 1;
 			char path[4096];
-			snprintf(path, sizeof(path), "%s/seed-%d", argv[1], n++);
+			snprintf(path, sizeof(path), "%s/fuzz_header/seed-%d", argv[1], n++);
 			FILE *f = fopen(path, "wb");
 			if (!f || fwrite(buf, 1, len, f) != len || fclose(f))
 				return 1;
 			free(buf);
 		}
+	static const char *const handshakes[] = {
+		"[{\"base_host_virt_addr\":140000000000000,\"size\":1048576,\"offset\":0,"
+		"\"page_size\":4096,\"page_size_kib\":4096}]",
+		"[{\"base_host_virt_addr\":1073741824,\"size\":2097152,\"offset\":0,"
+		"\"page_size_kib\":2097152},{\"base_host_virt_addr\":4294967296,"
+		"\"size\":2097152,\"offset\":2097152,\"page_size_kib\":2097152}]",
+	};
+	for (int i = 0; i < 2; i++) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/fuzz_handshake/seed-%d", argv[1], i);
+		FILE *f = fopen(path, "wb");
+		if (!f || fputs(handshakes[i], f) < 0 || fclose(f))
+			return 1;
+	}
 	ms_header_free(diff);
 	ms_header_free(base);
 	ms_pageset_free(dirty);

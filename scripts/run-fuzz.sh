@@ -1,19 +1,19 @@
 #!/bin/sh
 # Runs every libFuzzer target of a fuzz build for a bounded time (FUZZ_SECONDS, default 60,
-# split across the targets) from a generated seed corpus. Exits non-zero on a crash.
+# for each target) from a generated seed corpus. Exits non-zero on a crash.
 #   scripts/run-fuzz.sh BUILD_DIR
 set -eu
 build=${1:?usage: run-fuzz.sh BUILD_DIR}
 seconds=${FUZZ_SECONDS:-60}
 corpus="$build/fuzz/corpus"
-mkdir -p "$corpus"
+mkdir -p "$corpus/fuzz_header" "$corpus/fuzz_handshake"
 "$build/fuzz/gen_seeds" "$corpus"
 for f in "$build"/fuzz/fuzz_*; do
 	[ -f "$f" ] && [ -x "$f" ] || continue
 	echo "fuzz: $(basename "$f") for ${seconds}s"
 	log="$build/fuzz/$(basename "$f").log"
 	if ! "$f" -max_total_time="$seconds" -rss_limit_mb=4096 -print_final_stats=1 \
-		-artifact_prefix="$build/fuzz/" "$corpus" >"$log" 2>&1; then
+		-artifact_prefix="$build/fuzz/" "$corpus/$(basename "$f")" >"$log" 2>&1; then
 		tail -n 40 "$log"
 		echo "fuzz: $(basename "$f") crashed; the input is in $build/fuzz/" >&2
 		exit 1
