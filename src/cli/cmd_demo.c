@@ -13,6 +13,7 @@
 #include "header/serialize.h"
 #include "storage/artifact.h"
 #include "storage/frames.h"
+#include "storage/s3.h"
 #include "storage/store.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -141,10 +142,11 @@ int ms_cli_demo_chain(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"store", required_argument, NULL, 's'}, {"mem", required_argument, NULL, 'm'},
-		{"layers", required_argument, NULL, 'l'}, {"help", no_argument, NULL, 'h'},
+		{"layers", required_argument, NULL, 'l'}, {"endpoint", required_argument, NULL, 'e'},
+		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *store_uri = NULL;
+	const char *store_uri = NULL, *endpoint = NULL;
 	uint64_t mib = 64, nlayers = 3;
 	int c;
 	optind = 1;
@@ -153,6 +155,9 @@ int ms_cli_demo_chain(int argc, char **argv)
 		switch (c) {
 		case 's':
 			store_uri = optarg;
+			break;
+		case 'e':
+			endpoint = optarg;
 			break;
 		case 'm':
 			mib = strtoull(optarg, &end, 10);
@@ -165,10 +170,12 @@ int ms_cli_demo_chain(int argc, char **argv)
 				goto usage;
 			break;
 		case 'h':
-			printf("usage: memsnap demo chain --store URI [--mem MIB] [--layers N]\n\n"
+			printf("usage: memsnap demo chain --store URI [--endpoint URL] [--mem MIB] "
+			       "[--layers N]\n\n"
 			       "Builds N snapshot layers (default 3) of MIB MiB (default 64) of\n"
 			       "simulated guest memory in the store, then reads every page of every\n"
-			       "layer back through its header and compares it with a model.\n");
+			       "layer back through its header and compares it with a model.\n"
+			       "URI: file:///dir, or s3://bucket/prefix (the bucket is created).\n");
 			return 0;
 		default:
 			goto usage;
@@ -177,9 +184,13 @@ int ms_cli_demo_chain(int argc, char **argv)
 	if (!store_uri || optind != argc)
 		goto usage;
 	int err;
-	struct ms_store *store = ms_store_open(store_uri, NULL, &err);
+	struct ms_store *store = ms_store_open(store_uri, endpoint, &err);
 	if (!store)
 		return ms_cli_fail(store_uri, err);
+	if (strncmp(store_uri, "s3://", 5) == 0 && (err = ms_store_s3_create_bucket(store))) {
+		ms_store_free(store);
+		return ms_cli_fail("cannot create the bucket", err);
+	}
 	uint64_t pages = mib * 1024 * 1024 / P, rng = 0x5eed;
 	struct demo_layer *layers = calloc(nlayers, sizeof(*layers));
 	uint8_t *data = malloc(pages * P);
@@ -211,6 +222,8 @@ int ms_cli_demo_chain(int argc, char **argv)
 							      false, &layer->header)
 					 : -ENOMEM;
 			ms_header_free(empty_base);
+			if (!err) /* the template's base: generation 0, as a fresh build's header */
+				layer->header->meta.generation = 0;
 		} else {
 			/* a pause: ~10 % of pages written in runs, ~2 % freed (zero) */
 			memcpy(layer->model, layers[l - 1].model, pages * sizeof(uint32_t));
