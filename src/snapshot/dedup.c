@@ -13,51 +13,54 @@
 
 #define P MS_PAGE_SIZE
 
+/* Parent pages are read in runs of up to this many pages: one plan per run. */
+#define MS_COMPARE_BATCH 64
+
 struct ms_compare_ctx {
 	const struct ms_pageset *dirty;
 	struct ms_layered *parent;
-	struct ms_header_ref *parent_header;
 	struct ms_dedup_result *out;
 	uint64_t pages;
+	uint8_t *parent_buf; /* MS_COMPARE_BATCH pages */
 };
 
+/*
+ * A parent page that maps to nil reads as zeros here; a non-zero guest page
+ * never equals it, so it is kept, as "parent nil -> kept" requires, without a
+ * per-page header lookup.
+ */
 static int ms_compare_fn(void *ctx, const uint8_t *mapping)
 {
 	struct ms_compare_ctx *c = ctx;
-	uint8_t parent_page[P];
 	uint64_t cursor = 0, start, len;
 	while (ms_pageset_next_run(c->dirty, &cursor, &start, &len)) {
 		if (start + len > c->pages)
 			return -ERANGE; /* a dirty page past the memory */
-		for (uint64_t p = start; p < start + len; p++) {
-			const uint8_t *page = mapping + p * P;
-			bool zero, equal;
-			int err = ms_faultsafe_is_zero(page, P, &zero);
-			if (err)
+		for (uint64_t batch = start; batch < start + len; batch += MS_COMPARE_BATCH) {
+			uint64_t n = start + len - batch < MS_COMPARE_BATCH ? start + len - batch
+									     : MS_COMPARE_BATCH;
+			int err;
+			if (c->parent && (err = ms_layered_read(c->parent, c->parent_buf, batch * P,
+								n * P)))
 				return err;
-			c->out->dirty_pages++;
-			if (zero) {
-				ms_pageset_add(c->out->empty, (uint32_t)p);
-				continue;
-			}
-			if (c->parent) {
-				ms_uuid build;
-				uint64_t in_build, left;
-				err = ms_header_lookup(c->parent_header->header, p * P, &build,
-						       &in_build, &left);
-				if (err)
+			for (uint64_t i = 0; i < n; i++) {
+				const uint8_t *page = mapping + (batch + i) * P;
+				bool zero, equal = false;
+				if ((err = ms_faultsafe_is_zero(page, P, &zero)))
 					return err;
-				if (!ms_uuid_is_nil(&build)) {
-					if ((err = ms_layered_read(c->parent, parent_page, p * P, P)) ||
-					    (err = ms_faultsafe_equal(page, parent_page, P, &equal)))
-						return err;
-					if (equal) {
-						c->out->equal_pages++;
-						continue;
-					}
+				c->out->dirty_pages++;
+				if (zero) {
+					ms_pageset_add(c->out->empty, (uint32_t)(batch + i));
+					continue;
 				}
+				if (c->parent && (err = ms_faultsafe_equal(page, c->parent_buf + i * P,
+									   P, &equal)))
+					return err;
+				if (equal)
+					c->out->equal_pages++;
+				else
+					ms_pageset_add(c->out->keep, (uint32_t)(batch + i));
 			}
-			ms_pageset_add(c->out->keep, (uint32_t)p);
 		}
 	}
 	return 0;
@@ -83,12 +86,12 @@ int ms_dedup_compare(struct ms_memfd *memfd, const struct ms_pageset *dirty,
 	struct ms_compare_ctx c = {
 		.dirty = dirty,
 		.parent = parent,
-		.parent_header = parent ? ms_layered_header(parent) : NULL,
 		.out = out,
 		.pages = ms_memfd_size(memfd) / P,
+		.parent_buf = parent ? malloc(MS_COMPARE_BATCH * P) : NULL,
 	};
-	int err = ms_memfd_with_mapping(memfd, ms_compare_fn, &c);
-	ms_header_ref_unref(c.parent_header);
+	int err = parent && !c.parent_buf ? -ENOMEM : ms_memfd_with_mapping(memfd, ms_compare_fn, &c);
+	free(c.parent_buf);
 	if (err)
 		ms_dedup_result_fini(out);
 	return err;
