@@ -7,22 +7,31 @@
  * resolves every page of every layer through its header, reading from the
  * store, and compares it with a plain array model of memory. Prints timings.
  */
+#include "build/layered.h"
 #include "build/storage.h"
+#include "cli/demo_client.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "header/serialize.h"
+#include "snapshot/pause.h"
 #include "storage/artifact.h"
 #include "storage/frames.h"
 #include "storage/s3.h"
 #include "storage/store.h"
+#include "uffd/filesource.h"
+#include "uffd/pageserver.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define P MS_PAGE_SIZE
 
@@ -51,25 +60,6 @@ static uint64_t demo_rng(uint64_t *state)
 	*state ^= *state >> 7;
 	*state ^= *state << 17;
 	return *state;
-}
-
-/* Reads one page of build id at offset_in_build from the store, per its builds entry. */
-static int demo_read_page(struct ms_store *store, const struct ms_header *h, const ms_uuid *id,
-			  uint64_t offset_in_build, uint8_t *page)
-{
-	const struct ms_build_data *b = ms_header_build(h, id);
-	if (!b)
-		return MS_ENOTFOUND;
-	char key[MS_ARTIFACT_KEY_MAX];
-	enum ms_compression type = b->frames ? b->frames->type : MS_COMPRESS_NONE;
-	int err = ms_artifact_key(key, sizeof(key), id, MS_ARTIFACT_MEMFILE, type);
-	if (err)
-		return err;
-	if (b->frames)
-		return ms_frames_read(store, key, b->frames, offset_in_build, page, P);
-	size_t got;
-	err = ms_store_read_range(store, key, offset_in_build, page, P, &got);
-	return err ? err : (got == P ? 0 : MS_ECORRUPT);
 }
 
 /* Publishes one layer: data (optionally framed), then the header. */
@@ -113,28 +103,40 @@ static int demo_publish(struct ms_store *store, struct demo_layer *layer, const 
 	return err;
 }
 
-/* Loads a layer's header back from the store and checks every page against the model. */
-static int demo_verify(struct ms_store *store, const struct demo_layer *layer, uint64_t pages,
-		       uint64_t *mismatches)
+/*
+ * Loads a layer's header back from the store and checks every page against the
+ * model, reading through the layered file (diff store + chunked, cached fetches).
+ */
+static int demo_verify(struct ms_store *store, const char *cache_dir,
+		       const struct demo_layer *layer, uint64_t pages, uint64_t *mismatches)
 {
 	struct ms_header *h;
 	int err = ms_build_storage_load_header(store, &layer->id, MS_ARTIFACT_MEMFILE_HEADER, &h);
 	if (err)
 		return err;
-	uint8_t got[P], want[P];
-	for (uint64_t page = 0; page < pages && !err; page++) {
-		ms_uuid id;
-		uint64_t off_in, left;
-		if ((err = ms_header_lookup(h, page * P, &id, &off_in, &left)))
-			break;
-		if (ms_uuid_is_nil(&id))
-			memset(got, 0, P);
-		else if ((err = demo_read_page(store, h, &id, off_in, got)))
-			break;
-		demo_fill(want, layer->model[page]);
-		*mismatches += memcmp(got, want, P) != 0;
+	struct ms_diffstore_config dcfg = {.cache_dir = cache_dir};
+	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
+	if (!diffs) {
+		ms_header_free(h);
+		return err;
 	}
-	ms_header_free(h);
+	struct ms_build_storage bs = {.store = store, .diffs = diffs, .cache_dir = cache_dir,
+				      .data = MS_ARTIFACT_MEMFILE};
+	struct ms_layered *file = ms_layered_new(h, ms_build_storage_resolve, &bs);
+	uint8_t *got = malloc(64 * P), want[P];
+	err = file && got ? 0 : -ENOMEM;
+	for (uint64_t page = 0; page < pages && !err; page += 64) {
+		uint64_t n = pages - page < 64 ? pages - page : 64;
+		if ((err = ms_layered_read(file, got, page * P, n * P)))
+			break;
+		for (uint64_t i = 0; i < n; i++) {
+			demo_fill(want, layer->model[page + i]);
+			*mismatches += memcmp(got + i * P, want, P) != 0;
+		}
+	}
+	free(got);
+	ms_layered_free(file);
+	ms_diffstore_free(diffs);
 	return err;
 }
 
@@ -273,12 +275,21 @@ int ms_cli_demo_chain(int argc, char **argv)
 		       (double)stored / 1048576.0, compress ? " (zstd frames)" : "",
 		       (double)(ms_clock_now_ns() - t0) / 1e6);
 	}
-	printf("verify: every page of every layer, read through its header from the store\n");
+	printf("verify: every page of every layer, read through its header from the store\n"
+	       "        (layered file, diff store, chunked fetches; a fresh cache per layer)\n");
 	uint64_t total_bad = 0;
 	for (uint64_t l = 0; l < nlayers; l++) {
 		int64_t t0 = ms_clock_now_ns();
 		uint64_t bad = 0;
-		if ((err = demo_verify(store, &layers[l], pages, &bad)))
+		char cache[64];
+		snprintf(cache, sizeof(cache), "/tmp/memsnap-demo-cache.XXXXXX");
+		if (!mkdtemp(cache)) {
+			err = -errno;
+			goto out;
+		}
+		err = demo_verify(store, cache, &layers[l], pages, &bad);
+		rmdir(cache);
+		if (err)
 			goto out;
 		double secs = (double)(ms_clock_now_ns() - t0) / 1e9;
 		printf("  layer %llu  %llu pages  %llu mismatches  %.1f ms  (%.0f MiB/s)\n",
@@ -301,5 +312,241 @@ out:
 	return rc;
 usage:
 	fprintf(stderr, "usage: memsnap demo chain --store URI [--mem MIB] [--layers N]\n");
+	return 2;
+}
+
+/* ---- demo resume: pause -> warm resume during a stalled dedup -> cold resume ---- */
+
+/* Serves file on a fresh socket and has the stand-in VMM touch every page. */
+static int demo_resume_once(struct ms_layered *file, const char *sock, const uint8_t *expect,
+			    uint64_t size, struct ms_demo_touch *touch)
+{
+	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
+	struct ms_pageserver *srv =
+		ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	if (!srv)
+		return -errno;
+	int err = ms_demo_client_touch(sock, expect, size, touch);
+	ms_pageserver_free(srv);
+	return err;
+}
+
+int ms_cli_demo_resume(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"store", required_argument, NULL, 's'}, {"mem", required_argument, NULL, 'm'},
+		{"stall", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *store_uri = NULL;
+	uint64_t mib = 64;
+	double stall = 5;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		char *end = NULL;
+		switch (c) {
+		case 's':
+			store_uri = optarg;
+			break;
+		case 'm':
+			mib = strtoull(optarg, &end, 10);
+			if (!*optarg || *end || mib < 1 || mib > 4096)
+				goto usage;
+			break;
+		case 't':
+			stall = strtod(optarg, &end);
+			if (!*optarg || *end || stall < 0 || stall > 600)
+				goto usage;
+			break;
+		case 'h':
+			printf("usage: memsnap demo resume --store URI [--mem MIB] [--stall SECONDS]\n\n"
+			       "Pauses MIB MiB (default 64) of simulated guest memory over a base\n"
+			       "layer in the store, with the dedup compare stalled for SECONDS\n"
+			       "(default 5); resumes it warm through the page server while the\n"
+			       "compare is stalled; lets dedup, drain and upload finish; then resumes\n"
+			       "it cold from the store with an empty cache. A stand-in VMM restores\n"
+			       "with Firecracker's userfaultfd handshake and verifies every page.\n");
+			return 0;
+		default:
+			goto usage;
+		}
+	}
+	if (!store_uri || optind != argc)
+		goto usage;
+	if (!getenv("MEMSNAP_LOG"))
+		ms_log_set_level(MS_LOG_WARN); /* the demo prints its own story */
+	int err;
+	int rc = 1;
+	uint64_t pages = mib << 8, size = mib << 20, rng = 0xfeed;
+	char work[] = "/tmp/memsnap-demo-resume.XXXXXX";
+	if (!mkdtemp(work))
+		return ms_cli_fail("work dir", -errno);
+	char warm_cache[600], cold_cache[600], sock[600];
+	snprintf(warm_cache, sizeof(warm_cache), "%s/node-a", work);
+	snprintf(cold_cache, sizeof(cold_cache), "%s/node-b", work);
+	snprintf(sock, sizeof(sock), "%s/uffd.sock", work);
+	mkdir(warm_cache, 0700);
+	mkdir(cold_cache, 0700);
+	struct ms_store *store = ms_store_open(store_uri, NULL, &err);
+	struct ms_diffstore *diffs = NULL, *cold_diffs = NULL;
+	struct ms_layered *parent = NULL, *cold = NULL;
+	struct ms_pause *pause = NULL;
+	struct ms_future *gate = ms_future_new(NULL);
+	uint8_t *image = malloc(size);
+	uint32_t *model = calloc(pages, sizeof(uint32_t));
+	struct ms_pageset *dirty = ms_pageset_new(), *empty = ms_pageset_new();
+	if (!store) {
+		rc = ms_cli_fail(store_uri, err);
+		goto out;
+	}
+	err = -ENOMEM;
+	if (!gate || !image || !model || !dirty || !empty)
+		goto fail;
+	/* the template: a base layer in the store */
+	struct demo_layer base = {.model = model};
+	ms_uuid_generate(&base.id);
+	for (uint64_t p = 0; p < pages; p++) {
+		model[p] = p % 16 ? (uint32_t)(demo_rng(&rng) | 1) : 0;
+		demo_fill(image + p * P, model[p]);
+	}
+	struct ms_pageset *all = ms_pageset_new(), *none = ms_pageset_new();
+	ms_pageset_add_range(all, 0, pages);
+	struct ms_header *nil_base = ms_header_new_base(&base.id, MS_HEADER_V4, P, size, false);
+	err = nil_base ? ms_header_new_diff(nil_base, &base.id, all, none, P, false, &base.header)
+		       : -ENOMEM;
+	ms_header_free(nil_base);
+	ms_pageset_free(all);
+	ms_pageset_free(none);
+	size_t stored;
+	if (err || (err = demo_publish(store, &base, image, size, false, MS_HEADER_V4, &stored)))
+		goto fail;
+	struct ms_diffstore_config dcfg = {.cache_dir = warm_cache};
+	if (!(diffs = ms_diffstore_new(&dcfg, &err)))
+		goto fail;
+	struct ms_build_storage parent_storage = {.store = store, .diffs = diffs,
+						  .cache_dir = warm_cache,
+						  .data = MS_ARTIFACT_MEMFILE};
+	err = -ENOMEM;
+	if (!(parent = ms_layered_new(base.header, ms_build_storage_resolve, &parent_storage)))
+		goto fail;
+	base.header = NULL;
+	/* the guest ran: ~10 % of pages written (a third with equal bytes), ~2 % freed */
+	for (uint64_t p = 0; p < pages; p++) {
+		uint64_t r = demo_rng(&rng) % 1000;
+		if (r < 100) {
+			ms_pageset_add(dirty, (uint32_t)p);
+			if (r % 3)
+				demo_fill(image + p * P, (uint32_t)(demo_rng(&rng) | 1));
+		} else if (r < 120) {
+			ms_pageset_add(dirty, (uint32_t)p);
+			memset(image + p * P, 0, P);
+		}
+	}
+	int memfd = memfd_create("guest", MFD_CLOEXEC);
+	if (memfd < 0 || ftruncate(memfd, (off_t)size) ||
+	    pwrite(memfd, image, size, 0) != (ssize_t)size) {
+		err = -errno;
+		if (memfd >= 0)
+			close(memfd);
+		goto fail;
+	}
+	printf("demo: %llu MiB of guest memory over a base layer in %s; the sandbox backends are\n"
+	       "      not built yet, so a stand-in VMM restores with Firecracker's userfaultfd "
+	       "handshake\n",
+	       (unsigned long long)mib, store_uri);
+	/* pause, the compare stalled */
+	struct ms_pause_config pcfg = {.store = store, .diffs = diffs, .cache_dir = warm_cache,
+				       .inflight = true, .compare_gate = gate};
+	int64_t t0 = ms_clock_now_ns();
+	if ((err = ms_pause_start(&pcfg, parent, memfd, dirty, empty, "demo-state", 10, &pause)))
+		goto fail;
+	double t_pause = (double)(ms_clock_now_ns() - t0) / 1e6;
+	char id[MS_UUID_STR_LEN];
+	ms_uuid_format(ms_pause_build_id(pause), id);
+	printf("pause:  build %s resumable after %.2f ms (%llu dirty pages); dedup stalled %.0f s\n",
+	       id, t_pause, (unsigned long long)ms_pageset_count(dirty), stall);
+	/* warm resume while the compare is stalled */
+	struct ms_demo_touch warm;
+	if ((err = demo_resume_once(ms_pause_file(pause), sock, image, size, &warm)))
+		goto fail;
+	bool still_stalled = ms_pause_wait(pause, MS_PAUSE_COMPARED, 0) == -ETIMEDOUT;
+	printf("warm:   %llu pages verified, %llu mismatches, %.1f ms (%.0f MiB/s); dedup %s\n",
+	       (unsigned long long)warm.pages, (unsigned long long)warm.mismatches,
+	       warm.seconds * 1e3, (double)mib / warm.seconds,
+	       still_stalled ? "still stalled: the resume did not wait for it" : "already done");
+	int64_t stall_left = (int64_t)(stall * 1e9) - (ms_clock_now_ns() - t0);
+	ms_clock_sleep_ns(stall_left);
+	ms_future_set(gate, NULL);
+	int64_t t1 = ms_clock_now_ns();
+	if ((err = ms_pause_wait(pause, MS_PAUSE_COMPARED, -1)))
+		goto fail;
+	double t_cmp = (double)(ms_clock_now_ns() - t1) / 1e6;
+	if ((err = ms_pause_wait(pause, MS_PAUSE_DRAINED, -1)))
+		goto fail;
+	double t_drain = (double)(ms_clock_now_ns() - t1) / 1e6;
+	if ((err = ms_pause_wait(pause, MS_PAUSE_PUBLISHED, -1)))
+		goto fail;
+	double t_pub = (double)(ms_clock_now_ns() - t1) / 1e6;
+	uint64_t n_dirty, n_equal, n_zero, n_kept;
+	ms_pause_counts(pause, &n_dirty, &n_equal, &n_zero, &n_kept);
+	printf("dedup:  %llu dirty -> %llu equal to the parent, %llu zero, %llu kept "
+	       "(diff %.2f MiB)\n",
+	       (unsigned long long)n_dirty, (unsigned long long)n_equal,
+	       (unsigned long long)n_zero, (unsigned long long)n_kept,
+	       (double)(n_kept * P) / 1048576.0);
+	printf("        compared +%.1f ms, drained +%.1f ms, uploaded and published +%.1f ms\n",
+	       t_cmp, t_drain, t_pub);
+	/* cold resume on "another node": an empty cache, everything from the store */
+	struct ms_header *published;
+	if ((err = ms_build_storage_load_header(store, ms_pause_build_id(pause),
+						MS_ARTIFACT_MEMFILE_HEADER, &published)))
+		goto fail;
+	struct ms_diffstore_config ccfg = {.cache_dir = cold_cache};
+	if (!(cold_diffs = ms_diffstore_new(&ccfg, &err))) {
+		ms_header_free(published);
+		goto fail;
+	}
+	struct ms_build_storage cold_storage = {.store = store, .diffs = cold_diffs,
+						.cache_dir = cold_cache,
+						.data = MS_ARTIFACT_MEMFILE};
+	err = -ENOMEM;
+	if (!(cold = ms_layered_new(published, ms_build_storage_resolve, &cold_storage)))
+		goto fail;
+	struct ms_demo_touch cold_touch;
+	if ((err = demo_resume_once(cold, sock, image, size, &cold_touch)))
+		goto fail;
+	printf("cold:   %llu pages verified, %llu mismatches, %.1f ms (%.0f MiB/s) from the store\n",
+	       (unsigned long long)cold_touch.pages, (unsigned long long)cold_touch.mismatches,
+	       cold_touch.seconds * 1e3, (double)mib / cold_touch.seconds);
+	bool ok = !warm.mismatches && !cold_touch.mismatches && warm.pages == pages &&
+		  cold_touch.pages == pages;
+	printf("demo: %s\n", ok ? "ok, every byte matches (warm and cold)" : "FAILED: memory differs");
+	rc = ok ? 0 : 1;
+	goto out;
+fail:
+	rc = ms_cli_fail("demo resume", err);
+out:
+	if (pause && gate)
+		ms_future_set(gate, NULL); /* never leave the pipeline stalled */
+	ms_pause_free(pause);
+	ms_layered_free(cold);
+	ms_layered_free(parent);
+	ms_diffstore_free(cold_diffs);
+	ms_diffstore_free(diffs);
+	if (gate)
+		ms_future_unref(gate);
+	ms_pageset_free(dirty);
+	ms_pageset_free(empty);
+	free(model);
+	free(image);
+	ms_store_free(store);
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", work);
+	if (system(cmd) != 0)
+		rc = rc ? rc : 1;
+	return rc;
+usage:
+	fprintf(stderr, "usage: memsnap demo resume --store URI [--mem MIB] [--stall SECONDS]\n");
 	return 2;
 }

@@ -11,5 +11,7 @@ const struct ms_cli_command ms_cli_commands[] = {
 	{"pageserver", NULL, "serve a build to VMMs over Firecracker's userfaultfd handshake",
 	 ms_cli_pageserver},
 	{"demo", "chain", "build a 3-layer snapshot chain in a store and verify it", ms_cli_demo_chain},
+	{"demo", "resume", "pause simulated guest memory; resume it warm during dedup, then cold",
+	 ms_cli_demo_resume},
 	{NULL, NULL, NULL, NULL},
 };

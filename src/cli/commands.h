@@ -6,5 +6,6 @@ int ms_cli_header_inspect(int argc, char **argv);
 int ms_cli_header_validate(int argc, char **argv);
 int ms_cli_demo_chain(int argc, char **argv);
 int ms_cli_pageserver(int argc, char **argv);
+int ms_cli_demo_resume(int argc, char **argv);
 
 #endif

@@ -73,6 +73,11 @@ check "inspect store object uri" 0 "$memsnap" header inspect "file://$tmp/store/
 head -c 100 "$top" >"$tmp/trunc.header"
 check "validate truncated" 1 "$memsnap" header validate "$tmp/trunc.header"
 
+check "demo resume" 0 "$memsnap" demo resume --store "file://$tmp/resume" --mem 8 --stall 1
+contains "demo resume verified" "$tmp/out" "ok, every byte matches (warm and cold)"
+contains "warm resume did not wait" "$tmp/out" "the resume did not wait for it"
+check "demo resume --help" 0 "$memsnap" demo resume --help
+
 # the same against the real S3 server, when the suite started one
 if [ -n "${MEMSNAP_S3_ENDPOINT:-}" ]; then
 	export AWS_ACCESS_KEY_ID="$MEMSNAP_S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$MEMSNAP_S3_SECRET_KEY"
