@@ -1,0 +1,200 @@
+/*
+ * guests.S - the test guests: position-independent x86-64 that runs from guest
+ * RAM with the RAM base in %rdi and its stack at the top of RAM, on either
+ * backend. Layout of RAM (guest.h documents it for the host):
+ *
+ *   0x0000  mailbox: +0 command, +8 arg0, +16 arg1, +24 pages, +32 result0,
+ *           +40 result1, +48 reports (incremented by the guest before each report)
+ *   0x0800  report stub, placed by the backend (proc: int3; ret)
+ *   0x1000  guest code (copied here by the backend)
+ *   0x8000  data pages, up to the stack (the last 16 KiB)
+ *
+ * A guest reports by `call *report(%r15)` with the mailbox filled; the host
+ * answers by writing the next command into the mailbox before it resumes.
+ * Commands of `pattern`: 1 FILL(seed, epoch) writes every data page with words
+ * derived from (seed, page, word) xor epoch; 2 VERIFY(seed, epoch) counts the
+ * pages that differ (result0); 3 ZERO(first, count) zeroes data pages;
+ * anything else: report again. `counter` reports once when booted, then counts
+ * in %r14 and in RAM, reporting the count (result0) every arg0 iterations. `mutator` (command 1,
+ * arg0 = seed, arg1 = writes) writes arg1 pseudo-random data pages (xorshift
+ * from seed) with their page index xor seed, then reports.
+ */
+	.text
+	.code64
+
+#define MAILBOX_CMD     0
+#define MAILBOX_ARG0    8
+#define MAILBOX_ARG1    16
+#define MAILBOX_PAGES   24
+#define MAILBOX_RESULT0 32
+#define MAILBOX_RESULT1 40
+#define MAILBOX_REPORTS 48
+#define REPORT_STUB     0x800
+#define DATA_FIRST_PAGE 8
+#define STACK_PAGES     4
+
+.macro REPORT
+	incq MAILBOX_REPORTS(%r15)
+	leaq REPORT_STUB(%r15), %rax
+	call *%rax
+.endm
+
+/* rbx = number of data pages (pages - DATA_FIRST_PAGE - STACK_PAGES) */
+.macro DATA_PAGES
+	movq MAILBOX_PAGES(%r15), %rbx
+	subq $(DATA_FIRST_PAGE + STACK_PAGES), %rbx
+.endm
+
+	.globl ms_guest_pattern_start, ms_guest_pattern_end
+ms_guest_pattern_start:
+	movq %rdi, %r15
+1:	REPORT
+	movq MAILBOX_CMD(%r15), %rax
+	cmpq $1, %rax
+	je 2f
+	cmpq $2, %rax
+	je 4f
+	cmpq $3, %rax
+	je 7f
+	jmp 1b
+	/* FILL: word w of page p = (seed + p * K + w) ^ epoch */
+2:	DATA_PAGES
+	xorq %rcx, %rcx                 /* data page index */
+3:	cmpq %rbx, %rcx
+	jae 1b
+	leaq DATA_FIRST_PAGE(%rcx), %rdx
+	movq %rdx, %rsi
+	shlq $12, %rsi
+	addq %r15, %rsi                 /* page address */
+	movabsq $0x9e3779b97f4a7c15, %rax
+	imulq %rdx, %rax
+	addq MAILBOX_ARG0(%r15), %rax   /* seed + p * K */
+	xorq %r8, %r8                   /* word */
+31:	movq %rax, %r9
+	addq %r8, %r9
+	xorq MAILBOX_ARG1(%r15), %r9
+	movq %r9, (%rsi,%r8,8)
+	incq %r8
+	cmpq $512, %r8
+	jb 31b
+	incq %rcx
+	jmp 3b
+	/* VERIFY: result0 = pages that differ */
+4:	DATA_PAGES
+	xorq %rcx, %rcx
+	xorq %r10, %r10                 /* mismatches */
+5:	cmpq %rbx, %rcx
+	jae 6f
+	leaq DATA_FIRST_PAGE(%rcx), %rdx
+	movq %rdx, %rsi
+	shlq $12, %rsi
+	addq %r15, %rsi
+	movabsq $0x9e3779b97f4a7c15, %rax
+	imulq %rdx, %rax
+	addq MAILBOX_ARG0(%r15), %rax
+	xorq %r8, %r8
+51:	movq %rax, %r9
+	addq %r8, %r9
+	xorq MAILBOX_ARG1(%r15), %r9
+	cmpq %r9, (%rsi,%r8,8)
+	jne 52f
+	incq %r8
+	cmpq $512, %r8
+	jb 51b
+	jmp 53f
+52:	incq %r10
+53:	incq %rcx
+	jmp 5b
+6:	movq %r10, MAILBOX_RESULT0(%r15)
+	jmp 1b
+	/* ZERO(first data page, count) */
+7:	movq MAILBOX_ARG0(%r15), %rcx
+	movq MAILBOX_ARG1(%r15), %rbx
+	addq %rcx, %rbx
+8:	cmpq %rbx, %rcx
+	jae 1b
+	leaq DATA_FIRST_PAGE(%rcx), %rsi
+	shlq $12, %rsi
+	addq %r15, %rsi
+	xorq %r8, %r8
+81:	movq $0, (%rsi,%r8,8)
+	incq %r8
+	cmpq $512, %r8
+	jb 81b
+	incq %rcx
+	jmp 8b
+ms_guest_pattern_end:
+
+	.globl ms_guest_counter_start, ms_guest_counter_end
+ms_guest_counter_start:
+	movq %rdi, %r15
+	xorq %r14, %r14                 /* the count lives in a register ... */
+	movq %r14, (DATA_FIRST_PAGE * 4096)(%r15) /* ... and in RAM */
+	movq $0, MAILBOX_RESULT0(%r15)
+	movq $0, MAILBOX_RESULT1(%r15)
+	REPORT                          /* booted: the host sets arg0 (report interval) */
+1:	incq %r14
+	movq (DATA_FIRST_PAGE * 4096)(%r15), %rax
+	incq %rax
+	movq %rax, (DATA_FIRST_PAGE * 4096)(%r15)
+	cmpq %rax, %r14                 /* both must agree, across any pause */
+	jne 3f
+	movq MAILBOX_ARG0(%r15), %rcx
+	testq %rcx, %rcx
+	jz 1b
+	movq %r14, %rax
+	xorq %rdx, %rdx
+	divq %rcx
+	testq %rdx, %rdx
+	jnz 1b
+	movq %r14, MAILBOX_RESULT0(%r15)
+	movq $0, MAILBOX_RESULT1(%r15)
+	REPORT
+	jmp 1b
+3:	movq %r14, MAILBOX_RESULT0(%r15)
+	movq $1, MAILBOX_RESULT1(%r15)  /* register and memory disagree */
+	REPORT
+	jmp 3b
+ms_guest_counter_end:
+
+	.globl ms_guest_mutator_start, ms_guest_mutator_end
+ms_guest_mutator_start:
+	movq %rdi, %r15
+1:	REPORT
+	cmpq $1, MAILBOX_CMD(%r15)
+	jne 1b
+	DATA_PAGES
+	movq MAILBOX_ARG0(%r15), %rax   /* xorshift state */
+	movq MAILBOX_ARG1(%r15), %rcx   /* writes */
+2:	testq %rcx, %rcx
+	jz 1b
+	movq %rax, %rdx
+	shlq $13, %rdx
+	xorq %rdx, %rax
+	movq %rax, %rdx
+	shrq $7, %rdx
+	xorq %rdx, %rax
+	movq %rax, %rdx
+	shlq $17, %rdx
+	xorq %rdx, %rax
+	movq %rax, %r8
+	xorq %rdx, %rdx
+	pushq %rax
+	movq %r8, %rax
+	divq %rbx                       /* rdx = state % data pages */
+	popq %rax
+	leaq DATA_FIRST_PAGE(%rdx), %rsi
+	movq %rsi, %r9
+	xorq MAILBOX_ARG0(%r15), %r9    /* the value written: page index ^ seed */
+	shlq $12, %rsi
+	addq %r15, %rsi
+	xorq %r8, %r8
+3:	movq %r9, (%rsi,%r8,8)
+	incq %r8
+	cmpq $512, %r8
+	jb 3b
+	decq %rcx
+	jmp 2b
+ms_guest_mutator_end:
+
+	.section .note.GNU-stack,"",@progbits

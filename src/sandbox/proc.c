@@ -1,0 +1,353 @@
+/*
+ * proc.c - the process sandbox: fork, fixed-address memfd RAM, userfaultfd in
+ * async write-protect mode, strict seccomp, ptrace (state machine in proc.h).
+ *
+ * Child, before it runs guest code: map RAM, create and register the uffd,
+ * send it to the host over a socketpair, close every fd, enter strict
+ * seccomp, spin. Host: write-protect RAM, load the guest, seize, interrupt,
+ * set registers (rip, rdi = RAM base, rsp = top of RAM, orig_rax = -1 so no
+ * syscall restart moves rip), continue.
+ */
+#include "sandbox/proc.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+#include "util/uffd_compat.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+#define UFFD_FEATURE_WP_HUGETLBFS_SHMEM (1 << 12)
+#endif
+
+struct ms_proc {
+	pid_t pid;
+	int memfd;
+	int uffd;       /* the sandbox's uffd, received over SCM_RIGHTS */
+	int pagemap;    /* /proc/PID/pagemap, for PAGEMAP_SCAN */
+	uint8_t *ram;   /* host mapping */
+	uint64_t size;
+	bool stopped;   /* at a report (or interrupt) stop */
+	bool dead;
+	char cause[160];
+};
+
+static const uint8_t ms_proc_stub[] = {0xcc, 0xc3}; /* int3; ret */
+
+/* The child side; never returns. */
+static void ms_proc_child(int memfd, uint64_t size, int sock)
+{
+	void *ram = mmap((void *)MS_PROC_RAM_BASE, size, PROT_READ | PROT_WRITE | PROT_EXEC,
+			 MAP_SHARED | MAP_FIXED_NOREPLACE, memfd, 0);
+	if (ram != (void *)MS_PROC_RAM_BASE)
+		_exit(10);
+	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	struct uffdio_api api = {.api = UFFD_API,
+				 .features = UFFD_FEATURE_WP_ASYNC |
+					     UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
+					     UFFD_FEATURE_WP_UNPOPULATED};
+	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api))
+		_exit(11);
+	struct uffdio_register reg = {.range = {.start = MS_PROC_RAM_BASE, .len = size},
+				      .mode = UFFDIO_REGISTER_MODE_WP};
+	if (ioctl(uffd, UFFDIO_REGISTER, &reg))
+		_exit(12);
+	char byte = 0, control[CMSG_SPACE(sizeof(int))];
+	memset(control, 0, sizeof(control));
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+			     .msg_controllen = sizeof(control)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &uffd, sizeof(int));
+	if (sendmsg(sock, &msg, 0) != 1)
+		_exit(13);
+	/* wait until the host has the uffd, then hold no fd at all */
+	if (read(sock, &byte, 1) != 1)
+		_exit(14);
+	syscall(SYS_close_range, 0, ~0U, 0);
+	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT))
+		_exit(15);
+	for (;;)
+		__asm__ volatile("pause");
+}
+
+static int ms_proc_recv_fd(int sock)
+{
+	char byte, control[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+			     .msg_controllen = sizeof(control)};
+	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
+		return -EIO;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+		return -EPROTO;
+	int fd;
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	return fd;
+}
+
+static void ms_proc_note_death(struct ms_proc *p, int status)
+{
+	p->dead = true;
+	p->stopped = false;
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+		snprintf(p->cause, sizeof(p->cause),
+			 "killed by SIGKILL (a guest syscall under strict seccomp, or killed)");
+	else if (WIFSIGNALED(status))
+		snprintf(p->cause, sizeof(p->cause), "killed by signal %d (%s)", WTERMSIG(status),
+			 strsignal(WTERMSIG(status)));
+	else
+		snprintf(p->cause, sizeof(p->cause), "exited with status %d", WEXITSTATUS(status));
+}
+
+/* Waits for the next stop; true with the stop signal, false when the sandbox died. */
+static int ms_proc_waitstop(struct ms_proc *p, int64_t timeout_ns, int *stopsig, int *event)
+{
+	int64_t deadline = ms_clock_now_ns() + timeout_ns;
+	for (;;) {
+		int status;
+		pid_t r = waitpid(p->pid, &status, WNOHANG | __WALL);
+		if (r < 0)
+			return -errno;
+		if (r == p->pid) {
+			if (WIFEXITED(status) || WIFSIGNALED(status)) {
+				ms_proc_note_death(p, status);
+				return -ECHILD;
+			}
+			if (WIFSTOPPED(status)) {
+				*stopsig = WSTOPSIG(status);
+				*event = status >> 16;
+				p->stopped = true;
+				return 0;
+			}
+		}
+		if (ms_clock_now_ns() > deadline)
+			return -ETIMEDOUT;
+		ms_clock_sleep_ns(200000);
+	}
+}
+
+int ms_proc_wait_report(struct ms_proc *p, int64_t timeout_ns)
+{
+	if (p->dead)
+		return -ECHILD;
+	for (;;) {
+		int sig, event;
+		int err = ms_proc_waitstop(p, timeout_ns, &sig, &event);
+		if (err)
+			return err;
+		if (sig == SIGTRAP && event == 0)
+			return 0; /* the report stub's int3 */
+		/* any other stop: pass a real signal on, swallow group/interrupt stops */
+		p->stopped = false;
+		if (ptrace(PTRACE_CONT, p->pid, 0, event ? 0 : sig))
+			return -errno;
+	}
+}
+
+int ms_proc_continue(struct ms_proc *p)
+{
+	if (p->dead)
+		return -ECHILD;
+	if (!p->stopped)
+		return -EINVAL;
+	if (ptrace(PTRACE_CONT, p->pid, 0, 0))
+		return -errno;
+	p->stopped = false;
+	return 0;
+}
+
+static int ms_proc_writeprotect(struct ms_proc *p)
+{
+	struct uffdio_writeprotect wp = {.range = {.start = MS_PROC_RAM_BASE, .len = p->size},
+					 .mode = UFFDIO_WRITEPROTECT_MODE_WP};
+	return ioctl(p->uffd, UFFDIO_WRITEPROTECT, &wp) ? -errno : 0;
+}
+
+int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out)
+{
+	struct ms_pageset *set = ms_pageset_new();
+	if (!set)
+		return -ENOMEM;
+	struct page_region regions[256];
+	uint64_t start = MS_PROC_RAM_BASE, end = MS_PROC_RAM_BASE + p->size;
+	while (start < end) {
+		struct pm_scan_arg arg = {
+			.size = sizeof(arg),
+			.flags = PM_SCAN_CHECK_WPASYNC | (reset ? PM_SCAN_WP_MATCHING : 0),
+			.start = start,
+			.end = end,
+			.vec = (uint64_t)(uintptr_t)regions,
+			.vec_len = 256,
+			.category_mask = PAGE_IS_WRITTEN,
+			.return_mask = PAGE_IS_WRITTEN,
+		};
+		long n = ioctl(p->pagemap, PAGEMAP_SCAN, &arg);
+		if (n < 0) {
+			int err = errno == EINVAL || errno == ENOTTY ? -ENOTSUP : -errno;
+			ms_pageset_free(set);
+			return err;
+		}
+		for (long i = 0; i < n; i++)
+			ms_pageset_add_range(set, (regions[i].start - MS_PROC_RAM_BASE) / 4096,
+					     (regions[i].end - MS_PROC_RAM_BASE) / 4096);
+		/* complete when the vector was not filled (walk_end can come back short) */
+		if (n < 256)
+			break;
+		start = regions[n - 1].end;
+	}
+	*out = set;
+	return 0;
+}
+
+int ms_proc_start(const struct ms_proc_config *config, struct ms_proc **out)
+{
+	const uint8_t *code;
+	size_t code_len;
+	uint64_t size = config->mem_size;
+	if (size < (64u << 10) || size % 4096 || ms_guest_code(config->guest, &code, &code_len) ||
+	    code_len > MS_GUEST_CODE_MAX)
+		return -EINVAL;
+	struct ms_proc *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->uffd = p->pagemap = -1;
+	p->size = size;
+	int sv[2] = {-1, -1}, err;
+	p->memfd = memfd_create("memsnap-guest", MFD_CLOEXEC);
+	if (p->memfd < 0 || ftruncate(p->memfd, (off_t)size) ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+		err = -errno;
+		goto fail;
+	}
+	p->ram = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, p->memfd, 0);
+	if (p->ram == MAP_FAILED) {
+		p->ram = NULL;
+		err = -errno;
+		goto fail;
+	}
+	/* the guest image: mailbox, report stub, code */
+	memcpy(p->ram + MS_GUEST_STUB, ms_proc_stub, sizeof(ms_proc_stub));
+	memcpy(p->ram + MS_GUEST_CODE, code, code_len);
+	*(uint64_t *)(p->ram + MS_GUEST_PAGES) = size / 4096;
+	p->pid = fork();
+	if (p->pid < 0) {
+		err = -errno;
+		goto fail;
+	}
+	if (p->pid == 0) {
+		close(sv[0]);
+		ms_proc_child(p->memfd, size, sv[1]);
+	}
+	close(sv[1]);
+	sv[1] = -1;
+	if ((p->uffd = ms_proc_recv_fd(sv[0])) < 0) {
+		err = p->uffd;
+		goto fail;
+	}
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)p->pid);
+	if ((p->pagemap = open(path, O_RDONLY | O_CLOEXEC)) < 0 ||
+	    ptrace(PTRACE_SEIZE, p->pid, 0, PTRACE_O_EXITKILL)) {
+		err = -errno;
+		goto fail;
+	}
+	if ((err = ms_proc_writeprotect(p)))
+		goto fail;
+	char go = 1;
+	if (write(sv[0], &go, 1) != 1) { /* the child may now drop its fds and seal itself */
+		err = -EIO;
+		goto fail;
+	}
+	close(sv[0]);
+	sv[0] = -1;
+	/* let it reach its spin loop under seccomp, then take it over */
+	ms_clock_sleep_ns(2000000);
+	int sig, event;
+	if (ptrace(PTRACE_INTERRUPT, p->pid, 0, 0) ||
+	    (err = ms_proc_waitstop(p, 5 * MS_NSEC_PER_SEC, &sig, &event)))
+		goto fail_errno;
+	struct user_regs_struct regs;
+	if (ptrace(PTRACE_GETREGS, p->pid, 0, &regs))
+		goto fail_errno;
+	regs.rip = MS_PROC_RAM_BASE + MS_GUEST_CODE;
+	regs.rdi = MS_PROC_RAM_BASE;
+	regs.rsp = MS_PROC_RAM_BASE + size - 64;
+	regs.orig_rax = (unsigned long long)-1;
+	if (ptrace(PTRACE_SETREGS, p->pid, 0, &regs))
+		goto fail_errno;
+	p->stopped = true;
+	if ((err = ms_proc_continue(p)) || (err = ms_proc_wait_report(p, 10 * MS_NSEC_PER_SEC)))
+		goto fail;
+	*out = p;
+	return 0;
+fail_errno:
+	if (!err)
+		err = -errno;
+fail:
+	if (sv[0] >= 0)
+		close(sv[0]);
+	if (sv[1] >= 0)
+		close(sv[1]);
+	if (p->dead)
+		ms_warn("sandbox", "proc sandbox died while starting: %s", p->cause);
+	ms_proc_destroy(p);
+	return err;
+}
+
+uint8_t *ms_proc_ram(struct ms_proc *p)
+{
+	return p->ram;
+}
+
+uint64_t ms_proc_mem_size(struct ms_proc *p)
+{
+	return p->size;
+}
+
+pid_t ms_proc_pid(struct ms_proc *p)
+{
+	return p->pid;
+}
+
+const char *ms_proc_death_cause(struct ms_proc *p)
+{
+	return p->cause;
+}
+
+void ms_proc_destroy(struct ms_proc *p)
+{
+	if (!p)
+		return;
+	if (p->pid > 0 && !p->dead) {
+		kill(p->pid, SIGKILL);
+		waitpid(p->pid, NULL, __WALL);
+	}
+	if (p->ram)
+		munmap(p->ram, p->size);
+	if (p->pagemap >= 0)
+		close(p->pagemap);
+	if (p->uffd >= 0)
+		close(p->uffd);
+	if (p->memfd >= 0)
+		close(p->memfd);
+	free(p);
+}

@@ -1,0 +1,62 @@
+/*
+ * proc.h - the proc backend's core: a guest run as a ptrace-driven process
+ * sandbox (research/vmm.md §9), for machines without /dev/kvm.
+ *
+ *   start ──▶ RUNNING ──guest reports (int3)──▶ STOPPED ──continue──▶ RUNNING
+ *                │                                 │
+ *                └──── guest dies (syscall, crash) ─┴──▶ DEAD (cause kept; RAM intact)
+ *
+ * Guest RAM is a memfd mapped MAP_SHARED at MS_PROC_RAM_BASE in the sandbox
+ * process, which holds no other fd, runs under SECCOMP_MODE_STRICT and
+ * executes guest code only (a syscall kills it). The host is its tracer
+ * (PTRACE_SEIZE with PTRACE_O_EXITKILL) and maps the same memfd to read and
+ * write the guest's mailbox (guest.h). Written pages are tracked exactly with
+ * the sandbox's userfaultfd in async write-protect mode and PAGEMAP_SCAN
+ * (host writes through its own mapping are not tracked: per-PTE tracking).
+ *
+ * Not thread-safe: one thread drives a sandbox (ptrace's rule).
+ */
+#ifndef MS_SANDBOX_PROC_H
+#define MS_SANDBOX_PROC_H
+
+#include "sandbox/guest.h"
+#include "util/pageset.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define MS_PROC_RAM_BASE 0x100000000000ULL
+
+struct ms_proc_config {
+	enum ms_guest_kind guest;
+	uint64_t mem_size; /* bytes, a multiple of 4 KiB, at least 64 KiB */
+};
+
+struct ms_proc;
+
+/*
+ * Starts a fresh sandbox running guest and waits for its first report.
+ * 0, -ENOTSUP (the kernel lacks userfaultfd WP_ASYNC or PAGEMAP_SCAN: never
+ * silently "every page dirty"), or another negative errno.
+ */
+int ms_proc_start(const struct ms_proc_config *config, struct ms_proc **out);
+/* The host's mapping of guest RAM (reads and writes are not tracked). */
+uint8_t *ms_proc_ram(struct ms_proc *p);
+uint64_t ms_proc_mem_size(struct ms_proc *p);
+pid_t ms_proc_pid(struct ms_proc *p);
+/* Resumes a guest stopped at a report. */
+int ms_proc_continue(struct ms_proc *p);
+/* Waits for the next report: 0, -ETIMEDOUT, or -ECHILD when the guest died (see cause). */
+int ms_proc_wait_report(struct ms_proc *p, int64_t timeout_ns);
+/* Why the sandbox died ("" while alive). */
+const char *ms_proc_death_cause(struct ms_proc *p);
+/*
+ * The pages written since the last reset (4 KiB indices), exactly; with
+ * reset, write-protects everything again for the next epoch.
+ */
+int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out);
+/* Kills and reaps the sandbox; frees everything. */
+void ms_proc_destroy(struct ms_proc *p);
+
+#endif
