@@ -22,9 +22,9 @@ struct ms_layered {
 	struct ms_header_ref *current; /* guarded by lock; never NULL */
 	struct ms_future *durable;     /* guarded by lock; may be NULL */
 	ms_layered_resolve_fn resolve; /* immutable */
-	void *ctx;                     /* immutable */
-	uint64_t size;                 /* immutable: every header of a file has one size */
-	atomic_ullong replans;         /* lock-free counter */
+	void *ctx;		       /* immutable */
+	uint64_t size;		       /* immutable: every header of a file has one size */
+	atomic_ullong replans;	       /* lock-free counter */
 };
 
 struct ms_header_ref *ms_header_ref_new(struct ms_header *header)

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MS_BUILD_HEADER_MAX (256u << 20)
+#define MS_BUILD_HEADER_MAX	   (256u << 20)
 #define MS_BUILD_READ_SIZE_DEFAULT (1u << 20)
 
 int ms_build_storage_key(const struct ms_build_storage *bs, const ms_uuid *build_id, char *key,
@@ -43,8 +43,8 @@ int ms_build_storage_load_header(struct ms_store *store, const ms_uuid *build_id
 static int ms_build_own_entry(struct ms_build_storage *bs, const ms_uuid *id,
 			      struct ms_frame_table **frames, int64_t *size)
 {
-	enum ms_artifact hdr = bs->data == MS_ARTIFACT_ROOTFS ? MS_ARTIFACT_ROOTFS_HEADER
-							      : MS_ARTIFACT_MEMFILE_HEADER;
+	enum ms_artifact hdr =
+	    bs->data == MS_ARTIFACT_ROOTFS ? MS_ARTIFACT_ROOTFS_HEADER : MS_ARTIFACT_MEMFILE_HEADER;
 	struct ms_header *own;
 	int err = ms_build_storage_load_header(bs->store, id, hdr, &own);
 	if (err)

@@ -28,12 +28,12 @@
 #include <stdatomic.h>
 
 struct ms_build_storage {
-	struct ms_store *store;        /* borrowed; outlives this */
-	struct ms_diffstore *diffs;    /* borrowed; outlives this */
-	const char *cache_dir;         /* borrowed; chunk cache files go here */
-	enum ms_artifact data;         /* MS_ARTIFACT_MEMFILE or MS_ARTIFACT_ROOTFS */
+	struct ms_store *store;		  /* borrowed; outlives this */
+	struct ms_diffstore *diffs;	  /* borrowed; outlives this */
+	const char *cache_dir;		  /* borrowed; chunk cache files go here */
+	enum ms_artifact data;		  /* MS_ARTIFACT_MEMFILE or MS_ARTIFACT_ROOTFS */
 	struct ms_chunker_config chunker; /* zero fields: defaults */
-	atomic_uint serial;            /* unique cache file names */
+	atomic_uint serial;		  /* unique cache file names */
 };
 
 /* Diff-store key of a build's data: "{build_id}/memfile" (or rootfs.ext4). */

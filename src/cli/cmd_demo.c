@@ -72,9 +72,9 @@ static int demo_publish(struct ms_store *store, struct demo_layer *layer, const 
 	void *packed = NULL;
 	size_t packed_len = len;
 	if (compress) {
-		if ((err = ms_frames_compress_buf(data, len, MS_COMPRESS_ZSTD, 1, MS_FRAME_DEFAULT_SIZE,
-						  &packed, &packed_len, &self.frames,
-						  self.checksum)))
+		if ((err = ms_frames_compress_buf(data, len, MS_COMPRESS_ZSTD, 1,
+						  MS_FRAME_DEFAULT_SIZE, &packed, &packed_len,
+						  &self.frames, self.checksum)))
 			return err;
 		data = packed;
 	}
@@ -120,8 +120,8 @@ static int demo_verify(struct ms_store *store, const char *cache_dir,
 		ms_header_free(h);
 		return err;
 	}
-	struct ms_build_storage bs = {.store = store, .diffs = diffs, .cache_dir = cache_dir,
-				      .data = MS_ARTIFACT_MEMFILE};
+	struct ms_build_storage bs = {
+	    .store = store, .diffs = diffs, .cache_dir = cache_dir, .data = MS_ARTIFACT_MEMFILE};
 	struct ms_layered *file = ms_layered_new(h, ms_build_storage_resolve, &bs);
 	uint8_t *got = malloc(64 * P), want[P];
 	err = file && got ? 0 : -ENOMEM;
@@ -143,10 +143,9 @@ static int demo_verify(struct ms_store *store, const char *cache_dir,
 int ms_cli_demo_chain(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'}, {"mem", required_argument, NULL, 'm'},
-		{"layers", required_argument, NULL, 'l'}, {"endpoint", required_argument, NULL, 'e'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"store", required_argument, NULL, 's'},  {"mem", required_argument, NULL, 'm'},
+	    {"layers", required_argument, NULL, 'l'}, {"endpoint", required_argument, NULL, 'e'},
+	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
 	};
 	const char *store_uri = NULL, *endpoint = NULL;
 	uint64_t mib = 64, nlayers = 3;
@@ -172,12 +171,13 @@ int ms_cli_demo_chain(int argc, char **argv)
 				goto usage;
 			break;
 		case 'h':
-			printf("usage: memsnap demo chain --store URI [--endpoint URL] [--mem MIB] "
-			       "[--layers N]\n\n"
-			       "Builds N snapshot layers (default 3) of MIB MiB (default 64) of\n"
-			       "simulated guest memory in the store, then reads every page of every\n"
-			       "layer back through its header and compares it with a model.\n"
-			       "URI: file:///dir, or s3://bucket/prefix (the bucket is created).\n");
+			printf(
+			    "usage: memsnap demo chain --store URI [--endpoint URL] [--mem MIB] "
+			    "[--layers N]\n\n"
+			    "Builds N snapshot layers (default 3) of MIB MiB (default 64) of\n"
+			    "simulated guest memory in the store, then reads every page of every\n"
+			    "layer back through its header and compares it with a model.\n"
+			    "URI: file:///dir, or s3://bucket/prefix (the bucket is created).\n");
 			return 0;
 		default:
 			goto usage;
@@ -219,9 +219,9 @@ int ms_cli_demo_chain(int argc, char **argv)
 				layer->model[p] = p % 16 ? (uint32_t)(demo_rng(&rng) | 1) : 0;
 			ms_pageset_add_range(dirty, 0, pages);
 			struct ms_header *empty_base =
-				ms_header_new_base(&layer->id, MS_HEADER_V4, P, pages * P, false);
-			err = empty_base ? ms_header_new_diff(empty_base, &layer->id, dirty, empty, P,
-							      false, &layer->header)
+			    ms_header_new_base(&layer->id, MS_HEADER_V4, P, pages * P, false);
+			err = empty_base ? ms_header_new_diff(empty_base, &layer->id, dirty, empty,
+							      P, false, &layer->header)
 					 : -ENOMEM;
 			ms_header_free(empty_base);
 			if (!err) /* the template's base: generation 0, as a fresh build's header */
@@ -233,7 +233,8 @@ int ms_cli_demo_chain(int argc, char **argv)
 				uint64_t r = demo_rng(&rng) % 1000;
 				if (r < 25) {
 					uint64_t run = 1 + demo_rng(&rng) % 8;
-					ms_pageset_add_range(dirty, p, p + run > pages ? pages : p + run);
+					ms_pageset_add_range(dirty, p,
+							     p + run > pages ? pages : p + run);
 				} else if (r < 45) {
 					ms_pageset_add(empty, (uint32_t)p);
 				}
@@ -323,7 +324,7 @@ static int demo_resume_once(struct ms_layered *file, const char *sock, const uin
 {
 	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
 	struct ms_pageserver *srv =
-		ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
 	if (!srv)
 		return -errno;
 	int err = ms_demo_client_touch(sock, expect, size, touch);
@@ -334,9 +335,11 @@ static int demo_resume_once(struct ms_layered *file, const char *sock, const uin
 int ms_cli_demo_resume(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'}, {"mem", required_argument, NULL, 'm'},
-		{"stall", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"store", required_argument, NULL, 's'},
+	    {"mem", required_argument, NULL, 'm'},
+	    {"stall", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *store_uri = NULL;
 	uint64_t mib = 64;
@@ -360,13 +363,16 @@ int ms_cli_demo_resume(int argc, char **argv)
 				goto usage;
 			break;
 		case 'h':
-			printf("usage: memsnap demo resume --store URI [--mem MIB] [--stall SECONDS]\n\n"
-			       "Pauses MIB MiB (default 64) of simulated guest memory over a base\n"
-			       "layer in the store, with the dedup compare stalled for SECONDS\n"
-			       "(default 5); resumes it warm through the page server while the\n"
-			       "compare is stalled; lets dedup, drain and upload finish; then resumes\n"
-			       "it cold from the store with an empty cache. A stand-in VMM restores\n"
-			       "with Firecracker's userfaultfd handshake and verifies every page.\n");
+			printf(
+			    "usage: memsnap demo resume --store URI [--mem MIB] [--stall "
+			    "SECONDS]\n\n"
+			    "Pauses MIB MiB (default 64) of simulated guest memory over a base\n"
+			    "layer in the store, with the dedup compare stalled for SECONDS\n"
+			    "(default 5); resumes it warm through the page server while the\n"
+			    "compare is stalled; lets dedup, drain and upload finish; then "
+			    "resumes\n"
+			    "it cold from the store with an empty cache. A stand-in VMM restores\n"
+			    "with Firecracker's userfaultfd handshake and verifies every page.\n");
 			return 0;
 		default:
 			goto usage;
@@ -424,9 +430,8 @@ int ms_cli_demo_resume(int argc, char **argv)
 	struct ms_diffstore_config dcfg = {.cache_dir = warm_cache};
 	if (!(diffs = ms_diffstore_new(&dcfg, &err)))
 		goto fail;
-	struct ms_build_storage parent_storage = {.store = store, .diffs = diffs,
-						  .cache_dir = warm_cache,
-						  .data = MS_ARTIFACT_MEMFILE};
+	struct ms_build_storage parent_storage = {
+	    .store = store, .diffs = diffs, .cache_dir = warm_cache, .data = MS_ARTIFACT_MEMFILE};
 	err = -ENOMEM;
 	if (!(parent = ms_layered_new(base.header, ms_build_storage_resolve, &parent_storage)))
 		goto fail;
@@ -456,16 +461,20 @@ int ms_cli_demo_resume(int argc, char **argv)
 	       "handshake\n",
 	       (unsigned long long)mib, store_uri);
 	/* pause, the compare stalled */
-	struct ms_pause_config pcfg = {.store = store, .diffs = diffs, .cache_dir = warm_cache,
-				       .inflight = true, .compare_gate = gate};
+	struct ms_pause_config pcfg = {.store = store,
+				       .diffs = diffs,
+				       .cache_dir = warm_cache,
+				       .inflight = true,
+				       .compare_gate = gate};
 	int64_t t0 = ms_clock_now_ns();
 	if ((err = ms_pause_start(&pcfg, parent, memfd, dirty, empty, "demo-state", 10, &pause)))
 		goto fail;
 	double t_pause = (double)(ms_clock_now_ns() - t0) / 1e6;
 	char id[MS_UUID_STR_LEN];
 	ms_uuid_format(ms_pause_build_id(pause), id);
-	printf("pause:  build %s resumable after %.2f ms (%llu dirty pages); dedup stalled %.0f s\n",
-	       id, t_pause, (unsigned long long)ms_pageset_count(dirty), stall);
+	printf(
+	    "pause:  build %s resumable after %.2f ms (%llu dirty pages); dedup stalled %.0f s\n",
+	    id, t_pause, (unsigned long long)ms_pageset_count(dirty), stall);
 	/* warm resume while the compare is stalled */
 	struct ms_demo_touch warm;
 	if ((err = demo_resume_once(ms_pause_file(pause), sock, image, size, &warm)))
@@ -492,9 +501,8 @@ int ms_cli_demo_resume(int argc, char **argv)
 	ms_pause_counts(pause, &n_dirty, &n_equal, &n_zero, &n_kept);
 	printf("dedup:  %llu dirty -> %llu equal to the parent, %llu zero, %llu kept "
 	       "(diff %.2f MiB)\n",
-	       (unsigned long long)n_dirty, (unsigned long long)n_equal,
-	       (unsigned long long)n_zero, (unsigned long long)n_kept,
-	       (double)(n_kept * P) / 1048576.0);
+	       (unsigned long long)n_dirty, (unsigned long long)n_equal, (unsigned long long)n_zero,
+	       (unsigned long long)n_kept, (double)(n_kept * P) / 1048576.0);
 	printf("        compared +%.1f ms, drained +%.1f ms, uploaded and published +%.1f ms\n",
 	       t_cmp, t_drain, t_pub);
 	/* cold resume on "another node": an empty cache, everything from the store */
@@ -507,7 +515,8 @@ int ms_cli_demo_resume(int argc, char **argv)
 		ms_header_free(published);
 		goto fail;
 	}
-	struct ms_build_storage cold_storage = {.store = store, .diffs = cold_diffs,
+	struct ms_build_storage cold_storage = {.store = store,
+						.diffs = cold_diffs,
 						.cache_dir = cold_cache,
 						.data = MS_ARTIFACT_MEMFILE};
 	err = -ENOMEM;
@@ -516,12 +525,14 @@ int ms_cli_demo_resume(int argc, char **argv)
 	struct ms_demo_touch cold_touch;
 	if ((err = demo_resume_once(cold, sock, image, size, &cold_touch)))
 		goto fail;
-	printf("cold:   %llu pages verified, %llu mismatches, %.1f ms (%.0f MiB/s) from the store\n",
-	       (unsigned long long)cold_touch.pages, (unsigned long long)cold_touch.mismatches,
-	       cold_touch.seconds * 1e3, (double)mib / cold_touch.seconds);
+	printf(
+	    "cold:   %llu pages verified, %llu mismatches, %.1f ms (%.0f MiB/s) from the store\n",
+	    (unsigned long long)cold_touch.pages, (unsigned long long)cold_touch.mismatches,
+	    cold_touch.seconds * 1e3, (double)mib / cold_touch.seconds);
 	bool ok = !warm.mismatches && !cold_touch.mismatches && warm.pages == pages &&
 		  cold_touch.pages == pages;
-	printf("demo: %s\n", ok ? "ok, every byte matches (warm and cold)" : "FAILED: memory differs");
+	printf("demo: %s\n",
+	       ok ? "ok, every byte matches (warm and cold)" : "FAILED: memory differs");
 	rc = ok ? 0 : 1;
 	goto out;
 fail:

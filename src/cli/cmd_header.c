@@ -18,19 +18,19 @@
 #define MS_CLI_HEADER_MAX (512u << 20)
 
 static const char *const header_usage =
-	"usage: memsnap header %s [options] SOURCE\n"
-	"\n"
-	"SOURCE is a header file, or an object in a store:\n"
-	"  /path/memfile.header | file:///path/memfile.header\n"
-	"  file:///store/root --build ID | s3://bucket/prefix --build ID [--endpoint URL]\n"
-	"  s3://bucket/prefix/BUILD_ID/memfile.header [--endpoint URL]\n"
-	"\n"
-	"options:\n"
-	"  --build ID        read BUILD_ID/<file>.header from the store SOURCE\n"
-	"  --file NAME       memfile (default) or rootfs.ext4\n"
-	"  --endpoint URL    S3 endpoint (default: $MEMSNAP_S3_ENDPOINT, $AWS_ENDPOINT_URL)\n"
-	"%s"
-	"  -h, --help        this help\n";
+    "usage: memsnap header %s [options] SOURCE\n"
+    "\n"
+    "SOURCE is a header file, or an object in a store:\n"
+    "  /path/memfile.header | file:///path/memfile.header\n"
+    "  file:///store/root --build ID | s3://bucket/prefix --build ID [--endpoint URL]\n"
+    "  s3://bucket/prefix/BUILD_ID/memfile.header [--endpoint URL]\n"
+    "\n"
+    "options:\n"
+    "  --build ID        read BUILD_ID/<file>.header from the store SOURCE\n"
+    "  --file NAME       memfile (default) or rootfs.ext4\n"
+    "  --endpoint URL    S3 endpoint (default: $MEMSNAP_S3_ENDPOINT, $AWS_ENDPOINT_URL)\n"
+    "%s"
+    "  -h, --help        this help\n";
 
 /* Reads the header bytes named by source (+ --build/--file/--endpoint). */
 static int ms_cli_load_header(const char *source, const char *build, const char *file,
@@ -155,8 +155,8 @@ static void ms_cli_print_json(const struct ms_header *h)
 			snprintf(hex + 2 * k, 3, "%02x", b->checksum[k]);
 		cJSON_AddStringToObject(o, "checksum", hex);
 		cJSON_AddStringToObject(
-			o, "compression",
-			ms_compression_name(b->frames ? b->frames->type : MS_COMPRESS_NONE));
+		    o, "compression",
+		    ms_compression_name(b->frames ? b->frames->type : MS_COMPRESS_NONE));
 		cJSON *frames = cJSON_AddArrayToObject(o, "frames");
 		for (uint32_t f = 0; b->frames && f < b->frames->count; f++) {
 			const struct ms_frame *fr = &b->frames->frames[f];
@@ -179,11 +179,12 @@ static void ms_cli_print_json(const struct ms_header *h)
 static int ms_cli_header(int argc, char **argv, bool inspect)
 {
 	const char *verb = inspect ? "inspect" : "validate";
-	const char *extra = inspect ? "  --json            one JSON object instead of tables\n" : "";
+	const char *extra =
+	    inspect ? "  --json            one JSON object instead of tables\n" : "";
 	static const struct option opts[] = {
-		{"build", required_argument, NULL, 'b'}, {"file", required_argument, NULL, 'f'},
-		{"endpoint", required_argument, NULL, 'e'}, {"json", no_argument, NULL, 'j'},
-		{"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+	    {"build", required_argument, NULL, 'b'},	{"file", required_argument, NULL, 'f'},
+	    {"endpoint", required_argument, NULL, 'e'}, {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},		{NULL, 0, NULL, 0},
 	};
 	const char *build = NULL, *file = "memfile", *endpoint = NULL;
 	bool json = false;
@@ -222,8 +223,8 @@ static int ms_cli_header(int argc, char **argv, bool inspect)
 	int err = ms_cli_load_header(argv[optind], build, file, endpoint, &h);
 	if (err) {
 		char what[4200];
-		snprintf(what, sizeof(what), "%s %s", inspect ? "cannot read header" : "invalid header",
-			 argv[optind]);
+		snprintf(what, sizeof(what), "%s %s",
+			 inspect ? "cannot read header" : "invalid header", argv[optind]);
 		return ms_cli_fail(what, err);
 	}
 	if (!inspect)

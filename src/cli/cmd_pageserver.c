@@ -29,21 +29,21 @@
 #include <unistd.h>
 
 static const char *const pageserver_usage =
-	"usage: memsnap pageserver --store URI --build ID --socket PATH [options]\n"
-	"\n"
-	"Serves build ID's memory (resolved through its header and its ancestors' data in\n"
-	"the store) to every VMM that connects to PATH with Firecracker's userfaultfd\n"
-	"handshake (point Firecracker's mem_backend.backend_path here). Runs until SIGTERM.\n"
-	"\n"
-	"options:\n"
-	"  --store URI       file:///dir or s3://bucket/prefix (required)\n"
-	"  --endpoint URL    S3 endpoint (default $MEMSNAP_S3_ENDPOINT)\n"
-	"  --build ID        the build to serve (required)\n"
-	"  --socket PATH     unix socket to listen on, mode 0600 (required)\n"
-	"  --cache-dir DIR   local chunk cache (default: a new directory under /tmp)\n"
-	"  --batch BYTES     aligned block installed per fault, 4096..2097152 (default 65536)\n"
-	"  --workers N       fetch threads per session (default 4)\n"
-	"  -h, --help        this help\n";
+    "usage: memsnap pageserver --store URI --build ID --socket PATH [options]\n"
+    "\n"
+    "Serves build ID's memory (resolved through its header and its ancestors' data in\n"
+    "the store) to every VMM that connects to PATH with Firecracker's userfaultfd\n"
+    "handshake (point Firecracker's mem_backend.backend_path here). Runs until SIGTERM.\n"
+    "\n"
+    "options:\n"
+    "  --store URI       file:///dir or s3://bucket/prefix (required)\n"
+    "  --endpoint URL    S3 endpoint (default $MEMSNAP_S3_ENDPOINT)\n"
+    "  --build ID        the build to serve (required)\n"
+    "  --socket PATH     unix socket to listen on, mode 0600 (required)\n"
+    "  --cache-dir DIR   local chunk cache (default: a new directory under /tmp)\n"
+    "  --batch BYTES     aligned block installed per fault, 4096..2097152 (default 65536)\n"
+    "  --workers N       fetch threads per session (default 4)\n"
+    "  -h, --help        this help\n";
 
 static atomic_int ms_pageserver_stop_flag;
 
@@ -81,11 +81,15 @@ static void ms_ps_summary(const struct ms_ps_active *a)
 int ms_cli_pageserver(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"store", required_argument, NULL, 's'},    {"endpoint", required_argument, NULL, 'e'},
-		{"build", required_argument, NULL, 'b'},    {"socket", required_argument, NULL, 'S'},
-		{"cache-dir", required_argument, NULL, 'c'}, {"batch", required_argument, NULL, 'B'},
-		{"workers", required_argument, NULL, 'w'},  {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"store", required_argument, NULL, 's'},
+	    {"endpoint", required_argument, NULL, 'e'},
+	    {"build", required_argument, NULL, 'b'},
+	    {"socket", required_argument, NULL, 'S'},
+	    {"cache-dir", required_argument, NULL, 'c'},
+	    {"batch", required_argument, NULL, 'B'},
+	    {"workers", required_argument, NULL, 'w'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *store_uri = NULL, *endpoint = NULL, *build = NULL, *socket_path = NULL;
 	char *cache_dir = NULL;
@@ -114,7 +118,8 @@ int ms_cli_pageserver(int argc, char **argv)
 			batch = strtoul(optarg, &end, 0);
 			if (!*optarg || *end || batch < 4096 || batch > (2u << 20) ||
 			    (batch & (batch - 1))) {
-				fprintf(stderr, "memsnap: --batch must be a power of two, 4096..2097152\n");
+				fprintf(stderr,
+					"memsnap: --batch must be a power of two, 4096..2097152\n");
 				return 2;
 			}
 			break;
@@ -170,15 +175,14 @@ int ms_cli_pageserver(int argc, char **argv)
 		rc = ms_cli_fail("diff store", err);
 		goto out;
 	}
-	struct ms_build_storage bs = {.store = store, .diffs = diffs, .cache_dir = cache_dir,
-				      .data = MS_ARTIFACT_MEMFILE};
+	struct ms_build_storage bs = {
+	    .store = store, .diffs = diffs, .cache_dir = cache_dir, .data = MS_ARTIFACT_MEMFILE};
 	uint64_t size = header->meta.size;
 	if (!(file = ms_layered_new(header, ms_build_storage_resolve, &bs))) {
 		rc = ms_cli_fail("layered file", -ENOMEM);
 		goto out;
 	}
-	struct ms_pageserver_options options = {.workers = (unsigned)workers,
-						.batch_bytes = batch};
+	struct ms_pageserver_options options = {.workers = (unsigned)workers, .batch_bytes = batch};
 	if (!(srv = ms_pageserver_new(socket_path, &ms_layered_page_source_ops, file, &options))) {
 		rc = ms_cli_fail(socket_path, -errno);
 		goto out;

@@ -5,13 +5,13 @@
 #include <stddef.h>
 
 const struct ms_cli_command ms_cli_commands[] = {
-	{"header", "inspect", "print a header's metadata, mappings and builds", ms_cli_header_inspect},
-	{"header", "validate", "check a header; exit 1 with the reason if invalid",
-	 ms_cli_header_validate},
-	{"pageserver", NULL, "serve a build to VMMs over Firecracker's userfaultfd handshake",
-	 ms_cli_pageserver},
-	{"demo", "chain", "build a 3-layer snapshot chain in a store and verify it", ms_cli_demo_chain},
-	{"demo", "resume", "pause simulated guest memory; resume it warm during dedup, then cold",
-	 ms_cli_demo_resume},
-	{NULL, NULL, NULL, NULL},
+    {"header", "inspect", "print a header's metadata, mappings and builds", ms_cli_header_inspect},
+    {"header", "validate", "check a header; exit 1 with the reason if invalid",
+     ms_cli_header_validate},
+    {"pageserver", NULL, "serve a build to VMMs over Firecracker's userfaultfd handshake",
+     ms_cli_pageserver},
+    {"demo", "chain", "build a 3-layer snapshot chain in a store and verify it", ms_cli_demo_chain},
+    {"demo", "resume", "pause simulated guest memory; resume it warm during dedup, then cold",
+     ms_cli_demo_resume},
+    {NULL, NULL, NULL, NULL},
 };

@@ -24,9 +24,9 @@ static void ms_demo_child(const char *socket_path, const uint8_t *expect, uint64
 	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE};
-	struct uffdio_register reg = {
-		.range = {.start = (uint64_t)(uintptr_t)mem, .len = size},
-		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP};
+	struct uffdio_register reg = {.range = {.start = (uint64_t)(uintptr_t)mem, .len = size},
+				      .mode =
+					  UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP};
 	int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path);
@@ -42,7 +42,9 @@ static void ms_demo_child(const char *socket_path, const uint8_t *expect, uint64
 	char control[CMSG_SPACE(sizeof(int))];
 	memset(control, 0, sizeof(control));
 	struct iovec iov = {.iov_base = json, .iov_len = (size_t)n};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = control,
 			     .msg_controllen = sizeof(control)};
 	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
 	c->cmsg_level = SOL_SOCKET;

@@ -11,9 +11,9 @@
 #include <stdint.h>
 
 struct ms_demo_touch {
-	uint64_t pages;      /* pages touched */
+	uint64_t pages;	     /* pages touched */
 	uint64_t mismatches; /* pages that differ from the expected image */
-	double seconds;      /* handshake to last page verified */
+	double seconds;	     /* handshake to last page verified */
 };
 
 /* Forks the client against socket_path; 0 with *out filled, or a negative errno. */

@@ -69,9 +69,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "memsnap: unknown command '%s %s'\n\n", argv[1], argv[2]);
 	else if (!group_known)
 		fprintf(stderr, "memsnap: unknown command '%s'\n\n", argv[1]);
-	ms_cli_usage(group_known && argc >= 3 && (strcmp(argv[2], "--help") == 0 ||
-						  strcmp(argv[2], "-h") == 0)
-			     ? stdout
-			     : stderr);
+	ms_cli_usage(group_known && argc >= 3 &&
+			     (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)
+			 ? stdout
+			 : stderr);
 	return 2;
 }

@@ -20,25 +20,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MS_GUEST_CMD 0x00
-#define MS_GUEST_ARG0 0x08
-#define MS_GUEST_ARG1 0x10
-#define MS_GUEST_PAGES 0x18
-#define MS_GUEST_RESULT0 0x20
-#define MS_GUEST_RESULT1 0x28
-#define MS_GUEST_REPORTS 0x30
-#define MS_GUEST_STUB 0x800
-#define MS_GUEST_CODE 0x1000
-#define MS_GUEST_CODE_MAX 0x7000
+#define MS_GUEST_CMD		 0x00
+#define MS_GUEST_ARG0		 0x08
+#define MS_GUEST_ARG1		 0x10
+#define MS_GUEST_PAGES		 0x18
+#define MS_GUEST_RESULT0	 0x20
+#define MS_GUEST_RESULT1	 0x28
+#define MS_GUEST_REPORTS	 0x30
+#define MS_GUEST_STUB		 0x800
+#define MS_GUEST_CODE		 0x1000
+#define MS_GUEST_CODE_MAX	 0x7000
 #define MS_GUEST_DATA_FIRST_PAGE 8
-#define MS_GUEST_STACK_PAGES 4
+#define MS_GUEST_STACK_PAGES	 4
 
 enum ms_guest_kind { MS_GUEST_PATTERN, MS_GUEST_COUNTER, MS_GUEST_MUTATOR };
 
 /* pattern's commands */
-#define MS_PATTERN_FILL 1
+#define MS_PATTERN_FILL	  1
 #define MS_PATTERN_VERIFY 2
-#define MS_PATTERN_ZERO 3
+#define MS_PATTERN_ZERO	  3
 
 /* The guest's code bytes. 0, or -EINVAL for an unknown kind. */
 int ms_guest_code(enum ms_guest_kind kind, const uint8_t **code, size_t *len);

@@ -9,6 +9,7 @@
  * syscall restart moves rip), continue.
  */
 #include "sandbox/proc.h"
+#include "sandbox/snapfile.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -16,6 +17,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <elf.h>
 #include <linux/seccomp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,6 +28,8 @@
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,19 +41,41 @@
 struct ms_proc {
 	pid_t pid;
 	int memfd;
-	int uffd;       /* the sandbox's uffd, received over SCM_RIGHTS */
-	int pagemap;    /* /proc/PID/pagemap, for PAGEMAP_SCAN */
-	uint8_t *ram;   /* host mapping */
+	int uffd;     /* the sandbox's uffd, received over SCM_RIGHTS */
+	int pagemap;  /* /proc/PID/pagemap, for PAGEMAP_SCAN */
+	uint8_t *ram; /* host mapping */
 	uint64_t size;
-	bool stopped;   /* at a report (or interrupt) stop */
+	bool stopped; /* at a report (or interrupt) stop */
 	bool dead;
 	char cause[160];
 };
 
 static const uint8_t ms_proc_stub[] = {0xcc, 0xc3}; /* int3; ret */
 
-/* The child side; never returns. */
-static void ms_proc_child(int memfd, uint64_t size, int sock)
+/* Sends fds (1 or 2) with payload over a unix socket in one sendmsg. */
+static int ms_proc_send_fds(int sock, const void *payload, size_t len, const int *fds, int nfds)
+{
+	char control[CMSG_SPACE(2 * sizeof(int))];
+	memset(control, 0, sizeof(control));
+	struct iovec iov = {.iov_base = (void *)payload, .iov_len = len};
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = control,
+			     .msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int))};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
+	return sendmsg(sock, &msg, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/*
+ * The child side; never returns. With lazy_socket, the uffd also registers
+ * MISSING and goes to the page server with Firecracker's handshake: connect,
+ * one sendmsg of the JSON region list with the uffd and the memfd.
+ */
+static void ms_proc_child(int memfd, uint64_t size, int sock, const char *lazy_socket)
 {
 	void *ram = mmap((void *)MS_PROC_RAM_BASE, size, PROT_READ | PROT_WRITE | PROT_EXEC,
 			 MAP_SHARED | MAP_FIXED_NOREPLACE, memfd, 0);
@@ -59,25 +85,33 @@ static void ms_proc_child(int memfd, uint64_t size, int sock)
 	struct uffdio_api api = {.api = UFFD_API,
 				 .features = UFFD_FEATURE_WP_ASYNC |
 					     UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
-					     UFFD_FEATURE_WP_UNPOPULATED};
+					     UFFD_FEATURE_WP_UNPOPULATED |
+					     (lazy_socket ? UFFD_FEATURE_EVENT_REMOVE : 0)};
 	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api))
 		_exit(11);
 	struct uffdio_register reg = {.range = {.start = MS_PROC_RAM_BASE, .len = size},
-				      .mode = UFFDIO_REGISTER_MODE_WP};
+				      .mode = UFFDIO_REGISTER_MODE_WP |
+					      (lazy_socket ? UFFDIO_REGISTER_MODE_MISSING : 0)};
 	if (ioctl(uffd, UFFDIO_REGISTER, &reg))
 		_exit(12);
-	char byte = 0, control[CMSG_SPACE(sizeof(int))];
-	memset(control, 0, sizeof(control));
-	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-			     .msg_controllen = sizeof(control)};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &uffd, sizeof(int));
-	if (sendmsg(sock, &msg, 0) != 1)
+	char byte = 0;
+	if (ms_proc_send_fds(sock, &byte, 1, &uffd, 1))
 		_exit(13);
+	if (lazy_socket) {
+		int ps = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_un addr = {.sun_family = AF_UNIX};
+		snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", lazy_socket);
+		char json[256];
+		int n = snprintf(json, sizeof(json),
+				 "[{\"base_host_virt_addr\":%llu,\"size\":%llu,\"offset\":0,"
+				 "\"page_size\":4096,\"page_size_kib\":4096}]",
+				 (unsigned long long)MS_PROC_RAM_BASE, (unsigned long long)size);
+		int fds[2] = {uffd, memfd};
+		if (ps < 0 || connect(ps, (struct sockaddr *)&addr, sizeof(addr)) ||
+		    ms_proc_send_fds(ps, json, (size_t)n, fds, 2))
+			_exit(16);
+		/* the page server has its copies; ours are closed with the rest below */
+	}
 	/* wait until the host has the uffd, then hold no fd at all */
 	if (read(sock, &byte, 1) != 1)
 		_exit(14);
@@ -92,7 +126,9 @@ static int ms_proc_recv_fd(int sock)
 {
 	char byte, control[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = control,
 			     .msg_controllen = sizeof(control)};
 	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
 		return -EIO;
@@ -191,14 +227,14 @@ int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out
 	uint64_t start = MS_PROC_RAM_BASE, end = MS_PROC_RAM_BASE + p->size;
 	while (start < end) {
 		struct pm_scan_arg arg = {
-			.size = sizeof(arg),
-			.flags = PM_SCAN_CHECK_WPASYNC | (reset ? PM_SCAN_WP_MATCHING : 0),
-			.start = start,
-			.end = end,
-			.vec = (uint64_t)(uintptr_t)regions,
-			.vec_len = 256,
-			.category_mask = PAGE_IS_WRITTEN,
-			.return_mask = PAGE_IS_WRITTEN,
+		    .size = sizeof(arg),
+		    .flags = PM_SCAN_CHECK_WPASYNC | (reset ? PM_SCAN_WP_MATCHING : 0),
+		    .start = start,
+		    .end = end,
+		    .vec = (uint64_t)(uintptr_t)regions,
+		    .vec_len = 256,
+		    .category_mask = PAGE_IS_WRITTEN,
+		    .return_mask = PAGE_IS_WRITTEN,
 		};
 		long n = ioctl(p->pagemap, PAGEMAP_SCAN, &arg);
 		if (n < 0) {
@@ -218,97 +254,261 @@ int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out
 	return 0;
 }
 
-int ms_proc_start(const struct ms_proc_config *config, struct ms_proc **out)
+/* Waits (bounded) until /proc/PID/status says "Seccomp: 1" (strict mode). */
+static int ms_proc_wait_sealed(struct ms_proc *p)
 {
-	const uint8_t *code;
-	size_t code_len;
-	uint64_t size = config->mem_size;
-	if (size < (64u << 10) || size % 4096 || ms_guest_code(config->guest, &code, &code_len) ||
-	    code_len > MS_GUEST_CODE_MAX)
-		return -EINVAL;
-	struct ms_proc *p = calloc(1, sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	p->uffd = p->pagemap = -1;
-	p->size = size;
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)p->pid);
+	for (int i = 0; i < 5000; i++) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n > 0) {
+			buf[n] = '\0';
+			if (strstr(buf, "\nSeccomp:\t1\n"))
+				return 0;
+		}
+		int status;
+		if (waitpid(p->pid, &status, WNOHANG | __WALL) == p->pid &&
+		    (WIFEXITED(status) || WIFSIGNALED(status))) {
+			ms_proc_note_death(p, status);
+			return -ECHILD;
+		}
+		ms_clock_sleep_ns(200000);
+	}
+	return -ETIMEDOUT;
+}
+
+/*
+ * Creates the sandbox process over p->memfd (already sized and, unless lazy,
+ * filled), receives its uffd, seizes it and stops it: ready for registers.
+ */
+static int ms_proc_spawn(struct ms_proc *p, const char *lazy_socket)
+{
 	int sv[2] = {-1, -1}, err;
-	p->memfd = memfd_create("memsnap-guest", MFD_CLOEXEC);
-	if (p->memfd < 0 || ftruncate(p->memfd, (off_t)size) ||
-	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
-		err = -errno;
-		goto fail;
-	}
-	p->ram = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, p->memfd, 0);
-	if (p->ram == MAP_FAILED) {
-		p->ram = NULL;
-		err = -errno;
-		goto fail;
-	}
-	/* the guest image: mailbox, report stub, code */
-	memcpy(p->ram + MS_GUEST_STUB, ms_proc_stub, sizeof(ms_proc_stub));
-	memcpy(p->ram + MS_GUEST_CODE, code, code_len);
-	*(uint64_t *)(p->ram + MS_GUEST_PAGES) = size / 4096;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return -errno;
 	p->pid = fork();
 	if (p->pid < 0) {
 		err = -errno;
-		goto fail;
+		goto out;
 	}
 	if (p->pid == 0) {
 		close(sv[0]);
-		ms_proc_child(p->memfd, size, sv[1]);
+		ms_proc_child(p->memfd, p->size, sv[1], lazy_socket);
 	}
 	close(sv[1]);
 	sv[1] = -1;
 	if ((p->uffd = ms_proc_recv_fd(sv[0])) < 0) {
 		err = p->uffd;
-		goto fail;
+		goto out;
 	}
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)p->pid);
 	if ((p->pagemap = open(path, O_RDONLY | O_CLOEXEC)) < 0 ||
 	    ptrace(PTRACE_SEIZE, p->pid, 0, PTRACE_O_EXITKILL)) {
 		err = -errno;
-		goto fail;
+		goto out;
 	}
-	if ((err = ms_proc_writeprotect(p)))
-		goto fail;
+	/* a lazy restore's pages come write-protected from the page server (COPY_MODE_WP) */
+	if (!lazy_socket && (err = ms_proc_writeprotect(p)))
+		goto out;
 	char go = 1;
 	if (write(sv[0], &go, 1) != 1) { /* the child may now drop its fds and seal itself */
 		err = -EIO;
+		goto out;
+	}
+	/* take it over only once it is sealed: strict seccomp shows in its status */
+	if ((err = ms_proc_wait_sealed(p)))
+		goto out;
+	int sig, event;
+	if (ptrace(PTRACE_INTERRUPT, p->pid, 0, 0)) {
+		err = -errno;
+		goto out;
+	}
+	err = ms_proc_waitstop(p, 5 * MS_NSEC_PER_SEC, &sig, &event);
+out:
+	if (sv[0] >= 0)
+		close(sv[0]);
+	if (sv[1] >= 0)
+		close(sv[1]);
+	return err;
+}
+
+static struct ms_proc *ms_proc_alloc(uint64_t size, int *err)
+{
+	struct ms_proc *p = calloc(1, sizeof(*p));
+	if (!p) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	p->uffd = p->pagemap = -1;
+	p->size = size;
+	p->memfd = memfd_create("memsnap-guest", MFD_CLOEXEC);
+	if (p->memfd < 0 || ftruncate(p->memfd, (off_t)size)) {
+		*err = -errno;
+		ms_proc_destroy(p);
+		return NULL;
+	}
+	p->ram = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, p->memfd, 0);
+	if (p->ram == MAP_FAILED) {
+		p->ram = NULL;
+		*err = -errno;
+		ms_proc_destroy(p);
+		return NULL;
+	}
+	return p;
+}
+
+int ms_proc_start(const struct ms_proc_config *config, struct ms_proc **out)
+{
+	const uint8_t *code;
+	size_t code_len;
+	uint64_t size = config->mem_size;
+	int err;
+	if (size < (64u << 10) || size % 4096 || ms_guest_code(config->guest, &code, &code_len) ||
+	    code_len > MS_GUEST_CODE_MAX)
+		return -EINVAL;
+	struct ms_proc *p = ms_proc_alloc(size, &err);
+	if (!p)
+		return err;
+	/* the guest image: mailbox, report stub, code */
+	memcpy(p->ram + MS_GUEST_STUB, ms_proc_stub, sizeof(ms_proc_stub));
+	memcpy(p->ram + MS_GUEST_CODE, code, code_len);
+	*(uint64_t *)(p->ram + MS_GUEST_PAGES) = size / 4096;
+	if ((err = ms_proc_spawn(p, NULL)))
+		goto fail;
+	struct user_regs_struct regs;
+	if (ptrace(PTRACE_GETREGS, p->pid, 0, &regs)) {
+		err = -errno;
 		goto fail;
 	}
-	close(sv[0]);
-	sv[0] = -1;
-	/* let it reach its spin loop under seccomp, then take it over */
-	ms_clock_sleep_ns(2000000);
-	int sig, event;
-	if (ptrace(PTRACE_INTERRUPT, p->pid, 0, 0) ||
-	    (err = ms_proc_waitstop(p, 5 * MS_NSEC_PER_SEC, &sig, &event)))
-		goto fail_errno;
-	struct user_regs_struct regs;
-	if (ptrace(PTRACE_GETREGS, p->pid, 0, &regs))
-		goto fail_errno;
 	regs.rip = MS_PROC_RAM_BASE + MS_GUEST_CODE;
 	regs.rdi = MS_PROC_RAM_BASE;
 	regs.rsp = MS_PROC_RAM_BASE + size - 64;
 	regs.orig_rax = (unsigned long long)-1;
-	if (ptrace(PTRACE_SETREGS, p->pid, 0, &regs))
-		goto fail_errno;
+	if (ptrace(PTRACE_SETREGS, p->pid, 0, &regs)) {
+		err = -errno;
+		goto fail;
+	}
 	p->stopped = true;
 	if ((err = ms_proc_continue(p)) || (err = ms_proc_wait_report(p, 10 * MS_NSEC_PER_SEC)))
 		goto fail;
 	*out = p;
 	return 0;
-fail_errno:
-	if (!err)
-		err = -errno;
 fail:
-	if (sv[0] >= 0)
-		close(sv[0]);
-	if (sv[1] >= 0)
-		close(sv[1]);
 	if (p->dead)
 		ms_warn("sandbox", "proc sandbox died while starting: %s", p->cause);
+	ms_proc_destroy(p);
+	return err;
+}
+
+#define MS_XSTATE_MAX 16384
+
+int ms_proc_pause(struct ms_proc *p, struct ms_proc_paused *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->memfd = -1;
+	if (p->dead)
+		return -ECHILD;
+	int err;
+	if (!p->stopped) {
+		int sig, event;
+		if (ptrace(PTRACE_INTERRUPT, p->pid, 0, 0))
+			return -errno;
+		if ((err = ms_proc_waitstop(p, 5 * MS_NSEC_PER_SEC, &sig, &event)))
+			return err;
+	}
+	struct user_regs_struct regs;
+	uint8_t *xstate = malloc(MS_XSTATE_MAX);
+	struct iovec iov = {.iov_base = xstate, .iov_len = MS_XSTATE_MAX};
+	if (!xstate)
+		return -ENOMEM;
+	if (ptrace(PTRACE_GETREGS, p->pid, 0, &regs) ||
+	    ptrace(PTRACE_GETREGSET, p->pid, (void *)NT_X86_XSTATE, &iov)) {
+		err = -errno;
+		free(xstate);
+		return err;
+	}
+	struct ms_snap_part parts[] = {
+	    {MS_SNAP_REGS, sizeof(regs), &regs},
+	    {MS_SNAP_XSTATE, (uint32_t)iov.iov_len, xstate},
+	};
+	err = ms_snapfile_build(MS_BACKEND_PROC, p->size, parts, 2, &out->snapfile,
+				&out->snapfile_len);
+	free(xstate);
+	if (!err)
+		err = ms_proc_written_pages(p, true, &out->written);
+	if (!err && (out->memfd = fcntl(p->memfd, F_DUPFD_CLOEXEC, 0)) < 0)
+		err = -errno;
+	if (err) {
+		free(out->snapfile);
+		ms_pageset_free(out->written);
+		if (out->memfd >= 0)
+			close(out->memfd);
+		memset(out, 0, sizeof(*out));
+		out->memfd = -1;
+	}
+	return err;
+}
+
+int ms_proc_restore(const struct ms_proc_restore *r, struct ms_proc **out)
+{
+	struct ms_snap_part parts[MS_SNAPFILE_MAX_SECTIONS];
+	unsigned count;
+	int err = ms_snapfile_parse(r->snapfile, r->snapfile_len, MS_BACKEND_PROC, r->mem_size,
+				    parts, &count);
+	if (err)
+		return err;
+	const struct ms_snap_part *saved = ms_snapfile_find(parts, count, MS_SNAP_REGS);
+	const struct ms_snap_part *xs = ms_snapfile_find(parts, count, MS_SNAP_XSTATE);
+	if (!saved || saved->length != sizeof(struct user_regs_struct) || !xs ||
+	    (r->eager_fd < 0 && !r->lazy_socket))
+		return saved && xs ? -EINVAL : MS_ECORRUPT;
+	struct ms_proc *p = ms_proc_alloc(r->mem_size, &err);
+	if (!p)
+		return err;
+	if (r->eager_fd >= 0) {
+		loff_t in = 0;
+		while ((uint64_t)in < r->mem_size) {
+			ssize_t n = copy_file_range(r->eager_fd, &in, p->memfd, NULL,
+						    r->mem_size - (uint64_t)in, 0);
+			if (n <= 0) {
+				err = n < 0 ? -errno : -EIO;
+				goto fail;
+			}
+		}
+	}
+	if ((err = ms_proc_spawn(p, r->eager_fd >= 0 ? NULL : r->lazy_socket)))
+		goto fail;
+	struct user_regs_struct regs, own;
+	memcpy(&regs, saved->data, sizeof(regs));
+	if (ptrace(PTRACE_GETREGS, p->pid, 0, &own)) {
+		err = -errno;
+		goto fail;
+	}
+	/* the new process keeps its own segments and thread pointers */
+	regs.cs = own.cs;
+	regs.ss = own.ss;
+	regs.ds = own.ds;
+	regs.es = own.es;
+	regs.fs = own.fs;
+	regs.gs = own.gs;
+	regs.fs_base = own.fs_base;
+	regs.gs_base = own.gs_base;
+	regs.orig_rax = (unsigned long long)-1;
+	struct iovec iov = {.iov_base = (void *)xs->data, .iov_len = xs->length};
+	if (ptrace(PTRACE_SETREGS, p->pid, 0, &regs) ||
+	    ptrace(PTRACE_SETREGSET, p->pid, (void *)NT_X86_XSTATE, &iov)) {
+		err = -errno;
+		goto fail;
+	}
+	p->stopped = true;
+	*out = p;
+	return 0;
+fail:
 	ms_proc_destroy(p);
 	return err;
 }

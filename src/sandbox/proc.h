@@ -56,6 +56,36 @@ const char *ms_proc_death_cause(struct ms_proc *p);
  * reset, write-protects everything again for the next epoch.
  */
 int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out);
+/*
+ * Pause: stops the guest (interrupting it if it runs), saves its registers and
+ * extended state into a snapfile, takes the written-page set (and starts a new
+ * epoch), and hands over a new fd of the guest-memory memfd. The sandbox stays
+ * stopped (destroy it, or continue it). All outputs are the caller's to free.
+ */
+struct ms_proc_paused {
+	int memfd; /* the guest memory; caller closes */
+	struct ms_pageset *written;
+	uint8_t *snapfile; /* malloc'd */
+	size_t snapfile_len;
+};
+int ms_proc_pause(struct ms_proc *p, struct ms_proc_paused *out);
+
+/*
+ * Restores a paused sandbox in a new process; it starts stopped (ms_proc_continue).
+ * After a lazy restore the host's mapping shows a page only once the page server
+ * installed it (a host write before that would hide the page from the guest): let
+ * the guest report once before writing its mailbox.
+ */
+struct ms_proc_restore {
+	uint64_t mem_size;
+	const void *snapfile;
+	size_t snapfile_len;
+	int eager_fd;		 /* >= 0: eager, memory image read from this fd (offset 0) */
+	const char *lazy_socket; /* else lazy: pages served by the page server at this socket,
+				    reached with Firecracker's handshake */
+};
+int ms_proc_restore(const struct ms_proc_restore *restore, struct ms_proc **out);
+
 /* Kills and reaps the sandbox; frees everything. */
 void ms_proc_destroy(struct ms_proc *p);
 

@@ -38,10 +38,10 @@ static int ms_compare_fn(void *ctx, const uint8_t *mapping)
 			return -ERANGE; /* a dirty page past the memory */
 		for (uint64_t batch = start; batch < start + len; batch += MS_COMPARE_BATCH) {
 			uint64_t n = start + len - batch < MS_COMPARE_BATCH ? start + len - batch
-									     : MS_COMPARE_BATCH;
+									    : MS_COMPARE_BATCH;
 			int err;
-			if (c->parent && (err = ms_layered_read(c->parent, c->parent_buf, batch * P,
-								n * P)))
+			if (c->parent &&
+			    (err = ms_layered_read(c->parent, c->parent_buf, batch * P, n * P)))
 				return err;
 			for (uint64_t i = 0; i < n; i++) {
 				const uint8_t *page = mapping + (batch + i) * P;
@@ -53,8 +53,8 @@ static int ms_compare_fn(void *ctx, const uint8_t *mapping)
 					ms_pageset_add(c->out->empty, (uint32_t)(batch + i));
 					continue;
 				}
-				if (c->parent && (err = ms_faultsafe_equal(page, c->parent_buf + i * P,
-									   P, &equal)))
+				if (c->parent && (err = ms_faultsafe_equal(
+						      page, c->parent_buf + i * P, P, &equal)))
 					return err;
 				if (equal)
 					c->out->equal_pages++;
@@ -84,13 +84,14 @@ int ms_dedup_compare(struct ms_memfd *memfd, const struct ms_pageset *dirty,
 		return -ENOMEM;
 	}
 	struct ms_compare_ctx c = {
-		.dirty = dirty,
-		.parent = parent,
-		.out = out,
-		.pages = ms_memfd_size(memfd) / P,
-		.parent_buf = parent ? malloc(MS_COMPARE_BATCH * P) : NULL,
+	    .dirty = dirty,
+	    .parent = parent,
+	    .out = out,
+	    .pages = ms_memfd_size(memfd) / P,
+	    .parent_buf = parent ? malloc(MS_COMPARE_BATCH * P) : NULL,
 	};
-	int err = parent && !c.parent_buf ? -ENOMEM : ms_memfd_with_mapping(memfd, ms_compare_fn, &c);
+	int err =
+	    parent && !c.parent_buf ? -ENOMEM : ms_memfd_with_mapping(memfd, ms_compare_fn, &c);
 	free(c.parent_buf);
 	if (err)
 		ms_dedup_result_fini(out);
@@ -153,8 +154,8 @@ static int ms_drain_fn(void *ctx, const uint8_t *mapping)
 			pending += n * P;
 			done += n;
 			if (count == 64) {
-				int err = ms_pwritev_all(c->fd, iov, count, batch_offset,
-							 &c->written);
+				int err =
+				    ms_pwritev_all(c->fd, iov, count, batch_offset, &c->written);
 				if (err)
 					return err;
 				batch_offset += (off_t)pending;

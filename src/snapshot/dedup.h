@@ -23,8 +23,8 @@
 struct ms_dedup_result {
 	struct ms_pageset *keep;  /* survivors: written to the diff */
 	struct ms_pageset *empty; /* all-zero pages: mapped to nil */
-	uint64_t dirty_pages;     /* compared */
-	uint64_t equal_pages;     /* dropped: equal to the parent */
+	uint64_t dirty_pages;	  /* compared */
+	uint64_t equal_pages;	  /* dropped: equal to the parent */
 };
 
 /*

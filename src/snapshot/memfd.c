@@ -21,10 +21,10 @@
 
 struct ms_memfd {
 	pthread_rwlock_t lock;
-	uint8_t *map;   /* guarded by lock */
-	int fd;         /* guarded by lock; -1 once released */
-	bool released;  /* guarded by lock */
-	uint64_t size;  /* immutable */
+	uint8_t *map;  /* guarded by lock */
+	int fd;	       /* guarded by lock; -1 once released */
+	bool released; /* guarded by lock */
+	uint64_t size; /* immutable */
 	atomic_uint refs;
 };
 
@@ -106,9 +106,9 @@ int ms_memfd_with_mapping(struct ms_memfd *m, int (*fn)(void *ctx, const uint8_t
 
 struct ms_memfd_source {
 	struct ms_source base;
-	struct ms_memfd *memfd;       /* one reference */
+	struct ms_memfd *memfd;		       /* one reference */
 	_Atomic(struct ms_layered *) fallback; /* identity only: served after the release */
-	struct ms_mapping *runs;      /* packed: device runs with packed storage offsets */
+	struct ms_mapping *runs;	       /* packed: device runs with packed storage offsets */
 	size_t run_count;
 };
 
@@ -203,19 +203,19 @@ static void ms_memfd_source_free(struct ms_source *src)
 }
 
 static const struct ms_source_ops ms_memfd_identity_ops = {
-	.name = "memfd-identity",
-	.read = ms_memfd_identity_read,
-	.is_cached = ms_memfd_is_cached,
-	.disk_bytes = ms_memfd_disk_bytes,
-	.free = ms_memfd_source_free,
+    .name = "memfd-identity",
+    .read = ms_memfd_identity_read,
+    .is_cached = ms_memfd_is_cached,
+    .disk_bytes = ms_memfd_disk_bytes,
+    .free = ms_memfd_source_free,
 };
 
 static const struct ms_source_ops ms_memfd_packed_ops = {
-	.name = "memfd-packed",
-	.read = ms_memfd_packed_read,
-	.is_cached = ms_memfd_is_cached,
-	.disk_bytes = ms_memfd_disk_bytes,
-	.free = ms_memfd_source_free,
+    .name = "memfd-packed",
+    .read = ms_memfd_packed_read,
+    .is_cached = ms_memfd_is_cached,
+    .disk_bytes = ms_memfd_disk_bytes,
+    .free = ms_memfd_source_free,
 };
 
 struct ms_source *ms_memfd_identity_source_new(struct ms_memfd *m)
@@ -228,8 +228,7 @@ struct ms_source *ms_memfd_identity_source_new(struct ms_memfd *m)
 	return &s->base;
 }
 
-struct ms_source *ms_memfd_packed_source_new(struct ms_memfd *m,
-					     const struct ms_pageset *survivors)
+struct ms_source *ms_memfd_packed_source_new(struct ms_memfd *m, const struct ms_pageset *survivors)
 {
 	struct ms_memfd_source *s = calloc(1, sizeof(*s));
 	if (!s)

@@ -25,20 +25,20 @@
 #include <unistd.h>
 
 struct ms_pause {
-	struct ms_pause_config config;     /* immutable; strings borrowed */
+	struct ms_pause_config config;	   /* immutable; strings borrowed */
 	struct ms_build_storage storage;   /* the new file's resolver (diff store + store) */
-	struct ms_layered *parent;         /* borrowed */
+	struct ms_layered *parent;	   /* borrowed */
 	struct ms_header_ref *parent_head; /* the parent's durable header */
-	struct ms_memfd *memfd;            /* released by the pipeline after the drain */
+	struct ms_memfd *memfd;		   /* released by the pipeline after the drain */
 	struct ms_pageset *dirty, *empty;
 	void *snapfile;
 	size_t snapfile_len;
 	ms_uuid real_id, prov_id;
-	struct ms_header_ref *prov_head;   /* the provisional header (inflight only) */
-	struct ms_source *identity;        /* the memfd identity source (inflight only) */
-	struct ms_layered *file;           /* set before COMPARED settles; then immutable */
+	struct ms_header_ref *prov_head; /* the provisional header (inflight only) */
+	struct ms_source *identity;	 /* the memfd identity source (inflight only) */
+	struct ms_layered *file;	 /* set before COMPARED settles; then immutable */
 	struct ms_future *stages[MS_PAUSE_STAGES];
-	struct ms_dedup_result result;     /* pipeline thread only, until COMPARED */
+	struct ms_dedup_result result; /* pipeline thread only, until COMPARED */
 	char diff_path[4096];
 	pthread_t thread;
 	bool thread_started;
@@ -153,8 +153,7 @@ static int ms_pause_upload(struct ms_pause *p)
 	if (p->config.upload_gate)
 		ms_future_wait(p->config.upload_gate, NULL);
 	int err;
-	if (p->config.parent_published &&
-	    (err = ms_future_wait(p->config.parent_published, NULL)))
+	if (p->config.parent_published && (err = ms_future_wait(p->config.parent_published, NULL)))
 		return err; /* an ancestor that never reached the store: no child header */
 	char key[MS_ARTIFACT_KEY_MAX];
 	int fd = open(p->diff_path, O_RDONLY | O_CLOEXEC);
@@ -256,7 +255,7 @@ int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *pare
 	ms_uuid_generate(&p->prov_id);
 	for (int s = 0; s < MS_PAUSE_STAGES; s++)
 		if (!(p->stages[s] = ms_future_new(s == MS_PAUSE_COMPARED ? ms_header_ref_free_value
-									   : NULL))) {
+									  : NULL))) {
 			close(memfd);
 			goto fail;
 		}
@@ -280,8 +279,8 @@ int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *pare
 		if (!(p->identity = ms_memfd_identity_source_new(p->memfd)))
 			goto fail;
 		if ((err = ms_pause_register(p, &p->prov_id, ms_source_ref(p->identity))) ||
-		    (err = ms_header_new_diff(p->parent_head->header, &p->prov_id, p->dirty, p->empty,
-					      MS_PAGE_SIZE, true, &prov)))
+		    (err = ms_header_new_diff(p->parent_head->header, &p->prov_id, p->dirty,
+					      p->empty, MS_PAGE_SIZE, true, &prov)))
 			goto fail;
 		err = -ENOMEM;
 		if (!(p->file = ms_layered_new(prov, ms_build_storage_resolve, &p->storage)))

@@ -5,12 +5,10 @@
  *   ms_pause_start()                                  background thread
  *   ─────────────────                                 ──────────────────────────────
  *   CAPTURED ──provisional header──▶ SERVING ──▶ COMPARING ──▶ DRAINING ──▶ UPLOADING
- *   (memfd, dirty, snapfile,          (returns)     │ packed index,   │ file replaces  │ data, snapfile,
- *    parent's durable header)                       │ deduped header, │ the memfd;     │ then header
- *                                                   │ CAS prov→dedup  │ memfd released │
- *                                                   ▼                 ▼                ▼
- *                                                 FAILED ◀──────────────────────── PUBLISHED
- *                                                                       (finalized header swapped in)
+ *   (memfd, dirty, snapfile,          (returns)     │ packed index,   │ file replaces  │ data,
+ * snapfile, parent's durable header)                       │ deduped header, │ the memfd;     │
+ * then header │ CAS prov→dedup  │ memfd released │ ▼                 ▼                ▼ FAILED
+ * ◀──────────────────────── PUBLISHED (finalized header swapped in)
  *
  * Invariants (DESIGN.md §5):
  *  1. The parent is the parent file's DURABLE header, never a provisional one.
@@ -48,10 +46,10 @@ enum ms_pause_stage {
 };
 
 struct ms_pause_config {
-	struct ms_store *store;     /* borrowed */
+	struct ms_store *store;	    /* borrowed */
 	struct ms_diffstore *diffs; /* borrowed; holds every build's source */
-	const char *cache_dir;      /* diff files are written here */
-	bool inflight;              /* serve from the memfd at once (provisional header) */
+	const char *cache_dir;	    /* diff files are written here */
+	bool inflight;		    /* serve from the memfd at once (provisional header) */
 	uint64_t header_version;    /* 0: the parent's version */
 	/* settled when the parent build's upload finished (NULL: it is in the store) */
 	struct ms_future *parent_published;

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define P MS_PAGE_SIZE
+#define P     MS_PAGE_SIZE
 #define PAGES 64
 
 /* Builds and their diff files, resolved by id; optionally hands out a closed source once. */
@@ -90,7 +90,9 @@ static void test_read_across_layers(void **state)
 	/* one read over everything, and unaligned reads across segment edges */
 	assert_int_equal(ms_layered_read(file, got, 0, PAGES * P), 0);
 	for (int p = 0; p < PAGES; p++) {
-		uint8_t want = p >= 10 && p < 20 ? (uint8_t)(0x80 + p) : p >= 30 && p < 34 ? 0 : (uint8_t)p;
+		uint8_t want = p >= 10 && p < 20   ? (uint8_t)(0x80 + p)
+			       : p >= 30 && p < 34 ? 0
+						   : (uint8_t)p;
 		for (size_t i = 0; i < P; i += 511)
 			assert_int_equal(got[p * P + i], want);
 	}
@@ -241,9 +243,9 @@ static void test_swap_under_readers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_read_across_layers),
-		cmocka_unit_test(test_swap_and_durable),
-		cmocka_unit_test(test_swap_under_readers),
+	    cmocka_unit_test(test_read_across_layers),
+	    cmocka_unit_test(test_swap_and_durable),
+	    cmocka_unit_test(test_swap_under_readers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

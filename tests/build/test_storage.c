@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define P MS_PAGE_SIZE
+#define P     MS_PAGE_SIZE
 #define PAGES 2048 /* 8 MiB: two 4 MiB chunks, many 256 KiB frames */
 
 static void test_chain_from_store(void **state)
@@ -37,7 +37,7 @@ static void test_chain_from_store(void **state)
 	assert_non_null(base_entry);
 	assert_true(base_entry->frames->count < PAGES * P / MS_CHAIN_FRAME); /* trimmed */
 	struct ms_build_storage bs = {
-		.store = store, .diffs = diffs, .cache_dir = path, .data = MS_ARTIFACT_MEMFILE};
+	    .store = store, .diffs = diffs, .cache_dir = path, .data = MS_ARTIFACT_MEMFILE};
 	struct ms_layered *file = ms_layered_new(top, ms_build_storage_resolve, &bs);
 	uint8_t want[P];
 	uint8_t *got = malloc(PAGES * P);

@@ -6,13 +6,18 @@
 #include "ms_test.h"
 #include "sandbox/proc.h"
 #include "util/err.h"
+#include "sandbox/snapfile.h"
+#include "uffd/pageserver.h"
+#include <sys/mman.h>
+#include <unistd.h>
+#include <xxhash.h>
 
 #include <errno.h>
 #include <string.h>
 
-#define MEM (1u << 20) /* 256 pages */
+#define MEM   (1u << 20) /* 256 pages */
 #define PAGES (MEM / 4096)
-#define SEC 1000000000LL
+#define SEC   1000000000LL
 
 static uint64_t *mailbox(struct ms_proc *p, unsigned off)
 {
@@ -56,8 +61,7 @@ static void test_pattern_fill_verify_and_written_pages(void **state)
 	/* written: every data page, the mailbox page and the stack page; nothing else */
 	assert_int_equal(ms_proc_written_pages(p, true, &written), 0);
 	for (uint32_t page = 0; page < PAGES; page++) {
-		bool data = page >= MS_GUEST_DATA_FIRST_PAGE &&
-			    page < PAGES - MS_GUEST_STACK_PAGES;
+		bool data = page >= MS_GUEST_DATA_FIRST_PAGE && page < PAGES - MS_GUEST_STACK_PAGES;
 		bool stack = page == PAGES - 1;
 		if (data || page == 0 || stack)
 			assert_true(ms_pageset_contains(written, page));
@@ -124,6 +128,162 @@ static void test_syscall_kills(void **state)
 	ms_proc_destroy(p);
 }
 
+static struct ms_proc *restore_eager(struct ms_proc_paused *paused)
+{
+	struct ms_proc_restore r = {.mem_size = MEM,
+				    .snapfile = paused->snapfile,
+				    .snapfile_len = paused->snapfile_len,
+				    .eager_fd = paused->memfd};
+	struct ms_proc *p = NULL;
+	assert_int_equal(ms_proc_restore(&r, &p), 0);
+	return p;
+}
+
+static void paused_fini(struct ms_proc_paused *paused)
+{
+	close(paused->memfd);
+	ms_pageset_free(paused->written);
+	free(paused->snapfile);
+}
+
+/* counter continues without a gap over 20 pause -> eager restore cycles (new processes) */
+static void test_counter_across_restores(void **state)
+{
+	(void)state;
+	struct ms_proc *p = start(MS_GUEST_COUNTER);
+	*mailbox(p, MS_GUEST_ARG0) = 50000;
+	assert_int_equal(ms_proc_continue(p), 0);
+	assert_int_equal(ms_proc_wait_report(p, 10 * SEC), 0);
+	uint64_t last = *mailbox(p, MS_GUEST_RESULT0);
+	for (int cycle = 0; cycle < 20; cycle++) {
+		struct ms_proc_paused paused;
+		assert_int_equal(ms_proc_pause(p, &paused), 0);
+		ms_proc_destroy(p);
+		p = restore_eager(&paused);
+		paused_fini(&paused);
+		assert_int_equal(ms_proc_continue(p), 0);
+		assert_int_equal(ms_proc_wait_report(p, 10 * SEC), 0);
+		uint64_t now = *mailbox(p, MS_GUEST_RESULT0);
+		assert_int_equal(*mailbox(p, MS_GUEST_RESULT1), 0);
+		assert_int_equal(now, last + 50000);
+		last = now;
+	}
+	ms_proc_destroy(p);
+}
+
+/* A page source over a paused memfd, for the real page server. */
+struct mem_source {
+	const uint8_t *mem;
+	uint64_t size;
+};
+
+static int mem_read(void *ctx, void *dst, uint64_t off, size_t len)
+{
+	struct mem_source *m = ctx;
+	memcpy(dst, m->mem + off, len);
+	return 0;
+}
+
+static uint64_t mem_size(void *ctx)
+{
+	return ((struct mem_source *)ctx)->size;
+}
+
+static const struct ms_page_source_ops mem_ops = {.read = mem_read, .size = mem_size};
+
+/* pause -> lazy restore through the page server (Firecracker's handshake) -> verify */
+static void test_pattern_lazy_restore(void **state)
+{
+	(void)state;
+	struct ms_proc *p = start(MS_GUEST_PATTERN);
+	command(p, MS_PATTERN_FILL, 99, 3);
+	*mailbox(p, MS_GUEST_CMD) = 0; /* the guest's next step after a resume: just report */
+	struct ms_proc_paused paused;
+	assert_int_equal(ms_proc_pause(p, &paused), 0);
+	ms_proc_destroy(p);
+	struct mem_source src = {.mem = mmap(NULL, MEM, PROT_READ, MAP_SHARED, paused.memfd, 0),
+				 .size = MEM};
+	assert_true(src.mem != MAP_FAILED);
+	char *dir = ms_test_tmpdir(), sock[512];
+	snprintf(sock, sizeof(sock), "%s/uffd.sock", dir);
+	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = 65536};
+	struct ms_pageserver *srv = ms_pageserver_new(sock, &mem_ops, &src, &opts);
+	assert_non_null(srv);
+	struct ms_proc_restore r = {.mem_size = MEM,
+				    .snapfile = paused.snapfile,
+				    .snapfile_len = paused.snapfile_len,
+				    .eager_fd = -1,
+				    .lazy_socket = sock};
+	assert_int_equal(ms_proc_restore(&r, &p), 0);
+	struct ms_pageset *written;
+	/*
+	 * The host's mapping shows a page of a lazily restored guest only once the page
+	 * server installed it: let the guest fault the mailbox in (it reports at once),
+	 * then command it.
+	 */
+	assert_int_equal(ms_proc_continue(p), 0);
+	int err = ms_proc_wait_report(p, 10 * SEC);
+	if (err)
+		fail_msg("lazy restore: %s (%s)", ms_strerror(err), ms_proc_death_cause(p));
+	assert_int_equal(*mailbox(p, MS_GUEST_ARG0), 99);
+	command(p, MS_PATTERN_VERIFY, 99, 3);
+	assert_int_equal(*mailbox(p, MS_GUEST_RESULT0), 0);
+	/* a read-only epoch after a lazy resume: only the guest's own mailbox and stack writes */
+	assert_int_equal(ms_proc_written_pages(p, true, &written), 0);
+	assert_int_equal(ms_pageset_count(written), 2);
+	ms_pageset_free(written);
+	command(p, MS_PATTERN_ZERO, 10, 3);
+	assert_int_equal(ms_proc_written_pages(p, true, &written), 0);
+	assert_int_equal(ms_pageset_count(written), 5);
+	ms_pageset_free(written);
+	ms_proc_destroy(p);
+	ms_pageserver_free(srv);
+	munmap((void *)src.mem, MEM);
+	paused_fini(&paused);
+	ms_test_rmtree(dir);
+	free(dir);
+}
+
+static void test_snapfile_rejections(void **state)
+{
+	(void)state;
+	struct ms_proc *p = start(MS_GUEST_PATTERN);
+	struct ms_proc_paused paused;
+	assert_int_equal(ms_proc_pause(p, &paused), 0);
+	ms_proc_destroy(p);
+	struct ms_proc_restore r = {.mem_size = MEM,
+				    .snapfile = paused.snapfile,
+				    .snapfile_len = paused.snapfile_len,
+				    .eager_fd = paused.memfd};
+	uint8_t *bad = malloc(paused.snapfile_len);
+	/* a corrupted byte */
+	memcpy(bad, paused.snapfile, paused.snapfile_len);
+	bad[100] ^= 1;
+	r.snapfile = bad;
+	assert_int_equal(ms_proc_restore(&r, &p), MS_ECHECKSUM);
+	/* truncated */
+	r.snapfile = paused.snapfile;
+	r.snapfile_len = paused.snapfile_len - 16;
+	assert_true(ms_proc_restore(&r, &p) < 0);
+	r.snapfile_len = 20;
+	assert_int_equal(ms_proc_restore(&r, &p), MS_ECORRUPT);
+	/* another memory size */
+	r.snapfile_len = paused.snapfile_len;
+	r.mem_size = MEM * 2;
+	assert_int_equal(ms_proc_restore(&r, &p), -EINVAL);
+	/* the other backend (a well-formed kvm snapfile) */
+	memcpy(bad, paused.snapfile, paused.snapfile_len);
+	uint32_t kvm = MS_BACKEND_KVM;
+	memcpy(bad + 12, &kvm, 4);
+	uint64_t sum = XXH64(bad, paused.snapfile_len - 8, 0);
+	memcpy(bad + paused.snapfile_len - 8, &sum, 8);
+	r.snapfile = bad;
+	r.mem_size = MEM;
+	assert_int_equal(ms_proc_restore(&r, &p), MS_EBACKEND);
+	free(bad);
+	paused_fini(&paused);
+}
+
 static void test_bad_config(void **state)
 {
 	(void)state;
@@ -140,10 +300,13 @@ static void test_bad_config(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_pattern_fill_verify_and_written_pages),
-		cmocka_unit_test(test_counter_continues),
-		cmocka_unit_test(test_syscall_kills),
-		cmocka_unit_test(test_bad_config),
+	    cmocka_unit_test(test_pattern_fill_verify_and_written_pages),
+	    cmocka_unit_test(test_counter_continues),
+	    cmocka_unit_test(test_syscall_kills),
+	    cmocka_unit_test(test_counter_across_restores),
+	    cmocka_unit_test(test_pattern_lazy_restore),
+	    cmocka_unit_test(test_snapfile_rejections),
+	    cmocka_unit_test(test_bad_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

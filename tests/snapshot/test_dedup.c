@@ -17,7 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define P MS_PAGE_SIZE
+#define P     MS_PAGE_SIZE
 #define PAGES 256
 
 /* A resolver over a small table of (build id -> source), replaceable at run time. */
@@ -131,8 +131,9 @@ static int setup(void **state)
 	ms_uuid_generate(&f->prov_id);
 	ms_uuid_generate(&f->real_id);
 	table_set(&f->table, &f->base_id, parent_source(f->dir, &f->base_id));
-	f->parent = ms_layered_new(ms_header_new_base(&f->base_id, MS_HEADER_V4, P, PAGES * P, true),
-				   table_resolve, &f->table);
+	f->parent =
+	    ms_layered_new(ms_header_new_base(&f->base_id, MS_HEADER_V4, P, PAGES * P, true),
+			   table_resolve, &f->table);
 	int err;
 	f->memfd = ms_memfd_take(guest_memfd(), PAGES * P, &err);
 	assert_non_null(f->memfd);
@@ -241,9 +242,8 @@ static void test_warm_window(void **state)
 	struct ms_header_ref *parent_ref = ms_layered_header(f->parent);
 	struct ms_header *prov;
 	struct ms_pageset *none = ms_pageset_new();
-	assert_int_equal(ms_header_new_diff(parent_ref->header, &f->prov_id, f->dirty, none, P,
-					    true, &prov),
-			 0);
+	assert_int_equal(
+	    ms_header_new_diff(parent_ref->header, &f->prov_id, f->dirty, none, P, true, &prov), 0);
 	table_set(&f->table, &f->prov_id, ms_memfd_identity_source_new(f->memfd));
 	struct window w = {.file = ms_layered_new(prov, table_resolve, &f->table)};
 	pthread_t th[2];
@@ -302,8 +302,8 @@ static void test_warm_window(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_compare_and_drain, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_warm_window, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_compare_and_drain, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_warm_window, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

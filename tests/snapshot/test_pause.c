@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define P MS_PAGE_SIZE
+#define P     MS_PAGE_SIZE
 #define PAGES 1024
 
 struct fixture {
@@ -54,9 +54,8 @@ static int setup(void **state)
 	assert_int_equal(ms_build_storage_load_header(f->fs, &f->chain.ids[MS_CHAIN_LAYERS - 1],
 						      MS_ARTIFACT_MEMFILE_HEADER, &top),
 			 0);
-	f->parent_storage = (struct ms_build_storage){.store = f->fs, .diffs = f->diffs,
-						      .cache_dir = f->cache,
-						      .data = MS_ARTIFACT_MEMFILE};
+	f->parent_storage = (struct ms_build_storage){
+	    .store = f->fs, .diffs = f->diffs, .cache_dir = f->cache, .data = MS_ARTIFACT_MEMFILE};
 	f->parent = ms_layered_new(top, ms_build_storage_resolve, &f->parent_storage);
 	/* the guest ran an epoch: 0..99 rewritten equal, 100..299 changed, 300..349 zeroed */
 	f->expect = ms_test_chain_image(&f->chain);
@@ -110,8 +109,11 @@ static void check_all(struct ms_layered *file, const uint8_t *expect)
 static struct ms_pause *start(struct fixture *f, bool inflight, struct ms_future *gate,
 			      struct ms_future *upload_gate)
 {
-	struct ms_pause_config cfg = {.store = f->store, .diffs = f->diffs, .cache_dir = f->cache,
-				      .inflight = inflight, .compare_gate = gate,
+	struct ms_pause_config cfg = {.store = f->store,
+				      .diffs = f->diffs,
+				      .cache_dir = f->cache,
+				      .inflight = inflight,
+				      .compare_gate = gate,
 				      .upload_gate = upload_gate};
 	struct ms_pause *pause;
 	const char snap[] = "vcpu state";
@@ -128,7 +130,8 @@ static void test_warm_during_stalled_compare_then_cold(void **state)
 	struct ms_pause *pause = start(f, true, gate, NULL);
 	struct ms_layered *file = ms_pause_file(pause);
 	/* the compare has not run: the resume reads the memfd through the provisional header */
-	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 20 * MS_NSEC_PER_MSEC), -ETIMEDOUT);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 20 * MS_NSEC_PER_MSEC),
+			 -ETIMEDOUT);
 	assert_null(ms_layered_durable_header_now(file)); /* nothing provisional escapes */
 	check_all(file, f->expect);
 	ms_future_set(gate, NULL);
@@ -171,7 +174,9 @@ static void test_warm_during_stalled_compare_then_cold(void **state)
 	int err;
 	struct ms_diffstore_config dcfg = {.cache_dir = cold_dir};
 	struct ms_diffstore *cold_diffs = ms_diffstore_new(&dcfg, &err);
-	struct ms_build_storage cold = {.store = f->fs, .diffs = cold_diffs, .cache_dir = cold_dir,
+	struct ms_build_storage cold = {.store = f->fs,
+					.diffs = cold_diffs,
+					.cache_dir = cold_dir,
 					.data = MS_ARTIFACT_MEMFILE};
 	struct ms_layered *cold_file = ms_layered_new(up, ms_build_storage_resolve, &cold);
 	check_all(cold_file, f->expect);
@@ -275,11 +280,11 @@ static void test_readers_across_stages(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_warm_during_stalled_compare_then_cold, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_without_inflight, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_upload_failures, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_warm_during_stalled_compare_then_cold, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_without_inflight, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_upload_failures, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
