@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "header/serialize.h"
+#include "sandbox/proc.h"
 #include "snapshot/pause.h"
 #include "storage/artifact.h"
 #include "storage/frames.h"
@@ -26,6 +27,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -559,5 +561,281 @@ out:
 	return rc;
 usage:
 	fprintf(stderr, "usage: memsnap demo resume --store URI [--mem MIB] [--stall SECONDS]\n");
+	return 2;
+}
+
+/* ---- demo sandbox: a real guest, paused, resumed warm during dedup and cold ---- */
+
+/* Restores paused lazily from file through a page server; the guest then verifies itself. */
+static int demo_sandbox_resume(struct ms_layered *file, const char *sock,
+			       const struct ms_proc_paused *paused, uint64_t size, uint64_t seed,
+			       uint64_t epoch, uint64_t *mismatches, double *ms, uint64_t *faults)
+{
+	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
+	struct ms_pageserver *srv =
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	if (!srv)
+		return -errno;
+	int64_t t0 = ms_clock_now_ns();
+	struct ms_proc_restore r = {.mem_size = size,
+				    .snapfile = paused->snapfile,
+				    .snapfile_len = paused->snapfile_len,
+				    .eager_fd = -1,
+				    .lazy_socket = sock};
+	struct ms_proc *p = NULL;
+	struct ms_uffd_session *session = NULL;
+	int err = ms_proc_restore(&r, &p);
+	/* the guest reports once (faulting its mailbox in), then verifies all its memory */
+	if (!err && !(err = ms_proc_continue(p)) &&
+	    !(err = ms_proc_wait_report(p, 30 * MS_NSEC_PER_SEC))) {
+		uint64_t *box = (uint64_t *)ms_proc_ram(p);
+		box[MS_GUEST_CMD / 8] = MS_PATTERN_VERIFY;
+		box[MS_GUEST_ARG0 / 8] = seed;
+		box[MS_GUEST_ARG1 / 8] = epoch;
+		if (!(err = ms_proc_continue(p)) &&
+		    !(err = ms_proc_wait_report(p, 60 * MS_NSEC_PER_SEC)))
+			*mismatches = box[MS_GUEST_RESULT0 / 8];
+	}
+	*ms = (double)(ms_clock_now_ns() - t0) / 1e6;
+	if (err == -ECHILD)
+		fprintf(stderr, "memsnap: the sandbox died: %s\n", ms_proc_death_cause(p));
+	if (!err && !ms_pageserver_next_session(srv, 0, &session)) {
+		const struct ms_uffd_metrics *m = ms_uffd_session_metrics(session);
+		*faults = atomic_load(&m->faults_read) + atomic_load(&m->faults_write);
+		ms_uffd_session_unref(session);
+	}
+	ms_proc_destroy(p);
+	ms_pageserver_free(srv);
+	return err;
+}
+
+int ms_cli_demo_sandbox(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"store", required_argument, NULL, 's'}, {"mem", required_argument, NULL, 'm'},
+	    {"stall", required_argument, NULL, 't'}, {"backend", required_argument, NULL, 'b'},
+	    {"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0},
+	};
+	const char *store_uri = NULL, *backend = "auto";
+	uint64_t mib = 64;
+	double stall = 5;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		char *end = NULL;
+		switch (c) {
+		case 's':
+			store_uri = optarg;
+			break;
+		case 'b':
+			backend = optarg;
+			break;
+		case 'm':
+			mib = strtoull(optarg, &end, 10);
+			if (!*optarg || *end || mib < 1 || mib > 4096)
+				goto usage;
+			break;
+		case 't':
+			stall = strtod(optarg, &end);
+			if (!*optarg || *end || stall < 0 || stall > 600)
+				goto usage;
+			break;
+		case 'h':
+			printf(
+			    "usage: memsnap demo sandbox --store URI [--backend auto|kvm|proc] "
+			    "[--mem MIB] [--stall SECONDS]\n\n"
+			    "Runs the pattern guest in a sandbox (kvm where /dev/kvm opens, else "
+			    "proc;\nthe kvm backend is not built yet, so auto picks proc), fills "
+			    "its "
+			    "memory, pauses\nit with the dedup compare stalled for SECONDS "
+			    "(default 5), resumes it warm\nwhile dedup is stalled (the guest "
+			    "verifies every page), lets dedup, drain and\nupload finish, then "
+			    "resumes it cold from the store with an empty cache and\nverifies "
+			    "again. Prints the timings.\n");
+			return 0;
+		default:
+			goto usage;
+		}
+	}
+	if (!store_uri || optind != argc)
+		goto usage;
+	if (strcmp(backend, "kvm") == 0) {
+		fprintf(stderr, "memsnap: the kvm backend is not built yet; use --backend proc\n");
+		return 1;
+	}
+	if (strcmp(backend, "auto") != 0 && strcmp(backend, "proc") != 0)
+		goto usage;
+	if (!getenv("MEMSNAP_LOG"))
+		ms_log_set_level(MS_LOG_WARN);
+	bool kvm_opens = access("/dev/kvm", R_OK | W_OK) == 0;
+	printf("sandbox: backend proc (%s; the kvm backend is not built yet)\n",
+	       kvm_opens ? "/dev/kvm opens here" : "/dev/kvm does not open here");
+	int err, rc = 1;
+	uint64_t size = mib << 20, seed = 0x5eed, epoch = 1;
+	char work[] = "/tmp/memsnap-demo-sandbox.XXXXXX";
+	if (!mkdtemp(work))
+		return ms_cli_fail("work dir", -errno);
+	char node_a[600], node_b[600], sock[600];
+	snprintf(node_a, sizeof(node_a), "%s/node-a", work);
+	snprintf(node_b, sizeof(node_b), "%s/node-b", work);
+	snprintf(sock, sizeof(sock), "%s/uffd.sock", work);
+	mkdir(node_a, 0700);
+	mkdir(node_b, 0700);
+	struct ms_store *store = ms_store_open(store_uri, NULL, &err);
+	struct ms_diffstore *diffs = NULL, *cold_diffs = NULL;
+	struct ms_layered *parent = NULL, *cold = NULL;
+	struct ms_pause *pause = NULL;
+	struct ms_proc *p = NULL;
+	struct ms_proc_paused paused = {.memfd = -1};
+	struct ms_future *gate = ms_future_new(NULL);
+	if (!store) {
+		rc = ms_cli_fail(store_uri, err);
+		goto out;
+	}
+	err = -ENOMEM;
+	if (!gate)
+		goto fail;
+	/* run: the guest fills its memory */
+	int64_t t0 = ms_clock_now_ns();
+	struct ms_proc_config pcfg = {.guest = MS_GUEST_PATTERN, .mem_size = size};
+	if ((err = ms_proc_start(&pcfg, &p)))
+		goto fail;
+	uint64_t *box = (uint64_t *)ms_proc_ram(p);
+	box[MS_GUEST_CMD / 8] = MS_PATTERN_FILL;
+	box[MS_GUEST_ARG0 / 8] = seed;
+	box[MS_GUEST_ARG1 / 8] = epoch;
+	if ((err = ms_proc_continue(p)) || (err = ms_proc_wait_report(p, 60 * MS_NSEC_PER_SEC)))
+		goto fail;
+	box[MS_GUEST_CMD / 8] = 0; /* after a resume: report first */
+	printf("run:    pattern guest, %llu MiB, filled in %.1f ms (pid %d)\n",
+	       (unsigned long long)mib, (double)(ms_clock_now_ns() - t0) / 1e6,
+	       (int)ms_proc_pid(p));
+	/* pause: stop, state, written set, memory handed to the pipeline */
+	t0 = ms_clock_now_ns();
+	if ((err = ms_proc_pause(p, &paused)))
+		goto fail;
+	double t_stop = (double)(ms_clock_now_ns() - t0) / 1e6;
+	ms_proc_destroy(p);
+	p = NULL;
+	struct ms_diffstore_config dcfg = {.cache_dir = node_a};
+	if (!(diffs = ms_diffstore_new(&dcfg, &err)))
+		goto fail;
+	ms_uuid template_id;
+	ms_uuid_generate(&template_id);
+	struct ms_build_storage storage = {
+	    .store = store, .diffs = diffs, .cache_dir = node_a, .data = MS_ARTIFACT_MEMFILE};
+	/* a fresh sandbox's parent: the empty template (all nil) */
+	err = -ENOMEM;
+	if (!(parent =
+		  ms_layered_new(ms_header_new_base(&template_id, MS_HEADER_V4, P, size, false),
+				 ms_build_storage_resolve, &storage)))
+		goto fail;
+	struct ms_pause_config cfg = {.store = store,
+				      .diffs = diffs,
+				      .cache_dir = node_a,
+				      .inflight = true,
+				      .compare_gate = gate};
+	int memfd = paused.memfd;
+	paused.memfd = -1;
+	struct ms_pageset *no_empty = ms_pageset_new();
+	int64_t t1 = ms_clock_now_ns();
+	err = no_empty ? ms_pause_start(&cfg, parent, memfd, paused.written, no_empty,
+					paused.snapfile, paused.snapfile_len, &pause)
+		       : -ENOMEM;
+	ms_pageset_free(no_empty);
+	if (err)
+		goto fail;
+	double t_resumable = (double)(ms_clock_now_ns() - t1) / 1e6;
+	char id[MS_UUID_STR_LEN];
+	ms_uuid_format(ms_pause_build_id(pause), id);
+	printf("pause:  build %s: stopped and saved in %.2f ms (%llu pages written), resumable "
+	       "%.2f ms later; dedup stalled %.0f s\n",
+	       id, t_stop, (unsigned long long)ms_pageset_count(paused.written), t_resumable,
+	       stall);
+	/* warm resume while the compare is stalled */
+	uint64_t bad = 1, faults = 0;
+	double ms;
+	if ((err = demo_sandbox_resume(ms_pause_file(pause), sock, &paused, size, seed, epoch, &bad,
+				       &ms, &faults)))
+		goto fail;
+	bool stalled = ms_pause_wait(pause, MS_PAUSE_COMPARED, 0) == -ETIMEDOUT;
+	printf("warm:   lazy restore + the guest verified every page: %llu mismatches, %.1f ms, "
+	       "%llu faults; dedup %s\n",
+	       (unsigned long long)bad, ms, (unsigned long long)faults,
+	       stalled ? "still stalled: the resume did not wait for it" : "had finished");
+	uint64_t warm_bad = bad;
+	ms_clock_sleep_ns((int64_t)(stall * 1e9) - (ms_clock_now_ns() - t1));
+	ms_future_set(gate, NULL);
+	int64_t t2 = ms_clock_now_ns();
+	if ((err = ms_pause_wait(pause, MS_PAUSE_PUBLISHED, -1)))
+		goto fail;
+	uint64_t n_dirty, n_equal, n_zero, n_kept;
+	ms_pause_counts(pause, &n_dirty, &n_equal, &n_zero, &n_kept);
+	printf("dedup:  %llu written pages -> %llu zero, %llu kept (diff %.2f MiB); compared, "
+	       "drained, uploaded and published in %.1f ms\n",
+	       (unsigned long long)n_dirty, (unsigned long long)n_zero, (unsigned long long)n_kept,
+	       (double)(n_kept * P) / 1048576.0, (double)(ms_clock_now_ns() - t2) / 1e6);
+	/* cold resume: another node, an empty cache, everything from the store */
+	struct ms_header *published;
+	if ((err = ms_build_storage_load_header(store, ms_pause_build_id(pause),
+						MS_ARTIFACT_MEMFILE_HEADER, &published)))
+		goto fail;
+	struct ms_diffstore_config ccfg = {.cache_dir = node_b};
+	if (!(cold_diffs = ms_diffstore_new(&ccfg, &err))) {
+		ms_header_free(published);
+		goto fail;
+	}
+	struct ms_build_storage cold_storage = {
+	    .store = store, .diffs = cold_diffs, .cache_dir = node_b, .data = MS_ARTIFACT_MEMFILE};
+	err = -ENOMEM;
+	if (!(cold = ms_layered_new(published, ms_build_storage_resolve, &cold_storage)))
+		goto fail;
+	/* the snapfile comes from the store too */
+	char key[MS_ARTIFACT_KEY_MAX];
+	ms_artifact_key(key, sizeof(key), ms_pause_build_id(pause), MS_ARTIFACT_SNAPFILE,
+			MS_COMPRESS_NONE);
+	void *snap;
+	size_t snap_len;
+	if ((err = ms_store_read_all(store, key, 1 << 20, &snap, &snap_len)))
+		goto fail;
+	struct ms_proc_paused from_store = {
+	    .memfd = -1, .snapfile = snap, .snapfile_len = snap_len};
+	err = demo_sandbox_resume(cold, sock, &from_store, size, seed, epoch, &bad, &ms, &faults);
+	free(snap);
+	if (err)
+		goto fail;
+	printf("cold:   lazy restore from the store + the guest verified every page: %llu "
+	       "mismatches, %.1f ms, %llu faults\n",
+	       (unsigned long long)bad, ms, (unsigned long long)faults);
+	rc = warm_bad == 0 && bad == 0 ? 0 : 1;
+	printf("demo: %s\n", rc ? "FAILED: the guest found wrong memory"
+				: "ok, the guest verified all its memory, warm and cold");
+	goto out;
+fail:
+	rc = ms_cli_fail("demo sandbox", err);
+out:
+	if (pause && gate)
+		ms_future_set(gate, NULL);
+	ms_pause_free(pause);
+	ms_proc_destroy(p);
+	if (paused.memfd >= 0)
+		close(paused.memfd);
+	ms_pageset_free(paused.written);
+	free(paused.snapfile);
+	ms_layered_free(cold);
+	ms_layered_free(parent);
+	ms_diffstore_free(cold_diffs);
+	ms_diffstore_free(diffs);
+	if (gate)
+		ms_future_unref(gate);
+	ms_store_free(store);
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", work);
+	if (system(cmd) != 0 && !rc)
+		rc = 1;
+	return rc;
+usage:
+	fprintf(stderr, "usage: memsnap demo sandbox --store URI [--backend auto|kvm|proc] "
+			"[--mem MIB] [--stall SECONDS]\n");
 	return 2;
 }

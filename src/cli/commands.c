@@ -13,5 +13,8 @@ const struct ms_cli_command ms_cli_commands[] = {
     {"demo", "chain", "build a 3-layer snapshot chain in a store and verify it", ms_cli_demo_chain},
     {"demo", "resume", "pause simulated guest memory; resume it warm during dedup, then cold",
      ms_cli_demo_resume},
+    {"demo", "sandbox",
+     "run a guest, pause it, resume it warm during dedup and cold from the store",
+     ms_cli_demo_sandbox},
     {NULL, NULL, NULL, NULL},
 };

@@ -7,5 +7,6 @@ int ms_cli_header_validate(int argc, char **argv);
 int ms_cli_demo_chain(int argc, char **argv);
 int ms_cli_pageserver(int argc, char **argv);
 int ms_cli_demo_resume(int argc, char **argv);
+int ms_cli_demo_sandbox(int argc, char **argv);
 
 #endif

@@ -45,7 +45,9 @@ struct ms_proc {
 	int pagemap;  /* /proc/PID/pagemap, for PAGEMAP_SCAN */
 	uint8_t *ram; /* host mapping */
 	uint64_t size;
-	bool stopped; /* at a report (or interrupt) stop */
+	bool stopped;			 /* at a report (or interrupt) stop */
+	struct ms_pageset *host_written; /* pages the host wrote (the loaded image): unseen by the
+					    tracker, part of the next pause */
 	bool dead;
 	char cause[160];
 };
@@ -250,6 +252,11 @@ int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out
 			break;
 		start = regions[n - 1].end;
 	}
+	if (p->host_written) {
+		ms_pageset_union(set, p->host_written);
+		if (reset)
+			ms_pageset_clear(p->host_written);
+	}
 	*out = set;
 	return 0;
 }
@@ -374,10 +381,15 @@ int ms_proc_start(const struct ms_proc_config *config, struct ms_proc **out)
 	struct ms_proc *p = ms_proc_alloc(size, &err);
 	if (!p)
 		return err;
-	/* the guest image: mailbox, report stub, code */
+	/* the guest image: mailbox, report stub, code; written by us, so recorded here */
 	memcpy(p->ram + MS_GUEST_STUB, ms_proc_stub, sizeof(ms_proc_stub));
 	memcpy(p->ram + MS_GUEST_CODE, code, code_len);
 	*(uint64_t *)(p->ram + MS_GUEST_PAGES) = size / 4096;
+	if (!(p->host_written = ms_pageset_new())) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	ms_pageset_add_range(p->host_written, 0, (MS_GUEST_CODE + code_len + 4095) / 4096);
 	if ((err = ms_proc_spawn(p, NULL)))
 		goto fail;
 	struct user_regs_struct regs;
@@ -549,5 +561,6 @@ void ms_proc_destroy(struct ms_proc *p)
 		close(p->uffd);
 	if (p->memfd >= 0)
 		close(p->memfd);
+	ms_pageset_free(p->host_written);
 	free(p);
 }

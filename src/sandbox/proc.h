@@ -52,8 +52,9 @@ int ms_proc_wait_report(struct ms_proc *p, int64_t timeout_ns);
 /* Why the sandbox died ("" while alive). */
 const char *ms_proc_death_cause(struct ms_proc *p);
 /*
- * The pages written since the last reset (4 KiB indices), exactly; with
- * reset, write-protects everything again for the next epoch.
+ * The pages written since the last reset (4 KiB indices), exactly: the guest's
+ * writes, plus the guest image that ms_proc_start loaded; with reset,
+ * write-protects everything again for the next epoch.
  */
 int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out);
 /*

@@ -77,6 +77,13 @@ check "demo resume" 0 "$memsnap" demo resume --store "file://$tmp/resume" --mem 
 contains "demo resume verified" "$tmp/out" "ok, every byte matches (warm and cold)"
 contains "warm resume did not wait" "$tmp/out" "the resume did not wait for it"
 check "demo resume --help" 0 "$memsnap" demo resume --help
+check "demo sandbox" 0 "$memsnap" demo sandbox --store "file://$tmp/sandbox" --mem 8 --stall 1
+contains "demo sandbox backend" "$tmp/out" "sandbox: backend proc"
+contains "demo sandbox verified" "$tmp/out" "the guest verified all its memory, warm and cold"
+contains "sandbox warm did not wait" "$tmp/out" "the resume did not wait for it"
+check "demo sandbox --help" 0 "$memsnap" demo sandbox --help
+check "demo sandbox kvm" 1 "$memsnap" demo sandbox --store "file://$tmp/x" --backend kvm
+check "demo sandbox bad backend" 2 "$memsnap" demo sandbox --store "file://$tmp/x" --backend vmware
 
 # the same against the real S3 server, when the suite started one
 if [ -n "${MEMSNAP_S3_ENDPOINT:-}" ]; then
