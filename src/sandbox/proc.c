@@ -426,6 +426,7 @@ int ms_proc_pause(struct ms_proc *p, struct ms_proc_paused *out)
 	if (p->dead)
 		return -ECHILD;
 	int err;
+	int64_t t0 = ms_clock_now_ns();
 	if (!p->stopped) {
 		int sig, event;
 		if (ptrace(PTRACE_INTERRUPT, p->pid, 0, 0))
@@ -451,8 +452,11 @@ int ms_proc_pause(struct ms_proc *p, struct ms_proc_paused *out)
 	err = ms_snapfile_build(MS_BACKEND_PROC, p->size, parts, 2, &out->snapfile,
 				&out->snapfile_len);
 	free(xstate);
+	int64_t t1 = ms_clock_now_ns();
 	if (!err)
 		err = ms_proc_written_pages(p, true, &out->written);
+	out->state_us = (double)(t1 - t0) / 1e3;
+	out->scan_us = (double)(ms_clock_now_ns() - t1) / 1e3;
 	if (!err && (out->memfd = fcntl(p->memfd, F_DUPFD_CLOEXEC, 0)) < 0)
 		err = -errno;
 	if (err) {

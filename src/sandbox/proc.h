@@ -68,6 +68,8 @@ struct ms_proc_paused {
 	struct ms_pageset *written;
 	uint8_t *snapfile; /* malloc'd */
 	size_t snapfile_len;
+	double state_us; /* interrupt -> snapfile written */
+	double scan_us;	 /* the written-page scan and re-protect that follow */
 };
 int ms_proc_pause(struct ms_proc *p, struct ms_proc_paused *out);
 

@@ -284,6 +284,53 @@ static void test_snapfile_rejections(void **state)
 	paused_fini(&paused);
 }
 
+/* The host's model of mutator: the same xorshift, page = state % data pages. */
+static void mutator_model(uint64_t *model, uint64_t seed, uint64_t writes)
+{
+	uint64_t data_pages = PAGES - MS_GUEST_DATA_FIRST_PAGE - MS_GUEST_STACK_PAGES;
+	uint64_t x = seed;
+	for (uint64_t i = 0; i < writes; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		uint64_t page = MS_GUEST_DATA_FIRST_PAGE + x % data_pages;
+		model[page] = page ^ seed;
+	}
+}
+
+/* 10 cycles of mutator epochs with a pause and an eager restore between each: memory exact. */
+static void test_mutator_cycles(void **state)
+{
+	(void)state;
+	struct ms_proc *p = start(MS_GUEST_MUTATOR);
+	static uint64_t model[PAGES]; /* per data page: the word every slot holds (0: untouched) */
+	memset(model, 0, sizeof(model));
+	for (uint64_t cycle = 0; cycle < 10; cycle++) {
+		uint64_t seed = 0x1000 + cycle * 7919, writes = 40 + cycle * 3;
+		command(p, 1, seed, writes);
+		mutator_model(model, seed, writes);
+		*mailbox(p, MS_GUEST_CMD) = 0;
+		struct ms_proc_paused paused;
+		assert_int_equal(ms_proc_pause(p, &paused), 0);
+		/* the written set holds the mutated pages (plus mailbox and stack) */
+		assert_true(ms_pageset_count(paused.written) <= writes + 2 + (cycle == 0 ? 2 : 0));
+		ms_proc_destroy(p);
+		p = restore_eager(&paused);
+		paused_fini(&paused);
+		assert_int_equal(ms_proc_continue(p), 0);
+		assert_int_equal(ms_proc_wait_report(p, 10 * SEC), 0);
+		const uint8_t *ram = ms_proc_ram(p);
+		for (uint64_t page = MS_GUEST_DATA_FIRST_PAGE; page < PAGES - MS_GUEST_STACK_PAGES;
+		     page++)
+			for (uint64_t w = 0; w < 512; w += 127)
+				if (((const uint64_t *)(ram + page * 4096))[w] != model[page])
+					fail_msg("cycle %llu: page %llu differs",
+						 (unsigned long long)cycle,
+						 (unsigned long long)page);
+	}
+	ms_proc_destroy(p);
+}
+
 static void test_bad_config(void **state)
 {
 	(void)state;
@@ -306,6 +353,7 @@ int main(void)
 	    cmocka_unit_test(test_counter_across_restores),
 	    cmocka_unit_test(test_pattern_lazy_restore),
 	    cmocka_unit_test(test_snapfile_rejections),
+	    cmocka_unit_test(test_mutator_cycles),
 	    cmocka_unit_test(test_bad_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
