@@ -1,0 +1,132 @@
+/*
+ * bench_resume.c - resume.race_vs_control: a lazy resume of a paused pattern
+ * guest (the guest then verifies all its memory) while that pause's dedup
+ * compare is stalled - served from the still-mapped memfd through the
+ * provisional header - vs a control resume of the same build with no pause in
+ * flight (published, served from the local diff file). Goal: ratio <= 1.1.
+ */
+#include "bench.h"
+#include "build/storage.h"
+#include "sandbox/proc.h"
+#include "snapshot/pause.h"
+#include "uffd/filesource.h"
+#include "uffd/pageserver.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SIZE (256ull << 20)
+
+static double resume_ms(struct ms_layered *file, const char *sock,
+			const struct ms_proc_paused *paused)
+{
+	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
+	struct ms_pageserver *srv =
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	if (!srv)
+		exit(1);
+	double t0 = ms_bench_now();
+	struct ms_proc_restore r = {.mem_size = SIZE,
+				    .snapfile = paused->snapfile,
+				    .snapfile_len = paused->snapfile_len,
+				    .eager_fd = -1,
+				    .lazy_socket = sock};
+	struct ms_proc *p;
+	if (ms_proc_restore(&r, &p) || ms_proc_continue(p) ||
+	    ms_proc_wait_report(p, 60LL * 1000000000))
+		exit(1);
+	uint64_t *box = (uint64_t *)ms_proc_ram(p);
+	box[0] = MS_PATTERN_VERIFY;
+	box[1] = 7;
+	box[2] = 1;
+	if (ms_proc_continue(p) || ms_proc_wait_report(p, 60LL * 1000000000) || box[4] != 0)
+		exit(1);
+	double t = (ms_bench_now() - t0) * 1e3;
+	ms_proc_destroy(p);
+	ms_pageserver_free(srv);
+	return t;
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/memsnap-bench-resume.XXXXXX";
+	if (!mkdtemp(dir))
+		return 1;
+	char cache[128], store_dir[128], sock[128];
+	snprintf(cache, sizeof(cache), "%s/cache", dir);
+	snprintf(store_dir, sizeof(store_dir), "%s/store", dir);
+	snprintf(sock, sizeof(sock), "%s/uffd.sock", dir);
+	mkdir(cache, 0700);
+	int err;
+	struct ms_store *store = ms_store_fs_new(store_dir, &err);
+	struct ms_diffstore_config dcfg = {.cache_dir = cache};
+	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
+	struct ms_build_storage bs = {
+	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
+	ms_uuid template_id;
+	ms_uuid_generate(&template_id);
+	struct ms_layered *parent =
+	    ms_layered_new(ms_header_new_base(&template_id, MS_HEADER_V4, 4096, SIZE, false),
+			   ms_build_storage_resolve, &bs);
+	struct ms_proc_config pcfg = {.guest = MS_GUEST_PATTERN, .mem_size = SIZE};
+	struct ms_proc *p;
+	if (ms_proc_start(&pcfg, &p))
+		return 1;
+	uint64_t *box = (uint64_t *)ms_proc_ram(p);
+	box[0] = MS_PATTERN_FILL;
+	box[1] = 7;
+	box[2] = 1;
+	if (ms_proc_continue(p) || ms_proc_wait_report(p, 60LL * 1000000000))
+		return 1;
+	box[0] = 0;
+	struct ms_proc_paused paused;
+	if (ms_proc_pause(p, &paused))
+		return 1;
+	ms_proc_destroy(p);
+	struct ms_future *gate = ms_future_new(NULL);
+	struct ms_pause_config cfg = {.store = store,
+				      .diffs = diffs,
+				      .cache_dir = cache,
+				      .inflight = true,
+				      .compare_gate = gate};
+	struct ms_pageset *none = ms_pageset_new();
+	struct ms_pause *pause;
+	int memfd = paused.memfd;
+	paused.memfd = -1;
+	if (ms_pause_start(&cfg, parent, memfd, paused.written, none, paused.snapfile,
+			   paused.snapfile_len, &pause))
+		return 1;
+	/* the race: the compare is stalled for the whole resume */
+	double race = resume_ms(ms_pause_file(pause), sock, &paused);
+	if (ms_pause_wait(pause, MS_PAUSE_COMPARED, 0) != -ETIMEDOUT)
+		return 1; /* the measurement must overlap the stalled compare */
+	ms_future_set(gate, NULL);
+	if (ms_pause_wait(pause, MS_PAUSE_PUBLISHED, -1))
+		return 1;
+	/* the control: the same build, published, no pause in flight (best of 2) */
+	double control = 1e12;
+	for (int i = 0; i < 2; i++) {
+		double t = resume_ms(ms_pause_file(pause), sock, &paused);
+		control = t < control ? t : control;
+	}
+	fprintf(stderr,
+		"resume.race_vs_control: %.1f ms during the stalled compare, %.1f ms "
+		"control\n",
+		race, control);
+	ms_bench_report("resume.race_vs_control", race, "ms",
+			"resume of the same published build, no pause in flight", control, 1.1);
+	ms_pause_free(pause);
+	ms_future_unref(gate);
+	ms_pageset_free(none);
+	ms_pageset_free(paused.written);
+	free(paused.snapfile);
+	ms_layered_free(parent);
+	ms_diffstore_free(diffs);
+	ms_store_free(store);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	return system(cmd) == 0 ? 0 : 1;
+}
