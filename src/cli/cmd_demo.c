@@ -13,7 +13,7 @@
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "header/serialize.h"
-#include "sandbox/proc.h"
+#include "sandbox/sandbox.h"
 #include "snapshot/pause.h"
 #include "storage/artifact.h"
 #include "storage/frames.h"
@@ -567,9 +567,10 @@ usage:
 /* ---- demo sandbox: a real guest, paused, resumed warm during dedup and cold ---- */
 
 /* Restores paused lazily from file through a page server; the guest then verifies itself. */
-static int demo_sandbox_resume(struct ms_layered *file, const char *sock,
-			       const struct ms_proc_paused *paused, uint64_t size, uint64_t seed,
-			       uint64_t epoch, uint64_t *mismatches, double *ms, uint64_t *faults)
+static int demo_sandbox_resume(const struct ms_sandbox_ops *backend, struct ms_layered *file,
+			       const char *sock, const struct ms_sandbox_paused *paused,
+			       uint64_t size, uint64_t seed, uint64_t epoch, uint64_t *mismatches,
+			       double *ms, uint64_t *faults)
 {
 	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
 	struct ms_pageserver *srv =
@@ -577,34 +578,34 @@ static int demo_sandbox_resume(struct ms_layered *file, const char *sock,
 	if (!srv)
 		return -errno;
 	int64_t t0 = ms_clock_now_ns();
-	struct ms_proc_restore r = {.mem_size = size,
-				    .snapfile = paused->snapfile,
-				    .snapfile_len = paused->snapfile_len,
-				    .eager_fd = -1,
-				    .lazy_socket = sock};
-	struct ms_proc *p = NULL;
+	struct ms_sandbox_spec spec = {.mem_size = size,
+				       .memory = MS_SANDBOX_LAZY,
+				       .lazy_socket = sock,
+				       .snapfile = paused->snapfile,
+				       .snapfile_len = paused->snapfile_len};
+	struct ms_sandbox *p = NULL;
 	struct ms_uffd_session *session = NULL;
-	int err = ms_proc_restore(&r, &p);
+	int err = ms_sandbox_create(backend, &spec, &p);
 	/* the guest reports once (faulting its mailbox in), then verifies all its memory */
-	if (!err && !(err = ms_proc_continue(p)) &&
-	    !(err = ms_proc_wait_report(p, 30 * MS_NSEC_PER_SEC))) {
-		uint64_t *box = (uint64_t *)ms_proc_ram(p);
+	if (!err && !(err = ms_sandbox_run(p)) &&
+	    !(err = ms_sandbox_wait_report(p, 30 * MS_NSEC_PER_SEC))) {
+		uint64_t *box = (uint64_t *)ms_sandbox_ram(p);
 		box[MS_GUEST_CMD / 8] = MS_PATTERN_VERIFY;
 		box[MS_GUEST_ARG0 / 8] = seed;
 		box[MS_GUEST_ARG1 / 8] = epoch;
-		if (!(err = ms_proc_continue(p)) &&
-		    !(err = ms_proc_wait_report(p, 60 * MS_NSEC_PER_SEC)))
+		if (!(err = ms_sandbox_run(p)) &&
+		    !(err = ms_sandbox_wait_report(p, 60 * MS_NSEC_PER_SEC)))
 			*mismatches = box[MS_GUEST_RESULT0 / 8];
 	}
 	*ms = (double)(ms_clock_now_ns() - t0) / 1e6;
 	if (err == -ECHILD)
-		fprintf(stderr, "memsnap: the sandbox died: %s\n", ms_proc_death_cause(p));
+		fprintf(stderr, "memsnap: the sandbox died: %s\n", ms_sandbox_death_cause(p));
 	if (!err && !ms_pageserver_next_session(srv, 0, &session)) {
 		const struct ms_uffd_metrics *m = ms_uffd_session_metrics(session);
 		*faults = atomic_load(&m->faults_read) + atomic_load(&m->faults_write);
 		ms_uffd_session_unref(session);
 	}
-	ms_proc_destroy(p);
+	ms_sandbox_destroy(p);
 	ms_pageserver_free(srv);
 	return err;
 }
@@ -659,17 +660,20 @@ int ms_cli_demo_sandbox(int argc, char **argv)
 	}
 	if (!store_uri || optind != argc)
 		goto usage;
-	if (strcmp(backend, "kvm") == 0) {
-		fprintf(stderr, "memsnap: the kvm backend is not built yet; use --backend proc\n");
+	const struct ms_sandbox_ops *backend_ops;
+	char why[160];
+	int picked = ms_sandbox_backend_pick(backend, &backend_ops, why, sizeof(why));
+	if (picked == -EINVAL) {
+		fprintf(stderr, "memsnap: %s\n", why);
+		goto usage;
+	}
+	if (picked) {
+		fprintf(stderr, "memsnap: %s; use --backend proc\n", why);
 		return 1;
 	}
-	if (strcmp(backend, "auto") != 0 && strcmp(backend, "proc") != 0)
-		goto usage;
 	if (!getenv("MEMSNAP_LOG"))
 		ms_log_set_level(MS_LOG_WARN);
-	bool kvm_opens = access("/dev/kvm", R_OK | W_OK) == 0;
-	printf("sandbox: backend proc (%s; the kvm backend is not built yet)\n",
-	       kvm_opens ? "/dev/kvm opens here" : "/dev/kvm does not open here");
+	printf("sandbox: %s\n", why);
 	int err, rc = 1;
 	uint64_t size = mib << 20, seed = 0x5eed, epoch = 1;
 	char work[] = "/tmp/memsnap-demo-sandbox.XXXXXX";
@@ -685,8 +689,8 @@ int ms_cli_demo_sandbox(int argc, char **argv)
 	struct ms_diffstore *diffs = NULL, *cold_diffs = NULL;
 	struct ms_layered *parent = NULL, *cold = NULL;
 	struct ms_pause *pause = NULL;
-	struct ms_proc *p = NULL;
-	struct ms_proc_paused paused = {.memfd = -1};
+	struct ms_sandbox *p = NULL;
+	struct ms_sandbox_paused paused = {.memfd = -1};
 	struct ms_future *gate = ms_future_new(NULL);
 	if (!store) {
 		rc = ms_cli_fail(store_uri, err);
@@ -697,25 +701,25 @@ int ms_cli_demo_sandbox(int argc, char **argv)
 		goto fail;
 	/* run: the guest fills its memory */
 	int64_t t0 = ms_clock_now_ns();
-	struct ms_proc_config pcfg = {.guest = MS_GUEST_PATTERN, .mem_size = size};
-	if ((err = ms_proc_start(&pcfg, &p)))
+	struct ms_sandbox_spec fresh = {
+	    .guest = MS_GUEST_PATTERN, .mem_size = size, .memory = MS_SANDBOX_FRESH};
+	if ((err = ms_sandbox_create(backend_ops, &fresh, &p)))
 		goto fail;
-	uint64_t *box = (uint64_t *)ms_proc_ram(p);
+	uint64_t *box = (uint64_t *)ms_sandbox_ram(p);
 	box[MS_GUEST_CMD / 8] = MS_PATTERN_FILL;
 	box[MS_GUEST_ARG0 / 8] = seed;
 	box[MS_GUEST_ARG1 / 8] = epoch;
-	if ((err = ms_proc_continue(p)) || (err = ms_proc_wait_report(p, 60 * MS_NSEC_PER_SEC)))
+	if ((err = ms_sandbox_run(p)) || (err = ms_sandbox_wait_report(p, 60 * MS_NSEC_PER_SEC)))
 		goto fail;
 	box[MS_GUEST_CMD / 8] = 0; /* after a resume: report first */
-	printf("run:    pattern guest, %llu MiB, filled in %.1f ms (pid %d)\n",
-	       (unsigned long long)mib, (double)(ms_clock_now_ns() - t0) / 1e6,
-	       (int)ms_proc_pid(p));
+	printf("run:    pattern guest, %llu MiB, filled in %.1f ms\n", (unsigned long long)mib,
+	       (double)(ms_clock_now_ns() - t0) / 1e6);
 	/* pause: stop, state, written set, memory handed to the pipeline */
 	t0 = ms_clock_now_ns();
-	if ((err = ms_proc_pause(p, &paused)))
+	if ((err = ms_sandbox_pause(p, &paused)))
 		goto fail;
 	double t_stop = (double)(ms_clock_now_ns() - t0) / 1e6;
-	ms_proc_destroy(p);
+	ms_sandbox_destroy(p);
 	p = NULL;
 	struct ms_diffstore_config dcfg = {.cache_dir = node_a};
 	if (!(diffs = ms_diffstore_new(&dcfg, &err)))
@@ -755,8 +759,8 @@ int ms_cli_demo_sandbox(int argc, char **argv)
 	/* warm resume while the compare is stalled */
 	uint64_t bad = 1, faults = 0;
 	double ms;
-	if ((err = demo_sandbox_resume(ms_pause_file(pause), sock, &paused, size, seed, epoch, &bad,
-				       &ms, &faults)))
+	if ((err = demo_sandbox_resume(backend_ops, ms_pause_file(pause), sock, &paused, size, seed,
+				       epoch, &bad, &ms, &faults)))
 		goto fail;
 	bool stalled = ms_pause_wait(pause, MS_PAUSE_COMPARED, 0) == -ETIMEDOUT;
 	printf("warm:   lazy restore + the guest verified every page: %llu mismatches, %.1f ms, "
@@ -798,9 +802,10 @@ int ms_cli_demo_sandbox(int argc, char **argv)
 	size_t snap_len;
 	if ((err = ms_store_read_all(store, key, 1 << 20, &snap, &snap_len)))
 		goto fail;
-	struct ms_proc_paused from_store = {
+	struct ms_sandbox_paused from_store = {
 	    .memfd = -1, .snapfile = snap, .snapfile_len = snap_len};
-	err = demo_sandbox_resume(cold, sock, &from_store, size, seed, epoch, &bad, &ms, &faults);
+	err = demo_sandbox_resume(backend_ops, cold, sock, &from_store, size, seed, epoch, &bad,
+				  &ms, &faults);
 	free(snap);
 	if (err)
 		goto fail;
@@ -817,7 +822,7 @@ out:
 	if (pause && gate)
 		ms_future_set(gate, NULL);
 	ms_pause_free(pause);
-	ms_proc_destroy(p);
+	ms_sandbox_destroy(p);
 	if (paused.memfd >= 0)
 		close(paused.memfd);
 	ms_pageset_free(paused.written);

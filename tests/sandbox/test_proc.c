@@ -7,6 +7,7 @@
 #include "sandbox/proc.h"
 #include "util/err.h"
 #include "sandbox/snapfile.h"
+#include "sandbox/sandbox.h"
 #include "uffd/pageserver.h"
 #include <sys/mman.h>
 #include <unistd.h>
@@ -331,6 +332,51 @@ static void test_mutator_cycles(void **state)
 	ms_proc_destroy(p);
 }
 
+/* The interface: backend choice, and a fresh -> pause -> eager restore round through it. */
+static void test_sandbox_interface(void **state)
+{
+	(void)state;
+	const struct ms_sandbox_ops *ops;
+	char why[160];
+	assert_int_equal(ms_sandbox_backend_pick("kvm", &ops, why, sizeof(why)), -ENOTSUP);
+	assert_non_null(strstr(why, "not built"));
+	assert_int_equal(ms_sandbox_backend_pick("vmware", &ops, why, sizeof(why)), -EINVAL);
+	assert_int_equal(ms_sandbox_backend_pick("auto", &ops, why, sizeof(why)), 0);
+	assert_string_equal(ops->name, "proc");
+	print_message("auto: %s\n", why);
+	struct ms_sandbox_spec fresh = {
+	    .guest = MS_GUEST_PATTERN, .mem_size = MEM, .memory = MS_SANDBOX_FRESH};
+	struct ms_sandbox *sb;
+	assert_int_equal(ms_sandbox_create(ops, &fresh, &sb), 0);
+	uint64_t *box = (uint64_t *)ms_sandbox_ram(sb);
+	box[0] = MS_PATTERN_FILL;
+	box[1] = 11;
+	box[2] = 2;
+	assert_int_equal(ms_sandbox_run(sb), 0);
+	assert_int_equal(ms_sandbox_wait_report(sb, 10 * SEC), 0);
+	box[0] = MS_PATTERN_VERIFY;
+	struct ms_sandbox_paused paused;
+	assert_int_equal(ms_sandbox_pause(sb, &paused), 0);
+	ms_sandbox_destroy(sb);
+	struct ms_sandbox_spec eager = {.mem_size = MEM,
+					.memory = MS_SANDBOX_EAGER,
+					.eager_fd = paused.memfd,
+					.snapfile = paused.snapfile,
+					.snapfile_len = paused.snapfile_len};
+	assert_int_equal(ms_sandbox_create(ops, &eager, &sb), 0);
+	box = (uint64_t *)ms_sandbox_ram(sb);
+	assert_int_equal(ms_sandbox_run(sb), 0);
+	assert_int_equal(ms_sandbox_wait_report(sb, 10 * SEC), 0);
+	assert_int_equal(box[MS_GUEST_RESULT0 / 8], 0); /* VERIFY ran on the restored memory */
+	ms_sandbox_destroy(sb);
+	struct ms_sandbox_spec lazy_without_socket = {.mem_size = MEM,
+						      .memory = MS_SANDBOX_LAZY,
+						      .snapfile = paused.snapfile,
+						      .snapfile_len = paused.snapfile_len};
+	assert_int_equal(ms_sandbox_create(ops, &lazy_without_socket, &sb), -EINVAL);
+	ms_sandbox_paused_fini(&paused);
+}
+
 static void test_bad_config(void **state)
 {
 	(void)state;
@@ -354,6 +400,7 @@ int main(void)
 	    cmocka_unit_test(test_pattern_lazy_restore),
 	    cmocka_unit_test(test_snapfile_rejections),
 	    cmocka_unit_test(test_mutator_cycles),
+	    cmocka_unit_test(test_sandbox_interface),
 	    cmocka_unit_test(test_bad_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

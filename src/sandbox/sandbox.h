@@ -1,0 +1,77 @@
+/*
+ * sandbox.h - one interface for every sandbox backend: create (fresh, eager
+ * from a memory file, lazy through a page-server socket), run, wait for the
+ * guest's report, pause -> {guest-memory memfd (ownership handed over), the
+ * written-page set, the snapfile}, destroy. The pause pipeline, the daemon
+ * and the peer code see only this interface (DESIGN.md §2).
+ *
+ * Backends: proc (a ptrace-driven process sandbox, every Linux machine) and
+ * kvm (KVM microVMs; not built yet: asking for it is -ENOTSUP).
+ */
+#ifndef MS_SANDBOX_SANDBOX_H
+#define MS_SANDBOX_SANDBOX_H
+
+#include "sandbox/guest.h"
+#include "sandbox/snapfile.h"
+#include "util/pageset.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum ms_sandbox_memory { MS_SANDBOX_FRESH, MS_SANDBOX_EAGER, MS_SANDBOX_LAZY };
+
+struct ms_sandbox_spec {
+	enum ms_guest_kind guest; /* FRESH: the guest image to load */
+	uint64_t mem_size;
+	enum ms_sandbox_memory memory;
+	int eager_fd;		 /* EAGER: the memory image */
+	const char *lazy_socket; /* LAZY: the page server's socket */
+	const void *snapfile;	 /* EAGER, LAZY: the saved state */
+	size_t snapfile_len;
+};
+
+struct ms_sandbox_paused {
+	int memfd; /* the guest memory; the caller owns it */
+	struct ms_pageset *written;
+	uint8_t *snapfile;
+	size_t snapfile_len;
+};
+
+struct ms_sandbox;
+
+struct ms_sandbox_ops {
+	const char *name;
+	enum ms_backend_id id;
+	int (*create)(const struct ms_sandbox_spec *spec, struct ms_sandbox **out);
+	int (*run)(struct ms_sandbox *sb);
+	int (*wait_report)(struct ms_sandbox *sb, int64_t timeout_ns);
+	uint8_t *(*ram)(struct ms_sandbox *sb); /* the host's view (guest.h layout) */
+	int (*pause)(struct ms_sandbox *sb, struct ms_sandbox_paused *out);
+	const char *(*death_cause)(struct ms_sandbox *sb);
+	void (*destroy)(struct ms_sandbox *sb);
+};
+
+/* Backends embed this first. */
+struct ms_sandbox {
+	const struct ms_sandbox_ops *ops;
+};
+
+/*
+ * Picks a backend by name: "proc", "kvm", or "auto" (kvm where /dev/kvm opens,
+ * else proc). why (may be NULL) gets one line saying what was chosen and why.
+ * -ENOTSUP for kvm (not built yet), -EINVAL for an unknown name.
+ */
+int ms_sandbox_backend_pick(const char *name, const struct ms_sandbox_ops **ops, char *why,
+			    size_t why_len);
+
+int ms_sandbox_create(const struct ms_sandbox_ops *ops, const struct ms_sandbox_spec *spec,
+		      struct ms_sandbox **out);
+int ms_sandbox_run(struct ms_sandbox *sb);
+int ms_sandbox_wait_report(struct ms_sandbox *sb, int64_t timeout_ns);
+uint8_t *ms_sandbox_ram(struct ms_sandbox *sb);
+int ms_sandbox_pause(struct ms_sandbox *sb, struct ms_sandbox_paused *out);
+const char *ms_sandbox_death_cause(struct ms_sandbox *sb);
+void ms_sandbox_destroy(struct ms_sandbox *sb);
+void ms_sandbox_paused_fini(struct ms_sandbox_paused *paused);
+
+#endif
