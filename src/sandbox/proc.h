@@ -26,7 +26,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define MS_PROC_RAM_BASE 0x100000000000ULL
+#define MS_PROC_RAM_BASE 0x567000000000ULL /* app memory for ASan and TSan too; above PIE bases */
 
 struct ms_proc_config {
 	enum ms_guest_kind guest;
