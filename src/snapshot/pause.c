@@ -12,6 +12,7 @@
 #include "snapshot/dedup.h"
 #include "snapshot/memfd.h"
 #include "storage/artifact.h"
+#include "storage/frames.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -147,6 +148,32 @@ static int ms_pause_drain(struct ms_pause *p)
 	return 0;
 }
 
+/*
+ * The diff as independent compressed frames: written to a temporary file next
+ * to the diff, uploaded as "{id}/memfile.zstd|.lz4"; the frame table and the
+ * SHA-256 of the uncompressed data go into self.
+ */
+static int ms_pause_put_compressed(struct ms_pause *p, int fd, uint64_t size,
+				   struct ms_build_data *self)
+{
+	char tmp[4200], key[MS_ARTIFACT_KEY_MAX];
+	snprintf(tmp, sizeof(tmp), "%s.frames", p->diff_path);
+	int out = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0)
+		return -errno;
+	int err = ms_frames_compress_fd(fd, size, p->config.compress, 0, MS_FRAME_DEFAULT_SIZE, out,
+					&self->frames, self->checksum);
+	if (!err) {
+		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE,
+				p->config.compress);
+		err = ms_store_put_file(p->config.store, key, out,
+					(uint64_t)ms_frame_table_size_c(self->frames), NULL);
+	}
+	close(out);
+	unlink(tmp);
+	return err;
+}
+
 /* Data first, then the snapfile, then the header (DESIGN.md §5.7). */
 static int ms_pause_upload(struct ms_pause *p)
 {
@@ -165,26 +192,36 @@ static int ms_pause_upload(struct ms_pause *p)
 		close(fd);
 		return err;
 	}
-	ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE, MS_COMPRESS_NONE);
-	err = ms_store_put_file(p->config.store, key, fd, (uint64_t)st.st_size, NULL);
-	close(fd);
-	if (err)
-		return err;
-	ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_SNAPFILE, MS_COMPRESS_NONE);
-	if ((err = ms_store_put_buf(p->config.store, key, p->snapfile, p->snapfile_len, NULL)))
-		return err;
-	void *value;
-	if ((err = ms_future_wait(p->stages[MS_PAUSE_COMPARED], &value)))
-		return err;
-	struct ms_header *final = ms_header_copy(((struct ms_header_ref *)value)->header);
-	if (!final)
-		return -ENOMEM;
 	struct ms_build_data self = {.build_id = p->real_id, .size = st.st_size};
+	if (p->config.compress != MS_COMPRESS_NONE)
+		err = ms_pause_put_compressed(p, fd, (uint64_t)st.st_size, &self);
+	else {
+		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE,
+				MS_COMPRESS_NONE);
+		err = ms_store_put_file(p->config.store, key, fd, (uint64_t)st.st_size, NULL);
+	}
+	close(fd);
+	if (err) {
+		ms_frame_table_free(self.frames);
+		return err;
+	}
+	ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_SNAPFILE, MS_COMPRESS_NONE);
+	void *value;
+	struct ms_header *final = NULL;
+	if (!(err = ms_store_put_buf(p->config.store, key, p->snapfile, p->snapfile_len, NULL)) &&
+	    !(err = ms_future_wait(p->stages[MS_PAUSE_COMPARED], &value)) &&
+	    !(final = ms_header_copy(((struct ms_header_ref *)value)->header)))
+		err = -ENOMEM;
+	if (err) {
+		ms_frame_table_free(self.frames);
+		return err;
+	}
 	final->incomplete = false;
 	uint8_t *blob = NULL;
 	size_t len;
-	if (!(err = ms_header_set_build(final, &self)) &&
-	    !(err = ms_header_serialize(final, 0, false, &blob, &len))) {
+	err = ms_header_set_build(final, &self);
+	ms_frame_table_free(self.frames);
+	if (!err && !(err = ms_header_serialize(final, 0, false, &blob, &len))) {
 		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE_HEADER,
 				MS_COMPRESS_NONE);
 		err = ms_store_put_buf(p->config.store, key, blob, len, NULL);

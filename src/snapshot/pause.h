@@ -30,6 +30,7 @@
 
 #include "build/layered.h"
 #include "cache/diffstore.h"
+#include "header/frametable.h"
 #include "storage/store.h"
 #include "util/future.h"
 #include "util/pageset.h"
@@ -46,11 +47,12 @@ enum ms_pause_stage {
 };
 
 struct ms_pause_config {
-	struct ms_store *store;	    /* borrowed */
-	struct ms_diffstore *diffs; /* borrowed; holds every build's source */
-	const char *cache_dir;	    /* diff files are written here */
-	bool inflight;		    /* serve from the memfd at once (provisional header) */
-	uint64_t header_version;    /* 0: the parent's version */
+	struct ms_store *store;	      /* borrowed */
+	struct ms_diffstore *diffs;   /* borrowed; holds every build's source */
+	const char *cache_dir;	      /* diff files are written here */
+	bool inflight;		      /* serve from the memfd at once (provisional header) */
+	uint64_t header_version;      /* 0: the parent's version */
+	enum ms_compression compress; /* upload the diff as zstd/lz4 frames (default: none) */
 	/* settled when the parent build's upload finished (NULL: it is in the store) */
 	struct ms_future *parent_published;
 	/* tests: the compare waits for this future before it starts (may be NULL) */

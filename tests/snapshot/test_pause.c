@@ -106,6 +106,8 @@ static void check_all(struct ms_layered *file, const uint8_t *expect)
 	free(got);
 }
 
+static enum ms_compression test_compress; /* what start() uploads with */
+
 static struct ms_pause *start(struct fixture *f, bool inflight, struct ms_future *gate,
 			      struct ms_future *upload_gate)
 {
@@ -114,7 +116,8 @@ static struct ms_pause *start(struct fixture *f, bool inflight, struct ms_future
 				      .cache_dir = f->cache,
 				      .inflight = inflight,
 				      .compare_gate = gate,
-				      .upload_gate = upload_gate};
+				      .upload_gate = upload_gate,
+				      .compress = test_compress};
 	struct ms_pause *pause;
 	const char snap[] = "vcpu state";
 	assert_int_equal(ms_pause_start(&cfg, f->parent, guest_memfd(f), f->dirty, f->empty, snap,
@@ -184,6 +187,50 @@ static void test_warm_during_stalled_compare_then_cold(void **state)
 	ms_diffstore_free(cold_diffs);
 	ms_pause_free(pause);
 	ms_future_unref(gate);
+}
+
+/* Uploaded as zstd frames: the cold resume reads the frames, bit for bit. */
+static void test_compressed_upload(void **state)
+{
+	struct fixture *f = *state;
+	test_compress = MS_COMPRESS_ZSTD;
+	struct ms_pause *pause = start(f, true, NULL, NULL);
+	test_compress = MS_COMPRESS_NONE;
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	char key[MS_ARTIFACT_KEY_MAX];
+	bool zstd, plain;
+	ms_artifact_key(key, sizeof(key), ms_pause_build_id(pause), MS_ARTIFACT_MEMFILE,
+			MS_COMPRESS_ZSTD);
+	assert_int_equal(ms_store_exists(f->fs, key, &zstd), 0);
+	ms_artifact_key(key, sizeof(key), ms_pause_build_id(pause), MS_ARTIFACT_MEMFILE,
+			MS_COMPRESS_NONE);
+	assert_int_equal(ms_store_exists(f->fs, key, &plain), 0);
+	assert_true(zstd && !plain);
+	struct ms_header *up;
+	assert_int_equal(ms_build_storage_load_header(f->fs, ms_pause_build_id(pause),
+						      MS_ARTIFACT_MEMFILE_HEADER, &up),
+			 0);
+	const struct ms_build_data *self = ms_header_build(up, ms_pause_build_id(pause));
+	assert_non_null(self);
+	assert_non_null(self->frames);
+	assert_int_equal(self->frames->type, MS_COMPRESS_ZSTD);
+	static const uint8_t zero[32];
+	assert_memory_not_equal(self->checksum, zero, 32); /* SHA-256 of the diff */
+	char cold_dir[600];
+	snprintf(cold_dir, sizeof(cold_dir), "%s/cold-zstd", f->dir);
+	assert_int_equal(mkdir(cold_dir, 0700), 0);
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = cold_dir};
+	struct ms_diffstore *cold_diffs = ms_diffstore_new(&dcfg, &err);
+	struct ms_build_storage cold = {.store = f->fs,
+					.diffs = cold_diffs,
+					.cache_dir = cold_dir,
+					.data = MS_ARTIFACT_MEMFILE};
+	struct ms_layered *cold_file = ms_layered_new(up, ms_build_storage_resolve, &cold);
+	check_all(cold_file, f->expect);
+	ms_layered_free(cold_file);
+	ms_diffstore_free(cold_diffs);
+	ms_pause_free(pause);
 }
 
 static void test_without_inflight(void **state)
@@ -283,6 +330,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_warm_during_stalled_compare_then_cold, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_without_inflight, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_compressed_upload, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_upload_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
 	};
