@@ -16,5 +16,9 @@ const struct ms_cli_command ms_cli_commands[] = {
     {"demo", "sandbox",
      "run a guest, pause it, resume it warm during dedup and cold from the store",
      ms_cli_demo_sandbox},
+    {"vm", "run", "start a test guest in a sandbox, pause it, save or publish the snapshot",
+     ms_cli_vm_run},
+    {"vm", "restore", "restore a snapshot eagerly or lazily; the guest checks its memory",
+     ms_cli_vm_restore},
     {NULL, NULL, NULL, NULL},
 };

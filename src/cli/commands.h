@@ -8,5 +8,7 @@ int ms_cli_demo_chain(int argc, char **argv);
 int ms_cli_pageserver(int argc, char **argv);
 int ms_cli_demo_resume(int argc, char **argv);
 int ms_cli_demo_sandbox(int argc, char **argv);
+int ms_cli_vm_run(int argc, char **argv);
+int ms_cli_vm_restore(int argc, char **argv);
 
 #endif

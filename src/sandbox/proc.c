@@ -50,6 +50,7 @@ struct ms_proc {
 					    tracker, part of the next pause */
 	bool dead;
 	char cause[160];
+	uint32_t guest; /* enum ms_guest_kind, recorded in the snapfile */
 };
 
 static const uint8_t ms_proc_stub[] = {0xcc, 0xc3}; /* int3; ret */
@@ -381,6 +382,7 @@ int ms_proc_start(const struct ms_proc_config *config, struct ms_proc **out)
 	struct ms_proc *p = ms_proc_alloc(size, &err);
 	if (!p)
 		return err;
+	p->guest = (uint32_t)config->guest;
 	/* the guest image: mailbox, report stub, code; written by us, so recorded here */
 	memcpy(p->ram + MS_GUEST_STUB, ms_proc_stub, sizeof(ms_proc_stub));
 	memcpy(p->ram + MS_GUEST_CODE, code, code_len);
@@ -448,8 +450,9 @@ int ms_proc_pause(struct ms_proc *p, struct ms_proc_paused *out)
 	struct ms_snap_part parts[] = {
 	    {MS_SNAP_REGS, sizeof(regs), &regs},
 	    {MS_SNAP_XSTATE, (uint32_t)iov.iov_len, xstate},
+	    {MS_SNAP_GUEST, sizeof(p->guest), &p->guest},
 	};
-	err = ms_snapfile_build(MS_BACKEND_PROC, p->size, parts, 2, &out->snapfile,
+	err = ms_snapfile_build(MS_BACKEND_PROC, p->size, parts, 3, &out->snapfile,
 				&out->snapfile_len);
 	free(xstate);
 	int64_t t1 = ms_clock_now_ns();
@@ -470,6 +473,39 @@ int ms_proc_pause(struct ms_proc *p, struct ms_proc_paused *out)
 	return err;
 }
 
+/* Copies size bytes of src (from offset 0) into dst: copy_file_range, else read/write. */
+static int ms_proc_fill(int dst, int src, uint64_t size)
+{
+	loff_t in = 0;
+	while ((uint64_t)in < size) {
+		ssize_t n = copy_file_range(src, &in, dst, NULL, size - (uint64_t)in, 0);
+		if (n > 0)
+			continue;
+		if (n == 0)
+			return -EIO; /* the image is shorter than the memory */
+		if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP && errno != ENOSYS)
+			return -errno;
+		char *buf = malloc(1 << 20);
+		if (!buf)
+			return -ENOMEM;
+		int err = 0;
+		while (!err && (uint64_t)in < size) {
+			size_t want =
+			    size - (uint64_t)in < (1 << 20) ? size - (uint64_t)in : (1 << 20);
+			ssize_t got = pread(src, buf, want, in);
+			if (got <= 0)
+				err = got < 0 ? -errno : -EIO;
+			else if (pwrite(dst, buf, (size_t)got, in) != got)
+				err = -EIO;
+			else
+				in += got;
+		}
+		free(buf);
+		return err;
+	}
+	return 0;
+}
+
 int ms_proc_restore(const struct ms_proc_restore *r, struct ms_proc **out)
 {
 	struct ms_snap_part parts[MS_SNAPFILE_MAX_SECTIONS];
@@ -486,17 +522,11 @@ int ms_proc_restore(const struct ms_proc_restore *r, struct ms_proc **out)
 	struct ms_proc *p = ms_proc_alloc(r->mem_size, &err);
 	if (!p)
 		return err;
-	if (r->eager_fd >= 0) {
-		loff_t in = 0;
-		while ((uint64_t)in < r->mem_size) {
-			ssize_t n = copy_file_range(r->eager_fd, &in, p->memfd, NULL,
-						    r->mem_size - (uint64_t)in, 0);
-			if (n <= 0) {
-				err = n < 0 ? -errno : -EIO;
-				goto fail;
-			}
-		}
-	}
+	const struct ms_snap_part *guest = ms_snapfile_find(parts, count, MS_SNAP_GUEST);
+	if (guest && guest->length == sizeof(p->guest))
+		memcpy(&p->guest, guest->data, sizeof(p->guest));
+	if (r->eager_fd >= 0 && (err = ms_proc_fill(p->memfd, r->eager_fd, r->mem_size)))
+		goto fail;
 	if ((err = ms_proc_spawn(p, r->eager_fd >= 0 ? NULL : r->lazy_socket)))
 		goto fail;
 	struct user_regs_struct regs, own;

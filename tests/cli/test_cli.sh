@@ -85,6 +85,45 @@ check "demo sandbox --help" 0 "$memsnap" demo sandbox --help
 check "demo sandbox kvm" 1 "$memsnap" demo sandbox --store "file://$tmp/x" --backend kvm
 check "demo sandbox bad backend" 2 "$memsnap" demo sandbox --store "file://$tmp/x" --backend vmware
 
+# vm run / restore: eager from a memory file (a regular file: not the memfd's filesystem),
+# and lazy through a separate `memsnap pageserver` process
+check "vm run --help" 0 "$memsnap" vm run --help
+check "vm restore --help" 0 "$memsnap" vm restore --help
+check "vm run bad guest" 2 "$memsnap" vm run --guest doom --out "$tmp/vm"
+check "vm run bad mem" 2 "$memsnap" vm run --mem 12345 --out "$tmp/vm"
+check "vm run kvm" 1 "$memsnap" vm run --backend kvm --out "$tmp/vm"
+check "vm run pattern" 0 "$memsnap" vm run --guest pattern --mem 4M --seed 9 --epoch 2 --out "$tmp/vm"
+contains "vm run says its backend" "$tmp/out" "sandbox: backend proc"
+check "vm restore eager" 0 "$memsnap" vm restore --mem 4M --eager "$tmp/vm/memory" \
+	--snapfile "$tmp/vm/snapfile" --seed 9 --epoch 2
+contains "eager: no mismatch" "$tmp/out" "0 mismatched pages"
+check "vm restore wrong seed" 1 "$memsnap" vm restore --mem 4M --eager "$tmp/vm/memory" \
+	--snapfile "$tmp/vm/snapfile" --seed 8 --epoch 2
+check "vm restore other size" 1 "$memsnap" vm restore --mem 8M --eager "$tmp/vm/memory" \
+	--snapfile "$tmp/vm/snapfile"
+head -c 1000 "$tmp/vm/snapfile" >"$tmp/vm/short"
+check "vm restore truncated snapfile" 1 "$memsnap" vm restore --mem 4M \
+	--eager "$tmp/vm/memory" --snapfile "$tmp/vm/short"
+check "vm run counter" 0 "$memsnap" vm run --guest counter --mem 1M --out "$tmp/vmc"
+check "vm restore counter" 0 "$memsnap" vm restore --guest counter --mem 1M \
+	--eager "$tmp/vmc/memory" --snapfile "$tmp/vmc/snapfile"
+contains "counter continued" "$tmp/out" "counter 2000000 -> 3000000"
+check "vm run to a store" 0 "$memsnap" vm run --guest pattern --mem 4M --seed 5 \
+	--store "file://$tmp/vmstore"
+build=$(sed -n 's/^published: build \([0-9a-f-]\{36\}\) .*/\1/p' "$tmp/out")
+"$memsnap" pageserver --store "file://$tmp/vmstore" --build "$build" --socket "$tmp/ps.sock" \
+	>"$tmp/ps.log" 2>&1 &
+ps_pid=$!
+i=0
+while [ ! -S "$tmp/ps.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+check "vm restore lazy (separate page server)" 0 "$memsnap" vm restore --mem 4M \
+	--lazy "$tmp/ps.sock" --store "file://$tmp/vmstore" --build "$build" --seed 5
+contains "lazy: no mismatch" "$tmp/out" "lazy, resumed"
+sleep 0.3
+kill -TERM "$ps_pid"
+wait "$ps_pid"
+contains "page server summary" "$tmp/ps.log" "session 1"
+
 # the same against the real S3 server, when the suite started one
 if [ -n "${MEMSNAP_S3_ENDPOINT:-}" ]; then
 	export AWS_ACCESS_KEY_ID="$MEMSNAP_S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$MEMSNAP_S3_SECRET_KEY"

@@ -1,0 +1,436 @@
+/*
+ * cmd_vm.c - "memsnap vm run|restore": a guest in a sandbox from the command line.
+ *
+ *   vm run      starts a test guest (pattern fills its memory with --seed/--epoch;
+ *               counter counts; mutator dirties --writes random pages), pauses it
+ *               and saves the snapshot: --out DIR (snapfile + full memory file),
+ *               or --store URI (published through the pause pipeline over an
+ *               empty template; prints the build id).
+ *   vm restore  restores a snapshot eagerly (--eager MEMFILE) or lazily through a
+ *               page server (--lazy SOCKET, e.g. `memsnap pageserver`), resumes
+ *               the guest and has it check itself (pattern: VERIFY; counter: one
+ *               more report).
+ */
+#include "build/storage.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "sandbox/sandbox.h"
+#include "snapshot/pause.h"
+#include "storage/artifact.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define P 4096
+
+/* "64M", "1G", "262144K" or bytes. */
+static int ms_vm_parse_size(const char *text, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(text, &end, 10);
+	if (errno || end == text)
+		return -EINVAL;
+	if (*end == 'K' || *end == 'k')
+		v <<= 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		v <<= 20, end++;
+	else if (*end == 'G' || *end == 'g')
+		v <<= 30, end++;
+	if (*end || v < (64u << 10) || v > (64ull << 30) || v % P)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+struct ms_vm_opts {
+	const char *guest, *backend, *out, *store, *endpoint, *eager, *lazy, *snapfile, *build;
+	uint64_t mem, seed, epoch, writes;
+};
+
+static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *usage)
+{
+	static const struct option opts[] = {
+	    {"guest", required_argument, NULL, 'g'},
+	    {"mem", required_argument, NULL, 'm'},
+	    {"backend", required_argument, NULL, 'b'},
+	    {"out", required_argument, NULL, 'o'},
+	    {"store", required_argument, NULL, 's'},
+	    {"endpoint", required_argument, NULL, 'E'},
+	    {"eager", required_argument, NULL, 'e'},
+	    {"lazy", required_argument, NULL, 'l'},
+	    {"snapfile", required_argument, NULL, 'f'},
+	    {"build", required_argument, NULL, 'B'},
+	    {"seed", required_argument, NULL, 'S'},
+	    {"epoch", required_argument, NULL, 'p'},
+	    {"writes", required_argument, NULL, 'w'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	*o = (struct ms_vm_opts){.guest = "pattern",
+				 .backend = "auto",
+				 .mem = 64u << 20,
+				 .seed = 1,
+				 .epoch = 1,
+				 .writes = 100};
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		char *end = NULL;
+		switch (c) {
+		case 'g':
+			o->guest = optarg;
+			break;
+		case 'b':
+			o->backend = optarg;
+			break;
+		case 'o':
+			o->out = optarg;
+			break;
+		case 's':
+			o->store = optarg;
+			break;
+		case 'E':
+			o->endpoint = optarg;
+			break;
+		case 'e':
+			o->eager = optarg;
+			break;
+		case 'l':
+			o->lazy = optarg;
+			break;
+		case 'f':
+			o->snapfile = optarg;
+			break;
+		case 'B':
+			o->build = optarg;
+			break;
+		case 'm':
+			if (ms_vm_parse_size(optarg, &o->mem)) {
+				fprintf(stderr, "memsnap: --mem: a size like 64M or 1G (>= 64K, "
+						"a multiple of 4 KiB)\n");
+				return 2;
+			}
+			break;
+		case 'S':
+		case 'p':
+		case 'w': {
+			unsigned long long v = strtoull(optarg, &end, 0);
+			if (!*optarg || *end) {
+				fprintf(stderr, "memsnap: not a number: %s\n", optarg);
+				return 2;
+			}
+			*(c == 'S' ? &o->seed : c == 'p' ? &o->epoch : &o->writes) = v;
+			break;
+		}
+		case 'h':
+			fputs(usage, stdout);
+			return 1; /* handled: exit 0 */
+		default:
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	return 0;
+}
+
+static const struct ms_sandbox_ops *ms_vm_backend(const char *name)
+{
+	const struct ms_sandbox_ops *ops;
+	char why[160];
+	if (ms_sandbox_backend_pick(name, &ops, why, sizeof(why))) {
+		fprintf(stderr, "memsnap: %s\n", why);
+		return NULL;
+	}
+	printf("sandbox: %s\n", why);
+	return ops;
+}
+
+static int ms_vm_command(struct ms_sandbox *sb, uint64_t cmd, uint64_t a0, uint64_t a1)
+{
+	uint64_t *box = (uint64_t *)ms_sandbox_ram(sb);
+	box[MS_GUEST_CMD / 8] = cmd;
+	box[MS_GUEST_ARG0 / 8] = a0;
+	box[MS_GUEST_ARG1 / 8] = a1;
+	int err = ms_sandbox_run(sb);
+	return err ? err : ms_sandbox_wait_report(sb, 120 * MS_NSEC_PER_SEC);
+}
+
+static int ms_vm_write_file(const char *dir, const char *name, const void *buf, size_t len)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = write(fd, buf, len);
+	int err = n == (ssize_t)len ? 0 : -EIO;
+	if (close(fd) && !err)
+		err = -errno;
+	return err;
+}
+
+static const char *const vm_run_usage =
+    "usage: memsnap vm run [--guest pattern|counter|mutator] [--mem SIZE]\n"
+    "                      [--backend auto|kvm|proc] (--out DIR | --store URI)\n"
+    "                      [--seed N] [--epoch N] [--writes N]\n\n"
+    "Starts a test guest in a sandbox, lets it work, pauses it and saves the snapshot.\n"
+    "  pattern  fills every data page from (seed, page, epoch)\n"
+    "  counter  counts (the count lives in a register and in RAM)\n"
+    "  mutator  writes --writes pseudo-random pages (xorshift from --seed)\n"
+    "  --out DIR    writes DIR/snapfile and DIR/memory (the whole guest memory)\n"
+    "  --store URI  publishes the snapshot through the pause pipeline over an empty\n"
+    "               template and prints its build id\n"
+    "  --mem SIZE   guest memory, e.g. 64M (default) or 1G\n"
+    "Backends: auto picks kvm where /dev/kvm opens and the kvm backend exists, else proc.\n";
+
+int ms_cli_vm_run(int argc, char **argv)
+{
+	struct ms_vm_opts o;
+	int rc = ms_vm_parse(argc, argv, &o, vm_run_usage);
+	if (rc)
+		return rc == 1 ? 0 : rc;
+	enum ms_guest_kind kind;
+	if (ms_guest_parse(o.guest, &kind) || (!o.out == !o.store)) {
+		fputs(vm_run_usage, stderr);
+		return 2;
+	}
+	const struct ms_sandbox_ops *ops = ms_vm_backend(o.backend);
+	if (!ops)
+		return 1;
+	if (!getenv("MEMSNAP_LOG"))
+		ms_log_set_level(MS_LOG_WARN);
+	struct ms_sandbox_spec spec = {
+	    .guest = kind, .mem_size = o.mem, .memory = MS_SANDBOX_FRESH};
+	struct ms_sandbox *sb = NULL;
+	struct ms_sandbox_paused paused = {.memfd = -1};
+	int64_t t0 = ms_clock_now_ns();
+	int err = ms_sandbox_create(ops, &spec, &sb);
+	if (err)
+		return ms_cli_fail("cannot start the sandbox", err);
+	if (kind == MS_GUEST_PATTERN)
+		err = ms_vm_command(sb, MS_PATTERN_FILL, o.seed, o.epoch);
+	else if (kind == MS_GUEST_MUTATOR)
+		err = ms_vm_command(sb, 1, o.seed, o.writes);
+	else
+		err = ms_vm_command(sb, 0, 1000000, 0); /* counter: one report per million */
+	if (err) {
+		if (err == -ECHILD)
+			fprintf(stderr, "memsnap: the guest died: %s\n",
+				ms_sandbox_death_cause(sb));
+		ms_sandbox_destroy(sb);
+		return ms_cli_fail("guest run", err);
+	}
+	uint64_t *box = (uint64_t *)ms_sandbox_ram(sb);
+	uint64_t count = box[MS_GUEST_RESULT0 / 8];
+	box[MS_GUEST_CMD / 8] = 0; /* after a resume the guest reports first */
+	double ran = (double)(ms_clock_now_ns() - t0) / 1e6;
+	err = ms_sandbox_pause(sb, &paused);
+	ms_sandbox_destroy(sb);
+	if (err)
+		return ms_cli_fail("pause", err);
+	printf("run:    %s guest, %llu MiB, %.1f ms%s; paused: %llu pages written, snapfile %zu "
+	       "bytes\n",
+	       o.guest, (unsigned long long)(o.mem >> 20), ran, kind == MS_GUEST_COUNTER ? "" : "",
+	       (unsigned long long)ms_pageset_count(paused.written), paused.snapfile_len);
+	if (kind == MS_GUEST_COUNTER)
+		printf("counter: %llu\n", (unsigned long long)count);
+	rc = 1;
+	if (o.out) {
+		if (mkdir(o.out, 0755) && errno != EEXIST) {
+			rc = ms_cli_fail(o.out, -errno);
+			goto out;
+		}
+		void *mem = malloc(o.mem);
+		err = mem ? 0 : -ENOMEM;
+		if (!err && pread(paused.memfd, mem, o.mem, 0) != (ssize_t)o.mem)
+			err = -EIO;
+		if (!err && !(err = ms_vm_write_file(o.out, "snapfile", paused.snapfile,
+						     paused.snapfile_len)))
+			err = ms_vm_write_file(o.out, "memory", mem, o.mem);
+		free(mem);
+		if (err) {
+			rc = ms_cli_fail("cannot write the snapshot", err);
+			goto out;
+		}
+		printf("saved:  %s/snapfile, %s/memory\n", o.out, o.out);
+		rc = 0;
+		goto out;
+	}
+	/* --store: publish through the pipeline over an empty template */
+	struct ms_store *store = ms_store_open(o.store, o.endpoint, &err);
+	if (!store) {
+		rc = ms_cli_fail(o.store, err);
+		goto out;
+	}
+	char cache[] = "/tmp/memsnap-vm.XXXXXX";
+	struct ms_diffstore *diffs = NULL;
+	struct ms_layered *parent = NULL;
+	struct ms_pause *pause = NULL;
+	struct ms_pageset *none = ms_pageset_new();
+	if (!mkdtemp(cache)) {
+		err = -errno;
+		goto store_out;
+	}
+	struct ms_diffstore_config dcfg = {.cache_dir = cache};
+	if (!(diffs = ms_diffstore_new(&dcfg, &err)))
+		goto store_out;
+	struct ms_build_storage bs = {
+	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
+	ms_uuid template_id;
+	ms_uuid_generate(&template_id);
+	err = -ENOMEM;
+	if (!none || !(parent = ms_layered_new(
+			   ms_header_new_base(&template_id, MS_HEADER_V4, P, o.mem, false),
+			   ms_build_storage_resolve, &bs)))
+		goto store_out;
+	struct ms_pause_config pcfg = {
+	    .store = store, .diffs = diffs, .cache_dir = cache, .inflight = true};
+	int memfd = paused.memfd;
+	paused.memfd = -1;
+	if ((err = ms_pause_start(&pcfg, parent, memfd, paused.written, none, paused.snapfile,
+				  paused.snapfile_len, &pause)) ||
+	    (err = ms_pause_wait(pause, MS_PAUSE_PUBLISHED, -1)))
+		goto store_out;
+	char id[MS_UUID_STR_LEN];
+	ms_uuid_format(ms_pause_build_id(pause), id);
+	printf("published: build %s in %s\n", id, o.store);
+	rc = 0;
+store_out:
+	if (rc)
+		rc = ms_cli_fail("publish", err);
+	ms_pause_free(pause);
+	ms_layered_free(parent);
+	ms_diffstore_free(diffs);
+	ms_pageset_free(none);
+	ms_store_free(store);
+	rmdir(cache);
+out:
+	ms_sandbox_paused_fini(&paused);
+	return rc;
+}
+
+static const char *const vm_restore_usage =
+    "usage: memsnap vm restore --mem SIZE [--backend auto|kvm|proc]\n"
+    "                          (--eager MEMFILE | --lazy SOCKET)\n"
+    "                          (--snapfile FILE | --store URI --build ID)\n"
+    "                          [--guest pattern|counter] [--seed N] [--epoch N]\n\n"
+    "Restores a paused guest in a new sandbox: eagerly from a memory file, or lazily\n"
+    "through a page server (e.g. `memsnap pageserver`) with Firecracker's userfaultfd\n"
+    "handshake. The guest then checks itself: pattern verifies every data page against\n"
+    "(--seed, --epoch) and the command exits 1 on any mismatch; counter reports its count.\n";
+
+int ms_cli_vm_restore(int argc, char **argv)
+{
+	struct ms_vm_opts o;
+	int rc = ms_vm_parse(argc, argv, &o, vm_restore_usage);
+	if (rc)
+		return rc == 1 ? 0 : rc;
+	enum ms_guest_kind kind;
+	if (!o.eager == !o.lazy || (!o.snapfile == !(o.store && o.build)) ||
+	    ms_guest_parse(o.guest, &kind) || kind == MS_GUEST_MUTATOR) {
+		fputs(vm_restore_usage, stderr);
+		return 2;
+	}
+	const struct ms_sandbox_ops *ops = ms_vm_backend(o.backend);
+	if (!ops)
+		return 1;
+	if (!getenv("MEMSNAP_LOG"))
+		ms_log_set_level(MS_LOG_WARN);
+	void *snap = NULL;
+	size_t snap_len = 0;
+	int err;
+	if (o.snapfile) {
+		struct ms_store *dir = NULL;
+		char tmp[4096];
+		snprintf(tmp, sizeof(tmp), "%s", o.snapfile);
+		char *slash = strrchr(tmp, '/');
+		const char *name = slash ? slash + 1 : tmp;
+		if (slash)
+			*slash = '\0';
+		dir = ms_store_fs_new(slash ? (tmp[0] ? tmp : "/") : ".", &err);
+		if (!dir)
+			return ms_cli_fail(o.snapfile, err);
+		err = ms_store_read_all(dir, name, 64u << 20, &snap, &snap_len);
+		ms_store_free(dir);
+	} else {
+		ms_uuid id;
+		struct ms_store *store =
+		    ms_uuid_parse(o.build, &id) ? NULL : ms_store_open(o.store, o.endpoint, &err);
+		if (!store)
+			return ms_cli_fail(o.store, ms_uuid_parse(o.build, &id) ? -EINVAL : err);
+		char key[MS_ARTIFACT_KEY_MAX];
+		ms_artifact_key(key, sizeof(key), &id, MS_ARTIFACT_SNAPFILE, MS_COMPRESS_NONE);
+		err = ms_store_read_all(store, key, 64u << 20, &snap, &snap_len);
+		ms_store_free(store);
+	}
+	if (err)
+		return ms_cli_fail("cannot read the snapfile", err);
+	int eager_fd = -1;
+	if (o.eager && (eager_fd = open(o.eager, O_RDONLY | O_CLOEXEC)) < 0) {
+		free(snap);
+		return ms_cli_fail(o.eager, -errno);
+	}
+	struct ms_sandbox_spec spec = {.mem_size = o.mem,
+				       .memory = o.eager ? MS_SANDBOX_EAGER : MS_SANDBOX_LAZY,
+				       .eager_fd = eager_fd,
+				       .lazy_socket = o.lazy,
+				       .snapfile = snap,
+				       .snapfile_len = snap_len};
+	struct ms_sandbox *sb = NULL;
+	int64_t t0 = ms_clock_now_ns();
+	err = ms_sandbox_create(ops, &spec, &sb);
+	if (eager_fd >= 0)
+		close(eager_fd);
+	free(snap);
+	if (err)
+		return ms_cli_fail("cannot restore", err);
+	/* the guest reports first (bringing its mailbox in), then checks itself */
+	uint64_t *box = (uint64_t *)ms_sandbox_ram(sb);
+	rc = 1;
+	if ((err = ms_sandbox_run(sb)) || (err = ms_sandbox_wait_report(sb, 60 * MS_NSEC_PER_SEC)))
+		goto done;
+	double resumed = (double)(ms_clock_now_ns() - t0) / 1e6;
+	if (strcmp(o.guest, "counter") == 0) {
+		uint64_t before = box[MS_GUEST_RESULT0 / 8];
+		if ((err = ms_sandbox_run(sb)) ||
+		    (err = ms_sandbox_wait_report(sb, 60 * MS_NSEC_PER_SEC)))
+			goto done;
+		printf("restore: %s, resumed in %.1f ms; counter %llu -> %llu%s\n",
+		       o.eager ? "eager" : "lazy", resumed, (unsigned long long)before,
+		       (unsigned long long)box[MS_GUEST_RESULT0 / 8],
+		       box[MS_GUEST_RESULT1 / 8] ? " (register and RAM disagree!)" : "");
+		rc = box[MS_GUEST_RESULT1 / 8] ? 1 : 0;
+		goto done;
+	}
+	if ((err = ms_vm_command(sb, MS_PATTERN_VERIFY, o.seed, o.epoch)))
+		goto done;
+	uint64_t bad = box[MS_GUEST_RESULT0 / 8];
+	printf("restore: %s, resumed in %.1f ms; the guest verified its memory: %llu mismatched "
+	       "pages, %.1f ms in all\n",
+	       o.eager ? "eager" : "lazy", resumed, (unsigned long long)bad,
+	       (double)(ms_clock_now_ns() - t0) / 1e6);
+	rc = bad ? 1 : 0;
+done:
+	if (err) {
+		if (err == -ECHILD)
+			fprintf(stderr, "memsnap: the guest died: %s\n",
+				ms_sandbox_death_cause(sb));
+		rc = ms_cli_fail("restore", err);
+	}
+	ms_sandbox_destroy(sb);
+	return rc;
+}
