@@ -363,6 +363,11 @@ int ms_pause_wait(struct ms_pause *pause, enum ms_pause_stage stage, int64_t tim
 			      : ms_future_wait_timeout(pause->stages[stage], timeout_ns, NULL);
 }
 
+struct ms_future *ms_pause_published(struct ms_pause *pause)
+{
+	return pause->stages[MS_PAUSE_PUBLISHED];
+}
+
 void ms_pause_counts(struct ms_pause *pause, uint64_t *dirty, uint64_t *equal, uint64_t *zero,
 		     uint64_t *kept)
 {

@@ -79,6 +79,11 @@ const ms_uuid *ms_pause_build_id(struct ms_pause *pause);
 struct ms_layered *ms_pause_file(struct ms_pause *pause);
 /* Waits for a stage: 0, the pipeline's error, or -ETIMEDOUT (timeout_ns < 0: forever). */
 int ms_pause_wait(struct ms_pause *pause, enum ms_pause_stage stage, int64_t timeout_ns);
+/*
+ * The future settled when this build is published (uploaded): a child pause's
+ * config.parent_published. Borrowed until ms_pause_free.
+ */
+struct ms_future *ms_pause_published(struct ms_pause *pause);
 /* Pages: compared, equal to the parent, zero, kept (valid after COMPARED). */
 void ms_pause_counts(struct ms_pause *pause, uint64_t *dirty, uint64_t *equal, uint64_t *zero,
 		     uint64_t *kept);
