@@ -275,8 +275,20 @@ static int ms_proc_wait_sealed(struct ms_proc *p)
 		close(fd);
 		if (n > 0) {
 			buf[n] = '\0';
-			if (strstr(buf, "\nSeccomp:\t1\n"))
+			if (strstr(buf, "\nSeccomp:\t1\n")) {
+				/*
+				 * Strict seccomp seals one thread; a second thread (a sanitizer's
+				 * background thread after fork) would stay free, and a guest
+				 * syscall would kill only the guest's thread.
+				 */
+				if (!strstr(buf, "\nThreads:\t1\n")) {
+					ms_err("sandbox", "the sandbox process has more than one "
+							  "thread (a sanitizer runtime?): it cannot "
+							  "be sealed");
+					return -EPERM;
+				}
 				return 0;
+			}
 		}
 		int status;
 		if (waitpid(p->pid, &status, WNOHANG | __WALL) == p->pid &&
