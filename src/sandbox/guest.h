@@ -7,10 +7,14 @@
  *   0x0008  8      arg0
  *   0x0010  8      arg1
  *   0x0018  8      pages              (RAM size in 4 KiB pages)
- *   0x0020  8      result0            (guest writes before reporting)
- *   0x0028  8      result1
- *   0x0030  8      reports            (incremented by the guest at every report)
- *   0x0800  -      report stub        (backend-specific: proc `int3; ret`)
+ *   0x0020  8      result0            (the guest's %rax at its last report)
+ *   0x0028  8      result1            (the guest's %rdx at its last report)
+ *   0x0030  8      reports            (counted by the backend)
+ *   0x0800  -      report stub        (backend-specific: proc `int3; jmp *%r11`)
+ *
+ * A report writes no guest RAM: the guest jumps to the stub with its return
+ * address in %r11 and its results in %rax/%rdx; the backend copies them into
+ * the mailbox through its own mapping (not tracked as guest writes).
  *   0x1000  -      guest code
  *   0x8000  -      data pages, up to the last 4 pages (the stack)
  */

@@ -9,7 +9,10 @@
  *   0x1000  guest code (copied here by the backend)
  *   0x8000  data pages, up to the stack (the last 16 KiB)
  *
- * A guest reports by `call *report(%r15)` with the mailbox filled; the host
+ * A guest reports by jumping to the stub with its return address in %r11 and
+ * its results in %rax (result0) and %rdx (result1): a report writes no RAM, so
+ * an epoch that only reads leaves the written set empty. The backend copies
+ * the results into the mailbox through its own (untracked) mapping; the host
  * answers by writing the next command into the mailbox before it resumes.
  * Commands of `pattern`: 1 FILL(seed, epoch) writes every data page with words
  * derived from (seed, page, word) xor epoch; 2 VERIFY(seed, epoch) counts the
@@ -34,9 +37,10 @@
 #define STACK_PAGES     4
 
 .macro REPORT
-	incq MAILBOX_REPORTS(%r15)
-	leaq REPORT_STUB(%r15), %rax
-	call *%rax
+	leaq 9f(%rip), %r11             /* the stub jumps back through r11: no push */
+	leaq REPORT_STUB(%r15), %rcx
+	jmp *%rcx
+9:
 .endm
 
 /* rbx = number of data pages (pages - DATA_FIRST_PAGE - STACK_PAGES) */
@@ -48,8 +52,10 @@
 	.globl ms_guest_pattern_start, ms_guest_pattern_end
 ms_guest_pattern_start:
 	movq %rdi, %r15
+	xorq %rax, %rax
+	xorq %rdx, %rdx
 1:	REPORT
-	movq MAILBOX_CMD(%r15), %rax
+10:	movq MAILBOX_CMD(%r15), %rax
 	cmpq $1, %rax
 	je 2f
 	cmpq $2, %rax
@@ -105,8 +111,10 @@ ms_guest_pattern_start:
 52:	incq %r10
 53:	incq %rcx
 	jmp 5b
-6:	movq %r10, MAILBOX_RESULT0(%r15)
-	jmp 1b
+6:	movq %r10, %rax                 /* result0: mismatching pages */
+	xorq %rdx, %rdx
+	REPORT
+	jmp 10b
 	/* ZERO(first data page, count) */
 7:	movq MAILBOX_ARG0(%r15), %rcx
 	movq MAILBOX_ARG1(%r15), %rbx
@@ -130,8 +138,8 @@ ms_guest_counter_start:
 	movq %rdi, %r15
 	xorq %r14, %r14                 /* the count lives in a register ... */
 	movq %r14, (DATA_FIRST_PAGE * 4096)(%r15) /* ... and in RAM */
-	movq $0, MAILBOX_RESULT0(%r15)
-	movq $0, MAILBOX_RESULT1(%r15)
+	xorq %rax, %rax
+	xorq %rdx, %rdx
 	REPORT                          /* booted: the host sets arg0 (report interval) */
 1:	incq %r14
 	movq (DATA_FIRST_PAGE * 4096)(%r15), %rax
@@ -147,12 +155,12 @@ ms_guest_counter_start:
 	divq %rcx
 	testq %rdx, %rdx
 	jnz 1b
-	movq %r14, MAILBOX_RESULT0(%r15)
-	movq $0, MAILBOX_RESULT1(%r15)
+	movq %r14, %rax                 /* result0: the count */
+	xorq %rdx, %rdx
 	REPORT
 	jmp 1b
-3:	movq %r14, MAILBOX_RESULT0(%r15)
-	movq $1, MAILBOX_RESULT1(%r15)  /* register and memory disagree */
+3:	movq %r14, %rax
+	movq $1, %rdx                   /* result1: register and memory disagree */
 	REPORT
 	jmp 3b
 ms_guest_counter_end:

@@ -53,7 +53,7 @@ struct ms_proc {
 	uint32_t guest; /* enum ms_guest_kind, recorded in the snapfile */
 };
 
-static const uint8_t ms_proc_stub[] = {0xcc, 0xc3}; /* int3; ret */
+static const uint8_t ms_proc_stub[] = {0xcc, 0x41, 0xff, 0xe3}; /* int3; jmp *%r11 */
 
 /* Sends fds (1 or 2) with payload over a unix socket in one sendmsg. */
 static int ms_proc_send_fds(int sock, const void *payload, size_t len, const int *fds, int nfds)
@@ -193,8 +193,21 @@ int ms_proc_wait_report(struct ms_proc *p, int64_t timeout_ns)
 		int err = ms_proc_waitstop(p, timeout_ns, &sig, &event);
 		if (err)
 			return err;
-		if (sig == SIGTRAP && event == 0)
-			return 0; /* the report stub's int3 */
+		if (sig == SIGTRAP && event == 0) {
+			/*
+			 * The report stub's int3. The guest's results are in rax and rdx:
+			 * copy them into the mailbox through our mapping, which the
+			 * written-page tracker does not see (a report writes no guest RAM).
+			 */
+			struct user_regs_struct regs;
+			if (ptrace(PTRACE_GETREGS, p->pid, 0, &regs))
+				return -errno;
+			uint64_t *box = (uint64_t *)p->ram;
+			box[MS_GUEST_RESULT0 / 8] = regs.rax;
+			box[MS_GUEST_RESULT1 / 8] = regs.rdx;
+			box[MS_GUEST_REPORTS / 8]++;
+			return 0;
+		}
 		/* any other stop: pass a real signal on, swallow group/interrupt stops */
 		p->stopped = false;
 		if (ptrace(PTRACE_CONT, p->pid, 0, event ? 0 : sig))
@@ -282,9 +295,10 @@ static int ms_proc_wait_sealed(struct ms_proc *p)
 				 * syscall would kill only the guest's thread.
 				 */
 				if (!strstr(buf, "\nThreads:\t1\n")) {
-					ms_err("sandbox", "the sandbox process has more than one "
-							  "thread (a sanitizer runtime?): it cannot "
-							  "be sealed");
+					ms_err("sandbox",
+					       "the sandbox process has more than one "
+					       "thread (a sanitizer runtime?): it cannot "
+					       "be sealed");
 					return -EPERM;
 				}
 				return 0;
