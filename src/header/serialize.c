@@ -212,8 +212,8 @@ static int ms_write_frames(struct ms_wbuf *w, const struct ms_header *h,
 	for (size_t i = 0; i < h->mappings.count; i++) {
 		const struct ms_mapping *e = &h->mappings.entries[i];
 		if (ms_uuid_eq(&e->build_id, &b->build_id))
-			ranges[n++] = (struct ms_range){e->storage_offset,
-							e->storage_offset + e->length};
+			ranges[n++] =
+			    (struct ms_range){e->storage_offset, e->storage_offset + e->length};
 	}
 	qsort(ranges, n, sizeof(*ranges), ms_range_cmp);
 	/* a frame is kept when some range overlaps it; no range at all keeps every frame */
@@ -273,7 +273,8 @@ static int ms_read_frames(struct ms_rbuf *r, struct ms_frame_table **out)
 		ms_rbuf_u64(r, &sc);
 		ms_rbuf_u32(r, &zu);
 		ms_rbuf_u32(r, &zc);
-		t->frames[i] = (struct ms_frame){(int64_t)su, (int64_t)sc, (int32_t)zu, (int32_t)zc};
+		t->frames[i] =
+		    (struct ms_frame){(int64_t)su, (int64_t)sc, (int32_t)zu, (int32_t)zc};
 	}
 	t->count = n;
 	if (ms_frame_table_validate(t)) {
@@ -475,25 +476,48 @@ out:
 
 /* ---- LZ4 frame of the V4/V5 block ---- */
 
+/*
+ * The frame E2B's compressLZ4 (serialization_v4.go) writes with pierrec/lz4/v4:
+ * 4 MiB blocks, block and content checksums, fast level, no content size, and
+ * always independent blocks (pierrec sets the flag on every frame it writes).
+ * The streaming API is used because LZ4F_compressFrame shrinks the block size
+ * of a small input, so the descriptor (FLG 0x74, BD 0x70) would differ.
+ */
 static int ms_lz4_compress(const uint8_t *src, size_t len, struct ms_wbuf *w)
 {
 	LZ4F_preferences_t prefs;
 	memset(&prefs, 0, sizeof(prefs));
 	prefs.frameInfo.blockSizeID = LZ4F_max4MB;
+	prefs.frameInfo.blockMode = LZ4F_blockIndependent;
 	prefs.frameInfo.blockChecksumFlag = LZ4F_blockChecksumEnabled;
 	prefs.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
-	size_t bound = LZ4F_compressFrameBound(len, &prefs);
+	LZ4F_cctx *ctx;
+	if (LZ4F_isError(LZ4F_createCompressionContext(&ctx, LZ4F_VERSION)))
+		return -ENOMEM;
+	int err = -ENOMEM;
+	size_t bound = LZ4F_HEADER_SIZE_MAX + LZ4F_compressBound(len, &prefs);
 	uint8_t *dst = malloc(bound);
 	if (!dst)
-		return -ENOMEM;
-	size_t n = LZ4F_compressFrame(dst, bound, src, len, &prefs);
-	if (LZ4F_isError(n)) {
-		free(dst);
-		return -EIO;
-	}
-	ms_wbuf_put(w, dst, n);
+		goto out;
+	err = -EIO;
+	size_t n = LZ4F_compressBegin(ctx, dst, bound, &prefs);
+	if (LZ4F_isError(n))
+		goto out;
+	size_t pos = n;
+	n = LZ4F_compressUpdate(ctx, dst + pos, bound - pos, src, len, NULL);
+	if (LZ4F_isError(n))
+		goto out;
+	pos += n;
+	n = LZ4F_compressEnd(ctx, dst + pos, bound - pos, NULL);
+	if (LZ4F_isError(n))
+		goto out;
+	pos += n;
+	ms_wbuf_put(w, dst, pos);
+	err = w->err;
+out:
 	free(dst);
-	return w->err;
+	LZ4F_freeCompressionContext(ctx);
+	return err;
 }
 
 /* Decompresses exactly expect bytes; anything else (more, less, bad checksum) is corrupt. */
@@ -588,6 +612,22 @@ fail:
 	return err;
 }
 
+/*
+ * E2B's NewHeader (header.go), which deserializeV3 and deserializeV4 both end
+ * in: no entries means the whole device is the header's own build at 0 (a base
+ * file). V5 does not go through it: its decoder fills an empty list with nil.
+ * Go would make a zero-length entry for size 0; that one is left out here.
+ */
+static int ms_header_default_mapping(struct ms_header *h)
+{
+	if (h->mappings.count || h->meta.size == 0)
+		return 0;
+	struct ms_mapping all = {.length = (h->meta.size + MS_PAGE_SIZE - 1) / MS_PAGE_SIZE *
+					   MS_PAGE_SIZE,
+				 .build_id = h->meta.build_id};
+	return ms_mappings_push(&h->mappings, &all);
+}
+
 /* E2B's LoadHeader backfill: "uncompressed, size unknown" entries for missing builds. */
 static int ms_header_backfill(struct ms_header *h, uint64_t layout)
 {
@@ -638,17 +678,9 @@ int ms_header_deserialize(const void *buf, size_t len, struct ms_header **out)
 			if ((err = ms_mappings_push(&h->mappings, &e)))
 				goto fail;
 		}
+		if ((err = ms_header_default_mapping(h)))
+			goto fail;
 		err = MS_ECORRUPT;
-		if (h->mappings.count == 0 && h->meta.size) {
-			/* no entries: the whole device is the build's own base file */
-			struct ms_mapping all = {
-				.length = (h->meta.size + MS_PAGE_SIZE - 1) / MS_PAGE_SIZE *
-					  MS_PAGE_SIZE,
-				.build_id = h->meta.build_id};
-			if ((err = ms_mappings_push(&h->mappings, &all)))
-				goto fail;
-			err = MS_ECORRUPT;
-		}
 	} else {
 		uint8_t flags;
 		uint32_t expect;
@@ -675,6 +707,8 @@ int ms_header_deserialize(const void *buf, size_t len, struct ms_header **out)
 				if ((err = ms_mappings_push(&h->mappings, &e)))
 					goto fail;
 			}
+			if ((err = ms_header_default_mapping(h)))
+				goto fail;
 			err = MS_ECORRUPT;
 		} else if ((err = ms_read_v5_mappings(&br, h))) {
 			goto fail;

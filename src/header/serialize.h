@@ -15,12 +15,15 @@
  *   No entries: one entry [0, roundup(size, 4 KiB)) -> build_id at 0 (a base file).
  *
  * V4: [metadata][flags u8][uncompressed length u32][LZ4 frame of the block]
- *   flags bit 0 = incomplete (only ever sent to peers, never persisted)
+ *   flags bit 0 = incomplete (only ever sent to peers, never persisted); every
+ *   E2B version that writes V4 or V5 writes this byte.
+ *   LZ4 frame as E2B's pierrec writer makes it: 4 MiB blocks, independent,
+ *   block and content checksums, no content size (FLG 0x74, BD 0x70).
  *   block: u32 B, then B builds sorted by raw uuid bytes, each
  *            0 build_id [16] | 16 size i64 | 24 checksum [32] | 56 frame table
  *          (frame table: see header/frametable.h; trimmed on write to the
  *           frames that the build's mapping ranges touch)
- *          u32 N, then N x 40-byte mapping records
+ *          u32 N, then N x 40-byte mapping records (N = 0: as V3's no entries)
  * V5: as V4, but the mappings are columnar, in 4 KiB page units, nil entries
  *   left out (the decoder fills gaps with nil):
  *          u32 M, M x 16-byte build ids (first-appearance order, M <= 65535)
@@ -44,10 +47,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MS_HEADER_META_SIZE 64
-#define MS_HEADER_MAX_BLOCK (256u << 20)
+#define MS_HEADER_META_SIZE	 64
+#define MS_HEADER_MAX_BLOCK	 (256u << 20)
 #define MS_HEADER_V5_MAX_ENTRIES (8u << 20)
-#define MS_HEADER_MAX_BUILDS 65535u
+#define MS_HEADER_MAX_BUILDS	 65535u
 
 /*
  * Serializes header as version (3, 4 or 5; 0 = header->meta.version); the
