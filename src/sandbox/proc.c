@@ -9,6 +9,7 @@
  * syscall restart moves rip), continue.
  */
 #include "sandbox/proc.h"
+#include "sandbox/memory.h"
 #include "sandbox/snapfile.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -34,10 +35,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
-#define UFFD_FEATURE_WP_HUGETLBFS_SHMEM (1 << 12)
-#endif
-
 struct ms_proc {
 	pid_t pid;
 	int memfd;
@@ -55,24 +52,6 @@ struct ms_proc {
 
 static const uint8_t ms_proc_stub[] = {0xcc, 0x41, 0xff, 0xe3}; /* int3; jmp *%r11 */
 
-/* Sends fds (1 or 2) with payload over a unix socket in one sendmsg. */
-static int ms_proc_send_fds(int sock, const void *payload, size_t len, const int *fds, int nfds)
-{
-	char control[CMSG_SPACE(2 * sizeof(int))];
-	memset(control, 0, sizeof(control));
-	struct iovec iov = {.iov_base = (void *)payload, .iov_len = len};
-	struct msghdr msg = {.msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = control,
-			     .msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int))};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
-	memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
-	return sendmsg(sock, &msg, 0) == (ssize_t)len ? 0 : -1;
-}
-
 /*
  * The child side; never returns. With lazy_socket, the uffd also registers
  * MISSING and goes to the page server with Firecracker's handshake: connect,
@@ -84,37 +63,16 @@ static void ms_proc_child(int memfd, uint64_t size, int sock, const char *lazy_s
 			 MAP_SHARED | MAP_FIXED_NOREPLACE, memfd, 0);
 	if (ram != (void *)MS_PROC_RAM_BASE)
 		_exit(10);
-	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	struct uffdio_api api = {.api = UFFD_API,
-				 .features = UFFD_FEATURE_WP_ASYNC |
-					     UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
-					     UFFD_FEATURE_WP_UNPOPULATED |
-					     (lazy_socket ? UFFD_FEATURE_EVENT_REMOVE : 0)};
-	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api))
+	int uffd = ms_guestmem_uffd(MS_PROC_RAM_BASE, size, lazy_socket != NULL);
+	if (uffd < 0)
 		_exit(11);
-	struct uffdio_register reg = {.range = {.start = MS_PROC_RAM_BASE, .len = size},
-				      .mode = UFFDIO_REGISTER_MODE_WP |
-					      (lazy_socket ? UFFDIO_REGISTER_MODE_MISSING : 0)};
-	if (ioctl(uffd, UFFDIO_REGISTER, &reg))
-		_exit(12);
 	char byte = 0;
-	if (ms_proc_send_fds(sock, &byte, 1, &uffd, 1))
+	if (ms_guestmem_send_fds(sock, &byte, 1, &uffd, 1))
 		_exit(13);
-	if (lazy_socket) {
-		int ps = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		struct sockaddr_un addr = {.sun_family = AF_UNIX};
-		snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", lazy_socket);
-		char json[256];
-		int n = snprintf(json, sizeof(json),
-				 "[{\"base_host_virt_addr\":%llu,\"size\":%llu,\"offset\":0,"
-				 "\"page_size\":4096,\"page_size_kib\":4096}]",
-				 (unsigned long long)MS_PROC_RAM_BASE, (unsigned long long)size);
-		int fds[2] = {uffd, memfd};
-		if (ps < 0 || connect(ps, (struct sockaddr *)&addr, sizeof(addr)) ||
-		    ms_proc_send_fds(ps, json, (size_t)n, fds, 2))
-			_exit(16);
-		/* the page server has its copies; ours are closed with the rest below */
-	}
+	/* the page server gets its copies; ours are closed with the rest below */
+	if (lazy_socket &&
+	    ms_guestmem_handshake(lazy_socket, MS_PROC_RAM_BASE, size, uffd, memfd) < 0)
+		_exit(16);
 	/* wait until the host has the uffd, then hold no fd at all */
 	if (read(sock, &byte, 1) != 1)
 		_exit(14);
@@ -229,9 +187,7 @@ int ms_proc_continue(struct ms_proc *p)
 
 static int ms_proc_writeprotect(struct ms_proc *p)
 {
-	struct uffdio_writeprotect wp = {.range = {.start = MS_PROC_RAM_BASE, .len = p->size},
-					 .mode = UFFDIO_WRITEPROTECT_MODE_WP};
-	return ioctl(p->uffd, UFFDIO_WRITEPROTECT, &wp) ? -errno : 0;
+	return ms_guestmem_protect(p->uffd, MS_PROC_RAM_BASE, p->size);
 }
 
 int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out)
@@ -239,32 +195,10 @@ int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out
 	struct ms_pageset *set = ms_pageset_new();
 	if (!set)
 		return -ENOMEM;
-	struct page_region regions[256];
-	uint64_t start = MS_PROC_RAM_BASE, end = MS_PROC_RAM_BASE + p->size;
-	while (start < end) {
-		struct pm_scan_arg arg = {
-		    .size = sizeof(arg),
-		    .flags = PM_SCAN_CHECK_WPASYNC | (reset ? PM_SCAN_WP_MATCHING : 0),
-		    .start = start,
-		    .end = end,
-		    .vec = (uint64_t)(uintptr_t)regions,
-		    .vec_len = 256,
-		    .category_mask = PAGE_IS_WRITTEN,
-		    .return_mask = PAGE_IS_WRITTEN,
-		};
-		long n = ioctl(p->pagemap, PAGEMAP_SCAN, &arg);
-		if (n < 0) {
-			int err = errno == EINVAL || errno == ENOTTY ? -ENOTSUP : -errno;
-			ms_pageset_free(set);
-			return err;
-		}
-		for (long i = 0; i < n; i++)
-			ms_pageset_add_range(set, (regions[i].start - MS_PROC_RAM_BASE) / 4096,
-					     (regions[i].end - MS_PROC_RAM_BASE) / 4096);
-		/* complete when the vector was not filled (walk_end can come back short) */
-		if (n < 256)
-			break;
-		start = regions[n - 1].end;
+	int err = ms_guestmem_scan(p->pagemap, MS_PROC_RAM_BASE, p->size, reset, set);
+	if (err) {
+		ms_pageset_free(set);
+		return err;
 	}
 	if (p->host_written) {
 		ms_pageset_union(set, p->host_written);
@@ -499,39 +433,6 @@ int ms_proc_pause(struct ms_proc *p, struct ms_proc_paused *out)
 	return err;
 }
 
-/* Copies size bytes of src (from offset 0) into dst: copy_file_range, else read/write. */
-static int ms_proc_fill(int dst, int src, uint64_t size)
-{
-	loff_t in = 0;
-	while ((uint64_t)in < size) {
-		ssize_t n = copy_file_range(src, &in, dst, NULL, size - (uint64_t)in, 0);
-		if (n > 0)
-			continue;
-		if (n == 0)
-			return -EIO; /* the image is shorter than the memory */
-		if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP && errno != ENOSYS)
-			return -errno;
-		char *buf = malloc(1 << 20);
-		if (!buf)
-			return -ENOMEM;
-		int err = 0;
-		while (!err && (uint64_t)in < size) {
-			size_t want =
-			    size - (uint64_t)in < (1 << 20) ? size - (uint64_t)in : (1 << 20);
-			ssize_t got = pread(src, buf, want, in);
-			if (got <= 0)
-				err = got < 0 ? -errno : -EIO;
-			else if (pwrite(dst, buf, (size_t)got, in) != got)
-				err = -EIO;
-			else
-				in += got;
-		}
-		free(buf);
-		return err;
-	}
-	return 0;
-}
-
 int ms_proc_restore(const struct ms_proc_restore *r, struct ms_proc **out)
 {
 	struct ms_snap_part parts[MS_SNAPFILE_MAX_SECTIONS];
@@ -551,7 +452,7 @@ int ms_proc_restore(const struct ms_proc_restore *r, struct ms_proc **out)
 	const struct ms_snap_part *guest = ms_snapfile_find(parts, count, MS_SNAP_GUEST);
 	if (guest && guest->length == sizeof(p->guest))
 		memcpy(&p->guest, guest->data, sizeof(p->guest));
-	if (r->eager_fd >= 0 && (err = ms_proc_fill(p->memfd, r->eager_fd, r->mem_size)))
+	if (r->eager_fd >= 0 && (err = ms_guestmem_fill(p->memfd, r->eager_fd, r->mem_size)))
 		goto fail;
 	if ((err = ms_proc_spawn(p, r->eager_fd >= 0 ? NULL : r->lazy_socket)))
 		goto fail;

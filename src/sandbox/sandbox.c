@@ -1,8 +1,9 @@
-/* sandbox.c - the backend table and the proc backend's adapter to the interface. */
+/* sandbox.c - backend choice, the interface's dispatch, and the proc backend's adapter. */
 #include "sandbox/sandbox.h"
 #include "sandbox/proc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,11 @@ static int ms_psb_pause(struct ms_sandbox *sb, struct ms_sandbox_paused *out)
 	return 0;
 }
 
+static int ms_psb_written(struct ms_sandbox *sb, bool reset, struct ms_pageset **out)
+{
+	return ms_proc_written_pages(ms_psb(sb), reset, out);
+}
+
 static const char *ms_psb_death_cause(struct ms_sandbox *sb)
 {
 	return ms_proc_death_cause(ms_psb(sb));
@@ -97,31 +103,54 @@ static const struct ms_sandbox_ops ms_proc_sandbox_ops = {
     .run = ms_psb_run,
     .wait_report = ms_psb_wait_report,
     .ram = ms_psb_ram,
+    .written = ms_psb_written,
     .pause = ms_psb_pause,
     .death_cause = ms_psb_death_cause,
     .destroy = ms_psb_destroy,
 };
 
+const struct ms_sandbox_ops *ms_sandbox_proc_ops(void)
+{
+	return &ms_proc_sandbox_ops;
+}
+
+bool ms_sandbox_kvm_available(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
 int ms_sandbox_backend_pick(const char *name, const struct ms_sandbox_ops **ops, char *why,
 			    size_t why_len)
 {
-	bool kvm_opens = access("/dev/kvm", R_OK | W_OK) == 0;
+	bool kvm_opens = ms_sandbox_kvm_available();
 	char scratch[160];
 	if (!why) {
 		why = scratch;
 		why_len = sizeof(scratch);
 	}
 	if (strcmp(name, "kvm") == 0) {
-		snprintf(why, why_len, "the kvm backend is not built yet (/dev/kvm %s here)",
-			 kvm_opens ? "opens" : "does not open");
-		return -ENOTSUP;
+		if (!kvm_opens) {
+			snprintf(why, why_len, "backend kvm: /dev/kvm does not open here (%s)",
+				 strerror(errno));
+			return -ENODEV;
+		}
+		snprintf(why, why_len, "backend kvm (asked for)");
+		*ops = ms_sandbox_kvm_ops();
+		return 0;
 	}
 	if (strcmp(name, "proc") == 0) {
 		snprintf(why, why_len, "backend proc (asked for)");
 	} else if (strcmp(name, "auto") == 0) {
-		snprintf(why, why_len, "backend proc (auto: %s)",
-			 kvm_opens ? "/dev/kvm opens here, but the kvm backend is not built yet"
-				   : "/dev/kvm does not open here");
+		if (kvm_opens) {
+			snprintf(why, why_len, "backend kvm (auto: /dev/kvm opens here)");
+			*ops = ms_sandbox_kvm_ops();
+			return 0;
+		}
+		snprintf(why, why_len, "backend proc (auto: /dev/kvm does not open here)");
 	} else {
 		snprintf(why, why_len, "unknown backend '%s' (auto, kvm or proc)", name);
 		return -EINVAL;
@@ -149,6 +178,11 @@ int ms_sandbox_wait_report(struct ms_sandbox *sb, int64_t timeout_ns)
 uint8_t *ms_sandbox_ram(struct ms_sandbox *sb)
 {
 	return sb->ops->ram(sb);
+}
+
+int ms_sandbox_written(struct ms_sandbox *sb, bool reset, struct ms_pageset **out)
+{
+	return sb->ops->written(sb, reset, out);
 }
 
 int ms_sandbox_pause(struct ms_sandbox *sb, struct ms_sandbox_paused *out)

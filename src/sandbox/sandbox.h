@@ -6,7 +6,8 @@
  * and the peer code see only this interface (DESIGN.md §2).
  *
  * Backends: proc (a ptrace-driven process sandbox, every Linux machine) and
- * kvm (KVM microVMs; not built yet: asking for it is -ENOTSUP).
+ * kvm (KVM microVMs, vmm/, where /dev/kvm opens). Both track the pages the
+ * guest writes with userfaultfd async write-protect + PAGEMAP_SCAN.
  */
 #ifndef MS_SANDBOX_SANDBOX_H
 #define MS_SANDBOX_SANDBOX_H
@@ -15,6 +16,7 @@
 #include "sandbox/snapfile.h"
 #include "util/pageset.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +48,7 @@ struct ms_sandbox_ops {
 	int (*run)(struct ms_sandbox *sb);
 	int (*wait_report)(struct ms_sandbox *sb, int64_t timeout_ns);
 	uint8_t *(*ram)(struct ms_sandbox *sb); /* the host's view (guest.h layout) */
+	int (*written)(struct ms_sandbox *sb, bool reset, struct ms_pageset **out);
 	int (*pause)(struct ms_sandbox *sb, struct ms_sandbox_paused *out);
 	const char *(*death_cause)(struct ms_sandbox *sb);
 	void (*destroy)(struct ms_sandbox *sb);
@@ -59,7 +62,7 @@ struct ms_sandbox {
 /*
  * Picks a backend by name: "proc", "kvm", or "auto" (kvm where /dev/kvm opens,
  * else proc). why (may be NULL) gets one line saying what was chosen and why.
- * -ENOTSUP for kvm (not built yet), -EINVAL for an unknown name.
+ * -ENODEV for kvm where /dev/kvm does not open, -EINVAL for an unknown name.
  */
 int ms_sandbox_backend_pick(const char *name, const struct ms_sandbox_ops **ops, char *why,
 			    size_t why_len);
@@ -69,9 +72,20 @@ int ms_sandbox_create(const struct ms_sandbox_ops *ops, const struct ms_sandbox_
 int ms_sandbox_run(struct ms_sandbox *sb);
 int ms_sandbox_wait_report(struct ms_sandbox *sb, int64_t timeout_ns);
 uint8_t *ms_sandbox_ram(struct ms_sandbox *sb);
+/*
+ * The pages the guest wrote since the last reset (4 KiB indices, exactly:
+ * pages only read are not in it), plus the image the backend loaded; with
+ * reset, a new epoch starts.
+ */
+int ms_sandbox_written(struct ms_sandbox *sb, bool reset, struct ms_pageset **out);
 int ms_sandbox_pause(struct ms_sandbox *sb, struct ms_sandbox_paused *out);
 const char *ms_sandbox_death_cause(struct ms_sandbox *sb);
 void ms_sandbox_destroy(struct ms_sandbox *sb);
 void ms_sandbox_paused_fini(struct ms_sandbox_paused *paused);
+/* The backends' tables. */
+const struct ms_sandbox_ops *ms_sandbox_proc_ops(void);
+const struct ms_sandbox_ops *ms_sandbox_kvm_ops(void);
+/* Whether /dev/kvm opens for reading and writing here. */
+bool ms_sandbox_kvm_available(void);
 
 #endif
