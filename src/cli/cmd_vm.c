@@ -132,9 +132,17 @@ static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *
 			*(c == 'S' ? &o->seed : c == 'p' ? &o->epoch : &o->writes) = v;
 			break;
 		}
-		case 'h':
+		case 'h': {
+			const struct ms_sandbox_ops *ops;
+			char why[160];
 			fputs(usage, stdout);
+			ms_sandbox_backend_pick("auto", &ops, why, sizeof(why));
+			printf("Backends: kvm (KVM microVMs, where /dev/kvm opens) and proc (a "
+			       "ptrace-driven\nprocess sandbox, any Linux machine). On this "
+			       "machine auto picks: %s.\n",
+			       why);
 			return 1; /* handled: exit 0 */
+		}
 		default:
 			fputs(usage, stderr);
 			return 2;
@@ -194,8 +202,7 @@ static const char *const vm_run_usage =
     "  --out DIR    writes DIR/snapfile and DIR/memory (the whole guest memory)\n"
     "  --store URI  publishes the snapshot through the pause pipeline over an empty\n"
     "               template and prints its build id\n"
-    "  --mem SIZE   guest memory, e.g. 64M (default) or 1G\n"
-    "Backends: auto picks kvm where /dev/kvm opens and the kvm backend exists, else proc.\n";
+    "  --mem SIZE   guest memory, e.g. 64M (default) or 1G\n";
 
 int ms_cli_vm_run(int argc, char **argv)
 {

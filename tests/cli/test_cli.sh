@@ -77,52 +77,75 @@ check "demo resume" 0 "$memsnap" demo resume --store "file://$tmp/resume" --mem 
 contains "demo resume verified" "$tmp/out" "ok, every byte matches (warm and cold)"
 contains "warm resume did not wait" "$tmp/out" "the resume did not wait for it"
 check "demo resume --help" 0 "$memsnap" demo resume --help
-check "demo sandbox" 0 "$memsnap" demo sandbox --store "file://$tmp/sandbox" --mem 8 --stall 1
-contains "demo sandbox backend" "$tmp/out" "sandbox: backend proc"
-contains "demo sandbox verified" "$tmp/out" "the guest verified all its memory, warm and cold"
-contains "sandbox warm did not wait" "$tmp/out" "the resume did not wait for it"
-check "demo sandbox --help" 0 "$memsnap" demo sandbox --help
-check "demo sandbox kvm" 1 "$memsnap" demo sandbox --store "file://$tmp/x" --backend kvm
+# /dev/kvm opens: auto picks kvm, and every sandbox check runs on both backends
+if [ -r /dev/kvm ] && [ -w /dev/kvm ] && python3 -c 'import os; os.close(os.open("/dev/kvm", os.O_RDWR))' 2>/dev/null; then
+	backends="proc kvm"
+	auto=kvm
+else
+	backends="proc"
+	auto=proc
+	check "demo sandbox kvm without /dev/kvm" 1 "$memsnap" demo sandbox --store "file://$tmp/x" --backend kvm
+	check "vm run kvm without /dev/kvm" 1 "$memsnap" vm run --backend kvm --out "$tmp/vm"
+	contains "kvm refusal says why" "$tmp/out" "/dev/kvm"
+	echo "note: /dev/kvm does not open here: the kvm part of this test did not run"
+fi
 check "demo sandbox bad backend" 2 "$memsnap" demo sandbox --store "file://$tmp/x" --backend vmware
-
-# vm run / restore: eager from a memory file (a regular file: not the memfd's filesystem),
-# and lazy through a separate `memsnap pageserver` process
+check "demo sandbox --help" 0 "$memsnap" demo sandbox --help
 check "vm run --help" 0 "$memsnap" vm run --help
+contains "vm run --help names auto's pick" "$tmp/out" "$auto"
 check "vm restore --help" 0 "$memsnap" vm restore --help
 check "vm run bad guest" 2 "$memsnap" vm run --guest doom --out "$tmp/vm"
 check "vm run bad mem" 2 "$memsnap" vm run --mem 12345 --out "$tmp/vm"
-check "vm run kvm" 1 "$memsnap" vm run --backend kvm --out "$tmp/vm"
-check "vm run pattern" 0 "$memsnap" vm run --guest pattern --mem 4M --seed 9 --epoch 2 --out "$tmp/vm"
-contains "vm run says its backend" "$tmp/out" "sandbox: backend proc"
-check "vm restore eager" 0 "$memsnap" vm restore --mem 4M --eager "$tmp/vm/memory" \
-	--snapfile "$tmp/vm/snapfile" --seed 9 --epoch 2
-contains "eager: no mismatch" "$tmp/out" "0 mismatched pages"
-check "vm restore wrong seed" 1 "$memsnap" vm restore --mem 4M --eager "$tmp/vm/memory" \
-	--snapfile "$tmp/vm/snapfile" --seed 8 --epoch 2
-check "vm restore other size" 1 "$memsnap" vm restore --mem 8M --eager "$tmp/vm/memory" \
-	--snapfile "$tmp/vm/snapfile"
-head -c 1000 "$tmp/vm/snapfile" >"$tmp/vm/short"
-check "vm restore truncated snapfile" 1 "$memsnap" vm restore --mem 4M \
-	--eager "$tmp/vm/memory" --snapfile "$tmp/vm/short"
-check "vm run counter" 0 "$memsnap" vm run --guest counter --mem 1M --out "$tmp/vmc"
-check "vm restore counter" 0 "$memsnap" vm restore --guest counter --mem 1M \
-	--eager "$tmp/vmc/memory" --snapfile "$tmp/vmc/snapfile"
-contains "counter continued" "$tmp/out" "counter 2000000 -> 3000000"
-check "vm run to a store" 0 "$memsnap" vm run --guest pattern --mem 4M --seed 5 \
-	--store "file://$tmp/vmstore"
-build=$(sed -n 's/^published: build \([0-9a-f-]\{36\}\) .*/\1/p' "$tmp/out")
-"$memsnap" pageserver --store "file://$tmp/vmstore" --build "$build" --socket "$tmp/ps.sock" \
-	>"$tmp/ps.log" 2>&1 &
-ps_pid=$!
-i=0
-while [ ! -S "$tmp/ps.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-check "vm restore lazy (separate page server)" 0 "$memsnap" vm restore --mem 4M \
-	--lazy "$tmp/ps.sock" --store "file://$tmp/vmstore" --build "$build" --seed 5
-contains "lazy: no mismatch" "$tmp/out" "lazy, resumed"
-sleep 0.3
-kill -TERM "$ps_pid"
-wait "$ps_pid"
-contains "page server summary" "$tmp/ps.log" "session 1"
+check "vm run auto" 0 "$memsnap" vm run --guest pattern --mem 1M --out "$tmp/vm-auto"
+contains "auto says its pick" "$tmp/out" "sandbox: backend $auto (auto"
+
+for b in $backends; do
+	check "demo sandbox [$b]" 0 "$memsnap" demo sandbox --backend "$b" --store "file://$tmp/sandbox-$b" --mem 8 --stall 1
+	contains "demo sandbox backend [$b]" "$tmp/out" "sandbox: backend $b"
+	contains "demo sandbox verified [$b]" "$tmp/out" "the guest verified all its memory, warm and cold"
+	contains "sandbox warm did not wait [$b]" "$tmp/out" "the resume did not wait for it"
+
+	# vm run / restore: eager from a memory file (a regular file: not the memfd's
+	# filesystem), and lazy through a separate `memsnap pageserver` process
+	vm="$tmp/vm-$b"
+	check "vm run pattern [$b]" 0 "$memsnap" vm run --backend "$b" --guest pattern --mem 4M --seed 9 --epoch 2 --out "$vm"
+	contains "vm run says its backend [$b]" "$tmp/out" "sandbox: backend $b"
+	check "vm restore eager [$b]" 0 "$memsnap" vm restore --backend "$b" --mem 4M --eager "$vm/memory" \
+		--snapfile "$vm/snapfile" --seed 9 --epoch 2
+	contains "eager: no mismatch [$b]" "$tmp/out" "0 mismatched pages"
+	check "vm restore wrong seed [$b]" 1 "$memsnap" vm restore --backend "$b" --mem 4M --eager "$vm/memory" \
+		--snapfile "$vm/snapfile" --seed 8 --epoch 2
+	check "vm restore other size [$b]" 1 "$memsnap" vm restore --backend "$b" --mem 8M --eager "$vm/memory" \
+		--snapfile "$vm/snapfile"
+	head -c 1000 "$vm/snapfile" >"$vm/short"
+	check "vm restore truncated snapfile [$b]" 1 "$memsnap" vm restore --backend "$b" --mem 4M \
+		--eager "$vm/memory" --snapfile "$vm/short"
+	for other in $backends; do
+		[ "$other" = "$b" ] && continue
+		check "vm restore on the other backend [$b -> $other]" 1 "$memsnap" vm restore --backend "$other" \
+			--mem 4M --eager "$vm/memory" --snapfile "$vm/snapfile"
+		contains "other backend says why [$b -> $other]" "$tmp/out" "backend"
+	done
+	check "vm run counter [$b]" 0 "$memsnap" vm run --backend "$b" --guest counter --mem 1M --out "$tmp/vmc-$b"
+	check "vm restore counter [$b]" 0 "$memsnap" vm restore --backend "$b" --guest counter --mem 1M \
+		--eager "$tmp/vmc-$b/memory" --snapfile "$tmp/vmc-$b/snapfile"
+	contains "counter continued [$b]" "$tmp/out" "counter 2000000 -> 3000000"
+	check "vm run to a store [$b]" 0 "$memsnap" vm run --backend "$b" --guest pattern --mem 4M --seed 5 \
+		--store "file://$tmp/vmstore-$b"
+	build=$(sed -n 's/^published: build \([0-9a-f-]\{36\}\) .*/\1/p' "$tmp/out")
+	"$memsnap" pageserver --store "file://$tmp/vmstore-$b" --build "$build" --socket "$tmp/ps-$b.sock" \
+		>"$tmp/ps.log" 2>&1 &
+	ps_pid=$!
+	i=0
+	while [ ! -S "$tmp/ps-$b.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+	check "vm restore lazy, separate page server [$b]" 0 "$memsnap" vm restore --backend "$b" --mem 4M \
+		--lazy "$tmp/ps-$b.sock" --store "file://$tmp/vmstore-$b" --build "$build" --seed 5
+	contains "lazy: no mismatch [$b]" "$tmp/out" "lazy, resumed"
+	sleep 0.3
+	kill -TERM "$ps_pid"
+	wait "$ps_pid"
+	contains "page server summary [$b]" "$tmp/ps.log" "session 1"
+done
 
 # the same against the real S3 server, when the suite started one
 if [ -n "${MEMSNAP_S3_ENDPOINT:-}" ]; then
