@@ -9,7 +9,7 @@
  */
 #include "ms_test.h"
 #include "build/storage.h"
-#include "sandbox/proc.h"
+#include "sandbox/sandbox.h"
 #include "snapshot/pause.h"
 #include "uffd/filesource.h"
 #include "uffd/pageserver.h"
@@ -27,14 +27,17 @@
 #define LAYERS 20
 #define SEC    1000000000LL
 
-static void command(struct ms_proc *p, uint64_t cmd, uint64_t a0, uint64_t a1)
+/* the backend under test (argv[1]: proc or kvm) */
+static const struct ms_sandbox_ops *ops;
+
+static void command(struct ms_sandbox *p, uint64_t cmd, uint64_t a0, uint64_t a1)
 {
-	uint64_t *box = (uint64_t *)ms_proc_ram(p);
+	uint64_t *box = (uint64_t *)ms_sandbox_ram(p);
 	box[0] = cmd;
 	box[1] = a0;
 	box[2] = a1;
-	assert_int_equal(ms_proc_continue(p), 0);
-	assert_int_equal(ms_proc_wait_report(p, 10 * SEC), 0);
+	assert_int_equal(ms_sandbox_run(p), 0);
+	assert_int_equal(ms_sandbox_wait_report(p, 10 * SEC), 0);
 }
 
 static void read_cold(struct ms_store *store, const char *dir, const ms_uuid *id, uint8_t *out)
@@ -81,9 +84,10 @@ static void test_chain_of_pauses(void **state)
 	struct ms_pause *pauses[LAYERS] = {0};
 	uint8_t *prev = calloc(1, MEM), *now = malloc(MEM), *cold = malloc(MEM);
 	struct ms_pageset *none = ms_pageset_new();
-	struct ms_proc_config pcfg = {.guest = MS_GUEST_MUTATOR, .mem_size = MEM};
-	struct ms_proc *p;
-	assert_int_equal(ms_proc_start(&pcfg, &p), 0);
+	struct ms_sandbox_spec pcfg = {
+	    .guest = MS_GUEST_MUTATOR, .mem_size = MEM, .memory = MS_SANDBOX_FRESH};
+	struct ms_sandbox *p;
+	assert_int_equal(ms_sandbox_create(ops, &pcfg, &p), 0);
 	struct ms_pageserver *srv = NULL;
 	uint64_t seed = 0x1234, total_kept = 0, total_equal = 0;
 	for (int l = 0; l < LAYERS; l++) {
@@ -91,9 +95,9 @@ static void test_chain_of_pauses(void **state)
 		if (l % 3 != 2)
 			seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
 		command(p, 1, seed, 30);
-		((uint64_t *)ms_proc_ram(p))[0] = 0; /* after the resume: report first */
-		struct ms_proc_paused paused;
-		assert_int_equal(ms_proc_pause(p, &paused), 0);
+		((uint64_t *)ms_sandbox_ram(p))[0] = 0; /* after the resume: report first */
+		struct ms_sandbox_paused paused;
+		assert_int_equal(ms_sandbox_pause(p, &paused), 0);
 		/*
 		 * The guest's memory now: the written pages as the host sees them, the rest as
 		 * before. (Reading a page a lazy restore never installed would make the host
@@ -102,8 +106,8 @@ static void test_chain_of_pauses(void **state)
 		memcpy(now, prev, MEM);
 		uint64_t wc = 0, ws, wl;
 		while (ms_pageset_next_run(paused.written, &wc, &ws, &wl))
-			memcpy(now + ws * P, ms_proc_ram(p) + ws * P, wl * P);
-		ms_proc_destroy(p);
+			memcpy(now + ws * P, ms_sandbox_ram(p) + ws * P, wl * P);
+		ms_sandbox_destroy(p);
 		if (srv)
 			ms_pageserver_free(srv); /* the previous resume's server */
 		srv = NULL;
@@ -153,21 +157,21 @@ static void test_chain_of_pauses(void **state)
 		srv = ms_pageserver_new(sock, &ms_layered_page_source_ops, ms_pause_file(pauses[l]),
 					&opts);
 		assert_non_null(srv);
-		struct ms_proc_restore r = {.mem_size = MEM,
+		struct ms_sandbox_spec r = {.mem_size = MEM,
+					    .memory = MS_SANDBOX_LAZY,
+					    .lazy_socket = sock,
 					    .snapfile = paused.snapfile,
-					    .snapfile_len = paused.snapfile_len,
-					    .eager_fd = -1,
-					    .lazy_socket = sock};
-		assert_int_equal(ms_proc_restore(&r, &p), 0);
-		assert_int_equal(ms_proc_continue(p), 0);
-		assert_int_equal(ms_proc_wait_report(p, 10 * SEC), 0);
+					    .snapfile_len = paused.snapfile_len};
+		assert_int_equal(ms_sandbox_create(ops, &r, &p), 0);
+		assert_int_equal(ms_sandbox_run(p), 0);
+		assert_int_equal(ms_sandbox_wait_report(p, 10 * SEC), 0);
 		ms_pageset_free(paused.written);
 		free(paused.snapfile);
 	}
 	print_message("%d layers: %llu pages kept, %llu dropped as equal to the parent\n", LAYERS,
 		      (unsigned long long)total_kept, (unsigned long long)total_equal);
 	assert_true(total_equal > 0); /* the repeated epochs were found */
-	ms_proc_destroy(p);
+	ms_sandbox_destroy(p);
 	ms_pageserver_free(srv);
 	for (int l = LAYERS - 1; l >= 0; l--)
 		ms_pause_free(pauses[l]);
@@ -182,8 +186,17 @@ static void test_chain_of_pauses(void **state)
 	free(dir);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	char why[160];
+	int picked = ms_sandbox_backend_pick(argc > 1 ? argv[1] : "proc", &ops, why, sizeof(why));
+	if (picked == -ENODEV)
+		MS_TEST_SKIP_EXIT("%s", why);
+	if (picked) {
+		fprintf(stderr, "%s\n", why);
+		return 1;
+	}
+	print_message("%s\n", why);
 	const struct CMUnitTest tests[] = {cmocka_unit_test(test_chain_of_pauses)};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests_name(ops->name, tests, NULL, NULL);
 }

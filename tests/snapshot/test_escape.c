@@ -7,7 +7,7 @@
  */
 #include "ms_test.h"
 #include "build/storage.h"
-#include "sandbox/proc.h"
+#include "sandbox/sandbox.h"
 #include "snapshot/pause.h"
 #include "uffd/filesource.h"
 #include "uffd/pageserver.h"
@@ -23,10 +23,13 @@
 #define MEM (1u << 20)
 #define SEC 1000000000LL
 
+/* the backend under test (argv[1]: proc or kvm) */
+static const struct ms_sandbox_ops *ops;
+
 struct child_pause {
 	struct ms_pause_config cfg;
 	struct ms_layered *parent;
-	struct ms_proc_paused paused;
+	struct ms_sandbox_paused paused;
 	struct ms_pageset *none;
 	struct ms_pause *pause;
 	int err;
@@ -61,17 +64,18 @@ static void test_nothing_provisional_escapes(void **state)
 			   ms_build_storage_resolve, &bs);
 	struct ms_pageset *none = ms_pageset_new();
 	/* pause A with its compare stalled */
-	struct ms_proc_config pcfg = {.guest = MS_GUEST_MUTATOR, .mem_size = MEM};
-	struct ms_proc *p;
-	assert_int_equal(ms_proc_start(&pcfg, &p), 0);
-	uint64_t *box = (uint64_t *)ms_proc_ram(p);
+	struct ms_sandbox_spec pcfg = {
+	    .guest = MS_GUEST_MUTATOR, .mem_size = MEM, .memory = MS_SANDBOX_FRESH};
+	struct ms_sandbox *p;
+	assert_int_equal(ms_sandbox_create(ops, &pcfg, &p), 0);
+	uint64_t *box = (uint64_t *)ms_sandbox_ram(p);
 	box[0] = 1, box[1] = 77, box[2] = 20;
-	assert_int_equal(ms_proc_continue(p), 0);
-	assert_int_equal(ms_proc_wait_report(p, 10 * SEC), 0);
+	assert_int_equal(ms_sandbox_run(p), 0);
+	assert_int_equal(ms_sandbox_wait_report(p, 10 * SEC), 0);
 	box[0] = 0;
-	struct ms_proc_paused a_paused;
-	assert_int_equal(ms_proc_pause(p, &a_paused), 0);
-	ms_proc_destroy(p);
+	struct ms_sandbox_paused a_paused;
+	assert_int_equal(ms_sandbox_pause(p, &a_paused), 0);
+	ms_sandbox_destroy(p);
 	struct ms_future *gate = ms_future_new(NULL);
 	struct ms_pause_config cfg = {.store = store,
 				      .diffs = diffs,
@@ -86,22 +90,22 @@ static void test_nothing_provisional_escapes(void **state)
 	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = 4096};
 	struct ms_pageserver *srv =
 	    ms_pageserver_new(sock, &ms_layered_page_source_ops, ms_pause_file(a), &opts);
-	struct ms_proc_restore r = {.mem_size = MEM,
+	struct ms_sandbox_spec r = {.mem_size = MEM,
+				    .memory = MS_SANDBOX_LAZY,
+				    .lazy_socket = sock,
 				    .snapfile = a_paused.snapfile,
-				    .snapfile_len = a_paused.snapfile_len,
-				    .eager_fd = -1,
-				    .lazy_socket = sock};
-	assert_int_equal(ms_proc_restore(&r, &p), 0);
-	assert_int_equal(ms_proc_continue(p), 0);
-	assert_int_equal(ms_proc_wait_report(p, 10 * SEC), 0);
-	box = (uint64_t *)ms_proc_ram(p);
+				    .snapfile_len = a_paused.snapfile_len};
+	assert_int_equal(ms_sandbox_create(ops, &r, &p), 0);
+	assert_int_equal(ms_sandbox_run(p), 0);
+	assert_int_equal(ms_sandbox_wait_report(p, 10 * SEC), 0);
+	box = (uint64_t *)ms_sandbox_ram(p);
 	box[0] = 1, box[1] = 78, box[2] = 20;
-	assert_int_equal(ms_proc_continue(p), 0);
-	assert_int_equal(ms_proc_wait_report(p, 10 * SEC), 0);
+	assert_int_equal(ms_sandbox_run(p), 0);
+	assert_int_equal(ms_sandbox_wait_report(p, 10 * SEC), 0);
 	box[0] = 0;
 	struct child_pause c = {.parent = ms_pause_file(a), .none = none};
-	assert_int_equal(ms_proc_pause(p, &c.paused), 0);
-	ms_proc_destroy(p);
+	assert_int_equal(ms_sandbox_pause(p, &c.paused), 0);
+	ms_sandbox_destroy(p);
 	ms_pageserver_free(srv);
 	assert_int_equal(ms_pause_wait(a, MS_PAUSE_COMPARED, 0), -ETIMEDOUT); /* still stalled */
 	c.cfg = (struct ms_pause_config){.store = store,
@@ -150,8 +154,17 @@ static void test_nothing_provisional_escapes(void **state)
 	free(dir);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	char why[160];
+	int picked = ms_sandbox_backend_pick(argc > 1 ? argv[1] : "proc", &ops, why, sizeof(why));
+	if (picked == -ENODEV)
+		MS_TEST_SKIP_EXIT("%s", why);
+	if (picked) {
+		fprintf(stderr, "%s\n", why);
+		return 1;
+	}
+	print_message("%s\n", why);
 	const struct CMUnitTest tests[] = {cmocka_unit_test(test_nothing_provisional_escapes)};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests_name(ops->name, tests, NULL, NULL);
 }
