@@ -1,8 +1,8 @@
 #!/bin/sh
 # The demo: what memsnap can do on this machine today.
 #   scripts/demo.sh BUILD_DIR
-# 1. Runs the pattern guest in a sandbox (proc backend; the kvm backend is not
-#    built yet), pauses it with the dedup compare stalled, resumes it lazily
+# 1. Runs the pattern guest in a sandbox (kvm where /dev/kvm opens, else proc;
+#    the demo says which), pauses it with the dedup compare stalled, resumes it lazily
 #    through the userfaultfd page server while the compare is still stalled (the
 #    guest verifies all its memory), lets dedup/drain/upload finish into a local
 #    object store (the embedded default), then resumes it cold from the store
