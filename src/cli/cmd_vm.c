@@ -13,6 +13,7 @@
  */
 #include "build/storage.h"
 #include "cli/cli.h"
+#include "cli/cmd_vmctl.h"
 #include "cli/commands.h"
 #include "sandbox/sandbox.h"
 #include "snapshot/pause.h"
@@ -53,28 +54,22 @@ static int ms_vm_parse_size(const char *text, uint64_t *out)
 }
 
 struct ms_vm_opts {
-	const char *guest, *backend, *out, *store, *endpoint, *eager, *lazy, *snapfile, *build;
+	const char *guest, *backend, *out, *store, *endpoint, *eager, *lazy, *snapfile, *build,
+	    *control;
 	uint64_t mem, seed, epoch, writes;
 };
 
 static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *usage)
 {
 	static const struct option opts[] = {
-	    {"guest", required_argument, NULL, 'g'},
-	    {"mem", required_argument, NULL, 'm'},
-	    {"backend", required_argument, NULL, 'b'},
-	    {"out", required_argument, NULL, 'o'},
-	    {"store", required_argument, NULL, 's'},
-	    {"endpoint", required_argument, NULL, 'E'},
-	    {"eager", required_argument, NULL, 'e'},
-	    {"lazy", required_argument, NULL, 'l'},
-	    {"snapfile", required_argument, NULL, 'f'},
-	    {"build", required_argument, NULL, 'B'},
-	    {"seed", required_argument, NULL, 'S'},
-	    {"epoch", required_argument, NULL, 'p'},
-	    {"writes", required_argument, NULL, 'w'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"guest", required_argument, NULL, 'g'},	{"mem", required_argument, NULL, 'm'},
+	    {"backend", required_argument, NULL, 'b'},	{"out", required_argument, NULL, 'o'},
+	    {"store", required_argument, NULL, 's'},	{"endpoint", required_argument, NULL, 'E'},
+	    {"eager", required_argument, NULL, 'e'},	{"lazy", required_argument, NULL, 'l'},
+	    {"snapfile", required_argument, NULL, 'f'}, {"build", required_argument, NULL, 'B'},
+	    {"seed", required_argument, NULL, 'S'},	{"epoch", required_argument, NULL, 'p'},
+	    {"writes", required_argument, NULL, 'w'},	{"control", required_argument, NULL, 'C'},
+	    {"help", no_argument, NULL, 'h'},		{NULL, 0, NULL, 0},
 	};
 	*o = (struct ms_vm_opts){.guest = "pattern",
 				 .backend = "auto",
@@ -113,6 +108,9 @@ static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *
 			break;
 		case 'B':
 			o->build = optarg;
+			break;
+		case 'C':
+			o->control = optarg;
 			break;
 		case 'm':
 			if (ms_vm_parse_size(optarg, &o->mem)) {
@@ -194,7 +192,7 @@ static int ms_vm_write_file(const char *dir, const char *name, const void *buf, 
 static const char *const vm_run_usage =
     "usage: memsnap vm run [--guest pattern|counter|mutator] [--mem SIZE]\n"
     "                      [--backend auto|kvm|proc] (--out DIR | --store URI)\n"
-    "                      [--seed N] [--epoch N] [--writes N]\n\n"
+    "                      [--seed N] [--epoch N] [--writes N] [--control SOCKET]\n\n"
     "Starts a test guest in a sandbox, lets it work, pauses it and saves the snapshot.\n"
     "  pattern  fills every data page from (seed, page, epoch)\n"
     "  counter  counts (the count lives in a register and in RAM)\n"
@@ -202,7 +200,10 @@ static const char *const vm_run_usage =
     "  --out DIR    writes DIR/snapfile and DIR/memory (the whole guest memory)\n"
     "  --store URI  publishes the snapshot through the pause pipeline over an empty\n"
     "               template and prints its build id\n"
-    "  --mem SIZE   guest memory, e.g. 64M (default) or 1G\n";
+    "  --mem SIZE   guest memory, e.g. 64M (default) or 1G\n"
+    "  --control SOCKET  after the work, keep the guest running and take requests\n"
+    "               on SOCKET: memsnap vm pause|resume|status, and vm snapshot, which\n"
+    "               pauses it and saves/publishes the snapshot as --out/--store say\n";
 
 int ms_cli_vm_run(int argc, char **argv)
 {
@@ -242,13 +243,20 @@ int ms_cli_vm_run(int argc, char **argv)
 		return ms_cli_fail("guest run", err);
 	}
 	uint64_t *box = (uint64_t *)ms_sandbox_ram(sb);
-	uint64_t count = box[MS_GUEST_RESULT0 / 8];
 	box[MS_GUEST_CMD / 8] = 0; /* after a resume the guest reports first */
 	double ran = (double)(ms_clock_now_ns() - t0) / 1e6;
-	err = ms_sandbox_pause(sb, &paused);
+	int client = -1;
+	if (o.control) {
+		printf("sandbox: %s guest, %llu MiB, worked for %.1f ms\n", o.guest,
+		       (unsigned long long)(o.mem >> 20), ran);
+		err = ms_vmctl_serve(o.control, sb, kind, &paused, &client);
+	} else {
+		err = ms_sandbox_pause(sb, &paused);
+	}
+	uint64_t count = box[MS_GUEST_RESULT0 / 8];
 	ms_sandbox_destroy(sb);
 	if (err)
-		return ms_cli_fail("pause", err);
+		return ms_cli_fail(o.control ? o.control : "pause", err);
 	printf("run:    %s guest, %llu MiB, %.1f ms%s; paused: %llu pages written, snapfile %zu "
 	       "bytes\n",
 	       o.guest, (unsigned long long)(o.mem >> 20), ran, kind == MS_GUEST_COUNTER ? "" : "",
@@ -256,6 +264,7 @@ int ms_cli_vm_run(int argc, char **argv)
 	if (kind == MS_GUEST_COUNTER)
 		printf("counter: %llu\n", (unsigned long long)count);
 	rc = 1;
+	char result[512] = "the snapshot was not saved (see the vm run output)";
 	if (o.out) {
 		if (mkdir(o.out, 0755) && errno != EEXIST) {
 			rc = ms_cli_fail(o.out, -errno);
@@ -274,6 +283,7 @@ int ms_cli_vm_run(int argc, char **argv)
 			goto out;
 		}
 		printf("saved:  %s/snapfile, %s/memory\n", o.out, o.out);
+		snprintf(result, sizeof(result), "saved %s/snapfile and %s/memory", o.out, o.out);
 		rc = 0;
 		goto out;
 	}
@@ -315,6 +325,7 @@ int ms_cli_vm_run(int argc, char **argv)
 	char id[MS_UUID_STR_LEN];
 	ms_uuid_format(ms_pause_build_id(pause), id);
 	printf("published: build %s in %s\n", id, o.store);
+	snprintf(result, sizeof(result), "published build %s in %s", id, o.store);
 	rc = 0;
 store_out:
 	if (rc)
@@ -326,6 +337,7 @@ store_out:
 	ms_store_free(store);
 	rmdir(cache);
 out:
+	ms_vmctl_finish(client, rc, result);
 	ms_sandbox_paused_fini(&paused);
 	return rc;
 }

@@ -20,5 +20,11 @@ const struct ms_cli_command ms_cli_commands[] = {
      ms_cli_vm_run},
     {"vm", "restore", "restore a snapshot eagerly or lazily; the guest checks its memory",
      ms_cli_vm_restore},
+    {"vm", "pause", "pause a guest started with vm run --control", ms_cli_vm_pause},
+    {"vm", "resume", "resume a guest paused with vm pause", ms_cli_vm_resume},
+    {"vm", "snapshot", "snapshot a guest started with vm run --control (saved or published)",
+     ms_cli_vm_snapshot},
+    {"vm", "status", "backend and state of a guest started with vm run --control",
+     ms_cli_vm_status},
     {NULL, NULL, NULL, NULL},
 };

@@ -10,5 +10,9 @@ int ms_cli_demo_resume(int argc, char **argv);
 int ms_cli_demo_sandbox(int argc, char **argv);
 int ms_cli_vm_run(int argc, char **argv);
 int ms_cli_vm_restore(int argc, char **argv);
+int ms_cli_vm_pause(int argc, char **argv);
+int ms_cli_vm_resume(int argc, char **argv);
+int ms_cli_vm_snapshot(int argc, char **argv);
+int ms_cli_vm_status(int argc, char **argv);
 
 #endif

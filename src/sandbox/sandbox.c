@@ -195,6 +195,11 @@ const char *ms_sandbox_death_cause(struct ms_sandbox *sb)
 	return sb->ops->death_cause(sb);
 }
 
+const char *ms_sandbox_backend_name(struct ms_sandbox *sb)
+{
+	return sb->ops->name;
+}
+
 void ms_sandbox_destroy(struct ms_sandbox *sb)
 {
 	if (sb)

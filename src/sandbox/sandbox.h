@@ -80,6 +80,8 @@ uint8_t *ms_sandbox_ram(struct ms_sandbox *sb);
 int ms_sandbox_written(struct ms_sandbox *sb, bool reset, struct ms_pageset **out);
 int ms_sandbox_pause(struct ms_sandbox *sb, struct ms_sandbox_paused *out);
 const char *ms_sandbox_death_cause(struct ms_sandbox *sb);
+/* "kvm" or "proc". */
+const char *ms_sandbox_backend_name(struct ms_sandbox *sb);
 void ms_sandbox_destroy(struct ms_sandbox *sb);
 void ms_sandbox_paused_fini(struct ms_sandbox_paused *paused);
 /* The backends' tables. */

@@ -130,6 +130,30 @@ for b in $backends; do
 	check "vm restore counter [$b]" 0 "$memsnap" vm restore --backend "$b" --guest counter --mem 1M \
 		--eager "$tmp/vmc-$b/memory" --snapfile "$tmp/vmc-$b/snapfile"
 	contains "counter continued [$b]" "$tmp/out" "counter 2000000 -> 3000000"
+	# a running guest driven from other processes: vm pause|resume|status|snapshot --control
+	ctl="$tmp/ctl-$b.sock"
+	"$memsnap" vm run --backend "$b" --guest counter --mem 1M --out "$tmp/vmctl-$b" \
+		--control "$ctl" >"$tmp/vmrun.log" 2>&1 &
+	run_pid=$!
+	i=0
+	while [ ! -S "$ctl" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+	check "vm status [$b]" 0 "$memsnap" vm status --control "$ctl"
+	contains "status names the backend [$b]" "$tmp/out" "backend $b, running"
+	check "vm pause [$b]" 0 "$memsnap" vm pause --control "$ctl"
+	contains "vm pause says paused [$b]" "$tmp/out" "paused in"
+	for other in $backends; do
+		[ "$other" = "$b" ] && continue
+		check "vm resume, wrong backend [$b]" 1 "$memsnap" vm resume --control "$ctl" --backend "$other"
+	done
+	check "vm resume [$b]" 0 "$memsnap" vm resume --control "$ctl" --backend "$b"
+	check "vm bad request usage [$b]" 2 "$memsnap" vm pause
+	check "vm snapshot [$b]" 0 "$memsnap" vm snapshot --control "$ctl"
+	contains "vm snapshot says where [$b]" "$tmp/out" "saved $tmp/vmctl-$b/snapfile"
+	wait "$run_pid"
+	check "vm pause, nothing listening [$b]" 1 "$memsnap" vm pause --control "$ctl"
+	check "vm restore the controlled snapshot [$b]" 0 "$memsnap" vm restore --backend "$b" --guest counter \
+		--mem 1M --eager "$tmp/vmctl-$b/memory" --snapfile "$tmp/vmctl-$b/snapfile"
+	contains "controlled counter continued [$b]" "$tmp/out" "000000 ->"
 	check "vm run to a store [$b]" 0 "$memsnap" vm run --backend "$b" --guest pattern --mem 4M --seed 5 \
 		--store "file://$tmp/vmstore-$b"
 	build=$(sed -n 's/^published: build \([0-9a-f-]\{36\}\) .*/\1/p' "$tmp/out")
