@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -163,6 +164,18 @@ static const struct ms_sandbox_ops *ms_vm_backend(const char *name)
 	}
 	printf("sandbox: %s\n", why);
 	return ops;
+}
+
+/* Pages of the guest memory present in its memfd (mincore over the host's view). */
+static uint64_t ms_vm_resident(void *ram, uint64_t size)
+{
+	uint64_t pages = size / P, resident = 0;
+	unsigned char *vec = malloc(pages);
+	if (vec && mincore(ram, size, vec) == 0)
+		for (uint64_t i = 0; i < pages; i++)
+			resident += vec[i] & 1;
+	free(vec);
+	return resident;
 }
 
 static int ms_vm_command(struct ms_sandbox *sb, uint64_t cmd, uint64_t a0, uint64_t a1)
@@ -438,10 +451,15 @@ int ms_cli_vm_restore(int argc, char **argv)
 	if ((err = ms_vm_command(sb, MS_PATTERN_VERIFY, o.seed, o.epoch)))
 		goto done;
 	uint64_t bad = box[MS_GUEST_RESULT0 / 8];
+	double total = (double)(ms_clock_now_ns() - t0) / 1e6;
 	printf("restore: %s, resumed in %.1f ms; the guest verified its memory: %llu mismatched "
 	       "pages, %.1f ms in all\n",
-	       o.eager ? "eager" : "lazy", resumed, (unsigned long long)bad,
-	       (double)(ms_clock_now_ns() - t0) / 1e6);
+	       o.eager ? "eager" : "lazy", resumed, (unsigned long long)bad, total);
+	if (o.lazy) /* pages the page server installed: resident in the guest's memfd */
+		printf("memory: %llu of %llu pages installed by the page server (%.0f MiB/s)\n",
+		       (unsigned long long)ms_vm_resident(box, o.mem),
+		       (unsigned long long)(o.mem / P),
+		       (double)ms_vm_resident(box, o.mem) * P / (1 << 20) / (total / 1e3));
 	rc = bad ? 1 : 0;
 done:
 	if (err) {
