@@ -42,7 +42,8 @@ struct ms_kvm_sandbox {
 	uint64_t size;
 	struct ms_pageset *host_written; /* the image the host loaded: part of the next pause */
 	uint32_t guest_kind;
-	bool stopped; /* at a report, or restored and not yet run */
+	bool stopped;	 /* at a report, or restored and not yet run */
+	bool host_gated; /* lazy: the host view is PROT_NONE until the first report */
 };
 
 static const struct ms_sandbox_ops ms_kvm_sandbox_ops;
@@ -79,6 +80,11 @@ static int ms_ksb_wait_report(struct ms_sandbox *sb, int64_t timeout_ns)
 	int err = ms_vmm_wait_report(k->vmm, timeout_ns, &rax, &rdx);
 	if (err)
 		return err;
+	if (k->host_gated) { /* the stub ran: the mailbox page is installed */
+		if (mprotect(k->host, k->size, PROT_READ | PROT_WRITE))
+			return -errno;
+		k->host_gated = false;
+	}
 	/* the guest's results, into the mailbox through the untracked view */
 	uint64_t *box = (uint64_t *)k->host;
 	box[MS_GUEST_RESULT0 / 8] = rax;
@@ -215,6 +221,14 @@ static int ms_ksb_memory(struct ms_kvm_sandbox *k, const struct ms_sandbox_spec 
 	if ((k->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
 		return -errno;
 	if (lazy) {
+		/*
+		 * A host access to a page the page server has not installed would put a
+		 * zero page into the memfd, and the guest would later read zeros. Until
+		 * the guest's first report any host access faults loudly instead.
+		 */
+		if (mprotect(k->host, k->size, PROT_NONE))
+			return -errno;
+		k->host_gated = true;
 		k->handshake_sock =
 		    ms_guestmem_handshake(spec->lazy_socket, base, k->size, k->uffd, k->memfd);
 		return k->handshake_sock < 0 ? k->handshake_sock : 0;

@@ -46,6 +46,7 @@ struct ms_proc {
 	struct ms_pageset *host_written; /* pages the host wrote (the loaded image): unseen by the
 					    tracker, part of the next pause */
 	bool dead;
+	bool host_gated; /* lazy: the host view is PROT_NONE until the first report */
 	char cause[160];
 	uint32_t guest; /* enum ms_guest_kind, recorded in the snapfile */
 };
@@ -160,6 +161,11 @@ int ms_proc_wait_report(struct ms_proc *p, int64_t timeout_ns)
 			struct user_regs_struct regs;
 			if (ptrace(PTRACE_GETREGS, p->pid, 0, &regs))
 				return -errno;
+			if (p->host_gated) { /* the stub ran: the mailbox page is installed */
+				if (mprotect(p->ram, p->size, PROT_READ | PROT_WRITE))
+					return -errno;
+				p->host_gated = false;
+			}
 			uint64_t *box = (uint64_t *)p->ram;
 			box[MS_GUEST_RESULT0 / 8] = regs.rax;
 			box[MS_GUEST_RESULT1 / 8] = regs.rdx;
@@ -456,6 +462,19 @@ int ms_proc_restore(const struct ms_proc_restore *r, struct ms_proc **out)
 		goto fail;
 	if ((err = ms_proc_spawn(p, r->eager_fd >= 0 ? NULL : r->lazy_socket)))
 		goto fail;
+	/*
+	 * Lazy: a host access to a page the page server has not installed would put a
+	 * zero page into the memfd, and the guest would later read zeros instead of its
+	 * memory. Until the guest's first report (its stub lives in the mailbox page)
+	 * any host access faults loudly instead.
+	 */
+	if (r->eager_fd < 0) {
+		if (mprotect(p->ram, p->size, PROT_NONE)) {
+			err = -errno;
+			goto fail;
+		}
+		p->host_gated = true;
+	}
 	struct user_regs_struct regs, own;
 	memcpy(&regs, saved->data, sizeof(regs));
 	if (ptrace(PTRACE_GETREGS, p->pid, 0, &own)) {

@@ -47,7 +47,14 @@ struct ms_sandbox_ops {
 	int (*create)(const struct ms_sandbox_spec *spec, struct ms_sandbox **out);
 	int (*run)(struct ms_sandbox *sb);
 	int (*wait_report)(struct ms_sandbox *sb, int64_t timeout_ns);
-	uint8_t *(*ram)(struct ms_sandbox *sb); /* the host's view (guest.h layout) */
+	/*
+	 * The host's view of guest RAM (guest.h layout); writes through it are not
+	 * tracked. After a lazy restore it is inaccessible (PROT_NONE) until the
+	 * guest's first report: the host touching a page the page server has not
+	 * installed would hide the guest's page behind a zero page. After that, touch
+	 * only pages the guest has touched (the mailbox, written pages).
+	 */
+	uint8_t *(*ram)(struct ms_sandbox *sb);
 	int (*written)(struct ms_sandbox *sb, bool reset, struct ms_pageset **out);
 	int (*pause)(struct ms_sandbox *sb, struct ms_sandbox_paused *out);
 	const char *(*death_cause)(struct ms_sandbox *sb);

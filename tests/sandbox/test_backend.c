@@ -15,6 +15,8 @@
 #include "util/err.h"
 
 #include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -185,6 +187,29 @@ static void test_syscall_is_reported(void **state)
 	ms_sandbox_destroy(sb);
 }
 
+static sigjmp_buf probe_jump;
+
+static void probe_segv(int sig)
+{
+	(void)sig;
+	siglongjmp(probe_jump, 1);
+}
+
+/* Whether reading addr faults (SIGSEGV). */
+static bool read_faults(const volatile uint8_t *addr)
+{
+	struct sigaction sa = {.sa_handler = probe_segv}, old;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &old);
+	bool faulted = true;
+	if (sigsetjmp(probe_jump, 1) == 0) {
+		(void)*addr;
+		faulted = false;
+	}
+	sigaction(SIGSEGV, &old, NULL);
+	return faulted;
+}
+
 /* A page source over a paused memfd, for the real page server. */
 struct mem_source {
 	const uint8_t *mem;
@@ -229,6 +254,11 @@ static void test_pattern_lazy_restore(void **state)
 	int err = ms_sandbox_create(ops, &spec, &sb);
 	if (err)
 		fail_msg("%s: lazy restore: %s", ops->name, ms_strerror(err));
+	/*
+	 * Before the guest's first report the host view is closed: a host read of a page
+	 * the page server has not installed would put a zero page into the guest's memory.
+	 */
+	assert_true(read_faults(ms_sandbox_ram(sb) + 40 * 4096));
 	run_report(sb); /* faults the mailbox in before the host touches it */
 	assert_int_equal(*box(sb, MS_GUEST_ARG0), 99);
 	command(sb, MS_PATTERN_VERIFY, 99, 3);
