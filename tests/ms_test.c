@@ -1,9 +1,26 @@
 /* ms_test.c - shared test helpers. */
 #include "ms_test.h"
+#include "sandbox/sandbox.h"
 
+#include <errno.h>
 #include <ftw.h>
 #include <string.h>
 #include <unistd.h>
+
+const struct ms_sandbox_ops *ms_test_backend(const char *name)
+{
+	const struct ms_sandbox_ops *ops = NULL;
+	char why[160];
+	int err = ms_sandbox_backend_pick(name ? name : "proc", &ops, why, sizeof(why));
+	if (err == -ENODEV)
+		MS_TEST_SKIP_EXIT("%s", why);
+	if (err) {
+		fprintf(stderr, "%s\n", why);
+		exit(1);
+	}
+	print_message("%s\n", why);
+	return ops;
+}
 
 char *ms_test_tmpdir(void)
 {

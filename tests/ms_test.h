@@ -16,12 +16,21 @@
 #include <cmocka.h>
 
 #define MS_TEST_SKIP 77
-#define MS_TEST_SKIP_EXIT(...)                                                                    \
-	do {                                                                                      \
-		printf("SKIP: " __VA_ARGS__);                                                     \
-		printf("\n");                                                                     \
-		exit(MS_TEST_SKIP);                                                               \
+#define MS_TEST_SKIP_EXIT(...)                                                                     \
+	do {                                                                                       \
+		printf("SKIP: " __VA_ARGS__);                                                      \
+		printf("\n");                                                                      \
+		exit(MS_TEST_SKIP);                                                                \
 	} while (0)
+
+struct ms_sandbox_ops;
+
+/*
+ * The sandbox backend named name (e.g. argv[1]; NULL: "proc"); prints which.
+ * Exits 77 (skip) with one line where it cannot run here (kvm without
+ * /dev/kvm), 1 for an unknown name.
+ */
+const struct ms_sandbox_ops *ms_test_backend(const char *name);
 
 /* A fresh temporary directory under $TMPDIR (or /tmp); the caller frees the string. */
 char *ms_test_tmpdir(void);

@@ -116,25 +116,15 @@ out:
 
 static int ms_vmm_save_cpuid(int fd, unsigned index, ms_vmm_emit_fn emit, void *ctx)
 {
-	for (uint32_t nent = 64; nent <= 4096; nent *= 2) {
-		size_t len = sizeof(struct kvm_cpuid2) + nent * sizeof(struct kvm_cpuid_entry2);
-		struct kvm_cpuid2 *cpuid = calloc(1, len);
-		if (!cpuid)
-			return -ENOMEM;
-		cpuid->nent = nent;
-		if (ioctl(fd, KVM_GET_CPUID2, cpuid) == 0) {
-			uint32_t used = (uint32_t)(sizeof(struct kvm_cpuid2) +
-						   cpuid->nent * sizeof(struct kvm_cpuid_entry2));
-			int err = emit(ctx, MS_VMM_SEC_VCPU(MS_VMM_SEC_CPUID, index), cpuid, used);
-			free(cpuid);
-			return err;
-		}
-		int err = errno;
-		free(cpuid);
-		if (err != E2BIG)
-			return -err;
-	}
-	return -E2BIG;
+	int err;
+	struct kvm_cpuid2 *cpuid = ms_vmm_cpuid_get(fd, KVM_GET_CPUID2, &err);
+	if (!cpuid)
+		return err;
+	uint32_t used =
+	    (uint32_t)(sizeof(struct kvm_cpuid2) + cpuid->nent * sizeof(struct kvm_cpuid_entry2));
+	err = emit(ctx, MS_VMM_SEC_VCPU(MS_VMM_SEC_CPUID, index), cpuid, used);
+	free(cpuid);
+	return err;
 }
 
 static int ms_vmm_xsave_size(struct ms_vmm *vmm)

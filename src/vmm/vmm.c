@@ -259,25 +259,35 @@ static void *ms_vmm_vcpu_thread(void *arg)
 	return NULL;
 }
 
-static int ms_vmm_set_cpuid(struct ms_vmm *vmm, int vcpu_fd)
+struct kvm_cpuid2 *ms_vmm_cpuid_get(int fd, unsigned long request, int *err)
 {
-	for (unsigned nent = 64; nent <= 4096; nent *= 2) {
+	for (uint32_t nent = 64; nent <= 4096; nent *= 2) {
 		struct kvm_cpuid2 *cpuid =
 		    calloc(1, sizeof(*cpuid) + nent * sizeof(struct kvm_cpuid_entry2));
-		if (!cpuid)
-			return -ENOMEM;
-		cpuid->nent = nent;
-		if (ioctl(vmm->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
-			int err = ioctl(vcpu_fd, KVM_SET_CPUID2, cpuid) ? -errno : 0;
-			free(cpuid);
-			return err;
+		if (!cpuid) {
+			*err = -ENOMEM;
+			return NULL;
 		}
-		int err = errno;
+		cpuid->nent = nent;
+		if (ioctl(fd, request, cpuid) == 0)
+			return cpuid;
+		*err = -errno;
 		free(cpuid);
-		if (err != E2BIG)
-			return -err;
+		if (*err != -E2BIG)
+			return NULL;
 	}
-	return -E2BIG;
+	return NULL;
+}
+
+static int ms_vmm_set_cpuid(struct ms_vmm *vmm, int vcpu_fd)
+{
+	int err;
+	struct kvm_cpuid2 *cpuid = ms_vmm_cpuid_get(vmm->kvm_fd, KVM_GET_SUPPORTED_CPUID, &err);
+	if (!cpuid)
+		return err;
+	err = ioctl(vcpu_fd, KVM_SET_CPUID2, cpuid) ? -errno : 0;
+	free(cpuid);
+	return err;
 }
 
 static int ms_vmm_memslot(struct ms_vmm *vmm, uint32_t slot, uint64_t gpa, void *host,
@@ -315,7 +325,11 @@ int ms_vmm_new(const struct ms_vmm_config *config, struct ms_vmm **out)
 	vmm->ports = ms_vmm_devices;
 	vmm->nr_ports = sizeof(ms_vmm_devices) / sizeof(ms_vmm_devices[0]);
 	pthread_mutex_init(&vmm->lock, NULL);
-	pthread_cond_init(&vmm->cond, NULL);
+	pthread_condattr_t attr; /* timed waits on CLOCK_MONOTONIC (ms_clock_deadline) */
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&vmm->cond, &attr);
+	pthread_condattr_destroy(&attr);
 	for (unsigned i = 0; i < MS_VMM_MAX_VCPUS; i++)
 		vmm->vcpus[i].fd = -1;
 	if ((vmm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)) < 0) {
@@ -456,11 +470,7 @@ int ms_vmm_resume(struct ms_vmm *vmm)
 
 int ms_vmm_wait_report(struct ms_vmm *vmm, int64_t timeout_ns, uint64_t *rax, uint64_t *rdx)
 {
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	int64_t ns = deadline.tv_nsec + timeout_ns % 1000000000;
-	deadline.tv_sec += timeout_ns / 1000000000 + ns / 1000000000;
-	deadline.tv_nsec = ns % 1000000000;
+	struct timespec deadline = ms_clock_deadline(timeout_ns);
 	struct ms_vmm_vcpu *vcpu = &vmm->vcpus[0];
 	int err = 0;
 	pthread_mutex_lock(&vmm->lock);
@@ -491,13 +501,7 @@ int ms_vmm_stop(struct ms_vmm *vmm)
 		vcpu->run->immediate_exit = 1;
 		pthread_kill(vcpu->thread, MS_VMM_KICK_SIGNAL);
 		while (vcpu->state == MS_VCPU_RUNNING) {
-			struct timespec soon;
-			clock_gettime(CLOCK_REALTIME, &soon);
-			soon.tv_nsec += 1000000;
-			if (soon.tv_nsec >= 1000000000) {
-				soon.tv_sec++;
-				soon.tv_nsec -= 1000000000;
-			}
+			struct timespec soon = ms_clock_deadline(1000000);
 			/* re-kick: the signal may have landed just before KVM_RUN */
 			if (pthread_cond_timedwait(&vmm->cond, &vmm->lock, &soon) == ETIMEDOUT)
 				pthread_kill(vcpu->thread, MS_VMM_KICK_SIGNAL);

@@ -89,6 +89,11 @@ int ms_vmm_vm_fd(struct ms_vmm *vmm);
 unsigned ms_vmm_vcpu_count(struct ms_vmm *vmm);
 int ms_vmm_vcpu_fd(struct ms_vmm *vmm, unsigned index);
 uint64_t ms_vmm_ram_size(struct ms_vmm *vmm);
+/*
+ * A CPUID table from request (KVM_GET_SUPPORTED_CPUID on the /dev/kvm fd, or
+ * KVM_GET_CPUID2 on a vCPU fd), sized as needed; malloc'd, or NULL with *err.
+ */
+struct kvm_cpuid2 *ms_vmm_cpuid_get(int fd, unsigned long request, int *err);
 /* The system region's CPL0 stack page (4 KiB): saved with the state. */
 uint8_t *ms_vmm_sys_stack(struct ms_vmm *vmm);
 /* The device state blob (the control device's counters): save, and restore. */

@@ -7,7 +7,7 @@
  * (the real page server) -> the guest verifies every page; counter continues
  * without a gap over 20 pause/restore cycles; 10 mutator cycles stay exact
  * against the host's model; written-page sets are exact; a guest syscall is
- * reported with its cause; bad snapfiles are rejected.
+ * reported with its cause; bad snapfiles are rejected; the backend choice.
  */
 #include "ms_test.h"
 #include "sandbox/sandbox.h"
@@ -376,6 +376,26 @@ static void test_mutator_cycles(void **state)
 	ms_sandbox_destroy(sb);
 }
 
+/* auto is kvm where /dev/kvm opens, else proc; kvm without it and unknown names are refused */
+static void test_backend_choice(void **state)
+{
+	(void)state;
+	const struct ms_sandbox_ops *picked;
+	char why[160];
+	bool kvm = ms_sandbox_kvm_available();
+	assert_int_equal(ms_sandbox_backend_pick("kvm", &picked, why, sizeof(why)),
+			 kvm ? 0 : -ENODEV);
+	if (!kvm) /* the refusal says why */
+		assert_non_null(strstr(why, "/dev/kvm"));
+	assert_int_equal(ms_sandbox_backend_pick("vmware", &picked, why, sizeof(why)), -EINVAL);
+	assert_int_equal(ms_sandbox_backend_pick("auto", &picked, why, sizeof(why)), 0);
+	assert_string_equal(picked->name, kvm ? "kvm" : "proc");
+	print_message("auto: %s\n", why);
+	assert_int_equal(ms_sandbox_backend_pick("proc", &picked, why, sizeof(why)), 0);
+	assert_string_equal(picked->name, "proc");
+	assert_int_equal(picked->id, MS_BACKEND_PROC);
+}
+
 static void test_bad_specs(void **state)
 {
 	(void)state;
@@ -394,16 +414,7 @@ static void test_bad_specs(void **state)
 
 int main(int argc, char **argv)
 {
-	const char *name = argc > 1 ? argv[1] : "proc";
-	char why[160];
-	int err = ms_sandbox_backend_pick(name, &ops, why, sizeof(why));
-	if (err == -ENODEV)
-		MS_TEST_SKIP_EXIT("%s", why);
-	if (err) {
-		fprintf(stderr, "%s\n", why);
-		return 1;
-	}
-	print_message("%s\n", why);
+	ops = ms_test_backend(argc > 1 ? argv[1] : NULL);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_pattern_and_written_pages),
 	    cmocka_unit_test(test_counter_across_restores),
@@ -412,6 +423,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_snapfile_rejections),
 	    cmocka_unit_test(test_mutator_cycles),
 	    cmocka_unit_test(test_bad_specs),
+	    cmocka_unit_test(test_backend_choice),
 	};
 	return cmocka_run_group_tests_name(ops->name, tests, NULL, NULL);
 }

@@ -188,15 +188,7 @@ static void test_chain_of_pauses(void **state)
 
 int main(int argc, char **argv)
 {
-	char why[160];
-	int picked = ms_sandbox_backend_pick(argc > 1 ? argv[1] : "proc", &ops, why, sizeof(why));
-	if (picked == -ENODEV)
-		MS_TEST_SKIP_EXIT("%s", why);
-	if (picked) {
-		fprintf(stderr, "%s\n", why);
-		return 1;
-	}
-	print_message("%s\n", why);
+	ops = ms_test_backend(argc > 1 ? argv[1] : NULL);
 	const struct CMUnitTest tests[] = {cmocka_unit_test(test_chain_of_pauses)};
 	return cmocka_run_group_tests_name(ops->name, tests, NULL, NULL);
 }

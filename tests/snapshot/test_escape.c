@@ -156,15 +156,7 @@ static void test_nothing_provisional_escapes(void **state)
 
 int main(int argc, char **argv)
 {
-	char why[160];
-	int picked = ms_sandbox_backend_pick(argc > 1 ? argv[1] : "proc", &ops, why, sizeof(why));
-	if (picked == -ENODEV)
-		MS_TEST_SKIP_EXIT("%s", why);
-	if (picked) {
-		fprintf(stderr, "%s\n", why);
-		return 1;
-	}
-	print_message("%s\n", why);
+	ops = ms_test_backend(argc > 1 ? argv[1] : NULL);
 	const struct CMUnitTest tests[] = {cmocka_unit_test(test_nothing_provisional_escapes)};
 	return cmocka_run_group_tests_name(ops->name, tests, NULL, NULL);
 }

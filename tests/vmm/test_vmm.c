@@ -199,11 +199,7 @@ static void test_system_region(void **state)
 
 int main(void)
 {
-	char why[160];
-	int err = ms_sandbox_backend_pick("kvm", &ops, why, sizeof(why));
-	if (err == -ENODEV)
-		MS_TEST_SKIP_EXIT("%s", why);
-	assert_int_equal(err, 0);
+	ops = ms_test_backend("kvm");
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_state_round_trip),
 	    cmocka_unit_test(test_pause_anywhere),
