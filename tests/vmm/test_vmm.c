@@ -3,7 +3,8 @@
  * round-trips through a restore into a new VM (saved again, byte for byte,
  * but for the clocks that run), a pause lands anywhere (not only at a report)
  * and the guest continues exactly, guest exceptions are reported with their
- * vector and address. Skips with one line where /dev/kvm does not open.
+ * vector and address, a two-vCPU VM saves and restores both vCPUs. Skips with one line where
+ * /dev/kvm does not open.
  */
 #include "ms_test.h"
 #include "sandbox/sandbox.h"
@@ -13,6 +14,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define MEM (1u << 20)
@@ -174,6 +176,97 @@ static void test_exception_reported(void **state)
 	ms_sandbox_destroy(sb);
 }
 
+/* Saved sections, copied, for the two-vCPU test. */
+struct sections {
+	uint32_t type[64], len[64];
+	void *data[64];
+	unsigned n;
+};
+
+static int collect(void *ctx, uint32_t type, const void *data, uint32_t length)
+{
+	struct sections *s = ctx;
+	assert_true(s->n < 64);
+	s->type[s->n] = type;
+	s->len[s->n] = length;
+	s->data[s->n] = malloc(length);
+	memcpy(s->data[s->n], data, length);
+	s->n++;
+	return 0;
+}
+
+static const void *lookup(void *ctx, uint32_t type, uint32_t *length)
+{
+	struct sections *s = ctx;
+	for (unsigned i = 0; i < s->n; i++)
+		if (s->type[i] == type) {
+			*length = s->len[i];
+			return s->data[i];
+		}
+	return NULL;
+}
+
+/*
+ * The VMM itself with two vCPUs: vCPU 0 runs counter, vCPU 1 waits for a SIPI
+ * (in-kernel LAPIC); both are stopped, saved (a section set each) and restored
+ * into a new two-vCPU VM over the same memory, where counter continues exactly.
+ */
+static void test_two_vcpus(void **state)
+{
+	(void)state;
+	uint64_t size = MEM;
+	int memfd = memfd_create("test-vmm", MFD_CLOEXEC);
+	assert_int_equal(ftruncate(memfd, (off_t)size), 0);
+	uint8_t *ram = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	assert_true(ram != MAP_FAILED);
+	const uint8_t *code;
+	size_t len;
+	assert_int_equal(ms_guest_code(MS_GUEST_COUNTER, &code, &len), 0);
+	static const uint8_t stub[] = {0xcc, 0x41, 0xff, 0xe3}; /* int3; jmp *%r11 */
+	memcpy(ram + MS_GUEST_STUB, stub, sizeof(stub));
+	memcpy(ram + MS_GUEST_CODE, code, len);
+	((uint64_t *)ram)[MS_GUEST_PAGES / 8] = size / 4096;
+	((uint64_t *)ram)[MS_GUEST_ARG0 / 8] = 100000;
+	struct ms_vmm_config cfg = {.ram = ram, .ram_size = size, .vcpus = 2};
+	struct ms_vmm *vmm;
+	assert_int_equal(ms_vmm_new(&cfg, &vmm), 0);
+	assert_int_equal(ms_vmm_boot(vmm, MS_GUEST_CODE, size - 64), 0);
+	uint64_t rax, rdx, last = 0;
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(ms_vmm_resume(vmm), 0);
+		assert_int_equal(ms_vmm_wait_report(vmm, 10 * SEC, &rax, &rdx), 0);
+		assert_int_equal(rdx, 0);
+		last = rax;
+	}
+	assert_int_equal(ms_vmm_stop(vmm), 0);
+	struct sections saved = {.n = 0};
+	assert_int_equal(ms_vmm_state_save(vmm, collect, &saved), 0);
+	ms_vmm_free(vmm);
+	uint32_t got;
+	const struct kvm_mp_state *ap =
+	    lookup(&saved, MS_VMM_SEC_VCPU(MS_VMM_SEC_MP_STATE, 1), &got);
+	assert_non_null(ap);
+	assert_int_equal(ap->mp_state, KVM_MP_STATE_UNINITIALIZED); /* waiting for its SIPI */
+	assert_non_null(lookup(&saved, MS_VMM_SEC_VCPU(MS_VMM_SEC_REGS, 1), &got));
+	/* a one-vCPU VM refuses the two-vCPU state */
+	struct ms_vmm_config one = {.ram = ram, .ram_size = size, .vcpus = 1};
+	assert_int_equal(ms_vmm_new(&one, &vmm), 0);
+	assert_int_equal(ms_vmm_state_load(vmm, lookup, &saved), -EINVAL);
+	ms_vmm_free(vmm);
+	/* restored into a new two-vCPU VM, counter continues */
+	assert_int_equal(ms_vmm_new(&cfg, &vmm), 0);
+	assert_int_equal(ms_vmm_state_load(vmm, lookup, &saved), 0);
+	assert_int_equal(ms_vmm_resume(vmm), 0);
+	assert_int_equal(ms_vmm_wait_report(vmm, 10 * SEC, &rax, &rdx), 0);
+	assert_int_equal(rdx, 0);
+	assert_int_equal(rax, last + 100000);
+	ms_vmm_free(vmm);
+	for (unsigned i = 0; i < saved.n; i++)
+		free(saved.data[i]);
+	munmap(ram, size);
+	close(memfd);
+}
+
 /* the system region's tables: RAM user-mapped, the region supervisor-only */
 static void test_system_region(void **state)
 {
@@ -201,10 +294,9 @@ int main(void)
 {
 	ops = ms_test_backend("kvm");
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_state_round_trip),
-	    cmocka_unit_test(test_pause_anywhere),
-	    cmocka_unit_test(test_exception_reported),
-	    cmocka_unit_test(test_system_region),
+	    cmocka_unit_test(test_state_round_trip),   cmocka_unit_test(test_pause_anywhere),
+	    cmocka_unit_test(test_exception_reported), cmocka_unit_test(test_system_region),
+	    cmocka_unit_test(test_two_vcpus),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
