@@ -1,0 +1,89 @@
+/*
+ * config.h - memsnapd's configuration: one table of options, read from a
+ * file, then the environment, then the command line (each overrides the one
+ * before).
+ *
+ * File format (/etc/memsnap/memsnapd.conf by default): one `key = value` per
+ * line; `#` starts a comment (whole line, or after whitespace); blank lines
+ * are ignored; a key may appear once per source (the last one wins); unknown
+ * keys and bad values are errors that name the file and the line.
+ * Environment: MEMSNAP_<KEY> in upper case (MEMSNAP_CACHE_DIR). Flags:
+ * --<key> VALUE or --<key>=VALUE with '-' for '_' (--cache-dir).
+ *
+ * Values: strings as written (no quoting); booleans on|off|true|false|1|0;
+ * durations N with an optional unit ms|s|m|h (no unit: seconds); counts as
+ * decimal integers.
+ *
+ * Nothing below node/ reads this: the daemon passes each setting down as an
+ * argument (DESIGN.md §2).
+ */
+#ifndef MS_NODE_CONFIG_H
+#define MS_NODE_CONFIG_H
+
+#include "header/frametable.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define MS_NODE_CONFIG_DEFAULT_PATH "/etc/memsnap/memsnapd.conf"
+#define MS_NODE_PATH_MAX	    512
+
+struct ms_node_config {
+	char config_path[MS_NODE_PATH_MAX];
+	/* where the daemon lives */
+	char socket[MS_NODE_PATH_MAX];	    /* the API's unix socket */
+	char run_dir[MS_NODE_PATH_MAX];	    /* page-server sockets */
+	char cache_dir[MS_NODE_PATH_MAX];   /* diff files and chunk caches (wiped at start) */
+	char store[MS_NODE_PATH_MAX];	    /* file:///dir or s3://bucket/prefix */
+	char s3_endpoint[MS_NODE_PATH_MAX]; /* for s3:// stores */
+	char tcp_listen[64];		    /* "127.0.0.1:PORT" or empty: no TCP */
+	char token_file[MS_NODE_PATH_MAX];  /* the bearer token TCP requires */
+	char token[256];		    /* MEMSNAP_TOKEN only (never a flag: ps shows flags) */
+	char backend[16];		    /* auto|kvm|proc */
+	char log_level[16];		    /* error|warn|info|debug */
+	uint64_t max_sandboxes;
+	uint64_t pageserver_workers;
+	/* the pause pipeline's feature flags */
+	bool inflight_serve;
+	bool dedup;
+	bool dedup_best_effort;
+	enum ms_compression compress;
+	int64_t grace_ns; /* memfd swap grace */
+	/* timeouts */
+	int64_t template_ttl_ns;
+	int64_t guest_timeout_ns;
+	int64_t fetch_timeout_ns;
+	int64_t shutdown_timeout_ns;
+	/* test hooks */
+	int64_t test_stall_compare_ns;
+	int64_t test_store_delay_ns;
+};
+
+/* Fills every field with its default. */
+void ms_node_config_defaults(struct ms_node_config *cfg);
+/*
+ * Sets one option by key ("cache_dir"). 0; -ENOENT for an unknown key;
+ * -EINVAL for a bad value (why, when not NULL, gets a reason).
+ */
+int ms_node_config_set(struct ms_node_config *cfg, const char *key, const char *value, char *why,
+		       size_t why_len);
+/*
+ * Parses a config file's text (source names it in messages). 0, or -EINVAL
+ * with why = "FILE:LINE: reason". Pure: no I/O.
+ */
+int ms_node_config_parse_text(struct ms_node_config *cfg, const char *text, const char *source,
+			      char *why, size_t why_len);
+/*
+ * The whole load: defaults, then the file (--config/MEMSNAP_CONFIG, else the
+ * default path, which may be missing), then MEMSNAP_* variables, then argv.
+ * Returns 0; 1 when --help or --version was handled (printed); 2 on a usage or
+ * configuration error (printed on stderr).
+ */
+int ms_node_config_load(struct ms_node_config *cfg, int argc, char **argv);
+/* --help: every option with its default, its variable and its meaning. */
+void ms_node_config_usage(FILE *out);
+/* The effective configuration as `key = value` lines (the token is masked). */
+void ms_node_config_dump(const struct ms_node_config *cfg, FILE *out);
+
+#endif

@@ -1,0 +1,259 @@
+/*
+ * metrics.c - Prometheus text exposition of memsnapd's metrics.
+ *
+ * Names follow Prometheus conventions: base units (seconds, bytes), _total
+ * for counters, one HELP and one TYPE line per family, label values from
+ * fixed tables (nothing from a request ever becomes a label).
+ */
+#include "node/metrics.h"
+
+#include <errno.h>
+#include <string.h>
+
+static const double ms_duration_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+					    0.25,   0.5,   1,	   2.5,	  5,	10,    30};
+static const double ms_ratio_bounds[] = {0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1};
+
+static const char *const ms_timing_names[MS_TIMINGS] = {
+    [MS_TIMING_STOP] = "stop",	     [MS_TIMING_RESUMABLE] = "resumable",
+    [MS_TIMING_COMPARE] = "compare", [MS_TIMING_DRAIN] = "drain",
+    [MS_TIMING_UPLOAD] = "upload",
+};
+static const char *const ms_diff_names[MS_DIFF_KINDS] = {
+    [MS_DIFF_DIRTY] = "dirty", [MS_DIFF_STORED] = "stored"};
+
+const char *ms_start_type_name(enum ms_start_type t)
+{
+	static const char *const names[MS_START_TYPES] = {
+	    [MS_START_FRESH] = "fresh", [MS_START_WARM] = "warm", [MS_START_COLD] = "cold"};
+	return (unsigned)t < MS_START_TYPES ? names[t] : "unknown";
+}
+
+static void ms_histogram_init(struct ms_histogram *h, const double *bounds, unsigned n)
+{
+	memset(h, 0, sizeof(*h));
+	pthread_mutex_init(&h->lock, NULL);
+	h->bounds = bounds;
+	h->nbounds = n;
+}
+
+void ms_metrics_init(struct ms_metrics *m)
+{
+	memset(m, 0, sizeof(*m));
+	unsigned nd = sizeof(ms_duration_bounds) / sizeof(double);
+	unsigned nr = sizeof(ms_ratio_bounds) / sizeof(double);
+	for (int i = 0; i < MS_START_TYPES; i++)
+		ms_histogram_init(&m->create[i], ms_duration_bounds, nd);
+	for (int i = 0; i < MS_TIMINGS; i++)
+		ms_histogram_init(&m->pause_stage[i], ms_duration_bounds, nd);
+	for (int i = 0; i < MS_DIFF_KINDS; i++)
+		ms_histogram_init(&m->diff_ratio[i], ms_ratio_bounds, nr);
+}
+
+void ms_metrics_fini(struct ms_metrics *m)
+{
+	for (int i = 0; i < MS_START_TYPES; i++)
+		pthread_mutex_destroy(&m->create[i].lock);
+	for (int i = 0; i < MS_TIMINGS; i++)
+		pthread_mutex_destroy(&m->pause_stage[i].lock);
+	for (int i = 0; i < MS_DIFF_KINDS; i++)
+		pthread_mutex_destroy(&m->diff_ratio[i].lock);
+}
+
+void ms_histogram_observe(struct ms_histogram *h, double value)
+{
+	pthread_mutex_lock(&h->lock);
+	unsigned b = 0;
+	while (b < h->nbounds && value > h->bounds[b])
+		b++;
+	h->counts[b]++;
+	h->sum += value;
+	h->count++;
+	pthread_mutex_unlock(&h->lock);
+}
+
+void ms_uffd_metrics_add(struct ms_uffd_metrics *dst, const struct ms_uffd_metrics *src)
+{
+#define ADD(f) atomic_fetch_add(&dst->f, atomic_load(&src->f))
+	ADD(faults_read);
+	ADD(faults_write);
+	ADD(faults_wp);
+	ADD(pages_source);
+	ADD(pages_zero);
+	ADD(pages_batched);
+	ADD(pages_prefault);
+	ADD(faults_eexist);
+	ADD(faults_deferred);
+	ADD(faults_esrch);
+	ADD(faults_dropped);
+	ADD(faults_inline);
+	ADD(source_reads);
+	ADD(source_retries);
+	ADD(source_errors);
+	ADD(events_remove);
+	ADD(pages_removed);
+	ADD(events_unmap);
+	ADD(events_remap);
+	ADD(events_other);
+	ADD(errors);
+	for (int i = 0; i < MS_UFFD_LATENCY_BUCKETS; i++)
+		ADD(latency[i]);
+#undef ADD
+}
+
+static void ms_family(FILE *out, const char *name, const char *type, const char *help)
+{
+	fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* One labelled histogram series; label may be NULL. */
+static void ms_histogram_write(FILE *out, const char *name, const char *label, const char *value,
+			       struct ms_histogram *h)
+{
+	pthread_mutex_lock(&h->lock);
+	uint64_t counts[MS_HIST_MAX_BUCKETS + 1], count = h->count;
+	double sum = h->sum;
+	memcpy(counts, h->counts, sizeof(counts));
+	pthread_mutex_unlock(&h->lock);
+	char lp[128] = "";
+	if (label)
+		snprintf(lp, sizeof(lp), "%s=\"%s\",", label, value);
+	uint64_t cumulative = 0;
+	for (unsigned b = 0; b < h->nbounds; b++) {
+		cumulative += counts[b];
+		fprintf(out, "%s_bucket{%sle=\"%g\"} %llu\n", name, lp, h->bounds[b],
+			(unsigned long long)cumulative);
+	}
+	cumulative += counts[h->nbounds];
+	fprintf(out, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, lp, (unsigned long long)cumulative);
+	if (label) {
+		fprintf(out, "%s_sum{%s=\"%s\"} %.9g\n", name, label, value, sum);
+		fprintf(out, "%s_count{%s=\"%s\"} %llu\n", name, label, value,
+			(unsigned long long)count);
+	} else {
+		fprintf(out, "%s_sum %.9g\n%s_count %llu\n", name, sum, name,
+			(unsigned long long)count);
+	}
+}
+
+static void ms_counter(FILE *out, const char *name, const char *help, uint64_t v)
+{
+	ms_family(out, name, "counter", help);
+	fprintf(out, "%s %llu\n", name, (unsigned long long)v);
+}
+
+static void ms_gauge(FILE *out, const char *name, const char *help, double v)
+{
+	ms_family(out, name, "gauge", help);
+	fprintf(out, "%s %.17g\n", name, v);
+}
+
+int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, FILE *out)
+{
+	const char *n = "memsnap_sandbox_create_duration_seconds";
+	ms_family(out, n, "histogram",
+		  "Time to create a sandbox until its guest reported, by start type "
+		  "(fresh image, warm from this node's template cache, cold from the store).");
+	for (int t = 0; t < MS_START_TYPES; t++)
+		ms_histogram_write(out, n, "start_type", ms_start_type_name(t), &m->create[t]);
+	ms_counter(out, "memsnap_sandbox_create_failures_total",
+		   "Sandbox creations and resumes that failed.", atomic_load(&m->creates_failed));
+	ms_family(out, "memsnap_sandboxes", "gauge", "Sandboxes on this node by state.");
+	fprintf(out, "memsnap_sandboxes{state=\"running\"} %llu\n",
+		(unsigned long long)live->sandboxes_running);
+	fprintf(out, "memsnap_sandboxes{state=\"paused\"} %llu\n",
+		(unsigned long long)live->sandboxes_paused);
+
+	n = "memsnap_pause_stage_duration_seconds";
+	ms_family(out, n, "histogram",
+		  "Pause pipeline stage durations: stop (VM stopped and saved), resumable "
+		  "(pipeline started), compare, drain, upload.");
+	for (int s = 0; s < MS_TIMINGS; s++)
+		ms_histogram_write(out, n, "stage", ms_timing_names[s], &m->pause_stage[s]);
+	ms_family(out, "memsnap_pauses_total", "counter", "Pauses by final result.");
+	fprintf(out, "memsnap_pauses_total{result=\"published\"} %llu\n",
+		(unsigned long long)atomic_load(&m->pauses_published));
+	fprintf(out, "memsnap_pauses_total{result=\"failed\"} %llu\n",
+		(unsigned long long)atomic_load(&m->pauses_failed));
+	n = "memsnap_snapshot_diff_ratio";
+	ms_family(out, n, "histogram",
+		  "Per pause: written pages over memory pages (kind=dirty) and stored pages "
+		  "over memory pages after dedup (kind=stored).");
+	for (int k = 0; k < MS_DIFF_KINDS; k++)
+		ms_histogram_write(out, n, "kind", ms_diff_names[k], &m->diff_ratio[k]);
+	ms_family(out, "memsnap_dedup_pages_total", "counter",
+		  "Dirty pages through the dedup compare, by result.");
+	fprintf(out, "memsnap_dedup_pages_total{result=\"compared\"} %llu\n",
+		(unsigned long long)atomic_load(&m->dedup_compared));
+	fprintf(out, "memsnap_dedup_pages_total{result=\"equal\"} %llu\n",
+		(unsigned long long)atomic_load(&m->dedup_equal));
+	fprintf(out, "memsnap_dedup_pages_total{result=\"zero\"} %llu\n",
+		(unsigned long long)atomic_load(&m->dedup_zero));
+	fprintf(out, "memsnap_dedup_pages_total{result=\"kept\"} %llu\n",
+		(unsigned long long)atomic_load(&m->dedup_kept));
+	ms_counter(out, "memsnap_upload_bytes_total",
+		   "Bytes uploaded to the object store (diff data, snapfile).",
+		   atomic_load(&m->upload_bytes));
+	ms_counter(out, "memsnap_upload_failures_total",
+		   "Pauses whose upload failed after the pipeline's retries.",
+		   atomic_load(&m->upload_failures));
+
+	/* the page servers of lazy resumes: ended sessions plus live ones */
+	struct ms_uffd_metrics u;
+	memset(&u, 0, sizeof(u));
+	ms_uffd_metrics_add(&u, &m->uffd_closed);
+	ms_uffd_metrics_add(&u, &live->uffd);
+	ms_family(out, "memsnap_pageserver_faults_total", "counter",
+		  "Page faults served by lazy resumes' page servers, by result.");
+	static const struct {
+		const char *result;
+		size_t off;
+	} results[] = {
+	    {"source", offsetof(struct ms_uffd_metrics, pages_source)},
+	    {"zero", offsetof(struct ms_uffd_metrics, pages_zero)},
+	    {"exists", offsetof(struct ms_uffd_metrics, faults_eexist)},
+	    {"deferred", offsetof(struct ms_uffd_metrics, faults_deferred)},
+	    {"gone", offsetof(struct ms_uffd_metrics, faults_esrch)},
+	    {"dropped", offsetof(struct ms_uffd_metrics, faults_dropped)},
+	    {"error", offsetof(struct ms_uffd_metrics, source_errors)},
+	};
+	for (size_t i = 0; i < sizeof(results) / sizeof(results[0]); i++)
+		fprintf(out, "memsnap_pageserver_faults_total{result=\"%s\"} %llu\n",
+			results[i].result,
+			(unsigned long long)atomic_load(
+			    (_Atomic uint64_t *)((char *)&u + results[i].off)));
+	ms_counter(out, "memsnap_pageserver_source_retries_total",
+		   "Page-server source reads retried.", atomic_load(&u.source_retries));
+	ms_counter(out, "memsnap_pageserver_session_failures_total",
+		   "Page-server sessions that failed.", atomic_load(&u.errors));
+
+	ms_gauge(out, "memsnap_diffstore_bytes", "Disk bytes held by the diff store.",
+		 (double)live->diffs.bytes);
+	ms_gauge(out, "memsnap_diffstore_entries", "Entries in the diff store.",
+		 (double)live->diffs.entries);
+	ms_gauge(out, "memsnap_diffstore_pinned_entries", "Pinned diff store entries.",
+		 (double)live->diffs.pinned);
+	ms_counter(out, "memsnap_diffstore_evictions_total",
+		   "Diff store evictions (disk pressure and explicit).", live->diffs.evictions);
+	ms_counter(out, "memsnap_diffstore_expirations_total", "Diff store TTL expiries.",
+		   live->diffs.expirations);
+
+	ms_gauge(out, "memsnap_template_cache_entries", "Templates cached on this node.",
+		 (double)live->templates);
+	ms_counter(out, "memsnap_template_cache_hits_total",
+		   "Resumes that found their build in the template cache.",
+		   atomic_load(&m->template_hits));
+	ms_counter(out, "memsnap_template_cache_misses_total",
+		   "Resumes that fetched their build from the object store.",
+		   atomic_load(&m->template_misses));
+	ms_counter(out, "memsnap_template_cache_evictions_total",
+		   "Templates evicted from the cache (TTL).", atomic_load(&m->template_evictions));
+	ms_family(out, "memsnap_http_requests_total", "counter", "API requests by status class.");
+	static const char *const classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+	for (int c = 0; c < 6; c++)
+		fprintf(out, "memsnap_http_requests_total{code=\"%s\"} %llu\n", classes[c],
+			(unsigned long long)atomic_load(&m->http_requests[c]));
+	ms_gauge(out, "memsnap_uptime_seconds", "Seconds since the daemon started.",
+		 live->uptime_seconds);
+	return ferror(out) ? -EIO : 0;
+}
