@@ -220,6 +220,14 @@ static int ms_ksb_memory(struct ms_kvm_sandbox *k, const struct ms_sandbox_spec 
 		return k->uffd;
 	if ((k->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
 		return -errno;
+	/*
+	 * Every epoch starts write-protected, a lazy restore's too: the holes need
+	 * WP_UNPOPULATED markers, or PAGEMAP_SCAN counts every page never touched since
+	 * the restore as written (installed pages come write-protected: COPY_MODE_WP).
+	 */
+	err = ms_guestmem_protect(k->uffd, base, k->size);
+	if (err)
+		return err;
 	if (lazy) {
 		/*
 		 * A host access to a page the page server has not installed would put a
@@ -233,7 +241,7 @@ static int ms_ksb_memory(struct ms_kvm_sandbox *k, const struct ms_sandbox_spec 
 		    ms_guestmem_handshake(spec->lazy_socket, base, k->size, k->uffd, k->memfd);
 		return k->handshake_sock < 0 ? k->handshake_sock : 0;
 	}
-	return ms_guestmem_protect(k->uffd, base, k->size);
+	return 0;
 }
 
 static int ms_ksb_boot(struct ms_kvm_sandbox *k, const struct ms_sandbox_spec *spec)

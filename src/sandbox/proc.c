@@ -286,8 +286,13 @@ static int ms_proc_spawn(struct ms_proc *p, const char *lazy_socket)
 		err = -errno;
 		goto out;
 	}
-	/* a lazy restore's pages come write-protected from the page server (COPY_MODE_WP) */
-	if (!lazy_socket && (err = ms_proc_writeprotect(p)))
+	/*
+	 * Every epoch starts write-protected, a lazy restore's too: its pages come
+	 * write-protected from the page server (COPY_MODE_WP), and the holes must be
+	 * protected as well (WP_UNPOPULATED markers) or PAGEMAP_SCAN counts every page
+	 * never touched since the restore as written. The guest has not run yet.
+	 */
+	if ((err = ms_proc_writeprotect(p)))
 		goto out;
 	char go = 1;
 	if (write(sv[0], &go, 1) != 1) { /* the child may now drop its fds and seal itself */

@@ -40,6 +40,20 @@ static void command(struct ms_sandbox *p, uint64_t cmd, uint64_t a0, uint64_t a1
 	assert_int_equal(ms_sandbox_wait_report(p, 10 * SEC), 0);
 }
 
+/* mutator's epoch on the model: the same xorshift; a page written holds page ^ seed. */
+static void mutator_model(uint8_t *mem, uint64_t seed, uint64_t writes)
+{
+	uint64_t data_pages = PAGES - MS_GUEST_DATA_FIRST_PAGE - MS_GUEST_STACK_PAGES, x = seed;
+	for (uint64_t i = 0; i < writes; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		uint64_t page = MS_GUEST_DATA_FIRST_PAGE + x % data_pages, value = page ^ seed;
+		for (uint64_t w = 0; w < P / 8; w++)
+			memcpy(mem + page * P + w * 8, &value, 8);
+	}
+}
+
 static void read_cold(struct ms_store *store, const char *dir, const ms_uuid *id, uint8_t *out)
 {
 	char cache[512];
@@ -99,14 +113,20 @@ static void test_chain_of_pauses(void **state)
 		struct ms_sandbox_paused paused;
 		assert_int_equal(ms_sandbox_pause(p, &paused), 0);
 		/*
-		 * The guest's memory now: the written pages as the host sees them, the rest as
-		 * before. (Reading a page a lazy restore never installed would make the host
-		 * fault a zero page into the guest's memfd.)
+		 * The guest's memory now: its data pages from the host's model of mutator
+		 * (independent of what the tracker says), the other written pages (stack) as
+		 * the host sees them, the rest as before. (Reading a page a lazy restore never
+		 * installed would make the host fault a zero page into the guest's memfd.)
 		 */
 		memcpy(now, prev, MEM);
 		uint64_t wc = 0, ws, wl;
 		while (ms_pageset_next_run(paused.written, &wc, &ws, &wl))
-			memcpy(now + ws * P, ms_sandbox_ram(p) + ws * P, wl * P);
+			for (uint64_t pg = ws; pg < ws + wl; pg++)
+				if (pg < MS_GUEST_DATA_FIRST_PAGE ||
+				    pg >= PAGES - MS_GUEST_STACK_PAGES)
+					memcpy(now + pg * P, ms_sandbox_ram(p) + pg * P, P);
+		/* the data pages from the host's own model of mutator, not from the guest */
+		mutator_model(now, seed, 30);
 		ms_sandbox_destroy(p);
 		if (srv)
 			ms_pageserver_free(srv); /* the previous resume's server */
