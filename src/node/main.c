@@ -54,9 +54,9 @@ int main(int argc, char **argv)
 	fprintf(stderr, " (backend %s, store %s)\n", ms_node_backend(node), cfg.store);
 	int sig = 0;
 	sigwait(&stop, &sig);
+	ms_http_quiesce(http);
 	fprintf(stderr, "memsnapd: %s: stopping (no new connections; uploads finish)\n",
 		strsignal(sig));
-	ms_http_quiesce(http);
 	unsigned unfinished = ms_node_shutdown(node);
 	ms_http_stop(http);
 	if (unfinished) {

@@ -37,12 +37,14 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -52,6 +54,7 @@
 #define SNAPFILE_MAX (64u << 20)
 #define METADATA_MAX 128 /* scheduling metadata: build ids kept (research/e2b.md §6.1) */
 #define MS_MOD	     "node"
+#define MS_LOCK_NAME ".memsnapd.lock"
 
 /* ---- a worker thread per sandbox: the only thread that drives its VM ---- */
 
@@ -259,6 +262,7 @@ struct ms_node {
 	size_t nsandboxes, sandboxes_cap;
 	pthread_t janitor;
 	bool janitor_started;
+	int lock_fd; /* flock on cache_dir/.memsnapd.lock: one daemon per cache dir */
 };
 
 static struct ms_template *ms_template_ref(struct ms_template *t)
@@ -1607,14 +1611,36 @@ static int ms_rm_entry(const char *path, const struct stat *st, int flag, struct
 {
 	(void)st;
 	(void)flag;
-	if (ftw->level == 0)
-		return 0; /* the cache dir itself stays */
+	if (ftw->level == 0 || (ftw->level == 1 && !strcmp(path + ftw->base, MS_LOCK_NAME)))
+		return 0; /* the cache dir itself and the lock stay */
 	if (remove(path))
 		ms_warn(MS_MOD, "cannot remove leftover %s: %s", path, strerror(errno));
 	return 0;
 }
 
-/* Empties dir (created if missing); nothing in it survives a restart. */
+/*
+ * Takes the cache dir (created if missing) for this daemon: an exclusive
+ * flock on its lock file, so a second daemon never wipes a live one's files.
+ */
+static int ms_node_lock_dir(const char *dir, int *fd_out)
+{
+	char path[MS_NODE_PATH_MAX + 32];
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		return -errno;
+	snprintf(path, sizeof(path), "%s/%s", dir, MS_LOCK_NAME);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		int err = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return err;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+/* Empties dir (but its lock); nothing in it survives a restart. */
 static int ms_node_clean_dir(const char *dir, unsigned *removed)
 {
 	if (mkdir(dir, 0700) && errno != EEXIST)
@@ -1625,7 +1651,8 @@ static int ms_node_clean_dir(const char *dir, unsigned *removed)
 	struct dirent *e;
 	*removed = 0;
 	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+		    strcmp(e->d_name, MS_LOCK_NAME))
 			(*removed)++;
 	closedir(d);
 	if (*removed && nftw(dir, ms_rm_entry, 16, FTW_DEPTH | FTW_PHYS))
@@ -1643,12 +1670,18 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 	}
 	node->cfg = *cfg;
 	node->started_ns = ms_clock_now_ns();
+	node->lock_fd = -1;
 	pthread_mutex_init(&node->lock, NULL);
 	pthread_cond_init(&node->cond, NULL);
 	ms_metrics_init(&node->metrics);
 	if ((*err = ms_sandbox_backend_pick(cfg->backend, &node->backend, node->backend_why,
 					    sizeof(node->backend_why)))) {
 		snprintf(why, why_len, "backend: %s", node->backend_why);
+		goto fail;
+	}
+	if ((*err = ms_node_lock_dir(cfg->cache_dir, &node->lock_fd))) {
+		snprintf(why, why_len, "cache_dir %s: %s", cfg->cache_dir,
+			 *err == -EBUSY ? "another memsnapd uses it" : ms_strerror(*err));
 		goto fail;
 	}
 	unsigned removed = 0;
@@ -1762,6 +1795,8 @@ void ms_node_free(struct ms_node *node)
 	if (node->store)
 		ms_store_free(node->store);
 	ms_metrics_fini(&node->metrics);
+	if (node->lock_fd >= 0)
+		close(node->lock_fd);
 	pthread_cond_destroy(&node->cond);
 	pthread_mutex_destroy(&node->lock);
 	free(node);

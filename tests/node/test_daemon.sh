@@ -1,0 +1,441 @@
+#!/bin/sh
+# test_daemon.sh - memsnapd as people run it: the real binary on a temp unix
+# socket, a file:// store in a temp dir, the proc backend; driven with curl
+# (every endpoint and error path, auth on TCP) and with the memsnap CLI
+# (16 sandboxes paused and resumed in parallel, each guest verifying its
+# memory). SIGTERM during an upload, then a restart: the build is published
+# and resumes cold. promtool checks a live scrape.
+#   test_daemon.sh MEMSNAPD MEMSNAP
+set -u
+memsnapd=${1:?usage: test_daemon.sh MEMSNAPD MEMSNAP}
+memsnap=${2:?usage: test_daemon.sh MEMSNAPD MEMSNAP}
+tmp=$(mktemp -d /tmp/msd-test.XXXXXX)
+pids=""
+cleanup() {
+	for p in $pids; do kill -KILL "$p" 2>/dev/null; done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() {
+	fail=$((fail + 1))
+	echo "FAIL: $*"
+}
+# expect NAME WANT GOT
+expect() { if [ "$2" = "$3" ]; then ok; else bad "$1: got '$3', wanted '$2'"; fi; }
+store="$tmp/store"
+mkdir -p "$store"
+cat >"$tmp/memsnapd.conf" <<EOF
+# memsnapd for the tests
+socket = $tmp/api.sock
+run_dir = $tmp/run
+cache_dir = $tmp/cache   # emptied at start
+store = file://$store
+backend = proc
+log_level = warn
+EOF
+sock="$tmp/api.sock"
+export MEMSNAP_SOCKET="$sock"
+
+# start_daemon NAME [FLAGS...]: starts memsnapd, waits until /healthz answers
+start_daemon() {
+	name=$1
+	shift
+	"$memsnapd" --config "$tmp/memsnapd.conf" "$@" 2>"$tmp/$name.log" &
+	daemon=$!
+	pids="$pids $daemon"
+	tries=0
+	until curl -s --unix-socket "$sock" -o /dev/null http://d/healthz; do
+		if ! kill -0 "$daemon" 2>/dev/null; then
+			bad "$name: memsnapd exited at start"
+			sed 's/^/  | /' "$tmp/$name.log"
+			return 1
+		fi
+		tries=$((tries + 1))
+		[ $tries -lt 600 ] || { bad "$name: no answer"; return 1; }
+		sleep 0.1
+	done
+	ok
+}
+# stop_daemon: SIGTERM, wait; $? is memsnapd's exit status
+stop_daemon() {
+	kill -TERM "$daemon"
+	wait "$daemon"
+}
+# api METHOD PATH [BODY]: $code = HTTP status, $tmp/body = the answer
+api() {
+	if [ $# -ge 3 ]; then
+		code=$(curl -s --unix-socket "$sock" -X "$1" -o "$tmp/body" -w '%{http_code}' \
+			-H 'Content-Type: application/json' --data-binary "$3" "http://d$2")
+	else
+		code=$(curl -s --unix-socket "$sock" -X "$1" -o "$tmp/body" -w '%{http_code}' "http://d$2")
+	fi
+}
+field() { jq -r "$1" "$tmp/body"; }
+# api_expect NAME WANT_STATUS WANT_ERROR METHOD PATH [BODY]
+api_error() {
+	name=$1 want=$2 err=$3
+	shift 3
+	api "$@"
+	expect "$name: status" "$want" "$code"
+	expect "$name: error" "$err" "$(jq -r .error "$tmp/body" 2>/dev/null)"
+	if [ -n "$(jq -r '.message // empty' "$tmp/body" 2>/dev/null)" ]; then ok; else
+		bad "$name: no message"
+	fi
+}
+# wait_status BUILD STATUS: polls GET /v1/builds/BUILD until it says STATUS
+wait_status() {
+	tries=0
+	while :; do
+		api GET "/v1/builds/$1"
+		s=$(field .status)
+		[ "$s" = "$2" ] && { ok; return 0; }
+		[ "$s" = failed ] && { bad "build $1 failed: $(cat "$tmp/body")"; return 1; }
+		tries=$((tries + 1))
+		[ $tries -lt 3000 ] || { bad "build $1 never became $2 ($s)"; return 1; }
+		sleep 0.1
+	done
+}
+
+### configuration and --help
+"$memsnapd" --help >"$tmp/help" 2>&1
+expect "--help exit" 0 $?
+"$memsnapd" --config "$tmp/memsnapd.conf" --print-config >"$tmp/effective"
+expect "--print-config exit" 0 $?
+for key in $(sed -n 's/^\([a-z_0-9]*\) = .*/\1/p' "$tmp/effective"); do
+	flag=$(echo "$key" | tr _ -)
+	env=$(echo "MEMSNAP_$key" | tr a-z A-Z)
+	if grep -q -- "--$flag " "$tmp/help" && grep -q "$env" "$tmp/help"; then ok; else
+		bad "--help does not list $key"
+	fi
+done
+grep -q "default: 25h" "$tmp/help" && ok || bad "--help: template_ttl default"
+expect "file value" "backend = proc" "$(grep '^backend' "$tmp/effective")"
+MEMSNAP_BACKEND=auto "$memsnapd" --config "$tmp/memsnapd.conf" --print-config >"$tmp/e2"
+expect "env overrides file" "backend = auto" "$(grep '^backend' "$tmp/e2")"
+MEMSNAP_BACKEND=auto "$memsnapd" --config "$tmp/memsnapd.conf" --backend kvm --print-config >"$tmp/e2"
+expect "flag overrides env" "backend = kvm" "$(grep '^backend' "$tmp/e2")"
+"$memsnapd" --config "$tmp/memsnapd.conf" --grace=90s --print-config >"$tmp/e2"
+expect "--key=value" "grace = 90s" "$(grep '^grace' "$tmp/e2")"
+printf 'socket = /x\nfrobnicate = 1\n' >"$tmp/badkey.conf"
+"$memsnapd" --config "$tmp/badkey.conf" --print-config 2>"$tmp/err" >/dev/null
+expect "unknown key in file" 2 $?
+grep -q "badkey.conf:2: unknown option 'frobnicate'" "$tmp/err" && ok || bad "file:line reason: $(cat "$tmp/err")"
+MEMSNAP_GRACE=soon "$memsnapd" --config "$tmp/memsnapd.conf" 2>"$tmp/err" >/dev/null
+expect "bad env value" 2 $?
+grep -q "MEMSNAP_GRACE" "$tmp/err" && ok || bad "env reason: $(cat "$tmp/err")"
+"$memsnapd" --config "$tmp/memsnapd.conf" --no-such-flag 1 2>/dev/null
+expect "unknown flag" 2 $?
+"$memsnapd" --config "$tmp/missing.conf" 2>/dev/null
+expect "missing explicit config" 2 $?
+"$memsnapd" --config "$tmp/memsnapd.conf" --tcp-listen 127.0.0.1:0 2>"$tmp/err"
+expect "tcp without a token" 1 $?
+grep -q "needs a bearer token" "$tmp/err" && ok || bad "tcp token reason: $(cat "$tmp/err")"
+MEMSNAP_TOKEN=x "$memsnapd" --config "$tmp/memsnapd.conf" --tcp-listen 0.0.0.0:0 2>"$tmp/err"
+expect "tcp off loopback" 1 $?
+grep -q "only 127.0.0.0/8" "$tmp/err" && ok || bad "tcp address reason: $(cat "$tmp/err")"
+
+### daemon A: every endpoint, every error path, TCP auth, 16 in parallel
+mkdir -p "$tmp/cache/leftover-dir"
+echo stale >"$tmp/cache/leftover.memfile"
+echo secret-token >"$tmp/token"
+start_daemon A --tcp-listen 127.0.0.1:0 --token-file "$tmp/token" || exit 1
+[ -z "$(ls -A "$tmp/cache" | grep -v '^.memsnapd.lock$')" ] && ok ||
+	bad "leftovers in the cache dir: $(ls -A "$tmp/cache")"
+"$memsnapd" --config "$tmp/memsnapd.conf" 2>"$tmp/err"
+expect "second daemon on the socket" 1 $?
+grep -q "another memsnapd uses it" "$tmp/err" && ok || bad "second daemon reason: $(cat "$tmp/err")"
+"$memsnapd" --config "$tmp/memsnapd.conf" --cache-dir "$tmp/cache2" 2>"$tmp/err"
+expect "second daemon, own cache, same socket" 1 $?
+grep -q "another daemon answers on" "$tmp/err" && ok || bad "same socket reason: $(cat "$tmp/err")"
+[ "$(stat -c %a "$sock")" = 600 ] && ok || bad "socket mode $(stat -c %a "$sock")"
+
+api GET /healthz
+expect "healthz" 200 "$code"
+expect "healthz status" ok "$(field .status)"
+expect "healthz backend" proc "$(field .backend)"
+
+# routing and validation errors
+api_error "unknown path" 404 not_found GET /v2/things
+api_error "unknown sub-path" 404 not_found GET /v1/sandboxes/00000000-0000-0000-0000-000000000001/frob
+api_error "wrong method" 405 method_not_allowed PUT /v1/sandboxes
+api_error "wrong method on metrics" 405 method_not_allowed POST /metrics
+api_error "create without body" 400 bad_request POST /v1/sandboxes
+api_error "create bad json" 400 bad_request POST /v1/sandboxes '{"guest": "pattern"'
+api_error "create trailing bytes" 400 bad_request POST /v1/sandboxes '{"guest":"pattern"} x'
+api_error "create not an object" 400 bad_request POST /v1/sandboxes '["pattern"]'
+api_error "create unknown field" 400 bad_request POST /v1/sandboxes '{"guest":"pattern","cpus":2}'
+api_error "create bad guest" 400 bad_request POST /v1/sandboxes '{"guest":"doom"}'
+api_error "create guest and build" 400 bad_request POST /v1/sandboxes \
+	'{"guest":"pattern","build_id":"00000000-0000-0000-0000-000000000001"}'
+api_error "create mem 0" 400 bad_request POST /v1/sandboxes '{"guest":"pattern","mem_mib":0}'
+api_error "create mem fraction" 400 bad_request POST /v1/sandboxes '{"guest":"pattern","mem_mib":1.5}'
+api_error "create mem string" 400 bad_request POST /v1/sandboxes '{"guest":"pattern","mem_mib":"8"}'
+api_error "create bad build id" 400 bad_request POST /v1/sandboxes '{"build_id":"nope"}'
+api_error "create bad exec" 400 bad_request POST /v1/sandboxes '{"guest":"pattern","exec":{"command":"dance"}}'
+api_error "create exec negative" 400 bad_request POST /v1/sandboxes \
+	'{"guest":"pattern","exec":{"command":"fill","arg0":-1}}'
+api_error "create exec without command" 400 bad_request POST /v1/sandboxes '{"guest":"pattern","exec":{"arg0":1}}'
+api_error "create from unknown build" 404 not_found POST /v1/sandboxes \
+	'{"build_id":"00000000-0000-0000-0000-00000000beef"}'
+head -c 70000 /dev/zero | tr '\0' ' ' >"$tmp/big"
+code=$(curl -s --unix-socket "$sock" -o "$tmp/body" -w '%{http_code}' -X POST \
+	--data-binary @"$tmp/big" http://d/v1/sandboxes)
+expect "body too large" 413 "$code"
+api_error "body on a GET" 400 bad_request GET /v1/sandboxes '{}'
+api_error "malformed sandbox id" 400 bad_request GET /v1/sandboxes/not-a-uuid
+api_error "nil sandbox id" 400 bad_request GET /v1/sandboxes/00000000-0000-0000-0000-000000000000
+unknown=6f1c2c7e-4b1e-4c4e-9c1e-1d2e3f405162
+api_error "unknown sandbox get" 404 not_found GET "/v1/sandboxes/$unknown"
+api_error "unknown sandbox delete" 404 not_found DELETE "/v1/sandboxes/$unknown"
+api_error "unknown sandbox pause" 404 not_found POST "/v1/sandboxes/$unknown/pause"
+api_error "unknown sandbox resume" 404 not_found POST "/v1/sandboxes/$unknown/resume"
+api_error "unknown build" 404 not_found GET "/v1/builds/$unknown"
+api_error "unknown build metadata" 404 not_found GET "/v1/builds/$unknown/scheduling-metadata"
+api_error "malformed build id" 400 bad_request GET /v1/builds/xyz
+api_error "resume with unknown field" 400 bad_request POST "/v1/sandboxes/$unknown/resume" '{"speed":9}'
+api GET /v1/sandboxes
+expect "nothing half-created" 0 "$(field '.sandboxes | length')"
+
+# one sandbox through its whole life
+api POST /v1/sandboxes '{"guest":"pattern","mem_mib":16,"exec":{"command":"fill","arg0":77,"arg1":1}}'
+expect "create" 201 "$code"
+id=$(field .id)
+expect "create state" running "$(field .state)"
+expect "create start_type" fresh "$(field .start_type)"
+expect "create guest" pattern "$(field .guest)"
+expect "create mem" 16 "$(field .mem_mib)"
+api GET "/v1/sandboxes/$id"
+expect "get" 200 "$code"
+expect "get id" "$id" "$(field .id)"
+api GET /v1/sandboxes
+expect "list" 1 "$(field '.sandboxes | length')"
+api_error "resume a running sandbox" 409 conflict POST "/v1/sandboxes/$id/resume"
+api POST "/v1/sandboxes/$id/pause"
+expect "pause" 200 "$code"
+expect "pause state" paused "$(field .state)"
+build=$(field .build_id)
+case "$build" in ????????-????-????-????-????????????) ok ;; *) bad "pause build id '$build'" ;; esac
+api_error "pause a paused sandbox" 409 conflict POST "/v1/sandboxes/$id/pause"
+api GET "/v1/builds/$build/scheduling-metadata"
+expect "metadata" 200 "$code"
+expect "metadata build" "$build" "$(field .build_id)"
+wait_status "$build" published
+expect "build paused here" true "$(field .paused_here)"
+expect "build mem" 16777216 "$(field .mem_bytes)"
+expect "build kept = dirty (fresh fill)" "$(field .pages.dirty)" "$(field .pages.kept)"
+[ "$(field .timings_ms.upload)" != null ] && ok || bad "no upload timing: $(cat "$tmp/body")"
+[ -f "$store/$build/memfile.header" ] && ok || bad "no header in the store"
+api GET "/v1/builds/$build/scheduling-metadata"
+expect "metadata durable" false "$(field .pending)"
+expect "metadata names the build" true "$(jq --arg b "$build" '.memfile.build_ids | index($b) != null' "$tmp/body")"
+api POST "/v1/sandboxes/$id/resume" '{"exec":{"command":"verify","arg0":77,"arg1":1}}'
+expect "resume" 200 "$code"
+expect "resume warm" warm "$(field .start_type)"
+expect "resume verify: 0 mismatches" 0 "$(field .report.result0)"
+api POST "/v1/sandboxes/$id/resume"
+expect "resume twice" 409 "$code"
+# a wrong seed must be caught: the check can fail
+api POST "/v1/sandboxes/$id/pause"
+build2=$(field .build_id)
+api POST "/v1/sandboxes/$id/resume" '{"exec":{"command":"verify","arg0":78,"arg1":1}}'
+[ "$(field .report.result0)" -gt 0 ] && ok || bad "a wrong seed verified: $(cat "$tmp/body")"
+api POST /v1/sandboxes "{\"build_id\":\"$build2\",\"exec\":{\"command\":\"verify\",\"arg0\":77,\"arg1\":1}}"
+expect "create from a build" 201 "$code"
+expect "create from a build: warm" warm "$(field .start_type)"
+expect "create from a build: verified" 0 "$(field .report.result0)"
+id2=$(field .id)
+api GET "/v1/builds/$build2"
+expect "child build names its parent" "$build" "$(field .parent_build_id)"
+api DELETE "/v1/sandboxes/$id2"
+expect "delete" 200 "$code"
+expect "delete state" deleted "$(field .state)"
+api_error "get deleted" 404 not_found GET "/v1/sandboxes/$id2"
+api_error "delete twice" 404 not_found DELETE "/v1/sandboxes/$id2"
+
+# TCP: the token is required
+port=$(sed -n 's/.*tcp 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/A.log")
+[ -n "$port" ] && ok || bad "no TCP port in the log"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz")
+expect "tcp without token" 401 "$code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer wrong-token' "http://127.0.0.1:$port/v1/sandboxes")
+expect "tcp wrong token" 401 "$code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer secret-token-and-more' "http://127.0.0.1:$port/v1/sandboxes")
+expect "tcp token with a suffix" 401 "$code"
+code=$(curl -s -o "$tmp/body" -w '%{http_code}' -H 'Authorization: Bearer secret-token' "http://127.0.0.1:$port/v1/sandboxes")
+expect "tcp with token" 200 "$code"
+expect "tcp sees the sandboxes" 1 "$(field '.sandboxes | length')"
+MEMSNAP_TOKEN=secret-token "$memsnap" sandbox ls --url "http://127.0.0.1:$port" -q >"$tmp/out"
+expect "cli over tcp" 0 $?
+expect "cli over tcp lists" "$id" "$(cat "$tmp/out")"
+MEMSNAP_TOKEN=nope "$memsnap" sandbox ls --url "http://127.0.0.1:$port" >/dev/null 2>&1
+expect "cli over tcp, bad token" 6 $?
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://d/healthz" --unix-socket "$sock")
+expect "unix needs no token" 200 "$code"
+
+# the CLI: exit codes, --json, --help
+for cmd in "sandbox start" "sandbox pause" "sandbox resume" "sandbox ls" "sandbox rm" \
+	"build show" "build metadata"; do
+	# shellcheck disable=SC2086
+	"$memsnap" $cmd --help >"$tmp/out" 2>&1
+	expect "$cmd --help" 0 $?
+	grep -q "usage: memsnap $cmd" "$tmp/out" && ok || bad "$cmd --help usage line"
+done
+"$memsnap" sandbox start >/dev/null 2>&1
+expect "cli start without a guest" 2 $?
+"$memsnap" sandbox start --guest doom >/dev/null 2>&1
+expect "cli bad guest (400)" 2 $?
+"$memsnap" sandbox pause "$unknown" >/dev/null 2>&1
+expect "cli pause unknown (404)" 3 $?
+"$memsnap" sandbox resume "$id" >/dev/null 2>&1
+expect "cli resume running (409)" 4 $?
+"$memsnap" build show "$unknown" >/dev/null 2>&1
+expect "cli build unknown (404)" 3 $?
+"$memsnap" sandbox ls --socket "$tmp/nobody.sock" >/dev/null 2>&1
+expect "cli no daemon" 5 $?
+"$memsnap" build show "$build" --json >"$tmp/body"
+expect "cli build --json" published "$(field .status)"
+"$memsnap" build show "$build" >"$tmp/out"
+grep -q "^status *published" "$tmp/out" && ok || bad "cli build show table"
+"$memsnap" build metadata "$build" >"$tmp/out"
+grep -q "$build" "$tmp/out" && ok || bad "cli build metadata lists the build"
+"$memsnap" sandbox ls >"$tmp/out"
+grep -q "^ID *STATE" "$tmp/out" && grep -q "$id" "$tmp/out" && ok || bad "cli ls table"
+"$memsnap" sandbox rm "$id" -q
+expect "cli rm" 0 $?
+
+# 16 sandboxes, paused and resumed in parallel (twice), every guest verifying its memory
+n=16
+i=0
+while [ $i -lt $n ]; do
+	"$memsnap" sandbox start --guest pattern --mem 8 --exec fill --seed $((1000 + i)) \
+		--epoch 1 -q >"$tmp/par.id.$i" 2>"$tmp/par.err.$i" &
+	jobs_started="${jobs_started:-} $!"
+	i=$((i + 1))
+done
+wait_all() { # the jobs started since the last wait_all (not the daemon)
+	for job in $jobs_started; do wait "$job"; done
+	jobs_started=""
+}
+wait_all
+round() { # round I: pause, resume, verify, one sandbox
+	sid=$(cat "$tmp/par.id.$1")
+	"$memsnap" sandbox pause -q "$sid" >"$tmp/par.build.$1" 2>"$tmp/par.err.$1" &&
+		"$memsnap" sandbox resume "$sid" --exec verify --seed $((1000 + $1)) --epoch 1 \
+			>"$tmp/par.out.$1" 2>>"$tmp/par.err.$1"
+	echo $? >"$tmp/par.rc.$1"
+}
+for r in 1 2; do
+	i=0
+	while [ $i -lt $n ]; do
+		round $i &
+		jobs_started="$jobs_started $!"
+		i=$((i + 1))
+	done
+	wait_all
+	good=0
+	i=0
+	while [ $i -lt $n ]; do
+		if [ "$(cat "$tmp/par.rc.$i")" = 0 ] && grep -q "verified: no mismatched page" "$tmp/par.out.$i"; then
+			good=$((good + 1))
+		else
+			sed 's/^/  | /' "$tmp/par.err.$i" "$tmp/par.out.$i"
+		fi
+		i=$((i + 1))
+	done
+	expect "round $r: $n sandboxes paused, resumed warm and verified in parallel" $n $good
+done
+api GET /v1/sandboxes
+expect "16 running" $n "$(field '[.sandboxes[] | select(.state == "running")] | length')"
+
+# metrics: a live scrape that promtool accepts, with what happened in it
+api GET /metrics
+expect "metrics" 200 "$code"
+if promtool check metrics <"$tmp/body" >"$tmp/promtool" 2>&1; then ok; else
+	bad "promtool check metrics"
+	sed 's/^/  | /' "$tmp/promtool"
+fi
+for m in memsnap_sandbox_create_duration_seconds_count memsnap_snapshot_diff_ratio_count \
+	memsnap_dedup_pages_total memsnap_pause_stage_duration_seconds_count \
+	memsnap_pageserver_faults_total memsnap_diffstore_bytes memsnap_diffstore_entries \
+	memsnap_diffstore_evictions_total memsnap_upload_bytes_total memsnap_upload_failures_total; do
+	grep -q "^$m" "$tmp/body" && ok || bad "metric $m missing"
+done
+warm=$(sed -n 's/^memsnap_sandbox_create_duration_seconds_count{start_type="warm"} //p' "$tmp/body")
+[ "${warm:-0}" -ge 33 ] && ok || bad "warm creates counted: ${warm:-none}"
+faults=$(sed -n 's/^memsnap_pageserver_faults_total{result="source"} //p' "$tmp/body")
+[ "${faults:-0}" -gt 0 ] && ok || bad "page-server pages counted: ${faults:-none}"
+stop_daemon
+expect "A: clean stop" 0 $?
+[ ! -e "$sock" ] && ok || bad "the socket outlived the daemon"
+
+### daemon B: a warm resume while the compare is stalled, then SIGTERM releases it
+start_daemon B --test-stall-compare 600s || exit 1
+api POST /v1/sandboxes '{"guest":"pattern","mem_mib":16,"exec":{"command":"fill","arg0":5,"arg1":2}}'
+sid=$(field .id)
+api POST "/v1/sandboxes/$sid/pause"
+sbuild=$(field .build_id)
+api GET "/v1/builds/$sbuild/scheduling-metadata"
+expect "metadata while pending: answered" 200 "$code"
+expect "metadata while pending" true "$(field .pending)"
+expect "metadata while pending: no memory part" null "$(field .memfile)"
+api POST "/v1/sandboxes/$sid/resume" '{"exec":{"command":"verify","arg0":5,"arg1":2}}'
+expect "race: resume" 200 "$code"
+expect "race: verified" 0 "$(field .report.result0)"
+api GET "/v1/builds/$sbuild"
+expect "race: dedup still stalled" deduping "$(field .status)"
+stop_daemon
+expect "B: stop releases the stall and uploads" 0 $?
+[ -f "$store/$sbuild/memfile.header" ] && ok || bad "B: stalled build not published"
+
+### daemon C: SIGTERM during an upload (every store write takes 3 s), then a restart
+start_daemon C --test-store-delay 3s --max-sandboxes 1 || exit 1
+api POST /v1/sandboxes '{"guest":"pattern","mem_mib":16,"exec":{"command":"fill","arg0":9,"arg1":3}}'
+cid=$(field .id)
+api_error "max sandboxes" 429 too_many_sandboxes POST /v1/sandboxes '{"guest":"pattern","mem_mib":8}'
+api POST "/v1/sandboxes/$cid/pause"
+cbuild=$(field .build_id)
+wait_status "$cbuild" uploading
+[ ! -f "$store/$cbuild/memfile.header" ] && ok || bad "C: header before the upload finished"
+kill -TERM "$daemon"
+tries=0
+until grep -q "stopping" "$tmp/C.log"; do
+	tries=$((tries + 1))
+	[ $tries -lt 600 ] || break
+	sleep 0.1
+done
+"$memsnap" sandbox ls >/dev/null 2>&1
+expect "C: no new connections while stopping" 5 $?
+wait "$daemon"
+expect "C: stopped after the upload" 0 $?
+[ -f "$store/$cbuild/memfile.header" ] && ok || bad "C: header not published"
+[ -f "$store/$cbuild/snapfile" ] && ok || bad "C: snapfile not published"
+start_daemon C2 || exit 1
+api GET "/v1/builds/$cbuild"
+expect "C2: published in the store" published "$(field .status)"
+expect "C2: not cached yet" false "$(field .cached)"
+api POST /v1/sandboxes "{\"build_id\":\"$cbuild\",\"exec\":{\"command\":\"verify\",\"arg0\":9,\"arg1\":3}}"
+expect "C2: resume after restart" 201 "$code"
+expect "C2: cold" cold "$(field .start_type)"
+expect "C2: verified" 0 "$(field .report.result0)"
+api POST /v1/sandboxes "{\"build_id\":\"$sbuild\",\"exec\":{\"command\":\"verify\",\"arg0\":5,\"arg1\":2}}"
+expect "C2: the stalled build resumes cold" 0 "$(field .report.result0)"
+c2id=$(field .id)
+api POST "/v1/sandboxes/$c2id/pause"
+c2build=$(field .build_id)
+wait_status "$c2build" published
+api GET "/v1/builds/$c2build"
+expect "C2: a cold parent's child names it" "$sbuild" "$(field .parent_build_id)"
+api POST /v1/sandboxes "{\"build_id\":\"$c2build\",\"exec\":{\"command\":\"verify\",\"arg0\":5,\"arg1\":2}}"
+expect "C2: its child verifies" 0 "$(field .report.result0)"
+api GET /metrics
+cold=$(sed -n 's/^memsnap_sandbox_create_duration_seconds_count{start_type="cold"} //p' "$tmp/body")
+expect "C2: cold creates counted" 2 "${cold:-none}"
+promtool check metrics <"$tmp/body" >/dev/null 2>&1 && ok || bad "C2: promtool"
+stop_daemon
+expect "C2: clean stop" 0 $?
+
+echo "test_daemon: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
