@@ -51,7 +51,7 @@ build-fuzz/build.ninja:
 	CC=clang-14 meson setup build-fuzz -Dfuzz=true -Db_lundef=false -Db_sanitize=address,undefined
 
 fuzz: deps build-fuzz/build.ninja
-	ninja -C build-fuzz fuzz/fuzz_header fuzz/fuzz_handshake fuzz/gen_seeds
+	ninja -C build-fuzz fuzz/fuzz_header fuzz/fuzz_handshake fuzz/fuzz_api fuzz/gen_seeds
 	scripts/run-fuzz.sh build-fuzz
 
 format:

@@ -8,6 +8,16 @@ seconds=${FUZZ_SECONDS:-60}
 corpus="$build/fuzz/corpus"
 mkdir -p "$corpus/fuzz_header" "$corpus/fuzz_handshake"
 "$build/fuzz/gen_seeds" "$corpus"
+# fuzz_api: one seed per route ("METHOD\nPATH\nBODY")
+mkdir -p "$corpus/fuzz_api"
+id=6f1c2c7e-4b1e-4c4e-9c1e-1d2e3f405162
+printf 'POST\n/v1/sandboxes\n{"guest":"pattern","mem_mib":8,"exec":{"command":"fill","arg0":1,"arg1":2}}' >"$corpus/fuzz_api/create"
+printf 'POST\n/v1/sandboxes\n{"build_id":"%s"}' $id >"$corpus/fuzz_api/create-build"
+printf 'POST\n/v1/sandboxes/%s/resume\n{"exec":{"command":"verify"}}' $id >"$corpus/fuzz_api/resume"
+printf 'POST\n/v1/sandboxes/%s/pause\n' $id >"$corpus/fuzz_api/pause"
+printf 'DELETE\n/v1/sandboxes/%s\n' $id >"$corpus/fuzz_api/delete"
+printf 'GET\n/v1/builds/%s/scheduling-metadata\n' $id >"$corpus/fuzz_api/metadata"
+printf 'GET\n/metrics\n' >"$corpus/fuzz_api/metrics"
 for f in "$build"/fuzz/fuzz_*; do
 	[ -f "$f" ] && [ -x "$f" ] || continue
 	echo "fuzz: $(basename "$f") for ${seconds}s"

@@ -1517,6 +1517,9 @@ static void ms_handle_healthz(struct ms_node *node, struct ms_node_response *res
 		cJSON *flags = cJSON_AddObjectToObject(o, "flags");
 		if (flags) {
 			cJSON_AddBoolToObject(flags, "inflight_serve", node->cfg.inflight_serve);
+			/* the effective values: what the pipeline really does */
+			cJSON_AddBoolToObject(flags, "dedup", true);
+			cJSON_AddBoolToObject(flags, "dedup_best_effort", false);
 			cJSON_AddStringToObject(flags, "compress",
 						node->cfg.compress == MS_COMPRESS_ZSTD	? "zstd"
 						: node->cfg.compress == MS_COMPRESS_LZ4 ? "lz4"
@@ -1679,6 +1682,24 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 		snprintf(why, why_len, "backend: %s", node->backend_why);
 		goto fail;
 	}
+	/*
+	 * Flags the pause pipeline cannot take yet (snapshot/pause.h has no field
+	 * for them): dedup off would change what is stored, so it is refused; the
+	 * others are named at start so nobody believes they are in effect.
+	 */
+	if (!cfg->dedup) {
+		*err = -ENOTSUP;
+		snprintf(why, why_len, "dedup = off: this build's pause pipeline always dedups");
+		goto fail;
+	}
+	if (cfg->dedup_best_effort)
+		ms_warn(MS_MOD,
+			"dedup_best_effort = on is not passed down yet (the pipeline has no "
+			"such flag): the compare reads every parent page, fetching if needed");
+	if (cfg->grace_ns != 30 * MS_NSEC_PER_SEC)
+		ms_warn(MS_MOD,
+			"grace is not passed down yet: the pipeline releases the memfd right "
+			"after drain and swap, never waiting for a grace period");
 	if ((*err = ms_node_lock_dir(cfg->cache_dir, &node->lock_fd))) {
 		snprintf(why, why_len, "cache_dir %s: %s", cfg->cache_dir,
 			 *err == -EBUSY ? "another memsnapd uses it" : ms_strerror(*err));

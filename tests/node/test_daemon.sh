@@ -137,6 +137,14 @@ MEMSNAP_TOKEN=x "$memsnapd" --config "$tmp/memsnapd.conf" --tcp-listen 0.0.0.0:0
 expect "tcp off loopback" 1 $?
 grep -q "only 127.0.0.0/8" "$tmp/err" && ok || bad "tcp address reason: $(cat "$tmp/err")"
 
+if [ -n "${MEMSNAP_SOURCE_ROOT:-}" ]; then
+	"$memsnapd" --config "$MEMSNAP_SOURCE_ROOT/dist/memsnapd.conf" --print-config >/dev/null
+	expect "dist/memsnapd.conf parses" 0 $?
+fi
+"$memsnapd" --config "$tmp/memsnapd.conf" --dedup off 2>"$tmp/err"
+expect "dedup off is refused (the pipeline cannot)" 1 $?
+grep -q "always dedups" "$tmp/err" && ok || bad "dedup reason: $(cat "$tmp/err")"
+
 ### daemon A: every endpoint, every error path, TCP auth, 16 in parallel
 mkdir -p "$tmp/cache/leftover-dir"
 echo stale >"$tmp/cache/leftover.memfile"
