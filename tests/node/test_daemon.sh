@@ -445,5 +445,42 @@ promtool check metrics <"$tmp/body" >/dev/null 2>&1 && ok || bad "C2: promtool"
 stop_daemon
 expect "C2: clean stop" 0 $?
 
+### daemon D: template TTL - an evicted build resumes cold; an evicted template a sandbox
+### still runs from stays open until the sandbox leaves it
+start_daemon D --template-ttl 1s || exit 1
+api POST /v1/sandboxes '{"guest":"pattern","mem_mib":8,"exec":{"command":"fill","arg0":11,"arg1":1}}'
+did=$(field .id)
+api POST "/v1/sandboxes/$did/pause"
+dbuild=$(field .build_id)
+wait_status "$dbuild" published
+# wait_evicted N: polls the metrics until N templates were evicted
+wait_evicted() {
+	tries=0
+	while :; do
+		api GET /metrics
+		e=$(sed -n 's/^memsnap_template_cache_evictions_total //p' "$tmp/body")
+		[ "${e:-0}" -ge "$1" ] && { ok; return 0; }
+		tries=$((tries + 1))
+		[ $tries -lt 600 ] || { bad "no eviction ($e)"; return 1; }
+		sleep 0.1
+	done
+}
+wait_evicted 1
+api GET "/v1/builds/$dbuild"
+expect "D: evicted build is in the store only" false "$(field .cached)"
+api POST "/v1/sandboxes/$did/resume" '{"exec":{"command":"verify","arg0":11,"arg1":1}}'
+expect "D: resume after eviction is cold" cold "$(field .start_type)"
+expect "D: verified" 0 "$(field .report.result0)"
+wait_evicted 2
+# the sandbox still runs from the evicted template: pausing it reads that file
+api POST "/v1/sandboxes/$did/pause"
+expect "D: pause over an evicted parent" 200 "$code"
+d2build=$(field .build_id)
+wait_status "$d2build" published
+api POST /v1/sandboxes "{\"build_id\":\"$d2build\",\"exec\":{\"command\":\"verify\",\"arg0\":11,\"arg1\":1}}"
+expect "D: its child verifies" 0 "$(field .report.result0)"
+stop_daemon
+expect "D: clean stop" 0 $?
+
 echo "test_daemon: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
