@@ -1,6 +1,7 @@
 # memsnap: the commands people type. The build itself is Meson + ninja.
 #   make                build (build/)
 #   make demo           install missing Debian packages, build, run the demo
+#   make demo-daemon    the demo's story through memsnapd and the memsnap CLI
 #   make test           install missing Debian packages, build, run every test
 #   make test-sanitize  the suite under ASan+UBSan, the concurrency tests under TSan
 #   make bench          benchmarks: a table, and build/bench.json
@@ -10,7 +11,7 @@ BUILD      ?= build
 JOBS       ?= $(shell nproc)
 MESON_TEST  = meson test -C $(1) --print-errorlogs --num-processes $(JOBS) $(2)
 
-.PHONY: all deps demo test test-sanitize test-asan test-tsan bench fuzz format clean
+.PHONY: all deps demo demo-daemon test test-sanitize test-asan test-tsan bench fuzz format clean
 
 all: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -24,6 +25,9 @@ deps:
 
 demo: deps all
 	scripts/demo.sh $(BUILD)
+
+demo-daemon: deps all
+	scripts/demo.sh $(BUILD) daemon
 
 test: deps all
 	scripts/run-tests.sh $(BUILD)

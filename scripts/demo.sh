@@ -9,9 +9,16 @@
 #    with an empty cache and verifies again. Timings are printed as it goes.
 # 2. Builds a 3-layer snapshot chain and reads every page of every layer back
 #    through its header.
+#
+#   scripts/demo.sh BUILD_DIR daemon   (make demo-daemon)
+# The same story through the node daemon: memsnapd on a temp socket with a local
+# object store, driven with the memsnap CLI (scripts/demo-daemon.sh).
 set -eu
 build=${1:-build}
 memsnap="$build/src/cli/memsnap"
+if [ "${2:-}" = daemon ]; then
+	exec "$(dirname "$0")/demo-daemon.sh" "$build"
+fi
 store=$(mktemp -d /tmp/memsnap-demo.XXXXXX)
 trap 'rm -rf "$store"' EXIT INT TERM
 
