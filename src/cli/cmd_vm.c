@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,19 +59,33 @@ struct ms_vm_opts {
 	const char *guest, *backend, *out, *store, *endpoint, *eager, *lazy, *snapfile, *build,
 	    *control;
 	uint64_t mem, seed, epoch, writes;
+	double stall_compare;	      /* seconds the dedup compare waits (tests, demos) */
+	bool no_inflight;	      /* no provisional header: resumable after the compare */
+	enum ms_compression compress; /* the uploaded diff's frames */
 };
 
 static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *usage)
 {
 	static const struct option opts[] = {
-	    {"guest", required_argument, NULL, 'g'},	{"mem", required_argument, NULL, 'm'},
-	    {"backend", required_argument, NULL, 'b'},	{"out", required_argument, NULL, 'o'},
-	    {"store", required_argument, NULL, 's'},	{"endpoint", required_argument, NULL, 'E'},
-	    {"eager", required_argument, NULL, 'e'},	{"lazy", required_argument, NULL, 'l'},
-	    {"snapfile", required_argument, NULL, 'f'}, {"build", required_argument, NULL, 'B'},
-	    {"seed", required_argument, NULL, 'S'},	{"epoch", required_argument, NULL, 'p'},
-	    {"writes", required_argument, NULL, 'w'},	{"control", required_argument, NULL, 'C'},
-	    {"help", no_argument, NULL, 'h'},		{NULL, 0, NULL, 0},
+	    {"guest", required_argument, NULL, 'g'},
+	    {"mem", required_argument, NULL, 'm'},
+	    {"backend", required_argument, NULL, 'b'},
+	    {"out", required_argument, NULL, 'o'},
+	    {"store", required_argument, NULL, 's'},
+	    {"endpoint", required_argument, NULL, 'E'},
+	    {"eager", required_argument, NULL, 'e'},
+	    {"lazy", required_argument, NULL, 'l'},
+	    {"snapfile", required_argument, NULL, 'f'},
+	    {"build", required_argument, NULL, 'B'},
+	    {"seed", required_argument, NULL, 'S'},
+	    {"epoch", required_argument, NULL, 'p'},
+	    {"writes", required_argument, NULL, 'w'},
+	    {"control", required_argument, NULL, 'C'},
+	    {"stall-compare", required_argument, NULL, 'T'},
+	    {"no-inflight", no_argument, NULL, 'I'},
+	    {"compress", required_argument, NULL, 'Z'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	*o = (struct ms_vm_opts){.guest = "pattern",
 				 .backend = "auto",
@@ -112,6 +127,28 @@ static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *
 			break;
 		case 'C':
 			o->control = optarg;
+			break;
+		case 'T':
+			o->stall_compare = strtod(optarg, &end);
+			if (!*optarg || *end || o->stall_compare < 0 || o->stall_compare > 3600) {
+				fprintf(stderr, "memsnap: --stall-compare: seconds, 0 to 3600\n");
+				return 2;
+			}
+			break;
+		case 'I':
+			o->no_inflight = true;
+			break;
+		case 'Z':
+			if (strcmp(optarg, "zstd") == 0)
+				o->compress = MS_COMPRESS_ZSTD;
+			else if (strcmp(optarg, "lz4") == 0)
+				o->compress = MS_COMPRESS_LZ4;
+			else if (strcmp(optarg, "none") == 0)
+				o->compress = MS_COMPRESS_NONE;
+			else {
+				fprintf(stderr, "memsnap: --compress: zstd, lz4 or none\n");
+				return 2;
+			}
 			break;
 		case 'm':
 			if (ms_vm_parse_size(optarg, &o->mem)) {
@@ -202,10 +239,165 @@ static int ms_vm_write_file(const char *dir, const char *name, const void *buf, 
 	return err;
 }
 
+/* One line to the console, and to the control client waiting for the snapshot. */
+static void ms_vm_stage(int client, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ms_vm_stage(int client, const char *fmt, ...)
+{
+	char line[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	printf("%s\n", line);
+	fflush(stdout);
+	ms_vmctl_progress(client, line);
+}
+
+/*
+ * Publishes a paused guest through the pause pipeline into o->store, over the
+ * build parent_id (NULL: an empty template), printing each stage as it
+ * completes; result gets the new build's line.
+ */
+static int ms_vm_publish(const struct ms_vm_opts *o, struct ms_sandbox_paused *paused,
+			 const char *parent_id, int client, char *result, size_t result_len)
+{
+	int err;
+	struct ms_store *store = ms_store_open(o->store, o->endpoint, &err);
+	if (!store)
+		return ms_cli_fail(o->store, err);
+	char cache[] = "/tmp/memsnap-vm.XXXXXX";
+	struct ms_diffstore *diffs = NULL;
+	struct ms_layered *parent = NULL;
+	struct ms_pause *pause = NULL;
+	struct ms_pageset *none = ms_pageset_new();
+	struct ms_future *gate = o->stall_compare > 0 ? ms_future_new(NULL) : NULL;
+	if (!mkdtemp(cache)) {
+		err = -errno;
+		cache[0] = '\0';
+		goto out;
+	}
+	struct ms_diffstore_config dcfg = {.cache_dir = cache};
+	if (!(diffs = ms_diffstore_new(&dcfg, &err)))
+		goto out;
+	struct ms_build_storage bs = {
+	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
+	struct ms_header *head = NULL;
+	if (parent_id) { /* the build this guest was restored from: its durable header */
+		ms_uuid id;
+		if ((err = ms_uuid_parse(parent_id, &id) ? -EINVAL : 0) ||
+		    (err = ms_build_storage_load_header(store, &id, MS_ARTIFACT_MEMFILE_HEADER,
+							&head)))
+			goto out;
+	} else {
+		ms_uuid template_id;
+		ms_uuid_generate(&template_id);
+		head = ms_header_new_base(&template_id, MS_HEADER_V4, P, o->mem, false);
+	}
+	err = -ENOMEM;
+	if (!none || (o->stall_compare > 0 && !gate) || !head ||
+	    !(parent = ms_layered_new(head, ms_build_storage_resolve, &bs)))
+		goto out;
+	struct ms_pause_config pcfg = {.store = store,
+				       .diffs = diffs,
+				       .cache_dir = cache,
+				       .inflight = !o->no_inflight,
+				       .compress = o->compress,
+				       .compare_gate = gate};
+	int memfd = paused->memfd;
+	paused->memfd = -1;
+	int64_t t0 = ms_clock_now_ns();
+	if (gate && !o->no_inflight)
+		ms_vm_stage(client, "stage:  dedup compare stalled for %.1f s (--stall-compare)",
+			    o->stall_compare);
+	if (o->no_inflight && gate) { /* without in-flight serving the start waits for it */
+		ms_clock_sleep_ns((int64_t)(o->stall_compare * 1e9));
+		ms_future_set(gate, NULL);
+	}
+	if ((err = ms_pause_start(&pcfg, parent, memfd, paused->written, none, paused->snapfile,
+				  paused->snapfile_len, &pause)))
+		goto out;
+	char id[MS_UUID_STR_LEN];
+	ms_uuid_format(ms_pause_build_id(pause), id);
+	ms_vm_stage(client, "stage:  build %s resumable after %.2f ms (%s)", id,
+		    (double)(ms_clock_now_ns() - t0) / 1e6,
+		    o->no_inflight ? "deduped header"
+				   : "provisional header, served from the memfd");
+	if (gate && !o->no_inflight) {
+		ms_clock_sleep_ns((int64_t)(o->stall_compare * 1e9));
+		ms_future_set(gate, NULL);
+	}
+	if ((err = ms_pause_wait(pause, MS_PAUSE_COMPARED, -1)))
+		goto out;
+	uint64_t dirty, equal, zero, kept;
+	ms_pause_counts(pause, &dirty, &equal, &zero, &kept);
+	ms_vm_stage(client,
+		    "stage:  compared after %.1f ms: %llu written pages, %llu equal to the parent, "
+		    "%llu zero, %llu kept",
+		    (double)(ms_clock_now_ns() - t0) / 1e6, (unsigned long long)dirty,
+		    (unsigned long long)equal, (unsigned long long)zero, (unsigned long long)kept);
+	if ((err = ms_pause_wait(pause, MS_PAUSE_DRAINED, -1)))
+		goto out;
+	ms_vm_stage(client, "stage:  drained after %.1f ms (%.2f MiB diff; memfd released)",
+		    (double)(ms_clock_now_ns() - t0) / 1e6, (double)(kept * P) / 1048576.0);
+	if ((err = ms_pause_wait(pause, MS_PAUSE_PUBLISHED, -1)))
+		goto out;
+	ms_vm_stage(client, "stage:  uploaded and published after %.1f ms",
+		    (double)(ms_clock_now_ns() - t0) / 1e6);
+	printf("published: build %s in %s%s%s\n", id, o->store, parent_id ? " over " : "",
+	       parent_id ? parent_id : "");
+	snprintf(result, result_len, "published build %s in %s", id, o->store);
+out:
+	if (pause && gate)
+		ms_future_set(gate, NULL); /* never leave the pipeline stalled */
+	ms_pause_free(pause);
+	ms_layered_free(parent);
+	ms_diffstore_free(diffs);
+	ms_pageset_free(none);
+	if (gate)
+		ms_future_unref(gate);
+	ms_store_free(store);
+	if (cache[0])
+		rmdir(cache);
+	return err ? ms_cli_fail("publish", err) : 0;
+}
+
+/* Writes the snapfile and the whole memory into o->out. */
+static int ms_vm_write_out(const struct ms_vm_opts *o, const struct ms_sandbox_paused *paused,
+			   char *result, size_t result_len)
+{
+	if (mkdir(o->out, 0755) && errno != EEXIST)
+		return ms_cli_fail(o->out, -errno);
+	void *mem = malloc(o->mem);
+	int err = mem ? 0 : -ENOMEM;
+	if (!err && pread(paused->memfd, mem, o->mem, 0) != (ssize_t)o->mem)
+		err = -EIO;
+	if (!err &&
+	    !(err = ms_vm_write_file(o->out, "snapfile", paused->snapfile, paused->snapfile_len)))
+		err = ms_vm_write_file(o->out, "memory", mem, o->mem);
+	free(mem);
+	if (err)
+		return ms_cli_fail("cannot write the snapshot", err);
+	printf("saved:  %s/snapfile, %s/memory\n", o->out, o->out);
+	snprintf(result, result_len, "saved %s/snapfile and %s/memory", o->out, o->out);
+	return 0;
+}
+
+/* Saves (--out) or publishes (--store) a paused guest; answers the control client. */
+static int ms_vm_save(const struct ms_vm_opts *o, struct ms_sandbox_paused *paused,
+		      const char *parent_id, int client)
+{
+	char result[512] = "the snapshot was not saved (see the vm output)";
+	int rc = o->out ? ms_vm_write_out(o, paused, result, sizeof(result))
+			: ms_vm_publish(o, paused, parent_id, client, result, sizeof(result));
+	ms_vmctl_finish(client, rc, result);
+	return rc;
+}
+
 static const char *const vm_run_usage =
     "usage: memsnap vm run [--guest pattern|counter|mutator] [--mem SIZE]\n"
     "                      [--backend auto|kvm|proc] (--out DIR | --store URI)\n"
-    "                      [--seed N] [--epoch N] [--writes N] [--control SOCKET]\n\n"
+    "                      [--seed N] [--epoch N] [--writes N] [--control SOCKET]\n"
+    "                      [--stall-compare S] [--no-inflight] [--compress zstd|lz4|none]\n\n"
     "Starts a test guest in a sandbox, lets it work, pauses it and saves the snapshot.\n"
     "  pattern  fills every data page from (seed, page, epoch)\n"
     "  counter  counts (the count lives in a register and in RAM)\n"
@@ -216,7 +408,12 @@ static const char *const vm_run_usage =
     "  --mem SIZE   guest memory, e.g. 64M (default) or 1G\n"
     "  --control SOCKET  after the work, keep the guest running and take requests\n"
     "               on SOCKET: memsnap vm pause|resume|status, and vm snapshot, which\n"
-    "               pauses it and saves/publishes the snapshot as --out/--store say\n";
+    "               pauses it and saves/publishes the snapshot as --out/--store say\n"
+    "Publishing (--store) runs the pause pipeline and prints each stage:\n"
+    "  --stall-compare S  hold the dedup compare for S seconds (shows that the build\n"
+    "               is resumable before dedup)\n"
+    "  --no-inflight  no provisional header: resumable only after the compare\n"
+    "  --compress zstd|lz4|none  upload the diff as compressed frames (default none)\n";
 
 int ms_cli_vm_run(int argc, char **argv)
 {
@@ -276,81 +473,7 @@ int ms_cli_vm_run(int argc, char **argv)
 	       (unsigned long long)ms_pageset_count(paused.written), paused.snapfile_len);
 	if (kind == MS_GUEST_COUNTER)
 		printf("counter: %llu\n", (unsigned long long)count);
-	rc = 1;
-	char result[512] = "the snapshot was not saved (see the vm run output)";
-	if (o.out) {
-		if (mkdir(o.out, 0755) && errno != EEXIST) {
-			rc = ms_cli_fail(o.out, -errno);
-			goto out;
-		}
-		void *mem = malloc(o.mem);
-		err = mem ? 0 : -ENOMEM;
-		if (!err && pread(paused.memfd, mem, o.mem, 0) != (ssize_t)o.mem)
-			err = -EIO;
-		if (!err && !(err = ms_vm_write_file(o.out, "snapfile", paused.snapfile,
-						     paused.snapfile_len)))
-			err = ms_vm_write_file(o.out, "memory", mem, o.mem);
-		free(mem);
-		if (err) {
-			rc = ms_cli_fail("cannot write the snapshot", err);
-			goto out;
-		}
-		printf("saved:  %s/snapfile, %s/memory\n", o.out, o.out);
-		snprintf(result, sizeof(result), "saved %s/snapfile and %s/memory", o.out, o.out);
-		rc = 0;
-		goto out;
-	}
-	/* --store: publish through the pipeline over an empty template */
-	struct ms_store *store = ms_store_open(o.store, o.endpoint, &err);
-	if (!store) {
-		rc = ms_cli_fail(o.store, err);
-		goto out;
-	}
-	char cache[] = "/tmp/memsnap-vm.XXXXXX";
-	struct ms_diffstore *diffs = NULL;
-	struct ms_layered *parent = NULL;
-	struct ms_pause *pause = NULL;
-	struct ms_pageset *none = ms_pageset_new();
-	if (!mkdtemp(cache)) {
-		err = -errno;
-		goto store_out;
-	}
-	struct ms_diffstore_config dcfg = {.cache_dir = cache};
-	if (!(diffs = ms_diffstore_new(&dcfg, &err)))
-		goto store_out;
-	struct ms_build_storage bs = {
-	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
-	ms_uuid template_id;
-	ms_uuid_generate(&template_id);
-	err = -ENOMEM;
-	if (!none || !(parent = ms_layered_new(
-			   ms_header_new_base(&template_id, MS_HEADER_V4, P, o.mem, false),
-			   ms_build_storage_resolve, &bs)))
-		goto store_out;
-	struct ms_pause_config pcfg = {
-	    .store = store, .diffs = diffs, .cache_dir = cache, .inflight = true};
-	int memfd = paused.memfd;
-	paused.memfd = -1;
-	if ((err = ms_pause_start(&pcfg, parent, memfd, paused.written, none, paused.snapfile,
-				  paused.snapfile_len, &pause)) ||
-	    (err = ms_pause_wait(pause, MS_PAUSE_PUBLISHED, -1)))
-		goto store_out;
-	char id[MS_UUID_STR_LEN];
-	ms_uuid_format(ms_pause_build_id(pause), id);
-	printf("published: build %s in %s\n", id, o.store);
-	snprintf(result, sizeof(result), "published build %s in %s", id, o.store);
-	rc = 0;
-store_out:
-	if (rc)
-		rc = ms_cli_fail("publish", err);
-	ms_pause_free(pause);
-	ms_layered_free(parent);
-	ms_diffstore_free(diffs);
-	ms_pageset_free(none);
-	ms_store_free(store);
-	rmdir(cache);
-out:
-	ms_vmctl_finish(client, rc, result);
+	rc = ms_vm_save(&o, &paused, NULL, client);
 	ms_sandbox_paused_fini(&paused);
 	return rc;
 }
@@ -359,11 +482,17 @@ static const char *const vm_restore_usage =
     "usage: memsnap vm restore --mem SIZE [--backend auto|kvm|proc]\n"
     "                          (--eager MEMFILE | --lazy SOCKET)\n"
     "                          (--snapfile FILE | --store URI --build ID)\n"
-    "                          [--guest pattern|counter] [--seed N] [--epoch N]\n\n"
+    "                          [--guest pattern|counter] [--seed N] [--epoch N]\n"
+    "                          [--control SOCKET [--out DIR] [--stall-compare S]\n"
+    "                           [--no-inflight] [--compress zstd|lz4|none]]\n\n"
     "Restores a paused guest in a new sandbox: eagerly from a memory file, or lazily\n"
     "through a page server (e.g. `memsnap pageserver`) with Firecracker's userfaultfd\n"
     "handshake. The guest then checks itself: pattern verifies every data page against\n"
-    "(--seed, --epoch) and the command exits 1 on any mismatch; counter reports its count.\n";
+    "(--seed, --epoch) and the command exits 1 on any mismatch; counter reports its count.\n"
+    "  --control SOCKET  then keep the guest running for memsnap vm pause|resume|\n"
+    "               snapshot|status --control SOCKET; vm snapshot saves it to --out (eager)\n"
+    "               or publishes it as a diff over --build into --store (lazy), printing\n"
+    "               each pipeline stage (flags as for vm run)\n";
 
 int ms_cli_vm_restore(int argc, char **argv)
 {
@@ -375,6 +504,17 @@ int ms_cli_vm_restore(int argc, char **argv)
 	if (!o.eager == !o.lazy || (!o.snapfile == !(o.store && o.build)) ||
 	    ms_guest_parse(o.guest, &kind) || kind == MS_GUEST_MUTATOR) {
 		fputs(vm_restore_usage, stderr);
+		return 2;
+	}
+	/*
+	 * --control: the next snapshot of an eagerly restored guest is saved whole
+	 * (--out); a lazily restored one holds only the pages it touched, so its
+	 * snapshot is a diff published over the build it came from (--store --build).
+	 */
+	if (o.control && (o.eager ? !o.out : (!o.build || o.out))) {
+		fprintf(stderr, "memsnap: vm restore --control needs --out DIR with --eager, or "
+				"--store URI --build ID with --lazy (the snapshot is published "
+				"over that build)\n");
 		return 2;
 	}
 	const struct ms_sandbox_ops *ops = ms_vm_backend(o.backend);
@@ -462,6 +602,20 @@ int ms_cli_vm_restore(int argc, char **argv)
 		       (double)ms_vm_resident(box, o.mem) * P / (1 << 20) / (total / 1e3));
 	rc = bad ? 1 : 0;
 done:
+	if (!err && !rc && o.control) { /* keep it running: pause|resume|snapshot from outside */
+		struct ms_sandbox_paused paused = {.memfd = -1};
+		int client = -1;
+		box[MS_GUEST_CMD / 8] = 0;
+		if ((err = ms_vmctl_serve(o.control, sb, kind, &paused, &client)) == 0) {
+			ms_sandbox_destroy(sb);
+			sb = NULL;
+			printf("paused: %llu pages written since the restore, snapfile %zu bytes\n",
+			       (unsigned long long)ms_pageset_count(paused.written),
+			       paused.snapfile_len);
+			rc = ms_vm_save(&o, &paused, o.lazy ? o.build : NULL, client);
+		}
+		ms_sandbox_paused_fini(&paused);
+	}
 	if (err) {
 		if (err == -ECHILD)
 			fprintf(stderr, "memsnap: the guest died: %s\n",

@@ -57,6 +57,12 @@ static void ms_vmctl_reply(int fd, const char *fmt, ...)
 		fprintf(stderr, "memsnap: control: the client left before the reply\n");
 }
 
+void ms_vmctl_progress(int client, const char *line)
+{
+	if (client >= 0)
+		ms_vmctl_reply(client, "%s", line);
+}
+
 void ms_vmctl_finish(int client, int rc, const char *result)
 {
 	if (client < 0)
@@ -324,7 +330,7 @@ static int ms_vmctl_client(int argc, char **argv, const char *request)
 		close(fd);
 		return ms_cli_fail("control request", -EPIPE);
 	}
-	char reply[1024];
+	char reply[8192];
 	size_t used = 0;
 	ssize_t got;
 	while (used + 1 < sizeof(reply) &&
@@ -336,8 +342,13 @@ static int ms_vmctl_client(int argc, char **argv, const char *request)
 		fprintf(stderr, "memsnap: the VM closed the connection without a reply\n");
 		return 1;
 	}
-	bool ok = strncmp(reply, "ok ", 3) == 0;
-	fputs(ok ? reply + 3 : reply, ok ? stdout : stderr);
+	/* progress lines, then the last one: "ok TEXT" or "error TEXT" */
+	char *last = reply;
+	for (char *nl; (nl = strchr(last, '\n')) && nl[1]; last = nl + 1) {
+		fwrite(last, 1, (size_t)(nl + 1 - last), stdout);
+	}
+	bool ok = strncmp(last, "ok ", 3) == 0;
+	fputs(ok ? last + 3 : last, ok ? stdout : stderr);
 	return ok ? 0 : 1;
 }
 

@@ -12,6 +12,8 @@
  */
 int ms_vmctl_serve(const char *path, struct ms_sandbox *sb, enum ms_guest_kind kind,
 		   struct ms_sandbox_paused *paused, int *client_out);
+/* A progress line to the snapshot's requester (client < 0: nobody). */
+void ms_vmctl_progress(int client, const char *line);
 /* Replies "ok RESULT" (rc 0) or "error RESULT" to the snapshot's requester and closes it. */
 void ms_vmctl_finish(int client, int rc, const char *result);
 

@@ -165,10 +165,39 @@ for b in $backends; do
 	check "vm restore lazy, separate page server [$b]" 0 "$memsnap" vm restore --backend "$b" --mem 4M \
 		--lazy "$tmp/ps-$b.sock" --store "file://$tmp/vmstore-$b" --build "$build" --seed 5
 	contains "lazy: no mismatch [$b]" "$tmp/out" "lazy, resumed"
+	# the chain from the command line: restore lazily and keep the guest running;
+	# vm snapshot publishes a diff over the build it came from, stage by stage
+	rctl="$tmp/rctl-$b.sock"
+	"$memsnap" vm restore --backend "$b" --mem 4M --lazy "$tmp/ps-$b.sock" \
+		--store "file://$tmp/vmstore-$b" --build "$build" --seed 5 --control "$rctl" \
+		--stall-compare 0.2 --compress zstd >"$tmp/rrun.log" 2>&1 &
+	rrun_pid=$!
+	i=0
+	while [ ! -S "$rctl" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+	check "vm snapshot of a restored guest [$b]" 0 "$memsnap" vm snapshot --control "$rctl"
+	contains "snapshot streams the stages [$b]" "$tmp/out" "stage:  compared after"
+	contains "stalled compare did not hold the pause [$b]" "$tmp/out" "resumable after"
+	child=$(sed -n 's/^published build \([0-9a-f-]\{36\}\) .*/\1/p' "$tmp/out")
+	wait "$rrun_pid"
+	contains "published over its parent [$b]" "$tmp/rrun.log" "over $build"
+	check "child header names its parent [$b]" 0 "$memsnap" header inspect "file://$tmp/vmstore-$b" --build "$child"
+	contains "child's mappings reach the parent [$b]" "$tmp/out" "$build"
 	sleep 0.3
 	kill -TERM "$ps_pid"
 	wait "$ps_pid"
 	contains "page server summary [$b]" "$tmp/ps.log" "session 1"
+	"$memsnap" pageserver --store "file://$tmp/vmstore-$b" --build "$child" --socket "$tmp/psc-$b.sock" \
+		>"$tmp/psc.log" 2>&1 &
+	ps_pid=$!
+	i=0
+	while [ ! -S "$tmp/psc-$b.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+	check "the child restores, every page intact [$b]" 0 "$memsnap" vm restore --backend "$b" --mem 4M \
+		--lazy "$tmp/psc-$b.sock" --store "file://$tmp/vmstore-$b" --build "$child" --seed 5
+	contains "child: no mismatch [$b]" "$tmp/out" "0 mismatched pages"
+	kill -TERM "$ps_pid"
+	wait "$ps_pid"
+	check "vm restore --control without a target [$b]" 2 "$memsnap" vm restore --backend "$b" --mem 4M \
+		--eager "$vm/memory" --snapfile "$vm/snapfile" --control "$rctl"
 done
 
 # the same against the real S3 server, when the suite started one
