@@ -99,6 +99,8 @@ static int ms_vmm_control_io(struct ms_vmm *vmm, struct ms_vmm_vcpu *vcpu, uint1
 	vcpu->rax = regs.rax;
 	vcpu->rdx = regs.rdx;
 	vmm->reports++;
+	/* with the state, atomically: a stop that sees REPORTED completes the OUT */
+	vcpu->io_pending = true;
 	vcpu->state = MS_VCPU_REPORTED;
 	pthread_cond_broadcast(&vmm->cond);
 	pthread_mutex_unlock(&vmm->lock);
@@ -192,12 +194,7 @@ static int ms_vmm_vcpu_step(struct ms_vmm_vcpu *vcpu)
 		int r = ms_vmm_port_io(vcpu);
 		if (r < 0)
 			ms_vmm_die(vmm, vcpu, "port 0x%x: %s", run->io.port, strerror(-r));
-		if (r) {
-			pthread_mutex_lock(&vmm->lock);
-			vcpu->io_pending = true;
-			pthread_mutex_unlock(&vmm->lock);
-		}
-		return r ? 1 : 0;
+		return r ? 1 : 0; /* parked by the device (io_pending set with the state) */
 	}
 	case KVM_EXIT_MMIO:
 		if (!run->mmio.is_write)
