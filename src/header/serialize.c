@@ -215,7 +215,8 @@ static int ms_write_frames(struct ms_wbuf *w, const struct ms_header *h,
 			ranges[n++] =
 			    (struct ms_range){e->storage_offset, e->storage_offset + e->length};
 	}
-	qsort(ranges, n, sizeof(*ranges), ms_range_cmp);
+	if (n) /* qsort wants a valid pointer even for no elements */
+		qsort(ranges, n, sizeof(*ranges), ms_range_cmp);
 	/* a frame is kept when some range overlaps it; no range at all keeps every frame */
 	uint32_t kept = 0;
 	for (int pass = 0; pass < 2; pass++) {
