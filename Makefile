@@ -1,7 +1,7 @@
 # memsnap: the commands people type. The build itself is Meson + ninja.
 #   make                build (build/)
 #   make demo           install missing Debian packages, build, run the demo
-#   make demo-daemon    the demo's story through memsnapd and the memsnap CLI
+#   make demo-daemon    the demo's story through memsnapd and the memsnap CLI (STORE=s3: local S3)
 #   make test           install missing Debian packages, build, run every test
 #   make test-sanitize  the suite under ASan+UBSan, the concurrency tests under TSan
 #   make bench          benchmarks: a table, and build/bench.json
@@ -27,7 +27,7 @@ demo: deps all
 	scripts/demo.sh $(BUILD)
 
 demo-daemon: deps all
-	scripts/demo.sh $(BUILD) daemon
+	STORE=$(STORE) scripts/demo.sh $(BUILD) daemon
 
 test: deps all
 	scripts/run-tests.sh $(BUILD)

@@ -7,6 +7,7 @@
 # the guest verifies -> control resume of the same build once it is published ->
 # pause again -> restart the daemon with an empty cache -> resume cold from the
 # store -> verify. Then a table of the timings, and the daemon stops.
+# STORE=s3: the object store is a throw-away local S3 server (scripts/rgw.sh).
 set -eu
 build=${1:-build}
 mib=${2:-256}
@@ -15,15 +16,26 @@ memsnapd="$build/src/node/memsnapd"
 memsnap="$build/src/cli/memsnap"
 work=$(mktemp -d /tmp/memsnap-demo-daemon.XXXXXX)
 daemon=""
+rgw=""
 cleanup() {
 	[ -n "$daemon" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+	[ -n "$rgw" ] && "$(dirname "$0")/rgw.sh" stop "$work/rgw" >/dev/null 2>&1
 	rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 export MEMSNAP_SOCKET="$work/api.sock"
+store_uri="file://$work/store"
+if [ "${STORE:-file}" = s3 ]; then
+	echo "starting a local S3 server (scripts/rgw.sh) ..."
+	rgw=yes
+	eval "$("$(dirname "$0")/rgw.sh" start "$work/rgw")"
+	export MEMSNAP_S3_ENDPOINT AWS_ACCESS_KEY_ID="$MEMSNAP_S3_ACCESS_KEY" \
+		AWS_SECRET_ACCESS_KEY="$MEMSNAP_S3_SECRET_KEY" AWS_REGION="$MEMSNAP_S3_REGION"
+	store_uri="s3://memsnap-demo/builds"
+fi
 start() {
 	"$memsnapd" --config /dev/null --socket "$MEMSNAP_SOCKET" --run-dir "$work/run" \
-		--cache-dir "$work/cache" --store "file://$work/store" --log-level warn \
+		--cache-dir "$work/cache" --store "$store_uri" --s3-create-bucket on --log-level warn \
 		--test-stall-compare "${stall}s" 2>>"$work/memsnapd.log" &
 	daemon=$!
 	until "$memsnap" sandbox ls -q >/dev/null 2>&1; do
@@ -38,7 +50,7 @@ stop() {
 }
 j() { jq -r "$1" "$work/out"; }
 seed=4242
-echo "memsnapd demo: $mib MiB pattern guest, dedup compare stalled ${stall}s per pause"
+echo "memsnapd demo: $mib MiB pattern guest, dedup compare stalled ${stall}s per pause, store $store_uri"
 start
 echo "daemon: $(curl -s --unix-socket "$MEMSNAP_SOCKET" http://d/healthz | jq -c '{backend, flags}')"
 "$memsnap" sandbox start --guest pattern --mem "$mib" --exec fill --seed $seed --epoch 1 --json >"$work/out"
@@ -74,7 +86,9 @@ cold_ms=$(j .create_ms)
 cold_bad=$(j .report.result0)
 printf 'cold:    %s resumed from the store: %s, %.1f ms, %s mismatched pages\n' "$b2" \
 	"$(j .start_type)" "$cold_ms" "$cold_bad"
-stored=$(du -sb "$work/store" | cut -f1)
+d1=$("$memsnap" build show "$b1" --json | jq -r .diff_bytes)
+d2=$("$memsnap" build show "$b2" --json | jq -r .diff_bytes)
+stored=$((d1 + d2))
 "$memsnap" build metadata "$b2"
 stop
 echo
@@ -87,7 +101,7 @@ printf '| race / control | %.2f |\n' "$(echo "$race_ms $control_ms" | awk '{prin
 printf '| cold resume from the store (+ verify) | %.1f ms |\n' "$cold_ms"
 printf '| dedup of the first pause (kept / written pages) | %s / %s |\n' \
 	"$(jq -r .pages.kept "$work/b1")" "$(jq -r .pages.dirty "$work/b1")"
-printf '| bytes stored (2 builds) | %s |\n' "$stored"
+printf '| memory bytes stored (2 builds) | %s |\n' "$stored"
 if [ "$race_bad" = 0 ] && [ "$control_bad" = 0 ] && [ "$cold_bad" = 0 ]; then
 	echo "demo: ok, the guest verified all its memory: warm during dedup, warm, cold"
 else

@@ -42,6 +42,7 @@ static const struct ms_opt ms_opts[] = {
     STR(cache_dir, "/var/cache/memsnap", "diff files and chunk caches; emptied at start"),
     STR(store, "file:///var/lib/memsnap/store", "object store: file:///dir or s3://bucket/prefix"),
     STR(s3_endpoint, "", "S3 endpoint URL for s3:// stores (default: MEMSNAP_S3_ENDPOINT)"),
+    OPT(s3_create_bucket, OPT_BOOL, "off", "s3:// stores: create the bucket at start if missing"),
     STR(tcp_listen, "", "also serve the API on 127.0.0.1:PORT (requires a token); empty: off"),
     STR(token_file, "", "file holding the bearer token for TCP (or set MEMSNAP_TOKEN)"),
     STR(backend, "auto", "sandbox backend: auto (kvm where /dev/kvm opens, else proc), kvm, proc"),

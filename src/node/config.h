@@ -37,6 +37,7 @@ struct ms_node_config {
 	char cache_dir[MS_NODE_PATH_MAX];   /* diff files and chunk caches (wiped at start) */
 	char store[MS_NODE_PATH_MAX];	    /* file:///dir or s3://bucket/prefix */
 	char s3_endpoint[MS_NODE_PATH_MAX]; /* for s3:// stores */
+	bool s3_create_bucket;		    /* create the bucket at start if missing */
 	char tcp_listen[64];		    /* "127.0.0.1:PORT" or empty: no TCP */
 	char token_file[MS_NODE_PATH_MAX];  /* the bearer token TCP requires */
 	char token[256];		    /* MEMSNAP_TOKEN only (never a flag: ps shows flags) */

@@ -27,6 +27,7 @@
 #include "sandbox/sandbox.h"
 #include "snapshot/pause.h"
 #include "storage/artifact.h"
+#include "storage/s3.h"
 #include "uffd/filesource.h"
 #include "uffd/pageserver.h"
 #include "util/clock.h"
@@ -1720,6 +1721,12 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 	node->store = ms_store_open(cfg->store, cfg->s3_endpoint[0] ? cfg->s3_endpoint : NULL, err);
 	if (!node->store) {
 		snprintf(why, why_len, "store %s: %s", cfg->store, ms_strerror(*err));
+		goto fail;
+	}
+	if (cfg->s3_create_bucket && !strncmp(cfg->store, "s3://", 5) &&
+	    (*err = ms_store_s3_create_bucket(node->store))) {
+		snprintf(why, why_len, "store %s: cannot create the bucket: %s", cfg->store,
+			 ms_strerror(*err));
 		goto fail;
 	}
 	if (cfg->test_store_delay_ns > 0) {
