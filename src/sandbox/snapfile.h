@@ -12,8 +12,10 @@
  *   32      ...   sections: {u32 type, u32 length, length bytes, zero padding to 8}
  *   end-8   8     XXH64 (seed 0) of every byte before it
  *
- * Section types: 1 general registers (struct user_regs_struct), 2 extended
- * state (the XSAVE area, NT_X86_XSTATE), 3 guest (u32 guest kind).
+ * Section types: 3 guest (u32 guest kind), on both backends; proc: 1 general
+ * registers (struct user_regs_struct), 2 extended state (the XSAVE area,
+ * NT_X86_XSTATE); kvm: 0x10..0x25, the full vCPU, VM and device state listed in
+ * vmm/state.h (per-vCPU types carry the vCPU index in bits 16..31).
  * A snapfile that is truncated, corrupt, of the other backend or for another
  * memory size is rejected (MS_ECORRUPT, MS_ECHECKSUM, MS_EBACKEND, -EINVAL).
  */
