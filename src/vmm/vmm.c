@@ -436,12 +436,14 @@ int ms_vmm_boot(struct ms_vmm *vmm, uint64_t entry, uint64_t stack)
 		ms_vmm_boot_state(vmm->ram_size, entry, stack, &sregs, &regs);
 		if (ioctl(fd, KVM_SET_SREGS, &sregs) || ioctl(fd, KVM_SET_REGS, &regs))
 			return -errno;
-		struct {
-			struct kvm_msrs head;
-			struct kvm_msr_entry entries[3];
-		} msrs = {.head = {.nmsrs = 3}};
-		ms_vmm_boot_msrs(vmm->ram_size, msrs.entries);
-		if (ioctl(fd, KVM_SET_MSRS, &msrs) != 3)
+		struct kvm_msrs *msrs = calloc(1, sizeof(*msrs) + 3 * sizeof(struct kvm_msr_entry));
+		if (!msrs)
+			return -ENOMEM;
+		msrs->nmsrs = 3;
+		ms_vmm_boot_msrs(vmm->ram_size, msrs->entries);
+		int set = ioctl(fd, KVM_SET_MSRS, msrs);
+		free(msrs);
+		if (set != 3)
 			return -EIO;
 	}
 	return 0;
