@@ -24,7 +24,7 @@ deps:
 	scripts/deps.sh
 
 demo: deps all
-	scripts/demo.sh $(BUILD)
+	STORE=$(STORE) scripts/demo.sh $(BUILD)
 
 demo-daemon: deps all
 	STORE=$(STORE) scripts/demo.sh $(BUILD) daemon
