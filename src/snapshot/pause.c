@@ -13,12 +13,15 @@
 #include "snapshot/memfd.h"
 #include "storage/artifact.h"
 #include "storage/frames.h"
+#include "util/backoff.h"
+#include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,13 +46,80 @@ struct ms_pause {
 	char diff_path[4096];
 	pthread_t thread;
 	bool thread_started;
+	int64_t t_start, t_step; /* pipeline thread only (t_step: the current step's start) */
+	pthread_mutex_t stats_lock;
+	struct ms_pause_stats stats; /* guarded by stats_lock */
 };
+
+/* Counts a caller-owned counter, if the caller gave any. */
+#define MS_PAUSE_COUNT(p, field, n)                                                                \
+	do {                                                                                       \
+		if ((p)->config.counters)                                                          \
+			atomic_fetch_add(&(p)->config.counters->field, (n));                       \
+	} while (0)
+
+/* The step that began at p->t_step is done; the next one begins now. */
+static void ms_pause_step_done(struct ms_pause *p, enum ms_pause_step step)
+{
+	int64_t now = ms_clock_now_ns();
+	pthread_mutex_lock(&p->stats_lock);
+	p->stats.step_ns[step] = now - p->t_step;
+	pthread_mutex_unlock(&p->stats_lock);
+	p->t_step = now;
+}
+
+static bool ms_pause_transient(int err)
+{
+	return err == -ETIMEDOUT || err == -ECONNRESET || err == -ECONNREFUSED || err == -EAGAIN ||
+	       err == -EIO || err == -EPIPE || err == -EHOSTUNREACH || err == -ENETUNREACH;
+}
+
+/*
+ * Puts one object: from fd (size bytes from offset 0) or from buf; a transient
+ * error is tried again with backoff, any other stops at once. Objects are atomic,
+ * so a failed try leaves nothing behind.
+ */
+static int ms_pause_put(struct ms_pause *p, const char *key, int fd, const void *buf, uint64_t size)
+{
+	struct ms_backoff b;
+	ms_backoff_init(&b, 50 * MS_NSEC_PER_MSEC, MS_NSEC_PER_SEC,
+			p->config.upload_attempts ? p->config.upload_attempts : 4);
+	for (;;) {
+		int err = fd >= 0 ? ms_store_put_file(p->config.store, key, fd, size, NULL)
+				  : ms_store_put_buf(p->config.store, key, buf, (size_t)size, NULL);
+		int64_t delay;
+		if (!err) {
+			pthread_mutex_lock(&p->stats_lock);
+			p->stats.upload_bytes += size;
+			pthread_mutex_unlock(&p->stats_lock);
+			MS_PAUSE_COUNT(p, upload_bytes, size);
+			return 0;
+		}
+		if (!ms_pause_transient(err) || !ms_backoff_next(&b, &delay)) {
+			MS_PAUSE_COUNT(p, upload_failures, 1);
+			ms_warn("snapshot", "put %s failed: %s%s", key, ms_strerror(err),
+				ms_pause_transient(err) ? " (no attempt left)" : " (not retried)");
+			return err;
+		}
+		ms_info("snapshot", "put %s: %s, trying again in %lld ms", key, ms_strerror(err),
+			(long long)(delay / MS_NSEC_PER_MSEC));
+		pthread_mutex_lock(&p->stats_lock);
+		p->stats.upload_retries++;
+		pthread_mutex_unlock(&p->stats_lock);
+		MS_PAUSE_COUNT(p, upload_retries, 1);
+		ms_clock_sleep_ns(delay);
+	}
+}
 
 static void ms_pause_fail(struct ms_pause *p, int err)
 {
 	char id[MS_UUID_STR_LEN];
 	ms_uuid_format(&p->real_id, id);
 	ms_err("snapshot", "pause of build %s failed: %s", id, ms_strerror(err));
+	pthread_mutex_lock(&p->stats_lock);
+	p->stats.error = err;
+	pthread_mutex_unlock(&p->stats_lock);
+	MS_PAUSE_COUNT(p, failed, 1);
 	for (int s = 0; s < MS_PAUSE_STAGES; s++)
 		ms_future_fail(p->stages[s], err);
 }
@@ -117,6 +187,17 @@ static int ms_pause_compare(struct ms_pause *p)
 		ms_header_ref_unref(durable);
 		return err;
 	}
+	pthread_mutex_lock(&p->stats_lock);
+	p->stats.pages_dirty = p->result.dirty_pages;
+	p->stats.pages_equal = p->result.equal_pages;
+	p->stats.pages_zero = ms_pageset_count(p->result.empty);
+	p->stats.pages_kept = ms_pageset_count(p->result.keep);
+	pthread_mutex_unlock(&p->stats_lock);
+	MS_PAUSE_COUNT(p, pages_dirty, p->stats.pages_dirty);
+	MS_PAUSE_COUNT(p, pages_equal, p->stats.pages_equal);
+	MS_PAUSE_COUNT(p, pages_zero, p->stats.pages_zero);
+	MS_PAUSE_COUNT(p, pages_kept, p->stats.pages_kept);
+	ms_pause_step_done(p, MS_PAUSE_STEP_COMPARE);
 	ms_future_set(p->stages[MS_PAUSE_COMPARED], durable);
 	return 0;
 }
@@ -144,6 +225,7 @@ static int ms_pause_drain(struct ms_pause *p)
 		ms_diffstore_unpin(p->config.diffs, key);
 		ms_diffstore_evict(p->config.diffs, key);
 	}
+	ms_pause_step_done(p, MS_PAUSE_STEP_DRAIN);
 	ms_future_set(p->stages[MS_PAUSE_DRAINED], NULL);
 	return 0;
 }
@@ -166,8 +248,8 @@ static int ms_pause_put_compressed(struct ms_pause *p, int fd, uint64_t size,
 	if (!err) {
 		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE,
 				p->config.compress);
-		err = ms_store_put_file(p->config.store, key, out,
-					(uint64_t)ms_frame_table_size_c(self->frames), NULL);
+		err =
+		    ms_pause_put(p, key, out, NULL, (uint64_t)ms_frame_table_size_c(self->frames));
 	}
 	close(out);
 	unlink(tmp);
@@ -198,7 +280,7 @@ static int ms_pause_upload(struct ms_pause *p)
 	else {
 		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE,
 				MS_COMPRESS_NONE);
-		err = ms_store_put_file(p->config.store, key, fd, (uint64_t)st.st_size, NULL);
+		err = ms_pause_put(p, key, fd, NULL, (uint64_t)st.st_size);
 	}
 	close(fd);
 	if (err) {
@@ -208,7 +290,7 @@ static int ms_pause_upload(struct ms_pause *p)
 	ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_SNAPFILE, MS_COMPRESS_NONE);
 	void *value;
 	struct ms_header *final = NULL;
-	if (!(err = ms_store_put_buf(p->config.store, key, p->snapfile, p->snapfile_len, NULL)) &&
+	if (!(err = ms_pause_put(p, key, -1, p->snapfile, p->snapfile_len)) &&
 	    !(err = ms_future_wait(p->stages[MS_PAUSE_COMPARED], &value)) &&
 	    !(final = ms_header_copy(((struct ms_header_ref *)value)->header)))
 		err = -ENOMEM;
@@ -224,13 +306,17 @@ static int ms_pause_upload(struct ms_pause *p)
 	if (!err && !(err = ms_header_serialize(final, 0, false, &blob, &len))) {
 		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE_HEADER,
 				MS_COMPRESS_NONE);
-		err = ms_store_put_buf(p->config.store, key, blob, len, NULL);
+		err = ms_pause_put(p, key, -1, blob, len);
 	}
 	free(blob);
+	if (!err)
+		ms_pause_step_done(p, MS_PAUSE_STEP_UPLOAD);
 	if (!err) /* publish: the only unconditional swap */
 		err = ms_layered_swap(p->file, final);
 	else
 		ms_header_free(final);
+	if (!err)
+		ms_pause_step_done(p, MS_PAUSE_STEP_PUBLISH);
 	if (!err && !ms_pause_key(p, &p->real_id, key))
 		ms_diffstore_unpin(p->config.diffs, key);
 	return err;
@@ -244,10 +330,12 @@ static void *ms_pause_main(void *arg)
 		err = ms_pause_drain(p);
 	if (!err)
 		err = ms_pause_upload(p);
-	if (err)
+	if (err) {
 		ms_pause_fail(p, err);
-	else
+	} else {
+		MS_PAUSE_COUNT(p, published, 1);
 		ms_future_set(p->stages[MS_PAUSE_PUBLISHED], NULL);
+	}
 	ms_memfd_release(p->memfd); /* never held past the pipeline, success or not */
 	return NULL;
 }
@@ -269,6 +357,7 @@ static void ms_pause_destroy(struct ms_pause *p)
 		if (p->stages[s])
 			ms_future_unref(p->stages[s]);
 	free(p->snapfile);
+	pthread_mutex_destroy(&p->stats_lock);
 	free(p);
 }
 
@@ -283,6 +372,8 @@ int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *pare
 		return err;
 	}
 	p->config = *config;
+	pthread_mutex_init(&p->stats_lock, NULL);
+	p->t_start = ms_clock_now_ns();
 	p->storage = (struct ms_build_storage){.store = config->store,
 					       .diffs = config->diffs,
 					       .cache_dir = config->cache_dir,
@@ -328,6 +419,8 @@ int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *pare
 		/* durable_header() on the new file waits for the deduped header */
 		ms_layered_set_durable_future(p->file, p->stages[MS_PAUSE_COMPARED]);
 	}
+	p->t_step = ms_clock_now_ns();
+	p->stats.step_ns[MS_PAUSE_STEP_PROVISIONAL] = p->t_step - p->t_start;
 	if ((err = pthread_create(&p->thread, NULL, ms_pause_main, p))) {
 		err = -err;
 		goto fail;
@@ -376,6 +469,13 @@ void ms_pause_counts(struct ms_pause *pause, uint64_t *dirty, uint64_t *equal, u
 	*equal = done ? pause->result.equal_pages : 0;
 	*zero = done && pause->result.empty ? ms_pageset_count(pause->result.empty) : 0;
 	*kept = done && pause->result.keep ? ms_pageset_count(pause->result.keep) : 0;
+}
+
+void ms_pause_stats(struct ms_pause *pause, struct ms_pause_stats *out)
+{
+	pthread_mutex_lock(&pause->stats_lock);
+	*out = pause->stats;
+	pthread_mutex_unlock(&pause->stats_lock);
 }
 
 void ms_pause_free(struct ms_pause *pause)

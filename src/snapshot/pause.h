@@ -46,6 +46,34 @@ enum ms_pause_stage {
 	MS_PAUSE_STAGES,
 };
 
+/*
+ * Counters summed over many pauses (the daemon's metrics): owned by the caller,
+ * shared by every pause that names them, updated atomically.
+ */
+struct ms_pause_counters {
+	_Atomic uint64_t published, failed;
+	_Atomic uint64_t upload_bytes, upload_retries, upload_failures;
+	_Atomic uint64_t pages_dirty, pages_equal, pages_zero, pages_kept;
+};
+
+/* One pause's figures, readable at any time (ms_pause_stats). Times in ns, 0 = not yet. */
+enum ms_pause_step {
+	MS_PAUSE_STEP_PROVISIONAL, /* start -> resumable (provisional header, or none) */
+	MS_PAUSE_STEP_COMPARE,	   /* compare, packed index, deduped header, swap */
+	MS_PAUSE_STEP_DRAIN,	   /* diff file written, memfd released */
+	MS_PAUSE_STEP_UPLOAD,	   /* data, snapfile, header in the store */
+	MS_PAUSE_STEP_PUBLISH,	   /* finalized header swapped in */
+	MS_PAUSE_STEPS,
+};
+
+struct ms_pause_stats {
+	int64_t step_ns[MS_PAUSE_STEPS];
+	uint64_t pages_dirty, pages_equal, pages_zero, pages_kept; /* after the compare */
+	uint64_t upload_bytes;	 /* bytes put into the store (data as stored, snapfile, header) */
+	uint64_t upload_retries; /* puts tried again after a transient error */
+	int error;		 /* the pipeline's error, 0 while fine */
+};
+
 struct ms_pause_config {
 	struct ms_store *store;	      /* borrowed */
 	struct ms_diffstore *diffs;   /* borrowed; holds every build's source */
@@ -59,6 +87,14 @@ struct ms_pause_config {
 	struct ms_future *compare_gate;
 	/* tests: the upload waits for this future before it starts (may be NULL) */
 	struct ms_future *upload_gate;
+	/*
+	 * Each put of the upload is tried up to this many times (0: 4) when it fails
+	 * with a transient error (timeout, connection reset or refused, EIO, EAGAIN),
+	 * backing off 50 ms doubling to 1 s; any other error (the store refused: MS_EREMOTE
+	 * after the S3 client's own retries, EACCES, ENOSPC, ...) stops the upload at once.
+	 */
+	unsigned upload_attempts;
+	struct ms_pause_counters *counters; /* borrowed, may be NULL */
 };
 
 struct ms_pause;
@@ -87,6 +123,8 @@ struct ms_future *ms_pause_published(struct ms_pause *pause);
 /* Pages: compared, equal to the parent, zero, kept (valid after COMPARED). */
 void ms_pause_counts(struct ms_pause *pause, uint64_t *dirty, uint64_t *equal, uint64_t *zero,
 		     uint64_t *kept);
+/* A consistent copy of the pause's figures so far. */
+void ms_pause_stats(struct ms_pause *pause, struct ms_pause_stats *out);
 /* Waits for the pipeline to end (published or failed), then frees. */
 void ms_pause_free(struct ms_pause *pause);
 

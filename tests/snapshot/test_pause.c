@@ -106,7 +106,8 @@ static void check_all(struct ms_layered *file, const uint8_t *expect)
 	free(got);
 }
 
-static enum ms_compression test_compress; /* what start() uploads with */
+static enum ms_compression test_compress;      /* what start() uploads with */
+static struct ms_pause_counters test_counters; /* every start() counts here */
 
 static struct ms_pause *start(struct fixture *f, bool inflight, struct ms_future *gate,
 			      struct ms_future *upload_gate)
@@ -117,7 +118,8 @@ static struct ms_pause *start(struct fixture *f, bool inflight, struct ms_future
 				      .inflight = inflight,
 				      .compare_gate = gate,
 				      .upload_gate = upload_gate,
-				      .compress = test_compress};
+				      .compress = test_compress,
+				      .counters = &test_counters};
 	struct ms_pause *pause;
 	const char snap[] = "vcpu state";
 	assert_int_equal(ms_pause_start(&cfg, f->parent, guest_memfd(f), f->dirty, f->empty, snap,
@@ -251,8 +253,14 @@ static void test_upload_failures(void **state)
 	for (unsigned nth = 1; nth <= 3; nth++) {
 		ms_store_faulty_inject(f->store, MS_FAULTY_PUT, nth, MS_FAULTY_FAIL, MS_EREMOTE, 0);
 		struct ms_pause *pause = start(f, true, NULL, NULL);
+		uint64_t failures_before = atomic_load(&test_counters.upload_failures);
 		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC),
 				 MS_EREMOTE);
+		struct ms_pause_stats st;
+		ms_pause_stats(pause, &st);
+		assert_int_equal(st.upload_retries, 0); /* a refusal is not tried again */
+		assert_int_equal(st.error, MS_EREMOTE);
+		assert_int_equal(atomic_load(&test_counters.upload_failures), failures_before + 1);
 		char key[MS_ARTIFACT_KEY_MAX];
 		bool header, data, snap;
 		ms_artifact_key(key, sizeof(key), ms_pause_build_id(pause),
@@ -272,6 +280,68 @@ static void test_upload_failures(void **state)
 		ms_pause_free(pause);
 	}
 	ms_store_faulty_clear(f->store);
+}
+
+/*
+ * A transient store error (a timeout) on each put of the upload in turn: tried
+ * again, published, every byte in place; the retries are counted. A refusal is
+ * never retried (test_upload_failures).
+ */
+static void test_upload_retries(void **state)
+{
+	struct fixture *f = *state;
+	for (unsigned nth = 1; nth <= 3; nth++) {
+		uint64_t retries_before = atomic_load(&test_counters.upload_retries);
+		uint64_t published_before = atomic_load(&test_counters.published);
+		ms_store_faulty_inject(f->store, MS_FAULTY_PUT, nth, MS_FAULTY_FAIL, -ETIMEDOUT, 0);
+		struct ms_pause *pause = start(f, true, NULL, NULL);
+		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+		struct ms_pause_stats st;
+		ms_pause_stats(pause, &st);
+		assert_int_equal(st.upload_retries, 1);
+		assert_int_equal(st.error, 0);
+		assert_int_equal(atomic_load(&test_counters.upload_retries), retries_before + 1);
+		assert_int_equal(atomic_load(&test_counters.published), published_before + 1);
+		/* the published build, cold from the store: every byte */
+		struct ms_header *h;
+		assert_int_equal(ms_build_storage_load_header(f->fs, ms_pause_build_id(pause),
+							      MS_ARTIFACT_MEMFILE_HEADER, &h),
+				 0);
+		assert_false(h->incomplete);
+		struct ms_layered *cold =
+		    ms_layered_new(h, ms_build_storage_resolve, &f->parent_storage);
+		check_all(cold, f->expect);
+		ms_layered_free(cold);
+		ms_pause_free(pause);
+	}
+	ms_store_faulty_clear(f->store);
+}
+
+/* Every step is timed and the compare's figures agree with ms_pause_counts. */
+static void test_stats(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_pause *pause = start(f, true, NULL, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	for (int s = 0; s < MS_PAUSE_STEPS; s++)
+		if (st.step_ns[s] <= 0)
+			fail_msg("step %d has no time", s);
+	uint64_t dirty, equal, zero, kept;
+	ms_pause_counts(pause, &dirty, &equal, &zero, &kept);
+	assert_int_equal(st.pages_dirty, dirty);
+	assert_int_equal(st.pages_equal, equal);
+	assert_int_equal(st.pages_zero, zero);
+	assert_int_equal(st.pages_kept, kept);
+	/* the fixture's epoch: 0..99 rewritten equal (those the parent holds as zeros count as
+	 * zero), 100..299 changed */
+	assert_true(st.pages_equal > 0 && st.pages_equal <= 100);
+	assert_int_equal(st.pages_kept, 200);
+	/* bytes: the diff, the snapfile, the header */
+	assert_true(st.upload_bytes > 200 * P + sizeof("vcpu state"));
+	assert_int_equal(st.upload_retries, 0);
+	ms_pause_free(pause);
 }
 
 /* Warm readers across provisional -> deduped -> drained -> published (TSan). */
@@ -332,6 +402,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_without_inflight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_compressed_upload, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_upload_failures, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_upload_retries, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
