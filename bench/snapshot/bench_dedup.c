@@ -22,9 +22,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SIZE (256ull << 20)
+#define SIZE  (256ull << 20)
 #define PAGES (SIZE / 4096)
-#define P 4096
+#define P     4096
 
 static int resolve_one(void *ctx, const ms_uuid *id, const struct ms_header *h,
 		       struct ms_source **out)
@@ -68,20 +68,20 @@ int main(void)
 	ms_uuid base;
 	ms_uuid_generate(&base);
 	struct ms_layered *parent = ms_layered_new(
-		ms_header_new_base(&base, MS_HEADER_V4, P, SIZE, true), resolve_one, parent_src);
+	    ms_header_new_base(&base, MS_HEADER_V4, P, SIZE, true), resolve_one, parent_src);
 	struct ms_memfd *memfd = ms_memfd_take(make_memfd(guest), SIZE, &err);
 	struct ms_pageset *all = ms_pageset_new();
 	ms_pageset_add_range(all, 0, PAGES);
 	/* warm: page cache of the parent file and the memfd */
 	struct ms_dedup_result r;
-	if (ms_dedup_compare(memfd, all, parent, &r))
+	if (ms_dedup_compare(memfd, all, parent, MS_DEDUP_FULL, &r))
 		return 1;
 	ms_dedup_result_fini(&r);
 	double best_cmp = 1e9, best_memcmp = 1e9;
 	volatile int sink = 0;
 	for (int round = 0; round < 3; round++) {
 		double t0 = ms_bench_now();
-		if (ms_dedup_compare(memfd, all, parent, &r))
+		if (ms_dedup_compare(memfd, all, parent, MS_DEDUP_FULL, &r))
 			return 1;
 		double t1 = ms_bench_now();
 		for (uint64_t p = 0; p < PAGES; p++)
@@ -129,8 +129,8 @@ int main(void)
 		best_write = t2 - t1 < best_write ? t2 - t1 : best_write;
 	}
 	double kmib = keep_bytes / 1048576.0;
-	fprintf(stderr, "dedup.drain: %.0f MiB/s (pwrite %.0f MiB/s), %.0f MiB\n", kmib / best_drain,
-		kmib / best_write, kmib);
+	fprintf(stderr, "dedup.drain: %.0f MiB/s (pwrite %.0f MiB/s), %.0f MiB\n",
+		kmib / best_drain, kmib / best_write, kmib);
 	ms_bench_report("dedup.drain_vs_pwritev", kmib / best_drain, "MiB/s",
 			"one pwrite of as many bytes, fsynced", kmib / best_write, 0.8);
 	/* pause latency: start -> resumable, 10 % vs 90 % dirty */
@@ -152,8 +152,11 @@ int main(void)
 			if (p % 100 < percents[k])
 				ms_pageset_add(dirty, (uint32_t)p);
 		struct ms_future *gate = ms_future_new(NULL);
-		struct ms_pause_config cfg = {.store = store, .diffs = diffs, .cache_dir = cache_path,
-					      .inflight = true, .compare_gate = gate};
+		struct ms_pause_config cfg = {.store = store,
+					      .diffs = diffs,
+					      .cache_dir = cache_path,
+					      .inflight = true,
+					      .compare_gate = gate};
 		struct ms_pause *pause;
 		int fd = make_memfd(guest);
 		double t0 = ms_bench_now();
@@ -167,8 +170,8 @@ int main(void)
 		ms_pageset_free(dirty);
 		ms_pageset_free(empty);
 	}
-	fprintf(stderr, "pause.latency: %.0f us at 10 %% dirty, %.0f us at 90 %% dirty\n", latency[0],
-		latency[1]);
+	fprintf(stderr, "pause.latency: %.0f us at 10 %% dirty, %.0f us at 90 %% dirty\n",
+		latency[0], latency[1]);
 	ms_bench_report("pause.latency_10pct", latency[0], "us", "itself", latency[0], 1);
 	ms_bench_report("pause.latency_90pct", latency[1], "us", "pause.latency_10pct", latency[0],
 			2);

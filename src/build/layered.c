@@ -107,6 +107,34 @@ uint64_t ms_layered_replans(struct ms_layered *file)
 	return atomic_load(&file->replans);
 }
 
+bool ms_layered_is_cached(struct ms_layered *file, uint64_t off, size_t len)
+{
+	if (off > file->size || len > file->size - off)
+		return false;
+	struct ms_header_ref *snap = ms_layered_header(file);
+	bool cached = true;
+	while (len && cached) {
+		ms_uuid build;
+		uint64_t in_build, left;
+		uint64_t page_off = off & ~(MS_PAGE_SIZE - 1), skip = off - page_off;
+		if (ms_header_lookup(snap->header, page_off, &build, &in_build, &left)) {
+			cached = false;
+			break;
+		}
+		size_t n = left - skip < len ? (size_t)(left - skip) : len;
+		if (!ms_uuid_is_nil(&build)) {
+			struct ms_source *src = NULL;
+			cached = file->resolve(file->ctx, &build, snap->header, &src) == 0 &&
+				 ms_source_is_cached(src, in_build + skip, n);
+			ms_source_unref(src);
+		}
+		off += n;
+		len -= n;
+	}
+	ms_header_ref_unref(snap);
+	return cached;
+}
+
 /* One attempt against one snapshot. MS_ECLOSED means: re-plan. */
 static int ms_layered_read_once(struct ms_layered *file, const struct ms_header *h, uint8_t *dst,
 				uint64_t off, size_t len)

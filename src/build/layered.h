@@ -32,6 +32,7 @@
 #include "header/header.h"
 #include "util/future.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* An immutable header shared by reference. */
@@ -69,6 +70,12 @@ uint64_t ms_layered_size(struct ms_layered *file);
 int ms_layered_read(struct ms_layered *file, void *dst, uint64_t off, size_t len);
 /* Re-plans so far (reads that met a closed source); for tests and metrics. */
 uint64_t ms_layered_replans(struct ms_layered *file);
+/*
+ * Whether [off, off + len) can be read without fetching: every byte maps to nil
+ * or to a source that holds it locally (ms_source_is_cached), by the current
+ * header. Never fetches; false when a source cannot even be resolved.
+ */
+bool ms_layered_is_cached(struct ms_layered *file, uint64_t off, size_t len);
 
 /* Installs header (ownership taken) unconditionally. 0, -ENOMEM, or -EINVAL for another
  * size (then the caller keeps header). */

@@ -19,6 +19,7 @@
 struct ms_compare_ctx {
 	const struct ms_pageset *dirty;
 	struct ms_layered *parent;
+	bool best_effort; /* parent pages not held locally are kept, not fetched */
 	struct ms_dedup_result *out;
 	uint64_t pages;
 	uint8_t *parent_buf; /* MS_COMPARE_BATCH pages */
@@ -40,12 +41,17 @@ static int ms_compare_fn(void *ctx, const uint8_t *mapping)
 			uint64_t n = start + len - batch < MS_COMPARE_BATCH ? start + len - batch
 									    : MS_COMPARE_BATCH;
 			int err;
-			if (c->parent &&
+			/* best effort: a batch not all held locally is compared page by page,
+			 * the pages not held are kept */
+			bool whole =
+			    c->parent &&
+			    (!c->best_effort || ms_layered_is_cached(c->parent, batch * P, n * P));
+			if (whole &&
 			    (err = ms_layered_read(c->parent, c->parent_buf, batch * P, n * P)))
 				return err;
 			for (uint64_t i = 0; i < n; i++) {
 				const uint8_t *page = mapping + (batch + i) * P;
-				bool zero, equal = false;
+				bool zero, equal = false, have = whole;
 				if ((err = ms_faultsafe_is_zero(page, P, &zero)))
 					return err;
 				c->out->dirty_pages++;
@@ -53,8 +59,15 @@ static int ms_compare_fn(void *ctx, const uint8_t *mapping)
 					ms_pageset_add(c->out->empty, (uint32_t)(batch + i));
 					continue;
 				}
-				if (c->parent && (err = ms_faultsafe_equal(
-						      page, c->parent_buf + i * P, P, &equal)))
+				if (c->parent && !whole &&
+				    ms_layered_is_cached(c->parent, (batch + i) * P, P)) {
+					if ((err = ms_layered_read(c->parent, c->parent_buf + i * P,
+								   (batch + i) * P, P)))
+						return err;
+					have = true;
+				}
+				if (have && (err = ms_faultsafe_equal(page, c->parent_buf + i * P,
+								      P, &equal)))
 					return err;
 				if (equal)
 					c->out->equal_pages++;
@@ -74,18 +87,24 @@ void ms_dedup_result_fini(struct ms_dedup_result *result)
 }
 
 int ms_dedup_compare(struct ms_memfd *memfd, const struct ms_pageset *dirty,
-		     struct ms_layered *parent, struct ms_dedup_result *out)
+		     struct ms_layered *parent, enum ms_dedup_mode mode,
+		     struct ms_dedup_result *out)
 {
 	memset(out, 0, sizeof(*out));
-	out->keep = ms_pageset_new();
+	out->keep = mode == MS_DEDUP_OFF ? ms_pageset_copy(dirty) : ms_pageset_new();
 	out->empty = ms_pageset_new();
 	if (!out->keep || !out->empty) {
 		ms_dedup_result_fini(out);
 		return -ENOMEM;
 	}
+	if (mode == MS_DEDUP_OFF) { /* every dirty page is kept as it is */
+		out->dirty_pages = ms_pageset_count(dirty);
+		return 0;
+	}
 	struct ms_compare_ctx c = {
 	    .dirty = dirty,
 	    .parent = parent,
+	    .best_effort = mode == MS_DEDUP_BEST_EFFORT,
 	    .out = out,
 	    .pages = ms_memfd_size(memfd) / P,
 	    .parent_buf = parent ? malloc(MS_COMPARE_BATCH * P) : NULL,

@@ -2,7 +2,8 @@
  * dedup.h - the two halves of a pause's dedup (DESIGN.md §3 steps 3-5).
  *
  * compare: every dirty page of the captured memory at 4 KiB: all-zero -> empty
- * (becomes nil); parent page nil -> kept; otherwise compared with the parent's
+ * (becomes nil); parent page nil -> kept; best effort and the parent page not
+ * held locally -> kept without fetching it; otherwise compared with the parent's
  * bytes (read through the parent's layered file), equal -> dropped (the page
  * keeps the parent mapping). Reading the captured memory is fault-safe: a
  * SIGBUS is an error, not a crash.
@@ -27,13 +28,22 @@ struct ms_dedup_result {
 	uint64_t equal_pages;	  /* dropped: equal to the parent */
 };
 
+/* How a pause dedups; the zero value is the default. */
+enum ms_dedup_mode {
+	MS_DEDUP_BEST_EFFORT = 0, /* compare with parent pages held locally; the others are
+				     kept without fetching them */
+	MS_DEDUP_FULL,		  /* compare with every parent page, fetching what it must */
+	MS_DEDUP_OFF,		  /* no compare: every dirty page is kept (zero ones too) */
+};
+
 /*
  * Compares dirty pages (4 KiB indices) of memfd against parent (NULL: no
- * parent, every non-zero page is kept). On success the result's sets are new
- * (free them with ms_dedup_result_fini); on error nothing is returned.
+ * parent, every non-zero page is kept) as mode says. On success the result's
+ * sets are new (free them with ms_dedup_result_fini); on error nothing is returned.
  */
 int ms_dedup_compare(struct ms_memfd *memfd, const struct ms_pageset *dirty,
-		     struct ms_layered *parent, struct ms_dedup_result *out);
+		     struct ms_layered *parent, enum ms_dedup_mode mode,
+		     struct ms_dedup_result *out);
 void ms_dedup_result_fini(struct ms_dedup_result *result);
 
 /* Writes the survivors packed into a new file at path (must not exist). */

@@ -144,7 +144,7 @@ static int ms_pause_compare(struct ms_pause *p)
 {
 	if (p->config.compare_gate)
 		ms_future_wait(p->config.compare_gate, NULL);
-	int err = ms_dedup_compare(p->memfd, p->dirty, p->parent, &p->result);
+	int err = ms_dedup_compare(p->memfd, p->dirty, p->parent, p->config.dedup, &p->result);
 	if (err)
 		return err;
 	/* pages the tracker knows are zero, and not written since, are empty too */

@@ -31,6 +31,7 @@
 #include "build/layered.h"
 #include "cache/diffstore.h"
 #include "header/frametable.h"
+#include "snapshot/dedup.h"
 #include "storage/store.h"
 #include "util/future.h"
 #include "util/pageset.h"
@@ -79,6 +80,7 @@ struct ms_pause_config {
 	struct ms_diffstore *diffs;   /* borrowed; holds every build's source */
 	const char *cache_dir;	      /* diff files are written here */
 	bool inflight;		      /* serve from the memfd at once (provisional header) */
+	enum ms_dedup_mode dedup;     /* default: best effort (dedup.h) */
 	uint64_t header_version;      /* 0: the parent's version */
 	enum ms_compression compress; /* upload the diff as zstd/lz4 frames (default: none) */
 	/* settled when the parent build's upload finished (NULL: it is in the store) */

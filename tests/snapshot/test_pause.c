@@ -119,6 +119,7 @@ static struct ms_pause *start(struct fixture *f, bool inflight, struct ms_future
 				      .compare_gate = gate,
 				      .upload_gate = upload_gate,
 				      .compress = test_compress,
+				      .dedup = MS_DEDUP_FULL,
 				      .counters = &test_counters};
 	struct ms_pause *pause;
 	const char snap[] = "vcpu state";
@@ -317,6 +318,76 @@ static void test_upload_retries(void **state)
 	ms_store_faulty_clear(f->store);
 }
 
+/*
+ * Dedup modes over a parent nothing has read yet (its data only in the store,
+ * counted through the faulty wrapper): best effort keeps the non-zero dirty pages
+ * without fetching the parent; off keeps every dirty page; both publish the exact
+ * memory.
+ */
+static void test_dedup_modes(void **state)
+{
+	struct fixture *f = *state;
+	char cold_cache[600];
+	snprintf(cold_cache, sizeof(cold_cache), "%s/untouched", f->dir);
+	assert_int_equal(mkdir(cold_cache, 0700), 0);
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = cold_cache};
+	struct ms_diffstore *cold_diffs = ms_diffstore_new(&dcfg, &err);
+	struct ms_build_storage bs = {.store = f->store,
+				      .diffs = cold_diffs,
+				      .cache_dir = cold_cache,
+				      .data = MS_ARTIFACT_MEMFILE};
+	static const enum ms_dedup_mode modes[] = {MS_DEDUP_BEST_EFFORT, MS_DEDUP_OFF};
+	for (size_t m = 0; m < 2; m++) {
+		struct ms_header *top;
+		assert_int_equal(ms_build_storage_load_header(f->fs,
+							      &f->chain.ids[MS_CHAIN_LAYERS - 1],
+							      MS_ARTIFACT_MEMFILE_HEADER, &top),
+				 0);
+		struct ms_layered *parent = ms_layered_new(top, ms_build_storage_resolve, &bs);
+		struct ms_pause_config cfg = {.store = f->store,
+					      .diffs = f->diffs,
+					      .cache_dir = f->cache,
+					      .inflight = true,
+					      .dedup = modes[m],
+					      .counters = &test_counters};
+		unsigned reads = ms_store_faulty_calls(f->store, MS_FAULTY_READ);
+		struct ms_pause *pause;
+		const char snap[] = "vcpu state";
+		assert_int_equal(ms_pause_start(&cfg, parent, guest_memfd(f), f->dirty, f->empty,
+						snap, sizeof(snap), &pause),
+				 0);
+		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 30 * MS_NSEC_PER_SEC), 0);
+		/* no parent page was fetched: what the compare read at all was headers */
+		assert_false(ms_layered_is_cached(parent, 0, 350 * P));
+		assert_true(ms_store_faulty_calls(f->store, MS_FAULTY_READ) - reads <=
+			    MS_CHAIN_LAYERS);
+		struct ms_pause_stats st;
+		ms_pause_stats(pause, &st);
+		assert_int_equal(st.pages_equal, 0);
+		/* zero: the dirty pages found zero, and the tracker's 10 known-zero pages */
+		if (modes[m] == MS_DEDUP_OFF) {
+			assert_int_equal(st.pages_kept, 350);
+			assert_int_equal(st.pages_zero, 10);
+		} else {
+			assert_int_equal(st.pages_kept + st.pages_zero, 350 + 10);
+			assert_true(st.pages_zero >= 50 + 10); /* 300..349 were zeroed */
+		}
+		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+		struct ms_header *h;
+		assert_int_equal(ms_build_storage_load_header(f->fs, ms_pause_build_id(pause),
+							      MS_ARTIFACT_MEMFILE_HEADER, &h),
+				 0);
+		struct ms_layered *cold =
+		    ms_layered_new(h, ms_build_storage_resolve, &f->parent_storage);
+		check_all(cold, f->expect);
+		ms_layered_free(cold);
+		ms_pause_free(pause);
+		ms_layered_free(parent);
+	}
+	ms_diffstore_free(cold_diffs);
+}
+
 /* Every step is timed and the compare's figures agree with ms_pause_counts. */
 static void test_stats(void **state)
 {
@@ -404,6 +475,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_upload_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_upload_retries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dedup_modes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
