@@ -197,6 +197,9 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 	ms_counter(out, "memsnap_upload_failures_total",
 		   "Pauses whose upload failed after the pipeline's retries.",
 		   atomic_load(&m->upload_failures));
+	ms_counter(out, "memsnap_upload_retries_total",
+		   "Object-store puts tried again after a transient error (timeout, reset).",
+		   atomic_load(&m->pipeline.upload_retries));
 
 	/* the page servers of lazy resumes: ended sessions plus live ones */
 	struct ms_uffd_metrics u;

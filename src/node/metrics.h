@@ -12,6 +12,7 @@
 #define MS_NODE_METRICS_H
 
 #include "cache/diffstore.h"
+#include "snapshot/pause.h"
 #include "uffd/pageserver.h"
 
 #include <pthread.h>
@@ -49,6 +50,7 @@ struct ms_metrics {
 	_Atomic uint64_t pauses_published, pauses_failed;
 	_Atomic uint64_t dedup_compared, dedup_equal, dedup_zero, dedup_kept;
 	_Atomic uint64_t upload_bytes, upload_failures;
+	struct ms_pause_counters pipeline; /* every pause's pipeline counts here */
 	_Atomic uint64_t template_hits, template_misses, template_evictions;
 	_Atomic uint64_t http_requests[6]; /* by status class: 1xx..5xx, [0] other */
 	/* page-server counters of sessions that ended (live ones are added at scrape) */

@@ -888,6 +888,10 @@ static int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cau
 	    .diffs = node->diffs,
 	    .cache_dir = node->cfg.cache_dir,
 	    .inflight = node->cfg.inflight_serve,
+	    .dedup = !node->cfg.dedup		   ? MS_DEDUP_OFF
+		     : node->cfg.dedup_best_effort ? MS_DEDUP_BEST_EFFORT
+						   : MS_DEDUP_FULL,
+	    .counters = &node->metrics.pipeline,
 	    .compress = node->cfg.compress,
 	    .parent_published = parent->pause ? ms_pause_published(parent->pause) : NULL,
 	    .compare_gate = t->gate,
@@ -1519,8 +1523,9 @@ static void ms_handle_healthz(struct ms_node *node, struct ms_node_response *res
 		if (flags) {
 			cJSON_AddBoolToObject(flags, "inflight_serve", node->cfg.inflight_serve);
 			/* the effective values: what the pipeline really does */
-			cJSON_AddBoolToObject(flags, "dedup", true);
-			cJSON_AddBoolToObject(flags, "dedup_best_effort", false);
+			cJSON_AddBoolToObject(flags, "dedup", node->cfg.dedup);
+			cJSON_AddBoolToObject(flags, "dedup_best_effort",
+					      node->cfg.dedup && node->cfg.dedup_best_effort);
 			cJSON_AddStringToObject(flags, "compress",
 						node->cfg.compress == MS_COMPRESS_ZSTD	? "zstd"
 						: node->cfg.compress == MS_COMPRESS_LZ4 ? "lz4"
@@ -1683,20 +1688,8 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 		snprintf(why, why_len, "backend: %s", node->backend_why);
 		goto fail;
 	}
-	/*
-	 * Flags the pause pipeline cannot take yet (snapshot/pause.h has no field
-	 * for them): dedup off would change what is stored, so it is refused; the
-	 * others are named at start so nobody believes they are in effect.
-	 */
-	if (!cfg->dedup) {
-		*err = -ENOTSUP;
-		snprintf(why, why_len, "dedup = off: this build's pause pipeline always dedups");
-		goto fail;
-	}
-	if (cfg->dedup_best_effort)
-		ms_warn(MS_MOD,
-			"dedup_best_effort = on is not passed down yet (the pipeline has no "
-			"such flag): the compare reads every parent page, fetching if needed");
+	/* a flag the pause pipeline cannot take yet is named at start, so nobody believes
+	 * it is in effect */
 	if (cfg->grace_ns != 30 * MS_NSEC_PER_SEC)
 		ms_warn(MS_MOD,
 			"grace is not passed down yet: the pipeline releases the memfd right "
