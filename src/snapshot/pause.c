@@ -47,6 +47,13 @@ struct ms_pause {
 	pthread_t thread;
 	bool thread_started;
 	int64_t t_start, t_step; /* pipeline thread only (t_step: the current step's start) */
+	/* inflight only: the swap runs on its own thread while the pipeline drains */
+	struct ms_future *swapped;	 /* settled by the swap thread on every exit path */
+	struct ms_header *deduped;	 /* handed to the swap thread */
+	struct ms_header_ref *durable;	 /* handed to the swap thread: COMPARED's value */
+	struct ms_layered *deduped_view; /* the deduped header alone: straddling reads */
+	pthread_t swap_thread;
+	bool swap_started;
 	pthread_mutex_t stats_lock;
 	struct ms_pause_stats stats; /* guarded by stats_lock */
 };
@@ -140,6 +147,41 @@ static int ms_pause_register(struct ms_pause *p, const ms_uuid *id, struct ms_so
 	return err;
 }
 
+/*
+ * The swap thread: provisional -> deduped by compare-and-swap (a file that
+ * already moved on keeps its newer header), then COMPARED with the durable
+ * header. It settles p->swapped on every exit path.
+ */
+static void *ms_pause_swap_main(void *arg)
+{
+	struct ms_pause *p = arg;
+	if (p->config.swap_gate)
+		ms_future_wait(p->config.swap_gate, NULL);
+	int err = ms_layered_swap_if_current(p->file, p->prov_head, p->deduped);
+	if (err == -EAGAIN) {
+		ms_header_free(p->deduped);
+		err = 0;
+	}
+	p->deduped = NULL; /* the file's now, or freed */
+	if (err) {
+		ms_header_ref_unref(p->durable);
+		p->durable = NULL;
+		ms_future_fail(p->swapped, err);
+		return NULL;
+	}
+	int64_t now = ms_clock_now_ns();
+	pthread_mutex_lock(&p->stats_lock);
+	p->stats.step_ns[MS_PAUSE_STEP_COMPARE] =
+	    now - p->t_start - p->stats.step_ns[MS_PAUSE_STEP_PROVISIONAL];
+	pthread_mutex_unlock(&p->stats_lock);
+	struct ms_header_ref *durable = p->durable;
+	p->durable = NULL;
+	if (ms_future_set(p->stages[MS_PAUSE_COMPARED], durable))
+		ms_header_ref_unref(durable); /* the pipeline failed meanwhile */
+	ms_future_set(p->swapped, NULL);
+	return NULL;
+}
+
 static int ms_pause_compare(struct ms_pause *p)
 {
 	if (p->config.compare_gate)
@@ -171,21 +213,39 @@ static int ms_pause_compare(struct ms_pause *p)
 		return -ENOMEM;
 	}
 	if (p->file) {
-		/* CAS: a template that already moved on keeps its newer header */
-		err = ms_layered_swap_if_current(p->file, p->prov_head, deduped);
-		if (err == -EAGAIN) {
+		/*
+		 * The swap runs on its own thread while this one drains. A read planned on
+		 * the provisional header that reaches the memfd after its release is served
+		 * through the deduped header (a view of its own, whatever the file holds).
+		 */
+		struct ms_header *view = ms_header_copy(deduped);
+		if (!view || !(p->deduped_view =
+				   ms_layered_new(view, ms_build_storage_resolve, &p->storage))) {
 			ms_header_free(deduped);
-			err = 0;
+			ms_header_ref_unref(durable);
+			return -ENOMEM;
 		}
+		ms_memfd_identity_set_fallback(p->identity, p->deduped_view);
+		p->deduped = deduped;
+		p->durable = durable;
+		if ((err = pthread_create(&p->swap_thread, NULL, ms_pause_swap_main, p))) {
+			p->deduped = NULL;
+			p->durable = NULL;
+			ms_header_free(deduped);
+			ms_header_ref_unref(durable);
+			return -err;
+		}
+		p->swap_started = true;
+		p->t_step = ms_clock_now_ns(); /* the drain's time starts now */
 	} else {
 		p->file = ms_layered_new(deduped, ms_build_storage_resolve, &p->storage);
 		if (p->file)
 			ms_layered_set_durable_future(p->file, p->stages[MS_PAUSE_COMPARED]);
 		err = p->file ? 0 : -ENOMEM;
-	}
-	if (err) {
-		ms_header_ref_unref(durable);
-		return err;
+		if (err) {
+			ms_header_ref_unref(durable);
+			return err;
+		}
 	}
 	pthread_mutex_lock(&p->stats_lock);
 	p->stats.pages_dirty = p->result.dirty_pages;
@@ -197,8 +257,10 @@ static int ms_pause_compare(struct ms_pause *p)
 	MS_PAUSE_COUNT(p, pages_equal, p->stats.pages_equal);
 	MS_PAUSE_COUNT(p, pages_zero, p->stats.pages_zero);
 	MS_PAUSE_COUNT(p, pages_kept, p->stats.pages_kept);
-	ms_pause_step_done(p, MS_PAUSE_STEP_COMPARE);
-	ms_future_set(p->stages[MS_PAUSE_COMPARED], durable);
+	if (!p->swap_started) { /* no provisional header: the file was made from it */
+		ms_pause_step_done(p, MS_PAUSE_STEP_COMPARE);
+		ms_future_set(p->stages[MS_PAUSE_COMPARED], durable);
+	}
 	return 0;
 }
 
@@ -219,8 +281,30 @@ static int ms_pause_drain(struct ms_pause *p)
 	ms_source_unref(file);
 	if (err)
 		return err;
-	/* drain done, and the file left the provisional header (the CAS ran before) */
+	/* drain done; and the file left the provisional header, or the grace passed */
+	enum ms_pause_release cause = MS_PAUSE_RELEASE_NO_PROVISIONAL;
+	if (p->swap_started) {
+		int64_t grace = p->config.grace_ns > 0 ? p->config.grace_ns : 30 * MS_NSEC_PER_SEC;
+		err = ms_future_wait_timeout(p->swapped, grace, NULL);
+		if (err == -ETIMEDOUT) {
+			ms_warn("snapshot",
+				"build %s: no swap to the deduped header within %lld ms after the "
+				"drain: releasing the memory anyway (reads go through the deduped "
+				"header)",
+				id, (long long)(grace / MS_NSEC_PER_MSEC));
+			MS_PAUSE_COUNT(p, swap_grace_elapsed, 1);
+			cause = MS_PAUSE_RELEASE_GRACE;
+			err = 0;
+		} else if (err) {
+			return err; /* the swap failed: so does the pause */
+		} else {
+			cause = MS_PAUSE_RELEASE_SWAP;
+		}
+	}
 	ms_memfd_release(p->memfd);
+	pthread_mutex_lock(&p->stats_lock);
+	p->stats.release = cause;
+	pthread_mutex_unlock(&p->stats_lock);
 	if (p->prov_head && !ms_pause_key(p, &p->prov_id, key)) {
 		ms_diffstore_unpin(p->config.diffs, key);
 		ms_diffstore_evict(p->config.diffs, key);
@@ -337,6 +421,10 @@ static void *ms_pause_main(void *arg)
 		ms_future_set(p->stages[MS_PAUSE_PUBLISHED], NULL);
 	}
 	ms_memfd_release(p->memfd); /* never held past the pipeline, success or not */
+	if (p->swap_started) {
+		pthread_join(p->swap_thread, NULL);
+		p->swap_started = false;
+	}
 	return NULL;
 }
 
@@ -347,6 +435,11 @@ static void ms_pause_destroy(struct ms_pause *p)
 		ms_source_unref(p->identity);
 	}
 	ms_layered_free(p->file);
+	ms_layered_free(p->deduped_view);
+	ms_header_free(p->deduped);
+	ms_header_ref_unref(p->durable);
+	if (p->swapped)
+		ms_future_unref(p->swapped);
 	ms_header_ref_unref(p->prov_head);
 	ms_header_ref_unref(p->parent_head);
 	ms_memfd_unref(p->memfd);
@@ -404,6 +497,8 @@ int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *pare
 	p->snapfile_len = snapfile_len;
 	if (config->inflight) {
 		struct ms_header *prov;
+		if (!(p->swapped = ms_future_new(NULL)))
+			goto fail;
 		if (!(p->identity = ms_memfd_identity_source_new(p->memfd)))
 			goto fail;
 		if ((err = ms_pause_register(p, &p->prov_id, ms_source_ref(p->identity))) ||

@@ -41,7 +41,7 @@
 
 enum ms_pause_stage {
 	MS_PAUSE_SERVING = 0, /* provisional header live (or, without it, nothing yet) */
-	MS_PAUSE_COMPARED,    /* deduped header built and swapped in */
+	MS_PAUSE_COMPARED,    /* deduped header built and swapped in (the durable header) */
 	MS_PAUSE_DRAINED,     /* diff file written; memfd released */
 	MS_PAUSE_PUBLISHED,   /* uploaded; finalized header swapped in */
 	MS_PAUSE_STAGES,
@@ -55,6 +55,15 @@ struct ms_pause_counters {
 	_Atomic uint64_t published, failed;
 	_Atomic uint64_t upload_bytes, upload_retries, upload_failures;
 	_Atomic uint64_t pages_dirty, pages_equal, pages_zero, pages_kept;
+	_Atomic uint64_t swap_grace_elapsed; /* memfds released by the grace, not the swap */
+};
+
+/* Why a pause let go of the guest memory. */
+enum ms_pause_release {
+	MS_PAUSE_RELEASE_PENDING = 0,
+	MS_PAUSE_RELEASE_SWAP,		 /* drained, and the file left the provisional header */
+	MS_PAUSE_RELEASE_GRACE,		 /* drained; the swap had not come within the grace */
+	MS_PAUSE_RELEASE_NO_PROVISIONAL, /* drained; no provisional header to wait for */
 };
 
 /* One pause's figures, readable at any time (ms_pause_stats). Times in ns, 0 = not yet. */
@@ -72,7 +81,8 @@ struct ms_pause_stats {
 	uint64_t pages_dirty, pages_equal, pages_zero, pages_kept; /* after the compare */
 	uint64_t upload_bytes;	 /* bytes put into the store (data as stored, snapfile, header) */
 	uint64_t upload_retries; /* puts tried again after a transient error */
-	int error;		 /* the pipeline's error, 0 while fine */
+	enum ms_pause_release release;
+	int error; /* the pipeline's error, 0 while fine */
 };
 
 struct ms_pause_config {
@@ -97,6 +107,16 @@ struct ms_pause_config {
 	 */
 	unsigned upload_attempts;
 	struct ms_pause_counters *counters; /* borrowed, may be NULL */
+	/*
+	 * With the provisional header, the drain runs while the deduped header is
+	 * built and swapped in; the memfd is released once both are done, or once the
+	 * drain is done and grace_ns (0: 30 s) passed without the swap (counted as
+	 * swap_grace_elapsed). Reads planned on the provisional header after that are
+	 * served through the deduped header. Without it nothing waits.
+	 */
+	int64_t grace_ns;
+	/* tests: the swap to the deduped header waits for this future (may be NULL) */
+	struct ms_future *swap_gate;
 };
 
 struct ms_pause;

@@ -244,6 +244,9 @@ static void test_without_inflight(void **state)
 	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 0), 0);
 	check_all(ms_pause_file(pause), f->expect);
 	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.release, MS_PAUSE_RELEASE_NO_PROVISIONAL); /* nothing waited */
 	ms_pause_free(pause);
 }
 
@@ -465,6 +468,86 @@ static void test_readers_across_stages(void **state)
 	ms_future_unref(upload_gate);
 }
 
+/* Waits (bounded) until the pause's diff file exists: the drain has run. */
+static void wait_drained_file(struct fixture *f, struct ms_pause *pause)
+{
+	char id[MS_UUID_STR_LEN], path[700];
+	ms_uuid_format(ms_pause_build_id(pause), id);
+	snprintf(path, sizeof(path), "%s/%s.memfile", f->cache, id);
+	for (int i = 0; i < 3000 && access(path, F_OK) != 0; i++)
+		usleep(1000);
+	assert_int_equal(access(path, F_OK), 0);
+}
+
+/*
+ * The swap lands after the drain (a slow header swap, a fast drain) while 8
+ * readers read the file: the memory is held until the swap, no read fails, the
+ * release says why. With a short grace and no swap coming, the grace releases
+ * it instead, counted, and the readers go on through the deduped header.
+ */
+static void late_swap(struct fixture *f, int64_t grace_ns)
+{
+	struct ms_future *swap_gate = ms_future_new(NULL);
+	struct ms_pause_config cfg = {.store = f->store,
+				      .diffs = f->diffs,
+				      .cache_dir = f->cache,
+				      .inflight = true,
+				      .dedup = MS_DEDUP_FULL,
+				      .counters = &test_counters,
+				      .grace_ns = grace_ns,
+				      .swap_gate = swap_gate};
+	struct ms_pause *pause;
+	const char snap[] = "vcpu state";
+	uint64_t graces = atomic_load(&test_counters.swap_grace_elapsed);
+	assert_int_equal(ms_pause_start(&cfg, f->parent, guest_memfd(f), f->dirty, f->empty, snap,
+					sizeof(snap), &pause),
+			 0);
+	struct readers r = {.file = ms_pause_file(pause), .expect = f->expect};
+	pthread_t th[8];
+	for (int i = 0; i < 8; i++)
+		pthread_create(&th[i], NULL, reader_main, &r);
+	wait_drained_file(f, pause);
+	usleep(grace_ns ? (useconds_t)(grace_ns / 1000) * 3 : 50000);
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	if (grace_ns) { /* the grace let go of the memory; the swap has not come */
+		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 5 * MS_NSEC_PER_SEC), 0);
+		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 0), -ETIMEDOUT);
+		ms_pause_stats(pause, &st);
+		assert_int_equal(st.release, MS_PAUSE_RELEASE_GRACE);
+		assert_int_equal(atomic_load(&test_counters.swap_grace_elapsed), graces + 1);
+	} else { /* drained, but the memory is held for the swap */
+		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 0), -ETIMEDOUT);
+		assert_int_equal(st.release, MS_PAUSE_RELEASE_PENDING);
+	}
+	usleep(20000);
+	ms_future_set(swap_gate, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	usleep(20000);
+	atomic_store(&r.stop, true);
+	for (int i = 0; i < 8; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(atomic_load(&r.bad), 0);
+	assert_true(atomic_load(&r.reads) > 10);
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.release, grace_ns ? MS_PAUSE_RELEASE_GRACE : MS_PAUSE_RELEASE_SWAP);
+	if (!grace_ns)
+		assert_int_equal(atomic_load(&test_counters.swap_grace_elapsed), graces);
+	check_all(ms_pause_file(pause), f->expect);
+	ms_pause_free(pause);
+	ms_future_unref(swap_gate);
+}
+
+static void test_swap_after_drain(void **state)
+{
+	late_swap(*state, 0);
+}
+
+static void test_grace_without_swap(void **state)
+{
+	late_swap(*state, 100 * MS_NSEC_PER_MSEC);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -477,6 +560,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dedup_modes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_swap_after_drain, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_grace_without_swap, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
