@@ -197,6 +197,10 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 	ms_counter(out, "memsnap_upload_failures_total",
 		   "Pauses whose upload failed after the pipeline's retries.",
 		   atomic_load(&m->upload_failures));
+	ms_counter(out, "memsnap_memfd_swap_grace_elapsed_total",
+		   "Pauses whose guest memory was released by the grace timeout, before the "
+		   "swap to the deduped header came.",
+		   atomic_load(&m->pipeline.swap_grace_elapsed));
 	ms_counter(out, "memsnap_upload_retries_total",
 		   "Object-store puts tried again after a transient error (timeout, reset).",
 		   atomic_load(&m->pipeline.upload_retries));

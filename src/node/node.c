@@ -892,6 +892,7 @@ static int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cau
 		     : node->cfg.dedup_best_effort ? MS_DEDUP_BEST_EFFORT
 						   : MS_DEDUP_FULL,
 	    .counters = &node->metrics.pipeline,
+	    .grace_ns = node->cfg.grace_ns,
 	    .compress = node->cfg.compress,
 	    .parent_published = parent->pause ? ms_pause_published(parent->pause) : NULL,
 	    .compare_gate = t->gate,
@@ -1688,12 +1689,6 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 		snprintf(why, why_len, "backend: %s", node->backend_why);
 		goto fail;
 	}
-	/* a flag the pause pipeline cannot take yet is named at start, so nobody believes
-	 * it is in effect */
-	if (cfg->grace_ns != 30 * MS_NSEC_PER_SEC)
-		ms_warn(MS_MOD,
-			"grace is not passed down yet: the pipeline releases the memfd right "
-			"after drain and swap, never waiting for a grace period");
 	if ((*err = ms_node_lock_dir(cfg->cache_dir, &node->lock_fd))) {
 		snprintf(why, why_len, "cache_dir %s: %s", cfg->cache_dir,
 			 *err == -EBUSY ? "another memsnapd uses it" : ms_strerror(*err));
