@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,6 +75,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
+	char small[600]; /* test_disk_full_during_drain's tmpfs, if a failure left it */
+	snprintf(small, sizeof(small), "%s/small", f->dir);
+	umount2(small, MNT_DETACH);
 	ms_layered_free(f->parent);
 	ms_diffstore_free(f->diffs);
 	ms_store_free(f->store);
@@ -538,6 +542,66 @@ static void late_swap(struct fixture *f, int64_t grace_ns)
 	ms_future_unref(swap_gate);
 }
 
+/*
+ * Disk full during the drain (a 256 KiB tmpfs for the diff files; root, as the
+ * suite runs): a clear error, the pause reported failed, no partial diff file
+ * left, nothing in the store; until then the warm file served the memfd.
+ */
+static void test_disk_full_during_drain(void **state)
+{
+	struct fixture *f = *state;
+	char small[600], cmd[800];
+	snprintf(small, sizeof(small), "%s/small", f->dir);
+	assert_int_equal(mkdir(small, 0700), 0);
+	snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=256k memsnap-test %s 2>/dev/null",
+		 small);
+	if (geteuid() != 0 || system(cmd) != 0)
+		MS_TEST_SKIP_EXIT("cannot mount a small tmpfs here (needs root)");
+	/* the parent's sources live in the node's diff store already (cached on the big
+	 * disk): only the new diff goes to the small one */
+	uint8_t *all = malloc(PAGES * P);
+	assert_int_equal(ms_layered_read(f->parent, all, 0, PAGES * P), 0);
+	free(all);
+	struct ms_future *gate = ms_future_new(NULL);
+	struct ms_pause_config cfg = {.store = f->store,
+				      .diffs = f->diffs,
+				      .cache_dir = small,
+				      .inflight = true,
+				      .dedup = MS_DEDUP_FULL,
+				      .counters = &test_counters,
+				      .compare_gate = gate};
+	struct ms_pause *pause;
+	const char snap[] = "vcpu state";
+	uint64_t failed = atomic_load(&test_counters.failed);
+	assert_int_equal(ms_pause_start(&cfg, f->parent, guest_memfd(f), f->dirty, f->empty, snap,
+					sizeof(snap), &pause),
+			 0);
+	check_all(ms_pause_file(pause), f->expect); /* warm, from the memfd */
+	ms_future_set(gate, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), -ENOSPC);
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.error, -ENOSPC);
+	assert_int_equal(atomic_load(&test_counters.failed), failed + 1);
+	char id[MS_UUID_STR_LEN], path[700], key[MS_ARTIFACT_KEY_MAX];
+	ms_uuid_format(ms_pause_build_id(pause), id);
+	snprintf(path, sizeof(path), "%s/%s.memfile", small, id);
+	assert_int_equal(access(path, F_OK), -1); /* the partial diff was removed */
+	bool header, data;
+	ms_artifact_key(key, sizeof(key), ms_pause_build_id(pause), MS_ARTIFACT_MEMFILE_HEADER,
+			MS_COMPRESS_NONE);
+	assert_int_equal(ms_store_exists(f->fs, key, &header), 0);
+	ms_artifact_key(key, sizeof(key), ms_pause_build_id(pause), MS_ARTIFACT_MEMFILE,
+			MS_COMPRESS_NONE);
+	assert_int_equal(ms_store_exists(f->fs, key, &data), 0);
+	assert_false(header);
+	assert_false(data);
+	ms_pause_free(pause);
+	ms_future_unref(gate);
+	snprintf(cmd, sizeof(cmd), "umount %s", small);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void test_swap_after_drain(void **state)
 {
 	late_swap(*state, 0);
@@ -562,6 +626,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_swap_after_drain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_grace_without_swap, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_disk_full_during_drain, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
