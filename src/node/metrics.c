@@ -197,6 +197,13 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 	ms_counter(out, "memsnap_upload_failures_total",
 		   "Pauses whose upload failed after the pipeline's retries.",
 		   atomic_load(&m->upload_failures));
+	ms_family(out, "memsnap_inflight_served_pages_total", "counter",
+		  "Pages resumes read straight from a paused guest's memory, by phase: provisional "
+		  "header (before dedup), packed (deduped, before the drain finished).");
+	fprintf(out, "memsnap_inflight_served_pages_total{phase=\"provisional\"} %llu\n",
+		(unsigned long long)atomic_load(&m->pipeline.inflight_pages_provisional));
+	fprintf(out, "memsnap_inflight_served_pages_total{phase=\"packed\"} %llu\n",
+		(unsigned long long)atomic_load(&m->pipeline.inflight_pages_packed));
 	ms_counter(out, "memsnap_memfd_swap_grace_elapsed_total",
 		   "Pauses whose guest memory was released by the grace timeout, before the "
 		   "swap to the deduped header came.",

@@ -110,6 +110,7 @@ struct ms_memfd_source {
 	_Atomic(struct ms_layered *) fallback; /* identity only: served after the release */
 	struct ms_mapping *runs;	       /* packed: device runs with packed storage offsets */
 	size_t run_count;
+	_Atomic uint64_t bytes_served; /* read from the memfd itself (not the fallback) */
 };
 
 struct ms_memfd_copy {
@@ -133,6 +134,8 @@ static int ms_memfd_identity_read(struct ms_source *src, void *dst, uint64_t off
 	struct ms_memfd_source *s = (struct ms_memfd_source *)src;
 	struct ms_memfd_copy c = {dst, off, len};
 	int err = ms_memfd_with_mapping(s->memfd, ms_memfd_copy_fn, &c);
+	if (!err)
+		atomic_fetch_add(&s->bytes_served, len);
 	struct ms_layered *fallback = atomic_load(&s->fallback);
 	if (err != MS_ECLOSED || !fallback || ms_memfd_in_fallback)
 		return err;
@@ -140,6 +143,11 @@ static int ms_memfd_identity_read(struct ms_source *src, void *dst, uint64_t off
 	err = ms_layered_read(fallback, dst, off, len);
 	ms_memfd_in_fallback = false;
 	return err;
+}
+
+uint64_t ms_memfd_source_bytes_served(struct ms_source *src)
+{
+	return atomic_load(&((struct ms_memfd_source *)src)->bytes_served);
 }
 
 void ms_memfd_identity_set_fallback(struct ms_source *identity, struct ms_layered *fallback)
@@ -173,6 +181,7 @@ static int ms_memfd_packed_read(struct ms_source *src, void *dst, uint64_t off, 
 		int err = ms_memfd_with_mapping(s->memfd, ms_memfd_copy_fn, &c);
 		if (err)
 			return err;
+		atomic_fetch_add(&s->bytes_served, n);
 		out += n;
 		off += n;
 		len -= n;

@@ -61,5 +61,7 @@ void ms_memfd_identity_set_fallback(struct ms_source *identity, struct ms_layere
  */
 struct ms_source *ms_memfd_packed_source_new(struct ms_memfd *m,
 					     const struct ms_pageset *survivors);
+/* Bytes an identity or packed source served from the memfd itself so far. */
+uint64_t ms_memfd_source_bytes_served(struct ms_source *src);
 
 #endif

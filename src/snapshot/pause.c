@@ -40,6 +40,7 @@ struct ms_pause {
 	ms_uuid real_id, prov_id;
 	struct ms_header_ref *prov_head; /* the provisional header (inflight only) */
 	struct ms_source *identity;	 /* the memfd identity source (inflight only) */
+	struct ms_source *packed;	 /* the memfd through the packed index (one ref) */
 	struct ms_layered *file;	 /* set before COMPARED settles; then immutable */
 	struct ms_future *stages[MS_PAUSE_STAGES];
 	struct ms_dedup_result result; /* pipeline thread only, until COMPARED */
@@ -197,8 +198,9 @@ static int ms_pause_compare(struct ms_pause *p)
 	ms_pageset_union(p->result.empty, known_zero);
 	ms_pageset_free(known_zero);
 	/* the packed index is installed before the deduped header can name the real id */
-	if ((err = ms_pause_register(p, &p->real_id,
-				     ms_memfd_packed_source_new(p->memfd, p->result.keep))))
+	if (!(p->packed = ms_memfd_packed_source_new(p->memfd, p->result.keep)))
+		return -ENOMEM;
+	if ((err = ms_pause_register(p, &p->real_id, ms_source_ref(p->packed))))
 		return err;
 	struct ms_header *deduped;
 	if ((err = ms_header_new_diff(p->parent_head->header, &p->real_id, p->result.keep,
@@ -406,6 +408,16 @@ static int ms_pause_upload(struct ms_pause *p)
 	return err;
 }
 
+/* Pages the memfd served so far, by phase. */
+static void ms_pause_served(struct ms_pause *p, uint64_t *provisional, uint64_t *packed)
+{
+	*provisional = p->identity ? ms_memfd_source_bytes_served(p->identity) / MS_PAGE_SIZE : 0;
+	struct ms_source *src = NULL; /* set before COMPARED settles: read only after */
+	if (ms_future_peek(p->stages[MS_PAUSE_COMPARED], NULL, NULL))
+		src = p->packed;
+	*packed = src ? ms_memfd_source_bytes_served(src) / MS_PAGE_SIZE : 0;
+}
+
 static void *ms_pause_main(void *arg)
 {
 	struct ms_pause *p = arg;
@@ -425,6 +437,10 @@ static void *ms_pause_main(void *arg)
 		pthread_join(p->swap_thread, NULL);
 		p->swap_started = false;
 	}
+	uint64_t provisional, packed; /* the memfd serves no more: count its pages once */
+	ms_pause_served(p, &provisional, &packed);
+	MS_PAUSE_COUNT(p, inflight_pages_provisional, provisional);
+	MS_PAUSE_COUNT(p, inflight_pages_packed, packed);
 	return NULL;
 }
 
@@ -436,6 +452,7 @@ static void ms_pause_destroy(struct ms_pause *p)
 	}
 	ms_layered_free(p->file);
 	ms_layered_free(p->deduped_view);
+	ms_source_unref(p->packed);
 	ms_header_free(p->deduped);
 	ms_header_ref_unref(p->durable);
 	if (p->swapped)
@@ -571,6 +588,7 @@ void ms_pause_stats(struct ms_pause *pause, struct ms_pause_stats *out)
 	pthread_mutex_lock(&pause->stats_lock);
 	*out = pause->stats;
 	pthread_mutex_unlock(&pause->stats_lock);
+	ms_pause_served(pause, &out->inflight_pages_provisional, &out->inflight_pages_packed);
 }
 
 void ms_pause_free(struct ms_pause *pause)

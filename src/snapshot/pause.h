@@ -56,6 +56,9 @@ struct ms_pause_counters {
 	_Atomic uint64_t upload_bytes, upload_retries, upload_failures;
 	_Atomic uint64_t pages_dirty, pages_equal, pages_zero, pages_kept;
 	_Atomic uint64_t swap_grace_elapsed; /* memfds released by the grace, not the swap */
+	/* pages served from paused memfds, by phase: provisional header (identity
+	 * offsets), deduped header before the drain finished (packed index) */
+	_Atomic uint64_t inflight_pages_provisional, inflight_pages_packed;
 };
 
 /* Why a pause let go of the guest memory. */
@@ -82,6 +85,8 @@ struct ms_pause_stats {
 	uint64_t upload_bytes;	 /* bytes put into the store (data as stored, snapfile, header) */
 	uint64_t upload_retries; /* puts tried again after a transient error */
 	enum ms_pause_release release;
+	uint64_t inflight_pages_provisional; /* served from the memfd, by phase (so far) */
+	uint64_t inflight_pages_packed;
 	int error; /* the pipeline's error, 0 while fine */
 };
 

@@ -143,7 +143,13 @@ static void test_warm_during_stalled_compare_then_cold(void **state)
 	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 20 * MS_NSEC_PER_MSEC),
 			 -ETIMEDOUT);
 	assert_null(ms_layered_durable_header_now(file)); /* nothing provisional escapes */
+	uint64_t served_before = atomic_load(&test_counters.inflight_pages_provisional);
 	check_all(file, f->expect);
+	/* the dirty pages came from the memfd, through the provisional header */
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.inflight_pages_provisional, 350);
+	assert_int_equal(st.inflight_pages_packed, 0);
 	ms_future_set(gate, NULL);
 	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
 	check_all(file, f->expect);
@@ -158,6 +164,8 @@ static void test_warm_during_stalled_compare_then_cold(void **state)
 		want_equal += p < 100 && !is_zero;
 	}
 	assert_int_equal(dirty, 350);
+	assert_int_equal(atomic_load(&test_counters.inflight_pages_provisional),
+			 served_before + 350);
 	assert_int_equal(equal, want_equal);
 	assert_int_equal(zero, want_zero);
 	assert_int_equal(kept, 200);
