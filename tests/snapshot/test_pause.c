@@ -262,6 +262,39 @@ static void test_without_inflight(void **state)
 	ms_pause_free(pause);
 }
 
+/* Without in-flight serving, a pause is resumable only once the compare is done. */
+struct blocked_start {
+	struct fixture *f;
+	struct ms_future *gate;
+	struct ms_pause *pause;
+	atomic_bool returned;
+};
+
+static void *blocked_start_main(void *arg)
+{
+	struct blocked_start *b = arg;
+	b->pause = start(b->f, false, b->gate, NULL);
+	atomic_store(&b->returned, true);
+	return NULL;
+}
+
+static void test_without_inflight_waits_for_compare(void **state)
+{
+	struct blocked_start b = {.f = *state, .gate = ms_future_new(NULL)};
+	pthread_t th;
+	pthread_create(&th, NULL, blocked_start_main, &b);
+	usleep(100000);
+	assert_false(atomic_load(&b.returned)); /* the stalled compare holds the pause */
+	ms_future_set(b.gate, NULL);
+	pthread_join(th, NULL);
+	assert_true(atomic_load(&b.returned));
+	assert_int_equal(ms_pause_wait(b.pause, MS_PAUSE_COMPARED, 0), 0);
+	check_all(ms_pause_file(b.pause), b.f->expect);
+	assert_int_equal(ms_pause_wait(b.pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	ms_pause_free(b.pause);
+	ms_future_unref(b.gate);
+}
+
 /* Fail the n-th put of the upload in turn: no header is ever visible without its data. */
 static void test_upload_failures(void **state)
 {
@@ -626,6 +659,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_warm_during_stalled_compare_then_cold, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_without_inflight, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_without_inflight_waits_for_compare, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_compressed_upload, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_upload_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_upload_retries, setup, teardown),
