@@ -135,6 +135,33 @@ bool ms_layered_is_cached(struct ms_layered *file, uint64_t off, size_t len)
 	return cached;
 }
 
+int ms_layered_slice(struct ms_layered *file, uint64_t off, size_t len, const void **ptr,
+		     struct ms_source **hold)
+{
+	if (off > file->size || len > file->size - off)
+		return -ERANGE;
+	struct ms_header_ref *snap = ms_layered_header(file);
+	ms_uuid build;
+	uint64_t in_build, left, page_off = off & ~(MS_PAGE_SIZE - 1), skip = off - page_off;
+	int err = ms_header_lookup(snap->header, page_off, &build, &in_build, &left);
+	if (!err && (left - skip < len || ms_uuid_is_nil(&build)))
+		err = -ENOTSUP; /* more than one run, or zeros: read */
+	struct ms_source *src = NULL;
+	if (!err)
+		err = file->resolve(file->ctx, &build, snap->header, &src);
+	ms_header_ref_unref(snap);
+	if (!err && ms_source_is_cached(src, in_build + skip, len))
+		err = ms_source_slice(src, in_build + skip, len, ptr);
+	else if (!err)
+		err = -ENOTSUP; /* a slice never fetches */
+	if (err) {
+		ms_source_unref(src);
+		return err;
+	}
+	*hold = src;
+	return 0;
+}
+
 /* One attempt against one snapshot. MS_ECLOSED means: re-plan. */
 static int ms_layered_read_once(struct ms_layered *file, const struct ms_header *h, uint8_t *dst,
 				uint64_t off, size_t len)

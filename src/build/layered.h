@@ -76,6 +76,15 @@ uint64_t ms_layered_replans(struct ms_layered *file);
  * header. Never fetches; false when a source cannot even be resolved.
  */
 bool ms_layered_is_cached(struct ms_layered *file, uint64_t off, size_t len);
+/*
+ * A zero-copy view of [off, off + len) when the current header maps all of it to
+ * one run of one source that offers slices; *hold keeps that source, and so the
+ * view, alive until ms_source_unref(*hold). -ENOTSUP (or the source's error)
+ * otherwise: read instead. Never fetches.
+ */
+struct ms_source;
+int ms_layered_slice(struct ms_layered *file, uint64_t off, size_t len, const void **ptr,
+		     struct ms_source **hold);
 
 /* Installs header (ownership taken) unconditionally. 0, -ENOMEM, or -EINVAL for another
  * size (then the caller keeps header). */

@@ -1,5 +1,6 @@
 /* dedup.c - compare dirty pages with the parent; drain the survivors packed. */
 #include "snapshot/dedup.h"
+#include "cache/source.h"
 #include "util/err.h"
 #include "util/faultsafe.h"
 
@@ -14,7 +15,8 @@
 #define P MS_PAGE_SIZE
 
 /* Parent pages are read in runs of up to this many pages: one plan per run. */
-#define MS_COMPARE_BATCH 64
+#define MS_COMPARE_BATCH 64 /* pages: one uint64_t mask per batch (ms_classify) */
+_Static_assert(MS_COMPARE_BATCH <= 64, "a batch is classified into 64-bit masks");
 
 struct ms_compare_ctx {
 	const struct ms_pageset *dirty;
@@ -30,6 +32,102 @@ struct ms_compare_ctx {
  * never equals it, so it is kept, as "parent nil -> kept" requires, without a
  * per-page header lookup.
  */
+/*
+ * One batch whose parent bytes (if any) are all at hand, classified in one
+ * protected run that touches only memory: bit i of empty/keep is page first + i.
+ */
+struct ms_classify {
+	const uint8_t *pages, *parent_pages; /* parent_pages NULL: no parent */
+	uint64_t n;			     /* <= 64 */
+	uint64_t empty, keep, equal;
+};
+
+static int ms_classify_fn(void *arg)
+{
+	struct ms_classify *k = arg;
+	for (uint64_t i = 0; i < k->n; i++) {
+		const uint8_t *page = k->pages + i * P;
+		if (ms_mem_is_zero(page, P))
+			k->empty |= 1ULL << i;
+		else if (k->parent_pages && memcmp(page, k->parent_pages + i * P, P) == 0)
+			k->equal++;
+		else
+			k->keep |= 1ULL << i;
+	}
+	return 0;
+}
+
+/* Adds the runs of set bits of mask (bit i: page first + i) to set. */
+static void ms_add_mask(struct ms_pageset *set, uint64_t first, uint64_t mask)
+{
+	while (mask) {
+		unsigned lo = (unsigned)__builtin_ctzll(mask);
+		uint64_t rest = ~(mask >> lo);
+		unsigned run = rest ? (unsigned)__builtin_ctzll(rest) : 64 - lo;
+		ms_pageset_add_range(set, first + lo, first + lo + run);
+		mask = run + lo >= 64 ? 0 : mask & ~(((1ULL << run) - 1) << lo);
+	}
+}
+
+/* Pages [batch, batch + n) of one dirty run. */
+static int ms_compare_batch(struct ms_compare_ctx *c, const uint8_t *mapping, uint64_t batch,
+			    uint64_t n)
+{
+	int err = 0;
+	/* best effort: a batch not all held locally is compared page by page, the pages
+	 * not held are kept */
+	bool whole =
+	    c->parent && (!c->best_effort || ms_layered_is_cached(c->parent, batch * P, n * P));
+	/* the parent's bytes in place when its source has them mapped, else a copy */
+	const uint8_t *parent_pages = c->parent_buf;
+	struct ms_source *hold = NULL;
+	if (whole && ms_layered_slice(c->parent, batch * P, n * P, (const void **)&parent_pages,
+				      &hold) != 0) {
+		parent_pages = c->parent_buf;
+		if ((err = ms_layered_read(c->parent, c->parent_buf, batch * P, n * P)))
+			return err;
+	}
+	if (whole || !c->parent) { /* every byte at hand: one protected run for the batch */
+		struct ms_classify k = {.pages = mapping + batch * P,
+					.parent_pages = c->parent ? parent_pages : NULL,
+					.n = n};
+		err = ms_faultsafe_call(ms_classify_fn, &k);
+		ms_source_unref(hold);
+		if (err)
+			return err;
+		c->out->dirty_pages += n;
+		c->out->equal_pages += k.equal;
+		ms_add_mask(c->out->empty, batch, k.empty);
+		ms_add_mask(c->out->keep, batch, k.keep);
+		return 0;
+	}
+	for (uint64_t i = 0; i < n && !err; i++) {
+		const uint8_t *page = mapping + (batch + i) * P;
+		bool zero, equal = false, have = whole;
+		if ((err = ms_faultsafe_is_zero(page, P, &zero)))
+			break;
+		c->out->dirty_pages++;
+		if (zero) {
+			ms_pageset_add(c->out->empty, (uint32_t)(batch + i));
+			continue;
+		}
+		if (c->parent && !whole && ms_layered_is_cached(c->parent, (batch + i) * P, P)) {
+			if ((err = ms_layered_read(c->parent, c->parent_buf + i * P,
+						   (batch + i) * P, P)))
+				break;
+			have = true;
+		}
+		if (have && (err = ms_faultsafe_equal(page, parent_pages + i * P, P, &equal)))
+			break;
+		if (equal)
+			c->out->equal_pages++;
+		else
+			ms_pageset_add(c->out->keep, (uint32_t)(batch + i));
+	}
+	ms_source_unref(hold);
+	return err;
+}
+
 static int ms_compare_fn(void *ctx, const uint8_t *mapping)
 {
 	struct ms_compare_ctx *c = ctx;
@@ -40,40 +138,9 @@ static int ms_compare_fn(void *ctx, const uint8_t *mapping)
 		for (uint64_t batch = start; batch < start + len; batch += MS_COMPARE_BATCH) {
 			uint64_t n = start + len - batch < MS_COMPARE_BATCH ? start + len - batch
 									    : MS_COMPARE_BATCH;
-			int err;
-			/* best effort: a batch not all held locally is compared page by page,
-			 * the pages not held are kept */
-			bool whole =
-			    c->parent &&
-			    (!c->best_effort || ms_layered_is_cached(c->parent, batch * P, n * P));
-			if (whole &&
-			    (err = ms_layered_read(c->parent, c->parent_buf, batch * P, n * P)))
+			int err = ms_compare_batch(c, mapping, batch, n);
+			if (err)
 				return err;
-			for (uint64_t i = 0; i < n; i++) {
-				const uint8_t *page = mapping + (batch + i) * P;
-				bool zero, equal = false, have = whole;
-				if ((err = ms_faultsafe_is_zero(page, P, &zero)))
-					return err;
-				c->out->dirty_pages++;
-				if (zero) {
-					ms_pageset_add(c->out->empty, (uint32_t)(batch + i));
-					continue;
-				}
-				if (c->parent && !whole &&
-				    ms_layered_is_cached(c->parent, (batch + i) * P, P)) {
-					if ((err = ms_layered_read(c->parent, c->parent_buf + i * P,
-								   (batch + i) * P, P)))
-						return err;
-					have = true;
-				}
-				if (have && (err = ms_faultsafe_equal(page, c->parent_buf + i * P,
-								      P, &equal)))
-					return err;
-				if (equal)
-					c->out->equal_pages++;
-				else
-					ms_pageset_add(c->out->keep, (uint32_t)(batch + i));
-			}
 		}
 	}
 	return 0;

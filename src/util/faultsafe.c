@@ -25,6 +25,16 @@ static void ms_faultsafe_handler(int sig, siginfo_t *info, void *uctx)
 	sigjmp_buf *jmp = ms_faultsafe_jmp;
 	if (jmp) {
 		ms_faultsafe_jmp = NULL;
+		/*
+		 * The jump buffers save no signal mask (that costs a syscall per call), so
+		 * unblock the signal here: whoever entered this handler (the kernel honours
+		 * SA_NODEFER; a sanitizer's wrapper may not) must not leave it blocked, or
+		 * the next fault would kill the process.
+		 */
+		sigset_t unblock;
+		sigemptyset(&unblock);
+		sigaddset(&unblock, sig);
+		pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
 		siglongjmp(*jmp, 1);
 	}
 	struct sigaction *prev = sig == SIGBUS ? &ms_prev_bus : &ms_prev_segv;
@@ -88,7 +98,8 @@ static int ms_faultsafe_run(enum ms_faultsafe_op op, void *dst, const void *src,
 {
 	pthread_once(&ms_faultsafe_once, ms_faultsafe_install);
 	sigjmp_buf jmp;
-	if (sigsetjmp(jmp, 1) != 0)
+	/* no mask saved (a syscall per call otherwise): the handler unblocks the signal */
+	if (sigsetjmp(jmp, 0) != 0)
 		return MS_EFAULT_IO; /* the handler disarmed us */
 	ms_faultsafe_jmp = &jmp;
 	switch (op) {
@@ -104,6 +115,23 @@ static int ms_faultsafe_run(enum ms_faultsafe_op op, void *dst, const void *src,
 	}
 	ms_faultsafe_jmp = NULL;
 	return 0;
+}
+
+int ms_faultsafe_call(int (*fn)(void *ctx), void *ctx)
+{
+	pthread_once(&ms_faultsafe_once, ms_faultsafe_install);
+	sigjmp_buf jmp;
+	if (sigsetjmp(jmp, 0) != 0) /* no mask saved: the handler unblocks the signal */
+		return MS_EFAULT_IO;
+	ms_faultsafe_jmp = &jmp;
+	int ret = fn(ctx);
+	ms_faultsafe_jmp = NULL;
+	return ret;
+}
+
+bool ms_mem_is_zero(const void *src, size_t len)
+{
+	return ms_zero_bytes(src, len);
 }
 
 int ms_faultsafe_copy(void *dst, const void *src, size_t len)

@@ -22,5 +22,14 @@ int ms_faultsafe_copy(void *dst, const void *src, size_t len);
 int ms_faultsafe_equal(const void *a, const void *b, size_t len, bool *equal);
 /* *zero = every byte of src is 0; returns 0 or MS_EFAULT_IO. */
 int ms_faultsafe_is_zero(const void *src, size_t len, bool *zero);
+/*
+ * Runs fn(ctx) with faults recovered: fn's return, or MS_EFAULT_IO when an access
+ * faulted (fn was then left midway: its partial effects are the caller's to
+ * discard). fn must only touch memory - no locks, no allocation, no I/O - since a
+ * fault jumps out of it. Not nestable.
+ */
+int ms_faultsafe_call(int (*fn)(void *ctx), void *ctx);
+/* memcmp(a, b, len) == 0, and every byte 0: plain helpers for use inside fn. */
+bool ms_mem_is_zero(const void *src, size_t len);
 
 #endif

@@ -113,6 +113,17 @@ static void test_backoff(void **state)
 	assert_true(delay <= 500 * 1000000LL && delay >= 250 * 1000000LL);
 }
 
+/* Reads a page (a fault past the file's end jumps out) and returns 7. */
+static int touch_fn(void *ctx)
+{
+	const char *const *at = ctx;
+	volatile char sink = 0;
+	for (int i = 0; i < 4096; i += 512)
+		sink += (*at)[i];
+	(void)sink;
+	return 7;
+}
+
 /* A mapping past the end of its file raises SIGBUS: that must be an error, not a crash. */
 static void test_faultsafe_sigbus(void **state)
 {
@@ -133,6 +144,15 @@ static void test_faultsafe_sigbus(void **state)
 	bool flag = true;
 	assert_int_equal(ms_faultsafe_is_zero(map + 8192, 4096, &flag), MS_EFAULT_IO);
 	assert_int_equal(ms_faultsafe_equal(buf, map + 8192, 4096, &flag), MS_EFAULT_IO);
+	/* a whole protected run: its return, or the fault; and again and again */
+	struct touch {
+		const char *at;
+		int sum;
+	} ok = {map + 4096, 0}, bad = {map + 8192, 0};
+	for (int round = 0; round < 3; round++) {
+		assert_int_equal(ms_faultsafe_call(touch_fn, &ok), 7);
+		assert_int_equal(ms_faultsafe_call(touch_fn, &bad), MS_EFAULT_IO);
+	}
 	/* still works after a recovered fault */
 	assert_int_equal(ms_faultsafe_equal(buf, map + 4096, 4096, &flag), 0);
 	assert_true(flag);
@@ -163,9 +183,9 @@ static void test_log_level(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_strerror),     cmocka_unit_test(test_uuid),
-		cmocka_unit_test(test_pageset_runs), cmocka_unit_test(test_backoff),
-		cmocka_unit_test(test_faultsafe_sigbus), cmocka_unit_test(test_log_level),
+	    cmocka_unit_test(test_strerror),	     cmocka_unit_test(test_uuid),
+	    cmocka_unit_test(test_pageset_runs),     cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_faultsafe_sigbus), cmocka_unit_test(test_log_level),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
