@@ -2,13 +2,24 @@
  * pause.h - the pause pipeline: one snapshot from captured memory to a
  * published, uploaded layer (DESIGN.md §3).
  *
- *   ms_pause_start()                                  background thread
- *   ─────────────────                                 ──────────────────────────────
- *   CAPTURED ──provisional header──▶ SERVING ──▶ COMPARING ──▶ DRAINING ──▶ UPLOADING
- *   (memfd, dirty, snapfile,          (returns)     │ packed index,   │ file replaces  │ data,
- * snapfile, parent's durable header)                       │ deduped header, │ the memfd;     │
- * then header │ CAS prov→dedup  │ memfd released │ ▼                 ▼                ▼ FAILED
- * ◀──────────────────────── PUBLISHED (finalized header swapped in)
+ *   caller: ms_pause_start()
+ *     CAPTURED (memfd, dirty set, snapfile, the parent's durable header)
+ *       | provisional header + memfd identity source (inflight)
+ *       v
+ *     SERVING - returns here: resumable at once (without inflight: after COMPARED)
+ *   pipeline thread:
+ *     COMPARING - dirty pages vs the parent (dedup mode); packed index registered
+ *       |---------------------------------.  swap thread (inflight):
+ *       v                                 v
+ *     DRAINING - survivors -> diff file   SWAPPING - CAS provisional -> deduped,
+ *       |  (replaces the packed source)     then COMPARED (the durable header)
+ *       v                                 |
+ *     RELEASE - memfd unmapped once drained and swapped, or the grace passed
+ *       v                                          (DRAINED)
+ *     UPLOADING - data, snapfile, header; puts retried on transient errors
+ *       v
+ *     PUBLISHED - the finalized header swapped in (unconditional)
+ *   any error -> FAILED: every unsettled stage fails with it; the memfd is released.
  *
  * Invariants (DESIGN.md §5):
  *  1. The parent is the parent file's DURABLE header, never a provisional one.
@@ -16,14 +27,15 @@
  *     uploaded header is built from the compare result only.
  *  3. prov -> deduped is a compare-and-swap; publish is the only unconditional swap.
  *  4. The memfd is released only after the drain is done and the file left the
- *     provisional header; while that window lasts, the provisional and the real
- *     sources are pinned in the diff store.
+ *     provisional header (or the grace passed: reads planned on the provisional
+ *     header then go through a view of the deduped one); while that window lasts,
+ *     the provisional and the real sources are pinned in the diff store.
  *  5. Upload order: data, then snapfile, then the header; a failed upload
  *     leaves no header in the store (objects are atomic), and the local
  *     file keeps serving the deduped header.
  *
  * Thread-safety: ms_pause_* may be called from any thread; the pipeline runs
- * on its own thread, detached from the caller.
+ * on its own thread (and the swap on another), detached from the caller.
  */
 #ifndef MS_SNAPSHOT_PAUSE_H
 #define MS_SNAPSHOT_PAUSE_H
