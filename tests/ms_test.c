@@ -1,6 +1,7 @@
 /* ms_test.c - shared test helpers. */
 #include "ms_test.h"
 #include "sandbox/sandbox.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -20,6 +21,35 @@ const struct ms_sandbox_ops *ms_test_backend(const char *name)
 	}
 	print_message("%s\n", why);
 	return ops;
+}
+
+struct ms_sandbox *ms_test_sandbox_start(const struct ms_sandbox_ops *ops, int kind, uint64_t mem)
+{
+	struct ms_sandbox_spec spec = {
+	    .guest = (enum ms_guest_kind)kind, .mem_size = mem, .memory = MS_SANDBOX_FRESH};
+	struct ms_sandbox *sb = NULL;
+	int err = ms_sandbox_create(ops, &spec, &sb);
+	if (err == -ENOTSUP)
+		MS_TEST_SKIP_EXIT("the kernel lacks userfaultfd WP_ASYNC or PAGEMAP_SCAN");
+	if (err)
+		fail_msg("%s: start: %s", ops->name, ms_strerror(err));
+	return sb;
+}
+
+struct ms_sandbox *ms_test_sandbox_restore_eager(const struct ms_sandbox_ops *ops,
+						 const struct ms_sandbox_paused *paused,
+						 uint64_t mem)
+{
+	struct ms_sandbox_spec spec = {.mem_size = mem,
+				       .memory = MS_SANDBOX_EAGER,
+				       .eager_fd = paused->memfd,
+				       .snapfile = paused->snapfile,
+				       .snapfile_len = paused->snapfile_len};
+	struct ms_sandbox *sb = NULL;
+	int err = ms_sandbox_create(ops, &spec, &sb);
+	if (err)
+		fail_msg("%s: eager restore: %s", ops->name, ms_strerror(err));
+	return sb;
 }
 
 char *ms_test_tmpdir(void)

@@ -32,6 +32,16 @@ struct ms_sandbox_ops;
  */
 const struct ms_sandbox_ops *ms_test_backend(const char *name);
 
+struct ms_sandbox;
+struct ms_sandbox_paused;
+
+/* A fresh sandbox running guest kind (guest.h) in mem bytes; fails the test on error. */
+struct ms_sandbox *ms_test_sandbox_start(const struct ms_sandbox_ops *ops, int kind, uint64_t mem);
+/* The paused sandbox restored eagerly from its memfd; fails the test on error. */
+struct ms_sandbox *ms_test_sandbox_restore_eager(const struct ms_sandbox_ops *ops,
+						 const struct ms_sandbox_paused *paused,
+						 uint64_t mem);
+
 /* A fresh temporary directory under $TMPDIR (or /tmp); the caller frees the string. */
 char *ms_test_tmpdir(void);
 /* rm -rf of a directory made by ms_test_tmpdir. */

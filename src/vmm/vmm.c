@@ -530,14 +530,6 @@ const char *ms_vmm_death_cause(struct ms_vmm *vmm)
 	return cause;
 }
 
-uint64_t ms_vmm_reports(struct ms_vmm *vmm)
-{
-	pthread_mutex_lock(&vmm->lock);
-	uint64_t n = vmm->reports;
-	pthread_mutex_unlock(&vmm->lock);
-	return n;
-}
-
 int ms_vmm_kvm_fd(struct ms_vmm *vmm)
 {
 	return vmm->kvm_fd;
@@ -556,11 +548,6 @@ unsigned ms_vmm_vcpu_count(struct ms_vmm *vmm)
 int ms_vmm_vcpu_fd(struct ms_vmm *vmm, unsigned index)
 {
 	return index < vmm->nr_vcpus ? vmm->vcpus[index].fd : -1;
-}
-
-uint64_t ms_vmm_ram_size(struct ms_vmm *vmm)
-{
-	return vmm->ram_size;
 }
 
 uint8_t *ms_vmm_sys_stack(struct ms_vmm *vmm)

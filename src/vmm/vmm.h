@@ -81,14 +81,12 @@ int ms_vmm_wait_report(struct ms_vmm *vmm, int64_t timeout_ns, uint64_t *rax, ui
 /* Parks every vCPU (kicking the running ones) and completes pending I/O. */
 int ms_vmm_stop(struct ms_vmm *vmm);
 const char *ms_vmm_death_cause(struct ms_vmm *vmm);
-uint64_t ms_vmm_reports(struct ms_vmm *vmm);
 
 /* For the state code: the fds, with every vCPU parked. */
 int ms_vmm_kvm_fd(struct ms_vmm *vmm);
 int ms_vmm_vm_fd(struct ms_vmm *vmm);
 unsigned ms_vmm_vcpu_count(struct ms_vmm *vmm);
 int ms_vmm_vcpu_fd(struct ms_vmm *vmm, unsigned index);
-uint64_t ms_vmm_ram_size(struct ms_vmm *vmm);
 /*
  * A CPUID table from request (KVM_GET_SUPPORTED_CPUID on the /dev/kvm fd, or
  * KVM_GET_CPUID2 on a vCPU fd), sized as needed; malloc'd, or NULL with *err.

@@ -35,14 +35,7 @@ static uint64_t *box(struct ms_sandbox *sb, unsigned off)
 
 static struct ms_sandbox *start(enum ms_guest_kind kind)
 {
-	struct ms_sandbox_spec spec = {.guest = kind, .mem_size = MEM, .memory = MS_SANDBOX_FRESH};
-	struct ms_sandbox *sb = NULL;
-	int err = ms_sandbox_create(ops, &spec, &sb);
-	if (err == -ENOTSUP)
-		MS_TEST_SKIP_EXIT("the kernel lacks userfaultfd WP_ASYNC or PAGEMAP_SCAN");
-	if (err)
-		fail_msg("%s: start: %s", ops->name, ms_strerror(err));
-	return sb;
+	return ms_test_sandbox_start(ops, kind, MEM);
 }
 
 static void run_report(struct ms_sandbox *sb)
@@ -112,16 +105,7 @@ static void test_pattern_and_written_pages(void **state)
 
 static struct ms_sandbox *restore_eager(struct ms_sandbox_paused *paused)
 {
-	struct ms_sandbox_spec spec = {.mem_size = MEM,
-				       .memory = MS_SANDBOX_EAGER,
-				       .eager_fd = paused->memfd,
-				       .snapfile = paused->snapfile,
-				       .snapfile_len = paused->snapfile_len};
-	struct ms_sandbox *sb = NULL;
-	int err = ms_sandbox_create(ops, &spec, &sb);
-	if (err)
-		fail_msg("%s: eager restore: %s", ops->name, ms_strerror(err));
-	return sb;
+	return ms_test_sandbox_restore_eager(ops, paused, MEM);
 }
 
 /* counter: reports continue without a gap, and across 20 pause -> eager restore cycles */

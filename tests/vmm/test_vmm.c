@@ -24,26 +24,12 @@ static const struct ms_sandbox_ops *ops;
 
 static struct ms_sandbox *start(enum ms_guest_kind kind)
 {
-	struct ms_sandbox_spec spec = {.guest = kind, .mem_size = MEM, .memory = MS_SANDBOX_FRESH};
-	struct ms_sandbox *sb = NULL;
-	int err = ms_sandbox_create(ops, &spec, &sb);
-	if (err)
-		fail_msg("start: %s", ms_strerror(err));
-	return sb;
+	return ms_test_sandbox_start(ops, kind, MEM);
 }
 
 static struct ms_sandbox *restore(const struct ms_sandbox_paused *paused)
 {
-	struct ms_sandbox_spec spec = {.mem_size = MEM,
-				       .memory = MS_SANDBOX_EAGER,
-				       .eager_fd = paused->memfd,
-				       .snapfile = paused->snapfile,
-				       .snapfile_len = paused->snapfile_len};
-	struct ms_sandbox *sb = NULL;
-	int err = ms_sandbox_create(ops, &spec, &sb);
-	if (err)
-		fail_msg("restore: %s", ms_strerror(err));
-	return sb;
+	return ms_test_sandbox_restore_eager(ops, paused, MEM);
 }
 
 static void parse(const struct ms_sandbox_paused *paused, struct ms_snap_part *parts,
