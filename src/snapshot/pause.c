@@ -57,6 +57,10 @@ struct ms_pause {
 	bool swap_started;
 	pthread_mutex_t stats_lock;
 	struct ms_pause_stats stats; /* guarded by stats_lock */
+	/* pipeline thread (then ms_pause_free): the pins this pause holds in the diff
+	 * store, and the memfd pages already summed into config.counters */
+	bool prov_pinned, real_pinned;
+	uint64_t counted_provisional, counted_packed;
 };
 
 /* Counts a caller-owned counter, if the caller gave any. */
@@ -137,15 +141,29 @@ static int ms_pause_key(struct ms_pause *p, const ms_uuid *id, char key[MS_ARTIF
 	return ms_build_storage_key(&p->storage, id, key, MS_ARTIFACT_KEY_MAX);
 }
 
-/* Registers src under id's key, pinned; takes over the caller's reference. */
-static int ms_pause_register(struct ms_pause *p, const ms_uuid *id, struct ms_source *src)
+/* Registers src under id's key, pinned (then *pinned); takes over the caller's reference. */
+static int ms_pause_register(struct ms_pause *p, const ms_uuid *id, struct ms_source *src,
+			     bool *pinned)
 {
 	char key[MS_ARTIFACT_KEY_MAX];
 	int err = src ? ms_pause_key(p, id, key) : -ENOMEM;
 	if (!err && !(err = ms_diffstore_insert(p->config.diffs, key, src)))
 		err = ms_diffstore_pin(p->config.diffs, key);
+	*pinned = !err;
 	ms_source_unref(src);
 	return err;
+}
+
+/* Lets go of id's pin (*pinned), and with evict of its entry too. */
+static void ms_pause_unpin(struct ms_pause *p, const ms_uuid *id, bool *pinned, bool evict)
+{
+	char key[MS_ARTIFACT_KEY_MAX];
+	if (!*pinned || ms_pause_key(p, id, key))
+		return;
+	ms_diffstore_unpin(p->config.diffs, key);
+	if (evict)
+		ms_diffstore_evict(p->config.diffs, key);
+	*pinned = false;
 }
 
 /*
@@ -197,10 +215,21 @@ static int ms_pause_compare(struct ms_pause *p)
 	ms_pageset_subtract(known_zero, p->dirty);
 	ms_pageset_union(p->result.empty, known_zero);
 	ms_pageset_free(known_zero);
+	/* the figures are in place before COMPARED settles (the swap thread settles it) */
+	pthread_mutex_lock(&p->stats_lock);
+	p->stats.pages_dirty = p->result.dirty_pages;
+	p->stats.pages_equal = p->result.equal_pages;
+	p->stats.pages_zero = ms_pageset_count(p->result.empty);
+	p->stats.pages_kept = ms_pageset_count(p->result.keep);
+	pthread_mutex_unlock(&p->stats_lock);
+	MS_PAUSE_COUNT(p, pages_dirty, p->stats.pages_dirty);
+	MS_PAUSE_COUNT(p, pages_equal, p->stats.pages_equal);
+	MS_PAUSE_COUNT(p, pages_zero, p->stats.pages_zero);
+	MS_PAUSE_COUNT(p, pages_kept, p->stats.pages_kept);
 	/* the packed index is installed before the deduped header can name the real id */
 	if (!(p->packed = ms_memfd_packed_source_new(p->memfd, p->result.keep)))
 		return -ENOMEM;
-	if ((err = ms_pause_register(p, &p->real_id, ms_source_ref(p->packed))))
+	if ((err = ms_pause_register(p, &p->real_id, ms_source_ref(p->packed), &p->real_pinned)))
 		return err;
 	struct ms_header *deduped;
 	if ((err = ms_header_new_diff(p->parent_head->header, &p->real_id, p->result.keep,
@@ -249,16 +278,6 @@ static int ms_pause_compare(struct ms_pause *p)
 			return err;
 		}
 	}
-	pthread_mutex_lock(&p->stats_lock);
-	p->stats.pages_dirty = p->result.dirty_pages;
-	p->stats.pages_equal = p->result.equal_pages;
-	p->stats.pages_zero = ms_pageset_count(p->result.empty);
-	p->stats.pages_kept = ms_pageset_count(p->result.keep);
-	pthread_mutex_unlock(&p->stats_lock);
-	MS_PAUSE_COUNT(p, pages_dirty, p->stats.pages_dirty);
-	MS_PAUSE_COUNT(p, pages_equal, p->stats.pages_equal);
-	MS_PAUSE_COUNT(p, pages_zero, p->stats.pages_zero);
-	MS_PAUSE_COUNT(p, pages_kept, p->stats.pages_kept);
 	if (!p->swap_started) { /* no provisional header: the file was made from it */
 		ms_pause_step_done(p, MS_PAUSE_STEP_COMPARE);
 		ms_future_set(p->stages[MS_PAUSE_COMPARED], durable);
@@ -307,10 +326,7 @@ static int ms_pause_drain(struct ms_pause *p)
 	pthread_mutex_lock(&p->stats_lock);
 	p->stats.release = cause;
 	pthread_mutex_unlock(&p->stats_lock);
-	if (p->prov_head && !ms_pause_key(p, &p->prov_id, key)) {
-		ms_diffstore_unpin(p->config.diffs, key);
-		ms_diffstore_evict(p->config.diffs, key);
-	}
+	ms_pause_unpin(p, &p->prov_id, &p->prov_pinned, true);
 	ms_pause_step_done(p, MS_PAUSE_STEP_DRAIN);
 	ms_future_set(p->stages[MS_PAUSE_DRAINED], NULL);
 	return 0;
@@ -339,6 +355,52 @@ static int ms_pause_put_compressed(struct ms_pause *p, int fd, uint64_t size,
 	}
 	close(out);
 	unlink(tmp);
+	return err;
+}
+
+/*
+ * The builds entries (size, checksum, frame table) of the ancestors final maps,
+ * as research/e2b.md §3.2 appendAncestorBuilds does: a child paused while an
+ * ancestor was still uploading inherited a header without that ancestor's
+ * entry, and without the frame table a compressed ancestor cannot be read from
+ * the store. Called once the parent is published: the parent's live header is
+ * then its finalized one, which carries its own ancestors' entries the same
+ * way. An entry still missing is taken from the ancestor's own header in the
+ * store; an ancestor without one there (a V3 chain) keeps the gap, which the
+ * resolver fills from the object's size. On error final may have gained
+ * entries; it is the caller's to free.
+ */
+static int ms_pause_fill_ancestors(struct ms_pause *p, struct ms_header *final)
+{
+	if (!final->has_builds)
+		return 0;
+	struct ms_header_ref *parent = NULL;
+	int err = ms_layered_durable_header(p->parent, -1, &parent);
+	for (size_t i = 0; !err && i < final->mappings.count; i++) {
+		const ms_uuid *id = &final->mappings.entries[i].build_id;
+		if (ms_uuid_is_nil(id) || ms_uuid_eq(id, &p->real_id) || ms_header_build(final, id))
+			continue;
+		const struct ms_build_data *entry = ms_header_build(parent->header, id);
+		struct ms_header *own = NULL;
+		if (!entry) {
+			err = ms_build_storage_load_header(p->config.store, id,
+							   MS_ARTIFACT_MEMFILE_HEADER, &own);
+			if (!err)
+				entry = ms_header_build(own, id);
+			else if (err == MS_ENOTFOUND)
+				err = 0;
+		}
+		if (!err && entry)
+			err = ms_header_set_build(final, entry);
+		else if (!err) {
+			char text[MS_UUID_STR_LEN];
+			ms_uuid_format(id, text);
+			ms_info("snapshot", "ancestor %s has no builds entry anywhere: left out",
+				text);
+		}
+		ms_header_free(own);
+	}
+	ms_header_ref_unref(parent);
 	return err;
 }
 
@@ -389,6 +451,8 @@ static int ms_pause_upload(struct ms_pause *p)
 	size_t len;
 	err = ms_header_set_build(final, &self);
 	ms_frame_table_free(self.frames);
+	if (!err)
+		err = ms_pause_fill_ancestors(p, final);
 	if (!err && !(err = ms_header_serialize(final, 0, false, &blob, &len))) {
 		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE_HEADER,
 				MS_COMPRESS_NONE);
@@ -403,8 +467,8 @@ static int ms_pause_upload(struct ms_pause *p)
 		ms_header_free(final);
 	if (!err)
 		ms_pause_step_done(p, MS_PAUSE_STEP_PUBLISH);
-	if (!err && !ms_pause_key(p, &p->real_id, key))
-		ms_diffstore_unpin(p->config.diffs, key);
+	if (!err)
+		ms_pause_unpin(p, &p->real_id, &p->real_pinned, false);
 	return err;
 }
 
@@ -418,6 +482,22 @@ static void ms_pause_served(struct ms_pause *p, uint64_t *provisional, uint64_t 
 	*packed = src ? ms_memfd_source_bytes_served(src) / MS_PAGE_SIZE : 0;
 }
 
+/* Sums the memfd pages served since the last call into config.counters. */
+static void ms_pause_count_served(struct ms_pause *p)
+{
+	uint64_t provisional, packed;
+	ms_pause_served(p, &provisional, &packed);
+	MS_PAUSE_COUNT(p, inflight_pages_provisional, provisional - p->counted_provisional);
+	MS_PAUSE_COUNT(p, inflight_pages_packed, packed - p->counted_packed);
+	p->counted_provisional = provisional;
+	p->counted_packed = packed;
+}
+
+/*
+ * On success the drain released the memory. On a failure before that, the
+ * memory stays mapped, serving the file (the only copy of the new pages: the
+ * diff may be partial or gone), until ms_pause_free.
+ */
 static void *ms_pause_main(void *arg)
 {
 	struct ms_pause *p = arg;
@@ -426,26 +506,32 @@ static void *ms_pause_main(void *arg)
 		err = ms_pause_drain(p);
 	if (!err)
 		err = ms_pause_upload(p);
+	/* counted before the end is signalled: whoever waited for it sees the sums */
+	ms_pause_count_served(p);
 	if (err) {
 		ms_pause_fail(p, err);
 	} else {
 		MS_PAUSE_COUNT(p, published, 1);
 		ms_future_set(p->stages[MS_PAUSE_PUBLISHED], NULL);
 	}
-	ms_memfd_release(p->memfd); /* never held past the pipeline, success or not */
 	if (p->swap_started) {
 		pthread_join(p->swap_thread, NULL);
 		p->swap_started = false;
 	}
-	uint64_t provisional, packed; /* the memfd serves no more: count its pages once */
-	ms_pause_served(p, &provisional, &packed);
-	MS_PAUSE_COUNT(p, inflight_pages_provisional, provisional);
-	MS_PAUSE_COUNT(p, inflight_pages_packed, packed);
 	return NULL;
 }
 
 static void ms_pause_destroy(struct ms_pause *p)
 {
+	if (p->memfd) { /* held past a failure: release it, and count what it served */
+		ms_memfd_release(p->memfd);
+		if (p->thread_started)
+			ms_pause_count_served(p);
+	}
+	/* a pause that failed leaves nothing pinned; its memfd sources go too */
+	bool failed = p->stats.error != 0;
+	ms_pause_unpin(p, &p->prov_id, &p->prov_pinned, true);
+	ms_pause_unpin(p, &p->real_id, &p->real_pinned, failed);
 	if (p->identity) {
 		ms_memfd_identity_set_fallback(p->identity, NULL);
 		ms_source_unref(p->identity);
@@ -518,7 +604,8 @@ int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *pare
 			goto fail;
 		if (!(p->identity = ms_memfd_identity_source_new(p->memfd)))
 			goto fail;
-		if ((err = ms_pause_register(p, &p->prov_id, ms_source_ref(p->identity))) ||
+		if ((err = ms_pause_register(p, &p->prov_id, ms_source_ref(p->identity),
+					     &p->prov_pinned)) ||
 		    (err = ms_header_new_diff(p->parent_head->header, &p->prov_id, p->dirty,
 					      p->empty, MS_PAGE_SIZE, true, &prov)))
 			goto fail;

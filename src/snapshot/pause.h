@@ -32,7 +32,12 @@
  *     the provisional and the real sources are pinned in the diff store.
  *  5. Upload order: data, then snapfile, then the header; a failed upload
  *     leaves no header in the store (objects are atomic), and the local
- *     file keeps serving the deduped header.
+ *     file keeps serving the deduped header. The uploaded header carries the
+ *     builds entry of every ancestor it maps (from the parent's finalized
+ *     header, or the ancestor's own header in the store).
+ *  6. A pipeline that fails before its drain is done keeps the memory mapped,
+ *     serving the file (it is then the only copy of the new pages), until
+ *     ms_pause_free; a freed pause holds no pin in the diff store.
  *
  * Thread-safety: ms_pause_* may be called from any thread; the pipeline runs
  * on its own thread (and the swap on another), detached from the caller.

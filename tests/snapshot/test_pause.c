@@ -262,6 +262,75 @@ static void test_without_inflight(void **state)
 	ms_pause_free(pause);
 }
 
+/*
+ * A child paused while its parent's upload is still held back: the child's
+ * durable header came from the parent's deduped header, which has no builds
+ * entry for the parent yet. The child's uploaded header must carry the
+ * parent's entry (its frames: the parent went up as zstd), or a cold resume
+ * on another node cannot find the parent's data. Bug: the entry was missing.
+ */
+static void test_child_of_uploading_parent(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_future *parent_upload = ms_future_new(NULL);
+	test_compress = MS_COMPRESS_ZSTD;
+	struct ms_pause *a = start(f, true, NULL, parent_upload);
+	test_compress = MS_COMPRESS_NONE;
+	assert_int_equal(ms_pause_wait(a, MS_PAUSE_DRAINED, 30 * MS_NSEC_PER_SEC), 0);
+	/* the child's guest rewrote pages 400..449 */
+	uint8_t *child = malloc(PAGES * P);
+	memcpy(child, f->expect, PAGES * P);
+	struct ms_pageset *dirty = ms_pageset_new(), *empty = ms_pageset_new();
+	ms_pageset_add_range(dirty, 400, 450);
+	for (uint64_t p = 400; p < 450; p++)
+		memset(child + p * P, 0x5a ^ (int)p, P);
+	int fd = memfd_create("child", MFD_CLOEXEC);
+	assert_int_equal(ftruncate(fd, PAGES * P), 0);
+	assert_int_equal(pwrite(fd, child, PAGES * P, 0), (ssize_t)(PAGES * P));
+	struct ms_pause_config cfg = {.store = f->store,
+				      .diffs = f->diffs,
+				      .cache_dir = f->cache,
+				      .inflight = true,
+				      .dedup = MS_DEDUP_FULL,
+				      .compress = MS_COMPRESS_ZSTD,
+				      .parent_published = ms_pause_published(a)};
+	struct ms_pause *b;
+	assert_int_equal(ms_pause_start(&cfg, ms_pause_file(a), fd, dirty, empty, "b", 1, &b), 0);
+	assert_int_equal(ms_pause_wait(b, MS_PAUSE_DRAINED, 30 * MS_NSEC_PER_SEC), 0);
+	ms_future_set(parent_upload, NULL);
+	assert_int_equal(ms_pause_wait(b, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	struct ms_header *up;
+	assert_int_equal(ms_build_storage_load_header(f->fs, ms_pause_build_id(b),
+						      MS_ARTIFACT_MEMFILE_HEADER, &up),
+			 0);
+	assert_false(up->incomplete);
+	const struct ms_build_data *parent_entry = ms_header_build(up, ms_pause_build_id(a));
+	assert_non_null(parent_entry);
+	assert_non_null(parent_entry->frames);
+	assert_int_equal(parent_entry->frames->type, MS_COMPRESS_ZSTD);
+	/* cold, on another node: every byte of the child from the store */
+	char cold_dir[600];
+	snprintf(cold_dir, sizeof(cold_dir), "%s/cold-child", f->dir);
+	assert_int_equal(mkdir(cold_dir, 0700), 0);
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = cold_dir};
+	struct ms_diffstore *cold_diffs = ms_diffstore_new(&dcfg, &err);
+	struct ms_build_storage cold = {.store = f->fs,
+					.diffs = cold_diffs,
+					.cache_dir = cold_dir,
+					.data = MS_ARTIFACT_MEMFILE};
+	struct ms_layered *cold_file = ms_layered_new(up, ms_build_storage_resolve, &cold);
+	check_all(cold_file, child);
+	ms_layered_free(cold_file);
+	ms_diffstore_free(cold_diffs);
+	ms_pause_free(b);
+	ms_pause_free(a);
+	ms_future_unref(parent_upload);
+	ms_pageset_free(dirty);
+	ms_pageset_free(empty);
+	free(child);
+}
+
 /* Without in-flight serving, a pause is resumable only once the compare is done. */
 struct blocked_start {
 	struct fixture *f;
@@ -327,6 +396,10 @@ static void test_upload_failures(void **state)
 		/* locally the build still serves its deduped, drained data */
 		check_all(ms_pause_file(pause), f->expect);
 		ms_pause_free(pause);
+		/* and once freed it holds no pin in the diff store (it used to keep one) */
+		struct ms_diffstore_stats ds;
+		ms_diffstore_get_stats(f->diffs, &ds);
+		assert_int_equal(ds.pinned, 0);
 	}
 	ms_store_faulty_clear(f->store);
 }
@@ -586,7 +659,9 @@ static void late_swap(struct fixture *f, int64_t grace_ns)
 /*
  * Disk full during the drain (a 256 KiB tmpfs for the diff files; root, as the
  * suite runs): a clear error, the pause reported failed, no partial diff file
- * left, nothing in the store; until then the warm file served the memfd.
+ * left, nothing in the store; the warm file serves the memfd before the failure
+ * and after it, until the pause is freed (it used to be released at the failure,
+ * failing every read of the new pages); the free leaves no pin behind.
  */
 static void test_disk_full_during_drain(void **state)
 {
@@ -637,7 +712,14 @@ static void test_disk_full_during_drain(void **state)
 	assert_int_equal(ms_store_exists(f->fs, key, &data), 0);
 	assert_false(header);
 	assert_false(data);
+	/* the memory is the only copy now: it still serves the file */
+	check_all(ms_pause_file(pause), f->expect);
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.release, MS_PAUSE_RELEASE_PENDING);
 	ms_pause_free(pause);
+	struct ms_diffstore_stats ds;
+	ms_diffstore_get_stats(f->diffs, &ds);
+	assert_int_equal(ds.pinned, 0);
 	ms_future_unref(gate);
 	snprintf(cmd, sizeof(cmd), "umount %s", small);
 	assert_int_equal(system(cmd), 0);
@@ -662,6 +744,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_without_inflight_waits_for_compare, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_compressed_upload, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_child_of_uploading_parent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_upload_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_upload_retries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
