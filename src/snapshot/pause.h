@@ -19,7 +19,8 @@
  *     UPLOADING - data, snapfile, header; puts retried on transient errors
  *       v
  *     PUBLISHED - the finalized header swapped in (unconditional)
- *   any error -> FAILED: every unsettled stage fails with it; the memfd is released.
+ *   any error -> FAILED: every unsettled stage fails with it; memory not yet
+ *     drained stays mapped until ms_pause_free (invariant 6).
  *
  * Invariants (DESIGN.md §5):
  *  1. The parent is the parent file's DURABLE header, never a provisional one.
