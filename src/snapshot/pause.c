@@ -57,6 +57,8 @@ struct ms_pause {
 	bool swap_started;
 	pthread_mutex_t stats_lock;
 	struct ms_pause_stats stats; /* guarded by stats_lock */
+	enum ms_pause_state state;   /* guarded by stats_lock */
+	int64_t t_deduped;	     /* the deduped header was built (read by the swap thread) */
 	/* pipeline thread (then ms_pause_free): the pins this pause holds in the diff
 	 * store, and the memfd pages already summed into config.counters */
 	bool prov_pinned, real_pinned;
@@ -78,6 +80,13 @@ static void ms_pause_step_done(struct ms_pause *p, enum ms_pause_step step)
 	p->stats.step_ns[step] = now - p->t_step;
 	pthread_mutex_unlock(&p->stats_lock);
 	p->t_step = now;
+}
+
+static void ms_pause_set_state(struct ms_pause *p, enum ms_pause_state state)
+{
+	pthread_mutex_lock(&p->stats_lock);
+	p->state = state;
+	pthread_mutex_unlock(&p->stats_lock);
 }
 
 static bool ms_pause_transient(int err)
@@ -108,6 +117,9 @@ static int ms_pause_put(struct ms_pause *p, const char *key, int fd, const void 
 			return 0;
 		}
 		if (!ms_pause_transient(err) || !ms_backoff_next(&b, &delay)) {
+			pthread_mutex_lock(&p->stats_lock);
+			p->stats.upload_failures++;
+			pthread_mutex_unlock(&p->stats_lock);
 			MS_PAUSE_COUNT(p, upload_failures, 1);
 			ms_warn("snapshot", "put %s failed: %s%s", key, ms_strerror(err),
 				ms_pause_transient(err) ? " (no attempt left)" : " (not retried)");
@@ -130,6 +142,7 @@ static void ms_pause_fail(struct ms_pause *p, int err)
 	ms_err("snapshot", "pause of build %s failed: %s", id, ms_strerror(err));
 	pthread_mutex_lock(&p->stats_lock);
 	p->stats.error = err;
+	p->state = MS_PAUSE_STATE_FAILED;
 	pthread_mutex_unlock(&p->stats_lock);
 	MS_PAUSE_COUNT(p, failed, 1);
 	for (int s = 0; s < MS_PAUSE_STAGES; s++)
@@ -192,6 +205,7 @@ static void *ms_pause_swap_main(void *arg)
 	pthread_mutex_lock(&p->stats_lock);
 	p->stats.step_ns[MS_PAUSE_STEP_COMPARE] =
 	    now - p->t_start - p->stats.step_ns[MS_PAUSE_STEP_PROVISIONAL];
+	p->stats.step_ns[MS_PAUSE_STEP_SWAP] = now - p->t_deduped;
 	pthread_mutex_unlock(&p->stats_lock);
 	struct ms_header_ref *durable = p->durable;
 	p->durable = NULL;
@@ -205,6 +219,7 @@ static int ms_pause_compare(struct ms_pause *p)
 {
 	if (p->config.compare_gate)
 		ms_future_wait(p->config.compare_gate, NULL);
+	ms_pause_set_state(p, MS_PAUSE_STATE_DEDUPING);
 	int err = ms_dedup_compare(p->memfd, p->dirty, p->parent, p->config.dedup, &p->result);
 	if (err)
 		return err;
@@ -259,6 +274,7 @@ static int ms_pause_compare(struct ms_pause *p)
 		ms_memfd_identity_set_fallback(p->identity, p->deduped_view);
 		p->deduped = deduped;
 		p->durable = durable;
+		p->t_deduped = ms_clock_now_ns();
 		if ((err = pthread_create(&p->swap_thread, NULL, ms_pause_swap_main, p))) {
 			p->deduped = NULL;
 			p->durable = NULL;
@@ -303,6 +319,7 @@ static int ms_pause_drain(struct ms_pause *p)
 	if (err)
 		return err;
 	/* drain done; and the file left the provisional header, or the grace passed */
+	int64_t written = ms_clock_now_ns();
 	enum ms_pause_release cause = MS_PAUSE_RELEASE_NO_PROVISIONAL;
 	if (p->swap_started) {
 		int64_t grace = p->config.grace_ns > 0 ? p->config.grace_ns : 30 * MS_NSEC_PER_SEC;
@@ -325,6 +342,8 @@ static int ms_pause_drain(struct ms_pause *p)
 	ms_memfd_release(p->memfd);
 	pthread_mutex_lock(&p->stats_lock);
 	p->stats.release = cause;
+	p->stats.step_ns[MS_PAUSE_STEP_RELEASE] = ms_clock_now_ns() - written;
+	p->state = MS_PAUSE_STATE_UPLOADING; /* before DRAINED is signalled */
 	pthread_mutex_unlock(&p->stats_lock);
 	ms_pause_unpin(p, &p->prov_id, &p->prov_pinned, true);
 	ms_pause_step_done(p, MS_PAUSE_STEP_DRAIN);
@@ -512,6 +531,7 @@ static void *ms_pause_main(void *arg)
 		ms_pause_fail(p, err);
 	} else {
 		MS_PAUSE_COUNT(p, published, 1);
+		ms_pause_set_state(p, MS_PAUSE_STATE_PUBLISHED);
 		ms_future_set(p->stages[MS_PAUSE_PUBLISHED], NULL);
 	}
 	if (p->swap_started) {
@@ -676,6 +696,38 @@ void ms_pause_stats(struct ms_pause *pause, struct ms_pause_stats *out)
 	*out = pause->stats;
 	pthread_mutex_unlock(&pause->stats_lock);
 	ms_pause_served(pause, &out->inflight_pages_provisional, &out->inflight_pages_packed);
+}
+
+enum ms_pause_state ms_pause_state(struct ms_pause *pause, struct ms_pause_info *info)
+{
+	pthread_mutex_lock(&pause->stats_lock);
+	enum ms_pause_state state = pause->state;
+	struct ms_pause_stats st = pause->stats;
+	pthread_mutex_unlock(&pause->stats_lock);
+	if (info) {
+		*info = (struct ms_pause_info){
+		    .state = state,
+		    .error = st.error,
+		    .mem_bytes = ms_memfd_size(pause->memfd),
+		    .dirty_bytes = st.pages_dirty * MS_PAGE_SIZE,
+		    .zero_bytes = st.pages_zero * MS_PAGE_SIZE,
+		    .diff_bytes = st.pages_kept * MS_PAGE_SIZE,
+		    .upload_bytes = st.upload_bytes,
+		    .dedup_ratio =
+			st.pages_dirty ? (double)st.pages_kept / (double)st.pages_dirty : 0.0,
+		};
+	}
+	return state;
+}
+
+const char *ms_pause_state_name(enum ms_pause_state state)
+{
+	static const char *const names[] = {
+	    [MS_PAUSE_STATE_CAPTURING] = "capturing", [MS_PAUSE_STATE_DEDUPING] = "deduping",
+	    [MS_PAUSE_STATE_UPLOADING] = "uploading", [MS_PAUSE_STATE_PUBLISHED] = "published",
+	    [MS_PAUSE_STATE_FAILED] = "failed",
+	};
+	return (unsigned)state < sizeof(names) / sizeof(names[0]) ? names[state] : "unknown";
 }
 
 void ms_pause_free(struct ms_pause *pause)

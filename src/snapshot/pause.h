@@ -91,9 +91,14 @@ enum ms_pause_release {
 enum ms_pause_step {
 	MS_PAUSE_STEP_PROVISIONAL, /* start -> resumable (provisional header, or none) */
 	MS_PAUSE_STEP_COMPARE,	   /* compare, packed index, deduped header, swap */
-	MS_PAUSE_STEP_DRAIN,	   /* diff file written, memfd released */
+	MS_PAUSE_STEP_DRAIN,	   /* diff file written, memfd released (includes RELEASE) */
 	MS_PAUSE_STEP_UPLOAD,	   /* data, snapfile, header in the store */
 	MS_PAUSE_STEP_PUBLISH,	   /* finalized header swapped in */
+	/* finer views of the two above */
+	MS_PAUSE_STEP_SWAP,    /* deduped header built -> swap landed (stays 0 without
+				  the provisional header: there is no swap) */
+	MS_PAUSE_STEP_RELEASE, /* diff file written -> memfd released: the wait for the
+				  swap or the grace (stats.release says which) */
 	MS_PAUSE_STEPS,
 };
 
@@ -105,7 +110,28 @@ struct ms_pause_stats {
 	enum ms_pause_release release;
 	uint64_t inflight_pages_provisional; /* served from the memfd, by phase (so far) */
 	uint64_t inflight_pages_packed;
-	int error; /* the pipeline's error, 0 while fine */
+	int error;		  /* the pipeline's error, 0 while fine */
+	uint64_t upload_failures; /* puts given up on (not retryable, or no attempt left) */
+};
+
+/* Where a build stands, for "build show". */
+enum ms_pause_state {
+	MS_PAUSE_STATE_CAPTURING = 0, /* resumable; the compare has not begun (queued, stalled) */
+	MS_PAUSE_STATE_DEDUPING,      /* compare, swap, drain, memfd release */
+	MS_PAUSE_STATE_UPLOADING,     /* drained: data, snapfile, header going to the store */
+	MS_PAUSE_STATE_PUBLISHED,     /* in the store; the finalized header swapped in */
+	MS_PAUSE_STATE_FAILED,
+};
+
+struct ms_pause_info {
+	enum ms_pause_state state;
+	int error;	       /* FAILED: the pipeline's error */
+	uint64_t mem_bytes;    /* the guest memory's size */
+	uint64_t dirty_bytes;  /* pages compared x 4 KiB (0 until the compare is done) */
+	uint64_t zero_bytes;   /* pages mapped to nil x 4 KiB (0 until then) */
+	uint64_t diff_bytes;   /* pages kept x 4 KiB: the diff's size (0 until then) */
+	uint64_t upload_bytes; /* put into the store so far */
+	double dedup_ratio;    /* kept / compared: 1 = nothing dropped (0 until then) */
 };
 
 struct ms_pause_config {
@@ -170,6 +196,14 @@ void ms_pause_counts(struct ms_pause *pause, uint64_t *dirty, uint64_t *equal, u
 		     uint64_t *kept);
 /* A consistent copy of the pause's figures so far. */
 void ms_pause_stats(struct ms_pause *pause, struct ms_pause_stats *out);
+/*
+ * The build's state, and (info may be NULL) its sizes so far; never blocks.
+ * The state moves before the stage it leads to is signalled: after
+ * ms_pause_wait(DRAINED) it is UPLOADING or later.
+ */
+enum ms_pause_state ms_pause_state(struct ms_pause *pause, struct ms_pause_info *info);
+/* "capturing", "deduping", "uploading", "published", "failed". */
+const char *ms_pause_state_name(enum ms_pause_state state);
 /* Waits for the pipeline to end (published or failed), then frees. */
 void ms_pause_free(struct ms_pause *pause);
 

@@ -377,7 +377,12 @@ static void test_upload_failures(void **state)
 		struct ms_pause_stats st;
 		ms_pause_stats(pause, &st);
 		assert_int_equal(st.upload_retries, 0); /* a refusal is not tried again */
+		assert_int_equal(st.upload_failures, 1);
 		assert_int_equal(st.error, MS_EREMOTE);
+		struct ms_pause_info info;
+		assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_STATE_FAILED);
+		assert_int_equal(info.error, MS_EREMOTE);
+		assert_string_equal(ms_pause_state_name(info.state), "failed");
 		assert_int_equal(atomic_load(&test_counters.upload_failures), failures_before + 1);
 		char key[MS_ARTIFACT_KEY_MAX];
 		bool header, data, snap;
@@ -421,6 +426,7 @@ static void test_upload_retries(void **state)
 		struct ms_pause_stats st;
 		ms_pause_stats(pause, &st);
 		assert_int_equal(st.upload_retries, 1);
+		assert_int_equal(st.upload_failures, 0);
 		assert_int_equal(st.error, 0);
 		assert_int_equal(atomic_load(&test_counters.upload_retries), retries_before + 1);
 		assert_int_equal(atomic_load(&test_counters.published), published_before + 1);
@@ -598,6 +604,58 @@ static void wait_drained_file(struct fixture *f, struct ms_pause *pause)
 }
 
 /*
+ * The build's state for "build show", step by step, each step held by a gate:
+ * capturing (compare stalled), deduping (drained, the swap held), uploading
+ * (upload held), published; sizes and the dedup ratio from the compare.
+ */
+static void test_state(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_future *gates[3]; /* compare, swap, upload */
+	for (int g = 0; g < 3; g++)
+		gates[g] = ms_future_new(NULL);
+	struct ms_pause_config cfg = {.store = f->store,
+				      .diffs = f->diffs,
+				      .cache_dir = f->cache,
+				      .inflight = true,
+				      .dedup = MS_DEDUP_FULL,
+				      .compare_gate = gates[0],
+				      .swap_gate = gates[1],
+				      .upload_gate = gates[2]};
+	struct ms_pause *pause;
+	assert_int_equal(
+	    ms_pause_start(&cfg, f->parent, guest_memfd(f), f->dirty, f->empty, "s", 1, &pause), 0);
+	struct ms_pause_info info;
+	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_STATE_CAPTURING);
+	assert_int_equal(info.mem_bytes, PAGES * P);
+	assert_int_equal(info.dirty_bytes, 0); /* not compared yet */
+	assert_true(info.dedup_ratio == 0.0);
+	ms_future_set(gates[0], NULL);
+	wait_drained_file(f, pause); /* drained; the memory waits for the held swap */
+	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_STATE_DEDUPING);
+	assert_string_equal(ms_pause_state_name(info.state), "deduping");
+	assert_int_equal(info.dirty_bytes, 350 * P);
+	assert_int_equal(info.diff_bytes, 200 * P);
+	assert_true(info.dedup_ratio == 200.0 / 350.0);
+	ms_future_set(gates[1], NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 30 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_STATE_UPLOADING);
+	assert_int_equal(info.upload_bytes, 0);
+	ms_future_set(gates[2], NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_STATE_PUBLISHED);
+	assert_int_equal(info.error, 0);
+	assert_true(info.upload_bytes > 200 * P);
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.release, MS_PAUSE_RELEASE_SWAP);
+	assert_true(st.step_ns[MS_PAUSE_STEP_SWAP] > 0 && st.step_ns[MS_PAUSE_STEP_RELEASE] > 0);
+	ms_pause_free(pause);
+	for (int g = 0; g < 3; g++)
+		ms_future_unref(gates[g]);
+}
+
+/*
  * The swap lands after the drain (a slow header swap, a fast drain) while 8
  * readers read the file: the memory is held until the swap, no read fails, the
  * release says why. With a short grace and no swap coming, the grace releases
@@ -748,6 +806,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_upload_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_upload_retries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dedup_modes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_swap_after_drain, setup, teardown),
