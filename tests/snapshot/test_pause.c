@@ -9,6 +9,7 @@
 #include "build/storage.h"
 #include "header/serialize.h"
 #include "snapshot/pause.h"
+#include "snapshot/sched_metadata.h"
 #include "storage/faulty.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -783,6 +784,111 @@ static void test_disk_full_during_drain(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/*
+ * Scheduling metadata never blocks and never names the provisional build: asked
+ * while the compare is stalled (a blocking call would hang here, the gate is
+ * only opened after it returned), it is pending with no memory part, though the
+ * file's live header maps the dirty pages to the provisional id; once the
+ * deduped header is in, it lists the chain's builds and the new one, bytes each.
+ */
+static void test_sched_metadata_while_stalled(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_future *gate = ms_future_new(NULL);
+	struct ms_pause *pause = start(f, true, gate, NULL);
+	const ms_uuid *real = ms_pause_build_id(pause);
+	/* the provisional id: what maps page 200 in the live header now */
+	struct ms_header_ref *live = ms_layered_header(ms_pause_file(pause));
+	ms_uuid prov;
+	uint64_t in_build, left;
+	assert_int_equal(ms_header_lookup(live->header, 200 * P, &prov, &in_build, &left), 0);
+	ms_header_ref_unref(live);
+	assert_false(ms_uuid_eq(&prov, real));
+	for (int l = 0; l < MS_CHAIN_LAYERS; l++)
+		assert_false(ms_uuid_eq(&prov, &f->chain.ids[l]));
+	struct ms_sched_metadata m;
+	assert_int_equal(ms_sched_metadata_from_file(ms_pause_file(pause), real, &m), 0);
+	assert_true(ms_uuid_eq(&m.build_id, real));
+	assert_true(m.pending);
+	assert_int_equal(m.build_count, 0);
+	assert_null(m.builds);
+	ms_sched_metadata_fini(&m);
+	ms_future_set(gate, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 30 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_sched_metadata_from_file(ms_pause_file(pause), real, &m), 0);
+	assert_false(m.pending);
+	assert_int_equal(m.mem_bytes, PAGES * P);
+	uint64_t total = 0, real_bytes = 0;
+	for (size_t i = 0; i < m.build_count; i++) {
+		const ms_uuid *id = &m.builds[i].build_id;
+		assert_false(ms_uuid_eq(id, &prov));
+		bool known = ms_uuid_eq(id, real);
+		for (int l = 0; l < MS_CHAIN_LAYERS; l++)
+			known = known || ms_uuid_eq(id, &f->chain.ids[l]);
+		assert_true(known);
+		if (i)
+			assert_true(ms_uuid_cmp(&m.builds[i - 1].build_id, id) < 0);
+		if (ms_uuid_eq(id, real))
+			real_bytes = m.builds[i].bytes;
+		total += m.builds[i].bytes;
+	}
+	assert_int_equal(real_bytes, 200 * P); /* the kept pages */
+	assert_true(total <= PAGES * P);       /* nil pages belong to nobody */
+	ms_sched_metadata_fini(&m);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	ms_pause_free(pause);
+	ms_future_unref(gate);
+}
+
+/*
+ * Over 128 builds (e2b's cap): the base and the build itself stay although
+ * they map nothing, then the heaviest; the rest are counted; sorted by id.
+ */
+static void test_sched_metadata_cap(void **state)
+{
+	(void)state;
+	enum { BUILDS = 200 };
+	ms_uuid base = MS_UUID_NIL, self = MS_UUID_NIL;
+	base.bytes[0] = 0xee; /* ids sort after every mapped one */
+	self.bytes[0] = 0xef;
+	uint64_t size = 0;
+	for (int i = 0; i < BUILDS; i++)
+		size += (uint64_t)(i + 1) * P;
+	struct ms_header *h = ms_header_new_base(&base, MS_HEADER_V4, P, size, false);
+	assert_non_null(h);
+	ms_mappings_fini(&h->mappings);
+	uint64_t off = 0;
+	for (int i = 0; i < BUILDS; i++) { /* build i maps (i + 1) pages */
+		struct ms_mapping m = {.offset = off, .length = (uint64_t)(i + 1) * P};
+		m.build_id.bytes[15] = (uint8_t)(i + 1);
+		m.build_id.bytes[14] = (uint8_t)((i + 1) >> 8);
+		assert_int_equal(ms_mappings_push(&h->mappings, &m), 0);
+		off += m.length;
+	}
+	struct ms_sched_metadata md;
+	assert_int_equal(ms_sched_metadata_from_header(h, &self, &md), 0);
+	assert_false(md.pending);
+	assert_int_equal(md.build_count, MS_SCHED_METADATA_MAX);
+	assert_int_equal(md.dropped_builds, BUILDS + 2 - MS_SCHED_METADATA_MAX);
+	/* the 126 heaviest (builds 75..200 by their last bytes), then base and self */
+	for (size_t j = 0; j < md.build_count; j++) {
+		const struct ms_sched_build *b = &md.builds[j];
+		if (j + 2 < md.build_count) {
+			unsigned n =
+			    (unsigned)b->build_id.bytes[15] | (unsigned)b->build_id.bytes[14] << 8;
+			assert_int_equal(n, BUILDS - MS_SCHED_METADATA_MAX + 3 + j);
+			assert_int_equal(b->bytes, (uint64_t)n * P);
+		}
+		if (j)
+			assert_true(ms_uuid_cmp(&md.builds[j - 1].build_id, &b->build_id) < 0);
+	}
+	assert_true(ms_uuid_eq(&md.builds[md.build_count - 2].build_id, &base));
+	assert_true(ms_uuid_eq(&md.builds[md.build_count - 1].build_id, &self));
+	assert_int_equal(md.builds[md.build_count - 1].bytes, 0);
+	ms_sched_metadata_fini(&md);
+	ms_header_free(h);
+}
+
 static void test_swap_after_drain(void **state)
 {
 	late_swap(*state, 0);
@@ -807,6 +913,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_upload_retries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_state, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sched_metadata_while_stalled, setup, teardown),
+	    cmocka_unit_test(test_sched_metadata_cap),
 	    cmocka_unit_test_setup_teardown(test_dedup_modes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_swap_after_drain, setup, teardown),
