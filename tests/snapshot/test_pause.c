@@ -533,6 +533,84 @@ static void test_dedup_modes(void **state)
 	ms_diffstore_free(cold_diffs);
 }
 
+/*
+ * Best effort over a parent partly held locally (a warm read of a few of its
+ * pages, fetched in whole chunks): every page the parent holds locally is
+ * compared (the guest rewrote all of memory unchanged: equal, dropped), every
+ * other non-zero page is kept, and the compare fetches nothing (the store's
+ * reads counted through the faulty wrapper). Mixed batches take the page by
+ * page path of the compare.
+ */
+static void test_best_effort_partly_cached(void **state)
+{
+	struct fixture *f = *state;
+	char cold_cache[600];
+	snprintf(cold_cache, sizeof(cold_cache), "%s/partly", f->dir);
+	assert_int_equal(mkdir(cold_cache, 0700), 0);
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = cold_cache};
+	struct ms_diffstore *cold_diffs = ms_diffstore_new(&dcfg, &err);
+	struct ms_build_storage bs = {.store = f->store,
+				      .diffs = cold_diffs,
+				      .cache_dir = cold_cache,
+				      .data = MS_ARTIFACT_MEMFILE};
+	struct ms_header *top;
+	assert_int_equal(ms_build_storage_load_header(f->fs, &f->chain.ids[MS_CHAIN_LAYERS - 1],
+						      MS_ARTIFACT_MEMFILE_HEADER, &top),
+			 0);
+	struct ms_layered *parent = ms_layered_new(top, ms_build_storage_resolve, &bs);
+	uint8_t warm[16 * P];
+	assert_int_equal(ms_layered_read(parent, warm, 300 * P, sizeof(warm)), 0);
+	/* the guest: the parent's memory as it is, every page written */
+	uint8_t *image = ms_test_chain_image(&f->chain);
+	struct ms_pageset *dirty = ms_pageset_new(), *empty = ms_pageset_new();
+	ms_pageset_add_range(dirty, 0, PAGES);
+	uint64_t want_equal = 0, want_zero = 0, want_kept = 0;
+	static const uint8_t zero_page[P];
+	for (uint64_t p = 0; p < PAGES; p++) {
+		if (memcmp(image + p * P, zero_page, P) == 0)
+			want_zero++;
+		else if (ms_layered_is_cached(parent, p * P, P))
+			want_equal++;
+		else
+			want_kept++;
+	}
+	assert_true(want_equal >= 16 && want_kept > 0); /* a mixed parent, or no test */
+	int fd = memfd_create("guest", MFD_CLOEXEC);
+	assert_int_equal(ftruncate(fd, PAGES * P), 0);
+	assert_int_equal(pwrite(fd, image, PAGES * P, 0), (ssize_t)(PAGES * P));
+	struct ms_pause_config cfg = {.store = f->store,
+				      .diffs = f->diffs,
+				      .cache_dir = f->cache,
+				      .inflight = true,
+				      .dedup = MS_DEDUP_BEST_EFFORT};
+	unsigned reads = ms_store_faulty_calls(f->store, MS_FAULTY_READ);
+	struct ms_pause *pause;
+	assert_int_equal(ms_pause_start(&cfg, parent, fd, dirty, empty, "s", 1, &pause), 0);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 30 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_store_faulty_calls(f->store, MS_FAULTY_READ), reads);
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.pages_dirty, PAGES);
+	assert_int_equal(st.pages_equal, want_equal);
+	assert_int_equal(st.pages_zero, want_zero);
+	assert_int_equal(st.pages_kept, want_kept);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	struct ms_header *h;
+	assert_int_equal(ms_build_storage_load_header(f->fs, ms_pause_build_id(pause),
+						      MS_ARTIFACT_MEMFILE_HEADER, &h),
+			 0);
+	struct ms_layered *cold = ms_layered_new(h, ms_build_storage_resolve, &f->parent_storage);
+	check_all(cold, image);
+	ms_layered_free(cold);
+	ms_pause_free(pause);
+	ms_layered_free(parent);
+	ms_diffstore_free(cold_diffs);
+	ms_pageset_free(dirty);
+	ms_pageset_free(empty);
+	free(image);
+}
+
 /* Every step is timed and the compare's figures agree with ms_pause_counts. */
 static void test_stats(void **state)
 {
@@ -933,6 +1011,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sched_metadata_while_stalled, setup, teardown),
 	    cmocka_unit_test(test_sched_metadata_cap),
 	    cmocka_unit_test_setup_teardown(test_dedup_modes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_best_effort_partly_cached, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_swap_after_drain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_grace_without_swap, setup, teardown),
