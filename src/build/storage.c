@@ -122,6 +122,13 @@ out:
 	return err;
 }
 
+int ms_build_storage_open(struct ms_build_storage *bs, const ms_uuid *build_id,
+			  const struct ms_header *header, struct ms_source **out)
+{
+	struct ms_build_create c = {bs, build_id, header};
+	return ms_build_create_source(NULL, &c, out);
+}
+
 int ms_build_storage_resolve(void *ctx, const ms_uuid *build_id, const struct ms_header *header,
 			     struct ms_source **out)
 {

@@ -42,6 +42,14 @@ int ms_build_storage_key(const struct ms_build_storage *bs, const ms_uuid *build
 /* Loads and parses "{build_id}/{artifact}" (a header artifact) from store. */
 int ms_build_storage_load_header(struct ms_store *store, const ms_uuid *build_id,
 				 enum ms_artifact artifact, struct ms_header **out);
+/*
+ * Opens build_id's data as a chunked source of its own, outside the diff store
+ * (for a source that wraps the store and is itself the diff store entry, e.g.
+ * peer/'s routing source); sized and framed as resolve does, from header's
+ * builds entry. 0 with *out (one reference), or an error.
+ */
+int ms_build_storage_open(struct ms_build_storage *bs, const ms_uuid *build_id,
+			  const struct ms_header *header, struct ms_source **out);
 /* ms_layered_resolve_fn over a struct ms_build_storage. */
 int ms_build_storage_resolve(void *ctx, const ms_uuid *build_id, const struct ms_header *header,
 			     struct ms_source **out);
