@@ -86,7 +86,8 @@ struct ms_pageserver_options {
 				  0 = one page */
 	int accept_timeout_ms; /* connection to complete handshake; 0 = 10000 */
 	int spin_us;	       /* after serving faults, busy-poll this long before sleeping (saves a
-				  cross-CPU wakeup per fault); 0 = 50, < 0 = never */
+				  cross-CPU wakeup per fault), yielding the CPU between polls;
+				  0 = 50, < 0 = never */
 	ms_uffd_session_event_fn on_session_event; /* optional */
 	void *event_arg;
 };

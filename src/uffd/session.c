@@ -62,6 +62,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -1125,8 +1126,14 @@ static void *uffd_event_main(void *arg)
 			uffd_session_fail(s, -errno, "poll");
 			break;
 		}
-		if (rc == 0 && timeout == 0)
+		/* An empty poll while spinning gives the CPU to whatever else may run on it,
+		 * most likely the vCPU this thread just woke when both share a CPU: spinning
+		 * in its way would cost it the rest of the window or a scheduler tick. On a
+		 * CPU of its own, sched_yield() returns at once and the spin goes on. */
+		if (rc == 0 && timeout == 0) {
+			sched_yield();
 			continue;
+		}
 		if (pfd[1].revents)
 			break;
 		if (pfd[3].revents & (POLLIN | POLLHUP | POLLERR)) {

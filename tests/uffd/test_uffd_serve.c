@@ -8,6 +8,7 @@
 #include "util/err.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -344,6 +345,56 @@ static void test_two_sessions(void **state)
 	free(path);
 }
 
+/*
+ * The busy-poll after a fault (spin_us) must not hold a CPU the faulting process needs.
+ * Every thread here is SCHED_FIFO at one priority on one CPU, where nothing preempts a
+ * running thread for another of its priority: the child can only run when the event
+ * thread blocks or yields. The spin window (10 s) outlasts the command's timeout (5 s),
+ * so the child's 64 faults complete only if the spinning thread yields between polls;
+ * before it did, the child stalled after its first fault until the window ran out.
+ */
+static void test_spin_yields_cpu(void **state)
+{
+	(void)state;
+	struct sched_param rt = {.sched_priority = 1}, other = {.sched_priority = 0};
+	cpu_set_t one, all;
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu(), &one);
+	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
+	if (sched_setscheduler(0, SCHED_FIFO, &rt)) {
+		printf("SKIP: SCHED_FIFO unavailable: %s\n", strerror(errno));
+		skip();
+	}
+	/* the child (forked next) and the server's threads inherit both */
+	assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+	struct fixture f;
+	struct ms_pageserver_options opts = {.workers = 1, .spin_us = 10 * 1000 * 1000};
+	struct fc_child_cfg cfg = {.regions = 1, .wp = true};
+	if (fixture_start(&f, 1 * MiB, 4096, &opts, cfg, true, false)) {
+		int64_t bad = fc_child_cmd(&f.child, FC_READ_CHECK, 0, 64 * 4096, 0, 5000);
+		/* back to normal before asserting: a failed assertion leaves the test */
+		sched_setscheduler(0, SCHED_OTHER, &other);
+		sched_setaffinity(0, sizeof(all), &all);
+		if (bad != 0) {
+			/* the child holds its own uffd: kill it, or it waits on its fault forever
+			 */
+			fc_child_kill(&f.child);
+			ms_uffd_session_unref(f.session);
+			ms_pageserver_free(f.srv);
+			test_source_fini(&f.src);
+			ms_test_rmtree(f.dir);
+			free(f.dir);
+			free(f.path);
+			fail_msg("the child stalled behind the spinning event thread (%lld)",
+				 (long long)bad);
+		}
+		assert_int_equal(M(&f, faults_read), 64);
+		fixture_stop(&f);
+	}
+	sched_setscheduler(0, SCHED_OTHER, &other);
+	sched_setaffinity(0, sizeof(all), &all);
+}
+
 int main(void)
 {
 	if (!test_uffd_available())
@@ -352,7 +403,7 @@ int main(void)
 	    cmocka_unit_test(test_anon_wp_exact),     cmocka_unit_test(test_anon_write_faults),
 	    cmocka_unit_test(test_anon_nowp_batched), cmocka_unit_test(test_shmem_memfd),
 	    cmocka_unit_test(test_hugetlb),	      cmocka_unit_test(test_prefault),
-	    cmocka_unit_test(test_two_sessions),
+	    cmocka_unit_test(test_two_sessions),      cmocka_unit_test(test_spin_yields_cpu),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
