@@ -423,14 +423,17 @@ static int ms_pause_fill_ancestors(struct ms_pause *p, struct ms_header *final)
 	return err;
 }
 
-/* Data first, then the snapfile, then the header (DESIGN.md §5.7). */
+/*
+ * Data first, then the snapfile, then the header (DESIGN.md §5.7); only the
+ * header waits for the parent to be published (its ancestors were before it):
+ * the data goes up meanwhile. If the parent never makes it, the data stays in
+ * the store unreferenced - no header names it - and this pause fails.
+ */
 static int ms_pause_upload(struct ms_pause *p)
 {
 	if (p->config.upload_gate)
 		ms_future_wait(p->config.upload_gate, NULL);
 	int err;
-	if (p->config.parent_published && (err = ms_future_wait(p->config.parent_published, NULL)))
-		return err; /* an ancestor that never reached the store: no child header */
 	char key[MS_ARTIFACT_KEY_MAX];
 	int fd = open(p->diff_path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -458,6 +461,9 @@ static int ms_pause_upload(struct ms_pause *p)
 	void *value;
 	struct ms_header *final = NULL;
 	if (!(err = ms_pause_put(p, key, -1, p->snapfile, p->snapfile_len)) &&
+	    /* an ancestor that never reached the store: no child header */
+	    !(err = p->config.parent_published ? ms_future_wait(p->config.parent_published, NULL)
+					       : 0) &&
 	    !(err = ms_future_wait(p->stages[MS_PAUSE_COMPARED], &value)) &&
 	    !(final = ms_header_copy(((struct ms_header_ref *)value)->header)))
 		err = -ENOMEM;

@@ -280,6 +280,45 @@ static void test_without_inflight(void **state)
 	ms_future_unref(never);
 }
 
+/* Waits (bounded) until the store holds artifact of build id. */
+static void wait_object(struct fixture *f, const ms_uuid *id, enum ms_artifact artifact,
+			enum ms_compression type)
+{
+	char key[MS_ARTIFACT_KEY_MAX];
+	ms_artifact_key(key, sizeof(key), id, artifact, type);
+	bool there = false;
+	for (int i = 0; i < 5000 && !there; i++) {
+		assert_int_equal(ms_store_exists(f->fs, key, &there), 0);
+		if (!there)
+			usleep(1000);
+	}
+	assert_true(there);
+}
+
+static bool has_object(struct fixture *f, const ms_uuid *id, enum ms_artifact artifact)
+{
+	char key[MS_ARTIFACT_KEY_MAX];
+	bool there;
+	ms_artifact_key(key, sizeof(key), id, artifact, MS_COMPRESS_NONE);
+	assert_int_equal(ms_store_exists(f->fs, key, &there), 0);
+	return there;
+}
+
+/* A child's guest: the fixture's memory with pages 400..449 rewritten. */
+static int child_memfd(struct fixture *f, uint8_t **image, struct ms_pageset **dirty)
+{
+	*image = malloc(PAGES * P);
+	memcpy(*image, f->expect, PAGES * P);
+	*dirty = ms_pageset_new();
+	ms_pageset_add_range(*dirty, 400, 450);
+	for (uint64_t p = 400; p < 450; p++)
+		memset(*image + p * P, 0x5a ^ (int)p, P);
+	int fd = memfd_create("child", MFD_CLOEXEC);
+	assert_int_equal(ftruncate(fd, PAGES * P), 0);
+	assert_int_equal(pwrite(fd, *image, PAGES * P, 0), (ssize_t)(PAGES * P));
+	return fd;
+}
+
 /*
  * A child paused while its parent's upload is still held back: the child's
  * durable header came from the parent's deduped header, which has no builds
@@ -295,16 +334,9 @@ static void test_child_of_uploading_parent(void **state)
 	struct ms_pause *a = start(f, true, NULL, parent_upload);
 	test_compress = MS_COMPRESS_NONE;
 	assert_int_equal(ms_pause_wait(a, MS_PAUSE_DRAINED, 30 * MS_NSEC_PER_SEC), 0);
-	/* the child's guest rewrote pages 400..449 */
-	uint8_t *child = malloc(PAGES * P);
-	memcpy(child, f->expect, PAGES * P);
-	struct ms_pageset *dirty = ms_pageset_new(), *empty = ms_pageset_new();
-	ms_pageset_add_range(dirty, 400, 450);
-	for (uint64_t p = 400; p < 450; p++)
-		memset(child + p * P, 0x5a ^ (int)p, P);
-	int fd = memfd_create("child", MFD_CLOEXEC);
-	assert_int_equal(ftruncate(fd, PAGES * P), 0);
-	assert_int_equal(pwrite(fd, child, PAGES * P, 0), (ssize_t)(PAGES * P));
+	uint8_t *child;
+	struct ms_pageset *dirty, *empty = ms_pageset_new();
+	int fd = child_memfd(f, &child, &dirty);
 	struct ms_pause_config cfg = {.store = f->store,
 				      .diffs = f->diffs,
 				      .cache_dir = f->cache,
@@ -314,7 +346,11 @@ static void test_child_of_uploading_parent(void **state)
 				      .parent_published = ms_pause_published(a)};
 	struct ms_pause *b;
 	assert_int_equal(ms_pause_start(&cfg, ms_pause_file(a), fd, dirty, empty, "b", 1, &b), 0);
-	assert_int_equal(ms_pause_wait(b, MS_PAUSE_DRAINED, 30 * MS_NSEC_PER_SEC), 0);
+	/* the child's data goes up while the parent's upload is held; its header waits */
+	wait_object(f, ms_pause_build_id(b), MS_ARTIFACT_SNAPFILE, MS_COMPRESS_NONE);
+	wait_object(f, ms_pause_build_id(b), MS_ARTIFACT_MEMFILE, MS_COMPRESS_ZSTD);
+	assert_int_equal(ms_pause_wait(b, MS_PAUSE_PUBLISHED, 0), -ETIMEDOUT);
+	assert_false(has_object(f, ms_pause_build_id(b), MS_ARTIFACT_MEMFILE_HEADER));
 	ms_future_set(parent_upload, NULL);
 	assert_int_equal(ms_pause_wait(b, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
 	struct ms_header *up;
@@ -344,6 +380,48 @@ static void test_child_of_uploading_parent(void **state)
 	ms_pause_free(b);
 	ms_pause_free(a);
 	ms_future_unref(parent_upload);
+	ms_pageset_free(dirty);
+	ms_pageset_free(empty);
+	free(child);
+}
+
+/*
+ * The parent's upload is refused: the child fails with the parent's error and
+ * no header of the child ever reaches the store (its data may: nothing names
+ * it); locally the child still reads exactly.
+ */
+static void test_child_of_failed_parent(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_future *parent_upload = ms_future_new(NULL), *child_upload = ms_future_new(NULL);
+	struct ms_pause *a = start(f, true, NULL, parent_upload);
+	assert_int_equal(ms_pause_wait(a, MS_PAUSE_DRAINED, 30 * MS_NSEC_PER_SEC), 0);
+	uint8_t *child;
+	struct ms_pageset *dirty, *empty = ms_pageset_new();
+	int fd = child_memfd(f, &child, &dirty);
+	struct ms_pause_config cfg = {.store = f->store,
+				      .diffs = f->diffs,
+				      .cache_dir = f->cache,
+				      .inflight = true,
+				      .dedup = MS_DEDUP_FULL,
+				      .upload_gate = child_upload,
+				      .parent_published = ms_pause_published(a)};
+	struct ms_pause *b;
+	assert_int_equal(ms_pause_start(&cfg, ms_pause_file(a), fd, dirty, empty, "b", 1, &b), 0);
+	ms_store_faulty_inject(f->store, MS_FAULTY_PUT, 1, MS_FAULTY_FAIL, -EACCES, 0);
+	ms_future_set(parent_upload, NULL);
+	assert_int_equal(ms_pause_wait(a, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), -EACCES);
+	ms_future_set(child_upload, NULL);
+	assert_int_equal(ms_pause_wait(b, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), -EACCES);
+	assert_int_equal(ms_pause_state(b, NULL), MS_PAUSE_STATE_FAILED);
+	assert_false(has_object(f, ms_pause_build_id(a), MS_ARTIFACT_MEMFILE_HEADER));
+	assert_false(has_object(f, ms_pause_build_id(b), MS_ARTIFACT_MEMFILE_HEADER));
+	check_all(ms_pause_file(b), child);
+	ms_pause_free(b);
+	ms_pause_free(a);
+	ms_store_faulty_clear(f->store);
+	ms_future_unref(parent_upload);
+	ms_future_unref(child_upload);
 	ms_pageset_free(dirty);
 	ms_pageset_free(empty);
 	free(child);
@@ -1004,6 +1082,7 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_compressed_upload, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_child_of_uploading_parent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_child_of_failed_parent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_upload_failures, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_upload_retries, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
