@@ -142,7 +142,11 @@ struct ms_pause_config {
 	enum ms_dedup_mode dedup;     /* default: best effort (dedup.h) */
 	uint64_t header_version;      /* 0: the parent's version */
 	enum ms_compression compress; /* upload the diff as zstd/lz4 frames (default: none) */
-	/* settled when the parent build's upload finished (NULL: it is in the store) */
+	/*
+	 * Settled when the parent build's upload finished (NULL: it is in the store).
+	 * Only this pause's header waits for it; a parent's own header waited for its
+	 * parent, so one future orders the whole chain. Borrowed, like parent.
+	 */
 	struct ms_future *parent_published;
 	/* tests: the compare waits for this future before it starts (may be NULL) */
 	struct ms_future *compare_gate;
