@@ -1,0 +1,181 @@
+/*
+ * client.h - the reading side of peer transfer (issue 7, research/e2b.md §5):
+ * an HTTP client of peer/server.h, a plain peer source, a routing source that
+ * moves a build from its peer to the object store, and a layered-file
+ * resolver that picks between them.
+ *
+ * Routing source states (one per build and file; never goes back):
+ *
+ *   PEER ──use_storage answer, or the peer unreachable after its retries──▶ STORAGE
+ *    │ └─ not_available (a miss) ─▶ this read from the store when the build's
+ *    │                               header is there; PEER stays
+ *    └─ available ─▶ bytes from the peer
+ *
+ * Invariants:
+ *  1. A read never fails because the peer died: every peer failure falls back
+ *     to the store; while the build is not in the store yet (its upload still
+ *     running) the read waits for it with backoff, up to storage_wait_ns.
+ *  2. Once in STORAGE, no request goes to the peer again. The store side is
+ *     opened from the build's own header in the store (ms_build_storage_load_header):
+ *     it may be compressed now; offsets stay those of the uncompressed packed
+ *     space, so a read planned on the peer's header reads the same bytes.
+ *  3. "In the store" means the build's header object exists: uploads put the
+ *     data first, the header last (DESIGN.md §5.7), so the data is complete.
+ *  4. The routing source's storage side is a chunker of its own, not a diff
+ *     store entry: the routing source itself is the entry "{id}/{file}".
+ *
+ * Thread-safety: every function may be called from any thread. A client is
+ * refcounted; its curl handles are pooled under its lock.
+ */
+#ifndef MS_PEER_CLIENT_H
+#define MS_PEER_CLIENT_H
+
+#include "build/storage.h"
+#include "cache/source.h"
+#include "header/header.h"
+#include "peer/proto.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MS_PEER_PIECE_DEFAULT (4u << 20)
+
+struct ms_peer_client_config {
+	const char *address;	    /* "ADDR:PORT" of the peer server; required (copied) */
+	const char *token;	    /* bearer token; required (copied) */
+	int64_t connect_timeout_ms; /* 0: 1000 */
+	int64_t timeout_ms;	    /* one request; 0: 40000 (a header waits for the durable one) */
+	unsigned attempts;	    /* tries per request on transport failures; 0: 3 */
+	int64_t retry_initial_ns;   /* 0: 50 ms, doubling to 500 ms */
+	uint32_t piece;		    /* bytes per data request; 0: 4 MiB (<= MS_PEER_RANGE_MAX) */
+};
+
+/* One answer: any status. body is malloc'd (NULL when empty); ms_peer_answer_fini frees it. */
+struct ms_peer_answer {
+	enum ms_peer_status status;
+	unsigned http;
+	void *body;
+	size_t len;
+	bool incomplete;    /* X-Memsnap-Incomplete: 1 */
+	bool has_data_size; /* X-Memsnap-Data-Size was given */
+	uint64_t data_size;
+};
+
+struct ms_peer_client;
+
+/* NULL on error with *err set (-EINVAL, -ENOMEM). One reference. */
+struct ms_peer_client *ms_peer_client_new(const struct ms_peer_client_config *config, int *err);
+struct ms_peer_client *ms_peer_client_ref(struct ms_peer_client *client);
+/* NULL is ignored. */
+void ms_peer_client_unref(struct ms_peer_client *client);
+const char *ms_peer_client_address(const struct ms_peer_client *client);
+
+/*
+ * One request, retried on transport failures. 0 with *answer (whatever its
+ * status), or, after the attempts: -ECONNREFUSED, -ETIMEDOUT, -EIO, MS_EPROTO
+ * (no valid status header, or a data answer of the wrong length).
+ */
+int ms_peer_client_get(struct ms_peer_client *client, const struct ms_peer_request *req,
+		       struct ms_peer_answer *answer);
+void ms_peer_answer_fini(struct ms_peer_answer *answer);
+
+/*
+ * The build's durable header from the peer. 0 with *status; when available,
+ * *out (parsed and validated; incomplete while its upload runs). Transport
+ * errors as ms_peer_client_get; MS_ECORRUPT for bytes that do not parse.
+ */
+int ms_peer_client_header(struct ms_peer_client *client, const ms_uuid *build_id,
+			  enum ms_peer_file file, enum ms_peer_status *status,
+			  struct ms_header **out);
+/* The status endpoint: 0 with *status; when available, the file's data size. */
+int ms_peer_client_status(struct ms_peer_client *client, const ms_uuid *build_id,
+			  enum ms_peer_file file, enum ms_peer_status *status, uint64_t *data_size);
+/*
+ * Reads [off, off + len) of the build's data (of data_size bytes) from the peer,
+ * in block-aligned pieces. 0 with *status (dst filled only when available).
+ */
+int ms_peer_client_read(struct ms_peer_client *client, const ms_uuid *build_id,
+			enum ms_peer_file file, uint64_t data_size, void *dst, uint64_t off,
+			size_t len, enum ms_peer_status *status);
+
+/*
+ * A source over a build's data on one peer (a reference on client is taken).
+ * Reads: 0, MS_ENOTFOUND for a not_available or use_storage answer (see
+ * ms_peer_source_status), or the transport error. NULL on -ENOMEM.
+ */
+struct ms_source *ms_peer_source_new(struct ms_peer_client *client, const ms_uuid *build_id,
+				     enum ms_peer_file file, uint64_t size);
+/* The status of the last answer this source got (available before any). */
+enum ms_peer_status ms_peer_source_status(struct ms_source *src);
+
+/* ---- routing ---- */
+
+/* Called once when a routing source has moved to the store; header: the build's own
+ * header from the store, ownership passed (swap it in, or free it). */
+typedef void (*ms_peer_on_storage_fn)(void *ctx, const ms_uuid *build_id, struct ms_header *header);
+
+struct ms_peer_routing_config {
+	struct ms_peer_client *client;	  /* a reference is taken; required */
+	struct ms_build_storage *storage; /* borrowed: store, cache dir, which file */
+	ms_uuid build_id;
+	uint64_t size;			  /* the build's data size (ms_peer_client_status) */
+	int64_t storage_wait_ns;	  /* 0: 60 s */
+	ms_peer_on_storage_fn on_storage; /* may be NULL */
+	void *ctx;
+};
+
+struct ms_peer_routing_stats {
+	uint64_t peer_reads;	/* reads served by the peer */
+	uint64_t storage_reads; /* reads served by the store */
+	uint64_t misses;	/* not_available answers (then the store) */
+	uint64_t peer_failures; /* peer unreachable after its retries */
+	uint64_t waits;		/* backoffs waiting for the store to have the build */
+	bool on_storage;
+	bool moved_by_use_storage; /* STORAGE because of a use_storage answer */
+};
+
+/* NULL on error with *err set (-EINVAL, -ENOMEM). */
+struct ms_source *ms_peer_routing_new(const struct ms_peer_routing_config *config, int *err);
+bool ms_peer_routing_is_routing(const struct ms_source *src);
+void ms_peer_routing_get_stats(struct ms_source *src, struct ms_peer_routing_stats *out);
+
+/* ---- the resolver: which source a build's reads go to ---- */
+
+struct ms_peer_resolver_config {
+	struct ms_build_storage
+	    *storage;			 /* borrowed: the shared store and this node's diff store */
+	const char *token;		 /* for every peer (copied) */
+	const char *self_address;	 /* this node's peer address: never asked (may be NULL) */
+	const char *const *static_peers; /* asked in order when the registry has no entry */
+	size_t static_peer_count;
+	struct ms_peer_client_config client; /* timeouts; address and token ignored */
+	int64_t storage_wait_ns;	     /* routing sources; 0: 60 s */
+	ms_peer_on_storage_fn on_storage;    /* given to every routing source; may be NULL */
+	void *ctx;
+};
+
+struct ms_peer_resolver;
+
+/* NULL on error with *err set. */
+struct ms_peer_resolver *ms_peer_resolver_new(const struct ms_peer_resolver_config *config,
+					      int *err);
+/* No source it made may be read any more (they hold the storage config). */
+void ms_peer_resolver_free(struct ms_peer_resolver *resolver);
+
+/*
+ * ms_layered_resolve_fn: the diff store entry "{id}/{file}", created as a
+ * routing source when a live peer has the build and it is not uploaded (the
+ * registry, then the static list), else as the store's chunked source.
+ */
+int ms_peer_resolve(void *ctx, const ms_uuid *build_id, const struct ms_header *header,
+		    struct ms_source **out);
+
+/*
+ * A build's header for a resume on this node: from a live peer that holds it
+ * (durable, maybe incomplete; *from_peer true), else from the store.
+ */
+int ms_peer_resolver_load_header(struct ms_peer_resolver *resolver, const ms_uuid *build_id,
+				 enum ms_peer_file file, struct ms_header **out, bool *from_peer);
+
+#endif

@@ -1,0 +1,459 @@
+/*
+ * routing.c - the routing source and the peer resolver (client.h).
+ *
+ * A routing source reads one build's data from its peer until the build
+ * moves to the store, then from a chunked source over the store, for good.
+ * The store side is opened lazily from the build's own header in the store,
+ * once, under lock; it is opened on a miss too (a peer that does not hold
+ * the build), but only a use_storage answer or a dead peer moves the state.
+ */
+#include "peer/client.h"
+#include "peer/registry.h"
+#include "util/backoff.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MS_MOD			     "peer"
+#define MS_PEER_STORAGE_WAIT_DEFAULT (60LL * MS_NSEC_PER_SEC)
+
+struct ms_peer_routing {
+	struct ms_source base;
+	struct ms_peer_client *client; /* immutable */
+	struct ms_build_storage *storage;
+	ms_uuid build_id;
+	enum ms_peer_file file;
+	int64_t storage_wait_ns;
+	ms_peer_on_storage_fn on_storage;
+	void *ctx;
+	atomic_bool on_store; /* PEER -> STORAGE, once */
+	atomic_bool by_use_storage;
+	atomic_bool notified; /* on_storage called */
+	pthread_mutex_t lock; /* guards store_src and store_header (opened once) */
+	struct ms_source *store_src;
+	struct ms_header *store_header;
+	_Atomic uint64_t peer_reads, storage_reads, misses, peer_failures, waits;
+};
+
+static enum ms_peer_file ms_peer_file_of_artifact(enum ms_artifact data)
+{
+	return data == MS_ARTIFACT_ROOTFS ? MS_PEER_FILE_ROOTFS : MS_PEER_FILE_MEMFILE;
+}
+
+static enum ms_artifact ms_peer_header_artifact(enum ms_artifact data)
+{
+	return data == MS_ARTIFACT_ROOTFS ? MS_ARTIFACT_ROOTFS_HEADER : MS_ARTIFACT_MEMFILE_HEADER;
+}
+
+/* The store side, with a reference: MS_ENOTFOUND while the build's header is not there. */
+static int ms_peer_routing_store(struct ms_peer_routing *r, struct ms_source **out)
+{
+	int err = 0;
+	pthread_mutex_lock(&r->lock);
+	if (!r->store_src) {
+		struct ms_header *h;
+		err = ms_build_storage_load_header(r->storage->store, &r->build_id,
+						   ms_peer_header_artifact(r->storage->data), &h);
+		if (!err) {
+			const struct ms_build_data *self = ms_header_build(h, &r->build_id);
+			if (self && self->size > 0 && (uint64_t)self->size != r->base.size) {
+				ms_warn(MS_MOD, "the store's build is %lld bytes, the peer's %llu",
+					(long long)self->size, (unsigned long long)r->base.size);
+				err = MS_ECORRUPT;
+			} else {
+				err = ms_build_storage_open(r->storage, &r->build_id, h,
+							    &r->store_src);
+			}
+			if (err)
+				ms_header_free(h);
+			else
+				r->store_header = h;
+		}
+	}
+	if (!err)
+		*out = ms_source_ref(r->store_src);
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+static void ms_peer_routing_move(struct ms_peer_routing *r, bool use_storage)
+{
+	if (use_storage)
+		atomic_store(&r->by_use_storage, true);
+	if (!atomic_exchange(&r->on_store, true)) {
+		char id[MS_UUID_STR_LEN];
+		ms_uuid_format(&r->build_id, id);
+		ms_info(MS_MOD, "build %s: %s; reading the store from now on", id,
+			use_storage ? "uploaded (use_storage)" : "the peer is gone");
+	}
+}
+
+/* Tells the owner once, after the store side is open, that the build moved. */
+static void ms_peer_routing_notify(struct ms_peer_routing *r)
+{
+	if (!r->on_storage || !atomic_load(&r->on_store) || atomic_exchange(&r->notified, true))
+		return;
+	pthread_mutex_lock(&r->lock);
+	struct ms_header *copy = r->store_header ? ms_header_copy(r->store_header) : NULL;
+	pthread_mutex_unlock(&r->lock);
+	if (copy)
+		r->on_storage(r->ctx, &r->build_id, copy);
+}
+
+static int ms_peer_routing_read(struct ms_source *src, void *dst, uint64_t off, size_t len)
+{
+	struct ms_peer_routing *r = (struct ms_peer_routing *)src;
+	int64_t deadline = ms_clock_now_ns() + r->storage_wait_ns;
+	struct ms_backoff backoff;
+	ms_backoff_init(&backoff, 50 * MS_NSEC_PER_MSEC, 500 * MS_NSEC_PER_MSEC, 0);
+	for (;;) {
+		if (!atomic_load(&r->on_store)) {
+			enum ms_peer_status status;
+			int err = ms_peer_client_read(r->client, &r->build_id, r->file, src->size,
+						      dst, off, len, &status);
+			if (!err && status == MS_PEER_AVAILABLE) {
+				atomic_fetch_add(&r->peer_reads, 1);
+				return 0;
+			}
+			if (!err && status == MS_PEER_USE_STORAGE) {
+				ms_peer_routing_move(r, true);
+			} else if (!err) {
+				atomic_fetch_add(&r->misses,
+						 1); /* this read: the store, if it has it */
+			} else if (err == -ERANGE || err == -ENOMEM) {
+				return err;
+			} else {
+				atomic_fetch_add(&r->peer_failures, 1);
+				ms_peer_routing_move(r, false);
+			}
+		}
+		struct ms_source *store;
+		int err = ms_peer_routing_store(r, &store);
+		if (!err) {
+			err = ms_source_read(store, dst, off, len);
+			ms_source_unref(store);
+			if (!err) {
+				atomic_fetch_add(&r->storage_reads, 1);
+				ms_peer_routing_notify(r);
+				return 0;
+			}
+		}
+		if (err == MS_ECLOSED && ms_source_is_closed(src))
+			return err;
+		if (err == MS_ECORRUPT || err == -ERANGE || err == -ENOMEM)
+			return err;
+		/* not in the store yet (its upload still runs), or a store hiccup */
+		int64_t delay;
+		int64_t now = ms_clock_now_ns();
+		if (now >= deadline || !ms_backoff_next(&backoff, &delay))
+			return err;
+		atomic_fetch_add(&r->waits, 1);
+		ms_clock_sleep_ns(delay < deadline - now ? delay : deadline - now);
+	}
+}
+
+static bool ms_peer_routing_is_cached(struct ms_source *src, uint64_t off, size_t len)
+{
+	struct ms_peer_routing *r = (struct ms_peer_routing *)src;
+	pthread_mutex_lock(&r->lock);
+	bool cached = r->store_src && ms_source_is_cached(r->store_src, off, len);
+	pthread_mutex_unlock(&r->lock);
+	return cached;
+}
+
+static uint64_t ms_peer_routing_disk_bytes(struct ms_source *src)
+{
+	struct ms_peer_routing *r = (struct ms_peer_routing *)src;
+	pthread_mutex_lock(&r->lock);
+	uint64_t bytes = r->store_src ? ms_source_disk_bytes(r->store_src) : 0;
+	pthread_mutex_unlock(&r->lock);
+	return bytes;
+}
+
+static void ms_peer_routing_close(struct ms_source *src)
+{
+	struct ms_peer_routing *r = (struct ms_peer_routing *)src;
+	pthread_mutex_lock(&r->lock);
+	if (r->store_src)
+		ms_source_close(r->store_src);
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void ms_peer_routing_free(struct ms_source *src)
+{
+	struct ms_peer_routing *r = (struct ms_peer_routing *)src;
+	ms_source_unref(r->store_src);
+	ms_header_free(r->store_header);
+	ms_peer_client_unref(r->client);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+static const struct ms_source_ops ms_peer_routing_ops = {
+    .name = "peer-routing",
+    .read = ms_peer_routing_read,
+    .is_cached = ms_peer_routing_is_cached,
+    .disk_bytes = ms_peer_routing_disk_bytes,
+    .close = ms_peer_routing_close,
+    .free = ms_peer_routing_free,
+};
+
+struct ms_source *ms_peer_routing_new(const struct ms_peer_routing_config *config, int *err)
+{
+	if (!config || !config->client || !config->storage || ms_uuid_is_nil(&config->build_id)) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	struct ms_peer_routing *r = calloc(1, sizeof(*r));
+	if (!r) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	ms_source_init(&r->base, &ms_peer_routing_ops, config->size);
+	r->client = ms_peer_client_ref(config->client);
+	r->storage = config->storage;
+	r->build_id = config->build_id;
+	r->file = ms_peer_file_of_artifact(config->storage->data);
+	r->storage_wait_ns =
+	    config->storage_wait_ns > 0 ? config->storage_wait_ns : MS_PEER_STORAGE_WAIT_DEFAULT;
+	r->on_storage = config->on_storage;
+	r->ctx = config->ctx;
+	pthread_mutex_init(&r->lock, NULL);
+	return &r->base;
+}
+
+bool ms_peer_routing_is_routing(const struct ms_source *src)
+{
+	return src && src->ops == &ms_peer_routing_ops;
+}
+
+void ms_peer_routing_get_stats(struct ms_source *src, struct ms_peer_routing_stats *out)
+{
+	struct ms_peer_routing *r = (struct ms_peer_routing *)src;
+	*out = (struct ms_peer_routing_stats){
+	    .peer_reads = atomic_load(&r->peer_reads),
+	    .storage_reads = atomic_load(&r->storage_reads),
+	    .misses = atomic_load(&r->misses),
+	    .peer_failures = atomic_load(&r->peer_failures),
+	    .waits = atomic_load(&r->waits),
+	    .on_storage = atomic_load(&r->on_store),
+	    .moved_by_use_storage = atomic_load(&r->by_use_storage),
+	};
+}
+
+/* ---- the resolver ---- */
+
+struct ms_peer_known {
+	char *address;
+	struct ms_peer_client *client;
+};
+
+struct ms_peer_resolver {
+	struct ms_build_storage *storage;
+	char *token, *self;
+	char **static_peers;
+	size_t static_peer_count;
+	struct ms_peer_client_config client_config;
+	int64_t storage_wait_ns;
+	ms_peer_on_storage_fn on_storage;
+	void *ctx;
+	pthread_mutex_t lock; /* guards known and known_count: one client per address */
+	struct ms_peer_known *known;
+	size_t known_count;
+};
+
+void ms_peer_resolver_free(struct ms_peer_resolver *r)
+{
+	if (!r)
+		return;
+	for (size_t i = 0; i < r->known_count; i++) {
+		free(r->known[i].address);
+		ms_peer_client_unref(r->known[i].client);
+	}
+	free(r->known);
+	for (size_t i = 0; i < r->static_peer_count; i++)
+		free(r->static_peers[i]);
+	free(r->static_peers);
+	free(r->token);
+	free(r->self);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+struct ms_peer_resolver *ms_peer_resolver_new(const struct ms_peer_resolver_config *config,
+					      int *err)
+{
+	if (!config || !config->storage || !config->token || !config->token[0] ||
+	    (config->static_peer_count && !config->static_peers)) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	struct ms_peer_resolver *r = calloc(1, sizeof(*r));
+	if (!r) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	pthread_mutex_init(&r->lock, NULL);
+	r->storage = config->storage;
+	r->client_config = config->client;
+	r->storage_wait_ns = config->storage_wait_ns;
+	r->on_storage = config->on_storage;
+	r->ctx = config->ctx;
+	if (!(r->token = strdup(config->token)) ||
+	    (config->self_address && !(r->self = strdup(config->self_address))) ||
+	    (config->static_peer_count &&
+	     !(r->static_peers = calloc(config->static_peer_count, sizeof(char *)))))
+		goto nomem;
+	for (size_t i = 0; i < config->static_peer_count; i++) {
+		if (!(r->static_peers[i] = strdup(config->static_peers[i])))
+			goto nomem;
+		r->static_peer_count = i + 1;
+	}
+	return r;
+nomem:
+	ms_peer_resolver_free(r);
+	*err = -ENOMEM;
+	return NULL;
+}
+
+/* The client for address (one reference), made on first use. */
+static int ms_peer_client_for(struct ms_peer_resolver *r, const char *address,
+			      struct ms_peer_client **out)
+{
+	int err = 0;
+	pthread_mutex_lock(&r->lock);
+	for (size_t i = 0; i < r->known_count; i++) {
+		if (strcmp(r->known[i].address, address) == 0) {
+			*out = ms_peer_client_ref(r->known[i].client);
+			pthread_mutex_unlock(&r->lock);
+			return 0;
+		}
+	}
+	struct ms_peer_client_config cfg = r->client_config;
+	cfg.address = address;
+	cfg.token = r->token;
+	struct ms_peer_known *grown = realloc(r->known, (r->known_count + 1) * sizeof(*grown));
+	struct ms_peer_client *c = grown ? ms_peer_client_new(&cfg, &err) : NULL;
+	char *copy = c ? strdup(address) : NULL;
+	if (grown)
+		r->known = grown;
+	if (!copy) {
+		ms_peer_client_unref(c);
+		err = err ? err : -ENOMEM;
+	} else {
+		r->known[r->known_count++] = (struct ms_peer_known){copy, c};
+		*out = ms_peer_client_ref(c);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/*
+ * A live peer that holds build_id's file and has not uploaded it: 0 with *client
+ * (one reference) and the data size; MS_ENOTFOUND otherwise (go to the store).
+ */
+static int ms_peer_locate(struct ms_peer_resolver *r, const ms_uuid *build_id,
+			  enum ms_peer_file file, struct ms_peer_client **client, uint64_t *size)
+{
+	struct ms_peer_record rec;
+	bool have_rec = ms_peer_registry_lookup(r->storage->store, build_id,
+						ms_peer_registry_now_ms(), &rec) == 0;
+	size_t candidates = (have_rec ? 1 : 0) + r->static_peer_count;
+	for (size_t i = 0; i < candidates; i++) {
+		const char *address =
+		    have_rec && i == 0 ? rec.address : r->static_peers[i - (have_rec ? 1 : 0)];
+		if (r->self && strcmp(address, r->self) == 0)
+			continue;
+		struct ms_peer_client *c = NULL;
+		if (ms_peer_client_for(r, address, &c))
+			continue;
+		enum ms_peer_status status;
+		int err = ms_peer_client_status(c, build_id, file, &status, size);
+		if (!err && status == MS_PEER_AVAILABLE) {
+			*client = c;
+			return 0;
+		}
+		ms_peer_client_unref(c);
+		if (!err && status == MS_PEER_USE_STORAGE)
+			break; /* uploaded: the store has it */
+	}
+	return MS_ENOTFOUND;
+}
+
+struct ms_peer_create {
+	struct ms_peer_resolver *r;
+	const ms_uuid *build_id;
+	const struct ms_header *header;
+};
+
+static int ms_peer_create_source(const char *key, void *ctx, struct ms_source **out)
+{
+	(void)key;
+	struct ms_peer_create *pc = ctx;
+	struct ms_peer_resolver *r = pc->r;
+	struct ms_peer_client *client;
+	uint64_t size;
+	int err;
+	if (ms_peer_locate(r, pc->build_id, ms_peer_file_of_artifact(r->storage->data), &client,
+			   &size) == 0) {
+		struct ms_peer_routing_config rc = {.client = client,
+						    .storage = r->storage,
+						    .build_id = *pc->build_id,
+						    .size = size,
+						    .storage_wait_ns = r->storage_wait_ns,
+						    .on_storage = r->on_storage,
+						    .ctx = r->ctx};
+		*out = ms_peer_routing_new(&rc, &err);
+		ms_peer_client_unref(client);
+		return *out ? 0 : err;
+	}
+	/* the store: sized by the reader's header, or by the build's own header there
+	 * (a header from a peer has no entry for a build that was not uploaded then) */
+	const struct ms_build_data *entry = ms_header_build(pc->header, pc->build_id);
+	struct ms_header *own = NULL;
+	if (!entry || (entry->size <= 0 && !entry->frames))
+		ms_build_storage_load_header(r->storage->store, pc->build_id,
+					     ms_peer_header_artifact(r->storage->data), &own);
+	err = ms_build_storage_open(r->storage, pc->build_id, own ? own : pc->header, out);
+	ms_header_free(own);
+	return err;
+}
+
+int ms_peer_resolve(void *ctx, const ms_uuid *build_id, const struct ms_header *header,
+		    struct ms_source **out)
+{
+	struct ms_peer_resolver *r = ctx;
+	char key[MS_ARTIFACT_KEY_MAX];
+	int err = ms_build_storage_key(r->storage, build_id, key, sizeof(key));
+	if (err)
+		return err;
+	struct ms_peer_create pc = {r, build_id, header};
+	return ms_diffstore_get_or_create(r->storage->diffs, key, ms_peer_create_source, &pc, out);
+}
+
+int ms_peer_resolver_load_header(struct ms_peer_resolver *r, const ms_uuid *build_id,
+				 enum ms_peer_file file, struct ms_header **out, bool *from_peer)
+{
+	struct ms_peer_client *client;
+	uint64_t size;
+	*from_peer = false;
+	if (ms_peer_locate(r, build_id, file, &client, &size) == 0) {
+		enum ms_peer_status status;
+		int err = ms_peer_client_header(client, build_id, file, &status, out);
+		ms_peer_client_unref(client);
+		if (!err && status == MS_PEER_AVAILABLE) {
+			*from_peer = true;
+			return 0;
+		}
+	}
+	return ms_build_storage_load_header(
+	    r->storage->store, build_id,
+	    file == MS_PEER_FILE_ROOTFS ? MS_ARTIFACT_ROOTFS_HEADER : MS_ARTIFACT_MEMFILE_HEADER,
+	    out);
+}

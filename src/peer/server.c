@@ -1,0 +1,699 @@
+/*
+ * server.c - the peer server (server.h): libmicrohttpd glue, the build table,
+ * and one handler per endpoint of proto.h.
+ *
+ * A request's life: the URI log callback keeps the raw request URI (path and
+ * query exactly as sent: the parser sees what the client sent, not MHD's
+ * unescaped path); the access handler checks the token, parses, takes a
+ * reference on the build (the table's lock is held only for that), answers,
+ * and drops the reference; ms_peer_server_remove waits for the last one.
+ *
+ * Build entry states:
+ *
+ *   add ──▶ LIVE ──remove(uploaded=false)──▶ (gone: 404 not_available)
+ *             └────remove(uploaded=true)───▶ TOMBSTONE (410 use_storage) ──tombstone_ns──▶ (gone)
+ */
+#include "peer/server.h"
+#include "header/serialize.h"
+#include "storage/artifact.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MS_MOD "peer"
+/* a header wait is cut in slices so that stop is not held up by a long wait */
+#define MS_PEER_WAIT_SLICE (50LL * MS_NSEC_PER_MSEC)
+#define MS_PEER_READ_TRIES 4
+
+struct ms_peer_entry {
+	struct ms_peer_build build; /* snapfile and metadata: owned copies */
+	unsigned holders;	    /* requests using it; guarded by server->lock */
+	bool tombstone;		    /* removed after its upload; guarded by server->lock */
+	bool removing;		    /* remove waits for its holders; guarded by server->lock */
+	int64_t tombstone_until;    /* CLOCK_MONOTONIC ns */
+	struct ms_peer_entry *next;
+};
+
+struct ms_peer_server {
+	struct MHD_Daemon *daemon;
+	int fd;
+	unsigned port;
+	char address[64];
+	char *token;
+	int64_t header_wait_ns, tombstone_ns;
+	int (*on_request)(void *ctx, const struct ms_peer_request *req);
+	void *on_request_ctx;
+	atomic_bool stopping;
+
+	pthread_mutex_t lock;	 /* guards entries and every entry's holders/tombstone */
+	pthread_cond_t released; /* an entry's holders went down */
+	struct ms_peer_entry *entries;
+
+	_Atomic uint64_t requests, available, not_available, use_storage, bad_requests,
+	    unauthorized, data_bytes, dropped;
+};
+
+/* One connection's request: the raw URI from the log callback. */
+struct ms_peer_conn {
+	char *uri;
+};
+
+/* ---- answers ---- */
+
+static enum MHD_Result ms_peer_send(struct ms_peer_server *s, struct MHD_Connection *conn,
+				    unsigned http, enum ms_peer_status status,
+				    const char *content_type, void *body, size_t len,
+				    bool must_free)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(
+	    len, body ? body : (void *)"",
+	    must_free ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	if (!r) {
+		if (must_free)
+			free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MS_PEER_STATUS_HDR, ms_peer_status_name(status));
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	if (http == 401)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+	switch (status) {
+	case MS_PEER_AVAILABLE:
+		atomic_fetch_add(&s->available, 1);
+		break;
+	case MS_PEER_USE_STORAGE:
+		atomic_fetch_add(&s->use_storage, 1);
+		break;
+	default:
+		atomic_fetch_add(&s->not_available, 1);
+		break;
+	}
+	enum MHD_Result ret = MHD_queue_response(conn, http, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result ms_peer_send_error(struct ms_peer_server *s, struct MHD_Connection *conn,
+					  unsigned http, enum ms_peer_status status,
+					  const char *why)
+{
+	if (http == 400 || http == 405)
+		atomic_fetch_add(&s->bad_requests, 1);
+	else if (http == 401)
+		atomic_fetch_add(&s->unauthorized, 1);
+	cJSON *o = cJSON_CreateObject();
+	char *body = NULL;
+	if (o && cJSON_AddStringToObject(o, "status", ms_peer_status_name(status)) &&
+	    cJSON_AddStringToObject(o, "error", why))
+		body = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	if (!body)
+		return MHD_NO;
+	return ms_peer_send(s, conn, http, status, "application/json", body, strlen(body), true);
+}
+
+/* ---- the build table ---- */
+
+static struct ms_peer_entry **ms_peer_find(struct ms_peer_server *s, const ms_uuid *id)
+{
+	struct ms_peer_entry **pp = &s->entries;
+	for (; *pp; pp = &(*pp)->next)
+		if (ms_uuid_eq(&(*pp)->build.build_id, id))
+			return pp;
+	return NULL;
+}
+
+static void ms_peer_entry_free(struct ms_peer_entry *e)
+{
+	free((void *)e->build.snapfile);
+	free((void *)e->build.metadata);
+	free(e);
+}
+
+/* Drops expired tombstones. Caller holds lock. */
+static void ms_peer_sweep(struct ms_peer_server *s, int64_t now)
+{
+	struct ms_peer_entry **pp = &s->entries;
+	while (*pp) {
+		struct ms_peer_entry *e = *pp;
+		if (e->tombstone && !e->removing && !e->holders && now >= e->tombstone_until) {
+			*pp = e->next;
+			ms_peer_entry_free(e);
+		} else {
+			pp = &e->next;
+		}
+	}
+}
+
+/*
+ * A live entry with a reference (release it), or NULL with *status:
+ * use_storage for a tombstone, not_available for an unknown build.
+ */
+static struct ms_peer_entry *ms_peer_acquire(struct ms_peer_server *s, const ms_uuid *id,
+					     enum ms_peer_status *status)
+{
+	pthread_mutex_lock(&s->lock);
+	ms_peer_sweep(s, ms_clock_now_ns());
+	struct ms_peer_entry **pp = ms_peer_find(s, id);
+	struct ms_peer_entry *e = pp ? *pp : NULL;
+	if (e && e->tombstone) {
+		*status = MS_PEER_USE_STORAGE;
+		e = NULL;
+	} else if (e) {
+		e->holders++;
+	} else {
+		*status = MS_PEER_NOT_AVAILABLE;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return e;
+}
+
+static void ms_peer_release(struct ms_peer_server *s, struct ms_peer_entry *e)
+{
+	pthread_mutex_lock(&s->lock);
+	e->holders--;
+	pthread_cond_broadcast(&s->released);
+	pthread_mutex_unlock(&s->lock);
+}
+
+int ms_peer_server_add(struct ms_peer_server *s, const struct ms_peer_build *build)
+{
+	if (!build || ms_uuid_is_nil(&build->build_id) || !build->memfile || !build->diffs)
+		return -EINVAL;
+	struct ms_peer_entry *e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->build = *build;
+	e->build.snapfile = NULL;
+	e->build.metadata = NULL;
+	if (build->snapfile && build->snapfile_len) {
+		void *copy = malloc(build->snapfile_len);
+		if (!copy)
+			goto nomem;
+		memcpy(copy, build->snapfile, build->snapfile_len);
+		e->build.snapfile = copy;
+	}
+	if (build->metadata) {
+		void *copy = malloc(build->metadata_len + 1);
+		if (!copy)
+			goto nomem;
+		memcpy(copy, build->metadata, build->metadata_len);
+		e->build.metadata = copy;
+	}
+	pthread_mutex_lock(&s->lock);
+	ms_peer_sweep(s, ms_clock_now_ns());
+	struct ms_peer_entry **pp = ms_peer_find(s, &build->build_id);
+	if (pp && !(*pp)->tombstone) {
+		pthread_mutex_unlock(&s->lock);
+		ms_peer_entry_free(e);
+		return -EEXIST;
+	}
+	if (pp) { /* a tombstone with no holder (the sweep left it: holders) is replaced */
+		struct ms_peer_entry *old = *pp;
+		if (old->holders || old->removing) {
+			pthread_mutex_unlock(&s->lock);
+			ms_peer_entry_free(e);
+			return -EBUSY;
+		}
+		*pp = old->next;
+		ms_peer_entry_free(old);
+	}
+	e->next = s->entries;
+	s->entries = e;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+nomem:
+	ms_peer_entry_free(e);
+	return -ENOMEM;
+}
+
+int ms_peer_server_remove(struct ms_peer_server *s, const ms_uuid *build_id, bool uploaded)
+{
+	pthread_mutex_lock(&s->lock);
+	struct ms_peer_entry **pp = ms_peer_find(s, build_id);
+	if (!pp || (*pp)->tombstone) {
+		pthread_mutex_unlock(&s->lock);
+		return MS_ENOTFOUND;
+	}
+	struct ms_peer_entry *e = *pp;
+	/* new requests see a tombstone (use_storage) or nothing from here on */
+	e->tombstone = true;
+	e->tombstone_until = ms_clock_now_ns() + (uploaded ? s->tombstone_ns : 0);
+	e->removing = true; /* neither a sweep nor an add frees it under this wait */
+	while (e->holders)
+		pthread_cond_wait(&s->released, &s->lock);
+	e->removing = false;
+	/* the borrowed pointers are the caller's again */
+	e->build.memfile = e->build.rootfs = NULL;
+	e->build.diffs = NULL;
+	e->build.published = NULL;
+	if (!uploaded) {
+		pp = ms_peer_find(s, build_id);
+		*pp = e->next;
+		ms_peer_entry_free(e);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/* ---- handlers ---- */
+
+static bool ms_peer_uploaded(const struct ms_peer_entry *e)
+{
+	void *value;
+	int err = 0;
+	/* settled with a value: uploaded; settled with an error: this node keeps the only copy */
+	return e->build.published && ms_future_peek(e->build.published, &value, &err) && !err;
+}
+
+static struct ms_layered *ms_peer_file_of(const struct ms_peer_entry *e, enum ms_peer_file file)
+{
+	return file == MS_PEER_FILE_ROOTFS ? e->build.rootfs : e->build.memfile;
+}
+
+/* The durable header, waiting up to header_wait_ns in slices (stop cuts the wait). */
+static int ms_peer_durable(struct ms_peer_server *s, struct ms_layered *file,
+			   struct ms_header_ref **out)
+{
+	int64_t deadline = ms_clock_now_ns() + s->header_wait_ns;
+	for (;;) {
+		int64_t left = deadline - ms_clock_now_ns();
+		int64_t slice = left < MS_PEER_WAIT_SLICE ? left : MS_PEER_WAIT_SLICE;
+		int err = ms_layered_durable_header(file, slice > 0 ? slice : 0, out);
+		if (err != -ETIMEDOUT || left <= 0 || atomic_load(&s->stopping))
+			return err;
+	}
+}
+
+static int ms_peer_data_source(const struct ms_peer_entry *e, enum ms_peer_file file,
+			       struct ms_source **out)
+{
+	char key[MS_ARTIFACT_KEY_MAX];
+	int err =
+	    ms_artifact_key(key, sizeof(key), &e->build.build_id,
+			    file == MS_PEER_FILE_ROOTFS ? MS_ARTIFACT_ROOTFS : MS_ARTIFACT_MEMFILE,
+			    MS_COMPRESS_NONE);
+	return err ? err : ms_diffstore_get(e->build.diffs, key, out);
+}
+
+static enum MHD_Result ms_peer_serve_header(struct ms_peer_server *s, struct MHD_Connection *conn,
+					    struct ms_peer_entry *e,
+					    const struct ms_peer_request *req)
+{
+	struct ms_layered *file = ms_peer_file_of(e, req->file);
+	if (!file)
+		return ms_peer_send_error(s, conn, 404, MS_PEER_NOT_AVAILABLE,
+					  "this build has no such file");
+	struct ms_header_ref *durable;
+	int err = ms_peer_durable(s, file, &durable);
+	if (err)
+		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE,
+					  "the durable header is not ready");
+	const struct ms_header *h = durable->header;
+	/* the incomplete flag travels in V4/V5 only: a V3 header goes out as V5 */
+	uint64_t version = (h->meta.version & 0xffff) >= MS_HEADER_V4 ? 0 : MS_HEADER_V5;
+	uint8_t *bytes;
+	size_t len;
+	err = ms_header_serialize(h, version, true, &bytes, &len);
+	bool incomplete = h->incomplete;
+	ms_header_ref_unref(durable);
+	if (err) {
+		ms_warn(MS_MOD, "cannot serialize a durable header: %s", ms_strerror(err));
+		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE,
+					  "the header cannot be serialized");
+	}
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, bytes, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(bytes);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MS_PEER_STATUS_HDR, "available");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+	if (incomplete)
+		MHD_add_response_header(r, MS_PEER_INCOMPLETE_HDR, "1");
+	atomic_fetch_add(&s->available, 1);
+	enum MHD_Result ret = MHD_queue_response(conn, 200, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result ms_peer_serve_data(struct ms_peer_server *s, struct MHD_Connection *conn,
+					  struct ms_peer_entry *e,
+					  const struct ms_peer_request *req)
+{
+	struct ms_layered *file = ms_peer_file_of(e, req->file);
+	if (!file)
+		return ms_peer_send_error(s, conn, 404, MS_PEER_NOT_AVAILABLE,
+					  "this build has no such file");
+	/* the packed index is registered before the durable header exists */
+	struct ms_header_ref *durable;
+	if (ms_peer_durable(s, file, &durable))
+		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE,
+					  "the durable header is not ready");
+	ms_header_ref_unref(durable);
+	uint8_t *buf = NULL;
+	uint64_t size = 0;
+	int err = 0;
+	for (int attempt = 0; attempt < MS_PEER_READ_TRIES; attempt++) {
+		struct ms_source *src;
+		if ((err = ms_peer_data_source(e, req->file, &src)))
+			break;
+		size = ms_source_size(src);
+		if (req->offset > size || req->length > size - req->offset ||
+		    (req->length % MS_PEER_ALIGN && req->offset + req->length != size)) {
+			ms_source_unref(src);
+			err = -ERANGE;
+			break;
+		}
+		if (!buf && !req->head && !(buf = malloc(req->length))) {
+			ms_source_unref(src);
+			return MHD_NO;
+		}
+		err = req->head ? 0 : ms_source_read(src, buf, req->offset, req->length);
+		ms_source_unref(src);
+		if (err != MS_ECLOSED) /* closed: the drain replaced the packed source; again */
+			break;
+	}
+	if (err) {
+		free(buf);
+		if (err == -ERANGE)
+			return ms_peer_send_error(s, conn, 400, MS_PEER_NOT_AVAILABLE,
+						  "range outside the build's data");
+		if (err == MS_ENOTFOUND)
+			return ms_peer_send_error(s, conn, 404, MS_PEER_NOT_AVAILABLE,
+						  "this node does not hold the data");
+		ms_warn(MS_MOD, "peer read failed: %s", ms_strerror(err));
+		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE, "read failed");
+	}
+	size_t len = req->head ? 0 : req->length;
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(len, buf ? (void *)buf : (void *)"",
+					    buf ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	if (!r) {
+		free(buf);
+		return MHD_NO;
+	}
+	char size_text[24];
+	snprintf(size_text, sizeof(size_text), "%" PRIu64, size);
+	MHD_add_response_header(r, MS_PEER_STATUS_HDR, "available");
+	MHD_add_response_header(r, MS_PEER_SIZE_HDR, size_text);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+	atomic_fetch_add(&s->available, 1);
+	atomic_fetch_add(&s->data_bytes, len);
+	enum MHD_Result ret = MHD_queue_response(conn, 200, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result ms_peer_serve_status(struct ms_peer_server *s, struct MHD_Connection *conn,
+					    struct ms_peer_entry *e)
+{
+	struct ms_header_ref *durable;
+	if (ms_peer_durable(s, e->build.memfile, &durable))
+		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE,
+					  "the durable header is not ready");
+	bool incomplete = durable->header->incomplete;
+	ms_header_ref_unref(durable);
+	char id[MS_UUID_STR_LEN];
+	ms_uuid_format(&e->build.build_id, id);
+	cJSON *o = cJSON_CreateObject();
+	bool ok = o && cJSON_AddStringToObject(o, "status", "available") &&
+		  cJSON_AddStringToObject(o, "build_id", id) &&
+		  cJSON_AddBoolToObject(o, "incomplete", incomplete);
+	for (int f = MS_PEER_FILE_MEMFILE; ok && f <= MS_PEER_FILE_ROOTFS; f++) {
+		struct ms_source *src;
+		if (!ms_peer_file_of(e, (enum ms_peer_file)f) ||
+		    ms_peer_data_source(e, (enum ms_peer_file)f, &src))
+			continue;
+		char name[32];
+		snprintf(name, sizeof(name), "%s_size",
+			 f == MS_PEER_FILE_ROOTFS ? "rootfs" : "memfile");
+		/* sizes are < 2^53: a JSON number holds them exactly */
+		ok = cJSON_AddNumberToObject(o, name, (double)ms_source_size(src)) != NULL;
+		ms_source_unref(src);
+	}
+	char *body = ok ? cJSON_PrintUnformatted(o) : NULL;
+	cJSON_Delete(o);
+	if (!body)
+		return MHD_NO;
+	return ms_peer_send(s, conn, 200, MS_PEER_AVAILABLE, "application/json", body, strlen(body),
+			    true);
+}
+
+static enum MHD_Result ms_peer_serve_blob(struct ms_peer_server *s, struct MHD_Connection *conn,
+					  const void *blob, size_t len)
+{
+	if (!blob)
+		return ms_peer_send_error(s, conn, 404, MS_PEER_NOT_AVAILABLE,
+					  "this build has no such file");
+	void *copy = malloc(len ? len : 1);
+	if (!copy)
+		return MHD_NO;
+	memcpy(copy, blob, len);
+	return ms_peer_send(s, conn, 200, MS_PEER_AVAILABLE, "application/octet-stream", copy, len,
+			    true);
+}
+
+/* Constant-time: the comparison does not tell how much of a guess was right. */
+static bool ms_peer_token_ok(const char *header, const char *token)
+{
+	static const char prefix[] = "Bearer ";
+	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
+		return false;
+	const char *given = header + sizeof(prefix) - 1;
+	size_t a = strlen(given), b = strlen(token);
+	unsigned char diff = (unsigned char)(a != b);
+	for (size_t i = 0; i < b; i++)
+		diff |= (unsigned char)(token[i] ^ (i < a ? given[i] : 0));
+	return diff == 0;
+}
+
+static enum MHD_Result ms_peer_access(void *cls, struct MHD_Connection *conn, const char *url,
+				      const char *method, const char *version,
+				      const char *upload_data, size_t *upload_data_size,
+				      void **con_cls)
+{
+	struct ms_peer_server *s = cls;
+	(void)url;
+	(void)version;
+	(void)upload_data;
+	struct ms_peer_conn *c = *con_cls;
+	if (*upload_data_size) { /* no endpoint takes a body: drop it */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	atomic_fetch_add(&s->requests, 1);
+	if (!c || !c->uri)
+		return MHD_NO;
+	if (atomic_load(&s->stopping))
+		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE, "stopping");
+	if (!ms_peer_token_ok(
+		MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+		s->token))
+		return ms_peer_send_error(s, conn, 401, MS_PEER_NOT_AVAILABLE,
+					  "a valid bearer token is required");
+	struct ms_peer_request req;
+	unsigned http;
+	const char *why;
+	if (ms_peer_request_parse(method, c->uri, &req, &http, &why))
+		return ms_peer_send_error(s, conn, http, MS_PEER_NOT_AVAILABLE, why);
+	if (s->on_request && s->on_request(s->on_request_ctx, &req)) {
+		atomic_fetch_add(&s->dropped, 1);
+		return MHD_NO;
+	}
+	enum ms_peer_status status;
+	struct ms_peer_entry *e = ms_peer_acquire(s, &req.build_id, &status);
+	if (!e)
+		return status == MS_PEER_USE_STORAGE
+			   ? ms_peer_send_error(s, conn, 410, status, "uploaded: read the store")
+			   : ms_peer_send_error(s, conn, 404, status, "unknown build");
+	enum MHD_Result ret;
+	if (ms_peer_uploaded(e)) {
+		ret = ms_peer_send_error(s, conn, 410, MS_PEER_USE_STORAGE,
+					 "uploaded: read the store");
+	} else {
+		switch (req.op) {
+		case MS_PEER_OP_HEADER:
+			ret = ms_peer_serve_header(s, conn, e, &req);
+			break;
+		case MS_PEER_OP_DATA:
+			ret = ms_peer_serve_data(s, conn, e, &req);
+			break;
+		case MS_PEER_OP_SNAPFILE:
+			ret = ms_peer_serve_blob(s, conn, e->build.snapfile, e->build.snapfile_len);
+			break;
+		case MS_PEER_OP_METADATA:
+			ret = ms_peer_serve_blob(s, conn, e->build.metadata, e->build.metadata_len);
+			break;
+		case MS_PEER_OP_STATUS:
+		default:
+			ret = ms_peer_serve_status(s, conn, e);
+			break;
+		}
+	}
+	ms_peer_release(s, e);
+	return ret;
+}
+
+static void *ms_peer_uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	(void)cls;
+	(void)conn;
+	struct ms_peer_conn *c = calloc(1, sizeof(*c));
+	if (c && uri && !(c->uri = strndup(uri, MS_PEER_URI_MAX + 1))) {
+		free(c);
+		c = NULL;
+	}
+	return c;
+}
+
+static void ms_peer_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			      enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	struct ms_peer_conn *c = *con_cls;
+	if (c) {
+		free(c->uri);
+		free(c);
+		*con_cls = NULL;
+	}
+}
+
+/* "A.B.C.D:PORT" -> a listening socket; -errno. */
+static int ms_peer_listen(const char *listen_at, struct sockaddr_in *addr)
+{
+	const char *colon = strrchr(listen_at, ':');
+	char host[INET_ADDRSTRLEN];
+	char *end;
+	if (!colon || (size_t)(colon - listen_at) >= sizeof(host) || !colon[1])
+		return -EINVAL;
+	errno = 0;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (*end || errno || port > 65535 || colon[1] == '-' || colon[1] == '+')
+		return -EINVAL;
+	memcpy(host, listen_at, (size_t)(colon - listen_at));
+	host[colon - listen_at] = '\0';
+	*addr = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	if (inet_pton(AF_INET, host, &addr->sin_addr) != 1)
+		return -EINVAL;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	socklen_t len = sizeof(*addr);
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(fd, (struct sockaddr *)addr, sizeof(*addr)) || listen(fd, 128) ||
+	    getsockname(fd, (struct sockaddr *)addr, &len)) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+struct ms_peer_server *ms_peer_server_start(const struct ms_peer_server_config *config, int *err)
+{
+	if (!config || !config->listen || !config->token || !config->token[0]) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	struct ms_peer_server *s = calloc(1, sizeof(*s));
+	if (!s || !(s->token = strdup(config->token))) {
+		free(s);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	s->fd = -1;
+	s->header_wait_ns =
+	    config->header_wait_ns > 0 ? config->header_wait_ns : MS_PEER_HEADER_WAIT_DEFAULT;
+	s->tombstone_ns =
+	    config->tombstone_ns > 0 ? config->tombstone_ns : MS_PEER_TOMBSTONE_DEFAULT;
+	s->on_request = config->on_request;
+	s->on_request_ctx = config->on_request_ctx;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->released, NULL);
+	struct sockaddr_in addr;
+	if ((s->fd = ms_peer_listen(config->listen, &addr)) < 0) {
+		*err = s->fd;
+		goto fail;
+	}
+	s->port = ntohs(addr.sin_port);
+	char host[INET_ADDRSTRLEN];
+	inet_ntop(AF_INET, &addr.sin_addr, host, sizeof(host));
+	snprintf(s->address, sizeof(s->address), "%s:%u", host, s->port);
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+			 MHD_USE_ITC | MHD_USE_AUTO;
+	s->daemon = MHD_start_daemon(
+	    flags, 0, NULL, NULL, ms_peer_access, s, MHD_OPTION_LISTEN_SOCKET, s->fd,
+	    MHD_OPTION_URI_LOG_CALLBACK, ms_peer_uri_log, s, MHD_OPTION_NOTIFY_COMPLETED,
+	    ms_peer_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
+	if (!s->daemon) {
+		*err = -EIO;
+		goto fail;
+	}
+	ms_info(MS_MOD, "peer server on %s", s->address);
+	return s;
+fail:
+	ms_peer_server_stop(s);
+	return NULL;
+}
+
+unsigned ms_peer_server_port(const struct ms_peer_server *s)
+{
+	return s->port;
+}
+
+const char *ms_peer_server_address(const struct ms_peer_server *s)
+{
+	return s->address;
+}
+
+void ms_peer_server_stop(struct ms_peer_server *s)
+{
+	if (!s)
+		return;
+	atomic_store(&s->stopping, true);
+	if (s->daemon)
+		MHD_stop_daemon(s->daemon); /* closes the listening socket and joins handlers */
+	else if (s->fd >= 0)
+		close(s->fd);
+	while (s->entries) {
+		struct ms_peer_entry *e = s->entries;
+		s->entries = e->next;
+		ms_peer_entry_free(e);
+	}
+	pthread_cond_destroy(&s->released);
+	pthread_mutex_destroy(&s->lock);
+	free(s->token);
+	free(s);
+}
+
+void ms_peer_server_get_stats(struct ms_peer_server *s, struct ms_peer_server_stats *out)
+{
+	*out = (struct ms_peer_server_stats){
+	    .requests = atomic_load(&s->requests),
+	    .available = atomic_load(&s->available),
+	    .not_available = atomic_load(&s->not_available),
+	    .use_storage = atomic_load(&s->use_storage),
+	    .bad_requests = atomic_load(&s->bad_requests),
+	    .unauthorized = atomic_load(&s->unauthorized),
+	    .data_bytes = atomic_load(&s->data_bytes),
+	    .dropped = atomic_load(&s->dropped),
+	};
+}

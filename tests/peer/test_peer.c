@@ -1,0 +1,776 @@
+/*
+ * test_peer.c - peer transfer in one process over 127.0.0.1: node A pauses a
+ * guest through the pause pipeline (the compare and the upload held by gates)
+ * and serves the build with its peer server; node B (its own diff store and
+ * cache dir, the same object store) reads it through the peer resolver.
+ *
+ *  - every status and every refusal of the server, with its HTTP code;
+ *  - the header A serves is the durable one: never the provisional build id,
+ *    marked incomplete while the upload is held; pending -> 503 not_available;
+ *  - B reads all memory from A, then A's upload lands: use_storage moves B to
+ *    the store for good, B's header is reloaded from the store, no more peer
+ *    requests;
+ *  - A's server stops in the middle of B's read, while the upload is still
+ *    held: B's read succeeds, from the store, once the upload is released;
+ *  - a peer miss reads the store; a static peer list finds the peer; a dead
+ *    peer in the registry sends B straight to the store.
+ */
+#include "ms_test.h"
+#include "ms_chain.h"
+#include "build/storage.h"
+#include "header/serialize.h"
+#include "peer/client.h"
+#include "peer/registry.h"
+#include "peer/server.h"
+#include "snapshot/pause.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define P     MS_PAGE_SIZE
+#define PAGES 1024
+#define TOKEN "peer-secret"
+
+struct node_b {
+	char cache[600];
+	struct ms_diffstore *diffs;
+	struct ms_build_storage storage;
+	struct ms_peer_resolver *resolver;
+	struct ms_layered *file;
+	atomic_int swaps; /* on_storage calls that swapped the header in */
+};
+
+struct fixture {
+	char *dir;
+	char cache[512];
+	struct ms_store *store;
+	struct ms_diffstore *diffs;
+	struct ms_build_storage parent_storage;
+	struct ms_layered *parent;
+	struct ms_test_chain chain;
+	uint8_t *expect;
+	struct ms_pageset *dirty, *empty;
+	struct ms_future *compare_gate, *upload_gate;
+	struct ms_pause *pause;
+	struct ms_peer_server *server;
+	struct node_b b;
+};
+
+static const char snapfile[] = "vcpu and device state";
+static const char metadata[] = "{\"kernel\":\"test\"}";
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	f->dir = ms_test_tmpdir();
+	char path[600];
+	snprintf(path, sizeof(path), "%s/store", f->dir);
+	int err;
+	f->store = ms_store_fs_new(path, &err);
+	snprintf(f->cache, sizeof(f->cache), "%s/cache-a", f->dir);
+	assert_int_equal(mkdir(f->cache, 0700), 0);
+	struct ms_diffstore_config dcfg = {.cache_dir = f->cache};
+	f->diffs = ms_diffstore_new(&dcfg, &err);
+	ms_test_chain_build(f->store, PAGES, &f->chain);
+	struct ms_header *top;
+	assert_int_equal(ms_build_storage_load_header(f->store, &f->chain.ids[MS_CHAIN_LAYERS - 1],
+						      MS_ARTIFACT_MEMFILE_HEADER, &top),
+			 0);
+	f->parent_storage = (struct ms_build_storage){.store = f->store,
+						      .diffs = f->diffs,
+						      .cache_dir = f->cache,
+						      .data = MS_ARTIFACT_MEMFILE};
+	f->parent = ms_layered_new(top, ms_build_storage_resolve, &f->parent_storage);
+	/* the guest ran: 0..99 rewritten equal, 100..299 changed, 300..349 zeroed */
+	f->expect = ms_test_chain_image(&f->chain);
+	f->dirty = ms_pageset_new();
+	f->empty = ms_pageset_new();
+	ms_pageset_add_range(f->dirty, 0, 350);
+	for (uint64_t p = 100; p < 350; p++)
+		memset(f->expect + p * P, p < 300 ? (int)(p & 0xff) | 1 : 0, P);
+	f->compare_gate = ms_future_new(NULL);
+	f->upload_gate = ms_future_new(NULL);
+	*state = f;
+	return 0;
+}
+
+static void node_b_fini(struct node_b *b)
+{
+	ms_layered_free(b->file);
+	ms_peer_resolver_free(b->resolver);
+	ms_diffstore_free(b->diffs);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	ms_peer_server_stop(f->server);
+	/* nobody holds the gates any more: a pause still held finishes its pipeline */
+	ms_future_set(f->compare_gate, NULL);
+	ms_future_set(f->upload_gate, NULL);
+	node_b_fini(&f->b);
+	if (f->pause)
+		ms_pause_free(f->pause);
+	ms_future_unref(f->compare_gate);
+	ms_future_unref(f->upload_gate);
+	ms_layered_free(f->parent);
+	ms_diffstore_free(f->diffs);
+	ms_store_free(f->store);
+	ms_test_chain_fini(&f->chain);
+	free(f->expect);
+	ms_pageset_free(f->dirty);
+	ms_pageset_free(f->empty);
+	ms_test_rmtree(f->dir);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+/* A pauses its guest: in-flight serving on, the compare and the upload held. */
+static void pause_a(struct fixture *f)
+{
+	int fd = memfd_create("guest", MFD_CLOEXEC);
+	assert_int_equal(ftruncate(fd, PAGES * P), 0);
+	assert_int_equal(pwrite(fd, f->expect, PAGES * P, 0), (ssize_t)(PAGES * P));
+	struct ms_pause_config cfg = {.store = f->store,
+				      .diffs = f->diffs,
+				      .cache_dir = f->cache,
+				      .inflight = true,
+				      .dedup = MS_DEDUP_FULL,
+				      .compare_gate = f->compare_gate,
+				      .upload_gate = f->upload_gate};
+	assert_int_equal(ms_pause_start(&cfg, f->parent, fd, f->dirty, f->empty, snapfile,
+					sizeof(snapfile), &f->pause),
+			 0);
+}
+
+static struct ms_peer_server *serve_a(struct fixture *f, int64_t header_wait_ns,
+				      int (*hook)(void *, const struct ms_peer_request *),
+				      void *hook_ctx)
+{
+	struct ms_peer_server_config cfg = {.listen = "127.0.0.1:0",
+					    .token = TOKEN,
+					    .header_wait_ns = header_wait_ns,
+					    .on_request = hook,
+					    .on_request_ctx = hook_ctx};
+	int err;
+	struct ms_peer_server *server = ms_peer_server_start(&cfg, &err);
+	assert_non_null(server);
+	struct ms_peer_build build = {.build_id = *ms_pause_build_id(f->pause),
+				      .memfile = ms_pause_file(f->pause),
+				      .diffs = f->diffs,
+				      .published = ms_pause_published(f->pause),
+				      .snapfile = snapfile,
+				      .snapfile_len = sizeof(snapfile),
+				      .metadata = metadata,
+				      .metadata_len = strlen(metadata)};
+	assert_int_equal(ms_peer_server_add(server, &build), 0);
+	assert_int_equal(ms_peer_server_add(server, &build), -EEXIST);
+	return server;
+}
+
+/* on_storage: B swaps in the header the store has now (e2b reloads it the same way). */
+static void b_on_storage(void *ctx, const ms_uuid *build_id, struct ms_header *header)
+{
+	struct node_b *b = ctx;
+	struct ms_header_ref *live = ms_layered_header(b->file);
+	bool ours = ms_uuid_eq(&live->header->meta.build_id, build_id);
+	ms_header_ref_unref(live);
+	if (ours && ms_layered_swap(b->file, header) == 0) {
+		atomic_fetch_add(&b->swaps, 1);
+		return;
+	}
+	ms_header_free(header);
+}
+
+/* Node B: its own cache dir and diff store, the shared store, the peer resolver. */
+static void node_b_init(struct fixture *f, const char *const *static_peers, size_t count,
+			uint32_t piece)
+{
+	struct node_b *b = &f->b;
+	snprintf(b->cache, sizeof(b->cache), "%s/cache-b", f->dir);
+	mkdir(b->cache, 0700);
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = b->cache};
+	b->diffs = ms_diffstore_new(&dcfg, &err);
+	b->storage = (struct ms_build_storage){.store = f->store,
+					       .diffs = b->diffs,
+					       .cache_dir = b->cache,
+					       .data = MS_ARTIFACT_MEMFILE};
+	struct ms_peer_resolver_config rc = {
+	    .storage = &b->storage,
+	    .token = TOKEN,
+	    .static_peers = static_peers,
+	    .static_peer_count = count,
+	    .client = {.attempts = 3, .retry_initial_ns = 10 * MS_NSEC_PER_MSEC, .piece = piece},
+	    .on_storage = b_on_storage,
+	    .ctx = b};
+	b->resolver = ms_peer_resolver_new(&rc, &err);
+	assert_non_null(b->resolver);
+}
+
+/* B opens the build for a resume: its header (from the peer when one has it). */
+static void node_b_open(struct fixture *f, bool want_from_peer)
+{
+	struct ms_header *h;
+	bool from_peer;
+	assert_int_equal(ms_peer_resolver_load_header(f->b.resolver, ms_pause_build_id(f->pause),
+						      MS_PEER_FILE_MEMFILE, &h, &from_peer),
+			 0);
+	assert_int_equal(from_peer, want_from_peer);
+	assert_true(ms_uuid_eq(&h->meta.build_id, ms_pause_build_id(f->pause)));
+	f->b.file = ms_layered_new(h, ms_peer_resolve, f->b.resolver);
+	assert_non_null(f->b.file);
+}
+
+static void check_all(struct ms_layered *file, const uint8_t *expect)
+{
+	uint8_t *got = malloc(PAGES * P);
+	assert_int_equal(ms_layered_read(file, got, 0, PAGES * P), 0);
+	for (uint64_t p = 0; p < PAGES; p++)
+		if (memcmp(got + p * P, expect + p * P, P) != 0)
+			fail_msg("page %llu differs", (unsigned long long)p);
+	free(got);
+}
+
+/* B's routing source for the new build (one reference), or NULL when it is another kind. */
+static struct ms_source *b_source(struct fixture *f)
+{
+	char key[MS_ARTIFACT_KEY_MAX];
+	assert_int_equal(
+	    ms_build_storage_key(&f->b.storage, ms_pause_build_id(f->pause), key, sizeof(key)), 0);
+	struct ms_source *src;
+	assert_int_equal(ms_diffstore_get(f->b.diffs, key, &src), 0);
+	if (!ms_peer_routing_is_routing(src)) {
+		ms_source_unref(src);
+		return NULL;
+	}
+	return src;
+}
+
+/* ---- raw HTTP: what a client that is not ours may send ---- */
+
+struct raw_answer {
+	long http;
+	char status[32];
+	size_t len;
+};
+
+static size_t raw_body(char *data, size_t size, size_t n, void *ctx)
+{
+	((struct raw_answer *)ctx)->len += size * n;
+	return size * n;
+}
+
+static size_t raw_header(char *data, size_t size, size_t n, void *ctx)
+{
+	struct raw_answer *a = ctx;
+	size_t len = size * n;
+	const char name[] = MS_PEER_STATUS_HDR ": ";
+	if (len > strlen(name) && strncasecmp(data, name, strlen(name)) == 0) {
+		size_t v = len - strlen(name);
+		while (v &&
+		       (data[strlen(name) + v - 1] == '\r' || data[strlen(name) + v - 1] == '\n'))
+			v--;
+		snprintf(a->status, sizeof(a->status), "%.*s", (int)v, data + strlen(name));
+	}
+	return len;
+}
+
+static struct raw_answer raw(struct ms_peer_server *s, const char *method, const char *path,
+			     const char *token)
+{
+	struct raw_answer a = {0};
+	char url[1024], auth[128];
+	snprintf(url, sizeof(url), "http://%s%s", ms_peer_server_address(s), path);
+	CURL *h = curl_easy_init();
+	struct curl_slist *hdrs = NULL;
+	if (token) {
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+		hdrs = curl_slist_append(NULL, auth);
+	}
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, raw_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &a);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, raw_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, &a);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+	assert_int_equal(curl_easy_perform(h), CURLE_OK);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a.http);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(h);
+	return a;
+}
+
+static void expect_raw(struct ms_peer_server *s, const char *method, const char *path,
+		       const char *token, long http, const char *status, size_t len)
+{
+	struct raw_answer a = raw(s, method, path, token);
+	if (a.http != http || strcmp(a.status, status) != 0)
+		fail_msg("%s %s: %ld %s, not %ld %s", method, path, a.http, a.status, http, status);
+	if (len != (size_t)-1 && a.len != len)
+		fail_msg("%s %s: %zu bytes, not %zu", method, path, a.len, len);
+}
+
+/* ---- tests ---- */
+
+static void test_statuses_and_bad_input(void **state)
+{
+	struct fixture *f = *state;
+	pause_a(f);
+	ms_future_set(f->compare_gate, NULL);
+	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_COMPARED, 60 * MS_NSEC_PER_SEC), 0);
+	f->server = serve_a(f, 0, NULL, NULL);
+	char id[MS_UUID_STR_LEN], base[128], path[512];
+	ms_uuid_format(ms_pause_build_id(f->pause), id);
+	snprintf(base, sizeof(base), "/peer/v1/builds/%s", id);
+	uint64_t data_size = 200 * P; /* the pages kept by the compare */
+
+	/* available */
+	expect_raw(f->server, "GET", base, TOKEN, 200, "available", (size_t)-1);
+	snprintf(path, sizeof(path), "%s/memfile.header", base);
+	expect_raw(f->server, "GET", path, TOKEN, 200, "available", (size_t)-1);
+	snprintf(path, sizeof(path), "%s/memfile?offset=4096&length=8192", base);
+	expect_raw(f->server, "GET", path, TOKEN, 200, "available", 8192);
+	snprintf(path, sizeof(path), "%s/memfile?offset=%llu&length=4096", base,
+		 (unsigned long long)(data_size - P));
+	expect_raw(f->server, "GET", path, TOKEN, 200, "available", 4096);
+	snprintf(path, sizeof(path), "%s/snapfile", base);
+	expect_raw(f->server, "GET", path, TOKEN, 200, "available", sizeof(snapfile));
+	snprintf(path, sizeof(path), "%s/metadata.json", base);
+	expect_raw(f->server, "GET", path, TOKEN, 200, "available", strlen(metadata));
+	/* not held here */
+	snprintf(path, sizeof(path), "%s/rootfs.ext4.header", base);
+	expect_raw(f->server, "GET", path, TOKEN, 404, "not_available", (size_t)-1);
+	expect_raw(f->server, "GET", "/peer/v1/builds/6f1c2c7e-4b1e-4c4e-9c1e-1d2e3f405162", TOKEN,
+		   404, "not_available", (size_t)-1);
+	expect_raw(
+	    f->server, "GET",
+	    "/peer/v1/builds/6f1c2c7e-4b1e-4c4e-9c1e-1d2e3f405162/memfile?offset=0&length=4096",
+	    TOKEN, 404, "not_available", (size_t)-1);
+	/* tokens */
+	expect_raw(f->server, "GET", base, NULL, 401, "not_available", (size_t)-1);
+	expect_raw(f->server, "GET", base, "peer-secreT", 401, "not_available", (size_t)-1);
+	expect_raw(f->server, "GET", base, "peer-secret-and-more", 401, "not_available",
+		   (size_t)-1);
+	expect_raw(f->server, "GET", base, "", 401, "not_available", (size_t)-1);
+	/* ranges: unaligned, empty, negative, over the cap, past the end, bad last piece */
+	static const char *const bad_ranges[] = {
+	    "offset=1&length=4096",
+	    "offset=0&length=0",
+	    "offset=0&length=-4096",
+	    "offset=-4096&length=4096",
+	    "offset=0&length=16781312",
+	    "offset=0&length=4095",
+	    "offset=0",
+	};
+	for (size_t i = 0; i < sizeof(bad_ranges) / sizeof(bad_ranges[0]); i++) {
+		snprintf(path, sizeof(path), "%s/memfile?%s", base, bad_ranges[i]);
+		expect_raw(f->server, "GET", path, TOKEN, 400, "not_available", (size_t)-1);
+	}
+	snprintf(path, sizeof(path), "%s/memfile?offset=%llu&length=4096", base,
+		 (unsigned long long)data_size);
+	expect_raw(f->server, "GET", path, TOKEN, 400, "not_available", (size_t)-1);
+	snprintf(path, sizeof(path), "%s/memfile?offset=%llu&length=8192", base,
+		 (unsigned long long)(data_size - P));
+	expect_raw(f->server, "GET", path, TOKEN, 400, "not_available", (size_t)-1);
+	snprintf(path, sizeof(path), "%s/memfile?offset=0&length=16777216", base);
+	expect_raw(f->server, "GET", path, TOKEN, 400, "not_available", (size_t)-1);
+	/* methods, paths */
+	expect_raw(f->server, "POST", base, TOKEN, 405, "not_available", (size_t)-1);
+	expect_raw(f->server, "GET", "/peer/v1/builds/nope", TOKEN, 400, "not_available",
+		   (size_t)-1);
+	expect_raw(f->server, "GET", "/v1/sandboxes", TOKEN, 404, "not_available", (size_t)-1);
+	struct ms_peer_server_stats st;
+	ms_peer_server_get_stats(f->server, &st);
+	assert_int_equal(st.unauthorized, 4);
+	assert_int_equal(st.bad_requests, 12);
+	assert_int_equal(st.available, 6);
+	assert_int_equal(st.data_bytes, 8192 + 4096);
+
+	/* the bytes are the build's packed data: the kept pages 100..299 in order */
+	struct ms_peer_client_config cc = {.address = ms_peer_server_address(f->server),
+					   .token = TOKEN};
+	int err;
+	struct ms_peer_client *client = ms_peer_client_new(&cc, &err);
+	uint64_t size;
+	enum ms_peer_status status;
+	assert_int_equal(ms_peer_client_status(client, ms_pause_build_id(f->pause),
+					       MS_PEER_FILE_MEMFILE, &status, &size),
+			 0);
+	assert_int_equal(status, MS_PEER_AVAILABLE);
+	assert_int_equal(size, data_size);
+	struct ms_source *peer =
+	    ms_peer_source_new(client, ms_pause_build_id(f->pause), MS_PEER_FILE_MEMFILE, size);
+	uint8_t *got = malloc(size);
+	assert_int_equal(ms_source_read(peer, got, 0, size), 0);
+	assert_memory_equal(got, f->expect + 100 * P, size);
+	/* unaligned reads are widened to blocks and cut back */
+	assert_int_equal(ms_source_read(peer, got, 5000, 3 * P + 17), 0);
+	assert_memory_equal(got, f->expect + 100 * P + 5000, 3 * P + 17);
+	free(got);
+	struct ms_header *h;
+	assert_int_equal(ms_peer_client_header(client, ms_pause_build_id(f->pause),
+					       MS_PEER_FILE_MEMFILE, &status, &h),
+			 0);
+	assert_int_equal(status, MS_PEER_AVAILABLE);
+	assert_true(h->incomplete); /* the upload is held */
+	ms_header_free(h);
+
+	/* uploaded: use_storage for everything */
+	ms_future_set(f->upload_gate, NULL);
+	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_PUBLISHED, 60 * MS_NSEC_PER_SEC), 0);
+	expect_raw(f->server, "GET", base, TOKEN, 410, "use_storage", (size_t)-1);
+	snprintf(path, sizeof(path), "%s/memfile?offset=0&length=4096", base);
+	expect_raw(f->server, "GET", path, TOKEN, 410, "use_storage", (size_t)-1);
+	uint8_t page[P];
+	assert_int_equal(ms_source_read(peer, page, 0, P), MS_ENOTFOUND);
+	assert_int_equal(ms_peer_source_status(peer), MS_PEER_USE_STORAGE);
+	/* removed after its upload: still use_storage (a tombstone), not "unknown" */
+	assert_int_equal(ms_peer_server_remove(f->server, ms_pause_build_id(f->pause), true), 0);
+	expect_raw(f->server, "GET", base, TOKEN, 410, "use_storage", (size_t)-1);
+	assert_int_equal(ms_peer_server_remove(f->server, ms_pause_build_id(f->pause), true),
+			 MS_ENOTFOUND);
+	/* registered again, then removed without an upload: unknown */
+	struct ms_peer_build again = {.build_id = *ms_pause_build_id(f->pause),
+				      .memfile = ms_pause_file(f->pause),
+				      .diffs = f->diffs,
+				      .published = ms_pause_published(f->pause)};
+	assert_int_equal(ms_peer_server_add(f->server, &again), 0);
+	expect_raw(f->server, "GET", base, TOKEN, 410, "use_storage", (size_t)-1); /* published */
+	assert_int_equal(ms_peer_server_remove(f->server, ms_pause_build_id(f->pause), false), 0);
+	expect_raw(f->server, "GET", base, TOKEN, 404, "not_available", (size_t)-1);
+	ms_source_unref(peer);
+	ms_peer_client_unref(client);
+
+	/* a client of a server that is not there: a transport error after its retries */
+	struct ms_peer_client_config dead = {.address = "127.0.0.1:1",
+					     .token = TOKEN,
+					     .attempts = 2,
+					     .retry_initial_ns = MS_NSEC_PER_MSEC};
+	client = ms_peer_client_new(&dead, &err);
+	assert_int_equal(ms_peer_client_status(client, ms_pause_build_id(f->pause),
+					       MS_PEER_FILE_MEMFILE, &status, &size),
+			 -ECONNREFUSED);
+	ms_peer_client_unref(client);
+	struct ms_peer_server_config bad = {.listen = "127.0.0.1:0", .token = ""};
+	assert_null(ms_peer_server_start(&bad, &err));
+	assert_int_equal(err, -EINVAL);
+	bad = (struct ms_peer_server_config){.listen = "localhost", .token = TOKEN};
+	assert_null(ms_peer_server_start(&bad, &err));
+	assert_int_equal(err, -EINVAL);
+}
+
+struct header_fetch {
+	struct fixture *f;
+	int err;
+	enum ms_peer_status status;
+	struct ms_header *header;
+};
+
+static void *fetch_header(void *arg)
+{
+	struct header_fetch *hf = arg;
+	struct ms_peer_client_config cc = {.address = ms_peer_server_address(hf->f->server),
+					   .token = TOKEN};
+	int err;
+	struct ms_peer_client *client = ms_peer_client_new(&cc, &err);
+	hf->err = ms_peer_client_header(client, ms_pause_build_id(hf->f->pause),
+					MS_PEER_FILE_MEMFILE, &hf->status, &hf->header);
+	ms_peer_client_unref(client);
+	return NULL;
+}
+
+static void test_header_never_provisional(void **state)
+{
+	struct fixture *f = *state;
+	pause_a(f);
+	f->server = serve_a(f, 0, NULL, NULL);
+	/* the live header is the provisional one: collect the ids only it names */
+	struct ms_header_ref *live = ms_layered_header(ms_pause_file(f->pause));
+	ms_uuid prov[8];
+	size_t nprov = 0;
+	for (size_t i = 0; i < live->header->mappings.count; i++) {
+		const ms_uuid *id = &live->header->mappings.entries[i].build_id;
+		bool known = ms_uuid_is_nil(id);
+		for (int l = 0; l < MS_CHAIN_LAYERS; l++)
+			known = known || ms_uuid_eq(id, &f->chain.ids[l]);
+		for (size_t k = 0; k < nprov; k++)
+			known = known || ms_uuid_eq(id, &prov[k]);
+		if (!known && nprov < 8)
+			prov[nprov++] = *id;
+	}
+	ms_header_ref_unref(live);
+	assert_int_equal(nprov, 1);
+	assert_false(ms_uuid_eq(&prov[0], ms_pause_build_id(f->pause)));
+
+	/* a server that waits 100 ms for the durable header: 503 not_available (the gate is shut)
+	 */
+	struct ms_peer_server_config short_cfg = {
+	    .listen = "127.0.0.1:0", .token = TOKEN, .header_wait_ns = 100 * MS_NSEC_PER_MSEC};
+	int err;
+	struct ms_peer_server *impatient = ms_peer_server_start(&short_cfg, &err);
+	struct ms_peer_build build = {.build_id = *ms_pause_build_id(f->pause),
+				      .memfile = ms_pause_file(f->pause),
+				      .diffs = f->diffs,
+				      .published = ms_pause_published(f->pause)};
+	assert_int_equal(ms_peer_server_add(impatient, &build), 0);
+	char path[256], id[MS_UUID_STR_LEN];
+	ms_uuid_format(ms_pause_build_id(f->pause), id);
+	snprintf(path, sizeof(path), "/peer/v1/builds/%s/memfile.header", id);
+	expect_raw(impatient, "GET", path, TOKEN, 503, "not_available", (size_t)-1);
+	snprintf(path, sizeof(path), "/peer/v1/builds/%s/memfile?offset=0&length=4096", id);
+	expect_raw(impatient, "GET", path, TOKEN, 503, "not_available", (size_t)-1);
+	assert_int_equal(ms_peer_server_remove(impatient, ms_pause_build_id(f->pause), false), 0);
+	ms_peer_server_stop(impatient);
+
+	/* the patient server: a request in flight while the compare is held gets the durable one */
+	struct header_fetch hf = {.f = f};
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, fetch_header, &hf), 0);
+	struct ms_peer_server_stats st;
+	do {
+		ms_clock_sleep_ns(MS_NSEC_PER_MSEC);
+		ms_peer_server_get_stats(f->server, &st);
+	} while (st.requests == 0);
+	ms_future_set(f->compare_gate, NULL);
+	pthread_join(t, NULL);
+	assert_int_equal(hf.err, 0);
+	assert_int_equal(hf.status, MS_PEER_AVAILABLE);
+	struct ms_header *h = hf.header;
+	assert_true(ms_uuid_eq(&h->meta.build_id, ms_pause_build_id(f->pause)));
+	assert_true(h->incomplete);
+	for (size_t i = 0; i < h->mappings.count; i++)
+		assert_false(ms_uuid_eq(&h->mappings.entries[i].build_id, &prov[0]));
+	assert_false(ms_uuid_eq(&h->meta.base_build_id, &prov[0]));
+	for (size_t i = 0; i < h->build_count; i++)
+		assert_false(ms_uuid_eq(&h->builds[i].build_id, &prov[0]));
+	assert_int_equal(ms_mappings_bytes_of(&h->mappings, ms_pause_build_id(f->pause)), 200 * P);
+	ms_header_free(h);
+}
+
+static void test_routing_peer_then_storage(void **state)
+{
+	struct fixture *f = *state;
+	pause_a(f);
+	f->server = serve_a(f, 0, NULL, NULL);
+	/* A records where the build is as its pause starts (the registry, no static list) */
+	assert_int_equal(ms_peer_registry_put(f->store, ms_pause_build_id(f->pause),
+					      ms_peer_server_address(f->server), 0,
+					      ms_peer_registry_now_ms()),
+			 0);
+	ms_future_set(f->compare_gate, NULL);
+	node_b_init(f, NULL, 0, 64 << 10);
+	node_b_open(f, true);
+	struct ms_header_ref *bh = ms_layered_header(f->b.file);
+	assert_true(bh->header->incomplete);
+	ms_header_ref_unref(bh);
+	/* cross-node resume while the upload is held: every byte, the new pages from A */
+	check_all(f->b.file, f->expect);
+	struct ms_source *src = b_source(f);
+	assert_non_null(src);
+	struct ms_peer_routing_stats rs;
+	ms_peer_routing_get_stats(src, &rs);
+	assert_true(rs.peer_reads > 0);
+	assert_int_equal(rs.storage_reads, 0);
+	assert_false(rs.on_storage);
+	struct ms_peer_server_stats st;
+	ms_peer_server_get_stats(f->server, &st);
+	assert_int_equal(st.data_bytes, 200 * P);
+	/* nothing of the new build is in the store yet */
+	struct ms_header *none;
+	assert_int_equal(ms_build_storage_load_header(f->store, ms_pause_build_id(f->pause),
+						      MS_ARTIFACT_MEMFILE_HEADER, &none),
+			 MS_ENOTFOUND);
+
+	/* the upload lands; A deletes its record */
+	ms_future_set(f->upload_gate, NULL);
+	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_PUBLISHED, 60 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_peer_registry_remove(f->store, ms_pause_build_id(f->pause)), 0);
+	/* B reads again: use_storage, then the store, for good; its header reloaded */
+	check_all(f->b.file, f->expect);
+	ms_peer_routing_get_stats(src, &rs);
+	assert_true(rs.on_storage);
+	assert_true(rs.moved_by_use_storage);
+	assert_true(rs.storage_reads > 0);
+	assert_int_equal(rs.peer_failures, 0);
+	assert_int_equal(atomic_load(&f->b.swaps), 1);
+	bh = ms_layered_header(f->b.file);
+	assert_false(bh->header->incomplete);
+	assert_non_null(ms_header_build(bh->header, ms_pause_build_id(f->pause)));
+	ms_header_ref_unref(bh);
+	ms_peer_server_get_stats(f->server, &st);
+	uint64_t requests = st.requests;
+	check_all(f->b.file, f->expect);
+	ms_peer_server_get_stats(f->server, &st);
+	assert_int_equal(st.requests, requests); /* nobody asks the peer any more */
+	ms_source_unref(src);
+}
+
+/* The peer dies on its 3rd data request: the server stops, then A's upload goes on. */
+struct killer {
+	struct fixture *f;
+	atomic_int data_requests;
+	atomic_bool triggered;
+	pthread_t thread;
+};
+
+static void *kill_a(void *arg)
+{
+	struct killer *k = arg;
+	ms_peer_server_stop(k->f->server);
+	k->f->server = NULL;
+	ms_future_set(k->f->upload_gate, NULL); /* the store gets the build only now */
+	return NULL;
+}
+
+static int on_request_kill(void *ctx, const struct ms_peer_request *req)
+{
+	struct killer *k = ctx;
+	if (req->op != MS_PEER_OP_DATA)
+		return 0;
+	if (atomic_load(&k->triggered) || atomic_fetch_add(&k->data_requests, 1) + 1 >= 3) {
+		if (!atomic_exchange(&k->triggered, true))
+			pthread_create(&k->thread, NULL, kill_a, k);
+		return -1; /* the connection drops without an answer */
+	}
+	return 0;
+}
+
+static void test_peer_dies_mid_read(void **state)
+{
+	struct fixture *f = *state;
+	pause_a(f);
+	struct killer k = {.f = f};
+	f->server = serve_a(f, 0, on_request_kill, &k);
+	assert_int_equal(ms_peer_registry_put(f->store, ms_pause_build_id(f->pause),
+					      ms_peer_server_address(f->server), 0,
+					      ms_peer_registry_now_ms()),
+			 0);
+	ms_future_set(f->compare_gate, NULL);
+	node_b_init(f, NULL, 0, 64 << 10); /* 200 pages in 13 requests of 64 KiB */
+	node_b_open(f, true);
+	/* one read of all memory: A dies during it; not one failed read */
+	check_all(f->b.file, f->expect);
+	assert_true(atomic_load(&k.triggered));
+	pthread_join(k.thread, NULL);
+	assert_null(f->server);
+	struct ms_source *src = b_source(f);
+	assert_non_null(src);
+	struct ms_peer_routing_stats rs;
+	ms_peer_routing_get_stats(src, &rs);
+	assert_true(rs.on_storage);
+	assert_false(rs.moved_by_use_storage);
+	assert_true(rs.peer_failures >= 1);
+	assert_true(rs.storage_reads >= 1);
+	assert_int_equal(atomic_load(&f->b.swaps), 1);
+	ms_source_unref(src);
+	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_PUBLISHED, 60 * MS_NSEC_PER_SEC), 0);
+	check_all(f->b.file, f->expect);
+}
+
+static void test_static_list_miss_and_dead_record(void **state)
+{
+	struct fixture *f = *state;
+	pause_a(f);
+	ms_future_set(f->compare_gate, NULL);
+	f->server = serve_a(f, 0, NULL, NULL);
+	/* no record: the static list finds A (a dead peer listed first is passed over) */
+	const char *const peers[] = {"127.0.0.1:1", ms_peer_server_address(f->server)};
+	node_b_init(f, peers, 2, 0);
+	node_b_open(f, true);
+	check_all(f->b.file, f->expect);
+	struct ms_source *src = b_source(f);
+	assert_non_null(src);
+	ms_source_unref(src);
+
+	/* a miss: A does not hold the chain's top build, which is in the store */
+	const ms_uuid *top = &f->chain.ids[MS_CHAIN_LAYERS - 1];
+	struct ms_peer_client_config cc = {.address = ms_peer_server_address(f->server),
+					   .token = TOKEN};
+	int err;
+	struct ms_peer_client *client = ms_peer_client_new(&cc, &err);
+	struct ms_header *top_header;
+	assert_int_equal(
+	    ms_build_storage_load_header(f->store, top, MS_ARTIFACT_MEMFILE_HEADER, &top_header),
+	    0);
+	const struct ms_build_data *entry = ms_header_build(top_header, top);
+	assert_non_null(entry);
+	struct ms_peer_routing_config rc = {.client = client,
+					    .storage = &f->b.storage,
+					    .build_id = *top,
+					    .size = (uint64_t)entry->size};
+	struct ms_source *routing = ms_peer_routing_new(&rc, &err);
+	assert_non_null(routing);
+	/* expected: the store's own bytes of the build, read through a plain store source */
+	struct ms_source *direct;
+	assert_int_equal(ms_build_storage_open(&f->b.storage, top, top_header, &direct), 0);
+	size_t len = (size_t)entry->size;
+	uint8_t *want = malloc(len), *got = malloc(len);
+	assert_int_equal(ms_source_read(direct, want, 0, len), 0);
+	assert_int_equal(ms_source_read(routing, got, 0, len), 0);
+	assert_memory_equal(got, want, len);
+	struct ms_peer_routing_stats rs;
+	ms_peer_routing_get_stats(routing, &rs);
+	assert_true(rs.misses >= 1);
+	assert_false(rs.on_storage); /* a miss is not a move */
+	assert_int_equal(rs.peer_reads, 0);
+	assert_int_equal(rs.storage_reads, 1);
+	free(want);
+	free(got);
+	ms_source_unref(direct);
+	ms_source_unref(routing);
+	ms_header_free(top_header);
+
+	/* a build nobody has: a clean error once the wait is over, not a hang */
+	ms_uuid nobody;
+	ms_uuid_generate(&nobody);
+	rc = (struct ms_peer_routing_config){.client = client,
+					     .storage = &f->b.storage,
+					     .build_id = nobody,
+					     .size = 16 * P,
+					     .storage_wait_ns = 100 * MS_NSEC_PER_MSEC};
+	routing = ms_peer_routing_new(&rc, &err);
+	uint8_t page[P];
+	assert_int_equal(ms_source_read(routing, page, 0, P), MS_ENOTFOUND);
+	ms_source_unref(routing);
+	ms_peer_client_unref(client);
+
+	/* a record naming a dead node: B goes straight to the store (a chunked source) */
+	ms_future_set(f->upload_gate, NULL);
+	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_PUBLISHED, 60 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_peer_registry_put(f->store, ms_pause_build_id(f->pause), "127.0.0.1:1",
+					      0, ms_peer_registry_now_ms()),
+			 0);
+	node_b_fini(&f->b);
+	memset(&f->b, 0, sizeof(f->b));
+	node_b_init(f, NULL, 0, 0);
+	node_b_open(f, false);
+	check_all(f->b.file, f->expect);
+	assert_null(b_source(f));
+}
+
+int main(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_statuses_and_bad_input, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_header_never_provisional, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_routing_peer_then_storage, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_peer_dies_mid_read, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_static_list_miss_and_dead_record, setup, teardown),
+	};
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	curl_global_cleanup();
+	return rc;
+}
