@@ -18,6 +18,17 @@ printf 'POST\n/v1/sandboxes/%s/pause\n' $id >"$corpus/fuzz_api/pause"
 printf 'DELETE\n/v1/sandboxes/%s\n' $id >"$corpus/fuzz_api/delete"
 printf 'GET\n/v1/builds/%s/scheduling-metadata\n' $id >"$corpus/fuzz_api/metadata"
 printf 'GET\n/metrics\n' >"$corpus/fuzz_api/metrics"
+# fuzz_peer: one seed per peer route ("METHOD\nURI"), and a registry record
+mkdir -p "$corpus/fuzz_peer"
+printf 'GET\n/peer/v1/builds/%s' $id >"$corpus/fuzz_peer/status"
+printf 'GET\n/peer/v1/builds/%s/memfile.header' $id >"$corpus/fuzz_peer/header"
+printf 'HEAD\n/peer/v1/builds/%s/rootfs.ext4.header' $id >"$corpus/fuzz_peer/rootfs-header"
+printf 'GET\n/peer/v1/builds/%s/memfile?offset=4096&length=8192' $id >"$corpus/fuzz_peer/data"
+printf 'GET\n/peer/v1/builds/%s/rootfs.ext4?length=4096&offset=0' $id >"$corpus/fuzz_peer/rootfs-data"
+printf 'GET\n/peer/v1/builds/%s/snapfile' $id >"$corpus/fuzz_peer/snapfile"
+printf 'GET\n/peer/v1/builds/%s/metadata.json' $id >"$corpus/fuzz_peer/metadata"
+printf '{"build_id":"%s","address":"127.0.0.1:7000","written_at_ms":1,"expires_at_ms":2}' $id \
+	>"$corpus/fuzz_peer/record"
 for f in "$build"/fuzz/fuzz_*; do
 	[ -f "$f" ] && [ -x "$f" ] || continue
 	echo "fuzz: $(basename "$f") for ${seconds}s"
