@@ -1,0 +1,71 @@
+#!/bin/sh
+# Two nodes in two network namespaces joined by a veth pair, one object store
+# (a directory both see). Node A pauses a guest with the compare held and the
+# upload held; node B resumes it at once through A's peer server (found in
+# the registry); A's upload is released and A exits; B resumes again from the
+# store. Then a node A that dies (SIGKILL) in the middle of B's read: B falls
+# back to the store without a failed read.
+#   test_peer_netns.sh PEER_NODE
+# Needs root and ip(8) with netns; exits 77 (skip) where that is missing.
+set -eu
+node=${1:?usage: test_peer_netns.sh PEER_NODE}
+[ "$(id -u)" = 0 ] || { echo "SKIP: needs root for network namespaces"; exit 77; }
+command -v ip >/dev/null || { echo "SKIP: no ip(8)"; exit 77; }
+tag=$$
+nsa=ms7a$tag nsb=ms7b$tag
+net=10.77.$((tag % 250 + 1))
+work=$(mktemp -d "${TMPDIR:-/tmp}/peer-netns.XXXXXX")
+apid=
+cleanup() {
+	[ -n "$apid" ] && kill "$apid" 2>/dev/null || true
+	ip netns del "$nsa" 2>/dev/null || true
+	ip netns del "$nsb" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+if ! ip netns add "$nsa" 2>/dev/null; then
+	echo "SKIP: cannot create a network namespace here"
+	exit 77
+fi
+ip netns add "$nsb"
+ip link add va$tag type veth peer name vb$tag
+ip link set va$tag netns "$nsa"
+ip link set vb$tag netns "$nsb"
+ip -n "$nsa" addr add "$net.1/24" dev va$tag
+ip -n "$nsb" addr add "$net.2/24" dev vb$tag
+for ns in "$nsa" "$nsb"; do ip -n "$ns" link set lo up; done
+ip -n "$nsa" link set va$tag up
+ip -n "$nsb" link set vb$tag up
+
+wait_for() { # FILE PID: until FILE exists, or fail when PID is gone
+	while [ ! -e "$1" ]; do
+		kill -0 "$2" 2>/dev/null || { echo "node A exited before $1"; return 1; }
+		sleep 0.05
+	done
+}
+
+echo "== A pauses (compare and upload held) and serves on $net.1; B resumes from A"
+run1="$work/run1"; mkdir "$run1"
+ip netns exec "$nsa" "$node" a "$run1" "$net.1:0" >"$run1/a.log" 2>&1 &
+apid=$!
+wait_for "$run1/ready" $apid || { cat "$run1/a.log"; exit 1; }
+# B cannot even reach A's loopback: the only way is the veth
+ip netns exec "$nsb" "$node" b "$run1" peer || { cat "$run1/a.log"; exit 1; }
+echo "== A's upload released; A exits; B resumes from the store"
+touch "$run1/release"
+wait "$apid" || { cat "$run1/a.log"; exit 1; }
+apid=
+[ -e "$run1/published" ]
+ip netns exec "$nsb" "$node" b "$run1" store
+
+echo "== A dies (SIGKILL) in the middle of B's read"
+run2="$work/run2"; mkdir "$run2"
+ip netns exec "$nsa" "$node" a-dies "$run2" "$net.1:0" >"$run2/a.log" 2>&1 &
+apid=$!
+wait_for "$run2/ready" $apid || { cat "$run2/a.log"; exit 1; }
+ip netns exec "$nsb" "$node" b "$run2" dies || { cat "$run2/a.log"; exit 1; }
+status=0
+wait "$apid" || status=$?
+apid=
+[ "$status" = 137 ] || { echo "node A was expected to die by SIGKILL, exit $status"; exit 1; }
+echo "ok"
