@@ -1,5 +1,5 @@
 /*
- * bench_vm.c - guests restored lazily through the page server, on each backend.
+ * bench_vm.c - a kvm guest restored lazily through the page server.
  *
  * A `pattern` guest fills its memory and is paused; its memfd is the source.
  * Then, in the same run:
@@ -11,10 +11,9 @@
  *                         single-thread UFFDIO_COPY handler serving the same guest (poll,
  *                         read, copy write-protected as the page server does for read
  *                         faults); goal >= 0.9.
- *   proc.fault_rate_4k    the same for a lazily restored proc sandbox (64 MiB)
- *   proc.fault_rate_64k   both installing the aligned 64 KiB block around each fault
  * Memory is warmed by an untimed round; the best of 3 rounds is reported.
- * kvm entries are left out where /dev/kvm does not open.
+ * Everything is left out where /dev/kvm does not open. The proc backend's
+ * fault rates are bench/sandbox/bench_proc_fault.c.
  */
 #include "bench.h"
 #include "sandbox/sandbox.h"
@@ -298,13 +297,5 @@ int main(void)
 	} else {
 		printf("bench_vm: %s: the vm.* entries are left out\n", why);
 	}
-	if (ms_sandbox_backend_pick("proc", &ops, why, sizeof(why)))
-		die("proc backend", EINVAL);
-	MEM = 64ULL << 20;
-	snapshot(&paused);
-	fault_rate(&paused, path, PAGE, "proc.fault_rate_4k");
-	fault_rate(&paused, path, 65536, "proc.fault_rate_64k");
-	munmap((void *)source, MEM);
-	ms_sandbox_paused_fini(&paused);
 	return 0;
 }

@@ -1,0 +1,489 @@
+/*
+ * bench_proc_fault.c - proc.fault_rate_4k and proc.fault_rate_64k: faults per
+ * second of a lazily restored proc sandbox served by memsnap's page server,
+ * against a raw UFFDIO_COPY handler serving the same kind of process, same run.
+ *
+ * A `pattern` guest (64 MiB) fills its memory and is paused; the paused memfd,
+ * mapped read-only here, is the source for both servers. Each round restores
+ * the snapshot lazily into a fresh sandbox process, lets it report once (it
+ * faults in its mailbox, code and stack), then times the VERIFY epoch: the
+ * guest reads every data page and checks it. The faults of that epoch alone
+ * are counted (the page server's session metrics, the raw handler's counter).
+ *
+ *   value     page server (ms_pageserver, 1 worker, batch_bytes = block) faults/s
+ *   baseline  the raw handler below, faults/s; goal: ratio >= 0.9
+ *
+ * 4k installs one 4 KiB page per fault, 64k the aligned 64 KiB block around
+ * it (the page server's batch_bytes, as bench/uffd's pageserver.fault_rate_64k).
+ * One untimed warm-up round of each, then ROUNDS alternating rounds; the
+ * median is reported, every round is printed. A third series, the page server
+ * with spin_us < 0 (it sleeps in poll() at once, as the raw handler does), is
+ * printed only: it separates the page server's per-fault code from its
+ * busy-poll.
+ *
+ * The raw handler is what a minimal correct Firecracker-style handler must do
+ * for this sandbox (sandbox/memory.c: MISSING|WP registration, WP_ASYNC,
+ * EVENT_REMOVE, non-blocking uffd):
+ *  1. answer the handshake (one sendmsg: JSON regions + uffd + memfd);
+ *  2. read every pending event before installing (a REMOVE holds mmap_changing;
+ *     installs then fail with EAGAIN and are retried after the next read);
+ *  3. install read faults with UFFDIO_COPY_MODE_WP (else every page read counts
+ *     as written), write faults writable; removed pages as zeros;
+ *  4. a block that is partly present (EEXIST, or a short copy: EAGAIN with
+ *     copy > 0) falls back to the faulting page, then to UFFDIO_WAKE;
+ *  5. a WP fault (none arrive with WP_ASYNC, but one must never be left
+ *     unanswered) is resolved by clearing the protection, which wakes it.
+ * It runs before the sandbox is created: the host's mapping of RAM stays
+ * PROT_NONE until the guest's first report, and that report needs the handler.
+ *
+ * MEMSNAP_BENCH_PLACEMENT=same pins the server's threads and the sandbox to one
+ * CPU, =split puts them on two (CPU 0: server, CPU 1: sandbox and the tracer);
+ * unset, the scheduler places them. On a small machine placement decides the
+ * cost of a blocking handler's wakeups, so it is printed with the results.
+ */
+#include "bench.h"
+#include "sandbox/sandbox.h"
+#include "uffd/handshake.h"
+#include "uffd/pageserver.h"
+#include "util/uffd_compat.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define PAGE	  4096ULL
+#define MEM	  (64ULL << 20)
+#define ROUNDS	  7
+#define SEC	  1000000000LL
+#define DEFER_MAX 256
+
+static const struct ms_sandbox_ops *ops;
+static const uint8_t *source;	  /* the paused guest's memory, read-only */
+static const uint8_t zeros[PAGE]; /* removed pages are installed one at a time */
+
+static void die(const char *what, int err)
+{
+	fprintf(stderr, "bench_proc_fault: %s: %s\n", what, strerror(err < 0 ? -err : err));
+	exit(1);
+}
+
+static int src_read(void *ctx, void *dst, uint64_t off, size_t len)
+{
+	memcpy(dst, source + off, len);
+	return 0;
+}
+static bool src_cached(void *ctx, uint64_t off, size_t len)
+{
+	return true;
+}
+static uint64_t src_size(void *ctx)
+{
+	return MEM;
+}
+static const struct ms_page_source_ops src_ops = {
+    .read = src_read, .is_cached = src_cached, .size = src_size};
+
+/* ---- the baseline: a raw single-thread UFFDIO_COPY handler ---- */
+
+struct raw {
+	int listen_fd, stop_efd;
+	uint64_t block; /* bytes installed per fault: the aligned block around it */
+	pthread_t thread;
+	/* handler thread only */
+	int uffd;
+	uint64_t base;
+	uint8_t removed[MEM / PAGE]; /* pages a REMOVE zapped: they read as zeros */
+	struct uffd_msg deferred[DEFER_MAX];
+	size_t deferred_count;
+	/* read by the host between epochs */
+	_Atomic uint64_t faults, faults_wp, events_remove, retries;
+};
+
+/* Installs [dst, dst + len): 0, -EEXIST (nothing installed: the first page is there),
+ * -EAGAIN (mmap changing: nothing installed), or the bytes installed of a short copy. */
+static int64_t raw_copy(struct raw *r, uint64_t dst, uint64_t len, bool write)
+{
+	bool zero = r->removed[(dst - r->base) / PAGE];
+	struct uffdio_copy copy = {
+	    .dst = dst,
+	    .src = (uint64_t)(uintptr_t)(zero ? zeros : source + (dst - r->base)),
+	    .len = len,
+	    .mode = write ? 0 : UFFDIO_COPY_MODE_WP};
+	if (ioctl(r->uffd, UFFDIO_COPY, &copy) == 0)
+		return 0;
+	if (errno == EAGAIN && copy.copy > 0)
+		return copy.copy; /* woken: the copied part only */
+	if (errno == EEXIST || errno == EAGAIN)
+		return -errno;
+	die("UFFDIO_COPY", errno);
+	return 0;
+}
+
+/* A block is copied whole only when no page of it was removed (removed pages are zeros). */
+static bool raw_block_clean(struct raw *r, uint64_t start)
+{
+	for (uint64_t a = start; a < start + r->block; a += PAGE)
+		if (r->removed[(a - r->base) / PAGE])
+			return false;
+	return true;
+}
+
+/* Serves one fault message; false when it must be retried after the next event read. */
+static bool raw_serve(struct raw *r, const struct uffd_msg *m)
+{
+	uint64_t addr = m->arg.pagefault.address & ~(PAGE - 1);
+	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+		struct uffdio_writeprotect wp = {.range = {.start = addr, .len = PAGE}, .mode = 0};
+		if (ioctl(r->uffd, UFFDIO_WRITEPROTECT, &wp) == 0)
+			return true;
+		if (errno == EAGAIN)
+			return false;
+		die("UFFDIO_WRITEPROTECT", errno);
+	}
+	bool write = m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE;
+	uint64_t start = addr & ~(r->block - 1);
+	int64_t rc = -EEXIST;
+	if (r->block > PAGE && raw_block_clean(r, start))
+		rc = raw_copy(r, start, r->block, write);
+	if (rc == 0)
+		return true;
+	if (rc == -EAGAIN)
+		return false;
+	/* part of the block is there (or a page of it reads as zero): the faulting page */
+	rc = raw_copy(r, addr, PAGE, write);
+	if (rc == -EAGAIN)
+		return false;
+	if (rc == -EEXIST) {
+		struct uffdio_range range = {.start = addr, .len = PAGE};
+		if (ioctl(r->uffd, UFFDIO_WAKE, &range))
+			die("UFFDIO_WAKE", errno);
+	}
+	return true;
+}
+
+/* Reads every pending event; faults are appended to deferred (served by the caller). */
+static void raw_read_events(struct raw *r)
+{
+	for (;;) {
+		struct uffd_msg msgs[64];
+		ssize_t n = read(r->uffd, msgs, sizeof(msgs));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return;
+			die("read(uffd)", errno);
+		}
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
+			const struct uffd_msg *m = &msgs[i];
+			if (m->event == UFFD_EVENT_REMOVE) {
+				uint64_t lo = (m->arg.remove.start + PAGE - 1) & ~(PAGE - 1);
+				for (uint64_t a = lo; a + PAGE <= m->arg.remove.end; a += PAGE)
+					if (a >= r->base && a < r->base + MEM)
+						r->removed[(a - r->base) / PAGE] = 1;
+				atomic_fetch_add(&r->events_remove, 1);
+				continue;
+			}
+			if (m->event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			if (r->deferred_count == DEFER_MAX)
+				die("raw handler", ENOBUFS);
+			r->deferred[r->deferred_count++] = *m;
+			atomic_fetch_add(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP
+					     ? &r->faults_wp
+					     : &r->faults,
+					 1);
+		}
+		if (n < (ssize_t)sizeof(msgs))
+			return;
+	}
+}
+
+static void *raw_main(void *arg)
+{
+	struct raw *r = arg;
+	int conn = accept(r->listen_fd, NULL, NULL), fds[2], nfds;
+	char *text;
+	size_t len;
+	struct ms_uffd_handshake hs;
+	if (conn < 0 || ms_uffd_handshake_recv(conn, 5 * SEC, &text, &len, fds, &nfds))
+		die("raw handshake", EPROTO);
+	if (ms_uffd_handshake_parse(text, len, MEM, &hs) || hs.region_count != 1 ||
+	    hs.regions[0].size != MEM || hs.page_size != PAGE)
+		die("raw handshake parse", EPROTO);
+	free(text);
+	r->uffd = fds[0];
+	if (nfds == 2)
+		close(fds[1]);
+	r->base = hs.regions[0].base;
+	ms_uffd_handshake_fini(&hs);
+	for (;;) {
+		struct pollfd pfd[2] = {{.fd = r->uffd, .events = POLLIN},
+					{.fd = r->stop_efd, .events = POLLIN}};
+		if (poll(pfd, 2, r->deferred_count ? 1 : -1) < 0 && errno != EINTR)
+			die("poll", errno);
+		if (pfd[1].revents)
+			break;
+		raw_read_events(r);
+		size_t kept = 0;
+		for (size_t i = 0; i < r->deferred_count; i++)
+			if (!raw_serve(r, &r->deferred[i]))
+				r->deferred[kept++] = r->deferred[i];
+		atomic_fetch_add(&r->retries, kept);
+		r->deferred_count = kept;
+	}
+	close(r->uffd);
+	close(conn);
+	return NULL;
+}
+
+static struct raw *raw_start(const char *path, uint64_t block)
+{
+	struct raw *r = calloc(1, sizeof(*r));
+	if (!r)
+		die("calloc", ENOMEM);
+	r->block = block;
+	unlink(path);
+	r->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
+	if (r->listen_fd < 0 || bind(r->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) ||
+	    listen(r->listen_fd, 1))
+		die("raw listen", errno);
+	if ((r->stop_efd = eventfd(0, EFD_CLOEXEC)) < 0)
+		die("eventfd", errno);
+	if ((errno = pthread_create(&r->thread, NULL, raw_main, r)))
+		die("pthread_create", errno);
+	return r;
+}
+
+static void raw_stop(struct raw *r, const char *path)
+{
+	uint64_t one = 1;
+	if (write(r->stop_efd, &one, sizeof(one)) != sizeof(one))
+		die("stop", errno);
+	pthread_join(r->thread, NULL);
+	close(r->stop_efd);
+	close(r->listen_fd);
+	unlink(path);
+	if (atomic_load(&r->faults_wp) || atomic_load(&r->events_remove))
+		fprintf(stderr, "bench_proc_fault: raw handler saw %llu WP faults, %llu REMOVE\n",
+			(unsigned long long)atomic_load(&r->faults_wp),
+			(unsigned long long)atomic_load(&r->events_remove));
+	free(r);
+}
+
+/* ---- one round ---- */
+
+enum placement { PLACE_ANY, PLACE_SAME, PLACE_SPLIT };
+static enum placement placement;
+static cpu_set_t started_on; /* the affinity the bench was started with */
+
+/* Pins the calling thread (threads it creates, and children it forks, inherit it) to
+ * cpu, or back to started_on when cpu < 0. */
+static void pin_self(int cpu)
+{
+	cpu_set_t set = started_on;
+	if (cpu >= 0) {
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+	}
+	if (sched_setaffinity(0, sizeof(set), &set))
+		die("sched_setaffinity", errno);
+}
+
+enum server { SERVER_RAW, SERVER_PAGESERVER, SERVER_PAGESERVER_NOSPIN };
+
+struct epoch {
+	double seconds; /* the VERIFY epoch */
+	uint64_t faults;
+};
+
+static void step(struct ms_sandbox *sb, uint64_t cmd, uint64_t a0, uint64_t a1)
+{
+	uint64_t *box = (uint64_t *)ms_sandbox_ram(sb);
+	box[0] = cmd, box[1] = a0, box[2] = a1;
+	int err = ms_sandbox_run(sb);
+	if (!err)
+		err = ms_sandbox_wait_report(sb, 120 * SEC);
+	if (err) {
+		fprintf(stderr, "bench_proc_fault: guest: %s\n", ms_sandbox_death_cause(sb));
+		die("run", err);
+	}
+}
+
+static uint64_t session_faults(struct ms_uffd_session *s)
+{
+	const struct ms_uffd_metrics *m = ms_uffd_session_metrics(s);
+	return atomic_load(&m->faults_read) + atomic_load(&m->faults_write) +
+	       atomic_load(&m->faults_wp);
+}
+
+static struct epoch run_round(const struct ms_sandbox_paused *paused, const char *path,
+			      enum server which, uint64_t block)
+{
+	struct raw *raw = NULL;
+	struct ms_pageserver *srv = NULL;
+	struct ms_uffd_session *session = NULL;
+	if (placement != PLACE_ANY)
+		pin_self(placement == PLACE_SAME ? 1 : 0);
+	if (which == SERVER_RAW) {
+		raw = raw_start(path, block);
+	} else {
+		struct ms_pageserver_options opts = {
+		    .workers = 1,
+		    .batch_bytes = block,
+		    .spin_us = which == SERVER_PAGESERVER_NOSPIN ? -1 : 0};
+		if (!(srv = ms_pageserver_new(path, &src_ops, NULL, &opts)))
+			die("ms_pageserver_new", errno);
+	}
+	struct ms_sandbox_spec spec = {.mem_size = MEM,
+				       .memory = MS_SANDBOX_LAZY,
+				       .eager_fd = -1,
+				       .lazy_socket = path,
+				       .snapfile = paused->snapfile,
+				       .snapfile_len = paused->snapfile_len};
+	if (placement != PLACE_ANY)
+		pin_self(1);
+	struct ms_sandbox *sb;
+	int err = ms_sandbox_create(ops, &spec, &sb);
+	if (err)
+		die("lazy restore", err);
+	/* the guest reports first (mailbox, code and stack fault in), then verifies */
+	if ((err = ms_sandbox_run(sb)) || (err = ms_sandbox_wait_report(sb, 120 * SEC)))
+		die("resume", err);
+	if (srv && (err = ms_pageserver_next_session(srv, 5 * SEC, &session)))
+		die("page server session", err);
+	uint64_t f0 = raw ? atomic_load(&raw->faults) : session_faults(session);
+	double t0 = ms_bench_now();
+	step(sb, MS_PATTERN_VERIFY, 42, 1);
+	double t1 = ms_bench_now();
+	uint64_t f1 = raw ? atomic_load(&raw->faults) : session_faults(session);
+	uint64_t mismatches = ((uint64_t *)ms_sandbox_ram(sb))[MS_GUEST_RESULT0 / 8];
+	ms_sandbox_destroy(sb);
+	if (mismatches) {
+		fprintf(stderr, "bench_proc_fault: %llu pages differ after the lazy restore\n",
+			(unsigned long long)mismatches);
+		exit(1);
+	}
+	if (raw) {
+		raw_stop(raw, path);
+	} else {
+		ms_uffd_session_unref(session);
+		ms_pageserver_free(srv);
+	}
+	if (placement != PLACE_ANY)
+		pin_self(-1);
+	return (struct epoch){.seconds = t1 - t0, .faults = f1 - f0};
+}
+
+/* The snapshot: a pattern guest that filled all its memory, paused. */
+static void snapshot(struct ms_sandbox_paused *paused)
+{
+	struct ms_sandbox_spec fresh = {
+	    .guest = MS_GUEST_PATTERN, .mem_size = MEM, .memory = MS_SANDBOX_FRESH};
+	struct ms_sandbox *sb;
+	int err = ms_sandbox_create(ops, &fresh, &sb);
+	if (err)
+		die("start", err);
+	step(sb, MS_PATTERN_FILL, 42, 1);
+	((uint64_t *)ms_sandbox_ram(sb))[0] = 0; /* after a resume: report first */
+	if ((err = ms_sandbox_pause(sb, paused)))
+		die("pause", err);
+	ms_sandbox_destroy(sb);
+	source = mmap(NULL, MEM, PROT_READ, MAP_SHARED | MAP_POPULATE, paused->memfd, 0);
+	if (source == MAP_FAILED)
+		die("mmap", errno);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* Median, min and max of faults/s over the rounds; prints each round. */
+static double summarize(const char *label, const struct epoch *e, int n, double *us_per_fault)
+{
+	double rate[ROUNDS], us[ROUNDS];
+	fprintf(stderr, "  %-22s", label);
+	for (int i = 0; i < n; i++) {
+		rate[i] = (double)e[i].faults / e[i].seconds;
+		us[i] = e[i].seconds * 1e6 / (double)e[i].faults;
+		fprintf(stderr, " %.0f", rate[i]);
+	}
+	qsort(rate, (size_t)n, sizeof(double), cmp_double);
+	qsort(us, (size_t)n, sizeof(double), cmp_double);
+	fprintf(stderr,
+		" faults/s\n  %-22s median %.0f faults/s (min %.0f, max %.0f), %.1f us/fault, "
+		"%llu faults/epoch\n",
+		"", rate[n / 2], rate[0], rate[n - 1], us[n / 2], (unsigned long long)e[0].faults);
+	*us_per_fault = us[n / 2];
+	return rate[n / 2];
+}
+
+static void fault_rate(const struct ms_sandbox_paused *paused, const char *path, uint64_t block,
+		       const char *name)
+{
+	struct epoch raw[ROUNDS], srv[ROUNDS], nospin[ROUNDS];
+	run_round(paused, path, SERVER_RAW, block); /* warm-up, untimed */
+	run_round(paused, path, SERVER_PAGESERVER, block);
+	for (int i = 0; i < ROUNDS; i++) {
+		raw[i] = run_round(paused, path, SERVER_RAW, block);
+		srv[i] = run_round(paused, path, SERVER_PAGESERVER, block);
+		nospin[i] = run_round(paused, path, SERVER_PAGESERVER_NOSPIN, block);
+		if (raw[i].faults != srv[i].faults || raw[i].faults != nospin[i].faults)
+			fprintf(stderr,
+				"bench_proc_fault: %s round %d: faults differ: %llu %llu %llu\n",
+				name, i, (unsigned long long)raw[i].faults,
+				(unsigned long long)srv[i].faults,
+				(unsigned long long)nospin[i].faults);
+	}
+	double us_raw, us_srv, us_nospin;
+	static const char *const where[] = {"scheduler's choice", "one CPU", "two CPUs"};
+	fprintf(stderr, "%s (%llu KiB per fault, %d rounds, server and sandbox: %s):\n", name,
+		(unsigned long long)(block >> 10), ROUNDS, where[placement]);
+	double rate_raw = summarize("raw handler", raw, ROUNDS, &us_raw);
+	double rate_srv = summarize("page server", srv, ROUNDS, &us_srv);
+	double rate_nospin = summarize("page server, no spin", nospin, ROUNDS, &us_nospin);
+	fprintf(stderr, "  ratio %.2f (no spin: %.2f)\n", rate_srv / rate_raw,
+		rate_nospin / rate_raw);
+	ms_bench_report(name, rate_srv, "faults/s", "raw UFFDIO_COPY handler", rate_raw, 0.9);
+}
+
+int main(void)
+{
+	setenv("MEMSNAP_LOG", "warn", 0);
+	ops = ms_sandbox_proc_ops();
+	const char *place = getenv("MEMSNAP_BENCH_PLACEMENT");
+	if (place && strcmp(place, "same") == 0)
+		placement = PLACE_SAME;
+	else if (place && strcmp(place, "split") == 0)
+		placement = PLACE_SPLIT;
+	else if (place && *place)
+		die("MEMSNAP_BENCH_PLACEMENT (same, split or unset)", EINVAL);
+	if (sched_getaffinity(0, sizeof(started_on), &started_on))
+		die("sched_getaffinity", errno);
+	if (placement != PLACE_ANY && (!CPU_ISSET(0, &started_on) || !CPU_ISSET(1, &started_on)))
+		die("MEMSNAP_BENCH_PLACEMENT needs CPUs 0 and 1", EINVAL);
+	char path[64];
+	snprintf(path, sizeof(path), "/tmp/bench_proc_fault.%d.sock", (int)getpid());
+	struct ms_sandbox_paused paused;
+	snapshot(&paused);
+	fault_rate(&paused, path, PAGE, "proc.fault_rate_4k");
+	fault_rate(&paused, path, 65536, "proc.fault_rate_64k");
+	munmap((void *)source, MEM);
+	ms_sandbox_paused_fini(&paused);
+	return 0;
+}
