@@ -178,4 +178,13 @@ int ms_peer_resolve(void *ctx, const ms_uuid *build_id, const struct ms_header *
 int ms_peer_resolver_load_header(struct ms_peer_resolver *resolver, const ms_uuid *build_id,
 				 enum ms_peer_file file, struct ms_header **out, bool *from_peer);
 
+/*
+ * A build's snapfile or metadata (op MS_PEER_OP_SNAPFILE or MS_PEER_OP_METADATA)
+ * for a resume on this node: from a live peer that holds the build (*from_peer
+ * true), else the store's object (at most max_len bytes). *buf is malloc'd.
+ */
+int ms_peer_resolver_load_blob(struct ms_peer_resolver *resolver, const ms_uuid *build_id,
+			       enum ms_peer_op op, size_t max_len, void **buf, size_t *len,
+			       bool *from_peer);
+
 #endif

@@ -457,3 +457,34 @@ int ms_peer_resolver_load_header(struct ms_peer_resolver *r, const ms_uuid *buil
 	    file == MS_PEER_FILE_ROOTFS ? MS_ARTIFACT_ROOTFS_HEADER : MS_ARTIFACT_MEMFILE_HEADER,
 	    out);
 }
+
+int ms_peer_resolver_load_blob(struct ms_peer_resolver *r, const ms_uuid *build_id,
+			       enum ms_peer_op op, size_t max_len, void **buf, size_t *len,
+			       bool *from_peer)
+{
+	if (op != MS_PEER_OP_SNAPFILE && op != MS_PEER_OP_METADATA)
+		return -EINVAL;
+	struct ms_peer_client *client;
+	uint64_t size;
+	*from_peer = false;
+	if (ms_peer_locate(r, build_id, MS_PEER_FILE_MEMFILE, &client, &size) == 0) {
+		struct ms_peer_request req = {.op = op, .build_id = *build_id};
+		struct ms_peer_answer a;
+		int err = ms_peer_client_get(client, &req, &a);
+		ms_peer_client_unref(client);
+		if (!err && a.status == MS_PEER_AVAILABLE && a.len <= max_len) {
+			*buf = a.body ? a.body : malloc(1);
+			*len = a.len;
+			*from_peer = true;
+			return *buf ? 0 : -ENOMEM;
+		}
+		if (!err)
+			ms_peer_answer_fini(&a);
+	}
+	char key[MS_ARTIFACT_KEY_MAX];
+	int err =
+	    ms_artifact_key(key, sizeof(key), build_id,
+			    op == MS_PEER_OP_SNAPFILE ? MS_ARTIFACT_SNAPFILE : MS_ARTIFACT_METADATA,
+			    MS_COMPRESS_NONE);
+	return err ? err : ms_store_read_all(r->storage->store, key, max_len, buf, len);
+}

@@ -577,6 +577,17 @@ static void test_routing_peer_then_storage(void **state)
 	ms_header_ref_unref(bh);
 	/* cross-node resume while the upload is held: every byte, the new pages from A */
 	check_all(f->b.file, f->expect);
+	void *blob;
+	size_t blob_len;
+	bool from_peer;
+	assert_int_equal(ms_peer_resolver_load_blob(f->b.resolver, ms_pause_build_id(f->pause),
+						    MS_PEER_OP_SNAPFILE, 1 << 20, &blob, &blob_len,
+						    &from_peer),
+			 0);
+	assert_true(from_peer);
+	assert_int_equal(blob_len, sizeof(snapfile));
+	assert_memory_equal(blob, snapfile, sizeof(snapfile));
+	free(blob);
 	struct ms_source *src = b_source(f);
 	assert_non_null(src);
 	struct ms_peer_routing_stats rs;
@@ -597,6 +608,14 @@ static void test_routing_peer_then_storage(void **state)
 	ms_future_set(f->upload_gate, NULL);
 	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_PUBLISHED, 60 * MS_NSEC_PER_SEC), 0);
 	assert_int_equal(ms_peer_registry_remove(f->store, ms_pause_build_id(f->pause)), 0);
+	assert_int_equal(ms_peer_resolver_load_blob(f->b.resolver, ms_pause_build_id(f->pause),
+						    MS_PEER_OP_SNAPFILE, 1 << 20, &blob, &blob_len,
+						    &from_peer),
+			 0);
+	assert_false(from_peer); /* the store's copy now */
+	assert_int_equal(blob_len, sizeof(snapfile));
+	assert_memory_equal(blob, snapfile, sizeof(snapfile));
+	free(blob);
 	/* B reads again: use_storage, then the store, for good; its header reloaded */
 	check_all(f->b.file, f->expect);
 	ms_peer_routing_get_stats(src, &rs);
