@@ -101,11 +101,19 @@ static int ms_build_create_source(const char *key, void *ctx, struct ms_source *
 			goto out;
 		size = (int64_t)object_size;
 	}
-	char path[4096], id[MS_UUID_STR_LEN];
+	/*
+	 * A fresh name per cache file: several resolvers (one per pause, one per
+	 * template) may open the same build in one cache dir, and each one's serial
+	 * starts at 0, so (pid, serial) alone collided (EEXIST).
+	 */
+	char path[4096], id[MS_UUID_STR_LEN], nonce[MS_UUID_STR_LEN];
+	ms_uuid fresh;
+	ms_uuid_generate(&fresh);
 	ms_uuid_format(c->build_id, id);
-	snprintf(path, sizeof(path), "%s/%s-%s-%d-%u.cache", bs->cache_dir, id,
+	ms_uuid_format(&fresh, nonce);
+	snprintf(path, sizeof(path), "%s/%s-%s-%d-%u-%.8s.cache", bs->cache_dir, id,
 		 bs->data == MS_ARTIFACT_ROOTFS ? "rootfs" : "memfile", (int)getpid(),
-		 atomic_fetch_add(&bs->serial, 1));
+		 atomic_fetch_add(&bs->serial, 1), nonce);
 	/*
 	 * Each sub-range of a chunk fetch is one store request, and object stores
 	 * pay a latency per request: 1 MiB sub-ranges measured ~3x the touch

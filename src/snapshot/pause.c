@@ -345,7 +345,14 @@ static int ms_pause_drain(struct ms_pause *p)
 	p->stats.step_ns[MS_PAUSE_STEP_RELEASE] = ms_clock_now_ns() - written;
 	p->state = MS_PAUSE_STATE_UPLOADING; /* before DRAINED is signalled */
 	pthread_mutex_unlock(&p->stats_lock);
-	ms_pause_unpin(p, &p->prov_id, &p->prov_pinned, true);
+	/*
+	 * After a grace release the file may still plan on the provisional header: its
+	 * entry stays until the swap has landed (ms_pause_main, after the join), or a
+	 * read after its delayed delete would ask the object store for the provisional
+	 * build - which never leaves the node.
+	 */
+	if (cause != MS_PAUSE_RELEASE_GRACE)
+		ms_pause_unpin(p, &p->prov_id, &p->prov_pinned, true);
 	ms_pause_step_done(p, MS_PAUSE_STEP_DRAIN);
 	ms_future_set(p->stages[MS_PAUSE_DRAINED], NULL);
 	return 0;
@@ -544,6 +551,9 @@ static void *ms_pause_main(void *arg)
 		pthread_join(p->swap_thread, NULL);
 		p->swap_started = false;
 	}
+	/* the swap has landed (the upload waited for it): the provisional entry can go */
+	if (!err)
+		ms_pause_unpin(p, &p->prov_id, &p->prov_pinned, true);
 	return NULL;
 }
 

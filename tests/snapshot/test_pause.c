@@ -1062,6 +1062,48 @@ static void test_sched_metadata_cap(void **state)
 	ms_header_free(h);
 }
 
+/*
+ * After the grace released the memory, the file may still plan on the provisional
+ * header: the provisional entry must stay in the diff store until the swap lands,
+ * or a read after its delayed delete would ask the object store for the
+ * provisional build (which never leaves the node) and fail.
+ */
+static void test_grace_keeps_provisional_entry(void **state)
+{
+	struct fixture *f = *state;
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = f->cache,
+					   .delete_delay_ns = 20 * MS_NSEC_PER_MSEC,
+					   .pressure_interval_ns = 10 * MS_NSEC_PER_MSEC};
+	struct ms_diffstore *ds = ms_diffstore_new(&dcfg, &err);
+	assert_non_null(ds);
+	struct ms_future *swap_gate = ms_future_new(NULL);
+	struct ms_pause_config cfg = {.store = f->store,
+				      .diffs = ds,
+				      .cache_dir = f->cache,
+				      .inflight = true,
+				      .dedup = MS_DEDUP_FULL,
+				      .grace_ns = 30 * MS_NSEC_PER_MSEC,
+				      .swap_gate = swap_gate};
+	struct ms_pause *pause;
+	const char snap[] = "vcpu state";
+	assert_int_equal(ms_pause_start(&cfg, f->parent, guest_memfd(f), f->dirty, f->empty, snap,
+					sizeof(snap), &pause),
+			 0);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 10 * MS_NSEC_PER_SEC), 0);
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.release, MS_PAUSE_RELEASE_GRACE);
+	usleep(300000);				    /* no reads: any delayed delete has run */
+	check_all(ms_pause_file(pause), f->expect); /* still on the provisional header */
+	ms_future_set(swap_gate, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	check_all(ms_pause_file(pause), f->expect);
+	ms_pause_free(pause);
+	ms_future_unref(swap_gate);
+	ms_diffstore_free(ds);
+}
+
 static void test_swap_after_drain(void **state)
 {
 	late_swap(*state, 0);
@@ -1094,6 +1136,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_readers_across_stages, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_swap_after_drain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_grace_without_swap, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_grace_keeps_provisional_entry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_full_during_drain, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
