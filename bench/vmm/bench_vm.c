@@ -8,29 +8,22 @@
  *                         blocks), vs the same with an eager restore; ratio lazy / eager.
  *   vm.fault_rate_4k      (kvm) pages per second while the guest reads every page, one
  *                         4 KiB page installed per fault: the page server vs a raw
- *                         single-thread UFFDIO_COPY handler serving the same guest (poll,
- *                         read, copy write-protected as the page server does for read
- *                         faults); goal >= 0.9.
+ *                         single-thread UFFDIO_COPY handler serving the same guest
+ *                         (raw_uffd.h); goal >= 0.9.
  * Memory is warmed by an untimed round; the best of 3 rounds is reported.
  * Everything is left out where /dev/kvm does not open. The proc backend's
  * fault rates are bench/sandbox/bench_proc_fault.c.
  */
 #include "bench.h"
+#include "raw_uffd.h"
 #include "sandbox/sandbox.h"
-#include "uffd/handshake.h"
 #include "uffd/pageserver.h"
-#include "util/uffd_compat.h"
 
 #include <errno.h>
-#include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #define PAGE   4096ULL
@@ -114,94 +107,14 @@ static double restore_and_verify(const struct ms_sandbox_paused *paused, int eag
 	return t2 - t0;
 }
 
-/* ---- the baseline: a raw single-thread UFFDIO_COPY handler ---- */
-
-struct raw {
-	int listen_fd, stop_efd;
-	pthread_t thread;
-	uint64_t block; /* bytes installed per fault: the aligned block around it */
-	uint64_t faults;
-};
-
-static void *raw_main(void *arg)
-{
-	struct raw *r = arg;
-	int conn = accept(r->listen_fd, NULL, NULL);
-	char *text;
-	size_t len;
-	int fds[2], nfds;
-	struct ms_uffd_handshake hs;
-	if (conn < 0 || ms_uffd_handshake_recv(conn, 5 * SEC, &text, &len, fds, &nfds))
-		die("raw handshake", EPROTO);
-	if (ms_uffd_handshake_parse(text, len, MEM, &hs))
-		die("raw handshake parse", EPROTO);
-	free(text);
-	int uffd = fds[0];
-	if (nfds == 2)
-		close(fds[1]);
-	uint64_t base = hs.regions[0].base;
-	ms_uffd_handshake_fini(&hs);
-	for (;;) {
-		struct pollfd pfd[2] = {{.fd = uffd, .events = POLLIN},
-					{.fd = r->stop_efd, .events = POLLIN}};
-		if (poll(pfd, 2, -1) < 0)
-			continue;
-		if (pfd[1].revents)
-			break;
-		struct uffd_msg msgs[64];
-		ssize_t n = read(uffd, msgs, sizeof(msgs));
-		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
-			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
-				continue;
-			uint64_t addr = msgs[i].arg.pagefault.address & ~(PAGE - 1);
-			uint64_t start = addr & ~(r->block - 1);
-			bool write = msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE;
-			struct uffdio_copy copy = {
-			    .dst = start,
-			    .src = (uint64_t)(uintptr_t)(source + (start - base)),
-			    .len = r->block,
-			    .mode = write ? 0 : UFFDIO_COPY_MODE_WP};
-			r->faults++;
-			if (ioctl(uffd, UFFDIO_COPY, &copy) == 0 || errno != EEXIST)
-				continue;
-			/* part of the block was there: the faulting page alone, else wake */
-			copy = (struct uffdio_copy){
-			    .dst = addr,
-			    .src = (uint64_t)(uintptr_t)(source + (addr - base)),
-			    .len = PAGE,
-			    .mode = write ? 0 : UFFDIO_COPY_MODE_WP};
-			if (ioctl(uffd, UFFDIO_COPY, &copy) && errno == EEXIST) {
-				struct uffdio_range range = {.start = addr, .len = PAGE};
-				ioctl(uffd, UFFDIO_WAKE, &range);
-			}
-		}
-	}
-	close(uffd);
-	close(conn);
-	return NULL;
-}
-
+/* The baseline: the raw handler (raw_uffd.h) serving the same guest. */
 static double run_raw(const struct ms_sandbox_paused *paused, const char *path, uint64_t block,
 		      double *verify_s, uint64_t *faults)
 {
-	struct raw r = {.block = block, .faults = 0};
-	unlink(path);
-	r.listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	strncpy(addr.sun_path, path, sizeof(addr.sun_path) - 1);
-	if (bind(r.listen_fd, (struct sockaddr *)&addr, sizeof(addr)) || listen(r.listen_fd, 1))
-		die("raw listen", errno);
-	r.stop_efd = eventfd(0, EFD_CLOEXEC);
-	pthread_create(&r.thread, NULL, raw_main, &r);
+	struct ms_raw_uffd *r = ms_raw_uffd_start(path, source, MEM, block);
 	double total = restore_and_verify(paused, -1, path, verify_s);
-	uint64_t one = 1;
-	if (write(r.stop_efd, &one, sizeof(one)) != sizeof(one))
-		die("stop", errno);
-	pthread_join(r.thread, NULL);
-	close(r.stop_efd);
-	close(r.listen_fd);
-	unlink(path);
-	*faults = r.faults;
+	*faults = ms_raw_uffd_faults(r);
+	ms_raw_uffd_stop(r, path);
 	return total;
 }
 
