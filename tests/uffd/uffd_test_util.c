@@ -1,4 +1,5 @@
 /* uffd_test_util.c - a Firecracker-like child process and memory page sources for the tests. */
+#include "sandbox/memory.h"
 #include "uffd_test_util.h"
 #include "ms_test.h"
 #include "util/clock.h"
@@ -285,24 +286,9 @@ static int fc_setup(struct fc_state *st, int *sock_out)
 		    (unsigned long long)cfg->page_size, (unsigned long long)cfg->page_size);
 	n += snprintf(json + n, sizeof(json) - (size_t)n, "]");
 	int fds[2] = {uffd, memfd};
-	int nfds = memfd >= 0 ? 2 : 1;
-	union {
-		char raw[CMSG_SPACE(2 * sizeof(int))];
-		struct cmsghdr align;
-	} control;
-	memset(&control, 0, sizeof(control));
-	struct iovec iov = {.iov_base = json, .iov_len = (size_t)n};
-	struct msghdr msg = {.msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = control.raw,
-			     .msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int))};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
-	memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
-	if (sendmsg(sock, &msg, 0) != n)
-		return -errno;
+	int err = ms_guestmem_send_fds(sock, json, (size_t)n, fds, memfd >= 0 ? 2 : 1);
+	if (err)
+		return err;
 	*sock_out = sock; /* never closed, as Firecracker does */
 	return 0;
 }
