@@ -59,9 +59,20 @@ static const struct ms_opt ms_opts[] = {
     OPT(guest_timeout_ns, OPT_DURATION, "120s", "longest wait for a guest's report"),
     OPT(fetch_timeout_ns, OPT_DURATION, "60s", "longest wait for a template's header+snapfile"),
     OPT(shutdown_timeout_ns, OPT_DURATION, "600s", "SIGTERM: longest wait for uploads to finish"),
+    STR(peer_listen, "",
+	"serve this node's builds to other nodes on ADDR:PORT (an IPv4 address they reach; "
+	"needs the peer token); empty: off"),
+    STR(peer_token_file, "",
+	"file holding the token the nodes share for peer reads (or set MEMSNAP_PEER_TOKEN); "
+	"without one this node reads other builds from the store only"),
+    STR(peers, "", "static peers ADDR:PORT,... asked when the store's registry names none"),
+    OPT(peer_ttl_ns, OPT_DURATION, "122m",
+	"registry records (peers/{build}) expire after this if a node dies before removing them"),
     OPT(test_stall_compare_ns, OPT_DURATION, "0",
 	"tests: each pause's dedup compare waits this long before starting"),
     OPT(test_store_delay_ns, OPT_DURATION, "0", "tests: every object-store write sleeps this long"),
+    STR(test_hold_upload, "",
+	"tests: each pause's upload waits until this file exists (or the daemon stops)"),
 };
 #define MS_OPT_COUNT (sizeof(ms_opts) / sizeof(ms_opts[0]))
 
@@ -286,28 +297,30 @@ static int ms_config_read_file(struct ms_node_config *cfg, const char *path, boo
 	return err;
 }
 
-static int ms_config_read_token(struct ms_node_config *cfg, char *why, size_t why_len)
+/* Reads a token file (name: the option, for messages) into token[size]; "" is no file. */
+static int ms_config_read_token(const char *name, const char *path, char *token, size_t size,
+				char *why, size_t why_len)
 {
-	if (!cfg->token_file[0])
+	if (!path[0])
 		return 0;
-	FILE *f = fopen(cfg->token_file, "re");
+	FILE *f = fopen(path, "re");
 	if (!f) {
-		snprintf(why, why_len, "token_file %s: %s", cfg->token_file, strerror(errno));
+		snprintf(why, why_len, "%s %s: %s", name, path, strerror(errno));
 		return -EINVAL;
 	}
-	char buf[sizeof(cfg->token) + 2];
+	char buf[258];
 	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = '\0';
 	char *t = buf;
 	while (n && (t[n - 1] == '\n' || t[n - 1] == '\r' || t[n - 1] == ' '))
 		t[--n] = '\0';
-	if (n == 0 || n >= sizeof(cfg->token)) {
-		snprintf(why, why_len, "token_file %s: empty or longer than %zu bytes",
-			 cfg->token_file, sizeof(cfg->token) - 1);
+	if (n == 0 || n >= size) {
+		snprintf(why, why_len, "%s %s: empty or longer than %zu bytes", name, path,
+			 size - 1);
 		return -EINVAL;
 	}
-	memcpy(cfg->token, t, n + 1);
+	memcpy(token, t, n + 1);
 	return 0;
 }
 
@@ -340,6 +353,8 @@ void ms_node_config_usage(FILE *out)
 		"the config file (default " MS_NODE_CONFIG_DEFAULT_PATH "; may be missing)");
 	fprintf(out, "  %-22s %-30s\n      %s\n", "", "MEMSNAP_TOKEN",
 		"the bearer token for TCP (instead of token_file; never a flag)");
+	fprintf(out, "  %-22s %-30s\n      %s\n", "", "MEMSNAP_PEER_TOKEN",
+		"the token the nodes share for peer reads (instead of peer_token_file)");
 	fprintf(out, "  %-22s %-30s\n      %s\n", "--print-config", "",
 		"print the effective configuration and exit");
 }
@@ -376,6 +391,7 @@ void ms_node_config_dump(const struct ms_node_config *cfg, FILE *out)
 		}
 	}
 	fprintf(out, "# token: %s\n", cfg->token[0] ? "set" : "unset");
+	fprintf(out, "# peer token: %s\n", cfg->peer_token[0] ? "set" : "unset");
 }
 
 int ms_node_config_load(struct ms_node_config *cfg, int argc, char **argv)
@@ -429,6 +445,14 @@ int ms_node_config_load(struct ms_node_config *cfg, int argc, char **argv)
 		}
 		snprintf(cfg->token, sizeof(cfg->token), "%s", token);
 	}
+	token = getenv("MEMSNAP_PEER_TOKEN");
+	if (token && *token) {
+		if (strlen(token) >= sizeof(cfg->peer_token)) {
+			snprintf(why, sizeof(why), "MEMSNAP_PEER_TOKEN: too long");
+			goto bad;
+		}
+		snprintf(cfg->peer_token, sizeof(cfg->peer_token), "%s", token);
+	}
 	/* the flags */
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i], *value = NULL;
@@ -474,7 +498,10 @@ int ms_node_config_load(struct ms_node_config *cfg, int argc, char **argv)
 			goto bad;
 		}
 	}
-	if (ms_config_read_token(cfg, why, sizeof(why)))
+	if (ms_config_read_token("token_file", cfg->token_file, cfg->token, sizeof(cfg->token), why,
+				 sizeof(why)) ||
+	    ms_config_read_token("peer_token_file", cfg->peer_token_file, cfg->peer_token,
+				 sizeof(cfg->peer_token), why, sizeof(why)))
 		goto bad;
 	enum ms_log_level level;
 	if (ms_log_parse_level(cfg->log_level, &level)) {

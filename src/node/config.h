@@ -56,9 +56,16 @@ struct ms_node_config {
 	int64_t guest_timeout_ns;
 	int64_t fetch_timeout_ns;
 	int64_t shutdown_timeout_ns;
+	/* peers: other nodes read this node's builds before they are uploaded */
+	char peer_listen[64];			/* "ADDR:PORT" of the peer server; empty: off */
+	char peer_token_file[MS_NODE_PATH_MAX]; /* the token every node of the fleet shares */
+	char peer_token[256];			/* MEMSNAP_PEER_TOKEN or peer_token_file */
+	char peers[MS_NODE_PATH_MAX];		/* static peers "ADDR:PORT,ADDR:PORT" */
+	int64_t peer_ttl_ns;			/* registry records expire after this */
 	/* test hooks */
 	int64_t test_stall_compare_ns;
 	int64_t test_store_delay_ns;
+	char test_hold_upload[MS_NODE_PATH_MAX]; /* uploads wait until this file exists */
 };
 
 /* Fills every field with its default. */

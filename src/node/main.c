@@ -51,6 +51,8 @@ int main(int argc, char **argv)
 	fprintf(stderr, "memsnapd: listening on unix:%s", cfg.socket);
 	if (cfg.tcp_listen[0])
 		fprintf(stderr, " and tcp 127.0.0.1:%u", ms_http_tcp_port(http));
+	if (ms_node_peer_address(node))
+		fprintf(stderr, ", peers on %s", ms_node_peer_address(node));
 	fprintf(stderr, " (backend %s, store %s)\n", ms_node_backend(node), cfg.store);
 	int sig = 0;
 	sigwait(&stop, &sig);

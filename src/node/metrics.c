@@ -262,6 +262,49 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 		   atomic_load(&m->template_misses));
 	ms_counter(out, "memsnap_template_cache_evictions_total",
 		   "Templates evicted from the cache (TTL).", atomic_load(&m->template_evictions));
+	/* peers: what this node served to others, and how its reads of others' builds went */
+	const struct ms_node_peers_live *pl = &live->peers;
+	ms_family(out, "memsnap_peer_server_requests_total", "counter",
+		  "Requests other nodes made to this node's peer server, by answer.");
+	static const struct {
+		const char *answer;
+		size_t off;
+	} answers[] = {
+	    {"available", offsetof(struct ms_peer_server_stats, available)},
+	    {"not_available", offsetof(struct ms_peer_server_stats, not_available)},
+	    {"use_storage", offsetof(struct ms_peer_server_stats, use_storage)},
+	    {"bad_request", offsetof(struct ms_peer_server_stats, bad_requests)},
+	    {"unauthorized", offsetof(struct ms_peer_server_stats, unauthorized)},
+	    {"dropped", offsetof(struct ms_peer_server_stats, dropped)},
+	};
+	for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++)
+		fprintf(out, "memsnap_peer_server_requests_total{answer=\"%s\"} %llu\n",
+			answers[i].answer,
+			(unsigned long long)*(const uint64_t *)((const char *)&pl->server +
+								answers[i].off));
+	ms_counter(out, "memsnap_peer_server_bytes_total",
+		   "Data bytes this node's peer server sent to other nodes.",
+		   pl->server.data_bytes);
+	ms_family(out, "memsnap_peer_reads_total", "counter",
+		  "Reads of builds not yet uploaded, by who served them: a peer, or the store "
+		  "(after the build moved there or its peer was gone).");
+	fprintf(out, "memsnap_peer_reads_total{source=\"peer\"} %llu\n",
+		(unsigned long long)pl->peer_reads);
+	fprintf(out, "memsnap_peer_reads_total{source=\"store\"} %llu\n",
+		(unsigned long long)pl->storage_reads);
+	ms_counter(out, "memsnap_peer_read_bytes_total", "Bytes read from peers.", pl->peer_bytes);
+	ms_counter(out, "memsnap_peer_failures_total",
+		   "Peer reads that failed after their retries (then read from the store).",
+		   pl->peer_failures);
+	ms_counter(out, "memsnap_peer_misses_total",
+		   "Peer reads answered not_available (then read from the store).", pl->misses);
+	ms_counter(out, "memsnap_peer_builds_moved_total",
+		   "Builds whose reads moved from their peer to the store for good.", pl->moved);
+	ms_counter(out, "memsnap_peer_headers_total",
+		   "Cold resumes that took their header from a peer.", pl->headers_from_peer);
+	ms_counter(out, "memsnap_peer_registry_errors_total",
+		   "Registry records (peers/{build}) that could not be written or removed.",
+		   pl->registry_errors);
 	ms_family(out, "memsnap_http_requests_total", "counter", "API requests by status class.");
 	static const char *const classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
 	for (int c = 0; c < 6; c++)

@@ -12,6 +12,7 @@
 #define MS_NODE_METRICS_H
 
 #include "cache/diffstore.h"
+#include "node/peers.h"
 #include "snapshot/pause.h"
 #include "uffd/pageserver.h"
 
@@ -63,6 +64,7 @@ struct ms_metrics_live {
 	uint64_t templates;
 	struct ms_diffstore_stats diffs;
 	struct ms_uffd_metrics uffd; /* summed over live sessions */
+	struct ms_node_peers_live peers;
 	double uptime_seconds;
 };
 

@@ -23,6 +23,7 @@
  */
 #include "node/node.h"
 #include "build/storage.h"
+#include "node/peers.h"
 #include "header/header.h"
 #include "sandbox/sandbox.h"
 #include "snapshot/pause.h"
@@ -226,6 +227,10 @@ struct ms_template {
 	uint64_t mem_size;
 	int guest; /* enum ms_guest_kind, or -1 when unknown (from the store) */
 	int64_t paused_ns;
+	bool served;		       /* paused here and given to the peer server */
+	bool from_peer;		       /* cold-fetched from a peer before its upload */
+	struct ms_future *in_store;    /* from_peer: settled once the store has the build */
+	struct ms_future *upload_gate; /* test hook: holds the upload (NULL: none) */
 	/* node->lock */
 	enum ms_tmpl_state state;
 	int64_t expires_ns;
@@ -238,6 +243,9 @@ struct ms_template {
 	/* the watcher */
 	pthread_t watcher;
 	bool watching;
+	/* from_peer: the store poller (stop_poll: node->lock) */
+	pthread_t poller;
+	bool polling, stop_poll;
 };
 
 struct ms_node_sandbox;
@@ -249,6 +257,9 @@ struct ms_node {
 	struct ms_store *store;
 	struct ms_diffstore *diffs;
 	struct ms_build_storage storage;
+	struct ms_node_peers *peers;
+	ms_layered_resolve_fn resolve; /* every layered file of this node resolves with it */
+	void *resolve_ctx;
 	struct ms_metrics metrics;
 	int64_t started_ns;
 	pthread_mutex_t lock;
@@ -276,8 +287,18 @@ static void ms_template_unref(struct ms_template *t)
 {
 	if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
 		return;
+	struct ms_node *node = t->node;
 	if (t->watching)
 		pthread_join(t->watcher, NULL);
+	if (t->polling) {
+		pthread_mutex_lock(&node->lock);
+		t->stop_poll = true;
+		pthread_cond_broadcast(&node->cond);
+		pthread_mutex_unlock(&node->lock);
+		pthread_join(t->poller, NULL);
+	}
+	if (t->served && node->peers)
+		ms_node_peers_forget(node->peers, &t->id); /* before the file goes */
 	if (t->pause)
 		ms_pause_free(t->pause); /* joins the pipeline; frees the file */
 	else
@@ -286,6 +307,10 @@ static void ms_template_unref(struct ms_template *t)
 		ms_future_unref(t->gate);
 	if (t->loaded)
 		ms_future_unref(t->loaded);
+	if (t->in_store)
+		ms_future_unref(t->in_store);
+	if (t->upload_gate)
+		ms_future_unref(t->upload_gate);
 	ms_template_unref(t->parent);
 	free(t->snapfile);
 	free(t);
@@ -343,25 +368,93 @@ struct ms_fetch {
 	struct ms_template *t;
 };
 
-/* The detached cold fetch: header and snapfile from the store. */
+/*
+ * A template read from a peer: polls until its build is in the store, then
+ * swaps the store's header in (finalized: complete, with its frame tables
+ * when compressed) and settles in_store, which a child pause's header upload
+ * waits for. Fails in_store when the build never makes it (its record gone
+ * without it) or the template is freed first.
+ */
+static void *ms_template_poll_main(void *arg)
+{
+	struct ms_template *t = arg;
+	struct ms_node *node = t->node;
+	char text[MS_UUID_STR_LEN];
+	ms_uuid_format(&t->id, text);
+	bool seen_record = false;
+	int64_t delay = 50 * MS_NSEC_PER_MSEC;
+	int err;
+	for (;;) {
+		struct ms_header *h = NULL;
+		err = ms_node_peers_check_store(node->peers, &t->id, &seen_record, &h);
+		if (!err) {
+			struct ms_header_ref *cur = ms_layered_header(t->file);
+			bool same = h->meta.size == cur->header->meta.size &&
+				    h->mappings.count == cur->header->mappings.count;
+			ms_header_ref_unref(cur);
+			/* same size and mappings: the finalized header of the same build */
+			if (!same || ms_layered_swap(t->file, h)) {
+				ms_warn(MS_MOD, "build %s: kept the peer's header (the store's %s)",
+					text, same ? "could not be installed" : "differs");
+				if (!same)
+					ms_header_free(h);
+			} else {
+				ms_info(MS_MOD, "build %s: in the store now; its header swapped in",
+					text);
+			}
+			ms_future_set(t->in_store, NULL);
+			return NULL;
+		}
+		if (err == MS_ENOTFOUND) {
+			ms_warn(MS_MOD,
+				"build %s: its node removed its record without uploading it", text);
+			break;
+		}
+		pthread_mutex_lock(&node->lock);
+		if (!t->stop_poll) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += delay;
+			ts.tv_sec += ts.tv_nsec / 1000000000;
+			ts.tv_nsec %= 1000000000;
+			pthread_cond_timedwait(&node->cond, &node->lock, &ts);
+		}
+		bool stop = t->stop_poll;
+		pthread_mutex_unlock(&node->lock);
+		if (stop) {
+			err = -ECANCELED;
+			break;
+		}
+		if (delay < 2 * MS_NSEC_PER_SEC)
+			delay *= 2;
+	}
+	ms_future_fail(t->in_store, err);
+	return NULL;
+}
+
+/* The detached cold fetch: header and snapfile from a peer that holds the build, else the store. */
 static void *ms_template_fetch_main(void *arg)
 {
 	struct ms_fetch *f = arg;
 	struct ms_node *node = f->node;
 	struct ms_template *t = f->t;
 	free(f);
-	struct ms_header *h = NULL;
-	char key[MS_ARTIFACT_KEY_MAX];
-	int err = ms_build_storage_load_header(node->store, &t->id, MS_ARTIFACT_MEMFILE_HEADER, &h);
+	struct ms_node_build_blobs blobs;
+	int err = ms_node_peers_load(node->peers, &t->id, SNAPFILE_MAX, &blobs);
 	if (!err) {
-		t->mem_size = h->meta.size;
-		if (!(t->file = ms_layered_new(h, ms_build_storage_resolve, &node->storage)))
+		t->mem_size = blobs.header->meta.size;
+		t->guest = blobs.guest;
+		t->snapfile = blobs.snapfile;
+		t->snapfile_len = blobs.snapfile_len;
+		t->from_peer = blobs.from_peer;
+		if (!(t->file = ms_layered_new(blobs.header, node->resolve, node->resolve_ctx)))
 			err = -ENOMEM;
 	}
-	if (!err) {
-		ms_artifact_key(key, sizeof(key), &t->id, MS_ARTIFACT_SNAPFILE, MS_COMPRESS_NONE);
-		err = ms_store_read_all(node->store, key, SNAPFILE_MAX, &t->snapfile,
-					&t->snapfile_len);
+	if (!err && t->from_peer) {
+		if (!(t->in_store = ms_future_new(NULL)))
+			err = -ENOMEM;
+		else if (!(err = -pthread_create(&t->poller, NULL, ms_template_poll_main, t)))
+			t->polling = true;
 	}
 	pthread_mutex_lock(&node->lock);
 	struct ms_template *dropped = NULL;
@@ -466,7 +559,24 @@ static void ms_template_timing(struct ms_template *t, enum ms_pause_timing stage
 	pthread_mutex_unlock(&node->lock);
 }
 
-/* One per local pause: releases the test stall, then follows the pipeline to its end. */
+/* Test hook: until the file test_hold_upload exists or the node stops. */
+static void ms_template_hold_upload(struct ms_template *t)
+{
+	struct ms_node *node = t->node;
+	pthread_mutex_lock(&node->lock);
+	while (!node->stopping && access(node->cfg.test_hold_upload, F_OK) != 0) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20 * MS_NSEC_PER_MSEC;
+		ts.tv_sec += ts.tv_nsec / 1000000000;
+		ts.tv_nsec %= 1000000000;
+		pthread_cond_timedwait(&node->cond, &node->lock, &ts);
+	}
+	pthread_mutex_unlock(&node->lock);
+	ms_future_set(t->upload_gate, NULL);
+}
+
+/* One per local pause: releases the test holds, then follows the pipeline to its end. */
 static void *ms_template_watch(void *arg)
 {
 	struct ms_template *t = arg;
@@ -500,6 +610,8 @@ static void *ms_template_watch(void *arg)
 	int err = 0;
 	size_t s;
 	for (s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+		if (steps[s].stage == MS_PAUSE_PUBLISHED && t->upload_gate)
+			ms_template_hold_upload(t);
 		if ((err = ms_pause_wait(t->pause, steps[s].stage, -1)))
 			break;
 		int64_t now = ms_clock_now_ns();
@@ -539,6 +651,10 @@ static void *ms_template_watch(void *arg)
 		if (steps[s].stage == MS_PAUSE_PUBLISHED)
 			atomic_fetch_add(&node->metrics.upload_failures, 1);
 	}
+	if (t->upload_gate) /* a pipeline that failed before its upload never waited */
+		ms_future_set(t->upload_gate, NULL);
+	if (t->served) /* the record goes; published: peers are sent to the store */
+		ms_node_peers_uploaded(node->peers, &t->id, !err);
 	pthread_mutex_lock(&node->lock);
 	t->upload_bytes = bytes;
 	t->error = err;
@@ -760,7 +876,7 @@ static int ms_nsb_start_fresh(struct ms_node_sandbox *sb, const struct ms_api_re
 	base->mem_size = req->mem_size;
 	if (!(base->file = ms_layered_new(
 		  ms_header_new_base(&base_id, MS_HEADER_V4, P, req->mem_size, false),
-		  ms_build_storage_resolve, &node->storage))) {
+		  node->resolve, node->resolve_ctx))) {
 		ms_template_unref(base);
 		return -ENOMEM;
 	}
@@ -883,6 +999,8 @@ static int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cau
 		goto fail;
 	if (node->cfg.test_stall_compare_ns > 0 && !(t->gate = ms_future_new(NULL)))
 		goto fail;
+	if (node->cfg.test_hold_upload[0] && !(t->upload_gate = ms_future_new(NULL)))
+		goto fail;
 	struct ms_pause_config cfg = {
 	    .store = node->store,
 	    .diffs = node->diffs,
@@ -894,8 +1012,13 @@ static int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cau
 	    .counters = &node->metrics.pipeline,
 	    .grace_ns = node->cfg.grace_ns,
 	    .compress = node->cfg.compress,
-	    .parent_published = parent->pause ? ms_pause_published(parent->pause) : NULL,
+	    /* a parent from a peer: its upload runs there; in_store says when it landed */
+	    .parent_published =
+		parent->pause ? ms_pause_published(parent->pause) : parent->in_store,
+	    .resolve = node->resolve,
+	    .resolve_ctx = node->resolve_ctx,
 	    .compare_gate = t->gate,
+	    .upload_gate = t->upload_gate,
 	};
 	int memfd = job.paused.memfd;
 	job.paused.memfd = -1;
@@ -920,20 +1043,24 @@ static int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cau
 	t->snapfile_len = job.paused.snapfile_len;
 	job.paused.snapfile = NULL;
 	t->done = false;
+	/* other nodes may resume it from here until it is uploaded */
+	struct ms_peer_build served = {.build_id = t->id,
+				       .memfile = t->file,
+				       .diffs = node->diffs,
+				       .published = ms_pause_published(t->pause),
+				       .snapfile = t->snapfile,
+				       .snapfile_len = t->snapfile_len};
+	if ((err = ms_node_peers_serve(node->peers, &served, t->guest, t->mem_size)))
+		goto fail_started;
+	t->served = ms_node_peers_address(node->peers) != NULL;
 	ms_histogram_observe(&node->metrics.pause_stage[MS_TIMING_RESUMABLE],
 			     (double)(ms_clock_now_ns() - t1) / 1e9);
 	t->ms[MS_TIMING_STOP] = job.stop_ms;
 	t->have[MS_TIMING_STOP] = true;
 	t->ms[MS_TIMING_RESUMABLE] = (double)(ms_clock_now_ns() - t1) / 1e6;
 	t->have[MS_TIMING_RESUMABLE] = true;
-	if ((err = -pthread_create(&t->watcher, NULL, ms_template_watch, t))) {
-		/* without a watcher nobody releases the stall: do it, then wait it out */
-		if (t->gate)
-			ms_future_set(t->gate, NULL);
-		ms_pause_wait(t->pause, MS_PAUSE_PUBLISHED, -1);
-		t->done = true;
-		goto fail;
-	}
+	if ((err = -pthread_create(&t->watcher, NULL, ms_template_watch, t)))
+		goto fail_started;
 	t->watching = true;
 	pthread_mutex_lock(&node->lock);
 	err = ms_template_insert(node, t);
@@ -952,10 +1079,22 @@ static int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cau
 	ms_pageset_free(none);
 	ms_sandbox_paused_fini(&job.paused);
 	return 0;
+fail_started:
+	/* without a watcher nobody releases the test holds: do it, then wait it out */
+	if (t->gate)
+		ms_future_set(t->gate, NULL);
+	if (t->upload_gate)
+		ms_future_set(t->upload_gate, NULL);
+	int end = ms_pause_wait(t->pause, MS_PAUSE_PUBLISHED, -1);
+	if (t->served)
+		ms_node_peers_uploaded(node->peers, &t->id, !end);
+	t->done = true;
 fail:
 	snprintf(cause, cause_len, "pause failed: %s", ms_strerror(err));
 	if (t && t->gate && !t->watching)
 		ms_future_set(t->gate, NULL);
+	if (t && t->upload_gate && !t->watching)
+		ms_future_set(t->upload_gate, NULL);
 	ms_template_unref(t);
 	ms_template_unref(parent);
 	ms_pageset_free(none);
@@ -1248,6 +1387,9 @@ static const char *ms_build_status(const struct ms_template *t)
 {
 	if (t->error)
 		return "failed";
+	int err = 0;
+	if (t->from_peer && (!ms_future_peek(t->in_store, NULL, &err) || err))
+		return "on_peer"; /* read from a peer; its upload there has not landed */
 	if (!t->pause)
 		return "published"; /* fetched from the store: only published builds are there */
 	if (t->done)
@@ -1275,6 +1417,10 @@ static void ms_handle_build(struct ms_node *node, const struct ms_api_request *r
 		cJSON_AddStringToObject(o, "status", ms_build_status(t));
 		cJSON_AddBoolToObject(o, "paused_here", t->pause != NULL);
 		cJSON_AddBoolToObject(o, "cached", true);
+		cJSON_AddStringToObject(o, "source",
+					t->pause       ? "local"
+					: t->from_peer ? "peer"
+						       : "store");
 		cJSON_AddNumberToObject(o, "mem_bytes", (double)t->mem_size);
 		cJSON_AddNumberToObject(o, "snapfile_bytes", (double)t->snapfile_len);
 		if (t->parent && !t->parent->base)
@@ -1487,6 +1633,7 @@ static void ms_node_live(struct ms_node *node, struct ms_metrics_live *live)
 	}
 	live->templates = node->ntemplates;
 	pthread_mutex_unlock(&node->lock);
+	ms_node_peers_get_live(node->peers, &live->peers);
 	live->uptime_seconds = (double)(ms_clock_now_ns() - node->started_ns) / 1e9;
 }
 
@@ -1516,6 +1663,9 @@ static void ms_handle_healthz(struct ms_node *node, struct ms_node_response *res
 	if (o) {
 		cJSON_AddStringToObject(o, "status", "ok");
 		cJSON_AddStringToObject(o, "backend", node->backend->name);
+		const char *peer = ms_node_peers_address(node->peers);
+		if (peer)
+			cJSON_AddStringToObject(o, "peer_address", peer);
 		pthread_mutex_lock(&node->lock);
 		cJSON_AddNumberToObject(o, "sandboxes", (double)node->nsandboxes);
 		cJSON_AddNumberToObject(o, "templates", (double)node->ntemplates);
@@ -1584,6 +1734,11 @@ void ms_node_count_request(struct ms_node *node, unsigned status)
 const char *ms_node_backend(struct ms_node *node)
 {
 	return node->backend->name;
+}
+
+const char *ms_node_peer_address(struct ms_node *node)
+{
+	return ms_node_peers_address(node->peers);
 }
 
 /* ---- the janitor: template TTL ---- */
@@ -1738,6 +1893,12 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 						  .diffs = node->diffs,
 						  .cache_dir = node->cfg.cache_dir,
 						  .data = MS_ARTIFACT_MEMFILE};
+	if (!(node->peers = ms_node_peers_new(&node->cfg, &node->storage, err, why, why_len)))
+		goto fail;
+	node->resolve = ms_node_peers_resolve(node->peers, &node->resolve_ctx);
+	if (ms_node_peers_address(node->peers))
+		ms_info(MS_MOD, "serving builds to peers on %s",
+			ms_node_peers_address(node->peers));
 	if ((*err = -pthread_create(&node->janitor, NULL, ms_node_janitor, node))) {
 		snprintf(why, why_len, "janitor thread: %s", ms_strerror(*err));
 		goto fail;
@@ -1803,11 +1964,15 @@ void ms_node_free(struct ms_node *node)
 		return;
 	if (node->janitor_started || node->nsandboxes)
 		ms_node_shutdown(node);
+	/* no peer request holds a build's file once this returns */
+	ms_node_peers_stop_server(node->peers);
 	for (size_t i = 0; i < node->ntemplates; i++)
 		ms_template_unref(node->templates[i]);
 	free(node->templates);
 	if (node->diffs)
 		ms_diffstore_free(node->diffs);
+	/* after the diff store: its routing sources were the resolver's */
+	ms_node_peers_free(node->peers);
 	if (node->store)
 		ms_store_free(node->store);
 	ms_metrics_fini(&node->metrics);

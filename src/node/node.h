@@ -58,5 +58,7 @@ unsigned ms_node_shutdown(struct ms_node *node);
 void ms_node_free(struct ms_node *node);
 /* The backend's name ("proc", "kvm"). */
 const char *ms_node_backend(struct ms_node *node);
+/* "ADDR:PORT" of the peer server as bound, or NULL when it does not run. */
+const char *ms_node_peer_address(struct ms_node *node);
 
 #endif

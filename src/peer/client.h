@@ -115,6 +115,18 @@ enum ms_peer_status ms_peer_source_status(struct ms_source *src);
  * header from the store, ownership passed (swap it in, or free it). */
 typedef void (*ms_peer_on_storage_fn)(void *ctx, const ms_uuid *build_id, struct ms_header *header);
 
+/*
+ * Totals over many routing sources (a resolver's, for metrics): each routing
+ * source adds to them as it counts its own.
+ */
+struct ms_peer_read_totals {
+	_Atomic uint64_t peer_reads, peer_bytes; /* reads (and bytes) the peer served */
+	_Atomic uint64_t storage_reads;		 /* reads the store served */
+	_Atomic uint64_t misses, peer_failures;	 /* as in ms_peer_routing_stats */
+	_Atomic uint64_t moved;			 /* builds moved to the store */
+	_Atomic uint64_t headers_from_peer;	 /* ms_peer_resolver_load_header from a peer */
+};
+
 struct ms_peer_routing_config {
 	struct ms_peer_client *client;	  /* a reference is taken; required */
 	struct ms_build_storage *storage; /* borrowed: store, cache dir, which file */
@@ -123,6 +135,7 @@ struct ms_peer_routing_config {
 	int64_t storage_wait_ns;	  /* 0: 60 s */
 	ms_peer_on_storage_fn on_storage; /* may be NULL */
 	void *ctx;
+	struct ms_peer_read_totals *totals; /* borrowed; may be NULL */
 };
 
 struct ms_peer_routing_stats {
@@ -162,6 +175,8 @@ struct ms_peer_resolver *ms_peer_resolver_new(const struct ms_peer_resolver_conf
 					      int *err);
 /* No source it made may be read any more (they hold the storage config). */
 void ms_peer_resolver_free(struct ms_peer_resolver *resolver);
+/* The totals over every routing source this resolver made (and its header loads). */
+struct ms_peer_read_totals *ms_peer_resolver_totals(struct ms_peer_resolver *resolver);
 
 /*
  * ms_layered_resolve_fn: the diff store entry "{id}/{file}", created as a

@@ -32,7 +32,8 @@ struct ms_peer_routing {
 	int64_t storage_wait_ns;
 	ms_peer_on_storage_fn on_storage;
 	void *ctx;
-	atomic_bool on_store; /* PEER -> STORAGE, once */
+	struct ms_peer_read_totals *totals; /* may be NULL */
+	atomic_bool on_store;		    /* PEER -> STORAGE, once */
 	atomic_bool by_use_storage;
 	atomic_bool notified; /* on_storage called */
 	pthread_mutex_t lock; /* guards store_src and store_header (opened once) */
@@ -82,11 +83,21 @@ static int ms_peer_routing_store(struct ms_peer_routing *r, struct ms_source **o
 	return err;
 }
 
+/* counter += n, on the source and on the totals */
+#define MS_ROUTING_COUNT(r, counter, n)                                                            \
+	do {                                                                                       \
+		atomic_fetch_add(&(r)->counter, (n));                                              \
+		if ((r)->totals)                                                                   \
+			atomic_fetch_add(&(r)->totals->counter, (n));                              \
+	} while (0)
+
 static void ms_peer_routing_move(struct ms_peer_routing *r, bool use_storage)
 {
 	if (use_storage)
 		atomic_store(&r->by_use_storage, true);
 	if (!atomic_exchange(&r->on_store, true)) {
+		if (r->totals)
+			atomic_fetch_add(&r->totals->moved, 1);
 		char id[MS_UUID_STR_LEN];
 		ms_uuid_format(&r->build_id, id);
 		ms_info(MS_MOD, "build %s: %s; reading the store from now on", id,
@@ -118,18 +129,20 @@ static int ms_peer_routing_read(struct ms_source *src, void *dst, uint64_t off, 
 			int err = ms_peer_client_read(r->client, &r->build_id, r->file, src->size,
 						      dst, off, len, &status);
 			if (!err && status == MS_PEER_AVAILABLE) {
-				atomic_fetch_add(&r->peer_reads, 1);
+				MS_ROUTING_COUNT(r, peer_reads, 1);
+				if (r->totals)
+					atomic_fetch_add(&r->totals->peer_bytes, len);
 				return 0;
 			}
 			if (!err && status == MS_PEER_USE_STORAGE) {
 				ms_peer_routing_move(r, true);
 			} else if (!err) {
-				atomic_fetch_add(&r->misses,
-						 1); /* this read: the store, if it has it */
+				/* this read: the store, if it has it */
+				MS_ROUTING_COUNT(r, misses, 1);
 			} else if (err == -ERANGE || err == -ENOMEM) {
 				return err;
 			} else {
-				atomic_fetch_add(&r->peer_failures, 1);
+				MS_ROUTING_COUNT(r, peer_failures, 1);
 				ms_peer_routing_move(r, false);
 			}
 		}
@@ -139,7 +152,7 @@ static int ms_peer_routing_read(struct ms_source *src, void *dst, uint64_t off, 
 			err = ms_source_read(store, dst, off, len);
 			ms_source_unref(store);
 			if (!err) {
-				atomic_fetch_add(&r->storage_reads, 1);
+				MS_ROUTING_COUNT(r, storage_reads, 1);
 				ms_peer_routing_notify(r);
 				return 0;
 			}
@@ -224,6 +237,7 @@ struct ms_source *ms_peer_routing_new(const struct ms_peer_routing_config *confi
 	    config->storage_wait_ns > 0 ? config->storage_wait_ns : MS_PEER_STORAGE_WAIT_DEFAULT;
 	r->on_storage = config->on_storage;
 	r->ctx = config->ctx;
+	r->totals = config->totals;
 	pthread_mutex_init(&r->lock, NULL);
 	return &r->base;
 }
@@ -263,6 +277,7 @@ struct ms_peer_resolver {
 	int64_t storage_wait_ns;
 	ms_peer_on_storage_fn on_storage;
 	void *ctx;
+	struct ms_peer_read_totals totals;
 	pthread_mutex_t lock; /* guards known and known_count: one client per address */
 	struct ms_peer_known *known;
 	size_t known_count;
@@ -320,6 +335,11 @@ nomem:
 	ms_peer_resolver_free(r);
 	*err = -ENOMEM;
 	return NULL;
+}
+
+struct ms_peer_read_totals *ms_peer_resolver_totals(struct ms_peer_resolver *r)
+{
+	return &r->totals;
 }
 
 /* The client for address (one reference), made on first use. */
@@ -408,7 +428,8 @@ static int ms_peer_create_source(const char *key, void *ctx, struct ms_source **
 						    .size = size,
 						    .storage_wait_ns = r->storage_wait_ns,
 						    .on_storage = r->on_storage,
-						    .ctx = r->ctx};
+						    .ctx = r->ctx,
+						    .totals = &r->totals};
 		*out = ms_peer_routing_new(&rc, &err);
 		ms_peer_client_unref(client);
 		return *out ? 0 : err;
@@ -448,6 +469,7 @@ int ms_peer_resolver_load_header(struct ms_peer_resolver *r, const ms_uuid *buil
 		int err = ms_peer_client_header(client, build_id, file, &status, out);
 		ms_peer_client_unref(client);
 		if (!err && status == MS_PEER_AVAILABLE) {
+			atomic_fetch_add(&r->totals.headers_from_peer, 1);
 			*from_peer = true;
 			return 0;
 		}

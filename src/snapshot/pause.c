@@ -149,6 +149,14 @@ static void ms_pause_fail(struct ms_pause *p, int err)
 		ms_future_fail(p->stages[s], err);
 }
 
+/* A layered file over header that resolves builds as config.resolve says. */
+static struct ms_layered *ms_pause_layered_new(struct ms_pause *p, struct ms_header *header)
+{
+	if (p->config.resolve)
+		return ms_layered_new(header, p->config.resolve, p->config.resolve_ctx);
+	return ms_layered_new(header, ms_build_storage_resolve, &p->storage);
+}
+
 static int ms_pause_key(struct ms_pause *p, const ms_uuid *id, char key[MS_ARTIFACT_KEY_MAX])
 {
 	return ms_build_storage_key(&p->storage, id, key, MS_ARTIFACT_KEY_MAX);
@@ -265,8 +273,7 @@ static int ms_pause_compare(struct ms_pause *p)
 		 * through the deduped header (a view of its own, whatever the file holds).
 		 */
 		struct ms_header *view = ms_header_copy(deduped);
-		if (!view || !(p->deduped_view =
-				   ms_layered_new(view, ms_build_storage_resolve, &p->storage))) {
+		if (!view || !(p->deduped_view = ms_pause_layered_new(p, view))) {
 			ms_header_free(deduped);
 			ms_header_ref_unref(durable);
 			return -ENOMEM;
@@ -285,7 +292,7 @@ static int ms_pause_compare(struct ms_pause *p)
 		p->swap_started = true;
 		p->t_step = ms_clock_now_ns(); /* the drain's time starts now */
 	} else {
-		p->file = ms_layered_new(deduped, ms_build_storage_resolve, &p->storage);
+		p->file = ms_pause_layered_new(p, deduped);
 		if (p->file)
 			ms_layered_set_durable_future(p->file, p->stages[MS_PAUSE_COMPARED]);
 		err = p->file ? 0 : -ENOMEM;
@@ -406,7 +413,10 @@ static int ms_pause_fill_ancestors(struct ms_pause *p, struct ms_header *final)
 		const ms_uuid *id = &final->mappings.entries[i].build_id;
 		if (ms_uuid_is_nil(id) || ms_uuid_eq(id, &p->real_id) || ms_header_build(final, id))
 			continue;
-		const struct ms_build_data *entry = ms_header_build(parent->header, id);
+		/* an incomplete parent header came from a peer before its upload: its
+		 * entries may not be the uploaded ones (compressed) - the store's are */
+		const struct ms_build_data *entry =
+		    parent->header->incomplete ? NULL : ms_header_build(parent->header, id);
 		struct ms_header *own = NULL;
 		if (!entry) {
 			err = ms_build_storage_load_header(p->config.store, id,
@@ -646,7 +656,7 @@ int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *pare
 					      p->empty, MS_PAGE_SIZE, true, &prov)))
 			goto fail;
 		err = -ENOMEM;
-		if (!(p->file = ms_layered_new(prov, ms_build_storage_resolve, &p->storage)))
+		if (!(p->file = ms_pause_layered_new(p, prov)))
 			goto fail;
 		p->prov_head = ms_layered_header(p->file);
 		/* a provisional read that lands after the release is served through the file */

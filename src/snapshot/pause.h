@@ -148,6 +148,13 @@ struct ms_pause_config {
 	 * parent, so one future orders the whole chain. Borrowed, like parent.
 	 */
 	struct ms_future *parent_published;
+	/*
+	 * How the new build's file reaches other builds' data (its ancestors): NULL
+	 * for ms_build_storage_resolve over store + diffs; the daemon passes the peer
+	 * resolver so an ancestor still on a peer keeps being read from it.
+	 */
+	ms_layered_resolve_fn resolve;
+	void *resolve_ctx;
 	/* tests: the compare waits for this future before it starts (may be NULL) */
 	struct ms_future *compare_gate;
 	/* tests: the upload waits for this future before it starts (may be NULL) */
