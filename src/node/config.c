@@ -73,6 +73,9 @@ static const struct ms_opt ms_opts[] = {
     OPT(test_store_delay_ns, OPT_DURATION, "0", "tests: every object-store write sleeps this long"),
     STR(test_hold_upload, "",
 	"tests: each pause's upload waits until this file exists (or the daemon stops)"),
+    OPT(test_peer_die_after, OPT_COUNT, "0",
+	"tests: on the Nth peer data request, let every upload finish, then die by SIGKILL "
+	"(a node lost in the middle of a peer's read); 0: off"),
 };
 #define MS_OPT_COUNT (sizeof(ms_opts) / sizeof(ms_opts[0]))
 

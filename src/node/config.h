@@ -66,6 +66,7 @@ struct ms_node_config {
 	int64_t test_stall_compare_ns;
 	int64_t test_store_delay_ns;
 	char test_hold_upload[MS_NODE_PATH_MAX]; /* uploads wait until this file exists */
+	uint64_t test_peer_die_after;		 /* SIGKILL on the Nth peer data request */
 };
 
 /* Fills every field with its default. */

@@ -42,6 +42,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -266,8 +267,10 @@ struct ms_node {
 	pthread_cond_t cond; /* stopping, a fetch or a pipeline ended */
 	/* node->lock */
 	bool stopping;
-	unsigned fetches; /* detached fetch threads still running */
-	unsigned pending; /* creates in progress (count against max_sandboxes) */
+	unsigned fetches;		     /* detached fetch threads still running */
+	unsigned pending;		     /* creates in progress (count against max_sandboxes) */
+	bool release_uploads;		     /* test_peer_die_after: test_hold_upload is over */
+	_Atomic uint64_t peer_data_requests; /* test_peer_die_after */
 	struct ms_template **templates;
 	size_t ntemplates, templates_cap;
 	struct ms_node_sandbox **sandboxes;
@@ -451,10 +454,19 @@ static void *ms_template_fetch_main(void *arg)
 			err = -ENOMEM;
 	}
 	if (!err && t->from_peer) {
-		if (!(t->in_store = ms_future_new(NULL)))
+		/* a peer sends only durable headers: incomplete (its upload runs), yet the
+		 * parent a child pause here may take */
+		struct ms_future *durable = ms_future_new(ms_header_ref_free_value);
+		if (!durable || !(t->in_store = ms_future_new(NULL))) {
 			err = -ENOMEM;
-		else if (!(err = -pthread_create(&t->poller, NULL, ms_template_poll_main, t)))
-			t->polling = true;
+		} else {
+			ms_future_set(durable, ms_layered_header(t->file));
+			ms_layered_set_durable_future(t->file, durable);
+			if (!(err = -pthread_create(&t->poller, NULL, ms_template_poll_main, t)))
+				t->polling = true;
+		}
+		if (durable)
+			ms_future_unref(durable);
 	}
 	pthread_mutex_lock(&node->lock);
 	struct ms_template *dropped = NULL;
@@ -564,7 +576,8 @@ static void ms_template_hold_upload(struct ms_template *t)
 {
 	struct ms_node *node = t->node;
 	pthread_mutex_lock(&node->lock);
-	while (!node->stopping && access(node->cfg.test_hold_upload, F_OK) != 0) {
+	while (!node->stopping && !node->release_uploads &&
+	       access(node->cfg.test_hold_upload, F_OK) != 0) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 20 * MS_NSEC_PER_MSEC;
@@ -1770,6 +1783,39 @@ static void *ms_node_janitor(void *arg)
 	return NULL;
 }
 
+/*
+ * test_peer_die_after: the Nth peer data request lets every upload finish,
+ * then the node dies by SIGKILL without answering - a node lost right after
+ * its upload, while a peer is in the middle of reading its build.
+ */
+static int ms_node_peer_die_hook(void *ctx, const struct ms_peer_request *req)
+{
+	struct ms_node *node = ctx;
+	if (req->op != MS_PEER_OP_DATA ||
+	    atomic_fetch_add(&node->peer_data_requests, 1) + 1 != node->cfg.test_peer_die_after)
+		return 0;
+	int64_t deadline = ms_clock_now_ns() + 120 * MS_NSEC_PER_SEC;
+	pthread_mutex_lock(&node->lock);
+	node->release_uploads = true;
+	pthread_cond_broadcast(&node->cond);
+	for (;;) {
+		unsigned running = 0;
+		for (size_t i = 0; i < node->ntemplates; i++)
+			running += !node->templates[i]->done;
+		if (!running || ms_clock_now_ns() >= deadline)
+			break;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&node->cond, &node->lock, &ts);
+	}
+	pthread_mutex_unlock(&node->lock);
+	ms_warn(MS_MOD, "test_peer_die_after: peer data request %llu: dying (SIGKILL)",
+		(unsigned long long)node->cfg.test_peer_die_after);
+	kill(getpid(), SIGKILL);
+	return 1;
+}
+
 /* ---- startup and shutdown ---- */
 
 static int ms_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -1893,7 +1939,10 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 						  .diffs = node->diffs,
 						  .cache_dir = node->cfg.cache_dir,
 						  .data = MS_ARTIFACT_MEMFILE};
-	if (!(node->peers = ms_node_peers_new(&node->cfg, &node->storage, err, why, why_len)))
+	if (!(node->peers =
+		  ms_node_peers_new(&node->cfg, &node->storage,
+				    cfg->test_peer_die_after ? ms_node_peer_die_hook : NULL, node,
+				    err, why, why_len)))
 		goto fail;
 	node->resolve = ms_node_peers_resolve(node->peers, &node->resolve_ctx);
 	if (ms_node_peers_address(node->peers))

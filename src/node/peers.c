@@ -68,8 +68,9 @@ static int ms_node_peers_parse(struct ms_node_peers *peers, const char *list, ch
 }
 
 struct ms_node_peers *ms_node_peers_new(const struct ms_node_config *cfg,
-					struct ms_build_storage *storage, int *err, char *why,
-					size_t why_len)
+					struct ms_build_storage *storage,
+					ms_node_peers_hook_fn hook, void *hook_ctx, int *err,
+					char *why, size_t why_len)
 {
 	struct ms_node_peers *peers = calloc(1, sizeof(*peers));
 	if (!peers) {
@@ -105,7 +106,9 @@ struct ms_node_peers *ms_node_peers_new(const struct ms_node_config *cfg,
 			goto fail;
 		}
 		struct ms_peer_server_config scfg = {.listen = cfg->peer_listen,
-						     .token = cfg->peer_token};
+						     .token = cfg->peer_token,
+						     .on_request = hook,
+						     .on_request_ctx = hook_ctx};
 		if (!(peers->server = ms_peer_server_start(&scfg, err))) {
 			snprintf(why, why_len, "peer_listen %s: %s", cfg->peer_listen,
 				 *err == -EINVAL ? "not an IPv4 ADDR:PORT" : ms_strerror(*err));

@@ -49,14 +49,18 @@ struct ms_node_peers_live {
 	uint64_t registry_errors;
 };
 
+/* Tests: the peer server's on_request hook (peer/server.h). */
+typedef int (*ms_node_peers_hook_fn)(void *ctx, const struct ms_peer_request *req);
+
 /*
  * Starts the peer server (peer_listen) and the resolver (peer token) as cfg
- * says. storage is borrowed until ms_node_peers_free. NULL on error with *err
- * and why set.
+ * says. storage is borrowed until ms_node_peers_free; hook may be NULL. NULL
+ * on error with *err and why set.
  */
 struct ms_node_peers *ms_node_peers_new(const struct ms_node_config *cfg,
-					struct ms_build_storage *storage, int *err, char *why,
-					size_t why_len);
+					struct ms_build_storage *storage,
+					ms_node_peers_hook_fn hook, void *hook_ctx, int *err,
+					char *why, size_t why_len);
 /* Stops the server (no build is served after it returns); the resolver stays. */
 void ms_node_peers_stop_server(struct ms_node_peers *peers);
 /* After every layered file that resolves through it is freed. NULL is ignored. */

@@ -413,10 +413,7 @@ static int ms_pause_fill_ancestors(struct ms_pause *p, struct ms_header *final)
 		const ms_uuid *id = &final->mappings.entries[i].build_id;
 		if (ms_uuid_is_nil(id) || ms_uuid_eq(id, &p->real_id) || ms_header_build(final, id))
 			continue;
-		/* an incomplete parent header came from a peer before its upload: its
-		 * entries may not be the uploaded ones (compressed) - the store's are */
-		const struct ms_build_data *entry =
-		    parent->header->incomplete ? NULL : ms_header_build(parent->header, id);
+		const struct ms_build_data *entry = ms_header_build(parent->header, id);
 		struct ms_header *own = NULL;
 		if (!entry) {
 			err = ms_build_storage_load_header(p->config.store, id,

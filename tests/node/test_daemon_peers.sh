@@ -1,0 +1,269 @@
+#!/bin/sh
+# test_daemon_peers.sh - two memsnapd nodes in two network namespaces (a veth
+# pair between them), each with its own cache dir, one shared object store:
+#  1. A pauses a guest with the compare stalled and the upload held; B resumes
+#     it at once: header, snapfile and every page from A; the guest verifies
+#     all its memory; the header B got names no build but the real one.
+#  2. B pauses the sandbox it resumed: its child's header waits for A's upload.
+#  3. A's upload is released; A resumes B's child; A stops; a third node
+#     resumes B's child cold from the store (zstd on S3: the child's header
+#     must name the frames of A's upload); B resumes the build again: from
+#     the store now, bit for bit.
+#  4. A node that dies (SIGKILL) in the middle of B's read, right after its
+#     upload: B falls back to the store without a failed guest read.
+#   test_daemon_peers.sh MEMSNAPD BACKEND STORE
+# BACKEND proc|kvm (kvm skips where /dev/kvm does not open); STORE fs|s3 (s3:
+# the test S3 server of run-tests.sh, reached from the namespaces through a
+# socat relay over a unix socket). Needs root and ip(8): skips (77) without.
+set -u
+memsnapd=${1:?usage: test_daemon_peers.sh MEMSNAPD BACKEND STORE}
+backend=${2:?usage: test_daemon_peers.sh MEMSNAPD BACKEND STORE}
+storekind=${3:?usage: test_daemon_peers.sh MEMSNAPD BACKEND STORE}
+if [ "$backend" = kvm ] && ! { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }; then
+	echo "SKIP: /dev/kvm does not open here"
+	exit 77
+fi
+[ "$(id -u)" = 0 ] || { echo "SKIP: network namespaces need root"; exit 77; }
+command -v ip >/dev/null || { echo "SKIP: no ip(8)"; exit 77; }
+if [ "$storekind" = s3 ]; then
+	[ -n "${MEMSNAP_S3_ENDPOINT:-}" ] || { echo "FAIL: no MEMSNAP_S3_ENDPOINT (run through make test)"; exit 1; }
+	command -v socat >/dev/null || { echo "FAIL: socat is missing (scripts/deps.sh installs it)"; exit 1; }
+fi
+tag=$$
+nsa=msda$tag nsb=msdb$tag
+net=10.78.$((tag % 250 + 1))
+tmp=$(mktemp -d /tmp/msd-peers.XXXXXX)
+pids=""
+cleanup() {
+	for p in $pids; do kill -KILL "$p" 2>/dev/null; done
+	ip netns del "$nsa" 2>/dev/null
+	ip netns del "$nsb" 2>/dev/null
+	[ -n "${KEEP:-}" ] || rm -rf "$tmp"
+}
+trap cleanup EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() {
+	fail=$((fail + 1))
+	echo "FAIL: $*"
+}
+expect() { if [ "$2" = "$3" ]; then ok; else bad "$1: got '$3', wanted '$2'"; fi; }
+finish() {
+	echo "test_daemon_peers ($backend, $storekind): $pass passed, $fail failed"
+	[ "$fail" -eq 0 ]
+	exit
+}
+
+if ! ip netns add "$nsa" 2>/dev/null; then
+	echo "SKIP: cannot create a network namespace here"
+	exit 77
+fi
+ip netns add "$nsb"
+ip link add pa$tag type veth peer name pb$tag
+ip link set pa$tag netns "$nsa"
+ip link set pb$tag netns "$nsb"
+ip -n "$nsa" addr add "$net.1/24" dev pa$tag
+ip -n "$nsb" addr add "$net.2/24" dev pb$tag
+for ns in "$nsa" "$nsb"; do ip -n "$ns" link set lo up; done
+ip -n "$nsa" link set pa$tag up
+ip -n "$nsb" link set pb$tag up
+
+# the store both nodes share
+if [ "$storekind" = s3 ]; then
+	hostport=${MEMSNAP_S3_ENDPOINT#http://}
+	hostport=${hostport%%/*}
+	port=${hostport##*:}
+	# host side: the unix socket to the S3 server; each namespace: its own 127.0.0.1:PORT
+	socat UNIX-LISTEN:"$tmp/s3.sock",fork TCP:"$hostport" 2>"$tmp/relay.log" &
+	pids="$pids $!"
+	for ns in "$nsa" "$nsb"; do
+		ip netns exec "$ns" socat TCP-LISTEN:"$port",bind=127.0.0.1,fork,reuseaddr \
+			UNIX-CONNECT:"$tmp/s3.sock" 2>>"$tmp/relay.log" &
+		pids="$pids $!"
+	done
+	store="s3://peers-$tag/fleet"
+	# and compressed diffs: a child over a peer's build must name its uploaded frames
+	store_opts="--s3-endpoint http://127.0.0.1:$port --s3-create-bucket on --compress zstd"
+else
+	mkdir -p "$tmp/store"
+	store="file://$tmp/store"
+	store_opts=""
+fi
+export MEMSNAP_PEER_TOKEN="fleet-secret-$tag"
+unset MEMSNAP_SOCKET MEMSNAP_TOKEN
+
+# start NAME NS ADDR [FLAGS...]: memsnapd in namespace NS, API on $tmp/NAME.sock,
+# peer server on ADDR:0; waits for /healthz
+start() {
+	name=$1 ns=$2 addr=$3
+	shift 3
+	# shellcheck disable=SC2086
+	ip netns exec "$ns" "$memsnapd" --config /dev/null --socket "$tmp/$name.sock" \
+		--run-dir "$tmp/run-$name" --cache-dir "$tmp/cache-$name" --store "$store" \
+		$store_opts --backend "$backend" --log-level info --peer-listen "$addr:0" "$@" \
+		2>"$tmp/$name.log" &
+	eval "pid_$name=$!"
+	pids="$pids $!"
+	tries=0
+	until curl -s --unix-socket "$tmp/$name.sock" -o /dev/null http://d/healthz; do
+		if ! kill -0 "$(eval echo \$pid_"$name")" 2>/dev/null; then
+			bad "$name: memsnapd exited at start"
+			sed 's/^/  | /' "$tmp/$name.log"
+			finish
+		fi
+		tries=$((tries + 1))
+		[ $tries -lt 600 ] || { bad "$name: no answer"; finish; }
+		sleep 0.1
+	done
+	ok
+}
+# api NAME METHOD PATH [BODY]: $code, $tmp/body
+api() {
+	name=$1
+	shift
+	if [ $# -ge 3 ]; then
+		code=$(curl -s --unix-socket "$tmp/$name.sock" -X "$1" -o "$tmp/body" \
+			-w '%{http_code}' -H 'Content-Type: application/json' --data-binary "$3" "http://d$2")
+	else
+		code=$(curl -s --unix-socket "$tmp/$name.sock" -X "$1" -o "$tmp/body" \
+			-w '%{http_code}' "http://d$2")
+	fi
+}
+field() { jq -r "$1" "$tmp/body"; }
+# metric NAME SERIES: the value of one series of NAME's /metrics
+metric() {
+	curl -s --unix-socket "$tmp/$1.sock" http://d/metrics >"$tmp/metrics"
+	v=$(grep -F "$2 " "$tmp/metrics" | grep -v '^#' | head -1 | awk '{print $2}')
+	echo "${v:-missing}"
+}
+# wait_status NAME BUILD STATUS
+wait_status() {
+	tries=0
+	while :; do
+		api "$1" GET "/v1/builds/$2"
+		s=$(field .status)
+		[ "$s" = "$3" ] && { ok; return 0; }
+		tries=$((tries + 1))
+		[ $tries -lt 1200 ] || { bad "$1: build $2 never became $3 ($s)"; return 1; }
+		sleep 0.1
+	done
+}
+show_logs() { for n in "$@"; do echo "--- $n.log"; tail -20 "$tmp/$n.log"; done; }
+
+mem=64
+seed=4242
+echo "== 1. A pauses (compare stalled 1 s, upload held); B resumes at once from A"
+start A "$nsa" "$net.1" --test-stall-compare 1s --test-hold-upload "$tmp/release"
+start B "$nsb" "$net.2"
+api A GET /healthz
+expect "A: peer address" "$net.1" "$(field .peer_address | cut -d: -f1)"
+api A POST /v1/sandboxes "{\"guest\":\"pattern\",\"mem_mib\":$mem,\"exec\":{\"command\":\"fill\",\"arg0\":$seed,\"arg1\":1}}"
+expect "A: create" 201 "$code"
+sa=$(field .id)
+api A POST "/v1/sandboxes/$sa/pause"
+expect "A: pause" 200 "$code"
+build=$(field .build_id)
+api B POST /v1/sandboxes "{\"build_id\":\"$build\",\"exec\":{\"command\":\"verify\",\"arg0\":$seed,\"arg1\":1}}"
+expect "B: resume from A" 201 "$code"
+expect "B: cold" cold "$(field .start_type)"
+expect "B: all memory verified" 0 "$(field .report.result0)"
+sb=$(field .id)
+[ "$code" = 201 ] || show_logs A B
+api A GET "/v1/builds/$build"
+expect "A: upload still held" uploading "$(field .status)"
+api B GET "/v1/builds/$build"
+expect "B: the build came from a peer" peer "$(field .source)"
+expect "B: not in the store yet" on_peer "$(field .status)"
+api B GET "/v1/builds/$build/scheduling-metadata"
+cp "$tmp/body" "$tmp/b-metadata.json"
+# the pages map to the build alone (the rest is nil); its base is the fresh guest's
+expect "B: the header's layers: the real build only" "[\"$build\"]" \
+	"$(jq -c '.memfile.base_build_id as $b | [.memfile.build_ids[] | select(. != $b)]' "$tmp/body")"
+expect "B: the header is durable" false "$(field .pending)"
+if [ "$storekind" = fs ]; then # nothing of the build in the store but its record
+	expect "store: only the registry" "peers" "$(ls "$tmp/store")"
+	expect "store: the record names A" "$net.1" "$(jq -r .address "$tmp/store/peers/$build" | cut -d: -f1)"
+fi
+expect "B: header from a peer" 1 "$(metric B memsnap_peer_headers_total)"
+peer_reads=$(metric B 'memsnap_peer_reads_total{source="peer"}')
+[ "$peer_reads" != missing ] && [ "$peer_reads" -gt 0 ] && ok || bad "B: no peer reads ($peer_reads)"
+expect "B: no store reads" 0 "$(metric B 'memsnap_peer_reads_total{source="store"}')"
+served=$(metric A 'memsnap_peer_server_requests_total{answer="available"}')
+[ "$served" != missing ] && [ "$served" -gt 0 ] && ok || bad "A: served nothing ($served)"
+bytes=$(metric A memsnap_peer_server_bytes_total)
+[ "$bytes" != missing ] && [ "$bytes" -gt 0 ] && ok || bad "A: no bytes served ($bytes)"
+expect "B: page server errors" 0 "$(metric B 'memsnap_pageserver_faults_total{result="error"}')"
+
+echo "== 2. B pauses the resumed sandbox: its child's header waits for A's upload"
+api B POST "/v1/sandboxes/$sb/pause"
+expect "B: pause over a peer's build" 200 "$code"
+child=$(field .build_id)
+sleep 1
+api B GET "/v1/builds/$child"
+s=$(field .status)
+[ "$s" = uploading ] || [ "$s" = deduping ] && ok || bad "B: child $s while its parent is held"
+[ "$storekind" = s3 ] || [ ! -e "$tmp/store/$child/memfile.header" ] && ok || bad "B: child header before its parent's"
+
+echo "== 3. A's upload released: both published; A resumes B's child; A stops; B resumes from the store"
+touch "$tmp/release"
+wait_status A "$build" published
+wait_status B "$child" published
+wait_status B "$build" published
+# every id B's header named is one the published header names: no provisional one
+api A GET "/v1/builds/$build/scheduling-metadata"
+expect "B's header names only ids of the published header" "[]" \
+	"$(jq -c --slurpfile pub "$tmp/body" '.memfile.build_ids - $pub[0].memfile.build_ids' "$tmp/b-metadata.json")"
+expect "B's header has the published base" "$(field .memfile.base_build_id)" \
+	"$(jq -r .memfile.base_build_id "$tmp/b-metadata.json")"
+api A POST /v1/sandboxes "{\"build_id\":\"$child\",\"exec\":{\"command\":\"verify\",\"arg0\":$seed,\"arg1\":1}}"
+expect "A: resume B's child" 201 "$code"
+expect "A: B's child verified" 0 "$(field .report.result0)"
+kill -TERM "$pid_A"
+wait "$pid_A"
+expect "A: clean stop" 0 $?
+# a third node with nothing cached: B's child and A's build under it, all from the store
+start C "$nsa" "$net.1"
+api C POST /v1/sandboxes "{\"build_id\":\"$child\",\"exec\":{\"command\":\"verify\",\"arg0\":$seed,\"arg1\":1}}"
+expect "C: resume B's child cold" 201 "$code"
+expect "C: cold" cold "$(field .start_type)"
+expect "C: B's child verified from the store" 0 "$(field .report.result0)"
+expect "C: no header from a peer" 0 "$(metric C memsnap_peer_headers_total)"
+kill -TERM "$pid_C"
+wait "$pid_C"
+expect "C: clean stop" 0 $?
+before=$(metric B 'memsnap_peer_reads_total{source="store"}')
+api B POST /v1/sandboxes "{\"build_id\":\"$build\",\"exec\":{\"command\":\"verify\",\"arg0\":$seed,\"arg1\":1}}"
+expect "B: resume again, A gone" 201 "$code"
+expect "B: warm (cached template)" warm "$(field .start_type)"
+expect "B: verified from the store" 0 "$(field .report.result0)"
+after=$(metric B 'memsnap_peer_reads_total{source="store"}')
+[ "$after" -gt "$before" ] && ok || bad "B: no store reads after A stopped ($before -> $after)"
+moved=$(metric B memsnap_peer_builds_moved_total)
+[ "$moved" -ge 1 ] && ok || bad "B: the build never moved to the store ($moved)"
+expect "B: page server errors" 0 "$(metric B 'memsnap_pageserver_faults_total{result="error"}')"
+if [ "$storekind" = fs ]; then
+	expect "store: no records left" "" "$(ls "$tmp/store/peers" 2>/dev/null)"
+fi
+
+echo "== 4. A node dies (SIGKILL) in the middle of B's read, right after its upload"
+start A2 "$nsa" "$net.1" --test-hold-upload "$tmp/never" --test-peer-die-after 3
+api A2 POST /v1/sandboxes "{\"guest\":\"pattern\",\"mem_mib\":$mem,\"exec\":{\"command\":\"fill\",\"arg0\":$((seed + 1)),\"arg1\":2}}"
+sa2=$(field .id)
+api A2 POST "/v1/sandboxes/$sa2/pause"
+build2=$(field .build_id)
+failures=$(metric B memsnap_peer_failures_total)
+api B POST /v1/sandboxes "{\"build_id\":\"$build2\",\"exec\":{\"command\":\"verify\",\"arg0\":$((seed + 1)),\"arg1\":2}}"
+expect "B: resume while A2 dies" 201 "$code"
+expect "B: verified" 0 "$(field .report.result0)"
+[ "$code" = 201 ] || show_logs A2 B
+wait "$pid_A2"
+expect "A2 died by SIGKILL" 137 $?
+grep -q "test_peer_die_after" "$tmp/A2.log" && ok || bad "A2 did not die in a peer read"
+after=$(metric B memsnap_peer_failures_total)
+[ "$after" -gt "$failures" ] && ok || bad "B: no peer failure counted ($failures -> $after)"
+expect "B: page server errors" 0 "$(metric B 'memsnap_pageserver_faults_total{result="error"}')"
+kill -TERM "$pid_B"
+wait "$pid_B"
+expect "B: clean stop" 0 $?
+finish
