@@ -1,6 +1,7 @@
 # memsnap: the commands people type. The build itself is Meson + ninja.
 #   make                build (build/)
 #   make demo           install missing Debian packages, build, run the demo
+#                       (NODES=2: and two nodes, one resuming the other's build before its upload)
 #   make demo-daemon    the demo's story through memsnapd and the memsnap CLI (STORE=s3: local S3)
 #   make test           install missing Debian packages, build, run every test
 #   make test-sanitize  the suite under ASan+UBSan, the concurrency tests under TSan
@@ -24,7 +25,7 @@ deps:
 	scripts/deps.sh
 
 demo: deps all
-	STORE=$(STORE) scripts/demo.sh $(BUILD)
+	STORE=$(STORE) NODES=$(NODES) scripts/demo.sh $(BUILD)
 
 demo-daemon: deps all
 	STORE=$(STORE) scripts/demo.sh $(BUILD) daemon

@@ -8,6 +8,9 @@
 #    resumes the published build again as a control, pauses again, restarts with an
 #    empty cache and resumes cold from the store (verified again); a table of timings.
 # 2. A snapshot chain: 3 layers published and every page read back through the headers.
+# 3. NODES=2 (make demo NODES=2): two nodes, one store (scripts/demo-nodes.sh): node B
+#    resumes node A's build before A's upload lands, through A's peer server; then
+#    from the store with A gone.
 #
 #   scripts/demo.sh BUILD_DIR library    the same story without the daemon, straight
 #                                        through the library (memsnap demo sandbox)
@@ -37,3 +40,11 @@ echo "== 2. a snapshot chain: publish 3 layers, read every page back through the
 "$memsnap" demo chain --store "file://$store/chain" --mem 64 --layers 3
 top=$(ls -t "$store"/chain/*/memfile.header | head -1)
 "$memsnap" header validate "$top"
+if [ "${NODES:-1}" = 2 ]; then
+	echo
+	echo "== 3. two nodes: B resumes A's build before A's upload lands, through A's peer server"
+	"$here/demo-nodes.sh" "$build" 256
+elif [ "${NODES:-1}" != 1 ]; then
+	echo "demo: NODES=${NODES} is not supported (1 or 2)" >&2
+	exit 2
+fi

@@ -405,6 +405,14 @@ static void *ms_template_poll_main(void *arg)
 				ms_info(MS_MOD, "build %s: in the store now; its header swapped in",
 					text);
 			}
+			/* its reads go to the store now (the peer side's cache goes) */
+			char key[MS_ARTIFACT_KEY_MAX];
+			struct ms_source *src = NULL;
+			if (!ms_build_storage_key(&node->storage, &t->id, key, sizeof(key)) &&
+			    !ms_diffstore_get(node->diffs, key, &src)) {
+				ms_peer_routing_move_to_store(src);
+				ms_source_unref(src);
+			}
 			ms_future_set(t->in_store, NULL);
 			return NULL;
 		}

@@ -6,10 +6,12 @@
  *
  * Routing source states (one per build and file; never goes back):
  *
- *   PEER ──use_storage answer, or the peer unreachable after its retries──▶ STORAGE
+ *   PEER ──use_storage answer, the peer unreachable after its retries,──▶ STORAGE
+ *    │ │   or ms_peer_routing_move_to_store()
  *    │ └─ not_available (a miss) ─▶ this read from the store when the build's
  *    │                               header is there; PEER stays
- *    └─ available ─▶ bytes from the peer
+ *    └─ available ─▶ bytes from the peer, through the peer side's chunk cache
+ *       (what was fetched is read locally again, until the move drops it)
  *
  * Invariants:
  *  1. A read never fails because the peer died: every peer failure falls back
@@ -21,8 +23,9 @@
  *     space, so a read planned on the peer's header reads the same bytes.
  *  3. "In the store" means the build's header object exists: uploads put the
  *     data first, the header last (DESIGN.md §5.7), so the data is complete.
- *  4. The routing source's storage side is a chunker of its own, not a diff
- *     store entry: the routing source itself is the entry "{id}/{file}".
+ *  4. The routing source's two sides are chunkers of its own, not diff store
+ *     entries: the routing source itself is the entry "{id}/{file}". The peer
+ *     side's cache file is "peer-{id}-{file}-{nonce}.cache" in the cache dir.
  *
  * Thread-safety: every function may be called from any thread. A client is
  * refcounted; its curl handles are pooled under its lock.
@@ -40,6 +43,10 @@
 #include <stdint.h>
 
 #define MS_PEER_PIECE_DEFAULT (4u << 20)
+/* A routing source's peer side: chunks of 4 MiB fetched in 1 MiB requests (one
+ * 64 KiB request measured 0.29 ms on loopback, 1 MiB 0.82 ms: 214 vs 1224 MiB/s) */
+#define MS_PEER_CHUNK_DEFAULT (4u << 20)
+#define MS_PEER_READ_DEFAULT  (1u << 20)
 
 struct ms_peer_client_config {
 	const char *address;	    /* "ADDR:PORT" of the peer server; required (copied) */
@@ -136,6 +143,8 @@ struct ms_peer_routing_config {
 	ms_peer_on_storage_fn on_storage; /* may be NULL */
 	void *ctx;
 	struct ms_peer_read_totals *totals; /* borrowed; may be NULL */
+	uint64_t chunk_size;		    /* the peer side's chunks; 0: MS_PEER_CHUNK_DEFAULT */
+	uint64_t read_size;		    /* bytes per peer request; 0: MS_PEER_READ_DEFAULT */
 };
 
 struct ms_peer_routing_stats {
@@ -151,6 +160,11 @@ struct ms_peer_routing_stats {
 /* NULL on error with *err set (-EINVAL, -ENOMEM). */
 struct ms_source *ms_peer_routing_new(const struct ms_peer_routing_config *config, int *err);
 bool ms_peer_routing_is_routing(const struct ms_source *src);
+/*
+ * The build is in the store (its owner saw its header there): the source moves
+ * to the store for good and drops its peer side. Any other source is ignored.
+ */
+void ms_peer_routing_move_to_store(struct ms_source *src);
 void ms_peer_routing_get_stats(struct ms_source *src, struct ms_peer_routing_stats *out);
 
 /* ---- the resolver: which source a build's reads go to ---- */
@@ -166,6 +180,7 @@ struct ms_peer_resolver_config {
 	int64_t storage_wait_ns;	     /* routing sources; 0: 60 s */
 	ms_peer_on_storage_fn on_storage;    /* given to every routing source; may be NULL */
 	void *ctx;
+	uint64_t chunk_size, read_size; /* routing sources' peer sides; 0: the defaults */
 };
 
 struct ms_peer_resolver;
