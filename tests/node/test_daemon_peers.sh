@@ -55,6 +55,24 @@ finish() {
 	exit
 }
 
+# configuration errors: clear messages, no daemon
+# bad_config NAME WANT_MESSAGE FLAGS...
+bad_config() {
+	name=$1 want=$2
+	shift 2
+	"$memsnapd" --config /dev/null --socket "$tmp/x.sock" --run-dir "$tmp/x-run" \
+		--cache-dir "$tmp/x-cache" --store "file://$tmp/x-store" --backend "$backend" "$@" \
+		2>"$tmp/err" >/dev/null
+	rc=$?
+	[ "$rc" != 0 ] && grep -q "$want" "$tmp/err" && ok ||
+		bad "config $name: exit $rc, $(cat "$tmp/err")"
+}
+MEMSNAP_PEER_TOKEN="" bad_config "listen without a token" "needs the peer token" --peer-listen 127.0.0.1:0
+MEMSNAP_PEER_TOKEN=t bad_config "listen on 0.0.0.0" "not 0.0.0.0" --peer-listen 0.0.0.0:0
+MEMSNAP_PEER_TOKEN=t bad_config "listen not an address" "not an IPv4" --peer-listen localhost:0
+MEMSNAP_PEER_TOKEN=t bad_config "a static peer without a port" "is not ADDR:PORT" --peers 127.0.0.1
+MEMSNAP_PEER_TOKEN=t bad_config "missing token file" "peer_token_file" --peer-token-file "$tmp/none"
+
 if ! ip netns add "$nsa" 2>/dev/null; then
 	echo "SKIP: cannot create a network namespace here"
 	exit 77
@@ -194,6 +212,27 @@ served=$(metric A 'memsnap_peer_server_requests_total{answer="available"}')
 bytes=$(metric A memsnap_peer_server_bytes_total)
 [ "$bytes" != missing ] && [ "$bytes" -gt 0 ] && ok || bad "A: no bytes served ($bytes)"
 expect "B: page server errors" 0 "$(metric B 'memsnap_pageserver_faults_total{result="error"}')"
+# bad input to A's peer server, from B's namespace: clean refusals
+api A GET /healthz
+pa=$(field .peer_address)
+# peer_get WANT_STATUS NAME PATH [TOKEN]
+peer_get() {
+	c=$(ip netns exec "$nsb" curl -s -o "$tmp/pbody" -w '%{http_code}' \
+		-H "Authorization: Bearer ${4:-$MEMSNAP_PEER_TOKEN}" "http://$pa$3")
+	expect "peer server: $2" "$1" "$c"
+	[ "$(jq -r .status "$tmp/pbody" 2>/dev/null)" = not_available ] && ok ||
+		bad "peer server: $2: body $(head -c 200 "$tmp/pbody")"
+}
+peer_get 404 "unknown build" "/peer/v1/builds/6f1c2c7e-4b1e-4c4e-9c1e-1d2e3f405162/memfile.header"
+peer_get 400 "unaligned range" "/peer/v1/builds/$build/memfile?offset=100&length=4096"
+peer_get 400 "negative length" "/peer/v1/builds/$build/memfile?offset=0&length=-4096"
+peer_get 400 "oversized length" "/peer/v1/builds/$build/memfile?offset=0&length=1099511627776"
+peer_get 400 "range past the end" "/peer/v1/builds/$build/memfile?offset=1099511627776&length=4096"
+peer_get 400 "not a build id" "/peer/v1/builds/nope/memfile.header"
+peer_get 401 "bad token" "/peer/v1/builds/$build/memfile.header" wrong-token
+bad_answers=$(metric A 'memsnap_peer_server_requests_total{answer="bad_request"}')
+[ "$bad_answers" -ge 5 ] && ok || bad "A: bad requests not counted ($bad_answers)"
+expect "A: unauthorized counted" 1 "$(metric A 'memsnap_peer_server_requests_total{answer="unauthorized"}')"
 
 echo "== 2. B pauses the resumed sandbox: its child's header waits for A's upload"
 api B POST "/v1/sandboxes/$sb/pause"
