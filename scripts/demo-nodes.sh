@@ -17,10 +17,10 @@ memsnap="$build/src/cli/memsnap"
 work=$(mktemp -d /tmp/memsnap-demo-nodes.XXXXXX)
 pids=""
 nsa="" nsb="" rgw=""
+. "$(dirname "$0")/netns.sh"
 cleanup() {
 	for p in $pids; do kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-	[ -n "$nsa" ] && ip netns del "$nsa" 2>/dev/null
-	[ -n "$nsb" ] && ip netns del "$nsb" 2>/dev/null
+	[ -n "$nsa" ] && netns_unpair "$nsa" "$nsb"
 	[ -n "$rgw" ] && "$(dirname "$0")/rgw.sh" stop "$work/rgw" >/dev/null 2>&1
 	rm -rf "$work"
 }
@@ -39,20 +39,10 @@ fi
 
 # where the nodes live: two network namespaces, or loopback
 tag=$$
+net=10.79.$((tag % 250 + 1))
 if [ -z "$rgw" ] && [ "$(id -u)" = 0 ] && command -v ip >/dev/null &&
-	ip netns add "msna$tag" 2>/dev/null; then
-	nsa="msna$tag"
-	ip netns add "msnb$tag"
-	nsb="msnb$tag"
-	net=10.79.$((tag % 250 + 1))
-	ip link add da$tag type veth peer name db$tag
-	ip link set da$tag netns "$nsa"
-	ip link set db$tag netns "$nsb"
-	ip -n "$nsa" addr add "$net.1/24" dev da$tag
-	ip -n "$nsb" addr add "$net.2/24" dev db$tag
-	for ns in "$nsa" "$nsb"; do ip -n "$ns" link set lo up; done
-	ip -n "$nsa" link set da$tag up
-	ip -n "$nsb" link set db$tag up
+	netns_pair "msna$tag" "msnb$tag" "$net" "$tag"; then
+	nsa="msna$tag" nsb="msnb$tag"
 	addr_a="$net.1" addr_b="$net.2"
 	where="two network namespaces joined by a veth pair"
 	run_a="ip netns exec $nsa" run_b="ip netns exec $nsb"

@@ -22,15 +22,7 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-	fail=$((fail + 1))
-	echo "FAIL: $*"
-}
-# expect NAME WANT GOT
-expect() { if [ "$2" = "$3" ]; then ok; else bad "$1: got '$3', wanted '$2'"; fi; }
+. "$(dirname "$0")/../expect.sh"
 store="$tmp/store"
 mkdir -p "$store"
 cat >"$tmp/memsnapd.conf" <<EOF

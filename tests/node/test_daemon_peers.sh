@@ -34,21 +34,16 @@ nsa=msda$tag nsb=msdb$tag
 net=10.78.$((tag % 250 + 1))
 tmp=$(mktemp -d /tmp/msd-peers.XXXXXX)
 pids=""
+here=$(dirname "$0")
+. "$here/../expect.sh"
+. "$here/../../scripts/netns.sh"
 cleanup() {
 	for p in $pids; do kill -KILL "$p" 2>/dev/null; done
-	ip netns del "$nsa" 2>/dev/null
-	ip netns del "$nsb" 2>/dev/null
+	netns_unpair "$nsa" "$nsb"
 	[ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-	fail=$((fail + 1))
-	echo "FAIL: $*"
-}
-expect() { if [ "$2" = "$3" ]; then ok; else bad "$1: got '$3', wanted '$2'"; fi; }
+trap "exit 1" INT TERM
 finish() {
 	echo "test_daemon_peers ($backend, $storekind): $pass passed, $fail failed"
 	[ "$fail" -eq 0 ]
@@ -73,19 +68,10 @@ MEMSNAP_PEER_TOKEN=t bad_config "listen not an address" "not an IPv4" --peer-lis
 MEMSNAP_PEER_TOKEN=t bad_config "a static peer without a port" "is not ADDR:PORT" --peers 127.0.0.1
 MEMSNAP_PEER_TOKEN=t bad_config "missing token file" "peer_token_file" --peer-token-file "$tmp/none"
 
-if ! ip netns add "$nsa" 2>/dev/null; then
-	echo "SKIP: cannot create a network namespace here"
+if ! netns_pair "$nsa" "$nsb" "$net" "$tag"; then
+	echo "SKIP: cannot create network namespaces here"
 	exit 77
 fi
-ip netns add "$nsb"
-ip link add pa$tag type veth peer name pb$tag
-ip link set pa$tag netns "$nsa"
-ip link set pb$tag netns "$nsb"
-ip -n "$nsa" addr add "$net.1/24" dev pa$tag
-ip -n "$nsb" addr add "$net.2/24" dev pb$tag
-for ns in "$nsa" "$nsb"; do ip -n "$ns" link set lo up; done
-ip -n "$nsa" link set pa$tag up
-ip -n "$nsb" link set pb$tag up
 
 # the store both nodes share
 if [ "$storekind" = s3 ]; then

@@ -16,26 +16,18 @@ nsa=ms7a$tag nsb=ms7b$tag
 net=10.77.$((tag % 250 + 1))
 work=$(mktemp -d "${TMPDIR:-/tmp}/peer-netns.XXXXXX")
 apid=
+. "$(dirname "$0")/../../scripts/netns.sh"
 cleanup() {
 	[ -n "$apid" ] && kill "$apid" 2>/dev/null || true
-	ip netns del "$nsa" 2>/dev/null || true
-	ip netns del "$nsb" 2>/dev/null || true
+	netns_unpair "$nsa" "$nsb"
 	rm -rf "$work"
 }
 trap cleanup EXIT
-if ! ip netns add "$nsa" 2>/dev/null; then
-	echo "SKIP: cannot create a network namespace here"
+trap "exit 1" INT TERM
+if ! netns_pair "$nsa" "$nsb" "$net" "$tag"; then
+	echo "SKIP: cannot create network namespaces here"
 	exit 77
 fi
-ip netns add "$nsb"
-ip link add va$tag type veth peer name vb$tag
-ip link set va$tag netns "$nsa"
-ip link set vb$tag netns "$nsb"
-ip -n "$nsa" addr add "$net.1/24" dev va$tag
-ip -n "$nsb" addr add "$net.2/24" dev vb$tag
-for ns in "$nsa" "$nsb"; do ip -n "$ns" link set lo up; done
-ip -n "$nsa" link set va$tag up
-ip -n "$nsb" link set vb$tag up
 
 wait_for() { # FILE PID: until FILE exists, or fail when PID is gone
 	while [ ! -e "$1" ]; do
