@@ -111,10 +111,19 @@ static int ms_peer_routing_store(struct ms_peer_routing *r, struct ms_source **o
 			atomic_fetch_add(&(r)->totals->counter, (n));                              \
 	} while (0)
 
-/* cause: "use_storage", "gone" or "in_store" (the owner saw it there) */
-static void ms_peer_routing_move(struct ms_peer_routing *r, const char *cause)
+/* Why a routing source moves to the store. */
+enum ms_routing_move {
+	MS_MOVE_USE_STORAGE, /* the peer answered use_storage */
+	MS_MOVE_GONE,	     /* the peer did not answer (after its retries) */
+	MS_MOVE_IN_STORE,    /* the owner saw the build in the store */
+};
+
+static void ms_peer_routing_move(struct ms_peer_routing *r, enum ms_routing_move cause)
 {
-	if (!strcmp(cause, "use_storage"))
+	static const char *const why[] = {[MS_MOVE_USE_STORAGE] = "uploaded (use_storage)",
+					  [MS_MOVE_GONE] = "the peer is gone",
+					  [MS_MOVE_IN_STORE] = "in the store"};
+	if (cause == MS_MOVE_USE_STORAGE)
 		atomic_store(&r->by_use_storage, true);
 	if (atomic_exchange(&r->on_store, true))
 		return;
@@ -122,10 +131,7 @@ static void ms_peer_routing_move(struct ms_peer_routing *r, const char *cause)
 		atomic_fetch_add(&r->totals->moved, 1);
 	char id[MS_UUID_STR_LEN];
 	ms_uuid_format(&r->build_id, id);
-	ms_info(MS_MOD, "build %s: %s; reading the store from now on", id,
-		!strcmp(cause, "use_storage") ? "uploaded (use_storage)"
-		: !strcmp(cause, "gone")      ? "the peer is gone"
-					      : "in the store");
+	ms_info(MS_MOD, "build %s: %s; reading the store from now on", id, why[cause]);
 	pthread_mutex_lock(&r->lock);
 	struct ms_source *peer = r->peer_src;
 	r->peer_src = NULL;
@@ -139,7 +145,7 @@ static void ms_peer_routing_move(struct ms_peer_routing *r, const char *cause)
 void ms_peer_routing_move_to_store(struct ms_source *src)
 {
 	if (ms_peer_routing_is_routing(src))
-		ms_peer_routing_move((struct ms_peer_routing *)src, "in_store");
+		ms_peer_routing_move((struct ms_peer_routing *)src, MS_MOVE_IN_STORE);
 }
 
 /* The chunker's store read: one peer data read; refusals noted for the routing source. */
@@ -206,7 +212,7 @@ static int ms_peer_routing_read(struct ms_source *src, void *dst, uint64_t off, 
 			if (atomic_load(&r->on_store)) {
 				/* moved while this read waited: the store */
 			} else if (atomic_exchange(&r->peer_use_storage, false)) {
-				ms_peer_routing_move(r, "use_storage");
+				ms_peer_routing_move(r, MS_MOVE_USE_STORAGE);
 			} else if (err == MS_ENOTFOUND && atomic_exchange(&r->peer_miss, false)) {
 				/* this read: the store, if it has it */
 				MS_ROUTING_COUNT(r, misses, 1);
@@ -214,7 +220,7 @@ static int ms_peer_routing_read(struct ms_source *src, void *dst, uint64_t off, 
 				return err;
 			} else {
 				MS_ROUTING_COUNT(r, peer_failures, 1);
-				ms_peer_routing_move(r, "gone");
+				ms_peer_routing_move(r, MS_MOVE_GONE);
 			}
 		}
 		struct ms_source *store;
