@@ -26,7 +26,7 @@
 
 static const uint8_t zeros[PAGE]; /* removed pages are installed one at a time */
 
-static void die(const char *what, int err)
+static _Noreturn void die(const char *what, int err)
 {
 	fprintf(stderr, "raw handler: %s: %s\n", what, strerror(err < 0 ? -err : err));
 	exit(1);
