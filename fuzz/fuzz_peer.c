@@ -8,8 +8,8 @@
  * from it parses back to the same request; a refusal is 400, 404 or 405 with
  * a reason; a parsed record names a non-nil build and a NUL-terminated address.
  */
-#include "peer/proto.h"
-#include "peer/registry.h"
+#include "node/peer/proto.h"
+#include "node/peer/registry.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * peers.c - the daemon's side of peer transfer (peers.h).
  */
 #include "node/peers.h"
-#include "peer/registry.h"
+#include "node/peer/registry.h"
 #include "sandbox/guest.h"
 #include "storage/artifact.h"
 #include "util/err.h"

@@ -31,8 +31,8 @@
 #include "build/storage.h"
 #include "header/header.h"
 #include "node/config.h"
-#include "peer/client.h"
-#include "peer/server.h"
+#include "node/peer/client.h"
+#include "node/peer/server.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -4,8 +4,8 @@
  * registry's records in a store (written, found, expired, malformed, removed).
  */
 #include "ms_test.h"
-#include "peer/proto.h"
-#include "peer/registry.h"
+#include "node/peer/proto.h"
+#include "node/peer/registry.h"
 #include "util/err.h"
 
 #include <errno.h>

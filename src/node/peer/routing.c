@@ -15,8 +15,8 @@
  * moves the state - and a move closes the peer side (its cache goes).
  */
 #include "cache/chunker.h"
-#include "peer/client.h"
-#include "peer/registry.h"
+#include "node/peer/client.h"
+#include "node/peer/registry.h"
 #include "util/backoff.h"
 #include "util/clock.h"
 #include "util/err.h"

@@ -3,7 +3,7 @@
  * input is a NUL-terminated string from outside; nothing is trusted, nothing
  * is allocated, and a request either parses whole or is refused whole.
  */
-#include "peer/proto.h"
+#include "node/peer/proto.h"
 
 #include <errno.h>
 #include <stdio.h>

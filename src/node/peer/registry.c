@@ -1,5 +1,5 @@
 /* registry.c - peer records in the shared object store (registry.h). */
-#include "peer/registry.h"
+#include "node/peer/registry.h"
 #include "util/err.h"
 
 #include <cjson/cJSON.h>

@@ -13,7 +13,7 @@
  *   add ──▶ LIVE ──remove(uploaded=false)──▶ (gone: 404 not_available)
  *             └────remove(uploaded=true)───▶ TOMBSTONE (410 use_storage) ──tombstone_ns──▶ (gone)
  */
-#include "peer/server.h"
+#include "node/peer/server.h"
 #include "header/serialize.h"
 #include "storage/artifact.h"
 #include "util/clock.h"

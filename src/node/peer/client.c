@@ -5,7 +5,7 @@
  * a status header that names one of the three statuses, and for data the
  * exact length asked. Whatever a peer sends is input from outside.
  */
-#include "peer/client.h"
+#include "node/peer/client.h"
 #include "header/serialize.h"
 #include "util/backoff.h"
 #include "util/clock.h"

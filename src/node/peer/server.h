@@ -43,7 +43,7 @@
 
 #include "build/layered.h"
 #include "cache/diffstore.h"
-#include "peer/proto.h"
+#include "node/peer/proto.h"
 #include "util/future.h"
 
 #include <stdbool.h>

@@ -36,7 +36,7 @@
 #include "build/storage.h"
 #include "cache/source.h"
 #include "header/header.h"
-#include "peer/proto.h"
+#include "node/peer/proto.h"
 
 #include <stdbool.h>
 #include <stddef.h>
