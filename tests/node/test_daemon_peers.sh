@@ -198,6 +198,13 @@ served=$(metric A 'memsnap_peer_server_requests_total{answer="available"}')
 bytes=$(metric A memsnap_peer_server_bytes_total)
 [ "$bytes" != missing ] && [ "$bytes" -gt 0 ] && ok || bad "A: no bytes served ($bytes)"
 expect "B: page server errors" 0 "$(metric B 'memsnap_pageserver_faults_total{result="error"}')"
+for n in A B; do # the peer families pass promtool on live scrapes with values in them
+	curl -s --unix-socket "$tmp/$n.sock" http://d/metrics >"$tmp/scrape"
+	if promtool check metrics <"$tmp/scrape" >"$tmp/promtool" 2>&1; then ok; else
+		bad "$n: promtool check metrics"
+		sed 's/^/  | /' "$tmp/promtool"
+	fi
+done
 # bad input to A's peer server, from B's namespace: clean refusals
 api A GET /healthz
 pa=$(field .peer_address)
