@@ -311,7 +311,7 @@ static int ms_config_read_token(const char *name, const char *path, char *token,
 		snprintf(why, why_len, "%s %s: %s", name, path, strerror(errno));
 		return -EINVAL;
 	}
-	char buf[258];
+	char buf[sizeof(((struct ms_node_config *)0)->token) + 2]; /* both tokens: 256 */
 	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = '\0';

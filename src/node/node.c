@@ -1201,11 +1201,8 @@ static cJSON *ms_nsb_json(struct ms_node *node, const struct ms_node_sandbox *sb
 		return NULL;
 	ms_json_uuid(o, "id", &sb->id);
 	cJSON_AddStringToObject(o, "state", ms_sb_state_names[sb->state]);
-	const char *guest = "unknown";
-	static const char *const guests[] = {"pattern", "counter", "mutator"};
-	if (sb->guest >= 0 && sb->guest < 3)
-		guest = guests[sb->guest];
-	cJSON_AddStringToObject(o, "guest", guest);
+	const char *guest = ms_guest_name(sb->guest);
+	cJSON_AddStringToObject(o, "guest", guest ? guest : "unknown");
 	cJSON_AddNumberToObject(o, "mem_mib", (double)(sb->mem_size >> 20));
 	cJSON_AddStringToObject(o, "backend", node->backend->name);
 	cJSON_AddStringToObject(o, "start_type", ms_start_type_name(sb->start_type));

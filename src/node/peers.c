@@ -18,8 +18,6 @@
 #define MS_MOD	     "peers"
 #define METADATA_MAX 4096
 
-static const char *const ms_guest_names[] = {"pattern", "counter", "mutator"};
-
 struct ms_node_peers {
 	struct ms_build_storage *storage;
 	struct ms_peer_server *server;	   /* NULL: not serving */
@@ -176,8 +174,8 @@ static char *ms_node_peers_metadata(const ms_uuid *id, int guest, uint64_t mem_s
 	if (!o)
 		return NULL;
 	cJSON_AddStringToObject(o, "build_id", text);
-	if (guest >= 0 && (size_t)guest < sizeof(ms_guest_names) / sizeof(ms_guest_names[0]))
-		cJSON_AddStringToObject(o, "guest", ms_guest_names[guest]);
+	if (ms_guest_name(guest))
+		cJSON_AddStringToObject(o, "guest", ms_guest_name(guest));
 	cJSON_AddNumberToObject(o, "mem_bytes", (double)mem_size);
 	char *s = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);

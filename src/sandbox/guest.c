@@ -27,11 +27,18 @@ int ms_guest_code(enum ms_guest_kind kind, const uint8_t **code, size_t *len)
 	return -EINVAL;
 }
 
+static const char *const ms_guest_names[] = {"pattern", "counter", "mutator"};
+#define MS_GUEST_KINDS (sizeof(ms_guest_names) / sizeof(ms_guest_names[0]))
+
+const char *ms_guest_name(int kind)
+{
+	return kind >= 0 && (size_t)kind < MS_GUEST_KINDS ? ms_guest_names[kind] : NULL;
+}
+
 int ms_guest_parse(const char *name, enum ms_guest_kind *kind)
 {
-	static const char *const names[] = {"pattern", "counter", "mutator"};
-	for (int i = 0; i < 3; i++)
-		if (strcmp(name, names[i]) == 0) {
+	for (size_t i = 0; i < MS_GUEST_KINDS; i++)
+		if (strcmp(name, ms_guest_names[i]) == 0) {
 			*kind = (enum ms_guest_kind)i;
 			return 0;
 		}

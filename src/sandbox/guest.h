@@ -46,6 +46,8 @@ enum ms_guest_kind { MS_GUEST_PATTERN, MS_GUEST_COUNTER, MS_GUEST_MUTATOR };
 
 /* The guest's code bytes. 0, or -EINVAL for an unknown kind. */
 int ms_guest_code(enum ms_guest_kind kind, const uint8_t **code, size_t *len);
+/* kind -> "pattern", "counter", "mutator"; NULL for anything else (-1: unknown). */
+const char *ms_guest_name(int kind);
 /* "pattern", "counter", "mutator" -> kind; -EINVAL otherwise. */
 int ms_guest_parse(const char *name, enum ms_guest_kind *kind);
 /* The 8-byte word w of data page p after FILL(seed, epoch), as the guest computes it. */

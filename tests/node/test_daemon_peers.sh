@@ -172,6 +172,7 @@ api B POST /v1/sandboxes "{\"build_id\":\"$build\",\"exec\":{\"command\":\"verif
 expect "B: resume from A" 201 "$code"
 expect "B: cold" cold "$(field .start_type)"
 expect "B: all memory verified" 0 "$(field .report.result0)"
+expect "B: the guest kind came with A's metadata" pattern "$(field .guest)"
 sb=$(field .id)
 [ "$code" = 201 ] || show_logs A B
 api A GET "/v1/builds/$build"
