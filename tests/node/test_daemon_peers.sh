@@ -3,7 +3,9 @@
 # pair between them), each with its own cache dir, one shared object store:
 #  1. A pauses a guest with the compare stalled and the upload held; B resumes
 #     it at once: header, snapfile and every page from A; the guest verifies
-#     all its memory; the header B got names no build but the real one.
+#     all its memory; the header B got names no build but the real one; A's
+#     peer server refuses bad input from B's namespace; both scrapes pass
+#     promtool. (First, peer configuration errors are refused clearly.)
 #  2. B pauses the sandbox it resumed: its child's header waits for A's upload.
 #  3. A's upload is released; A resumes B's child; A stops; a third node
 #     resumes B's child cold from the store (zstd on S3: the child's header
