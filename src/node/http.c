@@ -5,6 +5,7 @@
  */
 #include "node/http.h"
 #include "node/api.h"
+#include "util/bearer.h"
 #include "util/log.h"
 
 #include <arpa/inet.h>
@@ -69,20 +70,6 @@ static enum MHD_Result ms_http_send_error(struct ms_http *http, struct MHD_Conne
 			    auth_challenge);
 }
 
-/* Constant-time: the comparison does not tell how much of a guess was right. */
-static bool ms_http_token_ok(const char *header, const char *token)
-{
-	static const char prefix[] = "Bearer ";
-	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
-		return false;
-	const char *given = header + sizeof(prefix) - 1;
-	size_t a = strlen(given), b = strlen(token);
-	unsigned char diff = (unsigned char)(a != b);
-	for (size_t i = 0; i < b; i++)
-		diff |= (unsigned char)(token[i] ^ (i < a ? given[i] : 0));
-	return diff == 0;
-}
-
 static enum MHD_Result ms_http_access(void *cls, struct MHD_Connection *conn, const char *url,
 				      const char *method, const char *version,
 				      const char *upload_data, size_t *upload_data_size,
@@ -115,9 +102,9 @@ static enum MHD_Result ms_http_access(void *cls, struct MHD_Connection *conn, co
 		return MHD_YES;
 	}
 	struct ms_api_error err = {0};
-	if (l->tcp && !ms_http_token_ok(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-								    MHD_HTTP_HEADER_AUTHORIZATION),
-					http->token)) {
+	if (l->tcp && !ms_bearer_ok(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+								MHD_HTTP_HEADER_AUTHORIZATION),
+				    http->token)) {
 		ms_api_error_set(&err, 401, "unauthorized", "a valid bearer token is required");
 		return ms_http_send_error(http, conn, &err, true);
 	}

@@ -1,6 +1,7 @@
 /* test_util.c - errors, uuids, page sets, backoff, fault-safe copies. */
 #include "ms_test.h"
 #include "util/backoff.h"
+#include "util/bearer.h"
 #include "util/err.h"
 #include "util/faultsafe.h"
 #include "util/log.h"
@@ -180,12 +181,27 @@ static void test_log_level(void **state)
 	ms_warn("test", "shown: %d", 1);
 }
 
+static void test_bearer(void **state)
+{
+	(void)state;
+	assert_true(ms_bearer_ok("Bearer s3cret", "s3cret"));
+	assert_false(ms_bearer_ok(NULL, "s3cret"));
+	assert_false(ms_bearer_ok("", "s3cret"));
+	assert_false(ms_bearer_ok("s3cret", "s3cret"));		/* no scheme */
+	assert_false(ms_bearer_ok("Basic s3cret", "s3cret"));	/* another scheme */
+	assert_false(ms_bearer_ok("Bearer s3cre", "s3cret"));	/* a prefix */
+	assert_false(ms_bearer_ok("Bearer s3cretX", "s3cret")); /* a suffix */
+	assert_false(ms_bearer_ok("Bearer s3creT", "s3cret"));	/* one byte off */
+	assert_false(ms_bearer_ok("Bearer  s3cret", "s3cret")); /* two spaces */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_strerror),	     cmocka_unit_test(test_uuid),
 	    cmocka_unit_test(test_pageset_runs),     cmocka_unit_test(test_backoff),
 	    cmocka_unit_test(test_faultsafe_sigbus), cmocka_unit_test(test_log_level),
+	    cmocka_unit_test(test_bearer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,7 @@
 #include "header/serialize.h"
 #include "storage/artifact.h"
 #include "util/clock.h"
+#include "util/bearer.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -468,20 +469,6 @@ static enum MHD_Result ms_peer_serve_blob(struct ms_peer_server *s, struct MHD_C
 			    true);
 }
 
-/* Constant-time: the comparison does not tell how much of a guess was right. */
-static bool ms_peer_token_ok(const char *header, const char *token)
-{
-	static const char prefix[] = "Bearer ";
-	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
-		return false;
-	const char *given = header + sizeof(prefix) - 1;
-	size_t a = strlen(given), b = strlen(token);
-	unsigned char diff = (unsigned char)(a != b);
-	for (size_t i = 0; i < b; i++)
-		diff |= (unsigned char)(token[i] ^ (i < a ? given[i] : 0));
-	return diff == 0;
-}
-
 static enum MHD_Result ms_peer_access(void *cls, struct MHD_Connection *conn, const char *url,
 				      const char *method, const char *version,
 				      const char *upload_data, size_t *upload_data_size,
@@ -501,7 +488,7 @@ static enum MHD_Result ms_peer_access(void *cls, struct MHD_Connection *conn, co
 		return MHD_NO;
 	if (atomic_load(&s->stopping))
 		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE, "stopping");
-	if (!ms_peer_token_ok(
+	if (!ms_bearer_ok(
 		MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
 		s->token))
 		return ms_peer_send_error(s, conn, 401, MS_PEER_NOT_AVAILABLE,
