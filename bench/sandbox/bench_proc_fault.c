@@ -42,6 +42,7 @@
  * cost of a blocking handler's wakeups, so it is printed with the results.
  */
 #include "bench.h"
+#include "bench_guest.h"
 #include "raw_uffd.h"
 #include "sandbox/sandbox.h"
 #include "uffd/pageserver.h"
@@ -63,29 +64,9 @@
 #define SEC    1000000000LL
 
 static const struct ms_sandbox_ops *ops;
-static const uint8_t *source; /* the paused guest's memory, read-only */
-
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench_proc_fault: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	exit(1);
-}
-
-static int src_read(void *ctx, void *dst, uint64_t off, size_t len)
-{
-	memcpy(dst, source + off, len);
-	return 0;
-}
-static bool src_cached(void *ctx, uint64_t off, size_t len)
-{
-	return true;
-}
-static uint64_t src_size(void *ctx)
-{
-	return MEM;
-}
-static const struct ms_page_source_ops src_ops = {
-    .read = src_read, .is_cached = src_cached, .size = src_size};
+static const char WHO[] = "bench_proc_fault";
+static const uint8_t *source;	      /* the paused guest's memory, read-only */
+static struct ms_bench_memsrc memsrc; /* source as a page source */
 
 /* ---- one round ---- */
 
@@ -103,7 +84,7 @@ static void pin_self(int cpu)
 		CPU_SET(cpu, &set);
 	}
 	if (sched_setaffinity(0, sizeof(set), &set))
-		die("sched_setaffinity", errno);
+		ms_bench_die(WHO, "sched_setaffinity", errno);
 }
 
 enum server { SERVER_RAW, SERVER_PAGESERVER, SERVER_PAGESERVER_NOSPIN };
@@ -112,19 +93,6 @@ struct epoch {
 	double seconds; /* the VERIFY epoch */
 	uint64_t faults;
 };
-
-static void step(struct ms_sandbox *sb, uint64_t cmd, uint64_t a0, uint64_t a1)
-{
-	uint64_t *box = (uint64_t *)ms_sandbox_ram(sb);
-	box[0] = cmd, box[1] = a0, box[2] = a1;
-	int err = ms_sandbox_run(sb);
-	if (!err)
-		err = ms_sandbox_wait_report(sb, 120 * SEC);
-	if (err) {
-		fprintf(stderr, "bench_proc_fault: guest: %s\n", ms_sandbox_death_cause(sb));
-		die("run", err);
-	}
-}
 
 static uint64_t session_faults(struct ms_uffd_session *s)
 {
@@ -148,8 +116,8 @@ static struct epoch run_round(const struct ms_sandbox_paused *paused, const char
 		    .workers = 1,
 		    .batch_bytes = block,
 		    .spin_us = which == SERVER_PAGESERVER_NOSPIN ? -1 : 0};
-		if (!(srv = ms_pageserver_new(path, &src_ops, NULL, &opts)))
-			die("ms_pageserver_new", errno);
+		if (!(srv = ms_pageserver_new(path, &ms_bench_memsrc_ops, &memsrc, &opts)))
+			ms_bench_die(WHO, "ms_pageserver_new", errno);
 	}
 	struct ms_sandbox_spec spec = {.mem_size = MEM,
 				       .memory = MS_SANDBOX_LAZY,
@@ -162,15 +130,15 @@ static struct epoch run_round(const struct ms_sandbox_paused *paused, const char
 	struct ms_sandbox *sb;
 	int err = ms_sandbox_create(ops, &spec, &sb);
 	if (err)
-		die("lazy restore", err);
+		ms_bench_die(WHO, "lazy restore", err);
 	/* the guest reports first (mailbox, code and stack fault in), then verifies */
 	if ((err = ms_sandbox_run(sb)) || (err = ms_sandbox_wait_report(sb, 120 * SEC)))
-		die("resume", err);
+		ms_bench_die(WHO, "resume", err);
 	if (srv && (err = ms_pageserver_next_session(srv, 5 * SEC, &session)))
-		die("page server session", err);
+		ms_bench_die(WHO, "page server session", err);
 	uint64_t f0 = raw ? ms_raw_uffd_faults(raw) : session_faults(session);
 	double t0 = ms_bench_now();
-	step(sb, MS_PATTERN_VERIFY, 42, 1);
+	ms_bench_guest_step(WHO, sb, MS_PATTERN_VERIFY, 42, 1);
 	double t1 = ms_bench_now();
 	uint64_t f1 = raw ? ms_raw_uffd_faults(raw) : session_faults(session);
 	uint64_t mismatches = ((uint64_t *)ms_sandbox_ram(sb))[MS_GUEST_RESULT0 / 8];
@@ -189,25 +157,6 @@ static struct epoch run_round(const struct ms_sandbox_paused *paused, const char
 	if (placement != PLACE_ANY)
 		pin_self(-1);
 	return (struct epoch){.seconds = t1 - t0, .faults = f1 - f0};
-}
-
-/* The snapshot: a pattern guest that filled all its memory, paused. */
-static void snapshot(struct ms_sandbox_paused *paused)
-{
-	struct ms_sandbox_spec fresh = {
-	    .guest = MS_GUEST_PATTERN, .mem_size = MEM, .memory = MS_SANDBOX_FRESH};
-	struct ms_sandbox *sb;
-	int err = ms_sandbox_create(ops, &fresh, &sb);
-	if (err)
-		die("start", err);
-	step(sb, MS_PATTERN_FILL, 42, 1);
-	((uint64_t *)ms_sandbox_ram(sb))[0] = 0; /* after a resume: report first */
-	if ((err = ms_sandbox_pause(sb, paused)))
-		die("pause", err);
-	ms_sandbox_destroy(sb);
-	source = mmap(NULL, MEM, PROT_READ, MAP_SHARED | MAP_POPULATE, paused->memfd, 0);
-	if (source == MAP_FAILED)
-		die("mmap", errno);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -275,15 +224,16 @@ int main(void)
 	else if (place && strcmp(place, "split") == 0)
 		placement = PLACE_SPLIT;
 	else if (place && *place)
-		die("MEMSNAP_BENCH_PLACEMENT (same, split or unset)", EINVAL);
+		ms_bench_die(WHO, "MEMSNAP_BENCH_PLACEMENT (same, split or unset)", EINVAL);
 	if (sched_getaffinity(0, sizeof(started_on), &started_on))
-		die("sched_getaffinity", errno);
+		ms_bench_die(WHO, "sched_getaffinity", errno);
 	if (placement != PLACE_ANY && (!CPU_ISSET(0, &started_on) || !CPU_ISSET(1, &started_on)))
-		die("MEMSNAP_BENCH_PLACEMENT needs CPUs 0 and 1", EINVAL);
+		ms_bench_die(WHO, "MEMSNAP_BENCH_PLACEMENT needs CPUs 0 and 1", EINVAL);
 	char path[64];
 	snprintf(path, sizeof(path), "/tmp/bench_proc_fault.%d.sock", (int)getpid());
 	struct ms_sandbox_paused paused;
-	snapshot(&paused);
+	source = ms_bench_guest_snapshot(WHO, ops, MEM, &paused);
+	memsrc = (struct ms_bench_memsrc){source, MEM};
 	fault_rate(&paused, path, PAGE, "proc.fault_rate_4k");
 	fault_rate(&paused, path, 65536, "proc.fault_rate_64k");
 	munmap((void *)source, MEM);

@@ -14,6 +14,7 @@
  * first; the best of 3 alternating rounds is reported.
  */
 #include "bench.h"
+#include "bench_guest.h"
 #include "uffd/pageserver.h"
 #include "util/uffd_compat.h"
 
@@ -39,22 +40,7 @@
 #define ROUNDS 3
 
 static uint8_t *source;
-
-static int src_read(void *ctx, void *dst, uint64_t off, size_t len)
-{
-	memcpy(dst, source + off, len);
-	return 0;
-}
-static bool src_cached(void *ctx, uint64_t off, size_t len)
-{
-	return true;
-}
-static uint64_t src_size(void *ctx)
-{
-	return SIZE;
-}
-static const struct ms_page_source_ops src_ops = {
-    .read = src_read, .is_cached = src_cached, .size = src_size};
+static struct ms_bench_memsrc memsrc; /* source as a page source */
 
 /* The child: returns its touch time in ns through the pipe, or -1. */
 static void child_main(const char *path, int out)
@@ -220,7 +206,7 @@ static double run_raw(const char *path, uint64_t block)
 static double run_server(const char *path, uint64_t block)
 {
 	struct ms_pageserver_options opts = {.workers = 1, .batch_bytes = block};
-	struct ms_pageserver *srv = ms_pageserver_new(path, &src_ops, NULL, &opts);
+	struct ms_pageserver *srv = ms_pageserver_new(path, &ms_bench_memsrc_ops, &memsrc, &opts);
 	if (!srv) {
 		perror("bench_pageserver: ms_pageserver_new");
 		exit(1);
@@ -244,6 +230,7 @@ int main(void)
 		uint64_t v = off * 0x9e3779b97f4a7c15ULL;
 		memcpy(source + off, &v, 8);
 	}
+	memsrc = (struct ms_bench_memsrc){source, SIZE};
 	char path[64];
 	snprintf(path, sizeof(path), "/tmp/bench_pageserver.%d.sock", (int)getpid());
 	const uint64_t blocks[2] = {4096, 65536};

@@ -15,6 +15,7 @@
  * fault rates are bench/sandbox/bench_proc_fault.c.
  */
 #include "bench.h"
+#include "bench_guest.h"
 #include "raw_uffd.h"
 #include "sandbox/sandbox.h"
 #include "uffd/pageserver.h"
@@ -31,43 +32,10 @@
 #define SEC    1000000000LL
 
 static const struct ms_sandbox_ops *ops;
-static uint64_t MEM;	      /* the guest's memory for the backend under test */
-static const uint8_t *source; /* the paused guest's memory */
-
-static int src_read(void *ctx, void *dst, uint64_t off, size_t len)
-{
-	memcpy(dst, source + off, len);
-	return 0;
-}
-static bool src_cached(void *ctx, uint64_t off, size_t len)
-{
-	return true;
-}
-static uint64_t src_size(void *ctx)
-{
-	return MEM;
-}
-static const struct ms_page_source_ops src_ops = {
-    .read = src_read, .is_cached = src_cached, .size = src_size};
-
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "bench_vm: %s: %s\n", what, strerror(err < 0 ? -err : err));
-	exit(1);
-}
-
-static void step(struct ms_sandbox *sb, uint64_t cmd, uint64_t a0, uint64_t a1)
-{
-	uint64_t *box = (uint64_t *)ms_sandbox_ram(sb);
-	box[0] = cmd, box[1] = a0, box[2] = a1;
-	int err = ms_sandbox_run(sb);
-	if (!err)
-		err = ms_sandbox_wait_report(sb, 120 * SEC);
-	if (err) {
-		fprintf(stderr, "bench_vm: guest: %s\n", ms_sandbox_death_cause(sb));
-		die("run", err);
-	}
-}
+static uint64_t MEM; /* the guest's memory for the backend under test */
+static const char WHO[] = "bench_vm";
+static const uint8_t *source;	      /* the paused guest's memory */
+static struct ms_bench_memsrc memsrc; /* source as a page source */
 
 /*
  * Restores the paused guest (eager from fd, or lazy through socket) and lets it
@@ -86,15 +54,15 @@ static double restore_and_verify(const struct ms_sandbox_paused *paused, int eag
 	struct ms_sandbox *sb;
 	int err = ms_sandbox_create(ops, &spec, &sb);
 	if (err)
-		die("restore", err);
+		ms_bench_die(WHO, "restore", err);
 	/* the guest reports first (it faults its mailbox in), then verifies */
 	err = ms_sandbox_run(sb);
 	if (!err)
 		err = ms_sandbox_wait_report(sb, 120 * SEC);
 	if (err)
-		die("resume", err);
+		ms_bench_die(WHO, "resume", err);
 	double t1 = ms_bench_now();
-	step(sb, MS_PATTERN_VERIFY, 42, 1);
+	ms_bench_guest_step(WHO, sb, MS_PATTERN_VERIFY, 42, 1);
 	double t2 = ms_bench_now();
 	uint64_t mismatches = ((uint64_t *)ms_sandbox_ram(sb))[MS_GUEST_RESULT0 / 8];
 	ms_sandbox_destroy(sb);
@@ -122,9 +90,9 @@ static double run_server(const struct ms_sandbox_paused *paused, const char *pat
 			 double *verify_s, uint64_t *faults)
 {
 	struct ms_pageserver_options opts = {.workers = 1, .batch_bytes = batch};
-	struct ms_pageserver *srv = ms_pageserver_new(path, &src_ops, NULL, &opts);
+	struct ms_pageserver *srv = ms_pageserver_new(path, &ms_bench_memsrc_ops, &memsrc, &opts);
 	if (!srv)
-		die("ms_pageserver_new", errno);
+		ms_bench_die(WHO, "ms_pageserver_new", errno);
 	double total = restore_and_verify(paused, -1, path, verify_s);
 	struct ms_uffd_session *s;
 	*faults = 0;
@@ -135,25 +103,6 @@ static double run_server(const struct ms_sandbox_paused *paused, const char *pat
 	}
 	ms_pageserver_free(srv);
 	return total;
-}
-
-/* The snapshot: a guest that filled all its memory, paused; source maps its memfd. */
-static void snapshot(struct ms_sandbox_paused *paused)
-{
-	struct ms_sandbox_spec fresh = {
-	    .guest = MS_GUEST_PATTERN, .mem_size = MEM, .memory = MS_SANDBOX_FRESH};
-	struct ms_sandbox *sb;
-	int err = ms_sandbox_create(ops, &fresh, &sb);
-	if (err)
-		die("start", err);
-	step(sb, MS_PATTERN_FILL, 42, 1);
-	((uint64_t *)ms_sandbox_ram(sb))[0] = 0; /* after a resume: report first */
-	if ((err = ms_sandbox_pause(sb, paused)))
-		die("pause", err);
-	ms_sandbox_destroy(sb);
-	source = mmap(NULL, MEM, PROT_READ, MAP_SHARED | MAP_POPULATE, paused->memfd, 0);
-	if (source == MAP_FAILED)
-		die("mmap", errno);
 }
 
 /* Fault rate at block bytes per fault: the page server vs the raw handler, best of 3. */
@@ -190,7 +139,8 @@ int main(void)
 	struct ms_sandbox_paused paused;
 	if (ms_sandbox_backend_pick("kvm", &ops, why, sizeof(why)) == 0) {
 		MEM = 256ULL << 20;
-		snapshot(&paused);
+		source = ms_bench_guest_snapshot(WHO, ops, MEM, &paused);
+		memsrc = (struct ms_bench_memsrc){source, MEM};
 		double v, best_eager = 1e9, best_lazy = 1e9;
 		uint64_t f;
 		restore_and_verify(&paused, paused.memfd, NULL, &v); /* warm-up, untimed */
