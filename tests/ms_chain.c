@@ -5,7 +5,10 @@
 #include "storage/artifact.h"
 #include "storage/frames.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define P MS_PAGE_SIZE
 
@@ -92,7 +95,8 @@ void ms_test_chain_build(struct ms_store *store, uint64_t pages, struct ms_test_
 		uint64_t cursor = 0, start, run;
 		while (ms_pageset_next_run(dirty, &cursor, &start, &run))
 			for (uint64_t p = start; p < start + run; p++, len += P) {
-				out->model[p] = l == 0 && p % 5 == 0 ? 0 : (uint32_t)(p * 31 + l * 7 + 1);
+				out->model[p] =
+				    l == 0 && p % 5 == 0 ? 0 : (uint32_t)(p * 31 + l * 7 + 1);
 				ms_chain_fill(data + len, out->model[p]);
 			}
 		cursor = 0;
@@ -102,14 +106,14 @@ void ms_test_chain_build(struct ms_store *store, uint64_t pages, struct ms_test_
 		struct ms_header *h;
 		if (l == 0) {
 			struct ms_header *nil_base =
-				ms_header_new_base(&out->ids[0], MS_HEADER_V4, P, pages * P, false);
+			    ms_header_new_base(&out->ids[0], MS_HEADER_V4, P, pages * P, false);
 			assert_int_equal(
-				ms_header_new_diff(nil_base, &out->ids[0], dirty, empty, P, false, &h),
-				0);
+			    ms_header_new_diff(nil_base, &out->ids[0], dirty, empty, P, false, &h),
+			    0);
 			ms_header_free(nil_base);
 		} else {
 			assert_int_equal(
-				ms_header_new_diff(prev, &out->ids[l], dirty, empty, P, false, &h), 0);
+			    ms_header_new_diff(prev, &out->ids[l], dirty, empty, P, false, &h), 0);
 		}
 		ms_chain_publish(store, h, data, len, l != 1, l == 1 ? MS_HEADER_V5 : MS_HEADER_V4);
 		ms_header_free(prev);
@@ -125,4 +129,27 @@ void ms_test_chain_fini(struct ms_test_chain *chain)
 {
 	free(chain->model);
 	chain->model = NULL;
+}
+
+int ms_test_guest_memfd(const uint8_t *image, uint64_t pages)
+{
+	int fd = memfd_create("guest", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)(pages * MS_PAGE_SIZE)), 0);
+	assert_int_equal(pwrite(fd, image, pages * MS_PAGE_SIZE, 0),
+			 (ssize_t)(pages * MS_PAGE_SIZE));
+	return fd;
+}
+
+void ms_test_check_pages(struct ms_layered *file, const uint8_t *expect, uint64_t first,
+			 uint64_t count)
+{
+	uint8_t *got = malloc(count * MS_PAGE_SIZE);
+	assert_non_null(got);
+	assert_int_equal(ms_layered_read(file, got, first * MS_PAGE_SIZE, count * MS_PAGE_SIZE), 0);
+	for (uint64_t p = 0; p < count; p++)
+		if (memcmp(got + p * MS_PAGE_SIZE, expect + (first + p) * MS_PAGE_SIZE,
+			   MS_PAGE_SIZE) != 0)
+			fail_msg("page %llu differs", (unsigned long long)(first + p));
+	free(got);
 }

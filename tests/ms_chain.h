@@ -7,17 +7,21 @@
  * that also hides the base's first frame (so the base's frame table in later
  * headers is trimmed); layer 2 is a zstd-framed diff. Some pages are freed
  * (empty -> zeros); dirty wins over empty. Headers alternate V4/V5.
+ *
+ * Also the two steps every test over such a chain repeats: a guest memfd
+ * holding an image, and a page-by-page check of a layered file's contents.
  */
 #ifndef MS_TEST_CHAIN_H
 #define MS_TEST_CHAIN_H
 
+#include "build/layered.h"
 #include "storage/store.h"
 #include "util/uuid.h"
 
 #include <stdint.h>
 
 #define MS_CHAIN_LAYERS 3
-#define MS_CHAIN_FRAME (256u << 10)
+#define MS_CHAIN_FRAME	(256u << 10)
 
 struct ms_test_chain {
 	ms_uuid ids[MS_CHAIN_LAYERS];
@@ -32,5 +36,11 @@ void ms_test_chain_page(const struct ms_test_chain *chain, uint64_t page, uint8_
 /* The whole expected image (pages * 4 KiB, malloc'd). */
 uint8_t *ms_test_chain_image(const struct ms_test_chain *chain);
 void ms_test_chain_fini(struct ms_test_chain *chain);
+
+/* A guest memory memfd of pages * 4 KiB holding image. */
+int ms_test_guest_memfd(const uint8_t *image, uint64_t pages);
+/* Reads pages [first, first + count) of file; fails naming the first page that differs. */
+void ms_test_check_pages(struct ms_layered *file, const uint8_t *expect, uint64_t first,
+			 uint64_t count);
 
 #endif

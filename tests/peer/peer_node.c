@@ -136,9 +136,7 @@ static void node_a(void)
 	ms_pageset_add_range(dirty, 0, 350);
 	for (uint64_t p = 100; p < 350; p++)
 		memset(expect + p * P, p < 300 ? (int)(p & 0xff) | 1 : 0, P);
-	int fd = memfd_create("guest", MFD_CLOEXEC);
-	assert_int_equal(ftruncate(fd, PAGES * P), 0);
-	assert_int_equal(pwrite(fd, expect, PAGES * P, 0), (ssize_t)(PAGES * P));
+	int fd = ms_test_guest_memfd(expect, PAGES);
 	compare_gate = ms_future_new(NULL);
 	struct ms_future *upload_gate = ms_future_new(NULL);
 	if (dies) {
@@ -256,11 +254,7 @@ static void node_b(void)
 	struct ms_layered *file = ms_layered_new(h, ms_peer_resolve, resolver);
 	uint8_t *expect = read_file("expect.bin", &len);
 	assert_int_equal(len, PAGES * P);
-	uint8_t *got = malloc(len);
-	assert_int_equal(ms_layered_read(file, got, 0, len), 0);
-	for (uint64_t p = 0; p < PAGES; p++)
-		if (memcmp(got + p * P, expect + p * P, P) != 0)
-			fail_msg("page %llu differs", (unsigned long long)p);
+	ms_test_check_pages(file, expect, 0, PAGES);
 	char key[MS_ARTIFACT_KEY_MAX];
 	assert_int_equal(ms_build_storage_key(&storage, &id, key, sizeof(key)), 0);
 	struct ms_source *src;
@@ -284,7 +278,6 @@ static void node_b(void)
 		}
 	}
 	ms_source_unref(src);
-	free(got);
 	free(expect);
 	ms_layered_free(file);
 	ms_diffstore_free(diffs);

@@ -137,9 +137,7 @@ static int teardown(void **state)
 /* A pauses its guest: in-flight serving on, the compare and the upload held. */
 static void pause_a(struct fixture *f)
 {
-	int fd = memfd_create("guest", MFD_CLOEXEC);
-	assert_int_equal(ftruncate(fd, PAGES * P), 0);
-	assert_int_equal(pwrite(fd, f->expect, PAGES * P, 0), (ssize_t)(PAGES * P));
+	int fd = ms_test_guest_memfd(f->expect, PAGES);
 	struct ms_pause_config cfg = {.store = f->store,
 				      .diffs = f->diffs,
 				      .cache_dir = f->cache,
@@ -234,21 +232,9 @@ static void node_b_open(struct fixture *f, bool want_from_peer)
 	assert_non_null(f->b.file);
 }
 
-/* Reads pages [first, first + count) and checks them. */
-static void check_pages(struct ms_layered *file, const uint8_t *expect, uint64_t first,
-			uint64_t count)
-{
-	uint8_t *got = malloc(count * P);
-	assert_int_equal(ms_layered_read(file, got, first * P, count * P), 0);
-	for (uint64_t p = 0; p < count; p++)
-		if (memcmp(got + p * P, expect + (first + p) * P, P) != 0)
-			fail_msg("page %llu differs", (unsigned long long)(first + p));
-	free(got);
-}
-
 static void check_all(struct ms_layered *file, const uint8_t *expect)
 {
-	check_pages(file, expect, 0, PAGES);
+	ms_test_check_pages(file, expect, 0, PAGES);
 }
 
 /* B's routing source for the new build (one reference), or NULL when it is another kind. */
@@ -589,7 +575,7 @@ static void test_routing_peer_then_storage(void **state)
 	 * cross-node resume while the upload is held: the first 200 pages (the new
 	 * build's pages 100..199 come from A, in 64 KiB chunks that B caches)
 	 */
-	check_pages(f->b.file, f->expect, 0, 200);
+	ms_test_check_pages(f->b.file, f->expect, 0, 200);
 	void *blob;
 	size_t blob_len;
 	bool from_peer;
@@ -612,7 +598,7 @@ static void test_routing_peer_then_storage(void **state)
 	ms_peer_server_get_stats(f->server, &st);
 	/* 100 pages asked, whole 64 KiB chunks fetched, nothing twice */
 	assert_true(st.data_bytes >= 100 * P && st.data_bytes <= 112 * P);
-	check_pages(f->b.file, f->expect, 0, 200);
+	ms_test_check_pages(f->b.file, f->expect, 0, 200);
 	uint64_t cached_bytes = st.data_bytes;
 	ms_peer_server_get_stats(f->server, &st);
 	assert_int_equal(st.data_bytes, cached_bytes); /* read again: B's cache */

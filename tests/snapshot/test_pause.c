@@ -95,20 +95,36 @@ static int teardown(void **state)
 
 static int guest_memfd(struct fixture *f)
 {
-	int fd = memfd_create("guest", MFD_CLOEXEC);
-	assert_int_equal(ftruncate(fd, PAGES * P), 0);
-	assert_int_equal(pwrite(fd, f->expect, PAGES * P, 0), (ssize_t)(PAGES * P));
-	return fd;
+	return ms_test_guest_memfd(f->expect, PAGES);
 }
 
 static void check_all(struct ms_layered *file, const uint8_t *expect)
 {
-	uint8_t *got = malloc(PAGES * P);
-	assert_int_equal(ms_layered_read(file, got, 0, PAGES * P), 0);
-	for (uint64_t p = 0; p < PAGES; p++)
-		if (memcmp(got + p * P, expect + p * P, P) != 0)
-			fail_msg("page %llu differs", (unsigned long long)p);
-	free(got);
+	ms_test_check_pages(file, expect, 0, PAGES);
+}
+
+/*
+ * A cold resume on "another node": header up (taken) over a fresh diff store
+ * in DIR/name, every byte from the store, checked against expect.
+ */
+static void check_cold(struct fixture *f, struct ms_header *up, const char *name,
+		       const uint8_t *expect)
+{
+	char cold_dir[600];
+	snprintf(cold_dir, sizeof(cold_dir), "%s/%s", f->dir, name);
+	assert_int_equal(mkdir(cold_dir, 0700), 0);
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = cold_dir};
+	struct ms_diffstore *cold_diffs = ms_diffstore_new(&dcfg, &err);
+	assert_non_null(cold_diffs);
+	struct ms_build_storage cold = {.store = f->fs,
+					.diffs = cold_diffs,
+					.cache_dir = cold_dir,
+					.data = MS_ARTIFACT_MEMFILE};
+	struct ms_layered *cold_file = ms_layered_new(up, ms_build_storage_resolve, &cold);
+	check_all(cold_file, expect);
+	ms_layered_free(cold_file);
+	ms_diffstore_free(cold_diffs);
 }
 
 static enum ms_compression test_compress;      /* what start() uploads with */
@@ -187,20 +203,7 @@ static void test_warm_during_stalled_compare_then_cold(void **state)
 	}
 	assert_int_equal(ms_mappings_bytes_of(&up->mappings, real), kept * P);
 	/* cold resume on "another node": a fresh diff store, everything from the store */
-	char cold_dir[600];
-	snprintf(cold_dir, sizeof(cold_dir), "%s/cold", f->dir);
-	assert_int_equal(mkdir(cold_dir, 0700), 0);
-	int err;
-	struct ms_diffstore_config dcfg = {.cache_dir = cold_dir};
-	struct ms_diffstore *cold_diffs = ms_diffstore_new(&dcfg, &err);
-	struct ms_build_storage cold = {.store = f->fs,
-					.diffs = cold_diffs,
-					.cache_dir = cold_dir,
-					.data = MS_ARTIFACT_MEMFILE};
-	struct ms_layered *cold_file = ms_layered_new(up, ms_build_storage_resolve, &cold);
-	check_all(cold_file, f->expect);
-	ms_layered_free(cold_file);
-	ms_diffstore_free(cold_diffs);
+	check_cold(f, up, "cold", f->expect);
 	ms_pause_free(pause);
 	ms_future_unref(gate);
 }
@@ -232,20 +235,7 @@ static void test_compressed_upload(void **state)
 	assert_int_equal(self->frames->type, MS_COMPRESS_ZSTD);
 	static const uint8_t zero[32];
 	assert_memory_not_equal(self->checksum, zero, 32); /* SHA-256 of the diff */
-	char cold_dir[600];
-	snprintf(cold_dir, sizeof(cold_dir), "%s/cold-zstd", f->dir);
-	assert_int_equal(mkdir(cold_dir, 0700), 0);
-	int err;
-	struct ms_diffstore_config dcfg = {.cache_dir = cold_dir};
-	struct ms_diffstore *cold_diffs = ms_diffstore_new(&dcfg, &err);
-	struct ms_build_storage cold = {.store = f->fs,
-					.diffs = cold_diffs,
-					.cache_dir = cold_dir,
-					.data = MS_ARTIFACT_MEMFILE};
-	struct ms_layered *cold_file = ms_layered_new(up, ms_build_storage_resolve, &cold);
-	check_all(cold_file, f->expect);
-	ms_layered_free(cold_file);
-	ms_diffstore_free(cold_diffs);
+	check_cold(f, up, "cold-zstd", f->expect);
 	ms_pause_free(pause);
 }
 
@@ -313,10 +303,7 @@ static int child_memfd(struct fixture *f, uint8_t **image, struct ms_pageset **d
 	ms_pageset_add_range(*dirty, 400, 450);
 	for (uint64_t p = 400; p < 450; p++)
 		memset(*image + p * P, 0x5a ^ (int)p, P);
-	int fd = memfd_create("child", MFD_CLOEXEC);
-	assert_int_equal(ftruncate(fd, PAGES * P), 0);
-	assert_int_equal(pwrite(fd, *image, PAGES * P, 0), (ssize_t)(PAGES * P));
-	return fd;
+	return ms_test_guest_memfd(*image, PAGES);
 }
 
 /*
@@ -363,20 +350,7 @@ static void test_child_of_uploading_parent(void **state)
 	assert_non_null(parent_entry->frames);
 	assert_int_equal(parent_entry->frames->type, MS_COMPRESS_ZSTD);
 	/* cold, on another node: every byte of the child from the store */
-	char cold_dir[600];
-	snprintf(cold_dir, sizeof(cold_dir), "%s/cold-child", f->dir);
-	assert_int_equal(mkdir(cold_dir, 0700), 0);
-	int err;
-	struct ms_diffstore_config dcfg = {.cache_dir = cold_dir};
-	struct ms_diffstore *cold_diffs = ms_diffstore_new(&dcfg, &err);
-	struct ms_build_storage cold = {.store = f->fs,
-					.diffs = cold_diffs,
-					.cache_dir = cold_dir,
-					.data = MS_ARTIFACT_MEMFILE};
-	struct ms_layered *cold_file = ms_layered_new(up, ms_build_storage_resolve, &cold);
-	check_all(cold_file, child);
-	ms_layered_free(cold_file);
-	ms_diffstore_free(cold_diffs);
+	check_cold(f, up, "cold-child", child);
 	ms_pause_free(b);
 	ms_pause_free(a);
 	ms_future_unref(parent_upload);
@@ -654,9 +628,7 @@ static void test_best_effort_partly_cached(void **state)
 			want_kept++;
 	}
 	assert_true(want_equal >= 16 && want_kept > 0); /* a mixed parent, or no test */
-	int fd = memfd_create("guest", MFD_CLOEXEC);
-	assert_int_equal(ftruncate(fd, PAGES * P), 0);
-	assert_int_equal(pwrite(fd, image, PAGES * P, 0), (ssize_t)(PAGES * P));
+	int fd = ms_test_guest_memfd(image, PAGES);
 	struct ms_pause_config cfg = {.store = f->store,
 				      .diffs = f->diffs,
 				      .cache_dir = f->cache,
