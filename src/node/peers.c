@@ -18,6 +18,11 @@
 #define MS_MOD	     "peers"
 #define METADATA_MAX 4096
 
+/*
+ * Set by ms_node_peers_new, then read-only: no lock. server alone changes, to
+ * NULL, in ms_node_peers_stop_server, which the node calls once nothing can
+ * serve or forget a build any more (after its shutdown).
+ */
 struct ms_node_peers {
 	struct ms_build_storage *storage;
 	struct ms_peer_server *server;	   /* NULL: not serving */
