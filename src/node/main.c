@@ -5,6 +5,10 @@
  *   start ─▶ clean cache dir ─▶ listen ─▶ serve ─SIGTERM─▶ stop accepting
  *        ─▶ stop sandboxes ─▶ wait for uploads (shutdown_timeout) ─▶ exit
  *
+ * Under systemd (Type=notify) it says READY=1 once the API listens and
+ * STOPPING=1 when a signal starts the stop; without NOTIFY_SOCKET both are
+ * no-ops.
+ *
  * Exit status: 0 after a clean stop; 1 when uploads did not finish in time
  * (their builds never reach the store: nothing incomplete is published);
  * 2 for a configuration error.
@@ -15,8 +19,10 @@
 #include "util/log.h"
 
 #include <signal.h>
+#include <systemd/sd-daemon.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 int main(int argc, char **argv)
 {
@@ -54,9 +60,12 @@ int main(int argc, char **argv)
 	if (ms_node_peer_address(node))
 		fprintf(stderr, ", peers on %s", ms_node_peer_address(node));
 	fprintf(stderr, " (backend %s, store %s)\n", ms_node_backend(node), cfg.store);
+	sd_notifyf(0, "READY=1\nSTATUS=listening on unix:%s (backend %s)\nMAINPID=%ld", cfg.socket,
+		   ms_node_backend(node), (long)getpid());
 	int sig = 0;
 	sigwait(&stop, &sig);
 	ms_http_quiesce(http);
+	sd_notify(0, "STOPPING=1\nSTATUS=stopping: uploads finish");
 	fprintf(stderr, "memsnapd: %s: stopping (no new connections; uploads finish)\n",
 		strsignal(sig));
 	unsigned unfinished = ms_node_shutdown(node);
