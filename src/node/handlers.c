@@ -1,0 +1,649 @@
+/*
+ * handlers.c - the API's requests (api.h parses them) answered as JSON or
+ * Prometheus text: sandbox create/list/get/pause/resume/delete, a build's
+ * status and figures, its scheduling metadata, /metrics and /healthz.
+ *
+ * Handlers take the sandbox's op lock for an operation on it, and node->lock
+ * only to read or update the tables and the fields marked so in node_int.h;
+ * they never hold node->lock across store I/O.
+ *
+ * Invariants:
+ *  1. Every request gets an answer: errors are JSON bodies with a status
+ *     (ms_respond_errno maps an operation's error to one), and out of memory
+ *     is a 500 with a fixed body.
+ *  2. While the node stops, only /metrics and /healthz are answered (503).
+ *  3. A build's status never names the provisional header: figures come from
+ *     the pipeline's finished stages, metadata from the durable header.
+ */
+#include "node/node_int.h"
+#include "header/header.h"
+#include "storage/artifact.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/lock.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define P	     MS_PAGE_SIZE
+#define METADATA_MAX 128 /* scheduling metadata: build ids kept (research/e2b.md §6.1) */
+
+/* ---- JSON responses ---- */
+
+static void ms_respond_json(struct ms_node_response *resp, unsigned status, cJSON *body)
+{
+	resp->status = status;
+	resp->content_type = "application/json";
+	resp->body = body ? cJSON_PrintUnformatted(body) : NULL;
+	cJSON_Delete(body);
+	if (!resp->body) {
+		resp->status = 500;
+		resp->body = strdup("{\"error\":\"internal\",\"message\":\"out of memory\"}");
+	}
+}
+
+__attribute__((format(printf, 4, 5))) static void ms_respond_error(struct ms_node_response *resp,
+								   unsigned status,
+								   const char *code,
+								   const char *fmt, ...)
+{
+	struct ms_api_error e = {.status = status, .code = code};
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e.message, sizeof(e.message), fmt, ap);
+	va_end(ap);
+	resp->status = status;
+	resp->content_type = "application/json";
+	resp->body = ms_api_error_json(&e);
+}
+
+/* An operation's error as an HTTP answer. */
+static void ms_respond_errno(struct ms_node_response *resp, int err, const char *what,
+			     const char *cause)
+{
+	const char *reason = cause && *cause ? cause : ms_strerror(err);
+	switch (err) {
+	case MS_ENOTFOUND:
+		ms_respond_error(resp, 404, "not_found", "%s: no such build in the store", what);
+		return;
+	case -EBUSY:
+		ms_respond_error(resp, 409, "conflict", "%s: the build failed on this node", what);
+		return;
+	case -ETIMEDOUT:
+		ms_respond_error(resp, 504, "timeout", "%s: %s", what, reason);
+		return;
+	case MS_ECORRUPT:
+	case MS_EBACKEND:
+	case MS_EVERSION:
+		ms_respond_error(resp, 422, "unusable_build", "%s: %s", what, reason);
+		return;
+	case -ECHILD:
+		ms_respond_error(resp, 500, "guest_died", "%s: %s", what, reason);
+		return;
+	default:
+		ms_respond_error(resp, 500, "internal", "%s: %s", what, reason);
+	}
+}
+
+static void ms_json_uuid(cJSON *o, const char *name, const ms_uuid *id)
+{
+	char text[MS_UUID_STR_LEN];
+	ms_uuid_format(id, text);
+	cJSON_AddStringToObject(o, name, text);
+}
+
+static const char *const ms_sb_state_names[] = {"running", "paused", "failed"};
+
+static cJSON *ms_nsb_json_locked(struct ms_node *node, const struct ms_node_sandbox *sb)
+{
+	MS_ASSERT_HELD(&node->lock);
+	cJSON *o = cJSON_CreateObject();
+	if (!o)
+		return NULL;
+	ms_json_uuid(o, "id", &sb->id);
+	cJSON_AddStringToObject(o, "state", ms_sb_state_names[sb->state]);
+	const char *guest = ms_guest_name(sb->guest);
+	cJSON_AddStringToObject(o, "guest", guest ? guest : "unknown");
+	cJSON_AddNumberToObject(o, "mem_mib", (double)(sb->mem_size >> 20));
+	cJSON_AddStringToObject(o, "backend", node->backend->name);
+	cJSON_AddStringToObject(o, "start_type", ms_start_type_name(sb->start_type));
+	if (sb->has_build)
+		ms_json_uuid(o, "build_id", &sb->build_id);
+	else
+		cJSON_AddNullToObject(o, "build_id");
+	cJSON_AddNumberToObject(o, "create_ms", sb->create_ms);
+	if (sb->pauses)
+		cJSON_AddNumberToObject(o, "pause_ms", sb->pause_ms);
+	cJSON_AddNumberToObject(o, "pauses", sb->pauses);
+	cJSON_AddNumberToObject(o, "resumes", sb->resumes);
+	cJSON_AddNumberToObject(o, "created_at", (double)sb->created_unix);
+	cJSON *report = cJSON_AddObjectToObject(o, "report");
+	if (report) {
+		/* 64-bit registers: printed as integers (a double would round them) */
+		char num[24];
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)sb->result0);
+		cJSON_AddRawToObject(report, "result0", num);
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)sb->result1);
+		cJSON_AddRawToObject(report, "result1", num);
+		snprintf(num, sizeof(num), "%llu", (unsigned long long)sb->reports);
+		cJSON_AddRawToObject(report, "reports", num);
+	}
+	if (sb->error[0])
+		cJSON_AddStringToObject(o, "error", sb->error);
+	return o;
+}
+
+static void ms_respond_sandbox(struct ms_node_response *resp, unsigned status,
+			       struct ms_node_sandbox *sb)
+{
+	pthread_mutex_lock(&sb->node->lock);
+	cJSON *o = ms_nsb_json_locked(sb->node, sb);
+	pthread_mutex_unlock(&sb->node->lock);
+	ms_respond_json(resp, status, o);
+}
+
+/* ---- handlers ---- */
+
+static void ms_handle_create(struct ms_node *node, const struct ms_api_request *req,
+			     struct ms_node_response *resp)
+{
+	pthread_mutex_lock(&node->lock);
+	if (node->nsandboxes + node->pending >= node->cfg.max_sandboxes) {
+		pthread_mutex_unlock(&node->lock);
+		ms_respond_error(resp, 429, "too_many_sandboxes",
+				 "this node holds at most %llu sandboxes",
+				 (unsigned long long)node->cfg.max_sandboxes);
+		return;
+	}
+	node->pending++;
+	pthread_mutex_unlock(&node->lock);
+	int err;
+	char cause[200] = "";
+	struct ms_node_sandbox *sb = ms_nsb_new(node, &err);
+	if (sb) {
+		pthread_mutex_lock(&sb->op);
+		err = req->from_build
+			  ? ms_nsb_resume(sb, &req->build_id, &req->exec, cause, sizeof(cause))
+			  : ms_nsb_start_fresh(sb, req, cause, sizeof(cause));
+		pthread_mutex_unlock(&sb->op);
+	}
+	pthread_mutex_lock(&node->lock);
+	node->pending--;
+	if (!err && node->nsandboxes == node->sandboxes_cap) {
+		size_t cap = node->sandboxes_cap ? node->sandboxes_cap * 2 : 16;
+		void *grown = realloc(node->sandboxes, cap * sizeof(*node->sandboxes));
+		if (grown) {
+			node->sandboxes = grown;
+			node->sandboxes_cap = cap;
+		} else {
+			err = -ENOMEM;
+		}
+	}
+	if (!err)
+		node->sandboxes[node->nsandboxes++] = sb;
+	pthread_mutex_unlock(&node->lock);
+	if (err) {
+		atomic_fetch_add(&node->metrics.creates_failed, 1);
+		if (sb) {
+			pthread_mutex_lock(&sb->op);
+			ms_nsb_teardown(sb);
+			pthread_mutex_unlock(&sb->op);
+			ms_nsb_unref(sb);
+		}
+		ms_respond_errno(resp, err, req->from_build ? "resume" : "start", cause);
+		return;
+	}
+	ms_respond_sandbox(resp, 201, sb);
+}
+
+static void ms_respond_no_sandbox(struct ms_node_response *resp, const ms_uuid *id)
+{
+	char text[MS_UUID_STR_LEN];
+	ms_uuid_format(id, text);
+	ms_respond_error(resp, 404, "not_found", "no sandbox %s", text);
+}
+
+static void ms_handle_pause(struct ms_node *node, struct ms_node_sandbox *sb,
+			    struct ms_node_response *resp)
+{
+	if (sb->state != SB_RUNNING) {
+		ms_respond_error(resp, 409, "conflict", "the sandbox is %s, not running",
+				 ms_sb_state_names[sb->state]);
+		return;
+	}
+	ms_uuid build_id;
+	char cause[200] = "";
+	int err = ms_nsb_pause(sb, &build_id, cause, sizeof(cause));
+	if (err) {
+		ms_respond_errno(resp, err, "pause", cause);
+		return;
+	}
+	(void)node;
+	ms_respond_sandbox(resp, 200, sb);
+}
+
+static void ms_handle_resume(struct ms_node *node, struct ms_node_sandbox *sb,
+			     const struct ms_api_request *req, struct ms_node_response *resp)
+{
+	if (sb->state != SB_PAUSED) {
+		ms_respond_error(resp, 409, "conflict", "the sandbox is %s, not paused",
+				 ms_sb_state_names[sb->state]);
+		return;
+	}
+	char cause[200] = "";
+	ms_uuid build_id = sb->build_id;
+	int err = ms_nsb_resume(sb, &build_id, &req->exec, cause, sizeof(cause));
+	if (err) {
+		atomic_fetch_add(&node->metrics.creates_failed, 1);
+		ms_respond_errno(resp, err, "resume", cause);
+		return;
+	}
+	ms_respond_sandbox(resp, 200, sb);
+}
+
+static void ms_handle_delete(struct ms_node *node, struct ms_node_sandbox *sb,
+			     struct ms_node_response *resp)
+{
+	ms_nsb_teardown(sb);
+	pthread_mutex_lock(&node->lock);
+	sb->deleted = true;
+	ssize_t i = ms_nsb_index_locked(node, &sb->id);
+	if (i >= 0) {
+		node->sandboxes[i] = node->sandboxes[--node->nsandboxes];
+		ms_nsb_unref(sb); /* the table's reference */
+	}
+	cJSON *o = cJSON_CreateObject();
+	if (o) {
+		ms_json_uuid(o, "id", &sb->id);
+		cJSON_AddStringToObject(o, "state", "deleted");
+	}
+	pthread_mutex_unlock(&node->lock);
+	ms_respond_json(resp, 200, o);
+}
+
+/* A sandbox operation: lookup, op lock, dispatch. */
+static void ms_handle_sandbox_op(struct ms_node *node, const struct ms_api_request *req,
+				 struct ms_node_response *resp)
+{
+	struct ms_node_sandbox *sb = ms_nsb_lookup(node, &req->id);
+	if (!sb) {
+		ms_respond_no_sandbox(resp, &req->id);
+		return;
+	}
+	if (req->op == MS_API_SANDBOX_GET) {
+		ms_respond_sandbox(resp, 200, sb);
+		ms_nsb_unref(sb);
+		return;
+	}
+	pthread_mutex_lock(&sb->op);
+	if (sb->deleted)
+		ms_respond_no_sandbox(resp, &req->id);
+	else if (req->op == MS_API_SANDBOX_PAUSE)
+		ms_handle_pause(node, sb, resp);
+	else if (req->op == MS_API_SANDBOX_RESUME)
+		ms_handle_resume(node, sb, req, resp);
+	else
+		ms_handle_delete(node, sb, resp);
+	pthread_mutex_unlock(&sb->op);
+	ms_nsb_unref(sb);
+}
+
+static void ms_handle_list(struct ms_node *node, struct ms_node_response *resp)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *list = o ? cJSON_AddArrayToObject(o, "sandboxes") : NULL;
+	pthread_mutex_lock(&node->lock);
+	for (size_t i = 0; list && i < node->nsandboxes; i++) {
+		cJSON *s = ms_nsb_json_locked(node, node->sandboxes[i]);
+		if (s)
+			cJSON_AddItemToArray(list, s);
+	}
+	pthread_mutex_unlock(&node->lock);
+	ms_respond_json(resp, 200, list ? o : (cJSON_Delete(o), NULL));
+}
+
+static const char *ms_build_status(const struct ms_template *t)
+{
+	if (t->error)
+		return "failed";
+	int err = 0;
+	if (t->from_peer && (!ms_future_peek(t->in_store, NULL, &err) || err))
+		return "on_peer"; /* read from a peer; its upload there has not landed */
+	if (!t->pause)
+		return "published"; /* fetched from the store: only published builds are there */
+	if (t->done)
+		return "published";
+	if (t->have[MS_TIMING_DRAIN])
+		return "uploading";
+	return "deduping";
+}
+
+static void ms_handle_build(struct ms_node *node, const struct ms_api_request *req,
+			    struct ms_node_response *resp)
+{
+	char text[MS_UUID_STR_LEN];
+	ms_uuid_format(&req->id, text);
+	cJSON *o = cJSON_CreateObject();
+	if (!o) {
+		ms_respond_json(resp, 500, NULL);
+		return;
+	}
+	cJSON_AddStringToObject(o, "build_id", text);
+	pthread_mutex_lock(&node->lock);
+	ssize_t i = ms_template_index_locked(node, &req->id);
+	struct ms_template *t = i >= 0 ? node->templates[i] : NULL;
+	if (t && t->state == TMPL_READY) {
+		cJSON_AddStringToObject(o, "status", ms_build_status(t));
+		cJSON_AddBoolToObject(o, "paused_here", t->pause != NULL);
+		cJSON_AddBoolToObject(o, "cached", true);
+		cJSON_AddStringToObject(o, "source",
+					t->pause       ? "local"
+					: t->from_peer ? "peer"
+						       : "store");
+		cJSON_AddNumberToObject(o, "mem_bytes", (double)t->mem_size);
+		cJSON_AddNumberToObject(o, "snapfile_bytes", (double)t->snapfile_len);
+		if (t->parent && !t->parent->base)
+			ms_json_uuid(o, "parent_build_id", &t->parent->id);
+		if (!t->pause) {
+			struct ms_header_ref *head = ms_layered_header(t->file);
+			const struct ms_build_data *self = ms_header_build(head->header, &t->id);
+			if (self)
+				cJSON_AddNumberToObject(o, "diff_bytes", (double)self->size);
+			ms_header_ref_unref(head);
+		}
+		if (t->pause) {
+			cJSON *pages = cJSON_AddObjectToObject(o, "pages");
+			bool compared = t->have[MS_TIMING_COMPARE];
+			if (pages && compared) {
+				cJSON_AddNumberToObject(pages, "dirty", (double)t->dirty);
+				cJSON_AddNumberToObject(pages, "equal", (double)t->equal);
+				cJSON_AddNumberToObject(pages, "zero", (double)t->zero);
+				cJSON_AddNumberToObject(pages, "kept", (double)t->kept);
+			}
+			if (compared) {
+				cJSON_AddNumberToObject(o, "diff_bytes", (double)(t->kept * P));
+				cJSON_AddNumberToObject(
+				    o, "dedup_ratio",
+				    t->dirty ? (double)t->kept / (double)t->dirty : 0.0);
+			}
+			if (t->done && !t->error)
+				cJSON_AddNumberToObject(o, "uploaded_bytes",
+							(double)t->upload_bytes);
+			cJSON *timings = cJSON_AddObjectToObject(o, "timings_ms");
+			static const char *const names[MS_TIMINGS] = {"stop", "resumable",
+								      "compare", "drain", "upload"};
+			for (int s = 0; timings && s < MS_TIMINGS; s++)
+				if (t->have[s])
+					cJSON_AddNumberToObject(timings, names[s], t->ms[s]);
+		}
+		if (t->error)
+			cJSON_AddStringToObject(o, "error", ms_strerror(t->error));
+		pthread_mutex_unlock(&node->lock);
+		ms_respond_json(resp, 200, o);
+		return;
+	}
+	pthread_mutex_unlock(&node->lock);
+	/* not cached: the store knows it (published) or nobody does */
+	struct ms_header *h = NULL;
+	int err =
+	    ms_build_storage_load_header(node->store, &req->id, MS_ARTIFACT_MEMFILE_HEADER, &h);
+	if (err) {
+		cJSON_Delete(o);
+		if (err == MS_ENOTFOUND)
+			ms_respond_error(resp, 404, "not_found", "no build %s", text);
+		else
+			ms_respond_errno(resp, err, "build", NULL);
+		return;
+	}
+	cJSON_AddStringToObject(o, "status", "published");
+	cJSON_AddBoolToObject(o, "paused_here", false);
+	cJSON_AddBoolToObject(o, "cached", false);
+	cJSON_AddNumberToObject(o, "mem_bytes", (double)h->meta.size);
+	const struct ms_build_data *self = ms_header_build(h, &req->id);
+	if (self)
+		cJSON_AddNumberToObject(o, "diff_bytes", (double)self->size);
+	cJSON_AddNumberToObject(o, "generation", (double)h->meta.generation);
+	ms_header_free(h);
+	ms_respond_json(resp, 200, o);
+}
+
+struct ms_build_bytes {
+	ms_uuid id;
+	char text[MS_UUID_STR_LEN];
+	uint64_t bytes;
+};
+
+static int ms_build_bytes_by_weight(const void *a, const void *b)
+{
+	const struct ms_build_bytes *x = a, *y = b;
+	if (x->bytes != y->bytes)
+		return x->bytes > y->bytes ? -1 : 1;
+	return strcmp(x->text, y->text);
+}
+
+static int ms_build_bytes_by_id(const void *a, const void *b)
+{
+	return strcmp(((const struct ms_build_bytes *)a)->text,
+		      ((const struct ms_build_bytes *)b)->text);
+}
+
+/* research/e2b.md §6.1: build ids and bytes per build of a (durable) header. */
+static cJSON *ms_metadata_memfile(const struct ms_header *h, const ms_uuid *build_id)
+{
+	size_t cap = h->mappings.count + 2, n = 0;
+	struct ms_build_bytes *b = calloc(cap, sizeof(*b));
+	cJSON *o = cJSON_CreateObject();
+	if (!b || !o) {
+		free(b);
+		cJSON_Delete(o);
+		return NULL;
+	}
+	for (size_t i = 0; i < h->mappings.count; i++) {
+		const struct ms_mapping *m = &h->mappings.entries[i];
+		if (ms_uuid_is_nil(&m->build_id))
+			continue;
+		size_t j = 0;
+		while (j < n && !ms_uuid_eq(&b[j].id, &m->build_id))
+			j++;
+		if (j == n)
+			b[n++].id = m->build_id;
+		b[j].bytes += m->length;
+	}
+	const ms_uuid *must[2] = {&h->meta.base_build_id, build_id};
+	for (int k = 0; k < 2; k++) {
+		size_t j = 0;
+		while (j < n && !ms_uuid_eq(&b[j].id, must[k]))
+			j++;
+		if (j == n && !ms_uuid_is_nil(must[k]))
+			b[n++].id = *must[k];
+	}
+	for (size_t j = 0; j < n; j++)
+		ms_uuid_format(&b[j].id, b[j].text);
+	size_t dropped = 0;
+	if (n > METADATA_MAX) {
+		/* keep the base and the build, then the heaviest */
+		qsort(b, n, sizeof(*b), ms_build_bytes_by_weight);
+		for (int k = 0; k < 2; k++) {
+			size_t j = 0;
+			while (j < n && !ms_uuid_eq(&b[j].id, must[k]))
+				j++;
+			if (j < n && j >= (size_t)k) {
+				struct ms_build_bytes tmp = b[k];
+				b[k] = b[j];
+				b[j] = tmp;
+			}
+		}
+		qsort(b + 2, n - 2, sizeof(*b), ms_build_bytes_by_weight);
+		dropped = n - METADATA_MAX;
+		n = METADATA_MAX;
+	}
+	qsort(b, n, sizeof(*b), ms_build_bytes_by_id);
+	ms_json_uuid(o, "base_build_id", &h->meta.base_build_id);
+	cJSON *ids = cJSON_AddArrayToObject(o, "build_ids");
+	cJSON *bytes = cJSON_AddArrayToObject(o, "build_bytes");
+	for (size_t j = 0; ids && bytes && j < n; j++) {
+		cJSON_AddItemToArray(ids, cJSON_CreateString(b[j].text));
+		cJSON_AddItemToArray(bytes, cJSON_CreateNumber((double)b[j].bytes));
+	}
+	cJSON_AddNumberToObject(o, "dropped_builds", (double)dropped);
+	free(b);
+	return o;
+}
+
+static void ms_handle_metadata(struct ms_node *node, const struct ms_api_request *req,
+			       struct ms_node_response *resp)
+{
+	char text[MS_UUID_STR_LEN];
+	ms_uuid_format(&req->id, text);
+	pthread_mutex_lock(&node->lock);
+	ssize_t i = ms_template_index_locked(node, &req->id);
+	struct ms_template *t = i >= 0 && node->templates[i]->state == TMPL_READY
+				    ? ms_template_ref(node->templates[i])
+				    : NULL;
+	pthread_mutex_unlock(&node->lock);
+	struct ms_header_ref *durable = NULL;
+	struct ms_header *loaded = NULL;
+	if (t) {
+		durable = ms_layered_durable_header_now(t->file); /* never waits */
+	} else {
+		int err = ms_build_storage_load_header(node->store, &req->id,
+						       MS_ARTIFACT_MEMFILE_HEADER, &loaded);
+		if (err) {
+			if (err == MS_ENOTFOUND)
+				ms_respond_error(resp, 404, "not_found", "no build %s", text);
+			else
+				ms_respond_errno(resp, err, "scheduling metadata", NULL);
+			return;
+		}
+	}
+	cJSON *o = cJSON_CreateObject();
+	if (o) {
+		cJSON_AddStringToObject(o, "build_id", text);
+		const struct ms_header *h = durable ? durable->header : loaded;
+		cJSON_AddBoolToObject(o, "pending", h == NULL);
+		/* no rootfs in memsnap yet: while the memfile is pending, no memory part */
+		cJSON_AddNullToObject(o, "rootfs");
+		cJSON *mem = h ? ms_metadata_memfile(h, &req->id) : NULL;
+		if (mem)
+			cJSON_AddItemToObject(o, "memfile", mem);
+		else
+			cJSON_AddNullToObject(o, "memfile");
+	}
+	ms_header_ref_unref(durable);
+	ms_header_free(loaded);
+	ms_template_unref(t);
+	ms_respond_json(resp, 200, o);
+}
+
+/* Live state for a scrape. */
+static void ms_node_live(struct ms_node *node, struct ms_metrics_live *live)
+{
+	memset(live, 0, sizeof(*live));
+	ms_diffstore_get_stats(node->diffs, &live->diffs);
+	pthread_mutex_lock(&node->lock);
+	for (size_t i = 0; i < node->nsandboxes; i++) {
+		struct ms_node_sandbox *sb = node->sandboxes[i];
+		if (sb->state == SB_RUNNING)
+			live->sandboxes_running++;
+		else if (sb->state == SB_PAUSED)
+			live->sandboxes_paused++;
+		if (sb->session)
+			ms_uffd_metrics_add(&live->uffd, ms_uffd_session_metrics(sb->session));
+	}
+	live->templates = node->ntemplates;
+	pthread_mutex_unlock(&node->lock);
+	ms_node_peers_get_live(node->peers, &live->peers);
+	live->uptime_seconds = (double)(ms_clock_now_ns() - node->started_ns) / 1e9;
+}
+
+static void ms_handle_metrics(struct ms_node *node, struct ms_node_response *resp)
+{
+	struct ms_metrics_live live;
+	ms_node_live(node, &live);
+	char *text = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&text, &len);
+	int err = out ? ms_metrics_render(&node->metrics, &live, out) : -ENOMEM;
+	if (out && fclose(out) && !err)
+		err = -EIO;
+	if (err) {
+		free(text);
+		ms_respond_errno(resp, err, "metrics", NULL);
+		return;
+	}
+	resp->status = 200;
+	resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+	resp->body = text;
+}
+
+static void ms_handle_healthz(struct ms_node *node, struct ms_node_response *resp)
+{
+	cJSON *o = cJSON_CreateObject();
+	if (o) {
+		cJSON_AddStringToObject(o, "status", "ok");
+		cJSON_AddStringToObject(o, "backend", node->backend->name);
+		const char *peer = ms_node_peers_address(node->peers);
+		if (peer)
+			cJSON_AddStringToObject(o, "peer_address", peer);
+		pthread_mutex_lock(&node->lock);
+		cJSON_AddNumberToObject(o, "sandboxes", (double)node->nsandboxes);
+		cJSON_AddNumberToObject(o, "templates", (double)node->ntemplates);
+		pthread_mutex_unlock(&node->lock);
+		cJSON *flags = cJSON_AddObjectToObject(o, "flags");
+		if (flags) {
+			cJSON_AddBoolToObject(flags, "inflight_serve", node->cfg.inflight_serve);
+			/* the effective values: what the pipeline really does */
+			cJSON_AddBoolToObject(flags, "dedup", node->cfg.dedup);
+			cJSON_AddBoolToObject(flags, "dedup_best_effort",
+					      node->cfg.dedup && node->cfg.dedup_best_effort);
+			cJSON_AddStringToObject(flags, "compress",
+						node->cfg.compress == MS_COMPRESS_ZSTD	? "zstd"
+						: node->cfg.compress == MS_COMPRESS_LZ4 ? "lz4"
+											: "none");
+		}
+	}
+	ms_respond_json(resp, 200, o);
+}
+
+void ms_node_handle(struct ms_node *node, const struct ms_api_request *req,
+		    struct ms_node_response *resp)
+{
+	memset(resp, 0, sizeof(*resp));
+	pthread_mutex_lock(&node->lock);
+	bool stopping = node->stopping;
+	pthread_mutex_unlock(&node->lock);
+	if (stopping && req->op != MS_API_METRICS && req->op != MS_API_HEALTHZ) {
+		ms_respond_error(resp, 503, "shutting_down", "the daemon is shutting down");
+		return;
+	}
+	switch (req->op) {
+	case MS_API_SANDBOX_CREATE:
+		ms_handle_create(node, req, resp);
+		break;
+	case MS_API_SANDBOX_LIST:
+		ms_handle_list(node, resp);
+		break;
+	case MS_API_SANDBOX_GET:
+	case MS_API_SANDBOX_DELETE:
+	case MS_API_SANDBOX_PAUSE:
+	case MS_API_SANDBOX_RESUME:
+		ms_handle_sandbox_op(node, req, resp);
+		break;
+	case MS_API_BUILD_GET:
+		ms_handle_build(node, req, resp);
+		break;
+	case MS_API_BUILD_METADATA:
+		ms_handle_metadata(node, req, resp);
+		break;
+	case MS_API_METRICS:
+		ms_handle_metrics(node, resp);
+		break;
+	case MS_API_HEALTHZ:
+		ms_handle_healthz(node, resp);
+		break;
+	}
+}

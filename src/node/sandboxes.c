@@ -1,0 +1,436 @@
+/*
+ * sandboxes.c - the sandbox registry and what happens to a sandbox: its VM
+ * jobs (run on its worker thread), a fresh start, a resume from a build
+ * through a page server, and a pause into a new build (the pipeline, the
+ * peer record and the watcher that follows it).
+ *
+ * Locks: a sandbox's op lock serializes its operations and owns vm, srv,
+ * tmpl and serial; node->lock guards the fields the API reads (state,
+ * report, timings, session). The op lock is taken before node->lock; neither
+ * is held by a VM job except the op lock (held by the caller throughout).
+ *
+ * Invariants:
+ *  1. A sandbox is in node->sandboxes only once its create succeeded; a
+ *     failed create or resume leaves nothing behind (a failed resume keeps
+ *     the sandbox PAUSED).
+ *  2. The VM is created, run, paused and destroyed only by job functions on
+ *     the sandbox's worker (worker.c).
+ *  3. A pause that fails after the VM stopped leaves the sandbox FAILED: its
+ *     memory went with the VM.
+ *  4. A pause hands its test holds (gate, upload_gate) to the watcher; if no
+ *     watcher starts, the pause releases them itself, so a pipeline never
+ *     waits for a hold nobody will lift.
+ */
+#include "node/node_int.h"
+#include "header/header.h"
+#include "uffd/filesource.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/lock.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <time.h>
+
+#define P MS_PAGE_SIZE
+
+struct ms_node_sandbox *ms_nsb_new(struct ms_node *node, int *err)
+{
+	struct ms_node_sandbox *sb = calloc(1, sizeof(*sb));
+	if (!sb) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	atomic_init(&sb->refs, 1);
+	sb->node = node;
+	sb->guest = -1;
+	ms_uuid_generate(&sb->id);
+	sb->created_unix = (int64_t)time(NULL);
+	pthread_mutex_init(&sb->op, NULL);
+	if ((*err = ms_worker_start(&sb->worker))) {
+		pthread_mutex_destroy(&sb->op);
+		free(sb);
+		return NULL;
+	}
+	return sb;
+}
+
+void ms_nsb_unref(struct ms_node_sandbox *sb)
+{
+	if (!sb || atomic_fetch_sub(&sb->refs, 1) != 1)
+		return;
+	assert(!sb->vm && !sb->srv && !sb->tmpl && !sb->session);
+	ms_worker_stop(&sb->worker);
+	pthread_mutex_destroy(&sb->op);
+	free(sb);
+}
+
+ssize_t ms_nsb_index_locked(struct ms_node *node, const ms_uuid *id)
+{
+	MS_ASSERT_HELD(&node->lock);
+	for (size_t i = 0; i < node->nsandboxes; i++)
+		if (ms_uuid_eq(&node->sandboxes[i]->id, id))
+			return (ssize_t)i;
+	return -1;
+}
+
+struct ms_node_sandbox *ms_nsb_lookup(struct ms_node *node, const ms_uuid *id)
+{
+	pthread_mutex_lock(&node->lock);
+	ssize_t i = ms_nsb_index_locked(node, id);
+	struct ms_node_sandbox *sb = i >= 0 ? node->sandboxes[i] : NULL;
+	if (sb)
+		atomic_fetch_add(&sb->refs, 1);
+	pthread_mutex_unlock(&node->lock);
+	return sb;
+}
+
+/* What a job on the worker needs and returns. */
+struct ms_vm_job {
+	struct ms_node_sandbox *sb;
+	struct ms_sandbox_spec spec;
+	const struct ms_api_exec *exec;
+	bool first_report; /* run to the first report first (after a restore) */
+	struct ms_sandbox_paused paused;
+	uint64_t result0, result1, reports;
+	double stop_ms;
+	char cause[160];
+};
+
+static int ms_vm_report(struct ms_vm_job *job)
+{
+	struct ms_node_sandbox *sb = job->sb;
+	int err = ms_sandbox_run(sb->vm);
+	if (!err)
+		err = ms_sandbox_wait_report(sb->vm, sb->node->cfg.guest_timeout_ns);
+	if (err == -ECHILD)
+		snprintf(job->cause, sizeof(job->cause), "the guest died: %s",
+			 ms_sandbox_death_cause(sb->vm));
+	return err;
+}
+
+/* worker: create the VM, bring it to a report, run the exec command if any */
+static int ms_vm_job_create(void *arg)
+{
+	struct ms_vm_job *job = arg;
+	struct ms_node_sandbox *sb = job->sb;
+	int err = ms_sandbox_create(sb->node->backend, &job->spec, &sb->vm);
+	if (err)
+		return err;
+	uint64_t *box = (uint64_t *)ms_sandbox_ram(sb->vm);
+	if (job->first_report && (err = ms_vm_report(job)))
+		goto fail;
+	if (job->exec && job->exec->set) {
+		box[MS_GUEST_CMD / 8] = job->exec->command;
+		box[MS_GUEST_ARG0 / 8] = job->exec->arg0;
+		box[MS_GUEST_ARG1 / 8] = job->exec->arg1;
+		if ((err = ms_vm_report(job)))
+			goto fail;
+	}
+	job->result0 = box[MS_GUEST_RESULT0 / 8];
+	job->result1 = box[MS_GUEST_RESULT1 / 8];
+	job->reports = box[MS_GUEST_REPORTS / 8];
+	box[MS_GUEST_CMD / 8] = 0; /* after a resume the guest reports first */
+	return 0;
+fail:
+	ms_sandbox_destroy(sb->vm);
+	sb->vm = NULL;
+	return err;
+}
+
+/* worker: stop the VM, save its state, take its memory; the VM is destroyed either way */
+static int ms_vm_job_pause(void *arg)
+{
+	struct ms_vm_job *job = arg;
+	struct ms_node_sandbox *sb = job->sb;
+	int64_t t0 = ms_clock_now_ns();
+	((uint64_t *)ms_sandbox_ram(sb->vm))[MS_GUEST_CMD / 8] = 0;
+	int err = ms_sandbox_pause(sb->vm, &job->paused);
+	job->stop_ms = (double)(ms_clock_now_ns() - t0) / 1e6;
+	ms_sandbox_destroy(sb->vm);
+	sb->vm = NULL;
+	return err;
+}
+
+static int ms_vm_job_destroy(void *arg)
+{
+	struct ms_vm_job *job = arg;
+	ms_sandbox_destroy(job->sb->vm);
+	job->sb->vm = NULL;
+	return 0;
+}
+
+/* op held: stops the page server, folding its session's counters into the totals */
+static void ms_nsb_stop_server(struct ms_node_sandbox *sb)
+{
+	struct ms_node *node = sb->node;
+	pthread_mutex_lock(&node->lock);
+	struct ms_uffd_session *session = sb->session;
+	sb->session = NULL;
+	pthread_mutex_unlock(&node->lock);
+	ms_pageserver_free(sb->srv);
+	sb->srv = NULL;
+	if (session) {
+		ms_uffd_metrics_add(&node->metrics.uffd_closed, ms_uffd_session_metrics(session));
+		ms_uffd_session_unref(session);
+	}
+}
+
+void ms_nsb_teardown(struct ms_node_sandbox *sb)
+{
+	if (sb->vm) {
+		struct ms_vm_job job = {.sb = sb};
+		ms_worker_call(&sb->worker, ms_vm_job_destroy, &job);
+	}
+	ms_nsb_stop_server(sb);
+	ms_template_unref(sb->tmpl);
+	sb->tmpl = NULL;
+}
+
+static void ms_nsb_set_report(struct ms_node_sandbox *sb, const struct ms_vm_job *job)
+{
+	pthread_mutex_lock(&sb->node->lock);
+	sb->result0 = job->result0;
+	sb->result1 = job->result1;
+	sb->reports = job->reports;
+	pthread_mutex_unlock(&sb->node->lock);
+}
+
+int ms_nsb_start_fresh(struct ms_node_sandbox *sb, const struct ms_api_request *req, char *cause,
+		       size_t cause_len)
+{
+	struct ms_node *node = sb->node;
+	int64_t t0 = ms_clock_now_ns();
+	ms_uuid base_id;
+	ms_uuid_generate(&base_id);
+	struct ms_template *base = ms_template_alloc(node, &base_id);
+	if (!base)
+		return -ENOMEM;
+	base->base = true;
+	base->mem_size = req->mem_size;
+	if (!(base->file = ms_layered_new(
+		  ms_header_new_base(&base_id, MS_HEADER_V4, P, req->mem_size, false),
+		  node->resolve, node->resolve_ctx))) {
+		ms_template_unref(base);
+		return -ENOMEM;
+	}
+	struct ms_vm_job job = {
+	    .sb = sb,
+	    .spec = {.guest = req->guest, .mem_size = req->mem_size, .memory = MS_SANDBOX_FRESH},
+	    .exec = &req->exec};
+	int err = ms_worker_call(&sb->worker, ms_vm_job_create, &job);
+	if (err) {
+		snprintf(cause, cause_len, "%s", job.cause);
+		ms_template_unref(base);
+		return err;
+	}
+	sb->tmpl = base;
+	double secs = (double)(ms_clock_now_ns() - t0) / 1e9;
+	ms_histogram_observe(&node->metrics.create[MS_START_FRESH], secs);
+	pthread_mutex_lock(&node->lock);
+	sb->state = SB_RUNNING;
+	sb->guest = (int)req->guest;
+	sb->mem_size = req->mem_size;
+	sb->start_type = MS_START_FRESH;
+	sb->has_build = false;
+	sb->create_ms = secs * 1e3;
+	pthread_mutex_unlock(&node->lock);
+	ms_nsb_set_report(sb, &job);
+	return 0;
+}
+
+int ms_nsb_resume(struct ms_node_sandbox *sb, const ms_uuid *build_id,
+		  const struct ms_api_exec *exec, char *cause, size_t cause_len)
+{
+	struct ms_node *node = sb->node;
+	int64_t t0 = ms_clock_now_ns();
+	struct ms_template *t;
+	enum ms_start_type start_type;
+	int err = ms_template_get(node, build_id, &t, &start_type);
+	if (err)
+		return err;
+	char sock[sizeof(((struct sockaddr_un *)0)->sun_path)], id[MS_UUID_STR_LEN];
+	ms_uuid_format(&sb->id, id);
+	int n =
+	    snprintf(sock, sizeof(sock), "%s/sb-%s.%u.sock", node->cfg.run_dir, id, sb->serial++);
+	if (n < 0 || (size_t)n >= sizeof(sock)) {
+		snprintf(cause, cause_len, "run_dir is too long for a unix socket path");
+		ms_template_unref(t);
+		return -ENAMETOOLONG;
+	}
+	struct ms_pageserver_options opts = {.workers = (unsigned)node->cfg.pageserver_workers,
+					     .batch_bytes = 65536};
+	struct ms_pageserver *srv =
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, t->file, &opts);
+	if (!srv) {
+		err = -errno;
+		ms_template_unref(t);
+		return err;
+	}
+	struct ms_vm_job job = {.sb = sb,
+				.spec = {.mem_size = t->mem_size,
+					 .memory = MS_SANDBOX_LAZY,
+					 .lazy_socket = sock,
+					 .snapfile = t->snapfile,
+					 .snapfile_len = t->snapfile_len},
+				.exec = exec,
+				.first_report = true};
+	if ((err = ms_worker_call(&sb->worker, ms_vm_job_create, &job))) {
+		snprintf(cause, cause_len, "%s", job.cause);
+		ms_pageserver_free(srv);
+		ms_template_unref(t);
+		return err;
+	}
+	struct ms_uffd_session *session = NULL;
+	if (ms_pageserver_next_session(srv, 0, &session))
+		session = NULL; /* counters only: the guest already ran from it */
+	double secs = (double)(ms_clock_now_ns() - t0) / 1e9;
+	ms_histogram_observe(&node->metrics.create[start_type], secs);
+	sb->srv = srv;
+	sb->tmpl = t;
+	pthread_mutex_lock(&node->lock);
+	sb->session = session;
+	sb->state = SB_RUNNING;
+	sb->mem_size = t->mem_size;
+	if (t->guest >= 0)
+		sb->guest = t->guest;
+	sb->start_type = start_type;
+	sb->has_build = true;
+	sb->build_id = *build_id;
+	sb->create_ms = secs * 1e3;
+	sb->resumes++;
+	sb->error[0] = '\0';
+	pthread_mutex_unlock(&node->lock);
+	ms_nsb_set_report(sb, &job);
+	return 0;
+}
+
+int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, size_t cause_len)
+{
+	struct ms_node *node = sb->node;
+	struct ms_vm_job job = {.sb = sb, .paused = {.memfd = -1}};
+	int64_t t0 = ms_clock_now_ns();
+	int err = ms_worker_call(&sb->worker, ms_vm_job_pause, &job);
+	ms_nsb_stop_server(sb);
+	struct ms_template *parent = sb->tmpl, *t = NULL;
+	sb->tmpl = NULL;
+	struct ms_pageset *none = NULL;
+	if (err)
+		goto fail;
+	ms_histogram_observe(&node->metrics.pause_stage[MS_TIMING_STOP], job.stop_ms / 1e3);
+	int64_t t1 = ms_clock_now_ns();
+	err = -ENOMEM;
+	if (!(none = ms_pageset_new()) || !(t = ms_template_alloc(node, &MS_UUID_NIL)))
+		goto fail;
+	if (node->cfg.test_stall_compare_ns > 0 && !(t->gate = ms_future_new(NULL)))
+		goto fail;
+	if (node->cfg.test_hold_upload[0] && !(t->upload_gate = ms_future_new(NULL)))
+		goto fail;
+	struct ms_pause_config cfg = {
+	    .store = node->store,
+	    .diffs = node->diffs,
+	    .cache_dir = node->cfg.cache_dir,
+	    .inflight = node->cfg.inflight_serve,
+	    .dedup = !node->cfg.dedup		   ? MS_DEDUP_OFF
+		     : node->cfg.dedup_best_effort ? MS_DEDUP_BEST_EFFORT
+						   : MS_DEDUP_FULL,
+	    .counters = &node->metrics.pipeline,
+	    .grace_ns = node->cfg.grace_ns,
+	    .compress = node->cfg.compress,
+	    /* a parent from a peer: its upload runs there; in_store says when it landed */
+	    .parent_published =
+		parent->pause ? ms_pause_published(parent->pause) : parent->in_store,
+	    .resolve = node->resolve,
+	    .resolve_ctx = node->resolve_ctx,
+	    .compare_gate = t->gate,
+	    .upload_gate = t->upload_gate,
+	};
+	int memfd = job.paused.memfd;
+	job.paused.memfd = -1;
+	t->paused_ns = t1;
+	t->mem_size = parent->mem_size;
+	t->guest = sb->guest;
+	t->parent = parent;
+	parent = NULL;
+	/* the watcher releases the stall; until it runs, a failed start must release it */
+	err = ms_pause_start(&cfg, t->parent->file, memfd, job.paused.written, none,
+			     job.paused.snapfile, job.paused.snapfile_len, &t->pause);
+	if (err) {
+		if (t->pause) { /* inflight off: the compare failed */
+			ms_pause_free(t->pause);
+			t->pause = NULL;
+		}
+		goto fail;
+	}
+	t->id = *ms_pause_build_id(t->pause);
+	t->file = ms_pause_file(t->pause);
+	t->snapfile = job.paused.snapfile;
+	t->snapfile_len = job.paused.snapfile_len;
+	job.paused.snapfile = NULL;
+	t->done = false;
+	/* other nodes may resume it from here until it is uploaded */
+	struct ms_peer_build served = {.build_id = t->id,
+				       .memfile = t->file,
+				       .diffs = node->diffs,
+				       .published = ms_pause_published(t->pause),
+				       .snapfile = t->snapfile,
+				       .snapfile_len = t->snapfile_len};
+	if ((err = ms_node_peers_serve(node->peers, &served, t->guest, t->mem_size)))
+		goto fail_started;
+	t->served = ms_node_peers_address(node->peers) != NULL;
+	ms_histogram_observe(&node->metrics.pause_stage[MS_TIMING_RESUMABLE],
+			     (double)(ms_clock_now_ns() - t1) / 1e9);
+	t->ms[MS_TIMING_STOP] = job.stop_ms;
+	t->have[MS_TIMING_STOP] = true;
+	t->ms[MS_TIMING_RESUMABLE] = (double)(ms_clock_now_ns() - t1) / 1e6;
+	t->have[MS_TIMING_RESUMABLE] = true;
+	if ((err = -pthread_create(&t->watcher, NULL, ms_template_watch, t)))
+		goto fail_started;
+	t->watching = true;
+	pthread_mutex_lock(&node->lock);
+	err = ms_template_insert_locked(node, t);
+	if (!err) {
+		sb->state = SB_PAUSED;
+		sb->has_build = true;
+		sb->build_id = t->id;
+		sb->pauses++;
+		sb->pause_ms = (double)(ms_clock_now_ns() - t0) / 1e6;
+	}
+	pthread_mutex_unlock(&node->lock);
+	if (err)
+		goto fail;
+	*build_id = t->id;
+	ms_template_unref(t);
+	ms_pageset_free(none);
+	ms_sandbox_paused_fini(&job.paused);
+	return 0;
+fail_started:
+	/* without a watcher nobody releases the test holds: do it, then wait it out */
+	if (t->gate)
+		ms_future_set(t->gate, NULL);
+	if (t->upload_gate)
+		ms_future_set(t->upload_gate, NULL);
+	int end = ms_pause_wait(t->pause, MS_PAUSE_PUBLISHED, -1);
+	if (t->served)
+		ms_node_peers_uploaded(node->peers, &t->id, !end);
+	t->done = true;
+fail:
+	snprintf(cause, cause_len, "pause failed: %s", ms_strerror(err));
+	if (t && t->gate && !t->watching)
+		ms_future_set(t->gate, NULL);
+	if (t && t->upload_gate && !t->watching)
+		ms_future_set(t->upload_gate, NULL);
+	ms_template_unref(t);
+	ms_template_unref(parent);
+	ms_pageset_free(none);
+	ms_sandbox_paused_fini(&job.paused);
+	pthread_mutex_lock(&node->lock);
+	sb->state = SB_FAILED;
+	snprintf(sb->error, sizeof(sb->error), "%s", cause);
+	pthread_mutex_unlock(&node->lock);
+	return err;
+}
