@@ -1,0 +1,153 @@
+/*
+ * test_s3_xml.c - the s3 backend's XML reader and writer (storage/s3_xml.h) on bodies
+ * shaped like S3's, without a server: listings (prefix strip, continuation, entities,
+ * malformed entries), error codes, upload ids, upload counts, the complete body.
+ */
+#include "ms_test.h"
+
+#include "storage/s3_xml.h"
+#include "util/err.h"
+
+#include <string.h>
+
+struct seen {
+	char keys[8][64];
+	uint64_t sizes[8];
+	int count;
+	int stop_at; /* return 1 at this index (-1: never) */
+};
+
+static int collect(const char *key, uint64_t size, void *ctx)
+{
+	struct seen *s = ctx;
+	if (s->count < 8) {
+		snprintf(s->keys[s->count], sizeof(s->keys[0]), "%s", key);
+		s->sizes[s->count] = size;
+	}
+	return s->count++ == s->stop_at ? 1 : 0;
+}
+
+static int list(const char *xml, const char *prefix, struct seen *s, int *stop, char **token)
+{
+	memset(s, 0, sizeof(*s));
+	s->stop_at = -1;
+	*stop = 0;
+	return ms_s3_xml_list_page(xml, strlen(xml), prefix, collect, s, stop, token);
+}
+
+static void test_list_page(void **state)
+{
+	struct seen s;
+	int stop;
+	char *token;
+	const char *page = "<ListBucketResult><IsTruncated>true</IsTruncated>"
+			   "<Contents><Key>pre/a&amp;b</Key><Size>12</Size></Contents>"
+			   "<Contents><Key>pre/c/&#x41;&#66;</Key><Size>0</Size></Contents>"
+			   "<NextContinuationToken>t&lt;1</NextContinuationToken>"
+			   "</ListBucketResult>";
+	assert_int_equal(list(page, "pre", &s, &stop, &token), 0);
+	assert_int_equal(s.count, 2);
+	assert_string_equal(s.keys[0], "a&b");
+	assert_int_equal(s.sizes[0], 12);
+	assert_string_equal(s.keys[1], "c/AB");
+	assert_int_equal(stop, 0);
+	assert_non_null(token);
+	assert_string_equal(token, "t<1");
+	free(token);
+
+	/* No prefix: keys as listed; not truncated: no token. */
+	assert_int_equal(
+	    list("<Contents><Key>k</Key><Size>3</Size></Contents>", "", &s, &stop, &token), 0);
+	assert_int_equal(s.count, 1);
+	assert_string_equal(s.keys[0], "k");
+	assert_null(token);
+
+	/* The callback stops the page. */
+	memset(&s, 0, sizeof(s));
+	s.stop_at = 0;
+	stop = 0;
+	assert_int_equal(ms_s3_xml_list_page(page, strlen(page), "pre", collect, &s, &stop, &token),
+			 0);
+	assert_int_equal(stop, 1);
+	assert_int_equal(s.count, 1);
+	assert_null(token);
+}
+
+static void test_list_page_bad(void **state)
+{
+	struct seen s;
+	int stop;
+	char *token;
+	static const char *const bad[] = {
+	    "<Contents><Key>other/k</Key><Size>1</Size></Contents>", /* outside the prefix */
+	    "<Contents><Key>prek</Key><Size>1</Size></Contents>",    /* no '/' after it */
+	    "<Contents><Key>pre/k</Key></Contents>",		     /* no size */
+	    "<Contents><Key>pre/k</Key><Size>-1</Size></Contents>",
+	    "<Contents><Key>pre/k</Key><Size>1x</Size></Contents>",
+	    "<Contents><Key>pre/k</Key><Size>123456789012345678901</Size></Contents>",
+	    "<Contents><Key>pre/&bogus;</Key><Size>1</Size></Contents>",
+	    "<Contents><Key>pre/&#0;</Key><Size>1</Size></Contents>",
+	    "<Contents><Key>pre/&#xd800;</Key><Size>1</Size></Contents>",
+	    "<IsTruncated>true</IsTruncated>", /* truncated without a token */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		token = NULL;
+		assert_int_equal(list(bad[i], "pre", &s, &stop, &token), MS_EPROTO);
+		assert_null(token);
+	}
+}
+
+static void test_error_code_and_upload_id(void **state)
+{
+	char code[8];
+	const char *err = "<Error><Code>NoSuchBucket</Code></Error>";
+	ms_s3_xml_error_code(err, strlen(err), code, sizeof(code));
+	assert_string_equal(code, "NoSuchB"); /* cut to fit */
+	ms_s3_xml_error_code("<Error/>", 8, code, sizeof(code));
+	assert_string_equal(code, "");
+	ms_s3_xml_error_code(NULL, 0, code, sizeof(code));
+	assert_string_equal(code, "");
+
+	char *id;
+	const char *init = "<InitiateMultipartUploadResult><UploadId>2~a&amp;b</UploadId>"
+			   "</InitiateMultipartUploadResult>";
+	assert_int_equal(ms_s3_xml_upload_id(init, strlen(init), &id), 0);
+	assert_string_equal(id, "2~a&b");
+	free(id);
+	assert_int_equal(ms_s3_xml_upload_id("<UploadId></UploadId>", 21, &id), MS_EPROTO);
+	assert_null(id);
+	assert_int_equal(ms_s3_xml_upload_id("<UploadId>x", 11, &id), MS_EPROTO);
+	assert_int_equal(ms_s3_xml_upload_id(NULL, 0, &id), MS_EPROTO);
+
+	const char *ups = "<Upload><Key>a</Key></Upload><Upload><Key>b</Key></Upload>";
+	assert_int_equal(ms_s3_xml_count(ups, strlen(ups), "Upload"), 2);
+	assert_int_equal(ms_s3_xml_count(ups, strlen(ups), "Nothing"), 0);
+	/* The buffer's end bounds the search: the second element is cut off. */
+	assert_int_equal(ms_s3_xml_count(ups, strlen(ups) - 3, "Upload"), 1);
+}
+
+static void test_complete_body(void **state)
+{
+	char etags[2][MS_S3_ETAG_MAX] = {"\"e1\"", "a&b<c"};
+	char *xml;
+	size_t len;
+	assert_int_equal(ms_s3_xml_complete_upload(etags, 2, &xml, &len), 0);
+	const char *want = "<CompleteMultipartUpload>"
+			   "<Part><PartNumber>1</PartNumber><ETag>&quot;e1&quot;</ETag></Part>"
+			   "<Part><PartNumber>2</PartNumber><ETag>a&amp;b&lt;c</ETag></Part>"
+			   "</CompleteMultipartUpload>";
+	assert_int_equal(len, strlen(want));
+	assert_memory_equal(xml, want, len);
+	free(xml);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_list_page),
+	    cmocka_unit_test(test_list_page_bad),
+	    cmocka_unit_test(test_error_code_and_upload_id),
+	    cmocka_unit_test(test_complete_body),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
