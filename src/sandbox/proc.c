@@ -38,9 +38,10 @@
 struct ms_proc {
 	pid_t pid;
 	int memfd;
-	int uffd;     /* the sandbox's uffd, received over SCM_RIGHTS */
-	int pagemap;  /* /proc/PID/pagemap, for PAGEMAP_SCAN */
-	uint8_t *ram; /* host mapping */
+	int uffd;	    /* the sandbox's uffd, received over SCM_RIGHTS */
+	int handshake_sock; /* lazy: the page server's connection, open while the sandbox lives */
+	int pagemap;	    /* /proc/PID/pagemap, for PAGEMAP_SCAN */
+	uint8_t *ram;	    /* host mapping */
 	uint64_t size;
 	bool stopped;			 /* at a report (or interrupt) stop */
 	struct ms_pageset *host_written; /* pages the host wrote (the loaded image): unseen by the
@@ -56,7 +57,11 @@ static const uint8_t ms_proc_stub[] = {0xcc, 0x41, 0xff, 0xe3}; /* int3; jmp *%r
 /*
  * The child side; never returns. With lazy_socket, the uffd also registers
  * MISSING and goes to the page server with Firecracker's handshake: connect,
- * one sendmsg of the JSON region list with the uffd and the memfd.
+ * one sendmsg of the JSON region list with the uffd and the memfd. The child
+ * then drops every fd before it seals itself, but the handshake's socket must
+ * stay open as long as the sandbox lives (Firecracker never closes it, and a
+ * handler may take a hang-up for the VMM's exit): it goes to the host with the
+ * uffd, and the host closes it when it destroys the sandbox.
  */
 static void ms_proc_child(int memfd, uint64_t size, int sock, const char *lazy_socket)
 {
@@ -64,17 +69,17 @@ static void ms_proc_child(int memfd, uint64_t size, int sock, const char *lazy_s
 			 MAP_SHARED | MAP_FIXED_NOREPLACE, memfd, 0);
 	if (ram != (void *)MS_PROC_RAM_BASE)
 		_exit(10);
-	int uffd = ms_guestmem_uffd(MS_PROC_RAM_BASE, size, lazy_socket != NULL);
-	if (uffd < 0)
+	int fds[2] = {ms_guestmem_uffd(MS_PROC_RAM_BASE, size, lazy_socket != NULL), -1};
+	if (fds[0] < 0)
 		_exit(11);
-	char byte = 0;
-	if (ms_guestmem_send_fds(sock, &byte, 1, &uffd, 1))
-		_exit(13);
-	/* the page server gets its copies; ours are closed with the rest below */
-	if (lazy_socket &&
-	    ms_guestmem_handshake(lazy_socket, MS_PROC_RAM_BASE, size, uffd, memfd) < 0)
+	if (lazy_socket && (fds[1] = ms_guestmem_handshake(lazy_socket, MS_PROC_RAM_BASE, size,
+							   fds[0], memfd)) < 0)
 		_exit(16);
-	/* wait until the host has the uffd, then hold no fd at all */
+	/* the host gets its copies; ours are closed with the rest below */
+	char byte = 0;
+	if (ms_guestmem_send_fds(sock, &byte, 1, fds, lazy_socket ? 2 : 1))
+		_exit(13);
+	/* wait until the host has the fds, then hold no fd at all */
 	if (read(sock, &byte, 1) != 1)
 		_exit(14);
 	syscall(SYS_close_range, 0, ~0U, 0);
@@ -84,9 +89,10 @@ static void ms_proc_child(int memfd, uint64_t size, int sock, const char *lazy_s
 		__asm__ volatile("pause");
 }
 
-static int ms_proc_recv_fd(int sock)
+/* Receives want (1 or 2) fds from the child: 0, or a negative errno. */
+static int ms_proc_recv_fds(int sock, int *fds, int want)
 {
-	char byte, control[CMSG_SPACE(sizeof(int))];
+	char byte, control[CMSG_SPACE(2 * sizeof(int))];
 	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
 	struct msghdr msg = {.msg_iov = &iov,
 			     .msg_iovlen = 1,
@@ -95,11 +101,18 @@ static int ms_proc_recv_fd(int sock)
 	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
 		return -EIO;
 	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+	if (!c || c->cmsg_type != SCM_RIGHTS ||
+	    c->cmsg_len != CMSG_LEN((size_t)want * sizeof(int))) {
+		if (c && c->cmsg_type == SCM_RIGHTS) /* close whatever did come */
+			for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				close(fd);
+			}
 		return -EPROTO;
-	int fd;
-	memcpy(&fd, CMSG_DATA(c), sizeof(int));
-	return fd;
+	}
+	memcpy(fds, CMSG_DATA(c), (size_t)want * sizeof(int));
+	return 0;
 }
 
 static void ms_proc_note_death(struct ms_proc *p, int status)
@@ -275,10 +288,11 @@ static int ms_proc_spawn(struct ms_proc *p, const char *lazy_socket)
 	}
 	close(sv[1]);
 	sv[1] = -1;
-	if ((p->uffd = ms_proc_recv_fd(sv[0])) < 0) {
-		err = p->uffd;
+	int fds[2] = {-1, -1};
+	if ((err = ms_proc_recv_fds(sv[0], fds, lazy_socket ? 2 : 1)))
 		goto out;
-	}
+	p->uffd = fds[0];
+	p->handshake_sock = fds[1];
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)p->pid);
 	if ((p->pagemap = open(path, O_RDONLY | O_CLOEXEC)) < 0 ||
@@ -323,7 +337,7 @@ static struct ms_proc *ms_proc_alloc(uint64_t size, int *err)
 		*err = -ENOMEM;
 		return NULL;
 	}
-	p->uffd = p->pagemap = -1;
+	p->uffd = p->pagemap = p->handshake_sock = -1;
 	p->size = size;
 	p->memfd = memfd_create("memsnap-guest", MFD_CLOEXEC);
 	if (p->memfd < 0 || ftruncate(p->memfd, (off_t)size)) {
@@ -544,6 +558,8 @@ void ms_proc_destroy(struct ms_proc *p)
 		close(p->pagemap);
 	if (p->uffd >= 0)
 		close(p->uffd);
+	if (p->handshake_sock >= 0) /* after the kill: the handler sees the end of the sandbox */
+		close(p->handshake_sock);
 	if (p->memfd >= 0)
 		close(p->memfd);
 	ms_pageset_free(p->host_written);
