@@ -311,25 +311,39 @@ static int ms_peer_data_source(const struct ms_peer_entry *e, enum ms_peer_file 
 	return err ? err : ms_diffstore_get(e->build.diffs, key, out);
 }
 
-static enum MHD_Result ms_peer_serve_header(struct ms_peer_server *s, struct MHD_Connection *conn,
-					    struct ms_peer_entry *e,
-					    const struct ms_peer_request *req)
+/*
+ * The durable header of the file a request names, with a reference; NULL when
+ * there is none, after queueing the refusal (*refused: what to return).
+ */
+static struct ms_header_ref *
+ms_peer_durable_of(struct ms_peer_server *s, struct MHD_Connection *conn, struct ms_peer_entry *e,
+		   const struct ms_peer_request *req, enum MHD_Result *refused)
 {
 	struct ms_layered *file = ms_peer_file_of(e, req->file);
-	if (!file)
-		return ms_peer_send_error(s, conn, 404, MS_PEER_NOT_AVAILABLE,
-					  "this build has no such file");
+	if (!file) {
+		*refused = ms_peer_send_error(s, conn, 404, MS_PEER_NOT_AVAILABLE,
+					      "this build has no such file");
+		return NULL;
+	}
 	struct ms_header_ref *durable;
-	int err = ms_peer_durable(s, file, &durable);
-	if (err)
-		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE,
-					  "the durable header is not ready");
+	if (ms_peer_durable(s, file, &durable)) {
+		*refused = ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE,
+					      "the durable header is not ready");
+		return NULL;
+	}
+	return durable;
+}
+
+/* Sends the durable header (the reference is dropped). */
+static enum MHD_Result ms_peer_serve_header(struct ms_peer_server *s, struct MHD_Connection *conn,
+					    struct ms_header_ref *durable)
+{
 	const struct ms_header *h = durable->header;
 	/* the incomplete flag travels in V4/V5 only: a V3 header goes out as V5 */
 	uint64_t version = (h->meta.version & 0xffff) >= MS_HEADER_V4 ? 0 : MS_HEADER_V5;
 	uint8_t *bytes;
 	size_t len;
-	err = ms_header_serialize(h, version, true, &bytes, &len);
+	int err = ms_header_serialize(h, version, true, &bytes, &len);
 	bool incomplete = h->incomplete;
 	ms_header_ref_unref(durable);
 	if (err) {
@@ -356,16 +370,6 @@ static enum MHD_Result ms_peer_serve_data(struct ms_peer_server *s, struct MHD_C
 					  struct ms_peer_entry *e,
 					  const struct ms_peer_request *req)
 {
-	struct ms_layered *file = ms_peer_file_of(e, req->file);
-	if (!file)
-		return ms_peer_send_error(s, conn, 404, MS_PEER_NOT_AVAILABLE,
-					  "this build has no such file");
-	/* the packed index is registered before the durable header exists */
-	struct ms_header_ref *durable;
-	if (ms_peer_durable(s, file, &durable))
-		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE,
-					  "the durable header is not ready");
-	ms_header_ref_unref(durable);
 	uint8_t *buf = NULL;
 	uint64_t size = 0;
 	int err = 0;
@@ -508,18 +512,24 @@ static enum MHD_Result ms_peer_access(void *cls, struct MHD_Connection *conn, co
 		return status == MS_PEER_USE_STORAGE
 			   ? ms_peer_send_error(s, conn, 410, status, "uploaded: read the store")
 			   : ms_peer_send_error(s, conn, 404, status, "unknown build");
-	enum MHD_Result ret;
+	enum MHD_Result ret = MHD_NO;
 	if (ms_peer_uploaded(e)) {
 		ret = ms_peer_send_error(s, conn, 410, MS_PEER_USE_STORAGE,
 					 "uploaded: read the store");
 	} else {
 		switch (req.op) {
 		case MS_PEER_OP_HEADER:
-			ret = ms_peer_serve_header(s, conn, e, &req);
+		case MS_PEER_OP_DATA: {
+			/* data too: the packed index is registered before the durable header */
+			struct ms_header_ref *durable = ms_peer_durable_of(s, conn, e, &req, &ret);
+			if (durable && req.op == MS_PEER_OP_HEADER) {
+				ret = ms_peer_serve_header(s, conn, durable);
+			} else if (durable) {
+				ms_header_ref_unref(durable);
+				ret = ms_peer_serve_data(s, conn, e, &req);
+			}
 			break;
-		case MS_PEER_OP_DATA:
-			ret = ms_peer_serve_data(s, conn, e, &req);
-			break;
+		}
 		case MS_PEER_OP_SNAPFILE:
 			ret = ms_peer_serve_blob(s, conn, e->build.snapfile, e->build.snapfile_len);
 			break;
