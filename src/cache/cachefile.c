@@ -47,19 +47,18 @@ static int ms_cachefile_setup(const char *path, int fd, bool writable, uint64_t 
 	struct ms_cachefile *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	/* calloc'd: one label frees whichever of path and bits were made */
 	c->path = strdup(path);
-	if (!c->path)
-		goto fail_free;
 	c->blocks = (size + block_size - 1) / block_size;
 	size_t words = (size_t)((c->blocks + 63) / 64);
 	c->bits = calloc(words ? words : 1, sizeof(*c->bits));
-	if (!c->bits)
-		goto fail_path;
+	if (!c->path || !c->bits)
+		goto fail;
 	if (size > 0) {
 		void *map = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
 		if (map == MAP_FAILED) {
 			err = -errno;
-			goto fail_bits;
+			goto fail;
 		}
 		c->map = map;
 	}
@@ -76,11 +75,9 @@ static int ms_cachefile_setup(const char *path, int fd, bool writable, uint64_t 
 	*out = c;
 	return 0;
 
-fail_bits:
+fail:
 	free(c->bits);
-fail_path:
 	free(c->path);
-fail_free:
 	free(c);
 	return err;
 }

@@ -30,7 +30,7 @@
 #define MS_CACHE_CHUNKER_H
 
 #include "cache/source.h"
-#include "header/frametable.h"
+#include "storage/frametable.h"
 #include "storage/store.h"
 
 #include <stdint.h>

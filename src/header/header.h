@@ -17,7 +17,7 @@
 #ifndef MS_HEADER_HEADER_H
 #define MS_HEADER_HEADER_H
 
-#include "header/frametable.h"
+#include "storage/frametable.h"
 #include "header/mapping.h"
 #include "util/pageset.h"
 #include "util/uuid.h"

@@ -3,6 +3,7 @@
  * See mapping.h for the invariants; research/e2b.md §1.3 for the merge cases.
  */
 #include "header/mapping.h"
+#include "util/interval.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -64,10 +65,10 @@ int ms_mappings_from_pages(const ms_uuid *build_id, const struct ms_pageset *pag
 	uint64_t cursor = 0, start, len, storage = 0;
 	while (ms_pageset_next_run(pages, &cursor, &start, &len)) {
 		struct ms_mapping entry = {
-			.offset = start * block_size,
-			.length = len * block_size,
-			.build_id = *build_id,
-			.storage_offset = identity ? start * block_size : storage,
+		    .offset = start * block_size,
+		    .length = len * block_size,
+		    .build_id = *build_id,
+		    .storage_offset = identity ? start * block_size : storage,
 		};
 		if ((entry.offset + entry.length) / MS_PAGE_SIZE > MS_MAX_PAGE_INDEX + 1) {
 			ms_mappings_fini(out);
@@ -168,9 +169,9 @@ int ms_mappings_normalize(const struct ms_mappings *in, struct ms_mappings *out)
 			struct ms_mapping *last = &out->entries[out->count - 1];
 			bool same = ms_uuid_eq(&last->build_id, &next->build_id);
 			bool adjacent = last->offset + last->length == next->offset;
-			bool contiguous = ms_uuid_is_nil(&next->build_id) ||
-					  last->storage_offset + last->length ==
-						  next->storage_offset;
+			bool contiguous =
+			    ms_uuid_is_nil(&next->build_id) ||
+			    last->storage_offset + last->length == next->storage_offset;
 			if (same && adjacent && contiguous) {
 				last->length += next->length;
 				continue;
@@ -211,7 +212,7 @@ int ms_mappings_validate(const struct ms_mappings *list, uint64_t size)
 		}
 		if (e->length > cover - expect ||
 		    e->storage_offset / MS_PAGE_SIZE + e->length / MS_PAGE_SIZE >
-			    MS_MAX_PAGE_INDEX + 1) {
+			MS_MAX_PAGE_INDEX + 1) {
 			ms_debug("header", "entry %zu: past the size or the 32-bit page range", i);
 			return MS_ECORRUPT;
 		}
@@ -225,22 +226,16 @@ int ms_mappings_validate(const struct ms_mappings *list, uint64_t size)
 	return 0;
 }
 
+static void ms_mapping_at(const void *table, size_t i, uint64_t *start, uint64_t *length)
+{
+	const struct ms_mapping *e = &((const struct ms_mapping *)table)[i];
+	*start = e->offset;
+	*length = e->length;
+}
+
 int ms_mappings_find(const struct ms_mappings *list, uint64_t off, size_t *index)
 {
-	size_t lo = 0, hi = list->count;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		const struct ms_mapping *e = &list->entries[mid];
-		if (off < e->offset)
-			hi = mid;
-		else if (off - e->offset >= e->length)
-			lo = mid + 1;
-		else {
-			*index = mid;
-			return 0;
-		}
-	}
-	return -ERANGE;
+	return ms_interval_find(list->entries, list->count, off, ms_mapping_at, index);
 }
 
 uint64_t ms_mappings_bytes_of(const struct ms_mappings *list, const ms_uuid *build_id)

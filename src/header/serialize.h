@@ -21,7 +21,7 @@
  *   block and content checksums, no content size (FLG 0x74, BD 0x70).
  *   block: u32 B, then B builds sorted by raw uuid bytes, each
  *            0 build_id [16] | 16 size i64 | 24 checksum [32] | 56 frame table
- *          (frame table: see header/frametable.h; trimmed on write to the
+ *          (frame table: see storage/frametable.h; trimmed on write to the
  *           frames that the build's mapping ranges touch)
  *          u32 N, then N x 40-byte mapping records (N = 0: as V3's no entries)
  * V5: as V4, but the mappings are columnar, in 4 KiB page units, nil entries

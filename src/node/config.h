@@ -20,7 +20,7 @@
 #ifndef MS_NODE_CONFIG_H
 #define MS_NODE_CONFIG_H
 
-#include "header/frametable.h"
+#include "storage/frametable.h"
 
 #include <stdbool.h>
 #include <stdint.h>

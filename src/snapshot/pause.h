@@ -48,7 +48,7 @@
 
 #include "build/layered.h"
 #include "cache/diffstore.h"
-#include "header/frametable.h"
+#include "storage/frametable.h"
 #include "snapshot/dedup.h"
 #include "storage/store.h"
 #include "util/future.h"

@@ -7,7 +7,7 @@
 #ifndef MS_STORAGE_ARTIFACT_H
 #define MS_STORAGE_ARTIFACT_H
 
-#include "header/frametable.h"
+#include "storage/frametable.h"
 #include "util/uuid.h"
 
 #include <stdbool.h>

@@ -4,7 +4,7 @@
  * The writer cuts data into frames of frame_size uncompressed bytes (a positive
  * multiple of 4 KiB, default 2 MiB; the last may be shorter), each a standalone
  * zstd frame with its content checksum or an LZ4 frame with content checksum,
- * laid back to back, and fills a frame table (header/frametable.h). The reader
+ * laid back to back, and fills a frame table (storage/frametable.h). The reader
  * fetches whole frames by compressed range and verifies each one (codec
  * checksum and exact uncompressed size) before it returns a byte
  * (DESIGN.md §5.8): a mismatch is MS_ECHECKSUM, never wrong bytes.
@@ -12,7 +12,7 @@
 #ifndef MS_STORAGE_FRAMES_H
 #define MS_STORAGE_FRAMES_H
 
-#include "header/frametable.h"
+#include "storage/frametable.h"
 #include "storage/store.h"
 
 #include <stddef.h>

@@ -4,8 +4,9 @@
  * A compressed build's data is cut into independent frames (default 2 MiB
  * uncompressed, a multiple of the block size); frame i covers uncompressed bytes
  * [start_u, start_u + size_u) and is stored at compressed bytes
- * [start_c, start_c + size_c) of the object. The table lives in the header's
- * builds table (header/) and is produced and read by storage/frames.
+ * [start_c, start_c + size_c) of the object. The table is storage's: storage/frames
+ * writes it and reads by it, cache/chunker fetches by it; the header only carries
+ * it in its builds table (header/serialize.c writes and parses this form).
  *
  * Serialized form (little-endian, inside V4/V5 headers):
  *   offset size field
@@ -14,14 +15,14 @@
  *   8      24*n {start_u i64, start_c i64, size_u i32, size_c i32}
  * A nil/uncompressed table is written as type 0, n 0; type 0 with n > 0 is corrupt.
  */
-#ifndef MS_HEADER_FRAMETABLE_H
-#define MS_HEADER_FRAMETABLE_H
+#ifndef MS_STORAGE_FRAMETABLE_H
+#define MS_STORAGE_FRAMETABLE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define MS_FRAMES_MAX (1u << 20)
+#define MS_FRAMES_MAX	      (1u << 20)
 #define MS_FRAME_DEFAULT_SIZE (2u << 20)
 
 enum ms_compression {

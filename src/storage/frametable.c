@@ -1,5 +1,6 @@
-/* frametable.c - frame tables: building, locating, validating. */
-#include "header/frametable.h"
+/* frametable.c - frame tables: building, locating, validating (storage/frametable.h). */
+#include "storage/frametable.h"
+#include "util/interval.h"
 #include "util/err.h"
 
 #include <errno.h>
@@ -65,15 +66,15 @@ int ms_frame_table_append(struct ms_frame_table *table, int32_t size_u, int32_t 
 	    table->type == MS_COMPRESS_NONE)
 		return MS_ECORRUPT;
 	struct ms_frame *grown =
-		realloc(table->frames, sizeof(struct ms_frame) * ((size_t)table->count + 1));
+	    realloc(table->frames, sizeof(struct ms_frame) * ((size_t)table->count + 1));
 	if (!grown)
 		return -ENOMEM;
 	table->frames = grown;
 	grown[table->count] = (struct ms_frame){
-		.start_u = ms_frame_table_size_u(table),
-		.start_c = ms_frame_table_size_c(table),
-		.size_u = size_u,
-		.size_c = size_c,
+	    .start_u = ms_frame_table_size_u(table),
+	    .start_c = ms_frame_table_size_c(table),
+	    .size_u = size_u,
+	    .size_c = size_c,
 	};
 	table->count++;
 	return 0;
@@ -95,22 +96,21 @@ int64_t ms_frame_table_size_c(const struct ms_frame_table *table)
 	return last->start_c + last->size_c;
 }
 
+static void ms_frame_at(const void *table, size_t i, uint64_t *start, uint64_t *length)
+{
+	const struct ms_frame *f = &((const struct ms_frame *)table)[i];
+	*start = (uint64_t)f->start_u;
+	*length = (uint64_t)f->size_u;
+}
+
 int ms_frame_table_locate(const struct ms_frame_table *table, int64_t off_u, uint32_t *index)
 {
-	uint32_t lo = 0, hi = table->count;
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		const struct ms_frame *f = &table->frames[mid];
-		if (off_u < f->start_u)
-			hi = mid;
-		else if (off_u >= f->start_u + f->size_u)
-			lo = mid + 1;
-		else {
-			*index = mid;
-			return 0;
-		}
-	}
-	return -ERANGE;
+	size_t found;
+	if (off_u < 0 ||
+	    ms_interval_find(table->frames, table->count, (uint64_t)off_u, ms_frame_at, &found))
+		return -ERANGE;
+	*index = (uint32_t)found;
+	return 0;
 }
 
 int ms_frame_table_validate(const struct ms_frame_table *table)
