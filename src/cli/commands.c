@@ -36,5 +36,9 @@ const struct ms_cli_command ms_cli_commands[] = {
     {"build", "show", "memsnapd: a build's status, sizes, dedup figures, timings",
      ms_cli_build_show},
     {"build", "metadata", "memsnapd: a build's scheduling metadata", ms_cli_build_metadata},
+    {"build", "import", "turn a Firecracker memory file (full or diff) into a layered build",
+     ms_cli_build_import},
+    {"build", "export", "write a build's full memory to a file (Firecracker File backend)",
+     ms_cli_build_export},
     {NULL, NULL, NULL, NULL},
 };
