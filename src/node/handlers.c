@@ -17,6 +17,7 @@
  */
 #include "node/node_int.h"
 #include "header/header.h"
+#include "snapshot/sched_metadata.h"
 #include "storage/artifact.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -29,8 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define P	     MS_PAGE_SIZE
-#define METADATA_MAX 128 /* scheduling metadata: build ids kept (research/e2b.md §6.1) */
+#define P MS_PAGE_SIZE
 
 /* ---- JSON responses ---- */
 
@@ -411,86 +411,22 @@ static void ms_handle_build(struct ms_node *node, const struct ms_api_request *r
 	ms_respond_json(resp, 200, o);
 }
 
-struct ms_build_bytes {
-	ms_uuid id;
-	char text[MS_UUID_STR_LEN];
-	uint64_t bytes;
-};
-
-static int ms_build_bytes_by_weight(const void *a, const void *b)
+/* research/e2b.md §6.1: the memory part of a build's scheduling metadata. */
+static cJSON *ms_metadata_memfile(const struct ms_sched_metadata *md)
 {
-	const struct ms_build_bytes *x = a, *y = b;
-	if (x->bytes != y->bytes)
-		return x->bytes > y->bytes ? -1 : 1;
-	return strcmp(x->text, y->text);
-}
-
-static int ms_build_bytes_by_id(const void *a, const void *b)
-{
-	return strcmp(((const struct ms_build_bytes *)a)->text,
-		      ((const struct ms_build_bytes *)b)->text);
-}
-
-/* research/e2b.md §6.1: build ids and bytes per build of a (durable) header. */
-static cJSON *ms_metadata_memfile(const struct ms_header *h, const ms_uuid *build_id)
-{
-	size_t cap = h->mappings.count + 2, n = 0;
-	struct ms_build_bytes *b = calloc(cap, sizeof(*b));
 	cJSON *o = cJSON_CreateObject();
-	if (!b || !o) {
-		free(b);
-		cJSON_Delete(o);
+	if (!o)
 		return NULL;
-	}
-	for (size_t i = 0; i < h->mappings.count; i++) {
-		const struct ms_mapping *m = &h->mappings.entries[i];
-		if (ms_uuid_is_nil(&m->build_id))
-			continue;
-		size_t j = 0;
-		while (j < n && !ms_uuid_eq(&b[j].id, &m->build_id))
-			j++;
-		if (j == n)
-			b[n++].id = m->build_id;
-		b[j].bytes += m->length;
-	}
-	const ms_uuid *must[2] = {&h->meta.base_build_id, build_id};
-	for (int k = 0; k < 2; k++) {
-		size_t j = 0;
-		while (j < n && !ms_uuid_eq(&b[j].id, must[k]))
-			j++;
-		if (j == n && !ms_uuid_is_nil(must[k]))
-			b[n++].id = *must[k];
-	}
-	for (size_t j = 0; j < n; j++)
-		ms_uuid_format(&b[j].id, b[j].text);
-	size_t dropped = 0;
-	if (n > METADATA_MAX) {
-		/* keep the base and the build, then the heaviest */
-		qsort(b, n, sizeof(*b), ms_build_bytes_by_weight);
-		for (int k = 0; k < 2; k++) {
-			size_t j = 0;
-			while (j < n && !ms_uuid_eq(&b[j].id, must[k]))
-				j++;
-			if (j < n && j >= (size_t)k) {
-				struct ms_build_bytes tmp = b[k];
-				b[k] = b[j];
-				b[j] = tmp;
-			}
-		}
-		qsort(b + 2, n - 2, sizeof(*b), ms_build_bytes_by_weight);
-		dropped = n - METADATA_MAX;
-		n = METADATA_MAX;
-	}
-	qsort(b, n, sizeof(*b), ms_build_bytes_by_id);
-	ms_json_uuid(o, "base_build_id", &h->meta.base_build_id);
+	ms_json_uuid(o, "base_build_id", &md->base_build_id);
 	cJSON *ids = cJSON_AddArrayToObject(o, "build_ids");
 	cJSON *bytes = cJSON_AddArrayToObject(o, "build_bytes");
-	for (size_t j = 0; ids && bytes && j < n; j++) {
-		cJSON_AddItemToArray(ids, cJSON_CreateString(b[j].text));
-		cJSON_AddItemToArray(bytes, cJSON_CreateNumber((double)b[j].bytes));
+	for (size_t j = 0; ids && bytes && j < md->build_count; j++) {
+		char text[MS_UUID_STR_LEN];
+		ms_uuid_format(&md->builds[j].build_id, text);
+		cJSON_AddItemToArray(ids, cJSON_CreateString(text));
+		cJSON_AddItemToArray(bytes, cJSON_CreateNumber((double)md->builds[j].bytes));
 	}
-	cJSON_AddNumberToObject(o, "dropped_builds", (double)dropped);
-	free(b);
+	cJSON_AddNumberToObject(o, "dropped_builds", (double)md->dropped_builds);
 	return o;
 }
 
@@ -505,37 +441,41 @@ static void ms_handle_metadata(struct ms_node *node, const struct ms_api_request
 				    ? ms_template_ref(node->templates[i])
 				    : NULL;
 	pthread_mutex_unlock(&node->lock);
-	struct ms_header_ref *durable = NULL;
-	struct ms_header *loaded = NULL;
+	/* cached: its durable header, never waiting (pending while it is not there) */
+	struct ms_sched_metadata md;
+	int err;
 	if (t) {
-		durable = ms_layered_durable_header_now(t->file); /* never waits */
+		err = ms_sched_metadata_from_file(t->file, &req->id, &md);
+		ms_template_unref(t);
 	} else {
-		int err = ms_build_storage_load_header(node->store, &req->id,
-						       MS_ARTIFACT_MEMFILE_HEADER, &loaded);
-		if (err) {
-			if (err == MS_ENOTFOUND)
-				ms_respond_error(resp, 404, "not_found", "no build %s", text);
-			else
-				ms_respond_errno(resp, err, "scheduling metadata", NULL);
+		struct ms_header *loaded = NULL;
+		err = ms_build_storage_load_header(node->store, &req->id,
+						   MS_ARTIFACT_MEMFILE_HEADER, &loaded);
+		if (err == MS_ENOTFOUND) {
+			ms_respond_error(resp, 404, "not_found", "no build %s", text);
 			return;
 		}
+		if (!err)
+			err = ms_sched_metadata_from_header(loaded, &req->id, &md);
+		ms_header_free(loaded);
+	}
+	if (err) {
+		ms_respond_errno(resp, err, "scheduling metadata", NULL);
+		return;
 	}
 	cJSON *o = cJSON_CreateObject();
 	if (o) {
 		cJSON_AddStringToObject(o, "build_id", text);
-		const struct ms_header *h = durable ? durable->header : loaded;
-		cJSON_AddBoolToObject(o, "pending", h == NULL);
+		cJSON_AddBoolToObject(o, "pending", md.pending);
 		/* no rootfs in memsnap yet: while the memfile is pending, no memory part */
 		cJSON_AddNullToObject(o, "rootfs");
-		cJSON *mem = h ? ms_metadata_memfile(h, &req->id) : NULL;
+		cJSON *mem = md.pending ? NULL : ms_metadata_memfile(&md);
 		if (mem)
 			cJSON_AddItemToObject(o, "memfile", mem);
 		else
 			cJSON_AddNullToObject(o, "memfile");
 	}
-	ms_header_ref_unref(durable);
-	ms_header_free(loaded);
-	ms_template_unref(t);
+	ms_sched_metadata_fini(&md);
 	ms_respond_json(resp, 200, o);
 }
 
