@@ -1,7 +1,6 @@
 /*
  * hooks.c - the daemon's test hooks (config keys test_*, never set in
- * production): a store whose writes sleep first (test_store_delay), the
- * compare stall (test_stall_compare), the upload hold (test_hold_upload) and
+ * production): the compare stall (test_stall_compare), the upload hold (test_hold_upload) and
  * the node that dies while a peer reads it (test_peer_die_after).
  *
  * Invariants:
@@ -20,86 +19,6 @@
 #include <unistd.h>
 
 #define MS_MOD "node"
-
-/* ---- a store whose writes sleep first (test hook: slow uploads) ---- */
-
-struct ms_delay_store {
-	struct ms_store base;
-	struct ms_store *inner; /* owned */
-	int64_t delay_ns;
-};
-
-static int ms_delay_put_buf(struct ms_store *s, const char *key, const void *buf, size_t len,
-			    const struct ms_store_meta *meta)
-{
-	struct ms_delay_store *d = (struct ms_delay_store *)s;
-	ms_clock_sleep_ns(d->delay_ns);
-	return ms_store_put_buf(d->inner, key, buf, len, meta);
-}
-
-static int ms_delay_put_file(struct ms_store *s, const char *key, int fd, uint64_t size,
-			     const struct ms_store_meta *meta)
-{
-	struct ms_delay_store *d = (struct ms_delay_store *)s;
-	ms_clock_sleep_ns(d->delay_ns);
-	return ms_store_put_file(d->inner, key, fd, size, meta);
-}
-
-static int ms_delay_read_range(struct ms_store *s, const char *key, uint64_t off, void *dst,
-			       size_t len, size_t *got)
-{
-	return ms_store_read_range(((struct ms_delay_store *)s)->inner, key, off, dst, len, got);
-}
-
-static int ms_delay_size(struct ms_store *s, const char *key, uint64_t *size)
-{
-	return ms_store_size(((struct ms_delay_store *)s)->inner, key, size);
-}
-
-static int ms_delay_remove(struct ms_store *s, const char *key)
-{
-	return ms_store_remove(((struct ms_delay_store *)s)->inner, key);
-}
-
-static int ms_delay_list(struct ms_store *s, const char *prefix, ms_store_list_fn fn, void *ctx)
-{
-	return ms_store_list(((struct ms_delay_store *)s)->inner, prefix, fn, ctx);
-}
-
-static int ms_delay_get_meta(struct ms_store *s, const char *key, struct ms_store_meta *meta)
-{
-	return ms_store_get_meta(((struct ms_delay_store *)s)->inner, key, meta);
-}
-
-static void ms_delay_free(struct ms_store *s)
-{
-	struct ms_delay_store *d = (struct ms_delay_store *)s;
-	ms_store_free(d->inner);
-	free(d);
-}
-
-static const struct ms_store_ops ms_delay_store_ops = {
-    .name = "delay",
-    .put_buf = ms_delay_put_buf,
-    .put_file = ms_delay_put_file,
-    .read_range = ms_delay_read_range,
-    .size = ms_delay_size,
-    .remove = ms_delay_remove,
-    .list = ms_delay_list,
-    .get_meta = ms_delay_get_meta,
-    .free = ms_delay_free,
-};
-
-struct ms_store *ms_node_hook_delay_store(struct ms_store *inner, int64_t delay_ns)
-{
-	struct ms_delay_store *d = calloc(1, sizeof(*d));
-	if (!d)
-		return NULL;
-	d->base.ops = &ms_delay_store_ops;
-	d->inner = inner;
-	d->delay_ns = delay_ns;
-	return &d->base;
-}
 
 /* ---- holds of the pipeline's stages ---- */
 

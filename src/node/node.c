@@ -18,6 +18,7 @@
  *     sources were the resolver's), the store.
  */
 #include "node/node_int.h"
+#include "storage/faulty.h"
 #include "storage/s3.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -156,15 +157,16 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 			 ms_strerror(*err));
 		goto fail;
 	}
+	node->store_base = node->store;
 	if (cfg->test_store_delay_ns > 0) {
-		struct ms_store *delayed =
-		    ms_node_hook_delay_store(node->store, cfg->test_store_delay_ns);
-		if (!delayed) {
+		/* test hook: every write sleeps first (slow uploads) */
+		if (!(node->store = ms_store_faulty_new(node->store_base))) {
 			*err = -ENOMEM;
 			snprintf(why, why_len, "out of memory");
 			goto fail;
 		}
-		node->store = delayed;
+		ms_store_faulty_inject_every(node->store, MS_FAULTY_PUT, 1, MS_FAULTY_DELAY, 0,
+					     cfg->test_store_delay_ns);
 	}
 	struct ms_diffstore_config dcfg = {.cache_dir = node->cfg.cache_dir};
 	if (!(node->diffs = ms_diffstore_new(&dcfg, err))) {
@@ -258,8 +260,10 @@ void ms_node_free(struct ms_node *node)
 		ms_diffstore_free(node->diffs);
 	/* after the diff store: its routing sources were the resolver's */
 	ms_node_peers_free(node->peers);
-	if (node->store)
-		ms_store_free(node->store);
+	if (node->store && node->store != node->store_base)
+		ms_store_free(node->store); /* the wrapper: it borrows store_base */
+	if (node->store_base)
+		ms_store_free(node->store_base);
 	ms_metrics_fini(&node->metrics);
 	if (node->lock_fd >= 0)
 		close(node->lock_fd);

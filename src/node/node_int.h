@@ -109,7 +109,8 @@ struct ms_node {
 	struct ms_node_config cfg;
 	const struct ms_sandbox_ops *backend;
 	char backend_why[160];
-	struct ms_store *store;
+	struct ms_store *store;	     /* what the node uses: store_base, or a faulty wrapper of it */
+	struct ms_store *store_base; /* the store the config names (owned) */
 	struct ms_diffstore *diffs;
 	struct ms_build_storage storage;
 	struct ms_node_peers *peers;
@@ -212,8 +213,6 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 
 /* ---- hooks.c: test hooks (config keys test_*) ---- */
 
-/* test_store_delay: inner wrapped so that its writes sleep delay_ns first; NULL: no memory. */
-struct ms_store *ms_node_hook_delay_store(struct ms_store *inner, int64_t delay_ns);
 /* test_stall_compare: holds t's compare gate until the stall passed or the node stops. */
 void ms_node_hook_stall_compare(struct ms_template *t);
 /* test_hold_upload: holds t's upload gate until the file exists or the node stops. */

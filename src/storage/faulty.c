@@ -15,6 +15,7 @@ struct ms_store_faulty {
 	bool armed;                   /* guarded by lock; the rule below is valid */
 	enum ms_faulty_op rule_op;    /* guarded by lock */
 	unsigned rule_at;             /* guarded by lock: fires when calls[rule_op] == rule_at */
+	unsigned rule_every;          /* guarded by lock: 0 one-shot; n: then every n-th call too */
 	enum ms_faulty_action action; /* guarded by lock */
 	int err;                      /* guarded by lock */
 	int64_t delay_ns;             /* guarded by lock */
@@ -35,7 +36,10 @@ static bool ms_faulty_hit(struct ms_store_faulty *f, enum ms_faulty_op op,
 	bool hit = f->armed && f->calls[f->rule_op] == f->rule_at &&
 		   (f->rule_op == op || f->rule_op == MS_FAULTY_ANY);
 	if (hit) {
-		f->armed = false;
+		if (f->rule_every)
+			f->rule_at += f->rule_every;
+		else
+			f->armed = false;
 		*action = f->action;
 		*err = f->err;
 		*delay_ns = f->delay_ns;
@@ -168,18 +172,31 @@ struct ms_store *ms_store_faulty_new(struct ms_store *inner)
 	return &f->base;
 }
 
-void ms_store_faulty_inject(struct ms_store *store, enum ms_faulty_op op, unsigned nth,
-			    enum ms_faulty_action action, int err, int64_t delay_ns)
+static void ms_faulty_arm(struct ms_store *store, enum ms_faulty_op op, unsigned nth,
+			  unsigned every, enum ms_faulty_action action, int err, int64_t delay_ns)
 {
 	struct ms_store_faulty *f = ms_faulty(store);
 	pthread_mutex_lock(&f->lock);
 	f->armed = nth > 0;
 	f->rule_op = op;
 	f->rule_at = f->calls[op] + nth;
+	f->rule_every = every;
 	f->action = action;
 	f->err = err;
 	f->delay_ns = delay_ns;
 	pthread_mutex_unlock(&f->lock);
+}
+
+void ms_store_faulty_inject(struct ms_store *store, enum ms_faulty_op op, unsigned nth,
+			    enum ms_faulty_action action, int err, int64_t delay_ns)
+{
+	ms_faulty_arm(store, op, nth, 0, action, err, delay_ns);
+}
+
+void ms_store_faulty_inject_every(struct ms_store *store, enum ms_faulty_op op, unsigned every,
+				  enum ms_faulty_action action, int err, int64_t delay_ns)
+{
+	ms_faulty_arm(store, op, every, every, action, err, delay_ns);
 }
 
 void ms_store_faulty_clear(struct ms_store *store)

@@ -36,6 +36,13 @@ struct ms_store *ms_store_faulty_new(struct ms_store *inner);
 /* Arms one rule (replacing the previous one) for the nth next call of op. */
 void ms_store_faulty_inject(struct ms_store *store, enum ms_faulty_op op, unsigned nth,
 			    enum ms_faulty_action action, int err, int64_t delay_ns);
+/*
+ * Arms a repeating rule (replacing the previous one): every every-th next call
+ * of op, for good (every 1: each call). The daemon's test_store_delay is this
+ * with MS_FAULTY_PUT and MS_FAULTY_DELAY.
+ */
+void ms_store_faulty_inject_every(struct ms_store *store, enum ms_faulty_op op, unsigned every,
+				  enum ms_faulty_action action, int err, int64_t delay_ns);
 void ms_store_faulty_clear(struct ms_store *store);
 /* Calls of op made so far (MS_FAULTY_ANY: all). */
 unsigned ms_store_faulty_calls(struct ms_store *store, enum ms_faulty_op op);

@@ -65,6 +65,35 @@ static void test_actions(void **state)
 	ms_store_faulty_clear(f->faulty);
 }
 
+/* A repeating rule fires on every n-th call of its kind, for good, and only on that kind. */
+static void test_every(void **state)
+{
+	struct fixture *f = *state;
+	char buf[16];
+	size_t got;
+	assert_int_equal(ms_store_put_buf(f->faulty, "a", "0123456789", 10, NULL), 0);
+	ms_store_faulty_inject_every(f->faulty, MS_FAULTY_PUT, 3, MS_FAULTY_FAIL, -ETIMEDOUT, 0);
+	int failed[9];
+	for (int i = 0; i < 9; i++) {
+		failed[i] = ms_store_put_buf(f->faulty, "b", "x", 1, NULL);
+		/* reads between the puts count as reads, not puts */
+		assert_int_equal(ms_store_read_range(f->faulty, "a", 0, buf, 10, &got), 0);
+	}
+	for (int i = 0; i < 9; i++)
+		assert_int_equal(failed[i], (i + 1) % 3 == 0 ? -ETIMEDOUT : 0);
+	/* every 1: each call sleeps first (the daemon's test_store_delay) */
+	ms_store_faulty_inject_every(f->faulty, MS_FAULTY_PUT, 1, MS_FAULTY_DELAY, 0, 20000000);
+	int64_t t0 = ms_clock_now_ns();
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(ms_store_put_buf(f->faulty, "b", "x", 1, NULL), 0);
+	assert_true(ms_clock_now_ns() - t0 >= 60000000);
+	/* clear ends a repeating rule */
+	ms_store_faulty_inject_every(f->faulty, MS_FAULTY_PUT, 1, MS_FAULTY_FAIL, -EIO, 0);
+	assert_int_equal(ms_store_put_buf(f->faulty, "b", "x", 1, NULL), -EIO);
+	ms_store_faulty_clear(f->faulty);
+	assert_int_equal(ms_store_put_buf(f->faulty, "b", "x", 1, NULL), 0);
+}
+
 /*
  * A sequence of puts that replaces a set of objects; fail each put in turn (by
  * failing and by truncating): afterwards every object is whole, old or new.
@@ -95,8 +124,8 @@ static void test_failed_put_leaves_nothing_partial(void **state)
 			for (int k = 0; k < 4; k++) {
 				char buf[8000];
 				size_t got = 0;
-				int err = ms_store_read_range(f->fs, keys[k], 0, buf, sizeof(buf),
-							      &got);
+				int err =
+				    ms_store_read_range(f->fs, keys[k], 0, buf, sizeof(buf), &got);
 				bool failed = (unsigned)k + 1 == nth;
 				if (failed && k == 3) {
 					assert_int_equal(err, MS_ENOTFOUND); /* nothing appeared */
@@ -104,7 +133,8 @@ static void test_failed_put_leaves_nothing_partial(void **state)
 				}
 				assert_int_equal(err, 0);
 				const char *want = failed ? old_data[k] : new_data[k];
-				size_t want_len = failed ? sizeof(old_data[k]) : sizeof(new_data[k]);
+				size_t want_len =
+				    failed ? sizeof(old_data[k]) : sizeof(new_data[k]);
 				assert_int_equal(got, want_len);
 				assert_memory_equal(buf, want, want_len);
 			}
@@ -115,9 +145,10 @@ static void test_failed_put_leaves_nothing_partial(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_actions, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_failed_put_leaves_nothing_partial, setup,
-						teardown),
+	    cmocka_unit_test_setup_teardown(test_actions, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_every, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_put_leaves_nothing_partial, setup,
+					    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
