@@ -15,9 +15,11 @@ static int ms_bench_memsrc_read(void *ctx, void *dst, uint64_t off, size_t len)
 	return 0;
 }
 
-static bool ms_bench_memsrc_cached(void *ctx, uint64_t off, size_t len)
+/* Every page is in memory: LOCAL, served inline. */
+static void ms_bench_memsrc_classify(void *ctx, uint64_t off, uint64_t page_size, size_t npages,
+				     uint8_t *kinds)
 {
-	return true;
+	memset(kinds, MS_PAGE_LOCAL, npages);
 }
 
 static uint64_t ms_bench_memsrc_size(void *ctx)
@@ -27,7 +29,7 @@ static uint64_t ms_bench_memsrc_size(void *ctx)
 
 const struct ms_page_source_ops ms_bench_memsrc_ops = {
     .read = ms_bench_memsrc_read,
-    .is_cached = ms_bench_memsrc_cached,
+    .classify = ms_bench_memsrc_classify,
     .size = ms_bench_memsrc_size,
 };
 

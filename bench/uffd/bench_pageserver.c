@@ -12,9 +12,17 @@
  * around the fault (fault_rate_64k). Unit: pages/s (4 KiB pages made readable per
  * second of child wall time). Memory is warmed by an untimed round of each
  * first; the best of 3 alternating rounds is reported.
+ *
+ * pageserver.warm_layered_{4k,64k}: the same child against the page server over
+ * the production source (uffd/filesource.c): a layered file whose header maps the
+ * whole image to one build held in a local diff file (ms_source_file_open over a
+ * memfd holding the bytes), the warm path of a resume on the node that paused.
  */
 #include "bench.h"
 #include "bench_guest.h"
+#include "build/layered.h"
+#include "uffd/filesource.h"
+#include "uffd/handshake.h"
 #include "uffd/pageserver.h"
 #include "util/uffd_compat.h"
 
@@ -61,10 +69,8 @@ static void child_main(const char *path, int out)
 	if (connect(sock, (struct sockaddr *)&addr, sizeof(addr)))
 		goto out;
 	char json[256];
-	int n = snprintf(json, sizeof(json),
-			 "[{\"base_host_virt_addr\":%llu,\"size\":%llu,\"offset\":0,"
-			 "\"page_size\":4096,\"page_size_kib\":4096}]",
-			 (unsigned long long)(uintptr_t)mem, SIZE);
+	struct ms_uffd_region region = {.base = (uint64_t)(uintptr_t)mem, .size = SIZE};
+	int n = ms_uffd_handshake_format(json, sizeof(json), &region, 1, PAGE);
 	union {
 		char raw[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
@@ -203,10 +209,21 @@ static double run_raw(const char *path, uint64_t block)
 	return secs;
 }
 
-static double run_server(const char *path, uint64_t block)
+/* The layered file's resolver: the one build is the local diff file in ctx. */
+static int resolve_diff(void *ctx, const ms_uuid *build_id, const struct ms_header *header,
+			struct ms_source **out)
+{
+	(void)build_id;
+	(void)header;
+	*out = ms_source_ref(ctx);
+	return 0;
+}
+
+static double run_server(const char *path, uint64_t block, const struct ms_page_source_ops *ops,
+			 void *ctx)
 {
 	struct ms_pageserver_options opts = {.workers = 1, .batch_bytes = block};
-	struct ms_pageserver *srv = ms_pageserver_new(path, &ms_bench_memsrc_ops, &memsrc, &opts);
+	struct ms_pageserver *srv = ms_pageserver_new(path, ops, ctx, &opts);
 	if (!srv) {
 		perror("bench_pageserver: ms_pageserver_new");
 		exit(1);
@@ -233,24 +250,47 @@ int main(void)
 	memsrc = (struct ms_bench_memsrc){source, SIZE};
 	char path[64];
 	snprintf(path, sizeof(path), "/tmp/bench_pageserver.%d.sock", (int)getpid());
-	const uint64_t blocks[2] = {4096, 65536};
-	const char *names[2] = {"pageserver.fault_rate_4k", "pageserver.fault_rate_64k"};
+	/* The production source: a layered file over a local diff file holding source. */
+	int memfd = memfd_create("bench_pageserver.diff", MFD_CLOEXEC);
+	if (memfd < 0 || write(memfd, source, SIZE) != (ssize_t)SIZE)
+		ms_bench_die("bench_pageserver", "writing the diff file", errno);
+	char diff_path[64];
+	snprintf(diff_path, sizeof(diff_path), "/proc/self/fd/%d", memfd);
+	int err = 0;
+	struct ms_source *diff = ms_source_file_open(diff_path, false, &err);
+	ms_uuid build;
+	ms_uuid_generate(&build);
+	struct ms_header *header = ms_header_new_base(&build, 1, PAGE, SIZE, true);
+	struct ms_layered *file = header ? ms_layered_new(header, resolve_diff, diff) : NULL;
+	if (!diff || !file)
+		ms_bench_die("bench_pageserver", "opening the layered file", err ? err : ENOMEM);
+
+	const uint64_t blocks[4] = {4096, 65536, 4096, 65536};
+	const char *names[4] = {"pageserver.fault_rate_4k", "pageserver.fault_rate_64k",
+				"pageserver.warm_layered_4k", "pageserver.warm_layered_64k"};
+	const struct ms_page_source_ops *ops[4] = {&ms_bench_memsrc_ops, &ms_bench_memsrc_ops,
+						   &ms_layered_page_source_ops,
+						   &ms_layered_page_source_ops};
+	void *ctxs[4] = {&memsrc, &memsrc, file, file};
 	const double pages = (double)(SIZE / PAGE);
-	for (int b = 0; b < 2; b++) {
+	for (int b = 0; b < 4; b++) {
 		run_raw(path, blocks[b]); /* warm-up, untimed */
-		run_server(path, blocks[b]);
+		run_server(path, blocks[b], ops[b], ctxs[b]);
 		double best_raw = 1e9, best_srv = 1e9;
 		for (int round = 0; round < ROUNDS; round++) {
 			double t = run_raw(path, blocks[b]);
 			if (t < best_raw)
 				best_raw = t;
-			t = run_server(path, blocks[b]);
+			t = run_server(path, blocks[b], ops[b], ctxs[b]);
 			if (t < best_srv)
 				best_srv = t;
 		}
 		ms_bench_report(names[b], pages / best_srv, "pages/s", "raw UFFDIO_COPY loop",
 				pages / best_raw, 0.9);
 	}
+	ms_layered_free(file);
+	ms_source_unref(diff);
+	close(memfd);
 	free(source);
 	return 0;
 }

@@ -135,6 +135,77 @@ bool ms_layered_is_cached(struct ms_layered *file, uint64_t off, size_t len)
 	return cached;
 }
 
+/* The flags of one page that spans several mapping entries (a 2 MiB page over 4 KiB
+ * mappings): NIL when every piece is nil, CACHED when every piece is nil or cached. */
+static uint8_t ms_layered_page_flags_split(struct ms_layered *file, const struct ms_header *h,
+					   uint64_t off, uint64_t len)
+{
+	bool all_nil = true;
+	if (len > file->size - off)
+		len = file->size - off;
+	while (len) {
+		ms_uuid build;
+		uint64_t in_build, left;
+		if (ms_header_lookup(h, off, &build, &in_build, &left))
+			return 0;
+		uint64_t n = left < len ? left : len;
+		if (!ms_uuid_is_nil(&build)) {
+			struct ms_source *src = NULL;
+			bool cached = file->resolve(file->ctx, &build, h, &src) == 0 &&
+				      ms_source_is_cached(src, in_build, (size_t)n);
+			ms_source_unref(src);
+			if (!cached)
+				return 0;
+			all_nil = false;
+		}
+		off += n;
+		len -= n;
+	}
+	return all_nil ? MS_LAYERED_PAGE_NIL : MS_LAYERED_PAGE_CACHED;
+}
+
+void ms_layered_page_flags(struct ms_layered *file, uint64_t off, uint64_t page_size, size_t npages,
+			   uint8_t *flags)
+{
+	struct ms_header_ref *snap = ms_layered_header(file);
+	size_t i = 0;
+	while (i < npages) {
+		uint64_t at = off + i * page_size;
+		ms_uuid build;
+		uint64_t in_build, left;
+		if (at >= file->size ||
+		    ms_header_lookup(snap->header, at, &build, &in_build, &left)) {
+			flags[i++] = 0;
+			continue;
+		}
+		/* One mapping entry: its whole pages share the build and so the source. */
+		size_t run = (size_t)(left / page_size);
+		if (run == 0) {
+			flags[i++] = ms_layered_page_flags_split(file, snap->header, at, page_size);
+			continue;
+		}
+		if (run > npages - i)
+			run = npages - i;
+		if (ms_uuid_is_nil(&build)) {
+			memset(flags + i, MS_LAYERED_PAGE_NIL, run);
+			i += run;
+			continue;
+		}
+		struct ms_source *src = NULL;
+		bool resolved = file->resolve(file->ctx, &build, snap->header, &src) == 0;
+		bool all = resolved && ms_source_is_cached(src, in_build, run * page_size);
+		for (size_t k = 0; k < run; k++)
+			flags[i + k] =
+			    all || (resolved &&
+				    ms_source_is_cached(src, in_build + k * page_size, page_size))
+				? MS_LAYERED_PAGE_CACHED
+				: 0;
+		ms_source_unref(src);
+		i += run;
+	}
+	ms_header_ref_unref(snap);
+}
+
 int ms_layered_slice(struct ms_layered *file, uint64_t off, size_t len, const void **ptr,
 		     struct ms_source **hold)
 {

@@ -77,6 +77,17 @@ uint64_t ms_layered_replans(struct ms_layered *file);
  */
 bool ms_layered_is_cached(struct ms_layered *file, uint64_t off, size_t len);
 /*
+ * Per-page flags of the npages pages of page_size bytes from off (page aligned),
+ * all from ONE header snapshot: MS_LAYERED_PAGE_NIL (maps to the nil build: reads
+ * as zeros), MS_LAYERED_PAGE_CACHED (its source holds it locally), 0 (must be
+ * fetched, or past the end). Never fetches. The page server plans a fault's
+ * whole block with one call.
+ */
+#define MS_LAYERED_PAGE_NIL    1
+#define MS_LAYERED_PAGE_CACHED 2
+void ms_layered_page_flags(struct ms_layered *file, uint64_t off, uint64_t page_size, size_t npages,
+			   uint8_t *flags);
+/*
  * A zero-copy view of [off, off + len) when the current header maps all of it to
  * one run of one source that offers slices; *hold keeps that source, and so the
  * view, alive until ms_source_unref(*hold). -ENOTSUP (or the source's error)

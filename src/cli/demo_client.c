@@ -1,5 +1,6 @@
 /* demo_client.c - a Firecracker-like restore client (see demo_client.h). */
 #include "cli/demo_client.h"
+#include "uffd/handshake.h"
 #include "util/clock.h"
 #include "util/uffd_compat.h"
 
@@ -35,10 +36,8 @@ static void ms_demo_child(const char *socket_path, const uint8_t *expect, uint64
 	    connect(sock, (struct sockaddr *)&addr, sizeof(addr)))
 		_exit(2);
 	char json[256];
-	int n = snprintf(json, sizeof(json),
-			 "[{\"base_host_virt_addr\":%llu,\"size\":%llu,\"offset\":0,"
-			 "\"page_size\":4096,\"page_size_kib\":4096}]",
-			 (unsigned long long)(uintptr_t)mem, (unsigned long long)size);
+	struct ms_uffd_region region = {.base = (uint64_t)(uintptr_t)mem, .size = size};
+	int n = ms_uffd_handshake_format(json, sizeof(json), &region, 1, MS_UFFD_PAGE_4K);
 	char control[CMSG_SPACE(sizeof(int))];
 	memset(control, 0, sizeof(control));
 	struct iovec iov = {.iov_base = json, .iov_len = (size_t)n};

@@ -1,5 +1,6 @@
 /* memory.c - the written-page tracker, the handshake's VMM side, image fill (memory.h). */
 #include "sandbox/memory.h"
+#include "uffd/handshake.h"
 #include "util/uffd_compat.h"
 
 #include <errno.h>
@@ -106,10 +107,8 @@ int ms_guestmem_handshake(const char *socket_path, uint64_t base, uint64_t size,
 	if (sock < 0)
 		return -errno;
 	char json[256];
-	int n = snprintf(json, sizeof(json),
-			 "[{\"base_host_virt_addr\":%llu,\"size\":%llu,\"offset\":0,"
-			 "\"page_size\":4096,\"page_size_kib\":4096}]",
-			 (unsigned long long)base, (unsigned long long)size);
+	struct ms_uffd_region region = {.base = base, .size = size, .offset = 0};
+	int n = ms_uffd_handshake_format(json, sizeof(json), &region, 1, MS_UFFD_PAGE_4K);
 	int fds[2] = {uffd, memfd};
 	int err = 0;
 	if (connect(sock, (struct sockaddr *)&addr, sizeof(addr)))

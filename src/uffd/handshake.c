@@ -252,6 +252,19 @@ static int ms_uffd_take_fds(struct msghdr *msg, int *fds, int *nfds, int room)
 	return err;
 }
 
+/* Grows *buf (NUL room included) to want bytes; MS_ETOOBIG past MS_UFFD_HANDSHAKE_MAX. */
+static int ms_uffd_buf_grow(char **buf, size_t *cap, size_t want)
+{
+	if (want > MS_UFFD_HANDSHAKE_MAX)
+		return MS_ETOOBIG;
+	char *grown = realloc(*buf, want + 1);
+	if (!grown)
+		return -ENOMEM;
+	*buf = grown;
+	*cap = want;
+	return 0;
+}
+
 static bool ms_uffd_json_complete(const char *text, size_t len)
 {
 	cJSON *root = cJSON_ParseWithLength(text, len);
@@ -294,36 +307,17 @@ int ms_uffd_handshake_recv(int conn, int64_t timeout_ns, char **text, size_t *le
 				break; /* quiet after some bytes: parse what we have */
 			continue;
 		}
+		/* Room for what is queued (FIONREAD), or twice the room once it is full. */
 		int avail = 0;
-		if (ioctl(conn, FIONREAD, &avail) == 0 && avail > 0 && used + (size_t)avail > cap) {
-			size_t want = used + (size_t)avail;
-			if (want > MS_UFFD_HANDSHAKE_MAX) {
-				err = MS_ETOOBIG;
-				break;
-			}
-			char *grown = realloc(buf, want + 1);
-			if (!grown) {
-				err = -ENOMEM;
-				break;
-			}
-			buf = grown;
-			cap = want;
-		}
-		if (used == cap) {
-			if (cap >= MS_UFFD_HANDSHAKE_MAX) {
-				err = MS_ETOOBIG;
-				break;
-			}
-			size_t want =
-			    cap * 2 > MS_UFFD_HANDSHAKE_MAX ? MS_UFFD_HANDSHAKE_MAX : cap * 2;
-			char *grown = realloc(buf, want + 1);
-			if (!grown) {
-				err = -ENOMEM;
-				break;
-			}
-			buf = grown;
-			cap = want;
-		}
+		size_t want = cap;
+		if (ioctl(conn, FIONREAD, &avail) == 0 && avail > 0 && used + (size_t)avail > cap)
+			want = used + (size_t)avail;
+		else if (used == cap)
+			want = cap >= MS_UFFD_HANDSHAKE_MAX	 ? MS_UFFD_HANDSHAKE_MAX + 1
+			       : cap * 2 > MS_UFFD_HANDSHAKE_MAX ? MS_UFFD_HANDSHAKE_MAX
+								 : cap * 2;
+		if (want > cap && (err = ms_uffd_buf_grow(&buf, &cap, want)))
+			break;
 		union {
 			char raw[CMSG_SPACE(MS_UFFD_RECV_FDS * sizeof(int))];
 			struct cmsghdr align;
@@ -391,4 +385,28 @@ int ms_uffd_handshake_recv(int conn, int64_t timeout_ns, char **text, size_t *le
 	fds[1] = ngot == 2 ? got[1] : -1;
 	*nfds = ngot;
 	return 0;
+}
+
+int ms_uffd_handshake_format(char *buf, size_t cap, const struct ms_uffd_region *regions,
+			     size_t count, uint64_t page_size)
+{
+	size_t used = 0;
+	for (size_t i = 0; i <= count; i++) {
+		int n;
+		if (i == count)
+			n = snprintf(buf + used, cap - used, "]");
+		else
+			n = snprintf(
+			    buf + used, cap - used,
+			    "%s{\"base_host_virt_addr\":%llu,\"size\":%llu,\"offset\":%llu,"
+			    "\"page_size\":%llu,\"page_size_kib\":%llu}",
+			    i ? "," : "[", (unsigned long long)regions[i].base,
+			    (unsigned long long)regions[i].size,
+			    (unsigned long long)regions[i].offset, (unsigned long long)page_size,
+			    (unsigned long long)page_size);
+		if (n < 0 || (size_t)n >= cap - used)
+			return -ENOSPC;
+		used += (size_t)n;
+	}
+	return (int)used;
 }

@@ -72,4 +72,14 @@ void ms_uffd_handshake_fini(struct ms_uffd_handshake *hs);
 int ms_uffd_handshake_recv(int conn, int64_t timeout_ns, char **text, size_t *len, int fds[2],
 			   int *nfds);
 
+/*
+ * Writes the handshake JSON Firecracker sends for count regions (count >= 1)
+ * into buf[0, cap), NUL-terminated, both page-size keys set to page_size (in
+ * bytes, as Firecracker does). Returns the length without the NUL, or -ENOSPC.
+ * The one writer of this format: the sandboxes' VMM side, the demo client,
+ * the tests and the benches use it.
+ */
+int ms_uffd_handshake_format(char *buf, size_t cap, const struct ms_uffd_region *regions,
+			     size_t count, uint64_t page_size);
+
 #endif

@@ -23,7 +23,7 @@
 #ifndef MS_UFFD_PAGESERVER_H
 #define MS_UFFD_PAGESERVER_H
 
-#include "uffd/source.h"
+#include "uffd/pagesource.h"
 #include "util/pageset.h"
 
 #include <stdatomic.h>

@@ -1,6 +1,25 @@
 /*
  * session.c - one restore session: serve a VMM's userfaultfd from a page source.
  *
+ * Job: the session's lifecycle and state machine, its event loop, and the
+ * events that are not faults (REMOVE, UNMAP, REMAP, FORK). A fault is planned
+ * (and fetched by the workers) in plan.c and installed in install.c
+ * (session_int.h draws the split).
+ *
+ * State machine (ms_uffd_session_check() asserts each state's invariants in
+ * debug builds, at every transition):
+ *
+ *   (handshake, pageserver.c) --start--> SERVING --source failed after retries,
+ *                                          |       or an ioctl error--> FAILED
+ *                                          |                              |
+ *                                          +--peer exited / stop--> CLOSED <--teardown (final)
+ *
+ *   SERVING: the uffd is open, workers run, faults are served.
+ *   FAILED:  error != 0; events are still read (a guest madvise never blocks)
+ *            but nothing is installed; teardown keeps the state FAILED.
+ *   CLOSED:  error == 0 or MS_ECLOSED; after teardown no job is left.
+ *   After teardown (torn_down) the uffd is closed and every queue is empty.
+ *
  * Threads:
  *   event thread  polls {uffd, stop eventfd, wakeup eventfd, peer pidfd}, reads
  *                 uffd events in batches, applies REMOVE/UNMAP/REMAP, plans each
@@ -21,24 +40,6 @@
  * takes a lock a worker holds across I/O: a guest madvise always progresses,
  * even while every worker is blocked on a slow source.
  *
- * Faults whose source range is_cached() are read inline on the event thread
- * (no hand-off), the rest go to the workers; zero pages (is_zero) need no read.
- *
- * Install modes (tracker.h for states):
- *   read fault / prefault / neighbour: UFFDIO_COPY_MODE_WP when the region's
- *     registration has WP (probed: EINVAL on the first WP copy means no WP),
- *     so a later write raises a WP fault and is recorded DIRTY.
- *   write fault: mode 0 (writable), DIRTY at once.
- *   zero page, read: COPY from a zero buffer with MODE_WP when WP (atomic install
- *     + protect; UFFDIO_ZEROPAGE has no WP mode and would map the shared zero
- *     page unprotected, so the guest's first write would go unseen); without WP,
- *     UFFDIO_ZEROPAGE for 4 KiB pages. Zero write faults and 2 MiB pages
- *     (hugetlb has no ZEROPAGE) copy from the zero buffer.
- *   WP fault: UFFDIO_WRITEPROTECT clear (wakes the writer), DIRTY.
- *
- * Ioctl results: EEXIST -> wake; EAGAIN or a short copy -> the job is deferred
- * and retried after the next event read; ESRCH -> dropped (process gone);
- * ENOENT -> dropped (range unmapped); anything else fails the session.
  * Source reads: 4 attempts, 50 ms doubling to 500 ms with jitter; then the
  * session fails loudly (state FAILED, event fd, callback, error log).
  *
@@ -50,14 +51,13 @@
  *  4. Every job ends in exactly one of: installed, deferred (kept), dropped,
  *     freed at close; its prefault request is told exactly once.
  */
-#include "uffd/session.h"
-#include "uffd/tracker.h"
-#include "util/backoff.h"
+#include "uffd/session_int.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/lock.h"
 #include "util/log.h"
-#include "util/uffd_compat.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -70,91 +70,16 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define UFFD_MOD	      "uffd"
-#define UFFD_EVENT_BATCH      64
-#define UFFD_MAX_BLOCK_PAGES  512
-#define UFFD_NO_FAULT	      UINT64_MAX
-#define UFFD_READ_ATTEMPTS    4
-#define UFFD_RETRY_INITIAL_NS (50 * MS_NSEC_PER_MSEC)
-#define UFFD_RETRY_MAX_NS     (500 * MS_NSEC_PER_MSEC)
+#define UFFD_EVENT_BATCH 64
 
 const uint64_t ms_uffd_latency_bounds_us[MS_UFFD_LATENCY_BUCKETS - 1] = {
     10, 25, 50, 100, 250, 1000, 10000, 100000, 1000000};
 
 /* A blocking prefault call, waiting on the session's state_cond. Guarded by session lock. */
-struct uffd_prefault_req {
-	struct uffd_prefault_req *next;
-	const uint64_t *offsets;
-	size_t count;
-	size_t pending; /* jobs not finished */
-	bool dispatched;
-	int err;
-};
-
-enum uffd_job_kind { UFFD_JOB_FILL, UFFD_JOB_WP };
-
-struct uffd_job {
-	struct uffd_job *next;
-	enum uffd_job_kind kind;
-	const struct ms_uffd_region *region;
-	uint64_t block_addr; /* host address of the block */
-	uint64_t block_off;  /* device offset of the block */
-	uint64_t npages;     /* pages in the block */
-	uint64_t fault_addr; /* page-aligned faulting address, or UFFD_NO_FAULT */
-	bool write;	     /* the fault was a write */
-	uint64_t mask[UFFD_MAX_BLOCK_PAGES / 64]; /* pages to install from buf */
-	uint8_t *buf;				  /* npages * page_size; NULL: zero job */
-	bool buf_owned;
-	int err;	 /* fetch result */
-	int64_t t_event; /* when the fault was read; 0 for prefault */
-	struct uffd_prefault_req *req;
-};
-
-struct ms_uffd_session {
-	atomic_int refs;
-	/* Immutable after start. */
-	uint64_t id;
-	const struct ms_page_source_ops *ops;
-	void *ctx;
-	struct ms_pageserver_options options;
-	uint64_t image_size;
-	uint64_t page_size;
-	uint64_t block_pages; /* pages per batch block (>= 1) */
-	struct ms_uffd_handshake hs;
-	int uffd, memfd, conn, pidfd;
-	pid_t peer_pid;
-	int stop_efd, wake_efd, event_efd;
-	uint8_t *zero_page; /* page_size zero bytes */
-	uint8_t *scratch;   /* block buffer for inline reads; event thread only */
-	int64_t start_ns;
-
-	struct ms_uffd_tracker tracker; /* own lock; see tracker.h */
-	struct ms_uffd_metrics metrics; /* atomics */
-	_Atomic int wp_state;		/* -1 unknown, 0 no WP, 1 WP; written by event thread */
-
-	pthread_mutex_t lock;	   /* guards everything below up to "event thread only" */
-	pthread_cond_t work_cond;  /* workers: queue non-empty or stopping (monotonic clock) */
-	pthread_cond_t state_cond; /* state changes, prefault completions */
-	struct uffd_job *queue_head, *queue_tail; /* to workers */
-	struct uffd_job *done_head, *done_tail;	  /* back from workers */
-	struct uffd_prefault_req *req_head, *req_tail;
-	enum ms_uffd_session_state state;
-	int error;
-	bool workers_stop;
-	bool stop_requested;
-	bool joined;
-	pthread_t event_thread;
-	pthread_t *workers;
-	unsigned worker_count;
-
-	/* Event thread only. */
-	struct uffd_job *deferred_head, *deferred_tail;
-	size_t deferred_count;
-};
 
 /* ---- small helpers ---- */
 
-static void uffd_latency_record(struct ms_uffd_session *s, int64_t t_event)
+void uffd_latency_record(struct ms_uffd_session *s, int64_t t_event)
 {
 	if (!t_event)
 		return;
@@ -165,7 +90,7 @@ static void uffd_latency_record(struct ms_uffd_session *s, int64_t t_event)
 	atomic_fetch_add(&s->metrics.latency[b], 1);
 }
 
-static void uffd_eventfd_signal(int fd)
+void uffd_eventfd_signal(int fd)
 {
 	uint64_t one = 1;
 	ssize_t n = write(fd, &one, sizeof(one));
@@ -179,7 +104,7 @@ static void uffd_eventfd_drain(int fd)
 	(void)n;
 }
 
-static const struct ms_uffd_region *uffd_region_by_addr(struct ms_uffd_session *s, uint64_t addr)
+const struct ms_uffd_region *uffd_region_by_addr(struct ms_uffd_session *s, uint64_t addr)
 {
 	for (size_t i = 0; i < s->hs.region_count; i++) {
 		const struct ms_uffd_region *r = &s->hs.regions[i];
@@ -189,7 +114,7 @@ static const struct ms_uffd_region *uffd_region_by_addr(struct ms_uffd_session *
 	return NULL;
 }
 
-static const struct ms_uffd_region *uffd_region_by_off(struct ms_uffd_session *s, uint64_t off)
+const struct ms_uffd_region *uffd_region_by_off(struct ms_uffd_session *s, uint64_t off)
 {
 	for (size_t i = 0; i < s->hs.region_count; i++) {
 		const struct ms_uffd_region *r = &s->hs.regions[i];
@@ -199,24 +124,7 @@ static const struct ms_uffd_region *uffd_region_by_off(struct ms_uffd_session *s
 	return NULL;
 }
 
-static inline bool uffd_mask_test(const uint64_t *mask, uint64_t i)
-{
-	return mask[i / 64] >> (i % 64) & 1;
-}
-
-static inline void uffd_mask_set(uint64_t *mask, uint64_t i)
-{
-	mask[i / 64] |= 1ULL << (i % 64);
-}
-
-static void uffd_job_free(struct uffd_job *job)
-{
-	if (job->buf_owned)
-		free(job->buf);
-	free(job);
-}
-
-static void uffd_list_push(struct uffd_job **head, struct uffd_job **tail, struct uffd_job *job)
+void uffd_list_push(struct uffd_job **head, struct uffd_job **tail, struct uffd_job *job)
 {
 	job->next = NULL;
 	if (*tail)
@@ -226,7 +134,7 @@ static void uffd_list_push(struct uffd_job **head, struct uffd_job **tail, struc
 	*tail = job;
 }
 
-static struct uffd_job *uffd_list_pop(struct uffd_job **head, struct uffd_job **tail)
+struct uffd_job *uffd_list_pop(struct uffd_job **head, struct uffd_job **tail)
 {
 	struct uffd_job *job = *head;
 	if (job) {
@@ -239,7 +147,7 @@ static struct uffd_job *uffd_list_pop(struct uffd_job **head, struct uffd_job **
 }
 
 /* A prefault job finished (err 0 = installed or skipped). */
-static void uffd_req_job_done(struct ms_uffd_session *s, struct uffd_prefault_req *req, int err)
+void uffd_req_job_done(struct ms_uffd_session *s, struct uffd_prefault_req *req, int err)
 {
 	if (!req)
 		return;
@@ -251,8 +159,37 @@ static void uffd_req_job_done(struct ms_uffd_session *s, struct uffd_prefault_re
 	pthread_mutex_unlock(&s->lock);
 }
 
+#ifndef NDEBUG
+void ms_uffd_session_check(struct ms_uffd_session *s)
+{
+	MS_ASSERT_HELD(&s->lock);
+	switch (s->state) {
+	case MS_UFFD_SESSION_SERVING:
+		assert(s->error == 0);
+		assert(!s->torn_down);
+		break;
+	case MS_UFFD_SESSION_FAILED:
+		assert(s->error != 0);
+		break;
+	case MS_UFFD_SESSION_CLOSED:
+		assert(s->error == 0);
+		break;
+	default:
+		assert(!"unknown session state");
+	}
+	assert((s->queue_head == NULL) == (s->queue_tail == NULL));
+	assert((s->done_head == NULL) == (s->done_tail == NULL));
+	assert((s->req_head == NULL) == (s->req_tail == NULL));
+	if (s->torn_down) {
+		assert(s->state != MS_UFFD_SESSION_SERVING);
+		assert(s->uffd < 0 && s->worker_count == 0);
+		assert(!s->queue_head && !s->done_head && !s->req_head && !s->deferred_head);
+	}
+}
+#endif
+
 /* Leaves SERVING for FAILED: loud, once. Event thread only. */
-static void uffd_session_fail(struct ms_uffd_session *s, int err, const char *what)
+void uffd_session_fail(struct ms_uffd_session *s, int err, const char *what)
 {
 	pthread_mutex_lock(&s->lock);
 	if (s->state != MS_UFFD_SESSION_SERVING) {
@@ -260,7 +197,8 @@ static void uffd_session_fail(struct ms_uffd_session *s, int err, const char *wh
 		return;
 	}
 	s->state = MS_UFFD_SESSION_FAILED;
-	s->error = err;
+	s->error = err ? err : -EIO;
+	ms_uffd_session_check(s);
 	pthread_cond_broadcast(&s->state_cond);
 	pthread_mutex_unlock(&s->lock);
 	atomic_fetch_add(&s->metrics.errors, 1);
@@ -271,7 +209,7 @@ static void uffd_session_fail(struct ms_uffd_session *s, int err, const char *wh
 	uffd_eventfd_signal(s->event_efd);
 }
 
-static bool uffd_serving(struct ms_uffd_session *s)
+bool uffd_serving(struct ms_uffd_session *s)
 {
 	pthread_mutex_lock(&s->lock);
 	bool serving = s->state == MS_UFFD_SESSION_SERVING;
@@ -279,460 +217,12 @@ static bool uffd_serving(struct ms_uffd_session *s)
 	return serving;
 }
 
-/* ---- ioctls (event thread only) ---- */
-
-/* Bytes installed (> 0, possibly short) or a negative errno for the first page. */
-static int64_t uffd_copy(struct ms_uffd_session *s, uint64_t addr, const void *src, uint64_t len,
-			 uint64_t mode)
+void uffd_queue_to_workers(struct ms_uffd_session *s, struct uffd_job *job)
 {
-	struct uffdio_copy copy = {
-	    .dst = addr, .src = (uint64_t)(uintptr_t)src, .len = len, .mode = mode};
-	if (ioctl(s->uffd, UFFDIO_COPY, &copy) == 0)
-		return (int64_t)len;
-	int e = errno;
-	if (copy.copy > 0)
-		return copy.copy;
-	return copy.copy < 0 ? copy.copy : -e;
-}
-
-static int64_t uffd_zeropage(struct ms_uffd_session *s, uint64_t addr, uint64_t len)
-{
-	struct uffdio_zeropage zp = {.range = {.start = addr, .len = len}, .mode = 0};
-	if (ioctl(s->uffd, UFFDIO_ZEROPAGE, &zp) == 0)
-		return (int64_t)len;
-	int e = errno;
-	if (zp.zeropage > 0)
-		return zp.zeropage;
-	return zp.zeropage < 0 ? zp.zeropage : -e;
-}
-
-static void uffd_wake(struct ms_uffd_session *s, uint64_t addr, uint64_t len)
-{
-	struct uffdio_range range = {.start = addr, .len = len};
-	if (ioctl(s->uffd, UFFDIO_WAKE, &range) != 0 && errno != ENOENT && errno != ESRCH)
-		ms_debug(UFFD_MOD, "session %llu: UFFDIO_WAKE: %s", (unsigned long long)s->id,
-			 strerror(errno));
-}
-
-/* ---- installing a planned job (event thread only) ---- */
-
-enum uffd_action { UFFD_SKIP, UFFD_SRC, UFFD_ZERO };
-
-enum uffd_install_result { UFFD_DONE, UFFD_DEFER, UFFD_DROP, UFFD_FAILED };
-
-/*
- * Installs what is left of job, re-reading the tracker for every page (a REMOVE
- * may have arrived since the job was planned). Returns DONE (all work done,
- * waiters woken), DEFER (keep the job, retry later), DROP or FAILED.
- */
-static enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct uffd_job *job)
-{
-	const uint64_t ps = s->page_size;
-	const uint64_t first_page = job->block_off / ps;
-	uint64_t fault_idx = job->fault_addr == UFFD_NO_FAULT
-				 ? UINT64_MAX
-				 : (job->fault_addr - job->block_addr) / ps;
-	bool need_wake = false, fault_done = false;
-	uint64_t i = 0;
-	while (i < job->npages) {
-		/* Plan page i, then extend a run of pages with the same action. */
-		uint64_t run = 0;
-		enum uffd_action action = UFFD_SKIP;
-		bool run_write = false;
-		for (uint64_t k = i; k < job->npages; k++) {
-			enum ms_uffd_page_state st =
-			    MS_UFFD_PAGE_STATE(ms_uffd_tracker_get(&s->tracker, first_page + k));
-			bool is_fault = k == fault_idx;
-			enum uffd_action a = UFFD_SKIP;
-			if (job->buf && uffd_mask_test(job->mask, k)) {
-				if (st == MS_UFFD_PAGE_REMOVED || st == MS_UFFD_PAGE_ZERO)
-					a = is_fault ? UFFD_ZERO : UFFD_SKIP;
-				else if (st == MS_UFFD_PAGE_NOT_PRESENT || is_fault)
-					a = UFFD_SRC;
-			} else if (is_fault) {
-				a = (st == MS_UFFD_PAGE_CLEAN || st == MS_UFFD_PAGE_DIRTY) &&
-					    job->buf
-					? UFFD_SRC
-					: UFFD_ZERO;
-			}
-			bool w = is_fault && job->write;
-			if (k == i) {
-				action = a;
-				run_write = w;
-			} else if (a != action || w != run_write || a == UFFD_ZERO) {
-				break; /* zero installs go page by page (one zero buffer page) */
-			}
-			run++;
-			if (a == UFFD_SKIP)
-				break;
-		}
-		if (action == UFFD_SKIP) {
-			if (job->buf && uffd_mask_test(job->mask, i))
-				need_wake = true; /* a fault dropped as in flight may wait here */
-			i += run;
-			continue;
-		}
-		uint64_t addr = job->block_addr + i * ps;
-		uint64_t len = run * ps;
-		int wp = atomic_load(&s->wp_state);
-		uint64_t mode = (!run_write && wp != 0) ? UFFDIO_COPY_MODE_WP : 0;
-		/* The tracker says the new state BEFORE the ioctl wakes the faulting thread, so
-		 * once the guest's access is done the tracker (and export) has it; the pages not
-		 * installed are set back right after. Only this thread writes the tracker. */
-		enum ms_uffd_page_state to =
-		    run_write ? MS_UFFD_PAGE_DIRTY
-			      : (action == UFFD_SRC ? MS_UFFD_PAGE_CLEAN : MS_UFFD_PAGE_ZERO);
-		uint8_t old[UFFD_MAX_BLOCK_PAGES];
-		for (uint64_t k = 0; k < run; k++) {
-			old[k] = ms_uffd_tracker_get(&s->tracker, first_page + i + k);
-			ms_uffd_tracker_install(&s->tracker, first_page + i + k, to);
-		}
-		int64_t n;
-		if (action == UFFD_SRC)
-			n = uffd_copy(s, addr, job->buf + i * ps, len, mode);
-		else if (!run_write && wp == 0 && ps == MS_UFFD_PAGE_4K)
-			n = uffd_zeropage(s, addr, len);
-		else
-			n = uffd_copy(s, addr, s->zero_page, len, mode);
-		uint64_t kept = n > 0 ? (uint64_t)n / ps : 0;
-		for (uint64_t k = kept; k < run; k++)
-			ms_uffd_tracker_set(&s->tracker, first_page + i + k, 1,
-					    MS_UFFD_PAGE_STATE(old[k]));
-		if (n == -EINVAL && (mode & UFFDIO_COPY_MODE_WP) && wp < 0) {
-			/* The registration has no WP: install plain from now on. */
-			atomic_store(&s->wp_state, 0);
-			ms_info(UFFD_MOD,
-				"session %llu: registration without WP; dirty tracking "
-				"records write faults only",
-				(unsigned long long)s->id);
-			continue;
-		}
-		if (n > 0 && (mode & UFFDIO_COPY_MODE_WP) && wp < 0)
-			atomic_store(&s->wp_state, 1);
-		if (n > 0) {
-			uint64_t done_pages = (uint64_t)n / ps;
-			for (uint64_t k = i; k < i + done_pages; k++) {
-				if (k == fault_idx) {
-					fault_done = true;
-					uffd_latency_record(s, job->t_event);
-				} else if (action == UFFD_SRC && job->fault_addr != UFFD_NO_FAULT) {
-					atomic_fetch_add(&s->metrics.pages_batched, 1);
-				}
-			}
-			if (action == UFFD_SRC)
-				atomic_fetch_add(&s->metrics.pages_source, done_pages);
-			else
-				atomic_fetch_add(&s->metrics.pages_zero, done_pages);
-			if (job->req)
-				atomic_fetch_add(&s->metrics.pages_prefault, done_pages);
-			i += done_pages;
-			if ((uint64_t)n < len) {
-				atomic_fetch_add(&s->metrics.faults_deferred, 1);
-				return UFFD_DEFER; /* short copy: the rest is retried */
-			}
-			continue;
-		}
-		switch ((int)n) {
-		case -EEXIST:
-			if (i == fault_idx) {
-				atomic_fetch_add(&s->metrics.faults_eexist, 1);
-				fault_done = true;
-				uffd_latency_record(s, job->t_event);
-			}
-			need_wake = true;
-			i++;
-			continue;
-		case -EAGAIN:
-			atomic_fetch_add(&s->metrics.faults_deferred, 1);
-			return UFFD_DEFER;
-		case -ESRCH:
-			atomic_fetch_add(&s->metrics.faults_esrch, 1);
-			return UFFD_DROP;
-		case -ENOENT:
-			ms_warn(UFFD_MOD, "session %llu: [0x%llx, +%llu) is no longer registered",
-				(unsigned long long)s->id, (unsigned long long)addr,
-				(unsigned long long)len);
-			return UFFD_DROP;
-		default:
-			uffd_session_fail(s, (int)n, "UFFDIO_COPY");
-			return UFFD_FAILED;
-		}
-	}
-	if (need_wake || (fault_idx != UINT64_MAX && !fault_done))
-		uffd_wake(s, job->block_addr, job->npages * ps);
-	return UFFD_DONE;
-}
-
-/* Clears the job's INFLIGHT bits. */
-static void uffd_job_release_pages(struct ms_uffd_session *s, struct uffd_job *job)
-{
-	uint64_t first_page = job->block_off / s->page_size;
-	for (uint64_t k = 0; k < job->npages; k++)
-		if (uffd_mask_test(job->mask, k))
-			ms_uffd_tracker_set_inflight(&s->tracker, first_page + k, false);
-}
-
-static void uffd_wp_resolve(struct ms_uffd_session *s, struct uffd_job *job);
-
-/* Runs a job's install and disposes of it. The job is heap-allocated unless stack is true. */
-static void uffd_job_finish(struct ms_uffd_session *s, struct uffd_job *job, bool on_stack)
-{
-	if (job->kind == UFFD_JOB_WP) {
-		uffd_wp_resolve(s, job);
-		return;
-	}
-	enum uffd_install_result r = uffd_install(s, job);
-	if (r == UFFD_DEFER) {
-		if (on_stack) {
-			struct uffd_job *copy = malloc(sizeof(*copy));
-			uint8_t *buf = job->buf ? malloc(job->npages * s->page_size) : NULL;
-			if (!copy || (job->buf && !buf)) {
-				free(copy);
-				free(buf);
-				uffd_job_release_pages(s, job);
-				uffd_session_fail(s, -ENOMEM, "deferring a fault");
-				return;
-			}
-			*copy = *job;
-			if (buf)
-				memcpy(buf, job->buf, job->npages * s->page_size);
-			copy->buf = buf;
-			copy->buf_owned = buf != NULL;
-			job = copy;
-		}
-		uffd_list_push(&s->deferred_head, &s->deferred_tail, job);
-		s->deferred_count++;
-		return;
-	}
-	uffd_job_release_pages(s, job);
-	uffd_req_job_done(s, job->req, r == UFFD_FAILED ? s->error : 0);
-	if (!on_stack)
-		uffd_job_free(job);
-}
-
-/* WP fault: unprotect (wakes the writer) and record DIRTY. */
-static void uffd_wp_resolve(struct ms_uffd_session *s, struct uffd_job *job)
-{
-	/* DIRTY before the unprotect wakes the writer: by the time the guest's write is done,
-	 * the tracker has it. (Even when the tracker says REMOVED: a zap racing the write
-	 * keeps the page dirty, which over-approximates safely.) */
-	ms_uffd_tracker_install(&s->tracker, job->block_off / s->page_size, MS_UFFD_PAGE_DIRTY);
-	struct uffdio_writeprotect wp = {.range = {.start = job->fault_addr, .len = s->page_size},
-					 .mode = 0};
-	int rc = ioctl(s->uffd, UFFDIO_WRITEPROTECT, &wp) == 0 ? 0 : -errno;
-	if (rc == -EAGAIN) {
-		atomic_fetch_add(&s->metrics.faults_deferred, 1);
-		uffd_list_push(&s->deferred_head, &s->deferred_tail, job);
-		s->deferred_count++;
-		return;
-	}
-	if (rc == 0 || rc == -ENOENT) {
-		uffd_latency_record(s, job->t_event);
-	} else if (rc == -ESRCH) {
-		atomic_fetch_add(&s->metrics.faults_esrch, 1);
-	} else {
-		ms_warn(UFFD_MOD, "session %llu: UFFDIO_WRITEPROTECT clear at 0x%llx: %s",
-			(unsigned long long)s->id, (unsigned long long)job->fault_addr,
-			strerror(-rc));
-		uffd_wake(s, job->fault_addr, s->page_size);
-	}
-	free(job);
-}
-
-/* ---- planning faults (event thread only) ---- */
-
-static bool uffd_source_is_zero(struct ms_uffd_session *s, uint64_t off, uint64_t len)
-{
-	return s->ops->is_zero && s->ops->is_zero(s->ctx, off, len);
-}
-
-/* Fills job->buf for the pages in job->mask; one read per run. Single attempt. */
-static int uffd_job_read(struct ms_uffd_session *s, struct uffd_job *job)
-{
-	const uint64_t ps = s->page_size;
-	uint64_t i = 0;
-	while (i < job->npages) {
-		if (!uffd_mask_test(job->mask, i)) {
-			i++;
-			continue;
-		}
-		uint64_t j = i;
-		while (j < job->npages && uffd_mask_test(job->mask, j))
-			j++;
-		atomic_fetch_add(&s->metrics.source_reads, 1);
-		int err =
-		    s->ops->read(s->ctx, job->buf + i * ps, job->block_off + i * ps, (j - i) * ps);
-		if (err)
-			return err < 0 ? err : -EIO;
-		i = j;
-	}
-	return 0;
-}
-
-/*
- * Plans a fill for the page at addr (page aligned) in region r: the aligned
- * batch block around it, with every NOT_PRESENT, present, non-zero neighbour.
- * fault_addr is addr for a fault, UFFD_NO_FAULT for a prefault (then only the
- * pages in extra_mask... are planned by the caller).
- */
-static void uffd_plan_block(struct ms_uffd_session *s, const struct ms_uffd_region *r,
-			    uint64_t addr, struct uffd_job *job)
-{
-	const uint64_t ps = s->page_size;
-	uint64_t block_bytes = s->block_pages * ps;
-	uint64_t rel = addr - r->base;
-	uint64_t block_start = rel - rel % block_bytes;
-	uint64_t block_end = block_start + block_bytes;
-	if (block_end > r->size)
-		block_end = r->size;
-	memset(job, 0, sizeof(*job));
-	job->kind = UFFD_JOB_FILL;
-	job->region = r;
-	job->block_addr = r->base + block_start;
-	job->block_off = r->offset + block_start;
-	job->npages = (block_end - block_start) / ps;
-	job->fault_addr = UFFD_NO_FAULT;
-}
-
-/* Marks the planned pages INFLIGHT and either reads inline + installs, or queues to workers. */
-static void uffd_job_dispatch(struct ms_uffd_session *s, struct uffd_job *stack_job)
-{
-	const uint64_t ps = s->page_size;
-	uint64_t first_page = stack_job->block_off / ps;
-	for (uint64_t k = 0; k < stack_job->npages; k++)
-		if (uffd_mask_test(stack_job->mask, k))
-			ms_uffd_tracker_set_inflight(&s->tracker, first_page + k, true);
-	uint64_t lo = 0, hi = 0;
-	for (uint64_t k = 0; k < stack_job->npages; k++) {
-		if (uffd_mask_test(stack_job->mask, k)) {
-			if (hi == 0)
-				lo = k;
-			hi = k + 1;
-		}
-	}
-	if (s->ops->is_cached &&
-	    s->ops->is_cached(s->ctx, stack_job->block_off + lo * ps, (hi - lo) * ps)) {
-		stack_job->buf = s->scratch;
-		stack_job->buf_owned = false;
-		if (uffd_job_read(s, stack_job) == 0) {
-			if (stack_job->fault_addr != UFFD_NO_FAULT)
-				atomic_fetch_add(&s->metrics.faults_inline, 1);
-			uffd_job_finish(s, stack_job, true);
-			return;
-		}
-		/* Inline read failed: the workers retry it with backoff. */
-	}
-	struct uffd_job *job = malloc(sizeof(*job));
-	uint8_t *buf = malloc(stack_job->npages * ps);
-	if (!job || !buf) {
-		free(job);
-		free(buf);
-		uffd_job_release_pages(s, stack_job);
-		uffd_req_job_done(s, stack_job->req, -ENOMEM);
-		uffd_session_fail(s, -ENOMEM, "allocating a fault buffer");
-		return;
-	}
-	*job = *stack_job;
-	job->buf = buf;
-	job->buf_owned = true;
 	pthread_mutex_lock(&s->lock);
 	uffd_list_push(&s->queue_head, &s->queue_tail, job);
 	pthread_cond_signal(&s->work_cond);
 	pthread_mutex_unlock(&s->lock);
-}
-
-/* Installs zeros for the page at addr right away (no read). */
-static void uffd_zero_now(struct ms_uffd_session *s, const struct ms_uffd_region *r, uint64_t addr,
-			  bool write, int64_t t_event, struct uffd_prefault_req *req)
-{
-	struct uffd_job job;
-	memset(&job, 0, sizeof(job));
-	job.kind = UFFD_JOB_FILL;
-	job.region = r;
-	job.block_addr = addr;
-	job.block_off = r->offset + (addr - r->base);
-	job.npages = 1;
-	job.fault_addr = addr;
-	job.write = write;
-	job.t_event = t_event;
-	job.req = req;
-	uffd_job_finish(s, &job, true);
-}
-
-static void uffd_handle_fault(struct ms_uffd_session *s, const struct uffd_msg *msg,
-			      int64_t t_event)
-{
-	const uint64_t ps = s->page_size;
-	uint64_t flags = msg->arg.pagefault.flags;
-	uint64_t addr = msg->arg.pagefault.address & ~(ps - 1);
-	bool write = flags & UFFD_PAGEFAULT_FLAG_WRITE;
-	if (!uffd_serving(s)) {
-		atomic_fetch_add(&s->metrics.faults_dropped, 1);
-		return;
-	}
-	if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
-		uffd_session_fail(s, MS_EPROTO, "MINOR fault (registration mode not served)");
-		return;
-	}
-	const struct ms_uffd_region *r = uffd_region_by_addr(s, addr);
-	if (!r) {
-		ms_err(UFFD_MOD, "session %llu: fault at 0x%llx outside every region",
-		       (unsigned long long)s->id, (unsigned long long)addr);
-		uffd_session_fail(s, MS_EPROTO, "fault outside the handshake's regions");
-		return;
-	}
-	uint64_t off = r->offset + (addr - r->base);
-	uint64_t page = off / ps;
-	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
-		atomic_fetch_add(&s->metrics.faults_wp, 1);
-		struct uffd_job *job = calloc(1, sizeof(*job));
-		if (!job) {
-			uffd_session_fail(s, -ENOMEM, "allocating a WP fault");
-			return;
-		}
-		job->kind = UFFD_JOB_WP;
-		job->region = r;
-		job->fault_addr = addr;
-		job->block_addr = addr;
-		job->block_off = off;
-		job->npages = 1;
-		job->t_event = t_event;
-		uffd_wp_resolve(s, job);
-		return;
-	}
-	atomic_fetch_add(write ? &s->metrics.faults_write : &s->metrics.faults_read, 1);
-	uint8_t byte = ms_uffd_tracker_get(&s->tracker, page);
-	if (byte & MS_UFFD_PAGE_INFLIGHT)
-		return; /* the fetch in flight wakes this thread when it installs */
-	enum ms_uffd_page_state st = MS_UFFD_PAGE_STATE(byte);
-	if (st == MS_UFFD_PAGE_REMOVED || st == MS_UFFD_PAGE_ZERO ||
-	    uffd_source_is_zero(s, off, ps)) {
-		uffd_zero_now(s, r, addr, write, t_event, NULL);
-		return;
-	}
-	struct uffd_job job;
-	uffd_plan_block(s, r, addr, &job);
-	job.fault_addr = addr;
-	job.write = write;
-	job.t_event = t_event;
-	uint64_t first_page = job.block_off / ps;
-	for (uint64_t k = 0; k < job.npages; k++) {
-		uint64_t p = first_page + k;
-		uint64_t o = p * ps;
-		if (job.block_addr + k * ps == addr) {
-			uffd_mask_set(job.mask, k);
-			continue;
-		}
-		uint8_t b = ms_uffd_tracker_get(&s->tracker, p);
-		if (b != MS_UFFD_PAGE_NOT_PRESENT) /* installed, removed or in flight */
-			continue;
-		if (s->ops->is_present && !s->ops->is_present(s->ctx, o))
-			continue;
-		if (uffd_source_is_zero(s, o, ps))
-			continue;
-		uffd_mask_set(job.mask, k);
-	}
-	uffd_job_dispatch(s, &job);
 }
 
 static void uffd_handle_remove(struct ms_uffd_session *s, uint64_t start, uint64_t end,
@@ -848,169 +338,6 @@ static size_t uffd_read_events(struct ms_uffd_session *s, struct uffd_msg *fault
 	return nfaults;
 }
 
-static void uffd_process_prefaults(struct ms_uffd_session *s)
-{
-	for (;;) {
-		pthread_mutex_lock(&s->lock);
-		struct uffd_prefault_req *req = s->req_head;
-		if (req) {
-			s->req_head = req->next;
-			if (!s->req_head)
-				s->req_tail = NULL;
-		}
-		bool serving = s->state == MS_UFFD_SESSION_SERVING;
-		pthread_mutex_unlock(&s->lock);
-		if (!req)
-			return;
-		const uint64_t ps = s->page_size;
-		struct uffd_job job;
-		bool open = false;
-		for (size_t i = 0; serving && i < req->count; i++) {
-			uint64_t off = req->offsets[i] & ~(ps - 1);
-			const struct ms_uffd_region *r = uffd_region_by_off(s, off);
-			uint64_t page = off / ps;
-			uint64_t addr = r->base + (off - r->offset);
-			if (open && (r != job.region || addr < job.block_addr ||
-				     addr >= job.block_addr + job.npages * ps)) {
-				pthread_mutex_lock(&s->lock);
-				req->pending++;
-				pthread_mutex_unlock(&s->lock);
-				uffd_job_dispatch(s, &job);
-				open = false;
-			}
-			if (ms_uffd_tracker_get(&s->tracker, page) != MS_UFFD_PAGE_NOT_PRESENT)
-				continue;
-			if (uffd_source_is_zero(s, off, ps)) {
-				pthread_mutex_lock(&s->lock);
-				req->pending++;
-				pthread_mutex_unlock(&s->lock);
-				uffd_zero_now(s, r, addr, false, 0, req);
-				continue;
-			}
-			if (!open) {
-				uffd_plan_block(s, r, addr, &job);
-				job.req = req;
-				open = true;
-			}
-			uffd_mask_set(job.mask, (addr - job.block_addr) / ps);
-		}
-		if (open) {
-			pthread_mutex_lock(&s->lock);
-			req->pending++;
-			pthread_mutex_unlock(&s->lock);
-			uffd_job_dispatch(s, &job);
-		}
-		pthread_mutex_lock(&s->lock);
-		if (!serving && !req->err)
-			req->err = s->error ? s->error : MS_ECLOSED;
-		req->dispatched = true;
-		pthread_cond_broadcast(&s->state_cond);
-		pthread_mutex_unlock(&s->lock);
-	}
-}
-
-static void uffd_process_completions(struct ms_uffd_session *s)
-{
-	for (;;) {
-		pthread_mutex_lock(&s->lock);
-		struct uffd_job *job = uffd_list_pop(&s->done_head, &s->done_tail);
-		pthread_mutex_unlock(&s->lock);
-		if (!job)
-			return;
-		if (job->err) {
-			atomic_fetch_add(&s->metrics.source_errors, 1);
-			uffd_job_release_pages(s, job);
-			uffd_session_fail(s, job->err, "source read failed after retries");
-			uffd_req_job_done(s, job->req, job->err);
-			uffd_job_free(job);
-			continue;
-		}
-		if (!uffd_serving(s)) {
-			uffd_job_release_pages(s, job);
-			uffd_req_job_done(s, job->req, s->error);
-			uffd_job_free(job);
-			continue;
-		}
-		uffd_job_finish(s, job, false);
-	}
-}
-
-static void uffd_process_deferred(struct ms_uffd_session *s)
-{
-	struct uffd_job *list = s->deferred_head;
-	s->deferred_head = s->deferred_tail = NULL;
-	s->deferred_count = 0;
-	while (list) {
-		struct uffd_job *job = list;
-		list = job->next;
-		job->next = NULL;
-		if (!uffd_serving(s)) {
-			if (job->kind == UFFD_JOB_FILL)
-				uffd_job_release_pages(s, job);
-			uffd_req_job_done(s, job->req, s->error);
-			uffd_job_free(job);
-			continue;
-		}
-		uffd_job_finish(s, job, false);
-	}
-}
-
-/* ---- workers ---- */
-
-static void *uffd_worker_main(void *arg)
-{
-	struct ms_uffd_session *s = arg;
-	pthread_mutex_lock(&s->lock);
-	for (;;) {
-		while (!s->workers_stop && !s->queue_head)
-			pthread_cond_wait(&s->work_cond, &s->lock);
-		if (s->workers_stop)
-			break;
-		struct uffd_job *job = uffd_list_pop(&s->queue_head, &s->queue_tail);
-		pthread_mutex_unlock(&s->lock);
-
-		struct ms_backoff backoff;
-		ms_backoff_init(&backoff, UFFD_RETRY_INITIAL_NS, UFFD_RETRY_MAX_NS,
-				UFFD_READ_ATTEMPTS);
-		bool stop = false;
-		for (;;) {
-			job->err = uffd_job_read(s, job);
-			if (!job->err)
-				break;
-			int64_t delay;
-			if (!ms_backoff_next(&backoff, &delay)) {
-				ms_warn(UFFD_MOD, "session %llu: read at %llu failed %u times: %s",
-					(unsigned long long)s->id,
-					(unsigned long long)job->block_off, UFFD_READ_ATTEMPTS,
-					ms_strerror(job->err));
-				break;
-			}
-			atomic_fetch_add(&s->metrics.source_retries, 1);
-			ms_debug(UFFD_MOD, "session %llu: read at %llu: %s; retry in %lld ms",
-				 (unsigned long long)s->id, (unsigned long long)job->block_off,
-				 ms_strerror(job->err), (long long)(delay / MS_NSEC_PER_MSEC));
-			struct timespec deadline = ms_clock_deadline(delay);
-			pthread_mutex_lock(&s->lock);
-			while (!s->workers_stop &&
-			       pthread_cond_timedwait(&s->work_cond, &s->lock, &deadline) == 0)
-				;
-			stop = s->workers_stop;
-			pthread_mutex_unlock(&s->lock);
-			if (stop)
-				break;
-		}
-		pthread_mutex_lock(&s->lock);
-		if (stop && job->err == 0)
-			job->err = MS_ECLOSED;
-		uffd_list_push(&s->done_head, &s->done_tail, job);
-		pthread_mutex_unlock(&s->lock);
-		uffd_eventfd_signal(s->wake_efd);
-		pthread_mutex_lock(&s->lock);
-	}
-	pthread_mutex_unlock(&s->lock);
-	return NULL;
-}
-
 /* ---- event thread ---- */
 
 static void uffd_log_summary(struct ms_uffd_session *s)
@@ -1054,6 +381,7 @@ static void uffd_session_teardown(struct ms_uffd_session *s)
 	struct uffd_job *lists[3] = {s->queue_head, s->done_head, s->deferred_head};
 	s->queue_head = s->queue_tail = s->done_head = s->done_tail = NULL;
 	s->deferred_head = s->deferred_tail = NULL;
+	s->deferred_count = 0;
 	for (int l = 0; l < 3; l++) {
 		while (lists[l]) {
 			struct uffd_job *job = lists[l];
@@ -1073,6 +401,7 @@ static void uffd_session_teardown(struct ms_uffd_session *s)
 		req->dispatched = true;
 	}
 	s->req_tail = NULL;
+	ms_uffd_session_check(s);
 	pthread_cond_broadcast(&s->state_cond);
 	pthread_mutex_unlock(&s->lock);
 
@@ -1087,6 +416,10 @@ static void uffd_session_teardown(struct ms_uffd_session *s)
 	if (s->pidfd >= 0)
 		close(s->pidfd);
 	s->pidfd = -1;
+	pthread_mutex_lock(&s->lock);
+	s->torn_down = true;
+	ms_uffd_session_check(s);
+	pthread_mutex_unlock(&s->lock);
 	uffd_log_summary(s);
 	if (!failed && s->options.on_session_event)
 		s->options.on_session_event(s->options.event_arg, s, MS_UFFD_SESSION_CLOSED, 0);
@@ -1275,6 +608,9 @@ int ms_uffd_session_start(const struct ms_uffd_session_config *cfg, struct ms_uf
 			goto fail_workers;
 		s->worker_count++;
 	}
+	pthread_mutex_lock(&s->lock);
+	ms_uffd_session_check(s);
+	pthread_mutex_unlock(&s->lock);
 	err = -pthread_create(&s->event_thread, NULL, uffd_event_main, s);
 	if (err)
 		goto fail_workers;

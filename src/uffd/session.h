@@ -23,4 +23,15 @@ struct ms_uffd_session_config {
 int ms_uffd_session_start(const struct ms_uffd_session_config *cfg, struct ms_uffd_handshake *hs,
 			  int uffd, int memfd, int conn, struct ms_uffd_session **out);
 
+/*
+ * Debug builds: asserts the invariants of the session's state (session.c draws
+ * the state machine); the caller holds the session's lock. Called at every
+ * transition. Compiles to nothing with NDEBUG.
+ */
+#ifdef NDEBUG
+#define ms_uffd_session_check(s) ((void)(s))
+#else
+void ms_uffd_session_check(struct ms_uffd_session *s);
+#endif
+
 #endif

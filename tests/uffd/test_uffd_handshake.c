@@ -93,6 +93,32 @@ static const char *const bad_json[] = {
     "[{\"base_host_virt_addr\":4096,\"size\":4096,\"offset\":0,\"page_size\":null}]",
 };
 
+/* The one writer of the format: what it writes, the parser reads back unchanged; a buffer
+ * too small is refused, never truncated. */
+static void test_format_round_trip(void **state)
+{
+	(void)state;
+	const struct ms_uffd_region regions[2] = {
+	    {.base = 1ULL << 30, .size = 2 * MiB, .offset = 2 * MiB},
+	    {.base = 8ULL << 30, .size = 2 * MiB, .offset = 0}};
+	char json[512];
+	int n = ms_uffd_handshake_format(json, sizeof(json), regions, 2, MS_UFFD_PAGE_2M);
+	assert_true(n > 0);
+	assert_int_equal((size_t)n, strlen(json));
+	struct ms_uffd_handshake hs;
+	assert_int_equal(parse(json, &hs), 0);
+	assert_int_equal(hs.page_size, MS_UFFD_PAGE_2M);
+	assert_int_equal(hs.region_count, 2);
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(hs.regions[i].base, regions[i].base);
+		assert_int_equal(hs.regions[i].size, regions[i].size);
+		assert_int_equal(hs.regions[i].offset, regions[i].offset);
+	}
+	ms_uffd_handshake_fini(&hs);
+	assert_int_equal(ms_uffd_handshake_format(json, (size_t)n, regions, 2, MS_UFFD_PAGE_2M),
+			 -ENOSPC);
+}
+
 static void test_parse_bad(void **state)
 {
 	(void)state;
@@ -322,6 +348,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_parse_good),
+	    cmocka_unit_test(test_format_round_trip),
 	    cmocka_unit_test(test_parse_bad),
 	    cmocka_unit_test(test_server_rejects_bad_input),
 	    cmocka_unit_test(test_server_large_handshake),

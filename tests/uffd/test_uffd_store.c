@@ -81,6 +81,25 @@ static void serve_and_check(struct ms_store *store, bool shmem, uint64_t batch)
 	assert_int_equal(ms_uffd_session_wait(session, 10 * MS_NSEC_PER_SEC), 0);
 	assert_int_equal(atomic_load(&m->pages_source) + atomic_load(&m->pages_zero), PAGES);
 	ms_uffd_session_unref(session);
+
+	/* A second resume over the same node: every chunk is cached now, so the file source
+	 * classifies every page LOCAL (or ZERO) and each fault is served inline on the event
+	 * thread, no worker hand-off (before classify, faults_inline stayed 0 here). */
+	assert_int_equal(fc_child_start(&cfg, &child), 0);
+	assert_int_equal(ms_pageserver_next_session(srv, 10 * MS_NSEC_PER_SEC, &session), 0);
+	assert_int_equal(fc_child_cmd(&child, FC_READ_CHECK, 0, cfg.size, 0, 60000), 0);
+	fc_child_exit(&child);
+	assert_int_equal(ms_uffd_session_wait(session, 10 * MS_NSEC_PER_SEC), 0);
+	m = ms_uffd_session_metrics(session);
+	uint64_t faults = atomic_load(&m->faults_read) + atomic_load(&m->faults_write);
+	uint64_t zero_faults = atomic_load(&m->pages_zero);
+	print_message("warm: %llu faults, %llu inline, %llu zero\n", (unsigned long long)faults,
+		      (unsigned long long)atomic_load(&m->faults_inline),
+		      (unsigned long long)zero_faults);
+	assert_true(faults > 0);
+	assert_int_equal(atomic_load(&m->faults_inline) + zero_faults, faults);
+	assert_int_equal(atomic_load(&m->pages_source) + atomic_load(&m->pages_zero), PAGES);
+	ms_uffd_session_unref(session);
 	ms_pageserver_free(srv);
 	ms_layered_free(file);
 	ms_diffstore_free(diffs);

@@ -2,6 +2,7 @@
 #include "sandbox/memory.h"
 #include "uffd_test_util.h"
 #include "ms_test.h"
+#include "uffd/handshake.h"
 #include "util/clock.h"
 #include "util/uffd_compat.h"
 
@@ -86,16 +87,18 @@ static int test_source_read(void *ctx, void *dst, uint64_t off, size_t len)
 	return err;
 }
 
-static bool test_source_is_zero(void *ctx, uint64_t off, size_t len)
+/* Zero pages when zero_hint says so, else LOCAL when cached (inline serving), else REMOTE. */
+static void test_source_classify(void *ctx, uint64_t off, uint64_t page_size, size_t npages,
+				 uint8_t *kinds)
 {
 	struct test_source *src = ctx;
-	return src->zero_hint && off + len <= src->size && test_page_is_zero(src->data + off, len);
-}
-
-static bool test_source_is_cached(void *ctx, uint64_t off, size_t len)
-{
-	struct test_source *src = ctx;
-	return src->cached;
+	for (size_t i = 0; i < npages; i++, off += page_size) {
+		if (src->zero_hint && off + page_size <= src->size &&
+		    test_page_is_zero(src->data + off, page_size))
+			kinds[i] = MS_PAGE_ZERO;
+		else
+			kinds[i] = src->cached ? MS_PAGE_LOCAL : MS_PAGE_REMOTE;
+	}
 }
 
 static uint64_t test_source_size(void *ctx)
@@ -106,8 +109,7 @@ static uint64_t test_source_size(void *ctx)
 
 const struct ms_page_source_ops test_source_ops = {
     .read = test_source_read,
-    .is_zero = test_source_is_zero,
-    .is_cached = test_source_is_cached,
+    .classify = test_source_classify,
     .size = test_source_size,
 };
 
@@ -274,17 +276,15 @@ static int fc_setup(struct fc_state *st, int *sock_out)
 	}
 	if (rc != 0)
 		return -errno;
-	char json[1024];
-	int n = snprintf(json, sizeof(json), "[");
+	struct ms_uffd_region regions[2];
 	for (unsigned r = 0; r < nreg; r++)
-		n += snprintf(
-		    json + n, sizeof(json) - (size_t)n,
-		    "%s{\"base_host_virt_addr\":%llu,\"size\":%llu,\"offset\":%llu,"
-		    "\"page_size\":%llu,\"page_size_kib\":%llu}",
-		    r ? "," : "", (unsigned long long)(uintptr_t)st->base[r],
-		    (unsigned long long)st->region_size, (unsigned long long)(r * st->region_size),
-		    (unsigned long long)cfg->page_size, (unsigned long long)cfg->page_size);
-	n += snprintf(json + n, sizeof(json) - (size_t)n, "]");
+		regions[r] = (struct ms_uffd_region){.base = (uint64_t)(uintptr_t)st->base[r],
+						     .size = st->region_size,
+						     .offset = r * st->region_size};
+	char json[1024];
+	int n = ms_uffd_handshake_format(json, sizeof(json), regions, nreg, cfg->page_size);
+	if (n < 0)
+		return n;
 	int fds[2] = {uffd, memfd};
 	int err = ms_guestmem_send_fds(sock, json, (size_t)n, fds, memfd >= 0 ? 2 : 1);
 	if (err)

@@ -1,0 +1,51 @@
+/*
+ * pagesource.h - the PAGE source: what the page server reads guest-memory
+ * pages from, by device offset.
+ *
+ * Not to be confused with the BUILD source (cache/source.h, struct ms_source):
+ * that one holds one build's bytes at storage offsets and is what the layered
+ * file reads each planned segment from. A page source sits above the layered
+ * file: the production one (uffd/filesource.c) is a layered file; tests and
+ * benches implement it over a memory buffer and over slow or failing wrappers.
+ * Offsets are device offsets into one memory image [0, size).
+ *
+ * Contract:
+ *  1. read() may block (network) and must be thread-safe: the page server calls
+ *     it from several worker threads at once. It fills dst completely or fails;
+ *     a failure is retried by the page server (4 attempts, backoff 50 ms doubling
+ *     to 500 ms), so a source need not retry itself.
+ *  2. classify() is an optional hint (NULL = every page REMOTE) and must be
+ *     cheap and non-blocking: the event thread calls it inline, once per fault
+ *     for the fault's whole batch block. It answers every page of the block from
+ *     one consistent view (the layered file: one header snapshot), so a block's
+ *     plan never mixes two headers' answers.
+ *  3. size() is constant for the source's lifetime.
+ */
+#ifndef MS_UFFD_PAGESOURCE_H
+#define MS_UFFD_PAGESOURCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* What classify() says of one page. */
+enum ms_page_kind {
+	MS_PAGE_REMOTE = 0, /* holds data; a read may wait on the network: served by a worker */
+	MS_PAGE_LOCAL,	    /* holds data in memory or on local disk (present and cached): a
+			       fault on it is served inline on the event thread, no hand-off */
+	MS_PAGE_ZERO,	    /* reads as zeros without any I/O (the nil build) */
+	MS_PAGE_ABSENT,	    /* not in the image: never batched as a neighbour of a fault */
+};
+
+struct ms_page_source_ops {
+	/* Reads len bytes at device offset off into dst. 0 or a negative errno / MS_E*. */
+	int (*read)(void *ctx, void *dst, uint64_t off, size_t len);
+	/* Optional: kinds[i] = enum ms_page_kind of the page at off + i * page_size, for
+	 * i < npages (off page aligned). */
+	void (*classify)(void *ctx, uint64_t off, uint64_t page_size, size_t npages,
+			 uint8_t *kinds);
+	/* Size of the memory image in bytes. */
+	uint64_t (*size)(void *ctx);
+};
+
+#endif

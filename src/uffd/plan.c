@@ -1,0 +1,352 @@
+/*
+ * plan.c - the restore session's planning: a fault (or a prefault request)
+ * becomes a job.
+ *
+ * Job: for a fault at a page, take the aligned batch block around it (the
+ * page server's batch_bytes), ask the page source ONCE what every page of the
+ * block is (classify: one header snapshot for the layered file), and choose
+ * the pages to fill: the faulting page, and every neighbour that is not yet
+ * present, not in flight, holds data and is as near as the faulting page
+ * (a LOCAL fault takes only LOCAL neighbours, so it stays inline). The job is
+ * then read inline on the event thread when every chosen page is LOCAL, or
+ * handed to a fetch worker otherwise (the workers' loop is at the end of this
+ * file: 4 attempts, 50 ms doubling to 500 ms); zero pages need no read at all.
+ *
+ * Invariants:
+ *  1. A job's pages are marked INFLIGHT from dispatch until the job ends
+ *     (install.c releases them); a fault on an INFLIGHT page is dropped,
+ *     because the job's install (or its final wake) wakes it.
+ *  2. Planning never does I/O and never blocks: classify is a hint without
+ *     I/O, and only a LOCAL job is read on the event thread.
+ *  3. A plan reads the tracker but does not trust it at install time:
+ *     install.c re-reads it for every page (a REMOVE may come in between).
+ */
+#include "uffd/session_int.h"
+#include "util/backoff.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UFFD_READ_ATTEMPTS    4
+#define UFFD_RETRY_INITIAL_NS (50 * MS_NSEC_PER_MSEC)
+#define UFFD_RETRY_MAX_NS     (500 * MS_NSEC_PER_MSEC)
+
+/* kinds[] of the npages pages from off; all REMOTE when the source gives no hint. */
+static void uffd_classify(struct ms_uffd_session *s, uint64_t off, uint64_t npages, uint8_t *kinds)
+{
+	if (s->ops->classify)
+		s->ops->classify(s->ctx, off, s->page_size, (size_t)npages, kinds);
+	else
+		memset(kinds, MS_PAGE_REMOTE, (size_t)npages);
+}
+
+int uffd_job_read(struct ms_uffd_session *s, struct uffd_job *job)
+{
+	const uint64_t ps = s->page_size;
+	uint64_t i = 0;
+	while (i < job->npages) {
+		if (!uffd_mask_test(job->mask, i)) {
+			i++;
+			continue;
+		}
+		uint64_t j = i;
+		while (j < job->npages && uffd_mask_test(job->mask, j))
+			j++;
+		atomic_fetch_add(&s->metrics.source_reads, 1);
+		int err =
+		    s->ops->read(s->ctx, job->buf + i * ps, job->block_off + i * ps, (j - i) * ps);
+		if (err)
+			return err < 0 ? err : -EIO;
+		i = j;
+	}
+	return 0;
+}
+
+/* An empty fill job for the aligned batch block around addr (page aligned) in region r. */
+static void uffd_plan_block(struct ms_uffd_session *s, const struct ms_uffd_region *r,
+			    uint64_t addr, struct uffd_job *job)
+{
+	const uint64_t ps = s->page_size;
+	uint64_t block_bytes = s->block_pages * ps;
+	uint64_t rel = addr - r->base;
+	uint64_t block_start = rel - rel % block_bytes;
+	uint64_t block_end = block_start + block_bytes;
+	if (block_end > r->size)
+		block_end = r->size;
+	memset(job, 0, sizeof(*job));
+	job->kind = UFFD_JOB_FILL;
+	job->region = r;
+	job->block_addr = r->base + block_start;
+	job->block_off = r->offset + block_start;
+	job->npages = (block_end - block_start) / ps;
+	job->fault_addr = UFFD_NO_FAULT;
+}
+
+/* Marks the planned pages INFLIGHT and either reads inline + installs (local: every
+ * planned page is LOCAL), or queues to workers. */
+static void uffd_job_dispatch(struct ms_uffd_session *s, struct uffd_job *stack_job, bool local)
+{
+	const uint64_t ps = s->page_size;
+	uint64_t first_page = stack_job->block_off / ps;
+	for (uint64_t k = 0; k < stack_job->npages; k++)
+		if (uffd_mask_test(stack_job->mask, k))
+			ms_uffd_tracker_set_inflight(&s->tracker, first_page + k, true);
+	if (local) {
+		stack_job->buf = s->scratch;
+		stack_job->buf_owned = false;
+		if (uffd_job_read(s, stack_job) == 0) {
+			if (stack_job->fault_addr != UFFD_NO_FAULT)
+				atomic_fetch_add(&s->metrics.faults_inline, 1);
+			uffd_job_finish(s, stack_job, true);
+			return;
+		}
+		/* Inline read failed: the workers retry it with backoff. */
+	}
+	struct uffd_job *job = malloc(sizeof(*job));
+	uint8_t *buf = malloc(stack_job->npages * ps);
+	if (!job || !buf) {
+		free(job);
+		free(buf);
+		uffd_job_release_pages(s, stack_job);
+		uffd_req_job_done(s, stack_job->req, -ENOMEM);
+		uffd_session_fail(s, -ENOMEM, "allocating a fault buffer");
+		return;
+	}
+	*job = *stack_job;
+	job->buf = buf;
+	job->buf_owned = true;
+	uffd_queue_to_workers(s, job);
+}
+
+/* Installs zeros for the page at addr right away (no read). */
+static void uffd_zero_now(struct ms_uffd_session *s, const struct ms_uffd_region *r, uint64_t addr,
+			  bool write, int64_t t_event, struct uffd_prefault_req *req)
+{
+	struct uffd_job job;
+	memset(&job, 0, sizeof(job));
+	job.kind = UFFD_JOB_FILL;
+	job.region = r;
+	job.block_addr = addr;
+	job.block_off = r->offset + (addr - r->base);
+	job.npages = 1;
+	job.fault_addr = addr;
+	job.write = write;
+	job.t_event = t_event;
+	job.req = req;
+	uffd_job_finish(s, &job, true);
+}
+
+/* A WP fault: resolved at once (no read). */
+static void uffd_handle_wp(struct ms_uffd_session *s, const struct ms_uffd_region *r, uint64_t addr,
+			   int64_t t_event)
+{
+	atomic_fetch_add(&s->metrics.faults_wp, 1);
+	struct uffd_job *job = calloc(1, sizeof(*job));
+	if (!job) {
+		uffd_session_fail(s, -ENOMEM, "allocating a WP fault");
+		return;
+	}
+	job->kind = UFFD_JOB_WP;
+	job->region = r;
+	job->fault_addr = addr;
+	job->block_addr = addr;
+	job->block_off = r->offset + (addr - r->base);
+	job->npages = 1;
+	job->t_event = t_event;
+	uffd_wp_resolve(s, job);
+}
+
+void uffd_handle_fault(struct ms_uffd_session *s, const struct uffd_msg *msg, int64_t t_event)
+{
+	const uint64_t ps = s->page_size;
+	uint64_t flags = msg->arg.pagefault.flags;
+	uint64_t addr = msg->arg.pagefault.address & ~(ps - 1);
+	bool write = flags & UFFD_PAGEFAULT_FLAG_WRITE;
+	if (!uffd_serving(s)) {
+		atomic_fetch_add(&s->metrics.faults_dropped, 1);
+		return;
+	}
+	if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
+		uffd_session_fail(s, MS_EPROTO, "MINOR fault (registration mode not served)");
+		return;
+	}
+	const struct ms_uffd_region *r = uffd_region_by_addr(s, addr);
+	if (!r) {
+		ms_err(UFFD_MOD, "session %llu: fault at 0x%llx outside every region",
+		       (unsigned long long)s->id, (unsigned long long)addr);
+		uffd_session_fail(s, MS_EPROTO, "fault outside the handshake's regions");
+		return;
+	}
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		uffd_handle_wp(s, r, addr, t_event);
+		return;
+	}
+	atomic_fetch_add(write ? &s->metrics.faults_write : &s->metrics.faults_read, 1);
+	uint64_t page = (r->offset + (addr - r->base)) / ps;
+	uint8_t byte = ms_uffd_tracker_get(&s->tracker, page);
+	if (byte & MS_UFFD_PAGE_INFLIGHT)
+		return; /* invariant 1 */
+	enum ms_uffd_page_state st = MS_UFFD_PAGE_STATE(byte);
+	if (st == MS_UFFD_PAGE_REMOVED || st == MS_UFFD_PAGE_ZERO) {
+		uffd_zero_now(s, r, addr, write, t_event, NULL);
+		return;
+	}
+	struct uffd_job job;
+	uffd_plan_block(s, r, addr, &job);
+	job.fault_addr = addr;
+	job.write = write;
+	job.t_event = t_event;
+	uint8_t kinds[UFFD_MAX_BLOCK_PAGES];
+	uffd_classify(s, job.block_off, job.npages, kinds);
+	uint64_t fault_k = (addr - job.block_addr) / ps;
+	if (kinds[fault_k] == MS_PAGE_ZERO) {
+		uffd_zero_now(s, r, addr, write, t_event, NULL);
+		return;
+	}
+	bool local = kinds[fault_k] == MS_PAGE_LOCAL;
+	uint64_t first_page = job.block_off / ps;
+	for (uint64_t k = 0; k < job.npages; k++) {
+		bool want = k == fault_k;
+		if (!want && ms_uffd_tracker_get(&s->tracker, first_page + k) ==
+				 MS_UFFD_PAGE_NOT_PRESENT) /* not installed, removed or in flight */
+			want = local ? kinds[k] == MS_PAGE_LOCAL
+				     : kinds[k] == MS_PAGE_LOCAL || kinds[k] == MS_PAGE_REMOTE;
+		if (want)
+			uffd_mask_set(job.mask, k);
+	}
+	uffd_job_dispatch(s, &job, local);
+}
+
+/* One prefault job was dispatched for req. */
+static void uffd_req_add_job(struct ms_uffd_session *s, struct uffd_prefault_req *req)
+{
+	pthread_mutex_lock(&s->lock);
+	req->pending++;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Plans one request: one job per batch block its offsets touch (in request order). */
+static void uffd_plan_prefault(struct ms_uffd_session *s, struct uffd_prefault_req *req)
+{
+	const uint64_t ps = s->page_size;
+	struct uffd_job job;
+	uint8_t kinds[UFFD_MAX_BLOCK_PAGES];
+	bool open = false, local = true;
+	for (size_t i = 0; i < req->count; i++) {
+		uint64_t off = req->offsets[i] & ~(ps - 1);
+		const struct ms_uffd_region *r = uffd_region_by_off(s, off);
+		uint64_t addr = r->base + (off - r->offset);
+		if (open && (r != job.region || addr < job.block_addr ||
+			     addr >= job.block_addr + job.npages * ps)) {
+			uffd_req_add_job(s, req);
+			uffd_job_dispatch(s, &job, local);
+			open = false;
+		}
+		if (ms_uffd_tracker_get(&s->tracker, off / ps) != MS_UFFD_PAGE_NOT_PRESENT)
+			continue;
+		if (!open) {
+			uffd_plan_block(s, r, addr, &job);
+			job.req = req;
+			uffd_classify(s, job.block_off, job.npages, kinds);
+			open = true;
+			local = true;
+		}
+		uint64_t k = (addr - job.block_addr) / ps;
+		if (kinds[k] == MS_PAGE_ZERO) {
+			uffd_req_add_job(s, req);
+			uffd_zero_now(s, r, addr, false, 0, req);
+			continue;
+		}
+		local = local && kinds[k] == MS_PAGE_LOCAL;
+		uffd_mask_set(job.mask, k);
+	}
+	if (open) {
+		uffd_req_add_job(s, req);
+		uffd_job_dispatch(s, &job, local);
+	}
+}
+
+void uffd_process_prefaults(struct ms_uffd_session *s)
+{
+	for (;;) {
+		pthread_mutex_lock(&s->lock);
+		struct uffd_prefault_req *req = s->req_head;
+		if (req) {
+			s->req_head = req->next;
+			if (!s->req_head)
+				s->req_tail = NULL;
+		}
+		bool serving = s->state == MS_UFFD_SESSION_SERVING;
+		pthread_mutex_unlock(&s->lock);
+		if (!req)
+			return;
+		if (serving)
+			uffd_plan_prefault(s, req);
+		pthread_mutex_lock(&s->lock);
+		if (!serving && !req->err)
+			req->err = s->error ? s->error : MS_ECLOSED;
+		req->dispatched = true;
+		pthread_cond_broadcast(&s->state_cond);
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
+/* ---- workers: the fetch of a job that is not LOCAL ---- */
+
+void *uffd_worker_main(void *arg)
+{
+	struct ms_uffd_session *s = arg;
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		while (!s->workers_stop && !s->queue_head)
+			pthread_cond_wait(&s->work_cond, &s->lock);
+		if (s->workers_stop)
+			break;
+		struct uffd_job *job = uffd_list_pop(&s->queue_head, &s->queue_tail);
+		pthread_mutex_unlock(&s->lock);
+
+		struct ms_backoff backoff;
+		ms_backoff_init(&backoff, UFFD_RETRY_INITIAL_NS, UFFD_RETRY_MAX_NS,
+				UFFD_READ_ATTEMPTS);
+		bool stop = false;
+		for (;;) {
+			job->err = uffd_job_read(s, job);
+			if (!job->err)
+				break;
+			int64_t delay;
+			if (!ms_backoff_next(&backoff, &delay)) {
+				ms_warn(UFFD_MOD, "session %llu: read at %llu failed %u times: %s",
+					(unsigned long long)s->id,
+					(unsigned long long)job->block_off, UFFD_READ_ATTEMPTS,
+					ms_strerror(job->err));
+				break;
+			}
+			atomic_fetch_add(&s->metrics.source_retries, 1);
+			ms_debug(UFFD_MOD, "session %llu: read at %llu: %s; retry in %lld ms",
+				 (unsigned long long)s->id, (unsigned long long)job->block_off,
+				 ms_strerror(job->err), (long long)(delay / MS_NSEC_PER_MSEC));
+			struct timespec deadline = ms_clock_deadline(delay);
+			pthread_mutex_lock(&s->lock);
+			while (!s->workers_stop &&
+			       pthread_cond_timedwait(&s->work_cond, &s->lock, &deadline) == 0)
+				;
+			stop = s->workers_stop;
+			pthread_mutex_unlock(&s->lock);
+			if (stop)
+				break;
+		}
+		pthread_mutex_lock(&s->lock);
+		if (stop && job->err == 0)
+			job->err = MS_ECLOSED;
+		uffd_list_push(&s->done_head, &s->done_tail, job);
+		pthread_mutex_unlock(&s->lock);
+		uffd_eventfd_signal(s->wake_efd);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
