@@ -56,7 +56,8 @@ build-fuzz/build.ninja:
 	CC=clang-14 meson setup build-fuzz -Dfuzz=true -Db_lundef=false -Db_sanitize=address,undefined
 
 fuzz: deps build-fuzz/build.ninja
-	ninja -C build-fuzz fuzz/fuzz_header fuzz/fuzz_handshake fuzz/fuzz_api fuzz/fuzz_peer fuzz/gen_seeds
+	ninja -C build-fuzz fuzz/fuzz_header fuzz/fuzz_handshake fuzz/fuzz_api fuzz/fuzz_peer \
+		fuzz/fuzz_snapfile fuzz/fuzz_s3_xml fuzz/gen_seeds
 	scripts/run-fuzz.sh build-fuzz
 
 format:

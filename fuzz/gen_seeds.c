@@ -1,5 +1,9 @@
-/* gen_seeds.c - writes valid V3/V4/V5 headers into a directory: the fuzzers' seed corpus. */
+/*
+ * gen_seeds.c - writes the fuzzers' seed corpus into a directory: valid V3/V4/V5
+ * headers, handshakes, and snapfiles of both backends.
+ */
 #include "header/serialize.h"
+#include "sandbox/snapfile.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,11 +48,11 @@ int main(int argc, char **argv)
 			free(buf);
 		}
 	static const char *const handshakes[] = {
-		"[{\"base_host_virt_addr\":140000000000000,\"size\":1048576,\"offset\":0,"
-		"\"page_size\":4096,\"page_size_kib\":4096}]",
-		"[{\"base_host_virt_addr\":1073741824,\"size\":2097152,\"offset\":0,"
-		"\"page_size_kib\":2097152},{\"base_host_virt_addr\":4294967296,"
-		"\"size\":2097152,\"offset\":2097152,\"page_size_kib\":2097152}]",
+	    "[{\"base_host_virt_addr\":140000000000000,\"size\":1048576,\"offset\":0,"
+	    "\"page_size\":4096,\"page_size_kib\":4096}]",
+	    "[{\"base_host_virt_addr\":1073741824,\"size\":2097152,\"offset\":0,"
+	    "\"page_size_kib\":2097152},{\"base_host_virt_addr\":4294967296,"
+	    "\"size\":2097152,\"offset\":2097152,\"page_size_kib\":2097152}]",
 	};
 	for (int i = 0; i < 2; i++) {
 		char path[4096];
@@ -56,6 +60,32 @@ int main(int argc, char **argv)
 		FILE *f = fopen(path, "wb");
 		if (!f || fputs(handshakes[i], f) < 0 || fclose(f))
 			return 1;
+	}
+	/* snapfiles: a proc one (registers, xstate, guest) and a kvm one (per-vCPU sections) */
+	uint8_t regs[216] = {1, 2, 3}, xstate[576] = {7}, vcpu[40] = {9};
+	uint32_t guest = 1;
+	const struct ms_snap_part proc_parts[] = {
+	    {MS_SNAP_REGS, sizeof(regs), regs},
+	    {MS_SNAP_XSTATE, sizeof(xstate), xstate},
+	    {MS_SNAP_GUEST, sizeof(guest), &guest},
+	};
+	const struct ms_snap_part kvm_parts[] = {
+	    {MS_SNAP_GUEST, sizeof(guest), &guest},
+	    {0x10, sizeof(vcpu), vcpu},
+	    {0x10 | (1u << 16), 3, vcpu},
+	};
+	for (int i = 0; i < 2; i++) {
+		uint8_t *buf;
+		size_t len;
+		if (ms_snapfile_build(i ? MS_BACKEND_KVM : MS_BACKEND_PROC, 4u << 20,
+				      i ? kvm_parts : proc_parts, 3, &buf, &len))
+			return 1;
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/fuzz_snapfile/seed-%d", argv[1], i);
+		FILE *f = fopen(path, "wb");
+		if (!f || fwrite(buf, 1, len, f) != len || fclose(f))
+			return 1;
+		free(buf);
 	}
 	ms_header_free(diff);
 	ms_header_free(base);

@@ -6,7 +6,7 @@ set -eu
 build=${1:?usage: run-fuzz.sh BUILD_DIR}
 seconds=${FUZZ_SECONDS:-60}
 corpus="$build/fuzz/corpus"
-mkdir -p "$corpus/fuzz_header" "$corpus/fuzz_handshake"
+mkdir -p "$corpus/fuzz_header" "$corpus/fuzz_handshake" "$corpus/fuzz_snapfile"
 "$build/fuzz/gen_seeds" "$corpus"
 # fuzz_api: one seed per route ("METHOD\nPATH\nBODY")
 mkdir -p "$corpus/fuzz_api"
@@ -29,6 +29,16 @@ printf 'GET\n/peer/v1/builds/%s/snapfile' $id >"$corpus/fuzz_peer/snapfile"
 printf 'GET\n/peer/v1/builds/%s/metadata.json' $id >"$corpus/fuzz_peer/metadata"
 printf '{"build_id":"%s","address":"127.0.0.1:7000","written_at_ms":1,"expires_at_ms":2}' $id \
 	>"$corpus/fuzz_peer/record"
+# fuzz_s3_xml: the answers S3 gives the s3 store (error, multipart, listings)
+mkdir -p "$corpus/fuzz_s3_xml"
+printf '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>' \
+	>"$corpus/fuzz_s3_xml/error"
+printf '<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>fleet-a/k</Key><UploadId>2~a&amp;b&#x41;&#66;</UploadId></InitiateMultipartUploadResult>' \
+	>"$corpus/fuzz_s3_xml/initiate"
+printf '<ListMultipartUploadsResult><Upload><Key>a</Key></Upload><Upload><Key>b</Key></Upload></ListMultipartUploadsResult>' \
+	>"$corpus/fuzz_s3_xml/uploads"
+printf '<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>fleet-a/%s/memfile</Key><Size>4096</Size></Contents><Contents><Key>fleet-a/x&lt;y</Key><Size>0</Size></Contents><NextContinuationToken>1&#x2F;2</NextContinuationToken></ListBucketResult>' $id \
+	>"$corpus/fuzz_s3_xml/list"
 for f in "$build"/fuzz/fuzz_*; do
 	[ -f "$f" ] && [ -x "$f" ] || continue
 	echo "fuzz: $(basename "$f") for ${seconds}s"
