@@ -9,15 +9,8 @@ set -u
 memsnap=${1:?usage: test_foreign_handler.sh MEMSNAP FC_HANDLER}
 handler=${2:?usage: test_foreign_handler.sh MEMSNAP FC_HANDLER}
 . "${MEMSNAP_SOURCE_ROOT:?}/tests/expect.sh"
-tmp=$(mktemp -d /tmp/memsnap-foreign.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-
-backends=proc
-if python3 -c 'import os; os.close(os.open("/dev/kvm", os.O_RDWR))' 2>/dev/null; then
-	backends="proc kvm"
-else
-	echo "note: /dev/kvm does not open here: the kvm half of this test did not run"
-fi
+. "$MEMSNAP_SOURCE_ROOT/tests/sandbox/sandbox_test.sh"
+sandbox_test_init foreign
 
 for b in $backends; do
 	vm="$tmp/vm-$b"
@@ -28,11 +21,8 @@ for b in $backends; do
 		continue
 	fi
 	sock="$tmp/fc-$b.sock"
-	"$handler" "$sock" "$vm/memory" >"$tmp/handler-$b.log" 2>&1 &
-	hpid=$!
-	i=0
-	while [ ! -S "$sock" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
-	[ -S "$sock" ] || { bad "[$b] the handler did not listen (set-up)"; kill "$hpid"; continue; }
+	handler_start "$sock" "$vm/memory" "$tmp/handler-$b.log"
+	[ -S "$sock" ] || { kill "$hpid"; continue; }
 	timeout 120 "$memsnap" vm restore --backend "$b" --mem 4M --lazy "$sock" \
 		--snapfile "$vm/snapfile" --seed 7 --epoch 3 >"$tmp/restore.log" 2>&1
 	rc=$?
