@@ -31,16 +31,15 @@ static double pause_us(uint64_t size, double *scan)
 		if (ms_proc_continue(p))
 			exit(1);
 		usleep(2000);
-		struct ms_proc_paused paused;
-		if (ms_proc_pause(p, &paused))
+		struct ms_sandbox_paused paused;
+		struct ms_proc_pause_timing timing;
+		if (ms_proc_pause(p, &paused, &timing))
 			exit(1);
-		if (paused.state_us < best) {
-			best = paused.state_us;
-			*scan = paused.scan_us;
+		if (timing.state_us < best) {
+			best = timing.state_us;
+			*scan = timing.scan_us;
 		}
-		close(paused.memfd);
-		ms_pageset_free(paused.written);
-		free(paused.snapfile);
+		ms_sandbox_paused_fini(&paused);
 		ms_proc_destroy(p);
 	}
 	return best;

@@ -406,7 +406,8 @@ fail:
 
 #define MS_XSTATE_MAX 16384
 
-int ms_proc_pause(struct ms_proc *p, struct ms_proc_paused *out)
+int ms_proc_pause(struct ms_proc *p, struct ms_sandbox_paused *out,
+		  struct ms_proc_pause_timing *timing)
 {
 	memset(out, 0, sizeof(*out));
 	out->memfd = -1;
@@ -443,15 +444,14 @@ int ms_proc_pause(struct ms_proc *p, struct ms_proc_paused *out)
 	int64_t t1 = ms_clock_now_ns();
 	if (!err)
 		err = ms_proc_written_pages(p, true, &out->written);
-	out->state_us = (double)(t1 - t0) / 1e3;
-	out->scan_us = (double)(ms_clock_now_ns() - t1) / 1e3;
+	if (timing) {
+		timing->state_us = (double)(t1 - t0) / 1e3;
+		timing->scan_us = (double)(ms_clock_now_ns() - t1) / 1e3;
+	}
 	if (!err && (out->memfd = fcntl(p->memfd, F_DUPFD_CLOEXEC, 0)) < 0)
 		err = -errno;
 	if (err) {
-		free(out->snapfile);
-		ms_pageset_free(out->written);
-		if (out->memfd >= 0)
-			close(out->memfd);
+		ms_sandbox_paused_fini(out);
 		memset(out, 0, sizeof(*out));
 		out->memfd = -1;
 	}

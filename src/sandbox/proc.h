@@ -20,6 +20,7 @@
 #define MS_SANDBOX_PROC_H
 
 #include "sandbox/guest.h"
+#include "sandbox/sandbox.h"
 #include "util/pageset.h"
 
 #include <stdbool.h>
@@ -60,18 +61,18 @@ int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out
 /*
  * Pause: stops the guest (interrupting it if it runs), saves its registers and
  * extended state into a snapfile, takes the written-page set (and starts a new
- * epoch), and hands over a new fd of the guest-memory memfd. The sandbox stays
- * stopped (destroy it, or continue it). All outputs are the caller's to free.
+ * epoch), and hands over a new fd of the guest-memory memfd: out is the
+ * interface's paused struct (sandbox.h), all the caller's to free
+ * (ms_sandbox_paused_fini). The sandbox stays stopped (destroy it, or continue
+ * it). timing (may be NULL) gets how long the two steps took. On error out is
+ * empty (memfd -1).
  */
-struct ms_proc_paused {
-	int memfd; /* the guest memory; caller closes */
-	struct ms_pageset *written;
-	uint8_t *snapfile; /* malloc'd */
-	size_t snapfile_len;
+struct ms_proc_pause_timing {
 	double state_us; /* interrupt -> snapfile written */
 	double scan_us;	 /* the written-page scan and re-protect that follow */
 };
-int ms_proc_pause(struct ms_proc *p, struct ms_proc_paused *out);
+int ms_proc_pause(struct ms_proc *p, struct ms_sandbox_paused *out,
+		  struct ms_proc_pause_timing *timing);
 
 /*
  * Restores a paused sandbox in a new process; it starts stopped (ms_proc_continue).
