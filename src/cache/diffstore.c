@@ -15,8 +15,10 @@
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/future.h"
+#include "util/lock.h"
 #include "util/log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -72,6 +74,7 @@ static uint64_t ms_ds_hash(const char *key)
 
 static struct ms_ds_entry *ms_ds_find_locked(struct ms_diffstore *ds, const char *key)
 {
+	MS_ASSERT_HELD(&ds->lock);
 	uint64_t h = ms_ds_hash(key);
 	for (struct ms_ds_entry *e = ds->buckets[h & (ds->bucket_count - 1)]; e; e = e->next)
 		if (e->hash == h && strcmp(e->key, key) == 0)
@@ -81,6 +84,7 @@ static struct ms_ds_entry *ms_ds_find_locked(struct ms_diffstore *ds, const char
 
 static void ms_ds_grow_locked(struct ms_diffstore *ds)
 {
+	MS_ASSERT_HELD(&ds->lock);
 	size_t count = ds->bucket_count * 2;
 	struct ms_ds_entry **buckets = calloc(count, sizeof(*buckets));
 	if (!buckets)
@@ -103,6 +107,7 @@ static void ms_ds_grow_locked(struct ms_diffstore *ds)
 static struct ms_ds_entry *ms_ds_add_locked(struct ms_diffstore *ds, const char *key,
 					    enum ms_ds_state state)
 {
+	MS_ASSERT_HELD(&ds->lock);
 	struct ms_ds_entry *e = calloc(1, sizeof(*e));
 	if (!e)
 		return NULL;
@@ -124,6 +129,7 @@ static struct ms_ds_entry *ms_ds_add_locked(struct ms_diffstore *ds, const char 
 
 static void ms_ds_unlink_locked(struct ms_diffstore *ds, struct ms_ds_entry *e)
 {
+	MS_ASSERT_HELD(&ds->lock);
 	struct ms_ds_entry **link = &ds->buckets[e->hash & (ds->bucket_count - 1)];
 	while (*link != e)
 		link = &(*link)->next;
@@ -138,11 +144,49 @@ static void ms_ds_entry_free(struct ms_ds_entry *e)
 	free(e);
 }
 
+/*
+ * ms_ds_check - the table's invariants, asserted after every state change in
+ * debug builds (the way SQLite's pager asserts assert_pager_state()): each
+ * entry sits in its hash's bucket once, entry_count counts them, a creating
+ * entry has a creation future and no source, a live or pending one a source
+ * and no future, pending_bytes is the sum over pending entries, and only a
+ * pending entry carries pending bytes. Always true; the caller holds the lock.
+ */
+static bool ms_ds_check(struct ms_diffstore *ds)
+{
+	MS_ASSERT_HELD(&ds->lock);
+	size_t count = 0;
+	uint64_t pending = 0;
+	if (ds->bucket_count == 0 || (ds->bucket_count & (ds->bucket_count - 1)))
+		return false;
+	for (size_t i = 0; i < ds->bucket_count; i++)
+		for (struct ms_ds_entry *e = ds->buckets[i]; e; e = e->next) {
+			count++;
+			if ((e->hash & (ds->bucket_count - 1)) != i ||
+			    e->hash != ms_ds_hash(e->key))
+				return false;
+			if (ms_ds_find_locked(ds, e->key) != e) /* one entry per key */
+				return false;
+			bool creating = e->state == MS_DS_CREATING;
+			if (creating != (e->src == NULL) || creating != (e->creation != NULL))
+				return false;
+			if (creating && e->pins)
+				return false;
+			if (e->state != MS_DS_PENDING && e->pending_bytes)
+				return false;
+			pending += e->pending_bytes;
+		}
+	return count == ds->entry_count && pending == ds->pending_bytes;
+}
+
+#define MS_DS_CHECK(ds) assert(ms_ds_check(ds))
+
 /* ---- state changes (lock held) ---- */
 
 static void ms_ds_schedule_delete_locked(struct ms_diffstore *ds, struct ms_ds_entry *e,
 					 int64_t now)
 {
+	MS_ASSERT_HELD(&ds->lock);
 	e->state = MS_DS_PENDING;
 	e->delete_at_ns = now + ds->delete_delay_ns;
 	e->pending_bytes = ms_source_disk_bytes(e->src);
@@ -153,12 +197,14 @@ static void ms_ds_schedule_delete_locked(struct ms_diffstore *ds, struct ms_ds_e
 /* An access: refresh the TTL; cancel a pending delete. */
 static void ms_ds_touch_locked(struct ms_diffstore *ds, struct ms_ds_entry *e, int64_t now)
 {
+	MS_ASSERT_HELD(&ds->lock);
 	e->expire_at_ns = now + ds->ttl_ns;
 	if (e->state == MS_DS_PENDING) {
 		e->state = MS_DS_LIVE;
 		ds->pending_bytes -= e->pending_bytes;
 		e->pending_bytes = 0;
 		ds->counters.revivals++;
+		MS_DS_CHECK(ds);
 	}
 }
 
@@ -205,6 +251,7 @@ static int ms_ds_lookup(struct ms_diffstore *ds, const char *key, ms_diffstore_c
 	if (!e)
 		goto fail_future;
 	e->creation = creation;
+	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);
 
 	struct ms_source *src = NULL;
@@ -220,6 +267,7 @@ static int ms_ds_lookup(struct ms_diffstore *ds, const char *key, ms_diffstore_c
 	if (err) {
 		ms_ds_unlink_locked(ds, e);
 		ms_ds_entry_free(e);
+		MS_DS_CHECK(ds);
 		pthread_mutex_unlock(&ds->lock);
 		ms_future_fail(creation, err);
 		ms_future_unref(creation);
@@ -230,6 +278,7 @@ static int ms_ds_lookup(struct ms_diffstore *ds, const char *key, ms_diffstore_c
 	e->creation = NULL;
 	e->expire_at_ns = ms_clock_now_ns() + ds->ttl_ns;
 	*out = ms_source_ref(src);
+	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);
 	ms_future_set(creation, NULL);
 	ms_future_unref(creation);
@@ -238,6 +287,7 @@ static int ms_ds_lookup(struct ms_diffstore *ds, const char *key, ms_diffstore_c
 fail_future:
 	ms_future_unref(creation);
 fail_unlock:
+	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);
 	return err;
 }
@@ -273,6 +323,7 @@ int ms_diffstore_insert(struct ms_diffstore *ds, const char *key, struct ms_sour
 	e->src = ms_source_ref(src);
 	e->expire_at_ns = ms_clock_now_ns() + ds->ttl_ns;
 out:
+	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);
 	return err;
 }
@@ -294,6 +345,7 @@ int ms_diffstore_replace(struct ms_diffstore *ds, const char *key, struct ms_sou
 		old = e->src;
 		e->src = ms_source_ref(src);
 	}
+	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);
 	if (old) {
 		/* holders of the old source re-plan (MS_ECLOSED) and find the new one */
@@ -318,6 +370,7 @@ int ms_diffstore_evict(struct ms_diffstore *ds, const char *key)
 		ms_ds_schedule_delete_locked(ds, e, ms_clock_now_ns());
 		ds->counters.evictions++;
 	}
+	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);
 	return err;
 }
@@ -340,6 +393,7 @@ static int ms_ds_pin_change(struct ms_diffstore *ds, const char *key, int delta)
 		err = -EINVAL;
 	else
 		e->pins--;
+	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);
 	return err;
 }
@@ -387,6 +441,7 @@ static int ms_ds_statfs_usage(const char *dir, uint64_t *total, uint64_t *used, 
 /* Expiry and due deletes. Sources to close are moved to *doomed (closed by the caller). */
 static void ms_ds_expire_locked(struct ms_diffstore *ds, int64_t now, struct ms_ds_entry **doomed)
 {
+	MS_ASSERT_HELD(&ds->lock);
 	for (size_t i = 0; i < ds->bucket_count; i++) {
 		struct ms_ds_entry *e = ds->buckets[i];
 		while (e) {
@@ -415,6 +470,7 @@ static void ms_ds_expire_locked(struct ms_diffstore *ds, int64_t now, struct ms_
 /* The live, unpinned entry closest to expiry; NULL when there is none. */
 static struct ms_ds_entry *ms_ds_pick_victim_locked(struct ms_diffstore *ds)
 {
+	MS_ASSERT_HELD(&ds->lock);
 	struct ms_ds_entry *victim = NULL;
 	for (size_t i = 0; i < ds->bucket_count; i++)
 		for (struct ms_ds_entry *e = ds->buckets[i]; e; e = e->next)
@@ -429,6 +485,7 @@ int ms_diffstore_tick(struct ms_diffstore *ds)
 	struct ms_ds_entry *doomed = NULL;
 	pthread_mutex_lock(&ds->lock);
 	ms_ds_expire_locked(ds, ms_clock_now_ns(), &doomed);
+	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);
 	while (doomed) {
 		struct ms_ds_entry *e = doomed;
@@ -459,6 +516,7 @@ int ms_diffstore_tick(struct ms_diffstore *ds)
 			ms_info("cache", "diff store: disk %.1f%% used, evicting %s",
 				(double)effective * 100.0 / (double)total, victim->key);
 		}
+		MS_DS_CHECK(ds);
 		pthread_mutex_unlock(&ds->lock);
 		if (!victim)
 			return evicted;

@@ -1,14 +1,22 @@
+// clang-format off
 /*
  * diffstore.h - the node's cache of open sources, keyed "{build_id}/{file}"
  * (research/e2b.md §4.7, DESIGN.md §1).
  *
- * Entry lifecycle:
+ * Entry lifecycle (drawn by hand: clang-format is off for this comment):
  *
- *   (absent) ──get_or_create──▶ creating ──create ok──▶ live ◀──────────────┐
- *                                  │                      │ TTL expired,      │ any access
- *                                  └─create failed─▶ (absent, error to all    │ (get,
- * get_or_create, waiters)  │ disk pressure,     │ insert, pin) ▼ evict()            │ pending
- * delete ─────────────┘ │ delete_delay passed ▼ closed, removed, unref'd (absent)
+ *   (absent) --get_or_create--> CREATING --create ok--> LIVE <------------------+
+ *      ^                           |                    |                       |
+ *      |                    create failed               | TTL expired,          | any access
+ *      |                 (error to the creator          | disk pressure,        | (get, insert,
+ *      |                  and every waiter)             | evict()               |  pin, replace)
+ *      +<--------------------------+                    v                       |
+ *      |                                             PENDING -------------------+
+ *      |                                                |   (a due delete on a
+ *      |                                                |    pinned entry: LIVE)
+ *      |                                       delete_delay passed, unpinned
+ *      +------------------------------------------------+
+ *                       source closed, removed, unref'd
  *
  * Invariants:
  *  1. At most one entry per key, and one creator per key at a time: concurrent
@@ -30,6 +38,7 @@
  * runs expiry, delayed deletes and the disk-pressure loop. Sources are closed and
  * created outside the store's lock.
  */
+// clang-format on
 #ifndef MS_CACHE_DIFFSTORE_H
 #define MS_CACHE_DIFFSTORE_H
 
