@@ -87,14 +87,14 @@ int main(void)
 	ms_pageset_add_range(all, 0, PAGES);
 	/* warm: page cache of the parent file and the memfd */
 	struct ms_dedup_result r;
-	if (ms_dedup_compare(memfd, all, parent, MS_DEDUP_FULL, &r))
+	if (ms_dedup_compare(memfd, all, parent, MS_DEDUP_FULL, NULL, &r))
 		return 1;
 	ms_dedup_result_fini(&r);
 	double best_cmp = 1e9, best_memcmp = 1e9;
 	volatile int sink = 0;
 	for (int round = 0; round < 3; round++) {
 		double t0 = ms_bench_now();
-		if (ms_dedup_compare(memfd, all, parent, MS_DEDUP_FULL, &r))
+		if (ms_dedup_compare(memfd, all, parent, MS_DEDUP_FULL, NULL, &r))
 			return 1;
 		double t1 = ms_bench_now();
 		for (uint64_t p = 0; p < PAGES; p++)

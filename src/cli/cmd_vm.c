@@ -335,7 +335,7 @@ static int ms_vm_publish(const struct ms_vm_opts *o, struct ms_sandbox_paused *p
 		    "%llu zero, %llu kept",
 		    (double)(ms_clock_now_ns() - t0) / 1e6, (unsigned long long)dirty,
 		    (unsigned long long)equal, (unsigned long long)zero, (unsigned long long)kept);
-	if ((err = ms_pause_wait(pause, MS_PAUSE_DRAINED, -1)))
+	if ((err = ms_pause_wait(pause, MS_PAUSE_RELEASED, -1)))
 		goto out;
 	ms_vm_stage(client, "stage:  drained after %.1f ms (%.2f MiB diff; memfd released)",
 		    (double)(ms_clock_now_ns() - t0) / 1e6, (double)(kept * P) / 1048576.0);

@@ -21,7 +21,8 @@ _Static_assert(MS_COMPARE_BATCH <= 64, "a batch is classified into 64-bit masks"
 struct ms_compare_ctx {
 	const struct ms_pageset *dirty;
 	struct ms_layered *parent;
-	bool best_effort; /* parent pages not held locally are kept, not fetched */
+	const atomic_bool *cancel; /* may be NULL */
+	bool best_effort;	   /* parent pages not held locally are kept, not fetched */
 	struct ms_dedup_result *out;
 	uint64_t pages;
 	uint8_t *parent_buf; /* MS_COMPARE_BATCH pages */
@@ -138,6 +139,8 @@ static int ms_compare_fn(void *ctx, const uint8_t *mapping)
 		for (uint64_t batch = start; batch < start + len; batch += MS_COMPARE_BATCH) {
 			uint64_t n = start + len - batch < MS_COMPARE_BATCH ? start + len - batch
 									    : MS_COMPARE_BATCH;
+			if (c->cancel && atomic_load(c->cancel))
+				return MS_ECANCELED; /* between batches: fetches stop too */
 			int err = ms_compare_batch(c, mapping, batch, n);
 			if (err)
 				return err;
@@ -154,7 +157,7 @@ void ms_dedup_result_fini(struct ms_dedup_result *result)
 }
 
 int ms_dedup_compare(struct ms_memfd *memfd, const struct ms_pageset *dirty,
-		     struct ms_layered *parent, enum ms_dedup_mode mode,
+		     struct ms_layered *parent, enum ms_dedup_mode mode, const atomic_bool *cancel,
 		     struct ms_dedup_result *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -171,6 +174,7 @@ int ms_dedup_compare(struct ms_memfd *memfd, const struct ms_pageset *dirty,
 	struct ms_compare_ctx c = {
 	    .dirty = dirty,
 	    .parent = parent,
+	    .cancel = cancel,
 	    .best_effort = mode == MS_DEDUP_BEST_EFFORT,
 	    .out = out,
 	    .pages = ms_memfd_size(memfd) / P,

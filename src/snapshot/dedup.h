@@ -19,6 +19,7 @@
 #include "snapshot/memfd.h"
 #include "util/pageset.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct ms_dedup_result {
@@ -38,11 +39,13 @@ enum ms_dedup_mode {
 
 /*
  * Compares dirty pages (4 KiB indices) of memfd against parent (NULL: no
- * parent, every non-zero page is kept) as mode says. On success the result's
- * sets are new (free them with ms_dedup_result_fini); on error nothing is returned.
+ * parent, every non-zero page is kept) as mode says. cancel (may be NULL) is
+ * looked at between batches: set, the compare stops with MS_ECANCELED. On
+ * success the result's sets are new (free them with ms_dedup_result_fini); on
+ * error nothing is returned.
  */
 int ms_dedup_compare(struct ms_memfd *memfd, const struct ms_pageset *dirty,
-		     struct ms_layered *parent, enum ms_dedup_mode mode,
+		     struct ms_layered *parent, enum ms_dedup_mode mode, const atomic_bool *cancel,
 		     struct ms_dedup_result *out);
 void ms_dedup_result_fini(struct ms_dedup_result *result);
 

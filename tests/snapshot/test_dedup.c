@@ -160,7 +160,7 @@ static void test_compare_and_drain(void **state)
 {
 	struct fixture *f = *state;
 	struct ms_dedup_result r;
-	assert_int_equal(ms_dedup_compare(f->memfd, f->dirty, f->parent, MS_DEDUP_FULL, &r), 0);
+	assert_int_equal(ms_dedup_compare(f->memfd, f->dirty, f->parent, MS_DEDUP_FULL, NULL, &r), 0);
 	assert_int_equal(r.dirty_pages, 144);
 	assert_int_equal(r.equal_pages, 64);
 	assert_int_equal(ms_pageset_count(r.keep), 64);
@@ -169,7 +169,7 @@ static void test_compare_and_drain(void **state)
 	assert_true(ms_pageset_contains(r.empty, 128));
 	/* without a parent every non-zero dirty page is kept */
 	struct ms_dedup_result all;
-	assert_int_equal(ms_dedup_compare(f->memfd, f->dirty, NULL, MS_DEDUP_FULL, &all), 0);
+	assert_int_equal(ms_dedup_compare(f->memfd, f->dirty, NULL, MS_DEDUP_FULL, NULL, &all), 0);
 	assert_int_equal(ms_pageset_count(all.keep), 128);
 	ms_dedup_result_fini(&all);
 	/* drain: the survivors packed in order; the packed source reads the same bytes */
@@ -200,7 +200,7 @@ static void test_compare_and_drain(void **state)
 	/* a dirty page past the memory is refused */
 	struct ms_pageset *bad = ms_pageset_new();
 	ms_pageset_add(bad, PAGES + 1);
-	assert_int_equal(ms_dedup_compare(f->memfd, bad, NULL, MS_DEDUP_FULL, &r), MS_ECLOSED);
+	assert_int_equal(ms_dedup_compare(f->memfd, bad, NULL, MS_DEDUP_FULL, NULL, &r), MS_ECLOSED);
 	ms_pageset_free(bad);
 }
 
@@ -251,7 +251,7 @@ static void test_warm_window(void **state)
 		pthread_create(&th[i], NULL, window_reader, &w);
 	/* 2. compare, packed index before the result is published, deduped header, CAS */
 	struct ms_dedup_result r;
-	assert_int_equal(ms_dedup_compare(f->memfd, f->dirty, f->parent, MS_DEDUP_FULL, &r), 0);
+	assert_int_equal(ms_dedup_compare(f->memfd, f->dirty, f->parent, MS_DEDUP_FULL, NULL, &r), 0);
 	table_set(&f->table, &f->real_id, ms_memfd_packed_source_new(f->memfd, r.keep));
 	struct ms_header *deduped;
 	assert_int_equal(ms_header_new_diff(parent_ref->header, &f->real_id, r.keep, r.empty, P,

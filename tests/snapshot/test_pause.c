@@ -240,9 +240,10 @@ static void test_compressed_upload(void **state)
 }
 
 /*
- * Without the provisional header nothing waits for a swap: with an hour of
- * grace and a swap gate nobody opens, the pipeline still ends (a wait on
- * either would hang this test until its timeout).
+ * Without in-flight serving nothing waits for the in-flight swap: with an hour
+ * of grace and a swap gate nobody opens, the pipeline still ends (a wait on
+ * either would hang this test until its timeout), and nothing was ever served
+ * from the memory.
  */
 static void test_without_inflight(void **state)
 {
@@ -258,14 +259,14 @@ static void test_without_inflight(void **state)
 	struct ms_pause *pause;
 	assert_int_equal(
 	    ms_pause_start(&cfg, f->parent, guest_memfd(f), f->dirty, f->empty, "s", 1, &pause), 0);
-	/* start returned after the compare: the file already has the deduped header */
-	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 0), 0);
+	/* reads wait for the drained file */
 	check_all(ms_pause_file(pause), f->expect);
 	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, -1), 0);
 	struct ms_pause_stats st;
 	ms_pause_stats(pause, &st);
 	assert_int_equal(st.release, MS_PAUSE_RELEASE_NO_PROVISIONAL); /* nothing waited */
-	assert_int_equal(st.step_ns[MS_PAUSE_STEP_SWAP], 0);	       /* there was no swap */
+	assert_int_equal(st.inflight_pages_provisional, 0);
+	assert_int_equal(st.inflight_pages_packed, 0);
 	ms_pause_free(pause);
 	ms_future_unref(never);
 }
@@ -387,7 +388,7 @@ static void test_child_of_failed_parent(void **state)
 	assert_int_equal(ms_pause_wait(a, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), -EACCES);
 	ms_future_set(child_upload, NULL);
 	assert_int_equal(ms_pause_wait(b, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), -EACCES);
-	assert_int_equal(ms_pause_state(b, NULL), MS_PAUSE_STATE_FAILED);
+	assert_int_equal(ms_pause_state(b, NULL), MS_PAUSE_FAILED);
 	assert_false(has_object(f, ms_pause_build_id(a), MS_ARTIFACT_MEMFILE_HEADER));
 	assert_false(has_object(f, ms_pause_build_id(b), MS_ARTIFACT_MEMFILE_HEADER));
 	check_all(ms_pause_file(b), child);
@@ -401,37 +402,61 @@ static void test_child_of_failed_parent(void **state)
 	free(child);
 }
 
-/* Without in-flight serving, a pause is resumable only once the compare is done. */
-struct blocked_start {
-	struct fixture *f;
-	struct ms_future *gate;
-	struct ms_pause *pause;
+/*
+ * The kill switch (issue 18 #2): without in-flight serving the pause returns
+ * at once (it used to block until the compare, which hung a daemon whose
+ * stalled compare is released after the pause answers), and a resume's reads
+ * wait for the drained file: no provisional, no packed serving from the
+ * memory, the real build only ever served by the diff file.
+ */
+struct blocked_read {
+	struct ms_layered *file;
+	const uint8_t *expect;
 	atomic_bool returned;
+	atomic_int bad;
 };
 
-static void *blocked_start_main(void *arg)
+static void *blocked_read_main(void *arg)
 {
-	struct blocked_start *b = arg;
-	b->pause = start(b->f, false, b->gate, NULL);
+	struct blocked_read *b = arg;
+	uint8_t *buf = malloc(PAGES * P);
+	if (ms_layered_read(b->file, buf, 0, PAGES * P) || memcmp(buf, b->expect, PAGES * P))
+		atomic_fetch_add(&b->bad, 1);
+	free(buf);
 	atomic_store(&b->returned, true);
 	return NULL;
 }
 
 static void test_without_inflight_waits_for_compare(void **state)
 {
-	struct blocked_start b = {.f = *state, .gate = ms_future_new(NULL)};
+	struct fixture *f = *state;
+	struct ms_future *gate = ms_future_new(NULL);
+	uint64_t packed = atomic_load(&test_counters.inflight_pages_packed);
+	uint64_t provisional = atomic_load(&test_counters.inflight_pages_provisional);
+	struct ms_pause *pause = start(f, false, gate, NULL); /* returns: the compare is stalled */
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARING, 0), -ETIMEDOUT);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PROVISIONAL, 0), 0);
+	struct blocked_read b = {.file = ms_pause_file(pause), .expect = f->expect};
 	pthread_t th;
-	pthread_create(&th, NULL, blocked_start_main, &b);
+	pthread_create(&th, NULL, blocked_read_main, &b);
 	usleep(100000);
-	assert_false(atomic_load(&b.returned)); /* the stalled compare holds the pause */
-	ms_future_set(b.gate, NULL);
+	assert_false(atomic_load(&b.returned)); /* the read waits for the drained file */
+	ms_future_set(gate, NULL);
 	pthread_join(th, NULL);
-	assert_true(atomic_load(&b.returned));
-	assert_int_equal(ms_pause_wait(b.pause, MS_PAUSE_COMPARED, 0), 0);
-	check_all(ms_pause_file(b.pause), b.f->expect);
-	assert_int_equal(ms_pause_wait(b.pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
-	ms_pause_free(b.pause);
-	ms_future_unref(b.gate);
+	assert_int_equal(atomic_load(&b.bad), 0);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 0), 0);
+	check_all(ms_pause_file(pause), f->expect);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.inflight_pages_provisional + st.inflight_pages_packed, 0);
+	assert_int_equal(atomic_load(&test_counters.inflight_pages_packed), packed);
+	assert_int_equal(atomic_load(&test_counters.inflight_pages_provisional), provisional);
+	/* the memory went right after the drain: nothing could read it */
+	assert_true(ms_pause_stats_between(&st, MS_PAUSE_DRAINED, MS_PAUSE_RELEASED) >= 0);
+	assert_int_equal(st.release, MS_PAUSE_RELEASE_NO_PROVISIONAL);
+	ms_pause_free(pause);
+	ms_future_unref(gate);
 }
 
 /* Fail the n-th put of the upload in turn: no header is ever visible without its data. */
@@ -450,7 +475,7 @@ static void test_upload_failures(void **state)
 		assert_int_equal(st.upload_failures, 1);
 		assert_int_equal(st.error, MS_EREMOTE);
 		struct ms_pause_info info;
-		assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_STATE_FAILED);
+		assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_FAILED);
 		assert_int_equal(info.error, MS_EREMOTE);
 		assert_string_equal(ms_pause_state_name(info.state), "failed");
 		assert_int_equal(atomic_load(&test_counters.upload_failures), failures_before + 1);
@@ -669,9 +694,13 @@ static void test_stats(void **state)
 	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
 	struct ms_pause_stats st;
 	ms_pause_stats(pause, &st);
-	for (int s = 0; s < MS_PAUSE_STEPS; s++)
-		if (st.step_ns[s] <= 0)
-			fail_msg("step %d has no time", s);
+	for (int s = 0; s < MS_PAUSE_FAILED; s++)
+		if (st.at_ns[s] < 0 || ms_pause_stats_took(&st, s) < 0)
+			fail_msg("state %s has no time", ms_pause_state_name(s));
+	assert_int_equal(st.at_ns[MS_PAUSE_FAILED], -1);
+	assert_true(ms_pause_stats_took(&st, MS_PAUSE_DEDUPED) > 0); /* the compare itself */
+	assert_true(ms_pause_stats_took(&st, MS_PAUSE_DRAINED) > 0);
+	assert_true(ms_pause_stats_took(&st, MS_PAUSE_UPLOADED) > 0);
 	uint64_t dirty, equal, zero, kept;
 	ms_pause_counts(pause, &dirty, &equal, &zero, &kept);
 	assert_int_equal(st.pages_dirty, dirty);
@@ -772,30 +801,38 @@ static void test_state(void **state)
 	assert_int_equal(
 	    ms_pause_start(&cfg, f->parent, guest_memfd(f), f->dirty, f->empty, "s", 1, &pause), 0);
 	struct ms_pause_info info;
-	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_STATE_CAPTURING);
+	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_PROVISIONAL);
+	assert_string_equal(ms_pause_status_name(info.state), "capturing");
 	assert_int_equal(info.mem_bytes, PAGES * P);
 	assert_int_equal(info.dirty_bytes, 0); /* not compared yet */
 	assert_true(info.dedup_ratio == 0.0);
 	ms_future_set(gates[0], NULL);
-	wait_drained_file(f, pause); /* drained; the memory waits for the held swap */
-	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_STATE_DEDUPING);
-	assert_string_equal(ms_pause_state_name(info.state), "deduping");
+	/* drained; the memory waits for the held swap, the upload for its gate */
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 30 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_DRAINED);
+	assert_string_equal(ms_pause_state_name(info.state), "drained");
+	assert_string_equal(ms_pause_status_name(info.state), "uploading");
+	assert_int_equal(info.held_bytes, PAGES * P);
 	assert_int_equal(info.dirty_bytes, 350 * P);
 	assert_int_equal(info.diff_bytes, 200 * P);
 	assert_true(info.dedup_ratio == 200.0 / 350.0);
 	ms_future_set(gates[1], NULL);
-	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 30 * MS_NSEC_PER_SEC), 0);
-	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_STATE_UPLOADING);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_RELEASED, 30 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_RELEASED);
+	assert_string_equal(ms_pause_status_name(info.state), "uploading");
 	assert_int_equal(info.upload_bytes, 0);
+	assert_int_equal(info.held_bytes, 0);
 	ms_future_set(gates[2], NULL);
 	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
-	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_STATE_PUBLISHED);
+	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_PUBLISHED);
+	assert_string_equal(ms_pause_status_name(info.state), "published");
 	assert_int_equal(info.error, 0);
 	assert_true(info.upload_bytes > 200 * P);
 	struct ms_pause_stats st;
 	ms_pause_stats(pause, &st);
 	assert_int_equal(st.release, MS_PAUSE_RELEASE_SWAP);
-	assert_true(st.step_ns[MS_PAUSE_STEP_SWAP] > 0 && st.step_ns[MS_PAUSE_STEP_RELEASE] > 0);
+	assert_true(ms_pause_stats_between(&st, MS_PAUSE_DEDUPED, MS_PAUSE_COMPARED) > 0);
+	assert_true(ms_pause_stats_took(&st, MS_PAUSE_RELEASED) > 0);
 	ms_pause_free(pause);
 	for (int g = 0; g < 3; g++)
 		ms_future_unref(gates[g]);
@@ -833,13 +870,13 @@ static void late_swap(struct fixture *f, int64_t grace_ns)
 	struct ms_pause_stats st;
 	ms_pause_stats(pause, &st);
 	if (grace_ns) { /* the grace let go of the memory; the swap has not come */
-		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 5 * MS_NSEC_PER_SEC), 0);
+		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_RELEASED, 5 * MS_NSEC_PER_SEC), 0);
 		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 0), -ETIMEDOUT);
 		ms_pause_stats(pause, &st);
 		assert_int_equal(st.release, MS_PAUSE_RELEASE_GRACE);
 		assert_int_equal(atomic_load(&test_counters.swap_grace_elapsed), graces + 1);
 	} else { /* drained, but the memory is held for the swap */
-		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 0), -ETIMEDOUT);
+		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_RELEASED, 0), -ETIMEDOUT);
 		assert_int_equal(st.release, MS_PAUSE_RELEASE_PENDING);
 	}
 	usleep(20000);
@@ -1062,7 +1099,7 @@ static void test_grace_keeps_provisional_entry(void **state)
 	assert_int_equal(ms_pause_start(&cfg, f->parent, guest_memfd(f), f->dirty, f->empty, snap,
 					sizeof(snap), &pause),
 			 0);
-	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 10 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_RELEASED, 10 * MS_NSEC_PER_SEC), 0);
 	struct ms_pause_stats st;
 	ms_pause_stats(pause, &st);
 	assert_int_equal(st.release, MS_PAUSE_RELEASE_GRACE);

@@ -1,0 +1,209 @@
+/*
+ * pause_upload.c - the pause pipeline's upload stage (DRAINED -> UPLOADED):
+ * the diff (raw or as compressed frames), the snapfile, then the header, each
+ * put retried on transient errors with a backoff that a cancel cuts short.
+ * Runs on the pipeline thread; the release of the memory runs beside it.
+ */
+#include "header/serialize.h"
+#include "snapshot/pause_int.h"
+#include "storage/artifact.h"
+#include "storage/frames.h"
+#include "util/backoff.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static bool ms_pause_transient(int err)
+{
+	return err == -ETIMEDOUT || err == -ECONNRESET || err == -ECONNREFUSED || err == -EAGAIN ||
+	       err == -EIO || err == -EPIPE || err == -EHOSTUNREACH || err == -ENETUNREACH;
+}
+
+/*
+ * Puts one object: from fd (size bytes from offset 0) or from buf; a transient
+ * error is tried again with backoff, any other stops at once. Objects are atomic,
+ * so a failed try leaves nothing behind.
+ */
+static int ms_pause_put(struct ms_pause *p, const char *key, int fd, const void *buf, uint64_t size)
+{
+	struct ms_backoff b;
+	ms_backoff_init(&b, 50 * MS_NSEC_PER_MSEC, MS_NSEC_PER_SEC,
+			p->config.upload_attempts ? p->config.upload_attempts : 4);
+	for (;;) {
+		int err = fd >= 0 ? ms_store_put_file(p->config.store, key, fd, size, NULL)
+				  : ms_store_put_buf(p->config.store, key, buf, (size_t)size, NULL);
+		int64_t delay;
+		if (!err) {
+			pthread_mutex_lock(&p->lock);
+			p->stats.upload_bytes += size;
+			pthread_mutex_unlock(&p->lock);
+			MS_PAUSE_COUNT(p, upload_bytes, size);
+			return 0;
+		}
+		if (!ms_pause_transient(err) || !ms_backoff_next(&b, &delay)) {
+			pthread_mutex_lock(&p->lock);
+			p->stats.upload_failures++;
+			pthread_mutex_unlock(&p->lock);
+			MS_PAUSE_COUNT(p, upload_failures, 1);
+			ms_warn("snapshot", "put %s failed: %s%s", key, ms_strerror(err),
+				ms_pause_transient(err) ? " (no attempt left)" : " (not retried)");
+			return err;
+		}
+		ms_info("snapshot", "put %s: %s, trying again in %lld ms", key, ms_strerror(err),
+			(long long)(delay / MS_NSEC_PER_MSEC));
+		pthread_mutex_lock(&p->lock);
+		p->stats.upload_retries++;
+		pthread_mutex_unlock(&p->lock);
+		MS_PAUSE_COUNT(p, upload_retries, 1);
+		if ((err = ms_pause_sleep(p, delay)))
+			return err;
+	}
+}
+
+/*
+ * The diff as independent compressed frames: written to a temporary file next
+ * to the diff, uploaded as "{id}/memfile.zstd|.lz4"; the frame table and the
+ * SHA-256 of the uncompressed data go into self.
+ */
+static int ms_pause_put_compressed(struct ms_pause *p, int fd, uint64_t size,
+				   struct ms_build_data *self)
+{
+	char tmp[4200], key[MS_ARTIFACT_KEY_MAX];
+	snprintf(tmp, sizeof(tmp), "%s.frames", p->diff_path);
+	int out = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0)
+		return -errno;
+	int err = ms_frames_compress_fd(fd, size, p->config.compress, 0, MS_FRAME_DEFAULT_SIZE, out,
+					&self->frames, self->checksum);
+	if (!err) {
+		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE,
+				p->config.compress);
+		err =
+		    ms_pause_put(p, key, out, NULL, (uint64_t)ms_frame_table_size_c(self->frames));
+	}
+	close(out);
+	unlink(tmp);
+	return err;
+}
+
+/*
+ * The builds entries (size, checksum, frame table) of the ancestors final maps,
+ * as research/e2b.md §3.2 appendAncestorBuilds does: a child paused while an
+ * ancestor was still uploading inherited a header without that ancestor's
+ * entry, and without the frame table a compressed ancestor cannot be read from
+ * the store. Called once the parent is published: the parent's live header is
+ * then its finalized one, which carries its own ancestors' entries the same
+ * way. An entry still missing is taken from the ancestor's own header in the
+ * store; an ancestor without one there (a V3 chain) keeps the gap, which the
+ * resolver fills from the object's size. On error final may have gained
+ * entries; it is the caller's to free.
+ */
+static int ms_pause_fill_ancestors(struct ms_pause *p, struct ms_header *final)
+{
+	if (!final->has_builds)
+		return 0;
+	struct ms_header_ref *parent = NULL;
+	int err = ms_layered_durable_header(p->parent, -1, &parent);
+	for (size_t i = 0; !err && i < final->mappings.count; i++) {
+		const ms_uuid *id = &final->mappings.entries[i].build_id;
+		if (ms_uuid_is_nil(id) || ms_uuid_eq(id, &p->real_id) || ms_header_build(final, id))
+			continue;
+		const struct ms_build_data *entry = ms_header_build(parent->header, id);
+		struct ms_header *own = NULL;
+		if (!entry) {
+			err = ms_build_storage_load_header(p->config.store, id,
+							   MS_ARTIFACT_MEMFILE_HEADER, &own);
+			if (!err)
+				entry = ms_header_build(own, id);
+			else if (err == MS_ENOTFOUND)
+				err = 0;
+		}
+		if (!err && entry)
+			err = ms_header_set_build(final, entry);
+		else if (!err) {
+			char text[MS_UUID_STR_LEN];
+			ms_uuid_format(id, text);
+			ms_info("snapshot", "ancestor %s has no builds entry anywhere: left out",
+				text);
+		}
+		ms_header_free(own);
+	}
+	ms_header_ref_unref(parent);
+	return err;
+}
+
+/*
+ * Data first, then the snapfile, then the header (DESIGN.md §5.7); only the
+ * header waits for the parent to be published (its ancestors were before it):
+ * the data goes up meanwhile, and nothing waits for the memory's release. If the parent never makes
+ * it, the data stays in the store unreferenced - no header names it - and this pause fails.
+ */
+int ms_pause_upload(struct ms_pause *p)
+{
+	int err;
+	if (p->config.upload_gate && (err = ms_pause_await(p, p->config.upload_gate, -1, NULL)))
+		return err;
+	char key[MS_ARTIFACT_KEY_MAX];
+	int fd = open(p->diff_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	struct ms_build_data self = {.build_id = p->real_id, .size = st.st_size};
+	if (p->config.compress != MS_COMPRESS_NONE)
+		err = ms_pause_put_compressed(p, fd, (uint64_t)st.st_size, &self);
+	else {
+		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE,
+				MS_COMPRESS_NONE);
+		err = ms_pause_put(p, key, fd, NULL, (uint64_t)st.st_size);
+	}
+	close(fd);
+	if (err) {
+		ms_frame_table_free(self.frames);
+		return err;
+	}
+	ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_SNAPFILE, MS_COMPRESS_NONE);
+	struct ms_header *final = NULL;
+	if (!(err = ms_pause_put(p, key, -1, p->snapfile, p->snapfile_len)) &&
+	    /* an ancestor that never reached the store: no child header */
+	    !(err = p->config.parent_published
+			? ms_pause_await(p, p->config.parent_published, -1, NULL)
+			: 0) &&
+	    /* the deduped header, swapped in or not: only the release waits for the swap */
+	    !(final = ms_header_copy(p->durable->header)))
+		err = -ENOMEM;
+	if (err) {
+		ms_frame_table_free(self.frames);
+		return err;
+	}
+	final->incomplete = false;
+	uint8_t *blob = NULL;
+	size_t len;
+	err = ms_header_set_build(final, &self);
+	ms_frame_table_free(self.frames);
+	if (!err)
+		err = ms_pause_fill_ancestors(p, final);
+	if (!err && !(err = ms_header_serialize(final, 0, false, &blob, &len))) {
+		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE_HEADER,
+				MS_COMPRESS_NONE);
+		err = ms_pause_put(p, key, -1, blob, len);
+	}
+	free(blob);
+	if (err) {
+		ms_header_free(final);
+		return err;
+	}
+	p->final = final; /* publish swaps it in */
+	return ms_pause_enter(p, MS_PAUSE_UPLOADED, NULL);
+}
