@@ -335,7 +335,7 @@ void *ms_template_watch(void *arg)
 		ms_node_hook_stall_compare(t);
 	int64_t start = t->paused_ns, at = start;
 	static const struct {
-		enum ms_pause_stage stage;
+		enum ms_pause_state stage;
 		enum ms_pause_timing timing;
 	} steps[] = {
 	    {MS_PAUSE_COMPARED, MS_TIMING_COMPARE},

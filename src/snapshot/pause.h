@@ -95,8 +95,6 @@ enum ms_pause_state {
 	MS_PAUSE_FAILED,       /* the pipeline's error (stats.error); every unreached state fails */
 	MS_PAUSE_STATES,
 };
-/* Transitional: src/node/node.c names the enum by its old name until its split lands. */
-#define ms_pause_stage ms_pause_state
 
 /*
  * Counters summed over many pauses (the daemon's metrics): owned by the caller,
