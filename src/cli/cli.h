@@ -25,4 +25,12 @@ bool ms_cli_wants_help(int argc, char **argv);
 /* Prints "memsnap: <what>: <ms_strerror(err)>" to stderr; returns 1. */
 int ms_cli_fail(const char *what, int err);
 
+struct ms_pause;
+struct ms_future;
+/*
+ * Frees a pause whose compare may be held by gate (both may be NULL): opens the gate first,
+ * so the pipeline is never left stalled, then drops the caller's reference to it.
+ */
+void ms_cli_pause_free(struct ms_pause *pause, struct ms_future *gate);
+
 #endif

@@ -7,8 +7,7 @@
  * cached under --cache-dir). One session per connection, until SIGTERM/SIGINT;
  * a one-line summary per session.
  */
-#include "build/layered.h"
-#include "build/storage.h"
+#include "build/buildfile.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "header/serialize.h"
@@ -155,8 +154,7 @@ int ms_cli_pageserver(int argc, char **argv)
 	if (!own_cache && mkdir(cache_dir, 0700) && errno != EEXIST)
 		return ms_cli_fail(cache_dir, -errno);
 	struct ms_store *store = ms_store_open(store_uri, endpoint, &err);
-	struct ms_diffstore *diffs = NULL;
-	struct ms_layered *file = NULL;
+	struct ms_build_file *bf = NULL;
 	struct ms_pageserver *srv = NULL;
 	struct ms_ps_active active[256];
 	unsigned nactive = 0, served = 0;
@@ -164,26 +162,14 @@ int ms_cli_pageserver(int argc, char **argv)
 		rc = ms_cli_fail(store_uri, err);
 		goto out;
 	}
-	struct ms_header *header;
-	if ((err = ms_build_storage_load_header(store, &id, MS_ARTIFACT_MEMFILE_HEADER, &header))) {
-		rc = ms_cli_fail("cannot load the build's header", err);
+	if (!(bf = ms_build_file_open(store, &id, cache_dir, &err))) {
+		rc = ms_cli_fail("cannot open the build", err);
 		goto out;
 	}
-	struct ms_diffstore_config dcfg = {.cache_dir = cache_dir};
-	if (!(diffs = ms_diffstore_new(&dcfg, &err))) {
-		ms_header_free(header);
-		rc = ms_cli_fail("diff store", err);
-		goto out;
-	}
-	struct ms_build_storage bs = {
-	    .store = store, .diffs = diffs, .cache_dir = cache_dir, .data = MS_ARTIFACT_MEMFILE};
-	uint64_t size = header->meta.size;
-	if (!(file = ms_layered_new(header, ms_build_storage_resolve, &bs))) {
-		rc = ms_cli_fail("layered file", -ENOMEM);
-		goto out;
-	}
+	uint64_t size = ms_layered_size(bf->file);
 	struct ms_pageserver_options options = {.workers = (unsigned)workers, .batch_bytes = batch};
-	if (!(srv = ms_pageserver_new(socket_path, &ms_layered_page_source_ops, file, &options))) {
+	if (!(srv = ms_pageserver_new(socket_path, &ms_layered_page_source_ops, bf->file,
+				      &options))) {
 		rc = ms_cli_fail(socket_path, -errno);
 		goto out;
 	}
@@ -223,8 +209,7 @@ int ms_cli_pageserver(int argc, char **argv)
 	rc = 0;
 out:
 	ms_pageserver_free(srv);
-	ms_layered_free(file);
-	ms_diffstore_free(diffs);
+	ms_build_file_free(bf);
 	ms_store_free(store);
 	if (own_cache)
 		rmdir(cache_dir);

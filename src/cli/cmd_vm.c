@@ -11,7 +11,7 @@
  *               the guest and has it check itself (pattern: VERIFY; counter: one
  *               more report).
  */
-#include "build/storage.h"
+#include "build/buildfile.h"
 #include "cli/cli.h"
 #include "cli/cmd_vmctl.h"
 #include "cli/commands.h"
@@ -23,6 +23,7 @@
 #include "util/log.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -62,9 +63,38 @@ struct ms_vm_opts {
 	double stall_compare;	      /* seconds the dedup compare waits (tests, demos) */
 	bool no_inflight;	      /* no provisional header: resumable after the compare */
 	enum ms_compression compress; /* the uploaded diff's frames */
+	enum ms_guest_kind kind;      /* --guest, parsed */
 };
 
-static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *usage)
+/* The field of the options that take their argument as it is: --guest, --store, ... */
+static const char **ms_vm_text_option(struct ms_vm_opts *o, int c)
+{
+	static const struct {
+		int c;
+		size_t offset;
+	} fields[] = {
+	    {'g', offsetof(struct ms_vm_opts, guest)},
+	    {'b', offsetof(struct ms_vm_opts, backend)},
+	    {'o', offsetof(struct ms_vm_opts, out)},
+	    {'s', offsetof(struct ms_vm_opts, store)},
+	    {'E', offsetof(struct ms_vm_opts, endpoint)},
+	    {'e', offsetof(struct ms_vm_opts, eager)},
+	    {'l', offsetof(struct ms_vm_opts, lazy)},
+	    {'f', offsetof(struct ms_vm_opts, snapfile)},
+	    {'B', offsetof(struct ms_vm_opts, build)},
+	    {'C', offsetof(struct ms_vm_opts, control)},
+	};
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (fields[i].c == c)
+			return (const char **)((char *)o + fields[i].offset);
+	return NULL;
+}
+
+/*
+ * Parses vm run's (restore false) or vm restore's options with their checks. 0: go on;
+ * 1: --help was printed (exit 0); 2: a usage error, printed.
+ */
+static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *usage, bool restore)
 {
 	static const struct option opts[] = {
 	    {"guest", required_argument, NULL, 'g'},
@@ -97,37 +127,12 @@ static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		char *end = NULL;
+		const char **text = ms_vm_text_option(o, c);
+		if (text) {
+			*text = optarg;
+			continue;
+		}
 		switch (c) {
-		case 'g':
-			o->guest = optarg;
-			break;
-		case 'b':
-			o->backend = optarg;
-			break;
-		case 'o':
-			o->out = optarg;
-			break;
-		case 's':
-			o->store = optarg;
-			break;
-		case 'E':
-			o->endpoint = optarg;
-			break;
-		case 'e':
-			o->eager = optarg;
-			break;
-		case 'l':
-			o->lazy = optarg;
-			break;
-		case 'f':
-			o->snapfile = optarg;
-			break;
-		case 'B':
-			o->build = optarg;
-			break;
-		case 'C':
-			o->control = optarg;
-			break;
 		case 'T':
 			o->stall_compare = strtod(optarg, &end);
 			if (!*optarg || *end || o->stall_compare < 0 || o->stall_compare > 3600) {
@@ -184,7 +189,13 @@ static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *
 			return 2;
 		}
 	}
-	if (optind != argc) {
+	bool bad = optind != argc || ms_guest_parse(o->guest, &o->kind);
+	if (restore)
+		bad = bad || !o->eager == !o->lazy || !o->snapfile == !(o->store && o->build) ||
+		      o->kind == MS_GUEST_MUTATOR;
+	else
+		bad = bad || !o->out == !o->store;
+	if (bad) {
 		fputs(usage, stderr);
 		return 2;
 	}
@@ -266,8 +277,7 @@ static int ms_vm_publish(const struct ms_vm_opts *o, struct ms_sandbox_paused *p
 	if (!store)
 		return ms_cli_fail(o->store, err);
 	char cache[] = "/tmp/memsnap-vm.XXXXXX";
-	struct ms_diffstore *diffs = NULL;
-	struct ms_layered *parent = NULL;
+	struct ms_build_file *parent = NULL;
 	struct ms_pause *pause = NULL;
 	struct ms_pageset *none = ms_pageset_new();
 	struct ms_future *gate = o->stall_compare > 0 ? ms_future_new(NULL) : NULL;
@@ -276,29 +286,24 @@ static int ms_vm_publish(const struct ms_vm_opts *o, struct ms_sandbox_paused *p
 		cache[0] = '\0';
 		goto out;
 	}
-	struct ms_diffstore_config dcfg = {.cache_dir = cache};
-	if (!(diffs = ms_diffstore_new(&dcfg, &err)))
-		goto out;
-	struct ms_build_storage bs = {
-	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
-	struct ms_header *head = NULL;
 	if (parent_id) { /* the build this guest was restored from: its durable header */
 		ms_uuid id;
 		if ((err = ms_uuid_parse(parent_id, &id) ? -EINVAL : 0) ||
-		    (err = ms_build_storage_load_header(store, &id, MS_ARTIFACT_MEMFILE_HEADER,
-							&head)))
+		    !(parent = ms_build_file_open(store, &id, cache, &err)))
 			goto out;
 	} else {
 		ms_uuid template_id;
 		ms_uuid_generate(&template_id);
-		head = ms_header_new_base(&template_id, MS_HEADER_V4, P, o->mem, false);
+		if (!(parent = ms_build_file_new(
+			  store, ms_header_new_base(&template_id, MS_HEADER_V4, P, o->mem, false),
+			  cache, &err)))
+			goto out;
 	}
 	err = -ENOMEM;
-	if (!none || (o->stall_compare > 0 && !gate) || !head ||
-	    !(parent = ms_layered_new(head, ms_build_storage_resolve, &bs)))
+	if (!none || (o->stall_compare > 0 && !gate))
 		goto out;
 	struct ms_pause_config pcfg = {.store = store,
-				       .diffs = diffs,
+				       .diffs = parent->diffs,
 				       .cache_dir = cache,
 				       .inflight = !o->no_inflight,
 				       .compress = o->compress,
@@ -313,8 +318,8 @@ static int ms_vm_publish(const struct ms_vm_opts *o, struct ms_sandbox_paused *p
 		ms_clock_sleep_ns((int64_t)(o->stall_compare * 1e9));
 		ms_future_set(gate, NULL);
 	}
-	if ((err = ms_pause_start(&pcfg, parent, memfd, paused->written, none, paused->snapfile,
-				  paused->snapfile_len, &pause)))
+	if ((err = ms_pause_start(&pcfg, parent->file, memfd, paused->written, none,
+				  paused->snapfile, paused->snapfile_len, &pause)))
 		goto out;
 	char id[MS_UUID_STR_LEN];
 	ms_uuid_format(ms_pause_build_id(pause), id);
@@ -347,14 +352,9 @@ static int ms_vm_publish(const struct ms_vm_opts *o, struct ms_sandbox_paused *p
 	       parent_id ? parent_id : "");
 	snprintf(result, result_len, "published build %s in %s", id, o->store);
 out:
-	if (pause && gate)
-		ms_future_set(gate, NULL); /* never leave the pipeline stalled */
-	ms_pause_free(pause);
-	ms_layered_free(parent);
-	ms_diffstore_free(diffs);
+	ms_cli_pause_free(pause, gate);
+	ms_build_file_free(parent);
 	ms_pageset_free(none);
-	if (gate)
-		ms_future_unref(gate);
 	ms_store_free(store);
 	if (cache[0])
 		rmdir(cache);
@@ -418,14 +418,10 @@ static const char *const vm_run_usage =
 int ms_cli_vm_run(int argc, char **argv)
 {
 	struct ms_vm_opts o;
-	int rc = ms_vm_parse(argc, argv, &o, vm_run_usage);
+	int rc = ms_vm_parse(argc, argv, &o, vm_run_usage, false);
 	if (rc)
 		return rc == 1 ? 0 : rc;
-	enum ms_guest_kind kind;
-	if (ms_guest_parse(o.guest, &kind) || (!o.out == !o.store)) {
-		fputs(vm_run_usage, stderr);
-		return 2;
-	}
+	enum ms_guest_kind kind = o.kind;
 	const struct ms_sandbox_ops *ops = ms_vm_backend(o.backend);
 	if (!ops)
 		return 1;
@@ -497,15 +493,10 @@ static const char *const vm_restore_usage =
 int ms_cli_vm_restore(int argc, char **argv)
 {
 	struct ms_vm_opts o;
-	int rc = ms_vm_parse(argc, argv, &o, vm_restore_usage);
+	int rc = ms_vm_parse(argc, argv, &o, vm_restore_usage, true);
 	if (rc)
 		return rc == 1 ? 0 : rc;
-	enum ms_guest_kind kind;
-	if (!o.eager == !o.lazy || (!o.snapfile == !(o.store && o.build)) ||
-	    ms_guest_parse(o.guest, &kind) || kind == MS_GUEST_MUTATOR) {
-		fputs(vm_restore_usage, stderr);
-		return 2;
-	}
+	enum ms_guest_kind kind = o.kind;
 	/*
 	 * --control: the next snapshot of an eagerly restored guest is saved whole
 	 * (--out); a lazily restored one holds only the pages it touched, so its

@@ -1,6 +1,7 @@
 /* main.c - memsnap's entry point: dispatches "memsnap GROUP VERB ..." to the command table. */
 #include "cli/cli.h"
 #include "memsnap/memsnap.h"
+#include "snapshot/pause.h"
 #include "util/err.h"
 
 #include <stdio.h>
@@ -21,6 +22,15 @@ int ms_cli_fail(const char *what, int err)
 {
 	fprintf(stderr, "memsnap: %s: %s\n", what, ms_strerror(err));
 	return 1;
+}
+
+void ms_cli_pause_free(struct ms_pause *pause, struct ms_future *gate)
+{
+	if (pause && gate)
+		ms_future_set(gate, NULL);
+	ms_pause_free(pause);
+	if (gate)
+		ms_future_unref(gate);
 }
 
 static void ms_cli_usage(FILE *out)

@@ -1,22 +1,26 @@
 /* err.c - messages for memsnap's error codes. */
 #include "util/err.h"
 
+#include <assert.h>
 #include <string.h>
 
+/* Messages in the order of enum ms_err, from MS_ECORRUPT on. */
 static const char *const ms_messages[] = {
-	[MS_ERR_BASE + 1 - MS_ERR_BASE - 1] = "corrupt or malformed data",
-	[MS_ERR_BASE + 2 - MS_ERR_BASE - 1] = "checksum mismatch",
-	[MS_ERR_BASE + 3 - MS_ERR_BASE - 1] = "object not found",
-	[MS_ERR_BASE + 4 - MS_ERR_BASE - 1] = "over the size limit",
-	[MS_ERR_BASE + 5 - MS_ERR_BASE - 1] = "unsupported format version",
-	[MS_ERR_BASE + 6 - MS_ERR_BASE - 1] = "header is incomplete (pending upload)",
-	[MS_ERR_BASE + 7 - MS_ERR_BASE - 1] = "source closed or evicted",
-	[MS_ERR_BASE + 8 - MS_ERR_BASE - 1] = "protocol error",
-	[MS_ERR_BASE + 9 - MS_ERR_BASE - 1] = "remote store error",
-	[MS_ERR_BASE + 10 - MS_ERR_BASE - 1] = "operation cancelled",
-	[MS_ERR_BASE + 11 - MS_ERR_BASE - 1] = "I/O fault while reading a mapping (SIGBUS/SIGSEGV)",
-	[MS_ERR_BASE + 12 - MS_ERR_BASE - 1] = "snapshot belongs to another sandbox backend",
+    "corrupt or malformed data",			  /* MS_ECORRUPT */
+    "checksum mismatch",				  /* MS_ECHECKSUM */
+    "object not found",					  /* MS_ENOTFOUND */
+    "over the size limit",				  /* MS_ETOOBIG */
+    "unsupported format version",			  /* MS_EVERSION */
+    "header is incomplete (pending upload)",		  /* MS_EINCOMPLETE */
+    "source closed or evicted",				  /* MS_ECLOSED */
+    "protocol error",					  /* MS_EPROTO */
+    "remote store error",				  /* MS_EREMOTE */
+    "operation cancelled",				  /* MS_ECANCELED */
+    "I/O fault while reading a mapping (SIGBUS/SIGSEGV)", /* MS_EFAULT_IO */
+    "snapshot belongs to another sandbox backend",	  /* MS_EBACKEND */
 };
+static_assert(sizeof(ms_messages) / sizeof(ms_messages[0]) == -MS_ERR_LAST - MS_ERR_BASE - 1,
+	      "one message per error code");
 
 const char *ms_strerror(int err)
 {
