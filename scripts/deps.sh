@@ -10,7 +10,7 @@ BUILD_PKGS="gcc make pkg-config meson ninja-build clang-format
  libcurl4-openssl-dev libmicrohttpd-dev liburing-dev uuid-dev libssl-dev libsystemd-dev"
 TEST_PKGS="clang-14 libfuzzer-14-dev libclang-rt-14-dev curl
  radosgw ceph-mon ceph-osd ceph-common uuid-runtime prometheus iproute2 procps jq socat
- dpkg-dev debhelper"
+ dpkg-dev debhelper python3-yaml"
 
 want="$BUILD_PKGS"
 [ "${1:-}" = "--build" ] || want="$want $TEST_PKGS"

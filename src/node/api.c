@@ -215,28 +215,53 @@ static int ms_api_id(const char *seg, size_t len, ms_uuid *out, struct ms_api_er
 	return 0;
 }
 
-static bool ms_seg_is(const char *seg, size_t len, const char *word)
+const struct ms_api_route ms_api_routes[] = {
+    {"POST", "/v1/sandboxes", MS_API_SANDBOX_CREATE},
+    {"GET", "/v1/sandboxes", MS_API_SANDBOX_LIST},
+    {"GET", "/v1/sandboxes/{id}", MS_API_SANDBOX_GET},
+    {"DELETE", "/v1/sandboxes/{id}", MS_API_SANDBOX_DELETE},
+    {"POST", "/v1/sandboxes/{id}/pause", MS_API_SANDBOX_PAUSE},
+    {"POST", "/v1/sandboxes/{id}/resume", MS_API_SANDBOX_RESUME},
+    {"GET", "/v1/builds/{id}", MS_API_BUILD_GET},
+    {"GET", "/v1/builds/{id}/scheduling-metadata", MS_API_BUILD_METADATA},
+    {"GET", "/metrics", MS_API_METRICS},
+    {"GET", "/healthz", MS_API_HEALTHZ},
+    {NULL, NULL, 0},
+};
+
+/*
+ * Whether the request's segments match a route's pattern; *id_seg gets the
+ * index of its "{id}" segment (-1: none). "{id}" matches any one segment (the
+ * id is checked after the method, so that 405 wins over 400).
+ */
+static bool ms_api_route_match(const char *pattern, const char *const *seg, const size_t *seg_len,
+			       size_t nseg, int *id_seg)
 {
-	return strlen(word) == len && memcmp(seg, word, len) == 0;
+	*id_seg = -1;
+	size_t i = 0;
+	for (const char *p = pattern; *p == '/'; i++) {
+		const char *word = ++p;
+		size_t len = strcspn(word, "/");
+		p = word + len;
+		if (i == nseg)
+			return false;
+		if (len == 4 && !memcmp(word, "{id}", 4))
+			*id_seg = (int)i;
+		else if (len != seg_len[i] || memcmp(word, seg[i], len))
+			return false;
+	}
+	return i == nseg;
 }
 
 int ms_api_parse(const char *method, const char *path, const char *body, size_t body_len,
 		 struct ms_api_request *req, struct ms_api_error *err)
 {
 	memset(req, 0, sizeof(*req));
+	err->allow[0] = '\0';
 	req->guest = MS_GUEST_PATTERN;
 	req->mem_size = 64u << 20;
 	if (!method || !path || (body_len && !body))
 		return ms_api_error_set(err, 400, "bad_request", "no method or path");
-	enum {
-		GET,
-		POST,
-		DELETE,
-		OTHER
-	} m = !strcmp(method, "GET")	  ? GET
-	      : !strcmp(method, "POST")	  ? POST
-	      : !strcmp(method, "DELETE") ? DELETE
-					  : OTHER;
 	/* split the path into segments (no empty one, no query) */
 	size_t path_len = strcspn(path, "?");
 	if (path_len == 0 || path[0] != '/')
@@ -258,44 +283,32 @@ int ms_api_parse(const char *method, const char *path, const char *body, size_t 
 		seg_len[nseg++] = j - i;
 		i = j + 1;
 	}
-	/* route: which op, and which methods it allows */
-	bool allowed;
-	if (nseg == 1 && ms_seg_is(seg[0], seg_len[0], "metrics")) {
-		req->op = MS_API_METRICS;
-		allowed = m == GET;
-	} else if (nseg == 1 && ms_seg_is(seg[0], seg_len[0], "healthz")) {
-		req->op = MS_API_HEALTHZ;
-		allowed = m == GET;
-	} else if (nseg >= 2 && ms_seg_is(seg[0], seg_len[0], "v1") &&
-		   ms_seg_is(seg[1], seg_len[1], "sandboxes")) {
-		if (nseg == 2) {
-			req->op = m == POST ? MS_API_SANDBOX_CREATE : MS_API_SANDBOX_LIST;
-			allowed = m == POST || m == GET;
-		} else if (nseg == 3) {
-			req->op = m == DELETE ? MS_API_SANDBOX_DELETE : MS_API_SANDBOX_GET;
-			allowed = m == GET || m == DELETE;
-		} else if (nseg == 4 && ms_seg_is(seg[3], seg_len[3], "pause")) {
-			req->op = MS_API_SANDBOX_PAUSE;
-			allowed = m == POST;
-		} else if (nseg == 4 && ms_seg_is(seg[3], seg_len[3], "resume")) {
-			req->op = MS_API_SANDBOX_RESUME;
-			allowed = m == POST;
-		} else {
-			return ms_api_error_set(err, 404, "not_found", "no such path");
+	/* route: the path's pattern, then the method among those it allows */
+	const struct ms_api_route *route = NULL;
+	bool known = false;
+	int id_seg = -1;
+	for (const struct ms_api_route *r = ms_api_routes; r->method; r++) {
+		int idx;
+		if (!ms_api_route_match(r->pattern, seg, seg_len, nseg, &idx))
+			continue;
+		size_t used = strlen(err->allow);
+		snprintf(err->allow + used, sizeof(err->allow) - used, "%s%s", known ? ", " : "",
+			 r->method);
+		known = true;
+		if (!strcmp(r->method, method)) {
+			route = r;
+			id_seg = idx;
 		}
-	} else if (nseg >= 3 && nseg <= 4 && ms_seg_is(seg[0], seg_len[0], "v1") &&
-		   ms_seg_is(seg[1], seg_len[1], "builds")) {
-		if (nseg == 4 && !ms_seg_is(seg[3], seg_len[3], "scheduling-metadata"))
-			return ms_api_error_set(err, 404, "not_found", "no such path");
-		req->op = nseg == 3 ? MS_API_BUILD_GET : MS_API_BUILD_METADATA;
-		allowed = m == GET;
-	} else {
-		return ms_api_error_set(err, 404, "not_found", "no such path");
 	}
-	if (!allowed)
-		return ms_api_error_set(err, 405, "method_not_allowed", "%.16s is not allowed here",
-					method);
-	if (nseg >= 3 && ms_api_id(seg[2], seg_len[2], &req->id, err))
+	if (!known)
+		return ms_api_error_set(err, 404, "not_found", "no such path");
+	if (!route)
+		return ms_api_error_set(err, 405, "method_not_allowed",
+					"%.16s is not allowed here (allowed: %s)", method,
+					err->allow);
+	err->allow[0] = '\0';
+	req->op = route->op;
+	if (id_seg >= 0 && ms_api_id(seg[id_seg], seg_len[id_seg], &req->id, err))
 		return -1;
 	return ms_api_parse_body(body, body_len, req, err);
 }

@@ -26,7 +26,12 @@
  *           guest mailbox (sandbox/guest.h) is set and the guest is run to its
  *           next report; N are integers 0..2^53.
  * Errors: 400 malformed (path id, JSON, field), 404 unknown path, 405 a known
- * path with another method, 413 a body over MS_API_BODY_MAX.
+ * path with another method (err.allow lists the methods it takes, for the
+ * Allow header), 413 a body over MS_API_BODY_MAX.
+ *
+ * The table above is ms_api_routes[], the one the parser routes by;
+ * docs/openapi.yaml describes the same routes (tests/node/test_openapi.sh
+ * checks both ways).
  */
 #ifndef MS_NODE_API_H
 #define MS_NODE_API_H
@@ -74,7 +79,18 @@ struct ms_api_error {
 	unsigned status;  /* HTTP status */
 	const char *code; /* "bad_request", "not_found", ... (static) */
 	char message[256];
+	char allow[64]; /* 405: the path's methods, "GET, DELETE"; else empty */
 };
+
+/* One route: method, path pattern ("{id}" is one UUID segment), op. */
+struct ms_api_route {
+	const char *method;
+	const char *pattern;
+	enum ms_api_op op;
+};
+
+/* Every route the API answers, terminated by an entry with method == NULL. */
+extern const struct ms_api_route ms_api_routes[];
 
 /*
  * Parses one request. method and path are NUL-terminated (path may carry a

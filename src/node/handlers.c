@@ -59,6 +59,9 @@ __attribute__((format(printf, 4, 5))) static void ms_respond_error(struct ms_nod
 	resp->status = status;
 	resp->content_type = "application/json";
 	resp->body = ms_api_error_json(&e);
+	/* 429: a sandbox slot frees when one is deleted; 503: a stopping daemon is
+	 * back within its restart (systemd's RestartSec=2 plus its start) */
+	resp->retry_after = status == 429 ? 1 : status == 503 ? 5 : 0;
 }
 
 /* An operation's error as an HTTP answer. */

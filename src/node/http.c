@@ -44,8 +44,13 @@ struct ms_body {
 	bool too_large;
 };
 
+/*
+ * Queues one answer. allow (405: the path's methods) and retry_after (429,
+ * 503: seconds) add their headers when set.
+ */
 static enum MHD_Result ms_http_send(struct MHD_Connection *conn, unsigned status,
-				    const char *content_type, char *body, bool auth_challenge)
+				    const char *content_type, char *body, bool auth_challenge,
+				    const char *allow, unsigned retry_after)
 {
 	struct MHD_Response *r =
 	    body ? MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE)
@@ -57,6 +62,13 @@ static enum MHD_Result ms_http_send(struct MHD_Connection *conn, unsigned status
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
 	if (auth_challenge)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+	if (allow && allow[0])
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+	if (retry_after) {
+		char seconds[16];
+		snprintf(seconds, sizeof(seconds), "%u", retry_after);
+		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+	}
 	enum MHD_Result ret = MHD_queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -67,7 +79,7 @@ static enum MHD_Result ms_http_send_error(struct ms_http *http, struct MHD_Conne
 {
 	ms_node_count_request(http->node, err->status);
 	return ms_http_send(conn, err->status, "application/json", ms_api_error_json(err),
-			    auth_challenge);
+			    auth_challenge, err->allow, 0);
 }
 
 static enum MHD_Result ms_http_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -120,7 +132,8 @@ static enum MHD_Result ms_http_access(void *cls, struct MHD_Connection *conn, co
 	ms_node_handle(http->node, &req, &resp);
 	ms_debug(MS_MOD, "%s %s -> %u", method, url, resp.status);
 	ms_node_count_request(http->node, resp.status);
-	return ms_http_send(conn, resp.status, resp.content_type, resp.body, false);
+	return ms_http_send(conn, resp.status, resp.content_type, resp.body, false, NULL,
+			    resp.retry_after);
 }
 
 static void ms_http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

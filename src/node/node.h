@@ -36,6 +36,7 @@ struct ms_node_response {
 	unsigned status;
 	char *body; /* malloc'd */
 	const char *content_type;
+	unsigned retry_after; /* seconds, for the Retry-After header (0: none) */
 };
 
 /*

@@ -75,6 +75,18 @@ static void test_routes(void **state)
 	assert_int_equal(status_of("POST", "/v1/sandboxes/" ID, NULL), 405);
 	assert_int_equal(status_of("DELETE", "/v1/builds/" ID, NULL), 405);
 	assert_int_equal(status_of("POST", "/healthz", NULL), 405);
+	/* a 405 says which methods the path takes (the Allow header); others say none */
+	struct ms_api_request req;
+	struct ms_api_error err;
+	assert_int_equal(parse("PUT", "/v1/sandboxes/" ID, NULL, &req, &err), -1);
+	assert_string_equal(err.allow, "GET, DELETE");
+	assert_int_equal(parse("GET", "/v1/sandboxes/" ID "/resume", NULL, &req, &err), -1);
+	assert_string_equal(err.allow, "POST");
+	assert_int_equal(parse("DELETE", "/v1/sandboxes", NULL, &req, &err), -1);
+	assert_string_equal(err.allow, "POST, GET");
+	assert_int_equal(parse("GET", "/v1/sandboxes/abc", NULL, &req, &err), -1);
+	assert_int_equal(err.status, 400);
+	assert_string_equal(err.allow, "");
 	assert_int_equal(status_of("GET", "relative", NULL), 400);
 	assert_int_equal(status_of("GET", "", NULL), 400);
 	/* ids */
