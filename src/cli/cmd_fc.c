@@ -450,6 +450,8 @@ int ms_cli_build_import(int argc, char **argv)
 		goto out;
 	}
 	uint64_t dirty, equal, zero, kept;
+	if ((err = ms_pause_wait(pause, MS_PAUSE_DEDUPED, -1)))
+		goto out;
 	ms_pause_counts(pause, &dirty, &equal, &zero, &kept);
 	fprintf(stderr,
 		"import: build %s compared: %llu written pages, %llu equal to the parent, %llu "
