@@ -309,20 +309,86 @@ static void ms_handle_list(struct ms_node *node, struct ms_node_response *resp)
 	ms_respond_json(resp, 200, list ? o : (cJSON_Delete(o), NULL));
 }
 
-static const char *ms_build_status(const struct ms_template *t)
+/* node->lock held; state: the pipeline's, for a pause made here. */
+static const char *ms_build_status_locked(struct ms_node *node, const struct ms_template *t,
+					  enum ms_pause_state state)
 {
+	MS_ASSERT_HELD(&node->lock);
 	if (t->error)
 		return "failed";
 	int err = 0;
 	if (t->from_peer && (!ms_future_peek(t->in_store, NULL, &err) || err))
 		return "on_peer"; /* read from a peer; its upload there has not landed */
-	if (!t->pause)
+	if (!t->pause || t->done)
 		return "published"; /* fetched from the store: only published builds are there */
-	if (t->done)
-		return "published";
-	if (t->have[MS_TIMING_DRAIN])
-		return "uploading";
-	return "deduping";
+	/* published in the pipeline, but its end not recorded yet: still uploading */
+	return state >= MS_PAUSE_DRAINED ? "uploading" : "deduping";
+}
+
+/* A pause made here: its figures so far, from the pipeline (ms_pause_stats). */
+static void ms_build_json_pause(cJSON *o, const struct ms_template *t,
+				const struct ms_pause_stats *st, bool published)
+{
+	cJSON *pages = cJSON_AddObjectToObject(o, "pages");
+	bool compared = st->at_ns[MS_PAUSE_COMPARED] >= 0;
+	if (pages && compared) {
+		cJSON_AddNumberToObject(pages, "dirty", (double)st->pages_dirty);
+		cJSON_AddNumberToObject(pages, "equal", (double)st->pages_equal);
+		cJSON_AddNumberToObject(pages, "zero", (double)st->pages_zero);
+		cJSON_AddNumberToObject(pages, "kept", (double)st->pages_kept);
+	}
+	if (compared) {
+		cJSON_AddNumberToObject(o, "diff_bytes", (double)(st->pages_kept * P));
+		cJSON_AddNumberToObject(
+		    o, "dedup_ratio",
+		    st->pages_dirty ? (double)st->pages_kept / (double)st->pages_dirty : 0.0);
+	}
+	if (published)
+		cJSON_AddNumberToObject(o, "uploaded_bytes", (double)st->upload_bytes);
+	cJSON *timings = cJSON_AddObjectToObject(o, "timings_ms");
+	if (!timings)
+		return;
+	cJSON_AddNumberToObject(timings, "stop", t->stop_ms);
+	cJSON_AddNumberToObject(timings, "resumable", t->resumable_ms);
+	static const struct {
+		enum ms_pause_timing timing;
+		const char *name;
+	} stages[] = {
+	    {MS_TIMING_COMPARE, "compare"},
+	    {MS_TIMING_DRAIN, "drain"},
+	    {MS_TIMING_UPLOAD, "upload"},
+	};
+	for (size_t s = 0; s < sizeof(stages) / sizeof(stages[0]); s++) {
+		double ms;
+		if (ms_pause_timing_ms(st, stages[s].timing, &ms))
+			cJSON_AddNumberToObject(timings, stages[s].name, ms);
+	}
+}
+
+/* node->lock held: a cached build (t READY). */
+static void ms_build_json_cached_locked(struct ms_node *node, cJSON *o, const struct ms_template *t,
+					enum ms_pause_state state, const struct ms_pause_stats *st)
+{
+	MS_ASSERT_HELD(&node->lock);
+	cJSON_AddStringToObject(o, "status", ms_build_status_locked(node, t, state));
+	cJSON_AddBoolToObject(o, "paused_here", t->pause != NULL);
+	cJSON_AddBoolToObject(o, "cached", true);
+	cJSON_AddStringToObject(o, "source", t->pause ? "local" : t->from_peer ? "peer" : "store");
+	cJSON_AddNumberToObject(o, "mem_bytes", (double)t->mem_size);
+	cJSON_AddNumberToObject(o, "snapfile_bytes", (double)t->snapfile_len);
+	if (t->parent && !t->parent->base)
+		ms_json_uuid(o, "parent_build_id", &t->parent->id);
+	if (t->pause) {
+		ms_build_json_pause(o, t, st, t->done && !t->error);
+	} else {
+		struct ms_header_ref *head = ms_layered_header(t->file);
+		const struct ms_build_data *self = ms_header_build(head->header, &t->id);
+		if (self)
+			cJSON_AddNumberToObject(o, "diff_bytes", (double)self->size);
+		ms_header_ref_unref(head);
+	}
+	if (t->error)
+		cJSON_AddStringToObject(o, "error", ms_strerror(t->error));
 }
 
 static void ms_handle_build(struct ms_node *node, const struct ms_api_request *req,
@@ -338,58 +404,25 @@ static void ms_handle_build(struct ms_node *node, const struct ms_api_request *r
 	cJSON_AddStringToObject(o, "build_id", text);
 	pthread_mutex_lock(&node->lock);
 	ssize_t i = ms_template_index_locked(node, &req->id);
-	struct ms_template *t = i >= 0 ? node->templates[i] : NULL;
-	if (t && t->state == TMPL_READY) {
-		cJSON_AddStringToObject(o, "status", ms_build_status(t));
-		cJSON_AddBoolToObject(o, "paused_here", t->pause != NULL);
-		cJSON_AddBoolToObject(o, "cached", true);
-		cJSON_AddStringToObject(o, "source",
-					t->pause       ? "local"
-					: t->from_peer ? "peer"
-						       : "store");
-		cJSON_AddNumberToObject(o, "mem_bytes", (double)t->mem_size);
-		cJSON_AddNumberToObject(o, "snapfile_bytes", (double)t->snapfile_len);
-		if (t->parent && !t->parent->base)
-			ms_json_uuid(o, "parent_build_id", &t->parent->id);
-		if (!t->pause) {
-			struct ms_header_ref *head = ms_layered_header(t->file);
-			const struct ms_build_data *self = ms_header_build(head->header, &t->id);
-			if (self)
-				cJSON_AddNumberToObject(o, "diff_bytes", (double)self->size);
-			ms_header_ref_unref(head);
-		}
+	struct ms_template *t = i >= 0 && node->templates[i]->state == TMPL_READY
+				    ? ms_template_ref(node->templates[i])
+				    : NULL;
+	pthread_mutex_unlock(&node->lock);
+	if (t) {
+		/* the pipeline's figures outside node->lock: it takes locks of its own */
+		struct ms_pause_stats st = {0};
+		enum ms_pause_state state = MS_PAUSE_PUBLISHED;
 		if (t->pause) {
-			cJSON *pages = cJSON_AddObjectToObject(o, "pages");
-			bool compared = t->have[MS_TIMING_COMPARE];
-			if (pages && compared) {
-				cJSON_AddNumberToObject(pages, "dirty", (double)t->dirty);
-				cJSON_AddNumberToObject(pages, "equal", (double)t->equal);
-				cJSON_AddNumberToObject(pages, "zero", (double)t->zero);
-				cJSON_AddNumberToObject(pages, "kept", (double)t->kept);
-			}
-			if (compared) {
-				cJSON_AddNumberToObject(o, "diff_bytes", (double)(t->kept * P));
-				cJSON_AddNumberToObject(
-				    o, "dedup_ratio",
-				    t->dirty ? (double)t->kept / (double)t->dirty : 0.0);
-			}
-			if (t->done && !t->error)
-				cJSON_AddNumberToObject(o, "uploaded_bytes",
-							(double)t->upload_bytes);
-			cJSON *timings = cJSON_AddObjectToObject(o, "timings_ms");
-			static const char *const names[MS_TIMINGS] = {"stop", "resumable",
-								      "compare", "drain", "upload"};
-			for (int s = 0; timings && s < MS_TIMINGS; s++)
-				if (t->have[s])
-					cJSON_AddNumberToObject(timings, names[s], t->ms[s]);
+			state = ms_pause_state(t->pause, NULL);
+			ms_pause_stats(t->pause, &st);
 		}
-		if (t->error)
-			cJSON_AddStringToObject(o, "error", ms_strerror(t->error));
+		pthread_mutex_lock(&node->lock);
+		ms_build_json_cached_locked(node, o, t, state, &st);
 		pthread_mutex_unlock(&node->lock);
+		ms_template_unref(t);
 		ms_respond_json(resp, 200, o);
 		return;
 	}
-	pthread_mutex_unlock(&node->lock);
 	/* not cached: the store knows it (published) or nobody does */
 	struct ms_header *h = NULL;
 	int err =

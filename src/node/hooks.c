@@ -46,8 +46,10 @@ void ms_node_hook_hold_upload(struct ms_template *t)
 {
 	struct ms_node *node = t->node;
 	pthread_mutex_lock(&node->lock);
+	/* a pipeline that failed before its upload never reaches the hold */
 	while (!node->stopping && !node->release_uploads &&
-	       access(node->cfg.test_hold_upload, F_OK) != 0) {
+	       access(node->cfg.test_hold_upload, F_OK) != 0 &&
+	       ms_pause_state(t->pause, NULL) != MS_PAUSE_FAILED) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 20 * MS_NSEC_PER_MSEC;

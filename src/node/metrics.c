@@ -172,9 +172,9 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 		ms_histogram_write(out, n, "stage", ms_timing_names[s], &m->pause_stage[s]);
 	ms_family(out, "memsnap_pauses_total", "counter", "Pauses by final result.");
 	fprintf(out, "memsnap_pauses_total{result=\"published\"} %llu\n",
-		(unsigned long long)atomic_load(&m->pauses_published));
+		(unsigned long long)atomic_load(&m->pipeline.published));
 	fprintf(out, "memsnap_pauses_total{result=\"failed\"} %llu\n",
-		(unsigned long long)atomic_load(&m->pauses_failed));
+		(unsigned long long)atomic_load(&m->pipeline.failed));
 	n = "memsnap_snapshot_diff_ratio";
 	ms_family(out, n, "histogram",
 		  "Per pause: written pages over memory pages (kind=dirty) and stored pages "
@@ -184,19 +184,19 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 	ms_family(out, "memsnap_dedup_pages_total", "counter",
 		  "Dirty pages through the dedup compare, by result.");
 	fprintf(out, "memsnap_dedup_pages_total{result=\"compared\"} %llu\n",
-		(unsigned long long)atomic_load(&m->dedup_compared));
+		(unsigned long long)atomic_load(&m->pipeline.pages_dirty));
 	fprintf(out, "memsnap_dedup_pages_total{result=\"equal\"} %llu\n",
-		(unsigned long long)atomic_load(&m->dedup_equal));
+		(unsigned long long)atomic_load(&m->pipeline.pages_equal));
 	fprintf(out, "memsnap_dedup_pages_total{result=\"zero\"} %llu\n",
-		(unsigned long long)atomic_load(&m->dedup_zero));
+		(unsigned long long)atomic_load(&m->pipeline.pages_zero));
 	fprintf(out, "memsnap_dedup_pages_total{result=\"kept\"} %llu\n",
-		(unsigned long long)atomic_load(&m->dedup_kept));
+		(unsigned long long)atomic_load(&m->pipeline.pages_kept));
 	ms_counter(out, "memsnap_upload_bytes_total",
-		   "Bytes uploaded to the object store (diff data, snapfile).",
-		   atomic_load(&m->upload_bytes));
+		   "Bytes put into the object store by pauses (diff data, snapfile, header).",
+		   atomic_load(&m->pipeline.upload_bytes));
 	ms_counter(out, "memsnap_upload_failures_total",
 		   "Pauses whose upload failed after the pipeline's retries.",
-		   atomic_load(&m->upload_failures));
+		   atomic_load(&m->pipeline.upload_failures));
 	ms_family(out, "memsnap_inflight_served_pages_total", "counter",
 		  "Pages resumes read straight from a paused guest's memory, by phase: provisional "
 		  "header (before dedup), packed (deduped, before the drain finished).");

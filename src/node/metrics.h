@@ -48,10 +48,8 @@ struct ms_metrics {
 	struct ms_histogram pause_stage[MS_TIMINGS];
 	struct ms_histogram diff_ratio[MS_DIFF_KINDS];
 	_Atomic uint64_t creates_failed;
-	_Atomic uint64_t pauses_published, pauses_failed;
-	_Atomic uint64_t dedup_compared, dedup_equal, dedup_zero, dedup_kept;
-	_Atomic uint64_t upload_bytes, upload_failures;
-	struct ms_pause_counters pipeline; /* every pause's pipeline counts here */
+	/* every pause's pipeline counts here: results, pages, upload bytes and failures */
+	struct ms_pause_counters pipeline;
 	_Atomic uint64_t template_hits, template_misses, template_evictions;
 	_Atomic uint64_t http_requests[6]; /* by status class: 1xx..5xx, [0] other */
 	/* page-server counters of sessions that ended (live ones are added at scrape) */

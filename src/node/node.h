@@ -17,9 +17,9 @@
  *
  * Templates: every build this node knows, keyed by build id: the layered file
  * a warm resume serves from, the snapfile, and for a pause made here the
- * pipeline and a watcher thread that records its stage timings. TTL (default
- * 25 h) from insertion, extended by a hit, never shortened; eviction drops the
- * cache's reference, and the last reference (a running sandbox, a child
+ * pipeline, whose figures are read from it (ms_pause_state/_stats), and a
+ * follower thread that marks its end. TTL (default 25 h) from insertion,
+ * extended by a hit, never shortened; eviction drops the cache's reference, and the last reference (a running sandbox, a child
  * pause) closes the file. A miss fetches the header and snapfile from the
  * store on a detached thread; concurrent misses of one build share that fetch.
  */

@@ -16,7 +16,7 @@
  *     one on the template it serves from; a pause holds one on its parent
  *     (the pipeline borrows the parent's file until it ends).
  *  3. A template with a pause is evicted only after its pipeline ended, and
- *     freed only after its watcher thread was joined.
+ *     freed only after its follower thread was joined.
  *  4. A build's provisional header never leaves the node: scheduling
  *     metadata uses the durable header without waiting, and a child pause
  *     takes the parent's durable header (pause.h).
@@ -79,8 +79,8 @@ struct ms_template {
 	void *snapfile;
 	size_t snapfile_len;
 	uint64_t mem_size;
-	int guest; /* enum ms_guest_kind, or -1 when unknown (from the store) */
-	int64_t paused_ns;
+	int guest;		       /* enum ms_guest_kind, or -1 when unknown (from the store) */
+	double stop_ms, resumable_ms;  /* a local pause: the VM stop, and until resumable */
 	bool served;		       /* paused here and given to the peer server */
 	bool from_peer;		       /* cold-fetched from a peer before its upload */
 	struct ms_future *in_store;    /* from_peer: settled once the store has the build */
@@ -89,14 +89,10 @@ struct ms_template {
 	enum ms_tmpl_state state;
 	int64_t expires_ns;
 	bool done; /* the pipeline ended (or there is none) */
-	int error; /* the pipeline's error */
-	bool upload_failed;
-	double ms[MS_TIMINGS];
-	bool have[MS_TIMINGS];
-	uint64_t dirty, equal, zero, kept, upload_bytes;
-	/* the watcher (set by the pausing thread before the template is shared) */
-	pthread_t watcher;
-	bool watching;
+	int error; /* the pipeline's error, once done */
+	/* the follower (set by the pausing thread before the template is shared) */
+	pthread_t follower;
+	bool following;
 	/* from_peer: the store poller (stop_poll: node->lock) */
 	pthread_t poller;
 	bool polling, stop_poll;
@@ -153,8 +149,15 @@ struct ms_template *ms_template_remove_at_locked(struct ms_node *node, size_t i)
  */
 int ms_template_get(struct ms_node *node, const ms_uuid *id, struct ms_template **out,
 		    enum ms_start_type *start_type);
-/* The watcher thread of a local pause (arg: the template). */
-void *ms_template_watch(void *arg);
+/* The follower thread of a local pause (arg: the template): test holds, then the end. */
+void *ms_template_follow(void *arg);
+/*
+ * A pause stage's duration in ms from the pipeline's figures (compare: from
+ * the pause to the deduped header; drain; upload: to the publish). False while
+ * it has not happened, and for the node's own stop and resumable.
+ */
+bool ms_pause_timing_ms(const struct ms_pause_stats *stats, enum ms_pause_timing timing,
+			double *ms);
 /* The janitor thread: template TTL (arg: the node). */
 void *ms_node_janitor(void *arg);
 

@@ -2,7 +2,7 @@
  * sandboxes.c - the sandbox registry and what happens to a sandbox: its VM
  * jobs (run on its worker thread), a fresh start, a resume from a build
  * through a page server, and a pause into a new build (the pipeline, the
- * peer record and the watcher that follows it).
+ * peer record and the follower that marks its end).
  *
  * Locks: a sandbox's op lock serializes its operations and owns vm, srv,
  * tmpl and serial; node->lock guards the fields the API reads (state,
@@ -17,8 +17,8 @@
  *     the sandbox's worker (worker.c).
  *  3. A pause that fails after the VM stopped leaves the sandbox FAILED: its
  *     memory went with the VM.
- *  4. A pause hands its test holds (gate, upload_gate) to the watcher; if no
- *     watcher starts, the pause releases them itself, so a pipeline never
+ *  4. A pause hands its test holds (gate, upload_gate) to the follower; if no
+ *     follower starts, the pause releases them itself, so a pipeline never
  *     waits for a hold nobody will lift.
  */
 #include "node/node_int.h"
@@ -351,12 +351,11 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	};
 	int memfd = job.paused.memfd;
 	job.paused.memfd = -1;
-	t->paused_ns = t1;
 	t->mem_size = parent->mem_size;
 	t->guest = sb->guest;
 	t->parent = parent;
 	parent = NULL;
-	/* the watcher releases the stall; until it runs, a failed start must release it */
+	/* the follower releases the stall; until it runs, a failed start must release it */
 	err = ms_pause_start(&cfg, t->parent->file, memfd, job.paused.written, none,
 			     job.paused.snapfile, job.paused.snapfile_len, &t->pause);
 	if (err) {
@@ -384,13 +383,11 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	t->served = ms_node_peers_address(node->peers) != NULL;
 	ms_histogram_observe(&node->metrics.pause_stage[MS_TIMING_RESUMABLE],
 			     (double)(ms_clock_now_ns() - t1) / 1e9);
-	t->ms[MS_TIMING_STOP] = job.stop_ms;
-	t->have[MS_TIMING_STOP] = true;
-	t->ms[MS_TIMING_RESUMABLE] = (double)(ms_clock_now_ns() - t1) / 1e6;
-	t->have[MS_TIMING_RESUMABLE] = true;
-	if ((err = -pthread_create(&t->watcher, NULL, ms_template_watch, t)))
+	t->stop_ms = job.stop_ms;
+	t->resumable_ms = (double)(ms_clock_now_ns() - t1) / 1e6;
+	if ((err = -pthread_create(&t->follower, NULL, ms_template_follow, t)))
 		goto fail_started;
-	t->watching = true;
+	t->following = true;
 	pthread_mutex_lock(&node->lock);
 	err = ms_template_insert_locked(node, t);
 	if (!err) {
@@ -409,7 +406,7 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	ms_sandbox_paused_fini(&job.paused);
 	return 0;
 fail_started:
-	/* without a watcher nobody releases the test holds: do it, then wait it out */
+	/* without a follower nobody releases the test holds: do it, then wait it out */
 	if (t->gate)
 		ms_future_set(t->gate, NULL);
 	if (t->upload_gate)
@@ -420,9 +417,9 @@ fail_started:
 	t->done = true;
 fail:
 	snprintf(cause, cause_len, "pause failed: %s", ms_strerror(err));
-	if (t && t->gate && !t->watching)
+	if (t && t->gate && !t->following)
 		ms_future_set(t->gate, NULL);
-	if (t && t->upload_gate && !t->watching)
+	if (t && t->upload_gate && !t->following)
 		ms_future_set(t->upload_gate, NULL);
 	ms_template_unref(t);
 	ms_template_unref(parent);

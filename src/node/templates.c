@@ -2,8 +2,8 @@
  * templates.c - the template cache: every build this node knows, keyed by
  * build id, with the layered file a resume serves from and the snapfile; the
  * cold fetch of a missing build (from a peer that holds it, else the store);
- * the store poller of a build read from a peer; the watcher thread that
- * follows a local pause's pipeline; and the janitor that evicts by TTL.
+ * the store poller of a build read from a peer; the follower thread that
+ * marks the end of a local pause's pipeline; and the janitor that evicts by TTL.
  *
  * Locks: node->lock guards the table and the template fields marked so in
  * node_int.h; it is never held across store I/O or a pipeline wait.
@@ -15,7 +15,7 @@
  *     whose pipeline has not ended (done) is never evicted.
  *  3. Concurrent misses of one build share one fetch (one LOADING entry);
  *     a failed fetch removes its entry, so the next miss fetches again.
- *  4. A template is freed only after its watcher and poller were joined.
+ *  4. A template is freed only after its follower and poller were joined.
  */
 #include "node/node_int.h"
 #include "header/header.h"
@@ -44,8 +44,8 @@ void ms_template_unref(struct ms_template *t)
 	if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
 		return;
 	struct ms_node *node = t->node;
-	if (t->watching)
-		pthread_join(t->watcher, NULL);
+	if (t->following)
+		pthread_join(t->follower, NULL);
 	if (t->polling) {
 		pthread_mutex_lock(&node->lock);
 		t->stop_poll = true;
@@ -315,89 +315,76 @@ int ms_template_get(struct ms_node *node, const ms_uuid *id, struct ms_template 
 	return 0;
 }
 
-/* Observes a stage duration and records it on the template. */
-static void ms_template_timing(struct ms_template *t, enum ms_pause_timing stage, double seconds)
+bool ms_pause_timing_ms(const struct ms_pause_stats *stats, enum ms_pause_timing timing, double *ms)
 {
-	struct ms_node *node = t->node;
-	ms_histogram_observe(&node->metrics.pause_stage[stage], seconds);
-	pthread_mutex_lock(&node->lock);
-	t->ms[stage] = seconds * 1e3;
-	t->have[stage] = true;
-	pthread_mutex_unlock(&node->lock);
+	int64_t took;
+	switch (timing) {
+	case MS_TIMING_COMPARE: /* from the pause to the durable header: a stalled compare too */
+		took = ms_pause_stats_took(stats, MS_PAUSE_COMPARED);
+		break;
+	case MS_TIMING_DRAIN:
+		took = ms_pause_stats_took(stats, MS_PAUSE_DRAINED);
+		break;
+	case MS_TIMING_UPLOAD: /* drained to published */
+		took = ms_pause_stats_between(stats, MS_PAUSE_DRAINED, MS_PAUSE_PUBLISHED);
+		break;
+	default: /* stop and resumable are the node's own (ms_template.stop_ms, ...) */
+		return false;
+	}
+	if (took < 0)
+		return false;
+	*ms = (double)took / 1e6;
+	return true;
 }
 
-/* One per local pause: releases the test holds, then follows the pipeline to its end. */
-void *ms_template_watch(void *arg)
+/*
+ * A local pause ended (published, or failed with err): its figures go into the
+ * histograms, its peer record goes, and it is done (evictable; shutdown stops
+ * waiting for it). The pipeline itself counted pages, bytes and results.
+ */
+static void ms_template_ended(struct ms_template *t, int err)
 {
-	struct ms_template *t = arg;
 	struct ms_node *node = t->node;
-	if (t->gate)
-		ms_node_hook_stall_compare(t);
-	int64_t start = t->paused_ns, at = start;
-	static const struct {
-		enum ms_pause_state stage;
-		enum ms_pause_timing timing;
-	} steps[] = {
-	    {MS_PAUSE_COMPARED, MS_TIMING_COMPARE},
-	    {MS_PAUSE_DRAINED, MS_TIMING_DRAIN},
-	    {MS_PAUSE_PUBLISHED, MS_TIMING_UPLOAD},
-	};
-	int err = 0;
-	size_t s;
-	for (s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
-		if (steps[s].stage == MS_PAUSE_PUBLISHED && t->upload_gate)
-			ms_node_hook_hold_upload(t);
-		if ((err = ms_pause_wait(t->pause, steps[s].stage, -1)))
-			break;
-		int64_t now = ms_clock_now_ns();
-		ms_template_timing(t, steps[s].timing, (double)(now - at) / 1e9);
-		at = now;
-		if (steps[s].stage == MS_PAUSE_COMPARED) {
-			uint64_t dirty, equal, zero, kept;
-			ms_pause_counts(t->pause, &dirty, &equal, &zero, &kept);
-			atomic_fetch_add(&node->metrics.dedup_compared, dirty);
-			atomic_fetch_add(&node->metrics.dedup_equal, equal);
-			atomic_fetch_add(&node->metrics.dedup_zero, zero);
-			atomic_fetch_add(&node->metrics.dedup_kept, kept);
-			double pages = (double)(t->mem_size / P);
-			ms_histogram_observe(&node->metrics.diff_ratio[MS_DIFF_DIRTY],
-					     dirty / pages);
-			ms_histogram_observe(&node->metrics.diff_ratio[MS_DIFF_STORED],
-					     kept / pages);
-			pthread_mutex_lock(&node->lock);
-			t->dirty = dirty;
-			t->equal = equal;
-			t->zero = zero;
-			t->kept = kept;
-			pthread_mutex_unlock(&node->lock);
-		}
+	struct ms_pause_stats stats;
+	ms_pause_stats(t->pause, &stats);
+	static const enum ms_pause_timing timed[] = {MS_TIMING_COMPARE, MS_TIMING_DRAIN,
+						     MS_TIMING_UPLOAD};
+	for (size_t i = 0; i < sizeof(timed) / sizeof(timed[0]); i++) {
+		double ms;
+		if (ms_pause_timing_ms(&stats, timed[i], &ms))
+			ms_histogram_observe(&node->metrics.pause_stage[timed[i]], ms / 1e3);
 	}
-	uint64_t bytes = 0;
-	if (!err) {
-		char key[MS_ARTIFACT_KEY_MAX];
-		uint64_t size = 0;
-		ms_artifact_key(key, sizeof(key), &t->id, MS_ARTIFACT_MEMFILE, node->cfg.compress);
-		if (!ms_store_size(node->store, key, &size))
-			bytes = size + t->snapfile_len;
-		atomic_fetch_add(&node->metrics.upload_bytes, bytes);
-		atomic_fetch_add(&node->metrics.pauses_published, 1);
-	} else {
-		atomic_fetch_add(&node->metrics.pauses_failed, 1);
-		if (steps[s].stage == MS_PAUSE_PUBLISHED)
-			atomic_fetch_add(&node->metrics.upload_failures, 1);
+	if (stats.at_ns[MS_PAUSE_COMPARED] >= 0 && t->mem_size) {
+		double pages = (double)(t->mem_size / P);
+		ms_histogram_observe(&node->metrics.diff_ratio[MS_DIFF_DIRTY],
+				     (double)stats.pages_dirty / pages);
+		ms_histogram_observe(&node->metrics.diff_ratio[MS_DIFF_STORED],
+				     (double)stats.pages_kept / pages);
 	}
 	if (t->upload_gate) /* a pipeline that failed before its upload never waited */
 		ms_future_set(t->upload_gate, NULL);
 	if (t->served) /* the record goes; published: peers are sent to the store */
 		ms_node_peers_uploaded(node->peers, &t->id, !err);
 	pthread_mutex_lock(&node->lock);
-	t->upload_bytes = bytes;
 	t->error = err;
-	t->upload_failed = err && steps[s].stage == MS_PAUSE_PUBLISHED;
 	t->done = true;
 	pthread_cond_broadcast(&node->cond);
 	pthread_mutex_unlock(&node->lock);
-	(void)start;
+}
+
+/*
+ * One per local pause: runs its test holds (if any), waits for the pipeline's
+ * end and records it. What the pipeline did on the way is read from
+ * ms_pause_state/ms_pause_stats when asked; this thread only marks the end.
+ */
+void *ms_template_follow(void *arg)
+{
+	struct ms_template *t = arg;
+	if (t->gate)
+		ms_node_hook_stall_compare(t);
+	if (t->upload_gate)
+		ms_node_hook_hold_upload(t);
+	ms_template_ended(t, ms_pause_wait(t->pause, MS_PAUSE_PUBLISHED, -1));
 	return NULL;
 }
 
