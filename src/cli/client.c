@@ -57,6 +57,11 @@ int ms_client_options(struct ms_client *c, int argc, char **argv)
 			} else {
 				c->url = argv[++i];
 			}
+		} else if (!strncmp(argv[i], "--socket=", 9)) {
+			c->socket = argv[i] + 9;
+			c->url = NULL;
+		} else if (!strncmp(argv[i], "--url=", 6)) {
+			c->url = argv[i] + 6;
 		} else {
 			argv[out++] = argv[i];
 		}

@@ -47,6 +47,9 @@ static const struct ms_opt ms_opts[] = {
     STR(token_file, "", "file holding the bearer token for TCP (or set MEMSNAP_TOKEN)"),
     STR(backend, "auto", "sandbox backend: auto (kvm where /dev/kvm opens, else proc), kvm, proc"),
     STR(log_level, "info", "error, warn, info or debug"),
+    STR(log_format, "text",
+	"log lines as text, or json (one object a line: ts, level, module, msg, sandbox_id, "
+	"build_id)"),
     OPT(max_sandboxes, OPT_COUNT, "64", "sandboxes (running or paused) this node holds at most"),
     OPT(pageserver_workers, OPT_COUNT, "4", "fetch threads per lazy resume's page server"),
     OPT(inflight_serve, OPT_BOOL, "on", "resume from a pause's memory while dedup runs"),
@@ -342,6 +345,8 @@ void ms_node_config_usage(FILE *out)
 		MS_NODE_CONFIG_DEFAULT_PATH);
 	for (size_t i = 0; i < MS_OPT_COUNT; i++) {
 		char name[64], flag[72], env[80];
+		if (!strncmp(ms_opts[i].key, "test_", 5))
+			continue; /* test hooks: docs/daemon.md, "Test hooks" */
 		ms_opt_name(&ms_opts[i], name, sizeof(name));
 		snprintf(flag, sizeof(flag), "--%s", name);
 		snprintf(env, sizeof(env), "MEMSNAP_%s", name);
@@ -360,6 +365,9 @@ void ms_node_config_usage(FILE *out)
 		"the token the nodes share for peer reads (instead of peer_token_file)");
 	fprintf(out, "  %-22s %-30s\n      %s\n", "--print-config", "",
 		"print the effective configuration and exit");
+	fprintf(out,
+		"\nThe test hooks (--test-*) are not for production; docs/daemon.md lists them\n"
+		"under \"Test hooks\".\n");
 }
 
 void ms_node_config_dump(const struct ms_node_config *cfg, FILE *out)
@@ -510,6 +518,11 @@ int ms_node_config_load(struct ms_node_config *cfg, int argc, char **argv)
 	if (ms_log_parse_level(cfg->log_level, &level)) {
 		snprintf(why, sizeof(why), "log_level: '%s' is not error, warn, info or debug",
 			 cfg->log_level);
+		goto bad;
+	}
+	enum ms_log_format format;
+	if (ms_log_parse_format(cfg->log_format, &format)) {
+		snprintf(why, sizeof(why), "log_format: '%s' is not text or json", cfg->log_format);
 		goto bad;
 	}
 	if (print) {

@@ -43,6 +43,7 @@ struct ms_node_config {
 	char token[256];		    /* MEMSNAP_TOKEN only (never a flag: ps shows flags) */
 	char backend[16];		    /* auto|kvm|proc */
 	char log_level[16];		    /* error|warn|info|debug */
+	char log_format[8];		    /* text|json */
 	uint64_t max_sandboxes;
 	uint64_t pageserver_workers;
 	/* the pause pipeline's feature flags */

@@ -22,6 +22,7 @@
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/lock.h"
+#include "util/log.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -30,7 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define P MS_PAGE_SIZE
+#define P      MS_PAGE_SIZE
+#define MS_MOD "node"
 
 /* ---- JSON responses ---- */
 
@@ -151,6 +153,17 @@ static void ms_respond_sandbox(struct ms_node_response *resp, unsigned status,
 
 /* ---- handlers ---- */
 
+/* The info line of a sandbox lifecycle event, with its ids as log fields. */
+static void ms_log_sandbox_event(const struct ms_node_sandbox *sb, const ms_uuid *build_id,
+				 const char *event)
+{
+	char sandbox[MS_UUID_STR_LEN], build[MS_UUID_STR_LEN];
+	ms_uuid_format(&sb->id, sandbox);
+	if (build_id)
+		ms_uuid_format(build_id, build);
+	ms_info_ids(MS_MOD, sandbox, build_id ? build : NULL, "sandbox %s", event);
+}
+
 static void ms_handle_create(struct ms_node *node, const struct ms_api_request *req,
 			     struct ms_node_response *resp)
 {
@@ -200,6 +213,8 @@ static void ms_handle_create(struct ms_node *node, const struct ms_api_request *
 		ms_respond_errno(resp, err, req->from_build ? "resume" : "start", cause);
 		return;
 	}
+	ms_log_sandbox_event(sb, req->from_build ? &req->build_id : NULL,
+			     req->from_build ? "created from a build" : "created");
 	ms_respond_sandbox(resp, 201, sb);
 }
 
@@ -226,6 +241,7 @@ static void ms_handle_pause(struct ms_node *node, struct ms_node_sandbox *sb,
 		return;
 	}
 	(void)node;
+	ms_log_sandbox_event(sb, &build_id, "paused");
 	ms_respond_sandbox(resp, 200, sb);
 }
 
@@ -245,6 +261,7 @@ static void ms_handle_resume(struct ms_node *node, struct ms_node_sandbox *sb,
 		ms_respond_errno(resp, err, "resume", cause);
 		return;
 	}
+	ms_log_sandbox_event(sb, &build_id, "resumed");
 	ms_respond_sandbox(resp, 200, sb);
 }
 
@@ -252,6 +269,7 @@ static void ms_handle_delete(struct ms_node *node, struct ms_node_sandbox *sb,
 			     struct ms_node_response *resp)
 {
 	ms_nsb_teardown(sb);
+	ms_log_sandbox_event(sb, NULL, "deleted");
 	pthread_mutex_lock(&node->lock);
 	sb->deleted = true;
 	ssize_t i = ms_nsb_index_locked(node, &sb->id);

@@ -16,6 +16,7 @@
 #include "node/config.h"
 #include "node/http.h"
 #include "node/node.h"
+#include "memsnap/memsnap.h"
 #include "util/log.h"
 
 #include <signal.h>
@@ -23,6 +24,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#define MS_MOD "memsnapd"
 
 int main(int argc, char **argv)
 {
@@ -33,6 +36,9 @@ int main(int argc, char **argv)
 	enum ms_log_level level;
 	if (!ms_log_parse_level(cfg.log_level, &level))
 		ms_log_set_level(level);
+	enum ms_log_format format;
+	if (!ms_log_parse_format(cfg.log_format, &format))
+		ms_log_set_format(format);
 	/* signals: handled by sigwait here; every thread inherits the mask */
 	sigset_t stop;
 	sigemptyset(&stop);
@@ -44,38 +50,37 @@ int main(int argc, char **argv)
 	int err;
 	struct ms_node *node = ms_node_new(&cfg, &err, why, sizeof(why));
 	if (!node) {
-		fprintf(stderr, "memsnapd: %s\n", why);
+		ms_err(MS_MOD, "%s", why);
 		return 1;
 	}
 	struct ms_http *http = ms_http_start(node, &cfg, why, sizeof(why));
 	if (!http) {
-		fprintf(stderr, "memsnapd: %s\n", why);
+		ms_err(MS_MOD, "%s", why);
 		ms_node_shutdown(node);
 		ms_node_free(node);
 		return 1;
 	}
-	fprintf(stderr, "memsnapd: listening on unix:%s", cfg.socket);
+	char tcp[64] = "", peers[96] = "";
 	if (cfg.tcp_listen[0])
-		fprintf(stderr, " and tcp 127.0.0.1:%u", ms_http_tcp_port(http));
+		snprintf(tcp, sizeof(tcp), " and tcp 127.0.0.1:%u", ms_http_tcp_port(http));
 	if (ms_node_peer_address(node))
-		fprintf(stderr, ", peers on %s", ms_node_peer_address(node));
-	fprintf(stderr, " (backend %s, store %s)\n", ms_node_backend(node), cfg.store);
+		snprintf(peers, sizeof(peers), ", peers on %s", ms_node_peer_address(node));
+	ms_log_notice(MS_MOD, "listening on unix:%s%s%s (backend %s, store %s, memsnapd %s)",
+		      cfg.socket, tcp, peers, ms_node_backend(node), cfg.store, MEMSNAP_VERSION);
 	sd_notifyf(0, "READY=1\nSTATUS=listening on unix:%s (backend %s)\nMAINPID=%ld", cfg.socket,
 		   ms_node_backend(node), (long)getpid());
 	int sig = 0;
 	sigwait(&stop, &sig);
 	ms_http_quiesce(http);
 	sd_notify(0, "STOPPING=1\nSTATUS=stopping: uploads finish");
-	fprintf(stderr, "memsnapd: %s: stopping (no new connections; uploads finish)\n",
-		strsignal(sig));
+	ms_log_notice(MS_MOD, "%s: stopping (no new connections; uploads finish)", strsignal(sig));
 	unsigned unfinished = ms_node_shutdown(node);
 	ms_http_stop(http);
 	if (unfinished) {
-		fprintf(stderr, "memsnapd: %u uploads did not finish; exiting anyway\n",
-			unfinished);
+		ms_err(MS_MOD, "%u uploads did not finish; exiting anyway", unfinished);
 		return 1; /* the pipelines still run: no teardown under them */
 	}
 	ms_node_free(node);
-	fprintf(stderr, "memsnapd: stopped\n");
+	ms_log_notice(MS_MOD, "stopped");
 	return 0;
 }

@@ -6,9 +6,13 @@
  * fixed tables (nothing from a request ever becomes a label).
  */
 #include "node/metrics.h"
+#include "memsnap/memsnap.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 static const double ms_duration_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 					    0.25,   0.5,   1,	   2.5,	  5,	10,    30};
@@ -29,6 +33,43 @@ const char *ms_start_type_name(enum ms_start_type t)
 	return (unsigned)t < MS_START_TYPES ? names[t] : "unknown";
 }
 
+/*
+ * The process's start (the kernel's starttime in /proc/self/stat, in clock
+ * ticks after boot, plus btime of /proc/stat); the time of the call if
+ * either cannot be read.
+ */
+static double ms_process_start_seconds(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	double fallback = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+	char buf[1024];
+	FILE *f = fopen("/proc/self/stat", "re");
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	buf[n] = '\0';
+	/* field 2 (comm) may hold spaces: count fields from its closing ')' */
+	char *p = strrchr(buf, ')');
+	unsigned long long ticks = 0;
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p + 1, "%llu", &ticks) != 1)
+		return fallback;
+	unsigned long long btime = 0;
+	char line[256];
+	bool found = false;
+	if ((f = fopen("/proc/stat", "re"))) {
+		while (!found && fgets(line, sizeof(line), f))
+			found = sscanf(line, "btime %llu", &btime) == 1;
+		fclose(f);
+	}
+	long hz = sysconf(_SC_CLK_TCK);
+	if (!found || hz <= 0)
+		return fallback;
+	return (double)btime + (double)ticks / (double)hz;
+}
+
 static void ms_histogram_init(struct ms_histogram *h, const double *bounds, unsigned n)
 {
 	memset(h, 0, sizeof(*h));
@@ -40,6 +81,7 @@ static void ms_histogram_init(struct ms_histogram *h, const double *bounds, unsi
 void ms_metrics_init(struct ms_metrics *m)
 {
 	memset(m, 0, sizeof(*m));
+	m->start_time_seconds = ms_process_start_seconds();
 	unsigned nd = sizeof(ms_duration_bounds) / sizeof(double);
 	unsigned nr = sizeof(ms_ratio_bounds) / sizeof(double);
 	for (int i = 0; i < MS_START_TYPES; i++)
@@ -106,6 +148,33 @@ static void ms_family(FILE *out, const char *name, const char *type, const char 
 	fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/*
+ * One histogram series from per-bucket (not cumulative) counts; labels is
+ * "" or a list of name="value" pairs without braces.
+ */
+static void ms_histogram_series(FILE *out, const char *name, const char *labels,
+				const double *bounds, unsigned nbounds, const uint64_t *counts,
+				double sum, uint64_t count)
+{
+	const char *sep = labels[0] ? "," : "";
+	uint64_t cumulative = 0;
+	for (unsigned b = 0; b < nbounds; b++) {
+		cumulative += counts[b];
+		fprintf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, bounds[b],
+			(unsigned long long)cumulative);
+	}
+	cumulative += counts[nbounds];
+	fprintf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+		(unsigned long long)cumulative);
+	if (labels[0]) {
+		fprintf(out, "%s_sum{%s} %.9g\n", name, labels, sum);
+		fprintf(out, "%s_count{%s} %llu\n", name, labels, (unsigned long long)count);
+	} else {
+		fprintf(out, "%s_sum %.9g\n%s_count %llu\n", name, sum, name,
+			(unsigned long long)count);
+	}
+}
+
 /* One labelled histogram series; label may be NULL. */
 static void ms_histogram_write(FILE *out, const char *name, const char *label, const char *value,
 			       struct ms_histogram *h)
@@ -117,23 +186,35 @@ static void ms_histogram_write(FILE *out, const char *name, const char *label, c
 	pthread_mutex_unlock(&h->lock);
 	char lp[128] = "";
 	if (label)
-		snprintf(lp, sizeof(lp), "%s=\"%s\",", label, value);
-	uint64_t cumulative = 0;
-	for (unsigned b = 0; b < h->nbounds; b++) {
-		cumulative += counts[b];
-		fprintf(out, "%s_bucket{%sle=\"%g\"} %llu\n", name, lp, h->bounds[b],
-			(unsigned long long)cumulative);
+		snprintf(lp, sizeof(lp), "%s=\"%s\"", label, value);
+	ms_histogram_series(out, name, lp, h->bounds, h->nbounds, counts, sum, count);
+}
+
+/* The store wrapper's request durations by op and their results (storage/timed.h). */
+static void ms_store_timing_write(FILE *out, const struct ms_store_timing *t)
+{
+	const char *n = "memsnap_store_request_duration_seconds";
+	ms_family(out, n, "histogram",
+		  "Object-store calls by operation (put, get, head, delete, list, meta) and "
+		  "backend, each call with its retries, whatever its result.");
+	const char *backend = t->backend[0] ? t->backend : "none";
+	for (int op = 0; op < MS_STORE_OPS; op++) {
+		uint64_t counts[MS_STORE_TIMING_BOUNDS + 1], count = 0;
+		for (int b = 0; b <= MS_STORE_TIMING_BOUNDS; b++)
+			count += counts[b] = atomic_load(&t->buckets[op][b]);
+		char labels[96];
+		snprintf(labels, sizeof(labels), "op=\"%s\",backend=\"%s\"", ms_store_op_name(op),
+			 backend);
+		ms_histogram_series(out, n, labels, ms_store_timing_bounds, MS_STORE_TIMING_BOUNDS,
+				    counts, (double)atomic_load(&t->sum_ns[op]) / 1e9, count);
 	}
-	cumulative += counts[h->nbounds];
-	fprintf(out, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, lp, (unsigned long long)cumulative);
-	if (label) {
-		fprintf(out, "%s_sum{%s=\"%s\"} %.9g\n", name, label, value, sum);
-		fprintf(out, "%s_count{%s=\"%s\"} %llu\n", name, label, value,
-			(unsigned long long)count);
-	} else {
-		fprintf(out, "%s_sum %.9g\n%s_count %llu\n", name, sum, name,
-			(unsigned long long)count);
-	}
+	ms_family(out, "memsnap_store_requests_total", "counter",
+		  "Object-store calls by operation and result (ok, not_found, error).");
+	for (int op = 0; op < MS_STORE_OPS; op++)
+		for (int r = 0; r < MS_STORE_RESULTS; r++)
+			fprintf(out, "memsnap_store_requests_total{op=\"%s\",result=\"%s\"} %llu\n",
+				ms_store_op_name(op), ms_store_result_name(r),
+				(unsigned long long)atomic_load(&t->results[op][r]));
 }
 
 static void ms_counter(FILE *out, const char *name, const char *help, uint64_t v)
@@ -312,5 +393,12 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 			(unsigned long long)atomic_load(&m->http_requests[c]));
 	ms_gauge(out, "memsnap_uptime_seconds", "Seconds since the daemon started.",
 		 live->uptime_seconds);
+	ms_store_timing_write(out, &m->store_timing);
+	ms_family(out, "memsnap_build_info", "gauge",
+		  "Always 1; the version label says which memsnapd this is.");
+	fprintf(out, "memsnap_build_info{version=\"%s\"} 1\n", MEMSNAP_VERSION);
+	ms_gauge(out, "process_start_time_seconds",
+		 "Start time of the process since the Unix epoch, in seconds.",
+		 m->start_time_seconds);
 	return ferror(out) ? -EIO : 0;
 }

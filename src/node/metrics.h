@@ -14,6 +14,7 @@
 #include "cache/diffstore.h"
 #include "node/peers.h"
 #include "snapshot/pause.h"
+#include "storage/timed.h"
 #include "uffd/pageserver.h"
 
 #include <pthread.h>
@@ -54,6 +55,8 @@ struct ms_metrics {
 	_Atomic uint64_t http_requests[6]; /* by status class: 1xx..5xx, [0] other */
 	/* page-server counters of sessions that ended (live ones are added at scrape) */
 	struct ms_uffd_metrics uffd_closed;
+	struct ms_store_timing store_timing; /* the daemon's store is wrapped in storage/timed.h */
+	double start_time_seconds;	     /* process start, Unix time */
 };
 
 /* Live state sampled at scrape time. */

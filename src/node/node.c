@@ -157,6 +157,11 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 			 ms_strerror(*err));
 		goto fail;
 	}
+	if (!(node->store = ms_store_timed_new(node->store, &node->metrics.store_timing))) {
+		*err = -ENOMEM;
+		snprintf(why, why_len, "out of memory");
+		goto fail;
+	}
 	node->store_base = node->store;
 	if (cfg->test_store_delay_ns > 0) {
 		/* test hook: every write sleeps first (slow uploads) */

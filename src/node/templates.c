@@ -337,6 +337,20 @@ bool ms_pause_timing_ms(const struct ms_pause_stats *stats, enum ms_pause_timing
 	return true;
 }
 
+/* The lifecycle line of a pause's end: published (info) or failed (error). */
+static void ms_template_log_end(const struct ms_template *t, int err, uint64_t bytes)
+{
+	char build[MS_UUID_STR_LEN];
+	ms_uuid_format(&t->id, build);
+	if (!err)
+		ms_info_ids(MS_MOD, NULL, build, "build published (%llu bytes uploaded)",
+			    (unsigned long long)bytes);
+	else
+		ms_log_fields(MS_LOG_ERROR, MS_MOD,
+			      (const struct ms_log_field[]){{"build_id", build}}, 1,
+			      "build failed: %s", ms_strerror(err));
+}
+
 /*
  * A local pause ended (published, or failed with err): its figures go into the
  * histograms, its peer record goes, and it is done (evictable; shutdown stops
@@ -361,6 +375,7 @@ static void ms_template_ended(struct ms_template *t, int err)
 		ms_histogram_observe(&node->metrics.diff_ratio[MS_DIFF_STORED],
 				     (double)stats.pages_kept / pages);
 	}
+	ms_template_log_end(t, err, stats.upload_bytes);
 	if (t->upload_gate) /* a pipeline that failed before its upload never waited */
 		ms_future_set(t->upload_gate, NULL);
 	if (t->served) /* the record goes; published: peers are sent to the store */

@@ -1,16 +1,23 @@
-/* log.c - leveled logging to stderr, one write(2) per line so threads never interleave. */
+/*
+ * log.c - leveled logging to stderr (text or JSON lines, see log.h), one
+ * write(2) per line so threads never interleave. A message longer than its
+ * buffer is cut at a whole character, so a JSON line always parses.
+ */
 #include "util/log.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static atomic_int ms_level = -1;
+static atomic_int ms_format = MS_LOG_TEXT;
 
 int ms_log_parse_level(const char *name, enum ms_log_level *out)
 {
@@ -43,25 +50,124 @@ enum ms_log_level ms_log_get_level(void)
 	return (enum ms_log_level)level;
 }
 
-void ms_log(enum ms_log_level level, const char *module, const char *fmt, ...)
+int ms_log_parse_format(const char *name, enum ms_log_format *out)
+{
+	if (!strcmp(name, "text"))
+		*out = MS_LOG_TEXT;
+	else if (!strcmp(name, "json"))
+		*out = MS_LOG_JSON;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+void ms_log_set_format(enum ms_log_format format)
+{
+	atomic_store(&ms_format, (int)format);
+}
+
+void ms_log_timestamp(char *out, size_t len)
+{
+	struct timespec now;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+}
+
+/*
+ * Copies src into dst[cap] (NUL-terminated), JSON-escaped when json; stops at
+ * a whole character or escape, so a cut string is still a valid one.
+ */
+static void ms_log_escape(char *dst, size_t cap, const char *src, bool json)
+{
+	size_t n = 0;
+	for (; *src; src++) {
+		unsigned char c = (unsigned char)*src;
+		char esc[8] = {(char)c, 0};
+		if (json && (c == '"' || c == '\\'))
+			snprintf(esc, sizeof(esc), "\\%c", c);
+		else if (json && (c < 0x20 || c == 0x7f))
+			snprintf(esc, sizeof(esc), "\\u%04x", c);
+		size_t k = strlen(esc);
+		if (n + k >= cap)
+			break;
+		memcpy(dst + n, esc, k);
+		n += k;
+	}
+	dst[n] = '\0';
+}
+
+#define MS_LOG_MSG_MAX	 1024 /* escaped message, with its NUL */
+#define MS_LOG_FIELD_MAX 160  /* escaped field name or value, with its NUL */
+#define MS_LOG_FIELDS	 4
+
+static void ms_log_write(enum ms_log_level level, const char *module,
+			 const struct ms_log_field *fields, size_t nfields, const char *fmt,
+			 va_list ap)
 {
 	static const char *const tags[] = {"ERROR", "WARN", "INFO", "DEBUG"};
-	if ((int)level > (int)ms_log_get_level())
+	static const char *const names[] = {"error", "warn", "info", "debug"};
+	char raw[MS_LOG_MSG_MAX], msg[MS_LOG_MSG_MAX], mod[64], ts[32];
+	/* every piece is bounded, so the line always fits: no cut in the middle of JSON */
+	char line[MS_LOG_MSG_MAX + 64 + 32 + 64 + MS_LOG_FIELDS * (2 * MS_LOG_FIELD_MAX + 8)];
+	if (vsnprintf(raw, sizeof(raw), fmt, ap) < 0)
 		return;
-	char line[1024];
-	int n = snprintf(line, sizeof(line), "memsnap[%s] %s ", module, tags[level]);
-	if (n < 0)
+	bool json = atomic_load(&ms_format) == MS_LOG_JSON;
+	ms_log_escape(msg, sizeof(msg), raw, json);
+	ms_log_escape(mod, sizeof(mod), module, json);
+	ms_log_timestamp(ts, sizeof(ts));
+	int len =
+	    json ? snprintf(line, sizeof(line),
+			    "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":\"%s\"", ts,
+			    names[level], mod, msg)
+		 : snprintf(line, sizeof(line), "%s memsnap[%s] %s %s", ts, mod, tags[level], msg);
+	if (nfields > MS_LOG_FIELDS)
+		nfields = MS_LOG_FIELDS;
+	for (size_t i = 0; i < nfields && len > 0; i++) {
+		if (!fields[i].value)
+			continue;
+		char name[MS_LOG_FIELD_MAX], value[MS_LOG_FIELD_MAX];
+		ms_log_escape(name, sizeof(name), fields[i].name, json);
+		ms_log_escape(value, sizeof(value), fields[i].value, json);
+		len += snprintf(line + len, sizeof(line) - (size_t)len,
+				json ? ",\"%s\":\"%s\"" : " %s=%s", name, value);
+	}
+	if (len <= 0 || (size_t)len + 2 >= sizeof(line))
+		return; /* cannot happen: the pieces are bounded above */
+	if (json)
+		line[len++] = '}';
+	line[len++] = '\n';
+	ssize_t w = write(STDERR_FILENO, line, (size_t)len);
+	(void)w;
+}
+
+void ms_log(enum ms_log_level level, const char *module, const char *fmt, ...)
+{
+	if ((int)level > (int)ms_log_get_level())
 		return;
 	va_list ap;
 	va_start(ap, fmt);
-	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	ms_log_write(level, module, NULL, 0, fmt, ap);
 	va_end(ap);
-	if (m < 0)
+}
+
+void ms_log_fields(enum ms_log_level level, const char *module, const struct ms_log_field *fields,
+		   size_t nfields, const char *fmt, ...)
+{
+	if ((int)level > (int)ms_log_get_level())
 		return;
-	size_t len = (size_t)n + (size_t)m;
-	if (len > sizeof(line) - 2)
-		len = sizeof(line) - 2;
-	line[len++] = '\n';
-	ssize_t w = write(STDERR_FILENO, line, len);
-	(void)w;
+	va_list ap;
+	va_start(ap, fmt);
+	ms_log_write(level, module, fields, nfields, fmt, ap);
+	va_end(ap);
+}
+
+void ms_log_notice(const char *module, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	ms_log_write(MS_LOG_INFO, module, NULL, 0, fmt, ap);
+	va_end(ap);
 }
