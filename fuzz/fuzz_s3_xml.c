@@ -20,7 +20,7 @@ struct listing {
 	size_t body; /* a key is never longer than the body it came from */
 };
 
-static int on_key(const char *key, uint64_t size, void *ctx)
+static int on_key(const char *key, uint64_t size, int64_t mtime_ms, void *ctx)
 {
 	(void)size;
 	struct listing *l = ctx;

@@ -112,7 +112,8 @@ static int ms_fs_copy_fd(int src_fd, int dst_fd, uint64_t size)
 {
 	loff_t in_off = 0;
 	while ((uint64_t)in_off < size) {
-		ssize_t n = copy_file_range(src_fd, &in_off, dst_fd, NULL, size - (uint64_t)in_off, 0);
+		ssize_t n =
+		    copy_file_range(src_fd, &in_off, dst_fd, NULL, size - (uint64_t)in_off, 0);
 		if (n > 0)
 			continue;
 		if (n == 0)
@@ -438,7 +439,9 @@ static int ms_fs_walk(struct ms_store_fs *fs, const char *rel, struct ms_fs_list
 			strcat(key, "/");
 			err = ms_fs_walk(fs, key, list);
 		} else if (S_ISREG(st.st_mode) && (size_t)n >= list->prefix_len) {
-			int stop = list->fn(key, (uint64_t)st.st_size, list->ctx);
+			int64_t mtime_ms =
+			    (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+			int stop = list->fn(key, (uint64_t)st.st_size, mtime_ms, list->ctx);
 			if (stop)
 				err = stop > 0 ? 1 : stop;
 		}
@@ -464,15 +467,15 @@ static void ms_fs_free(struct ms_store *store)
 }
 
 static const struct ms_store_ops ms_fs_ops = {
-	.name = "fs",
-	.put_buf = ms_fs_put_buf,
-	.put_file = ms_fs_put_file,
-	.read_range = ms_fs_read_range,
-	.size = ms_fs_size,
-	.remove = ms_fs_remove,
-	.list = ms_fs_list,
-	.get_meta = ms_fs_get_meta,
-	.free = ms_fs_free,
+    .name = "fs",
+    .put_buf = ms_fs_put_buf,
+    .put_file = ms_fs_put_file,
+    .read_range = ms_fs_read_range,
+    .size = ms_fs_size,
+    .remove = ms_fs_remove,
+    .list = ms_fs_list,
+    .get_meta = ms_fs_get_meta,
+    .free = ms_fs_free,
 };
 
 struct ms_store *ms_store_fs_new(const char *dir, int *err)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Finds <tag>value</tag> in [start, end); value bounds in *vs, *ve. false when absent. */
 bool ms_s3_xml_find(const char *start, const char *end, const char *tag, const char **vs,
@@ -149,6 +150,36 @@ unsigned ms_s3_xml_count(const char *xml, size_t len, const char *tag)
 	return count;
 }
 
+/*
+ * A <Contents>'s <LastModified> ("2026-12-02T00:50:45.000Z", ISO 8601 UTC) in
+ * Unix ms; 0 when it is missing or not of that form (the age is then unknown,
+ * which is no reason to refuse the listing).
+ */
+static int64_t ms_s3_xml_time_ms(const char *vs, const char *ve)
+{
+	const char *ts, *te;
+	if (!ms_s3_xml_find(vs, ve, "LastModified", &ts, &te) || te - ts < 19 || te - ts > 40)
+		return 0;
+	char text[41];
+	memcpy(text, ts, (size_t)(te - ts));
+	text[te - ts] = '\0';
+	struct tm tm = {0};
+	unsigned ms = 0;
+	int used = 0;
+	if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+		   &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) != 6)
+		return 0;
+	if (text[used] == '.') {
+		unsigned scale = 100;
+		for (const char *d = text + used + 1; *d >= '0' && *d <= '9'; d++, scale /= 10)
+			ms += scale ? (unsigned)(*d - '0') * scale : 0;
+	}
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	time_t t = timegm(&tm);
+	return t < 0 ? 0 : (int64_t)t * 1000 + ms;
+}
+
 int ms_s3_xml_list_page(const char *xml, size_t len, const char *prefix, ms_store_list_fn fn,
 			void *ctx, int *stop, char **token)
 {
@@ -179,7 +210,7 @@ int ms_s3_xml_list_page(const char *xml, size_t len, const char *prefix, ms_stor
 			free(key);
 			return MS_EPROTO; /* the server listed a key outside our prefix */
 		}
-		int rc = fn(key + strip, (uint64_t)size, ctx);
+		int rc = fn(key + strip, (uint64_t)size, ms_s3_xml_time_ms(vs, ve), ctx);
 		free(key);
 		if (rc) {
 			*stop = rc;

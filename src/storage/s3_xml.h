@@ -33,7 +33,8 @@ int ms_s3_xml_upload_id(const char *xml, size_t len, char **upload_id);
 unsigned ms_s3_xml_count(const char *xml, size_t len, const char *tag);
 
 /*
- * One ListObjectsV2 page: calls fn(key, size, ctx) for each <Contents> in order, with the
+ * One ListObjectsV2 page: calls fn(key, size, mtime_ms, ctx) for each <Contents> in order
+ * (mtime_ms from <LastModified>, 0 when it has none), with the
  * store's prefix (normalized, "" for none) and its '/' stripped from the key; a key outside
  * the prefix is MS_EPROTO. A non-zero return of fn stops the page: *stop = that value, 0
  * returned. *token: the decoded NextContinuationToken when <IsTruncated> is true, else NULL

@@ -27,9 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MS_STORE_KEY_MAX 1024
-#define MS_STORE_META_MAX 8
-#define MS_STORE_META_KEY_MAX 64
+#define MS_STORE_KEY_MAX	1024
+#define MS_STORE_META_MAX	8
+#define MS_STORE_META_KEY_MAX	64
 #define MS_STORE_META_VALUE_MAX 256
 
 /* Small user metadata (S3 x-amz-meta-*; fs: a sidecar file). Keys: [a-z0-9-]. */
@@ -41,8 +41,12 @@ struct ms_store_meta {
 	} items[MS_STORE_META_MAX];
 };
 
-/* Called once per listed object, in key order; a non-zero return stops the listing. */
-typedef int (*ms_store_list_fn)(const char *key, uint64_t size, void *ctx);
+/*
+ * Called once per listed object, in key order; a non-zero return stops the
+ * listing. mtime_ms: when the object was written (Unix ms; 0 where the backend
+ * cannot say).
+ */
+typedef int (*ms_store_list_fn)(const char *key, uint64_t size, int64_t mtime_ms, void *ctx);
 
 struct ms_store;
 
@@ -69,18 +73,18 @@ struct ms_store {
 
 /* S3 backend configuration; strings are copied by ms_store_s3_new. */
 struct ms_s3_config {
-	const char *endpoint;      /* "http://127.0.0.1:7480"; required */
-	const char *bucket;        /* required */
-	const char *prefix;        /* key prefix inside the bucket, may be NULL or "" */
-	const char *region;        /* default "us-east-1" */
-	const char *access_key;    /* NULL: AWS_ACCESS_KEY_ID, then the config file */
-	const char *secret_key;    /* NULL: AWS_SECRET_ACCESS_KEY, then the config file */
-	bool virtual_host;         /* false: path-style URLs (default) */
+	const char *endpoint;	      /* "http://127.0.0.1:7480"; required */
+	const char *bucket;	      /* required */
+	const char *prefix;	      /* key prefix inside the bucket, may be NULL or "" */
+	const char *region;	      /* default "us-east-1" */
+	const char *access_key;	      /* NULL: AWS_ACCESS_KEY_ID, then the config file */
+	const char *secret_key;	      /* NULL: AWS_SECRET_ACCESS_KEY, then the config file */
+	bool virtual_host;	      /* false: path-style URLs (default) */
 	uint64_t multipart_threshold; /* 0: default 64 MiB */
-	uint64_t part_size;        /* 0: default 16 MiB (>= 5 MiB) */
-	unsigned max_attempts;     /* 0: default 5 */
-	int64_t retry_initial_ns;  /* 0: default 100 ms */
-	int64_t timeout_ms;        /* per request; 0: default 60 s */
+	uint64_t part_size;	      /* 0: default 16 MiB (>= 5 MiB) */
+	unsigned max_attempts;	      /* 0: default 5 */
+	int64_t retry_initial_ns;     /* 0: default 100 ms */
+	int64_t timeout_ms;	      /* per request; 0: default 60 s */
 };
 
 /* fs backend rooted at dir (created if missing). NULL on error, with *err set. */

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct fixture {
@@ -80,7 +81,8 @@ static void test_put_get(void **state)
 static void test_bad_keys(void **state)
 {
 	struct fixture *f = *state;
-	const char *bad[] = {"", "/abs", "a//b", "../x", "a/../b", "a/./b", "a/", ".hidden", "a/.x"};
+	const char *bad[] = {"",      "/abs", "a//b",	 "../x", "a/../b",
+			     "a/./b", "a/",   ".hidden", "a/.x"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(ms_store_put_buf(f->store, bad[i], "x", 1, NULL), -EINVAL);
 }
@@ -115,14 +117,16 @@ static void test_overwrite_shorter(void **state)
 struct listed {
 	char keys[16][64];
 	uint64_t sizes[16];
+	int64_t mtimes[16];
 	int count;
 	int stop_after;
 };
 
-static int collect(const char *key, uint64_t size, void *ctx)
+static int collect(const char *key, uint64_t size, int64_t mtime_ms, void *ctx)
 {
 	struct listed *l = ctx;
 	snprintf(l->keys[l->count], 64, "%s", key);
+	l->mtimes[l->count] = mtime_ms;
 	l->sizes[l->count++] = size;
 	return l->stop_after && l->count == l->stop_after;
 }
@@ -147,6 +151,9 @@ static void test_list_and_meta(void **state)
 	assert_int_equal(l.sizes[0], 3);
 	assert_string_equal(l.keys[1], "b1/memfile.header");
 	assert_string_equal(l.keys[2], "b1/snapfile");
+	/* the write time, from the file (within a minute of now) */
+	int64_t now_ms = (int64_t)time(NULL) * 1000;
+	assert_true(l.mtimes[0] > now_ms - 60000 && l.mtimes[0] < now_ms + 60000);
 	memset(&l, 0, sizeof(l));
 	assert_int_equal(ms_store_list(f->store, "", collect, &l), 0);
 	assert_int_equal(l.count, 5);
@@ -243,12 +250,12 @@ static void test_open_uris(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_put_get, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_keys, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_overwrite_shorter, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_list_and_meta, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_atomic_overwrite_under_readers, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_open_uris, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_put_get, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_keys, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_overwrite_shorter, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_list_and_meta, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_atomic_overwrite_under_readers, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_uris, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

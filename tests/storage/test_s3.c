@@ -377,17 +377,19 @@ static void test_put_get_range(void **state)
 struct listed {
 	char keys[64][128];
 	uint64_t sizes[64];
+	int64_t mtimes[64];
 	unsigned count;
 	unsigned stop_after;
 	int stop_value;
 };
 
-static int collect(const char *key, uint64_t size, void *ctx)
+static int collect(const char *key, uint64_t size, int64_t mtime_ms, void *ctx)
 {
 	struct listed *l = ctx;
 	if (l->count < 64) {
 		snprintf(l->keys[l->count], sizeof(l->keys[0]), "%s", key);
 		l->sizes[l->count] = size;
+		l->mtimes[l->count] = mtime_ms;
 	}
 	l->count++;
 	return l->stop_after && l->count == l->stop_after ? l->stop_value : 0;
@@ -421,6 +423,9 @@ static void test_list_pages(void **state)
 		snprintf(key, sizeof(key), "dir/k%03u", i);
 		assert_string_equal(l->keys[i], key);
 		assert_int_equal(l->sizes[i], i + 1);
+		/* the server's LastModified: written within a minute of now */
+		int64_t now_ms = (int64_t)time(NULL) * 1000;
+		assert_true(l->mtimes[i] > now_ms - 60000 && l->mtimes[i] < now_ms + 60000);
 	}
 	assert_string_equal(l->keys[n], odd);
 	assert_int_equal(l->sizes[n], 3);

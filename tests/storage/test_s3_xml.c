@@ -13,16 +13,18 @@
 struct seen {
 	char keys[8][64];
 	uint64_t sizes[8];
+	int64_t mtimes[8];
 	int count;
 	int stop_at; /* return 1 at this index (-1: never) */
 };
 
-static int collect(const char *key, uint64_t size, void *ctx)
+static int collect(const char *key, uint64_t size, int64_t mtime_ms, void *ctx)
 {
 	struct seen *s = ctx;
 	if (s->count < 8) {
 		snprintf(s->keys[s->count], sizeof(s->keys[0]), "%s", key);
 		s->sizes[s->count] = size;
+		s->mtimes[s->count] = mtime_ms;
 	}
 	return s->count++ == s->stop_at ? 1 : 0;
 }
@@ -54,6 +56,21 @@ static void test_list_page(void **state)
 	assert_non_null(token);
 	assert_string_equal(token, "t<1");
 	free(token);
+
+	assert_int_equal(s.mtimes[0], 0); /* no <LastModified>: age unknown */
+
+	/* <LastModified> (ISO 8601 UTC, with or without milliseconds) -> Unix ms */
+	assert_int_equal(list("<Contents><Key>k</Key><LastModified>2026-12-02T00:50:45.250Z"
+			      "</LastModified><Size>3</Size></Contents><Contents><Key>l</Key>"
+			      "<LastModified>1970-01-01T00:00:01Z</LastModified><Size>1</Size>"
+			      "</Contents><Contents><Key>m</Key><LastModified>yesterday"
+			      "</LastModified><Size>1</Size></Contents>",
+			      "", &s, &stop, &token),
+			 0);
+	assert_int_equal(s.count, 3);
+	assert_int_equal(s.mtimes[0], 1796172645250LL);
+	assert_int_equal(s.mtimes[1], 1000);
+	assert_int_equal(s.mtimes[2], 0);
 
 	/* No prefix: keys as listed; not truncated: no token. */
 	assert_int_equal(
