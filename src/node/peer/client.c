@@ -30,7 +30,8 @@
 
 struct ms_peer_client {
 	atomic_uint refs;
-	char *address, *auth; /* auth: "Authorization: Bearer TOKEN" */
+	char *address, *auth;	    /* auth: "Authorization: Bearer TOKEN" */
+	struct ms_peer_tls_pem tls; /* all NULL: plain HTTP */
 	int64_t connect_timeout_ms, timeout_ms, retry_initial_ns;
 	unsigned attempts;
 	uint32_t piece;
@@ -61,11 +62,21 @@ struct ms_peer_client *ms_peer_client_new(const struct ms_peer_client_config *co
 		*err = -EIO;
 		return NULL;
 	}
+	const struct ms_peer_tls_pem *tls = config->tls;
+	if (tls && (!tls->ca || !tls->cert || !tls->key)) {
+		*err = -EINVAL;
+		return NULL;
+	}
 	struct ms_peer_client *c = calloc(1, sizeof(*c));
 	size_t auth_len = strlen(config->token) + 32;
-	if (!c || !(c->address = strdup(config->address)) || !(c->auth = malloc(auth_len))) {
-		if (c)
+	if (!c || !(c->address = strdup(config->address)) || !(c->auth = malloc(auth_len)) ||
+	    (tls && (!(c->tls.ca = strdup(tls->ca)) || !(c->tls.cert = strdup(tls->cert)) ||
+		     !(c->tls.key = strdup(tls->key))))) {
+		if (c) {
 			free(c->address);
+			free(c->auth);
+			ms_peer_tls_pem_fini(&c->tls);
+		}
 		free(c);
 		*err = -ENOMEM;
 		return NULL;
@@ -97,6 +108,7 @@ void ms_peer_client_unref(struct ms_peer_client *c)
 	pthread_mutex_destroy(&c->lock);
 	free(c->address);
 	free(c->auth);
+	ms_peer_tls_pem_fini(&c->tls);
 	free(c);
 }
 
@@ -231,6 +243,27 @@ static int ms_peer_curl_err(CURLcode rc)
 	}
 }
 
+/*
+ * TLS (tls.h): our certificate and key, and only the fleet CA as trust: no CA
+ * bundle, no CA directory of the system. The server must present a certificate
+ * the CA signed for the address dialled (curl's peer and host checks, on by
+ * default, are kept on). The PEM bytes live as long as the client.
+ */
+static void ms_peer_tls_setopt(struct ms_peer_client *c, CURL *h)
+{
+	struct curl_blob ca = {c->tls.ca, strlen(c->tls.ca), CURL_BLOB_NOCOPY},
+			 cert = {c->tls.cert, strlen(c->tls.cert), CURL_BLOB_NOCOPY},
+			 key = {c->tls.key, strlen(c->tls.key), CURL_BLOB_NOCOPY};
+	curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &ca);
+	curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+	curl_easy_setopt(h, CURLOPT_SSLCERT_BLOB, &cert);
+	curl_easy_setopt(h, CURLOPT_SSLCERTTYPE, "PEM");
+	curl_easy_setopt(h, CURLOPT_SSLKEY_BLOB, &key);
+	curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+}
+
 /* One attempt. 0 with a checked answer, or an error (the answer is emptied). */
 static int ms_peer_once(struct ms_peer_client *c, const char *url,
 			const struct ms_peer_request *req, struct ms_peer_answer *a)
@@ -261,12 +294,22 @@ static int ms_peer_once(struct ms_peer_client *c, const char *url,
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->timeout_ms);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, c->tls.ca ? "https" : "http");
+	if (c->tls.ca)
+		ms_peer_tls_setopt(c, h);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, ms_peer_on_body);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, ms_peer_on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
+	char tls_why[CURL_ERROR_SIZE] = "";
+	if (c->tls.ca)
+		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, tls_why);
 	CURLcode rc = curl_easy_perform(h);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL); /* tls_why ends here */
+	if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR ||
+	    rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CACERT_BADFILE)
+		ms_warn(MS_MOD, "peer %s: TLS: %s", c->address,
+			tls_why[0] ? tls_why : curl_easy_strerror(rc));
 	long http = 0;
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
 	curl_slist_free_all(headers);
@@ -296,7 +339,8 @@ int ms_peer_client_get(struct ms_peer_client *c, const struct ms_peer_request *r
 	int err = ms_peer_request_uri(req, path, sizeof(path));
 	if (err)
 		return err;
-	if (snprintf(url, sizeof(url), "http://%s%s", c->address, path) >= (int)sizeof(url))
+	if (snprintf(url, sizeof(url), "%s://%s%s", c->tls.ca ? "https" : "http", c->address,
+		     path) >= (int)sizeof(url))
 		return -ENAMETOOLONG;
 	struct ms_backoff backoff;
 	ms_backoff_init(&backoff, c->retry_initial_ns, 10 * c->retry_initial_ns, c->attempts);

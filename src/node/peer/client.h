@@ -37,6 +37,7 @@
 #include "cache/source.h"
 #include "header/header.h"
 #include "node/peer/proto.h"
+#include "node/peer/tls.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -49,8 +50,11 @@
 #define MS_PEER_READ_DEFAULT  (1u << 20)
 
 struct ms_peer_client_config {
-	const char *address;	    /* "ADDR:PORT" of the peer server; required (copied) */
-	const char *token;	    /* bearer token; required (copied) */
+	const char *address; /* "ADDR:PORT" of the peer server; required (copied) */
+	const char *token;   /* bearer token; required (copied) */
+	/* NULL: plain HTTP; else HTTPS, presenting this certificate and trusting only this CA
+	 * (tls.h; copied by a client, borrowed by a resolver until it is freed) */
+	const struct ms_peer_tls_pem *tls;
 	int64_t connect_timeout_ms; /* 0: 1000 */
 	int64_t timeout_ms;	    /* one request; 0: 40000 (a header waits for the durable one) */
 	unsigned attempts;	    /* tries per request on transport failures; 0: 3 */

@@ -4,7 +4,8 @@
  *
  * A request's life: the URI log callback keeps the raw request URI (path and
  * query exactly as sent: the parser sees what the client sent, not MHD's
- * unescaped path); the access handler checks the token, parses, takes a
+ * unescaped path); the access handler checks the client's certificate (TLS:
+ * tls.h), then the token, parses, takes a
  * reference on the build (the table's lock is held only for that), answers,
  * and drops the reference; ms_peer_server_remove waits for the last one.
  *
@@ -24,6 +25,7 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <gnutls/gnutls.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -55,6 +57,7 @@ struct ms_peer_server {
 	unsigned port;
 	char address[64];
 	char *token;
+	struct ms_peer_tls_pem tls; /* all NULL: plain HTTP; kept while the daemon runs */
 	int64_t header_wait_ns, tombstone_ns;
 	int (*on_request)(void *ctx, const struct ms_peer_request *req);
 	void *on_request_ctx;
@@ -65,7 +68,7 @@ struct ms_peer_server {
 	struct ms_peer_entry *entries;
 
 	_Atomic uint64_t requests, available, not_available, use_storage, bad_requests,
-	    unauthorized, data_bytes, dropped;
+	    unauthorized, uncertified, data_bytes, dropped;
 };
 
 /* One connection's request: the raw URI from the log callback. */
@@ -116,6 +119,8 @@ static enum MHD_Result ms_peer_send_error(struct ms_peer_server *s, struct MHD_C
 		atomic_fetch_add(&s->bad_requests, 1);
 	else if (http == 401)
 		atomic_fetch_add(&s->unauthorized, 1);
+	else if (http == 403)
+		atomic_fetch_add(&s->uncertified, 1);
 	cJSON *o = cJSON_CreateObject();
 	char *body = NULL;
 	if (o && cJSON_AddStringToObject(o, "status", ms_peer_status_name(status)) &&
@@ -125,6 +130,22 @@ static enum MHD_Result ms_peer_send_error(struct ms_peer_server *s, struct MHD_C
 	if (!body)
 		return MHD_NO;
 	return ms_peer_send(s, conn, http, status, "application/json", body, strlen(body), true);
+}
+
+/*
+ * TLS: whether the client presented a certificate that the fleet CA (the trust
+ * list libmicrohttpd was given) signed and that is valid now. libmicrohttpd only
+ * asks for the certificate; checking it is ours.
+ */
+static bool ms_peer_certified(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	unsigned status = 0;
+	return ci && ci->tls_session &&
+	       gnutls_certificate_verify_peers2((gnutls_session_t)ci->tls_session, &status) ==
+		   GNUTLS_E_SUCCESS &&
+	       status == 0;
 }
 
 /* ---- the build table ---- */
@@ -492,6 +513,10 @@ static enum MHD_Result ms_peer_access(void *cls, struct MHD_Connection *conn, co
 		return MHD_NO;
 	if (atomic_load(&s->stopping))
 		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE, "stopping");
+	if (s->tls.ca && !ms_peer_certified(conn))
+		return ms_peer_send_error(
+		    s, conn, 403, MS_PEER_NOT_AVAILABLE,
+		    "a client certificate signed by the fleet CA is required");
 	if (!ms_bearer_ok(
 		MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
 		s->token))
@@ -610,8 +635,19 @@ struct ms_peer_server *ms_peer_server_start(const struct ms_peer_server_config *
 		*err = -EINVAL;
 		return NULL;
 	}
+	const struct ms_peer_tls_pem *tls = config->tls;
+	if (tls && (!tls->ca || !tls->cert || !tls->key)) {
+		*err = -EINVAL;
+		return NULL;
+	}
 	struct ms_peer_server *s = calloc(1, sizeof(*s));
-	if (!s || !(s->token = strdup(config->token))) {
+	if (!s || !(s->token = strdup(config->token)) ||
+	    (tls && (!(s->tls.ca = strdup(tls->ca)) || !(s->tls.cert = strdup(tls->cert)) ||
+		     !(s->tls.key = strdup(tls->key))))) {
+		if (s) {
+			free(s->token);
+			ms_peer_tls_pem_fini(&s->tls);
+		}
 		free(s);
 		*err = -ENOMEM;
 		return NULL;
@@ -636,15 +672,33 @@ struct ms_peer_server *ms_peer_server_start(const struct ms_peer_server_config *
 	snprintf(s->address, sizeof(s->address), "%s:%u", host, s->port);
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
 			 MHD_USE_ITC | MHD_USE_AUTO;
-	s->daemon = MHD_start_daemon(
-	    flags, 0, NULL, NULL, ms_peer_access, s, MHD_OPTION_LISTEN_SOCKET, s->fd,
-	    MHD_OPTION_URI_LOG_CALLBACK, ms_peer_uri_log, s, MHD_OPTION_NOTIFY_COMPLETED,
-	    ms_peer_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_END);
-	if (!s->daemon) {
-		*err = -EIO;
+	if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+		ms_err(MS_MOD, "peer server: this libmicrohttpd has no TLS support");
+		*err = -ENOTSUP;
 		goto fail;
 	}
-	ms_info(MS_MOD, "peer server on %s", s->address);
+	/* with TLS: our certificate and key, and the CA that client certificates must
+	 * chain to (HTTPS_MEM_TRUST also makes the server ask for one) */
+	struct MHD_OptionItem tls_opts[] = {
+	    {tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, s->tls.key},
+	    {MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls.cert},
+	    {MHD_OPTION_HTTPS_MEM_TRUST, 0, s->tls.ca},
+	    {MHD_OPTION_END, 0, NULL},
+	};
+	s->daemon = MHD_start_daemon(
+	    flags | (tls ? MHD_USE_TLS : 0), 0, NULL, NULL, ms_peer_access, s,
+	    MHD_OPTION_LISTEN_SOCKET, s->fd, MHD_OPTION_URI_LOG_CALLBACK, ms_peer_uri_log, s,
+	    MHD_OPTION_NOTIFY_COMPLETED, ms_peer_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned)120, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+	if (!s->daemon) {
+		if (tls)
+			ms_err(MS_MOD, "peer server: TLS did not start (is the key the "
+				       "certificate's, and are both PEM?)");
+		*err = tls ? MS_ECORRUPT : -EIO;
+		goto fail;
+	}
+	ms_info(MS_MOD, "peer server on %s (%s)", s->address,
+		tls ? "TLS, client certificates checked against the fleet CA" : "plain HTTP");
 	return s;
 fail:
 	ms_peer_server_stop(s);
@@ -678,6 +732,7 @@ void ms_peer_server_stop(struct ms_peer_server *s)
 	pthread_cond_destroy(&s->released);
 	pthread_mutex_destroy(&s->lock);
 	free(s->token);
+	ms_peer_tls_pem_fini(&s->tls);
 	free(s);
 }
 
@@ -690,6 +745,7 @@ void ms_peer_server_get_stats(struct ms_peer_server *s, struct ms_peer_server_st
 	    .use_storage = atomic_load(&s->use_storage),
 	    .bad_requests = atomic_load(&s->bad_requests),
 	    .unauthorized = atomic_load(&s->unauthorized),
+	    .uncertified = atomic_load(&s->uncertified),
 	    .data_bytes = atomic_load(&s->data_bytes),
 	    .dropped = atomic_load(&s->dropped),
 	};

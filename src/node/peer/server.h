@@ -5,7 +5,9 @@
  *
  * libmicrohttpd on a TCP address ("ADDR:PORT", IPv4 literal, port 0: the
  * kernel picks), one thread per connection (a header request may wait for the
- * durable header), every request bearer-token authenticated.
+ * durable header), every request bearer-token authenticated; with tls, HTTPS
+ * and every request's client certificate checked against the fleet CA first
+ * (peer/tls.h).
  *
  * Builds are registered with ms_peer_server_add() and taken back with
  * ms_peer_server_remove(). A registered build is served from:
@@ -44,6 +46,7 @@
 #include "build/layered.h"
 #include "cache/diffstore.h"
 #include "node/peer/proto.h"
+#include "node/peer/tls.h"
 #include "util/future.h"
 
 #include <stdbool.h>
@@ -56,10 +59,11 @@
 struct ms_peer_server;
 
 struct ms_peer_server_config {
-	const char *listen;	/* "127.0.0.1:0"; required */
-	const char *token;	/* bearer token; required, non-empty (copied) */
-	int64_t header_wait_ns; /* 0: 30 s */
-	int64_t tombstone_ns;	/* 0: 1 h */
+	const char *listen;		   /* "127.0.0.1:0"; required */
+	const char *token;		   /* bearer token; required, non-empty (copied) */
+	const struct ms_peer_tls_pem *tls; /* NULL: plain HTTP; else HTTPS (copied) */
+	int64_t header_wait_ns;		   /* 0: 30 s */
+	int64_t tombstone_ns;		   /* 0: 1 h */
 	/*
 	 * Tests: called for each parsed, authenticated request before it is served;
 	 * a non-zero return drops the connection without an answer (a peer that
@@ -87,8 +91,9 @@ struct ms_peer_server_stats {
 	uint64_t available, not_available, use_storage; /* answers by status */
 	uint64_t bad_requests;				/* 400/405 */
 	uint64_t unauthorized;				/* 401 */
-	uint64_t data_bytes;				/* data bytes served */
-	uint64_t dropped;				/* connections dropped by on_request */
+	uint64_t uncertified; /* 403: TLS, and no client certificate the fleet CA signed */
+	uint64_t data_bytes;  /* data bytes served */
+	uint64_t dropped;     /* connections dropped by on_request */
 };
 
 /* Starts listening. NULL on error with *err set (-EINVAL for the config, -errno). */
