@@ -52,6 +52,9 @@ else
 	run_a="" run_b=""
 fi
 
+# the peer link is TLS: a fleet CA and a certificate for each node's address
+"$(dirname "$0")/peer-certs.sh" "$work/tls" fleet "A:$addr_a" "B:$addr_b"
+
 # start NAME ADDR RUN [FLAGS...]
 start() {
 	name=$1 addr=$2 run=$3
@@ -59,7 +62,9 @@ start() {
 	# shellcheck disable=SC2086
 	$run "$memsnapd" --config /dev/null --socket "$work/$name.sock" --run-dir "$work/run-$name" \
 		--cache-dir "$work/cache-$name" --store "$store_uri" $s3_opts --log-level warn \
-		--peer-listen "$addr:0" "$@" 2>>"$work/$name.log" &
+		--peer-listen "$addr:0" --peer-tls-ca "$work/tls/fleet.pem" \
+		--peer-tls-cert "$work/tls/$name.pem" --peer-tls-key "$work/tls/$name.key" \
+		"$@" 2>>"$work/$name.log" &
 	eval "pid_$name=$!"
 	pids="$pids $!"
 	until MEMSNAP_SOCKET="$work/$name.sock" "$memsnap" sandbox ls -q >/dev/null 2>&1; do

@@ -71,6 +71,14 @@ static const struct ms_opt ms_opts[] = {
     STR(peers, "", "static peers ADDR:PORT,... asked when the store's registry names none"),
     OPT(peer_ttl_ns, OPT_DURATION, "122m",
 	"registry records (peers/{build}) expire after this if a node dies before removing them"),
+    OPT(peer_tls, OPT_BOOL, "on",
+	"the peer link over TLS, both ends certified by the fleet CA (needs peer_tls_ca, _cert "
+	"and _key); off: plain HTTP, for a network nobody else is on"),
+    STR(peer_tls_ca, "", "the fleet CA certificate (PEM) that signs every node's certificate"),
+    STR(peer_tls_cert, "",
+	"this node's certificate (PEM), signed by the fleet CA, naming the ADDR of peer_listen as "
+	"an IP subjectAltName"),
+    STR(peer_tls_key, "", "the private key of peer_tls_cert (PEM, unencrypted)"),
     OPT(test_stall_compare_ns, OPT_DURATION, "0",
 	"tests: each pause's dedup compare waits this long before starting"),
     OPT(test_store_delay_ns, OPT_DURATION, "0", "tests: every object-store write sleeps this long"),

@@ -63,6 +63,10 @@ struct ms_node_config {
 	char peer_token[256];			/* MEMSNAP_PEER_TOKEN or peer_token_file */
 	char peers[MS_NODE_PATH_MAX];		/* static peers "ADDR:PORT,ADDR:PORT" */
 	int64_t peer_ttl_ns;			/* registry records expire after this */
+	bool peer_tls;				/* the peer link over TLS (node/peer/tls.h) */
+	char peer_tls_ca[MS_NODE_PATH_MAX];	/* the fleet CA (PEM) */
+	char peer_tls_cert[MS_NODE_PATH_MAX];	/* this node's certificate, signed by it */
+	char peer_tls_key[MS_NODE_PATH_MAX];	/* that certificate's key */
 	/* test hooks */
 	int64_t test_stall_compare_ns;
 	int64_t test_store_delay_ns;

@@ -356,6 +356,7 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 	    {"use_storage", offsetof(struct ms_peer_server_stats, use_storage)},
 	    {"bad_request", offsetof(struct ms_peer_server_stats, bad_requests)},
 	    {"unauthorized", offsetof(struct ms_peer_server_stats, unauthorized)},
+	    {"uncertified", offsetof(struct ms_peer_server_stats, uncertified)},
 	    {"dropped", offsetof(struct ms_peer_server_stats, dropped)},
 	};
 	for (size_t i = 0; i < sizeof(answers) / sizeof(answers[0]); i++)

@@ -28,6 +28,7 @@ struct ms_node_peers {
 	struct ms_peer_server *server;	   /* NULL: not serving */
 	struct ms_peer_resolver *resolver; /* NULL: not reading peers */
 	int64_t ttl_ms;
+	struct ms_peer_tls_pem tls; /* peer_tls: the link's certificates; all NULL: plain HTTP */
 	char **static_peers;
 	size_t npeers;
 	_Atomic uint64_t registry_errors;
@@ -70,6 +71,37 @@ static int ms_node_peers_parse(struct ms_node_peers *peers, const char *list, ch
 	return err;
 }
 
+/*
+ * The peer link's TLS (node/peer/tls.h): on unless peer_tls = off, and then it
+ * needs the three files. Plain HTTP only when asked for by name; certificate
+ * files with peer_tls = off are a contradiction, refused rather than ignored.
+ */
+static int ms_node_peers_tls(struct ms_node_peers *peers, const struct ms_node_config *cfg,
+			     char *why, size_t why_len)
+{
+	struct ms_peer_tls files = {.ca_file = cfg->peer_tls_ca,
+				    .cert_file = cfg->peer_tls_cert,
+				    .key_file = cfg->peer_tls_key};
+	if (!cfg->peer_tls) {
+		if (ms_peer_tls_on(&files)) {
+			snprintf(why, why_len,
+				 "peer_tls = off, but peer_tls_ca/_cert/_key are set: remove them, "
+				 "or turn peer_tls on");
+			return -EINVAL;
+		}
+		ms_warn(MS_MOD, "peer link: plain HTTP (peer_tls = off): the peer token and every "
+				"byte a peer reads cross the network in the clear");
+		return 0;
+	}
+	if (!ms_peer_tls_on(&files)) {
+		snprintf(why, why_len,
+			 "the peer link needs TLS: set peer_tls_ca, peer_tls_cert and peer_tls_key "
+			 "(or peer_tls = off for plain HTTP on a network nobody else is on)");
+		return -EINVAL;
+	}
+	return ms_peer_tls_load(&files, &peers->tls, why, why_len);
+}
+
 struct ms_node_peers *ms_node_peers_new(const struct ms_node_config *cfg,
 					struct ms_build_storage *storage,
 					ms_node_peers_hook_fn hook, void *hook_ctx, int *err,
@@ -99,6 +131,9 @@ struct ms_node_peers *ms_node_peers_new(const struct ms_node_config *cfg,
 		}
 		return peers; /* peers off: the store only */
 	}
+	if ((*err = ms_node_peers_tls(peers, cfg, why, why_len)))
+		goto fail;
+	const struct ms_peer_tls_pem *tls = peers->tls.ca ? &peers->tls : NULL;
 	if (cfg->peer_listen[0]) {
 		if (!strncmp(cfg->peer_listen, "0.0.0.0:", 8)) {
 			*err = -EINVAL;
@@ -110,6 +145,7 @@ struct ms_node_peers *ms_node_peers_new(const struct ms_node_config *cfg,
 		}
 		struct ms_peer_server_config scfg = {.listen = cfg->peer_listen,
 						     .token = cfg->peer_token,
+						     .tls = tls,
 						     .on_request = hook,
 						     .on_request_ctx = hook_ctx};
 		if (!(peers->server = ms_peer_server_start(&scfg, err))) {
@@ -124,6 +160,7 @@ struct ms_node_peers *ms_node_peers_new(const struct ms_node_config *cfg,
 	    .self_address = peers->server ? ms_peer_server_address(peers->server) : NULL,
 	    .static_peers = (const char *const *)peers->static_peers,
 	    .static_peer_count = peers->npeers,
+	    .client = {.tls = tls}, /* borrowed: peers->tls lives as long as the resolver */
 	};
 	if (!(peers->resolver = ms_peer_resolver_new(&rcfg, err))) {
 		snprintf(why, why_len, "peer resolver: %s", ms_strerror(*err));
@@ -152,6 +189,7 @@ void ms_node_peers_free(struct ms_node_peers *peers)
 	for (size_t i = 0; i < peers->npeers; i++)
 		free(peers->static_peers[i]);
 	free(peers->static_peers);
+	ms_peer_tls_pem_fini(&peers->tls);
 	free(peers);
 }
 

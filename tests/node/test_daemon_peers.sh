@@ -6,6 +6,9 @@
 #     all its memory; the header B got names no build but the real one; A's
 #     peer server refuses bad input from B's namespace; both scrapes pass
 #     promtool. (First, peer configuration errors are refused clearly.)
+#     The peer link is TLS: every node has a certificate of the fleet CA (made
+#     here with openssl); A refuses a client certificate of another CA, or none,
+#     and a client that trusts another CA does not accept A.
 #  2. B pauses the sandbox it resumed: its child's header waits for A's upload.
 #  3. A's upload is released; A resumes B's child; A stops; a third node
 #     resumes B's child cold from the store (zstd on S3: the child's header
@@ -52,6 +55,14 @@ finish() {
 	exit
 }
 
+# the fleet's certificates: A (and the nodes after it in A's namespace) on $net.1, B on
+# $net.2; and a certificate of another CA for B's address
+certs="$tmp/tls"
+sh "$here/../../scripts/peer-certs.sh" "$certs" fleet "a:$net.1" "b:$net.2" &&
+	sh "$here/../../scripts/peer-certs.sh" "$certs" other "stranger:$net.2" ||
+	{ echo "FAIL: scripts/peer-certs.sh (openssl) failed"; exit 1; }
+tls() { echo "--peer-tls-ca $certs/fleet.pem --peer-tls-cert $certs/$1.pem --peer-tls-key $certs/$1.key"; }
+
 # configuration errors: clear messages, no daemon
 # bad_config NAME WANT_MESSAGE FLAGS...
 bad_config() {
@@ -65,10 +76,23 @@ bad_config() {
 		bad "config $name: exit $rc, $(cat "$tmp/err")"
 }
 MEMSNAP_PEER_TOKEN="" bad_config "listen without a token" "needs the peer token" --peer-listen 127.0.0.1:0
-MEMSNAP_PEER_TOKEN=t bad_config "listen on 0.0.0.0" "not 0.0.0.0" --peer-listen 0.0.0.0:0
-MEMSNAP_PEER_TOKEN=t bad_config "listen not an address" "not an IPv4" --peer-listen localhost:0
+# shellcheck disable=SC2046
+MEMSNAP_PEER_TOKEN=t bad_config "listen on 0.0.0.0" "not 0.0.0.0" --peer-listen 0.0.0.0:0 $(tls a)
+# shellcheck disable=SC2046
+MEMSNAP_PEER_TOKEN=t bad_config "listen not an address" "not an IPv4" --peer-listen localhost:0 $(tls a)
 MEMSNAP_PEER_TOKEN=t bad_config "a static peer without a port" "is not ADDR:PORT" --peers 127.0.0.1
 MEMSNAP_PEER_TOKEN=t bad_config "missing token file" "peer_token_file" --peer-token-file "$tmp/none"
+# a peer token without TLS: one clear line; plain HTTP only by name; half a TLS config
+MEMSNAP_PEER_TOKEN=t bad_config "token without TLS" "the peer link needs TLS" --peer-listen 127.0.0.1:0
+[ "$(wc -l <"$tmp/err")" = 1 ] && ok || bad "token without TLS: more than one line: $(cat "$tmp/err")"
+MEMSNAP_PEER_TOKEN=t bad_config "client side too" "the peer link needs TLS" --peers 127.0.0.1:7000
+MEMSNAP_PEER_TOKEN=t bad_config "no key" "peer_tls_key is not set" --peer-listen 127.0.0.1:0 \
+	--peer-tls-ca "$certs/fleet.pem" --peer-tls-cert "$certs/a.pem"
+MEMSNAP_PEER_TOKEN=t bad_config "missing CA file" "peer_tls_ca $tmp/none.pem" --peer-listen 127.0.0.1:0 \
+	--peer-tls-ca "$tmp/none.pem" --peer-tls-cert "$certs/a.pem" --peer-tls-key "$certs/a.key"
+# shellcheck disable=SC2046
+MEMSNAP_PEER_TOKEN=t bad_config "plain HTTP with certificates" "peer_tls = off, but" \
+	--peer-listen 127.0.0.1:0 --peer-tls off $(tls a)
 
 if ! netns_pair "$nsa" "$nsb" "$net" "$tag"; then
 	echo "SKIP: cannot create network namespaces here"
@@ -104,11 +128,12 @@ unset MEMSNAP_SOCKET MEMSNAP_TOKEN
 start() {
 	name=$1 ns=$2 addr=$3
 	shift 3
-	# shellcheck disable=SC2086
+	[ "$ns" = "$nsa" ] && cert=a || cert=b
+	# shellcheck disable=SC2086,SC2046
 	ip netns exec "$ns" "$memsnapd" --config /dev/null --socket "$tmp/$name.sock" \
 		--run-dir "$tmp/run-$name" --cache-dir "$tmp/cache-$name" --store "$store" \
-		$store_opts --backend "$backend" --log-level info --peer-listen "$addr:0" "$@" \
-		2>"$tmp/$name.log" &
+		$store_opts --backend "$backend" --log-level info --peer-listen "$addr:0" \
+		$(tls $cert) "$@" 2>"$tmp/$name.log" &
 	eval "pid_$name=$!"
 	pids="$pids $!"
 	tries=0
@@ -211,10 +236,13 @@ done
 # bad input to A's peer server, from B's namespace: clean refusals
 api A GET /healthz
 pa=$(field .peer_address)
-# peer_get WANT_STATUS NAME PATH [TOKEN]
+# peer_get WANT_STATUS NAME PATH [TOKEN [CLIENT_CERT]]: over TLS, as B (or CLIENT_CERT)
 peer_get() {
-	c=$(ip netns exec "$nsb" curl -s -o "$tmp/pbody" -w '%{http_code}' \
-		-H "Authorization: Bearer ${4:-$MEMSNAP_PEER_TOKEN}" "http://$pa$3")
+	cc=${5:-b}
+	if [ "$cc" = none ]; then set -- "$1" "$2" "$3" "${4:-}"; fi
+	c=$(ip netns exec "$nsb" curl -s -o "$tmp/pbody" -w '%{http_code}' --cacert "$certs/fleet.pem" \
+		$([ "$cc" = none ] || echo "--cert $certs/$cc.pem --key $certs/$cc.key") \
+		-H "Authorization: Bearer ${4:-$MEMSNAP_PEER_TOKEN}" "https://$pa$3")
 	expect "peer server: $2" "$1" "$c"
 	[ "$(jq -r .status "$tmp/pbody" 2>/dev/null)" = not_available ] && ok ||
 		bad "peer server: $2: body $(head -c 200 "$tmp/pbody")"
@@ -226,6 +254,19 @@ peer_get 400 "oversized length" "/peer/v1/builds/$build/memfile?offset=0&length=
 peer_get 400 "range past the end" "/peer/v1/builds/$build/memfile?offset=1099511627776&length=4096"
 peer_get 400 "not a build id" "/peer/v1/builds/nope/memfile.header"
 peer_get 401 "bad token" "/peer/v1/builds/$build/memfile.header" wrong-token
+# the sealed link: a certificate of another CA, or none, is refused before the token is
+# read; a client that trusts another CA does not accept A; plain HTTP gets no answer
+peer_get 403 "a client certificate of another CA" "/peer/v1/builds/$build/memfile.header" "" stranger
+peer_get 403 "no client certificate" "/peer/v1/builds/$build/memfile.header" "" none
+expect "A: uncertified counted" 2 \
+	"$(metric A 'memsnap_peer_server_requests_total{answer="uncertified"}')"
+c=$(ip netns exec "$nsb" curl -s -o /dev/null -w '%{http_code}' --cacert "$certs/other.pem" \
+	--cert "$certs/stranger.pem" --key "$certs/stranger.key" \
+	-H "Authorization: Bearer $MEMSNAP_PEER_TOKEN" "https://$pa/peer/v1/builds/$build")
+expect "a client of another fleet does not accept A's certificate" 000 "$c"
+c=$(ip netns exec "$nsb" curl -s -o /dev/null -w '%{http_code}' \
+	-H "Authorization: Bearer $MEMSNAP_PEER_TOKEN" "http://$pa/peer/v1/builds/$build")
+[ "$c" != 200 ] && ok || bad "A answered plain HTTP ($c)"
 bad_answers=$(metric A 'memsnap_peer_server_requests_total{answer="bad_request"}')
 [ "$bad_answers" -ge 5 ] && ok || bad "A: bad requests not counted ($bad_answers)"
 expect "A: unauthorized counted" 1 "$(metric A 'memsnap_peer_server_requests_total{answer="unauthorized"}')"

@@ -19,6 +19,8 @@
  *
  * A writes WORK/expect.bin (the guest memory), WORK/prov-id and WORK/build-id,
  * then WORK/ready. Runs as a cmocka test so that any check fails cleanly.
+ * The link is TLS: MEMSNAP_TEST_PEER_TLS_DIR holds fleet.pem and each node's
+ * certificate and key (a.pem/a.key, b.pem/b.key; scripts/peer-certs.sh).
  */
 #include "ms_test.h"
 #include "ms_chain.h"
@@ -84,6 +86,22 @@ static bool exists(const char *name)
 	char path[1024];
 	path_of(path, sizeof(path), name);
 	return access(path, F_OK) == 0;
+}
+
+/* This node's certificates (the fleet's CA, NAME.pem, NAME.key) from MEMSNAP_TEST_PEER_TLS_DIR. */
+static void load_tls(const char *name, struct ms_peer_tls_pem *pem)
+{
+	const char *dir = getenv("MEMSNAP_TEST_PEER_TLS_DIR");
+	if (!dir || !*dir)
+		fail_msg(
+		    "set-up: MEMSNAP_TEST_PEER_TLS_DIR is not set (test_peer_netns.sh sets it)");
+	char ca[512], cert[512], key[512], why[600];
+	snprintf(ca, sizeof(ca), "%s/fleet.pem", dir);
+	snprintf(cert, sizeof(cert), "%s/%s.pem", dir, name);
+	snprintf(key, sizeof(key), "%s/%s.key", dir, name);
+	struct ms_peer_tls files = {.ca_file = ca, .cert_file = cert, .key_file = key};
+	if (ms_peer_tls_load(&files, pem, why, sizeof(why)))
+		fail_msg("set-up: %s", why);
 }
 
 static struct ms_store *open_store(void)
@@ -165,8 +183,10 @@ static void node_a(void)
 	} else {
 		assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 60 * MS_NSEC_PER_SEC), 0);
 	}
+	struct ms_peer_tls_pem tls;
+	load_tls("a", &tls);
 	struct ms_peer_server_config scfg = {
-	    .listen = arg, .token = TOKEN, .on_request = a_on_request};
+	    .listen = arg, .token = TOKEN, .tls = &tls, .on_request = a_on_request};
 	struct ms_peer_server *server = ms_peer_server_start(&scfg, &err);
 	if (!server)
 		fail_msg("listen on %s: %s", arg, ms_strerror(err));
@@ -195,6 +215,7 @@ static void node_a(void)
 	assert_int_equal(ms_peer_registry_remove(store, id), 0);
 	assert_int_equal(ms_peer_server_remove(server, id, true), 0);
 	ms_peer_server_stop(server);
+	ms_peer_tls_pem_fini(&tls);
 	write_file("published", "", 0);
 	ms_pause_free(pause);
 	ms_future_unref(compare_gate);
@@ -224,9 +245,12 @@ static void node_b(void)
 	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
 	struct ms_build_storage storage = {
 	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
+	struct ms_peer_tls_pem tls;
+	load_tls("b", &tls);
 	struct ms_peer_resolver_config rc = {.storage = &storage,
 					     .token = TOKEN,
-					     .client = {.attempts = 3,
+					     .client = {.tls = &tls,
+							.attempts = 3,
 							.retry_initial_ns = 20 * MS_NSEC_PER_MSEC,
 							.piece = 64 << 10}};
 	struct ms_peer_resolver *resolver = ms_peer_resolver_new(&rc, &err);
@@ -282,6 +306,7 @@ static void node_b(void)
 	ms_layered_free(file);
 	ms_diffstore_free(diffs);
 	ms_peer_resolver_free(resolver);
+	ms_peer_tls_pem_fini(&tls);
 	ms_store_free(store);
 }
 

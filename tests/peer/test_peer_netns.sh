@@ -4,7 +4,8 @@
 # upload held; node B resumes it at once through A's peer server (found in
 # the registry); A's upload is released and A exits; B resumes again from the
 # store. Then a node A that dies (SIGKILL) in the middle of B's read: B falls
-# back to the store without a failed read.
+# back to the store without a failed read. The peer link is TLS (certificates
+# of one fleet CA, made here with openssl).
 #   test_peer_netns.sh PEER_NODE
 # Needs root and ip(8) with netns; exits 77 (skip) where that is missing.
 set -eu
@@ -28,6 +29,9 @@ if ! netns_pair "$nsa" "$nsb" "$net" "$tag"; then
 	echo "SKIP: cannot create network namespaces here"
 	exit 77
 fi
+# the link is TLS: a fleet CA, and a certificate for each node's address
+export MEMSNAP_TEST_PEER_TLS_DIR="$work/tls"
+sh "$(dirname "$0")/../../scripts/peer-certs.sh" "$MEMSNAP_TEST_PEER_TLS_DIR" fleet "a:$net.1" "b:$net.2"
 
 wait_for() { # FILE PID: until FILE exists, or fail when PID is gone
 	while [ ! -e "$1" ]; do
