@@ -253,9 +253,9 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 		ms_histogram_write(out, n, "stage", ms_timing_names[s], &m->pause_stage[s]);
 	ms_family(out, "memsnap_pauses_total", "counter", "Pauses by final result.");
 	fprintf(out, "memsnap_pauses_total{result=\"published\"} %llu\n",
-		(unsigned long long)atomic_load(&m->pipeline.published));
+		(unsigned long long)atomic_load(&m->pauses_published));
 	fprintf(out, "memsnap_pauses_total{result=\"failed\"} %llu\n",
-		(unsigned long long)atomic_load(&m->pipeline.failed));
+		(unsigned long long)atomic_load(&m->pauses_failed));
 	n = "memsnap_snapshot_diff_ratio";
 	ms_family(out, n, "histogram",
 		  "Per pause: written pages over memory pages (kind=dirty) and stored pages "

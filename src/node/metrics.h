@@ -49,7 +49,14 @@ struct ms_metrics {
 	struct ms_histogram pause_stage[MS_TIMINGS];
 	struct ms_histogram diff_ratio[MS_DIFF_KINDS];
 	_Atomic uint64_t creates_failed;
-	/* every pause's pipeline counts here: results, pages, upload bytes and failures */
+	/*
+	 * Pauses by result, counted when the node records a pause's end (before its
+	 * build shows done): the pipeline's own published/failed counters land only
+	 * after its last state settled, so a scrape right after "published" could
+	 * miss them.
+	 */
+	_Atomic uint64_t pauses_published, pauses_failed;
+	/* every pause's pipeline counts here: pages, upload bytes and failures */
 	struct ms_pause_counters pipeline;
 	_Atomic uint64_t template_hits, template_misses, template_evictions;
 	_Atomic uint64_t http_requests[6]; /* by status class: 1xx..5xx, [0] other */

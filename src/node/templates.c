@@ -354,7 +354,7 @@ static void ms_template_log_end(const struct ms_template *t, int err, uint64_t b
 /*
  * A local pause ended (published, or failed with err): its figures go into the
  * histograms, its peer record goes, and it is done (evictable; shutdown stops
- * waiting for it). The pipeline itself counted pages, bytes and results.
+ * waiting for it). The pipeline itself counted pages and bytes.
  */
 static void ms_template_ended(struct ms_template *t, int err)
 {
@@ -376,6 +376,7 @@ static void ms_template_ended(struct ms_template *t, int err)
 				     (double)stats.pages_kept / pages);
 	}
 	ms_template_log_end(t, err, stats.upload_bytes);
+	atomic_fetch_add(err ? &node->metrics.pauses_failed : &node->metrics.pauses_published, 1);
 	if (t->upload_gate) /* a pipeline that failed before its upload never waited */
 		ms_future_set(t->upload_gate, NULL);
 	if (t->served) /* the record goes; published: peers are sent to the store */
