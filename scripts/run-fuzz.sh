@@ -39,6 +39,11 @@ printf '<ListMultipartUploadsResult><Upload><Key>a</Key></Upload><Upload><Key>b<
 	>"$corpus/fuzz_s3_xml/uploads"
 printf '<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>fleet-a/%s/memfile</Key><Size>4096</Size></Contents><Contents><Key>fleet-a/x&lt;y</Key><Size>0</Size></Contents><NextContinuationToken>1&#x2F;2</NextContinuationToken></ListBucketResult>' $id \
 	>"$corpus/fuzz_s3_xml/list"
+# fuzz_metadata: a build's metadata.json with a prefetch trace, and one without
+mkdir -p "$corpus/fuzz_metadata"
+printf '{"build_id":"%s","guest":"workset","prefetch":{"memory":{"block_size":4096,"indices":[3,1,2],"access_types":["r","w","p"]}}}' $id \
+	>"$corpus/fuzz_metadata/trace"
+printf '{"build_id":"%s","guest":"pattern","mem_bytes":8388608}' $id >"$corpus/fuzz_metadata/plain"
 for f in "$build"/fuzz/fuzz_*; do
 	[ -f "$f" ] && [ -x "$f" ] || continue
 	echo "fuzz: $(basename "$f") for ${seconds}s"

@@ -159,7 +159,12 @@ static void uffd_count_installed(struct ms_uffd_session *s, const struct uffd_jo
 				 uint64_t done_pages, enum uffd_action action, uint64_t fault_idx,
 				 bool *fault_done)
 {
+	uint64_t first_page = job->block_off / s->page_size;
 	for (uint64_t k = i; k < i + done_pages; k++) {
+		enum ms_uffd_access access = job->req ? MS_UFFD_ACCESS_PREFETCH
+					     : k == fault_idx && job->write ? MS_UFFD_ACCESS_WRITE
+									    : MS_UFFD_ACCESS_READ;
+		ms_uffd_recorder_add(&s->recorder, first_page + k, access);
 		if (k == fault_idx) {
 			*fault_done = true;
 			uffd_latency_record(s, job->t_event);

@@ -24,6 +24,7 @@
 #define MS_UFFD_PAGESERVER_H
 
 #include "uffd/pagesource.h"
+#include "uffd/trace.h"
 #include "util/pageset.h"
 
 #include <stdatomic.h>
@@ -144,6 +145,14 @@ int ms_uffd_session_prefault(struct ms_uffd_session *s, const uint64_t *offsets,
  * empty = pages that read as zero (zero installs and removed ranges). */
 int ms_uffd_session_export(struct ms_uffd_session *s, struct ms_pageset **dirty,
 			   struct ms_pageset **empty);
+
+/*
+ * The session's first-touch trace so far (trace.h), block size = the session's
+ * page size: every page installed by a fault (the faulting page "r" or "w", its
+ * batched neighbours "r") or by a prefault/prefetch ("p"), each once, in install
+ * order. A copy (ms_uffd_trace_fini); 0 or -ENOMEM. Any thread, any state.
+ */
+int ms_uffd_session_trace(struct ms_uffd_session *s, struct ms_uffd_trace *out);
 
 const struct ms_uffd_metrics *ms_uffd_session_metrics(struct ms_uffd_session *s);
 /* The guest-memory memfd sent as the second fd, or -1. Borrowed until the last unref. */

@@ -512,6 +512,7 @@ teardown:
 static void uffd_session_free(struct ms_uffd_session *s)
 {
 	ms_uffd_tracker_fini(&s->tracker);
+	ms_uffd_recorder_fini(&s->recorder);
 	ms_uffd_handshake_fini(&s->hs);
 	if (s->memfd >= 0)
 		close(s->memfd);
@@ -574,6 +575,9 @@ int ms_uffd_session_start(const struct ms_uffd_session_config *cfg, struct ms_uf
 	pthread_condattr_destroy(&attr);
 
 	err = ms_uffd_tracker_init(&s->tracker, s->image_size, s->page_size);
+	if (err)
+		goto fail_session;
+	err = ms_uffd_recorder_init(&s->recorder, s->image_size, s->page_size);
 	if (err)
 		goto fail_session;
 	err = -ENOMEM;
@@ -738,6 +742,11 @@ int ms_uffd_session_export(struct ms_uffd_session *s, struct ms_pageset **dirty,
 			   struct ms_pageset **empty)
 {
 	return ms_uffd_tracker_export(&s->tracker, dirty, empty);
+}
+
+int ms_uffd_session_trace(struct ms_uffd_session *s, struct ms_uffd_trace *out)
+{
+	return ms_uffd_recorder_copy(&s->recorder, out);
 }
 
 const struct ms_uffd_metrics *ms_uffd_session_metrics(struct ms_uffd_session *s)

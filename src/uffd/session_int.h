@@ -17,6 +17,7 @@
 #define MS_UFFD_SESSION_INT_H
 
 #include "uffd/session.h"
+#include "uffd/trace.h"
 #include "uffd/tracker.h"
 #include "util/uffd_compat.h"
 
@@ -76,9 +77,10 @@ struct ms_uffd_session {
 	uint8_t *scratch;   /* block buffer for inline reads; event thread only */
 	int64_t start_ns;
 
-	struct ms_uffd_tracker tracker; /* own lock; see tracker.h */
-	struct ms_uffd_metrics metrics; /* atomics */
-	_Atomic int wp_state;		/* -1 unknown, 0 no WP, 1 WP; written by event thread */
+	struct ms_uffd_tracker tracker;	  /* own lock; see tracker.h */
+	struct ms_uffd_recorder recorder; /* first touches; own lock; see trace.h */
+	struct ms_uffd_metrics metrics;	  /* atomics */
+	_Atomic int wp_state;		  /* -1 unknown, 0 no WP, 1 WP; written by event thread */
 
 	pthread_mutex_t lock;	   /* guards everything below up to "event thread only" */
 	pthread_cond_t work_cond;  /* workers: queue non-empty or stopping (monotonic clock) */
