@@ -78,8 +78,10 @@ struct ms_template {
 	struct ms_future *loaded; /* cold fetch: settled when file and snapfile are set */
 	void *snapfile;
 	size_t snapfile_len;
+	char *metadata; /* metadata.json (NUL-terminated), or NULL: the guest, the prefetch trace */
+	size_t metadata_len;
 	uint64_t mem_size;
-	int guest;		       /* enum ms_guest_kind, or -1 when unknown (from the store) */
+	int guest; /* enum ms_guest_kind, or -1 when unknown (no metadata.json) */
 	double stop_ms, resumable_ms;  /* a local pause: the VM stop, and until resumable */
 	bool served;		       /* paused here and given to the peer server */
 	bool from_peer;		       /* cold-fetched from a peer before its upload */

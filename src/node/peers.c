@@ -16,7 +16,7 @@
 #include <string.h>
 
 #define MS_MOD	     "peers"
-#define METADATA_MAX 4096
+#define METADATA_MAX (32u << 20) /* metadata.json with a prefetch trace (16 B an entry) */
 
 /*
  * Set by ms_node_peers_new, then read-only: no lock. server alone changes, to
@@ -230,12 +230,16 @@ int ms_node_peers_serve(struct ms_node_peers *peers, const struct ms_peer_build 
 {
 	if (!peers->server)
 		return 0;
-	char *meta = ms_node_peers_metadata(&build->build_id, guest, mem_size);
-	if (!meta)
+	/* the build's own metadata.json when the caller has one, else the basics */
+	char *meta =
+	    build->metadata ? NULL : ms_node_peers_metadata(&build->build_id, guest, mem_size);
+	if (!build->metadata && !meta)
 		return -ENOMEM;
 	struct ms_peer_build b = *build;
-	b.metadata = meta;
-	b.metadata_len = strlen(meta);
+	if (meta) {
+		b.metadata = meta;
+		b.metadata_len = strlen(meta);
+	}
 	int err = ms_peer_server_add(peers->server, &b); /* copies the metadata */
 	free(meta);
 	if (err)
@@ -289,6 +293,20 @@ static int ms_node_peers_guest(const void *buf, size_t len)
 	return guest;
 }
 
+/* Keeps metadata.json (buf: malloc'd, taken) NUL-terminated in out, and its guest kind. */
+static void ms_node_peers_take_metadata(struct ms_node_build_blobs *out, void *buf, size_t len)
+{
+	char *text = realloc(buf, len + 1);
+	if (!text) {
+		free(buf);
+		return;
+	}
+	text[len] = '\0';
+	out->metadata = text;
+	out->metadata_len = len;
+	out->guest = ms_node_peers_guest(text, len);
+}
+
 int ms_node_peers_load(struct ms_node_peers *peers, const ms_uuid *build_id, size_t snapfile_max,
 		       struct ms_node_build_blobs *out)
 {
@@ -307,8 +325,15 @@ int ms_node_peers_load(struct ms_node_peers *peers, const ms_uuid *build_id, siz
 		if (err) {
 			ms_header_free(out->header);
 			out->header = NULL;
+			return err;
 		}
-		return err;
+		void *meta = NULL;
+		size_t len = 0;
+		if (!ms_artifact_key(key, sizeof(key), build_id, MS_ARTIFACT_METADATA,
+				     MS_COMPRESS_NONE) &&
+		    !ms_store_read_all(store, key, METADATA_MAX, &meta, &len))
+			ms_node_peers_take_metadata(out, meta, len);
+		return 0;
 	}
 	bool snap_from_peer = false;
 	int err = ms_peer_resolver_load_header(peers->resolver, build_id, MS_PEER_FILE_MEMFILE,
@@ -322,15 +347,13 @@ int ms_node_peers_load(struct ms_node_peers *peers, const ms_uuid *build_id, siz
 		out->header = NULL;
 		return err;
 	}
-	if (out->from_peer) {
-		void *meta = NULL;
-		size_t len = 0;
-		bool meta_from_peer;
-		if (!ms_peer_resolver_load_blob(peers->resolver, build_id, MS_PEER_OP_METADATA,
-						METADATA_MAX, &meta, &len, &meta_from_peer))
-			out->guest = ms_node_peers_guest(meta, len);
-		free(meta);
-	}
+	/* from the peer, else the store's metadata.json (a build without one: guest unknown) */
+	void *meta = NULL;
+	size_t len = 0;
+	bool meta_from_peer;
+	if (!ms_peer_resolver_load_blob(peers->resolver, build_id, MS_PEER_OP_METADATA,
+					METADATA_MAX, &meta, &len, &meta_from_peer))
+		ms_node_peers_take_metadata(out, meta, len);
 	return 0;
 }
 

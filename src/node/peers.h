@@ -90,7 +90,9 @@ struct ms_node_build_blobs {
 	struct ms_header *header; /* owned */
 	void *snapfile;		  /* malloc'd */
 	size_t snapfile_len;
-	int guest;	/* enum ms_guest_kind, or -1: unknown */
+	char *metadata; /* metadata.json, malloc'd and NUL-terminated, or NULL: none */
+	size_t metadata_len;
+	int guest;	/* enum ms_guest_kind from the metadata, or -1: unknown */
 	bool from_peer; /* header and snapfile came from a peer */
 };
 

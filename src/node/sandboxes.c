@@ -23,12 +23,14 @@
  */
 #include "node/node_int.h"
 #include "header/header.h"
+#include "sandbox/guest.h"
 #include "uffd/filesource.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/lock.h"
 
 #include <assert.h>
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,16 +311,56 @@ int ms_nsb_resume(struct ms_node_sandbox *sb, const ms_uuid *build_id,
 	return 0;
 }
 
+/*
+ * The new build's metadata.json: the guest, the memory size, the parent build,
+ * and the first-touch trace of the resume that ends with this pause (E2B's
+ * prefetch.memory; uffd/trace.h), which the next resume prefetches. NULL on
+ * -ENOMEM.
+ */
+static char *ms_nsb_metadata(int guest, uint64_t mem_size, const struct ms_template *parent,
+			     const struct ms_uffd_trace *trace)
+{
+	cJSON *o = cJSON_CreateObject();
+	char id[MS_UUID_STR_LEN];
+	if (!o)
+		return NULL;
+	if (ms_guest_name(guest))
+		cJSON_AddStringToObject(o, "guest", ms_guest_name(guest));
+	cJSON_AddNumberToObject(o, "mem_bytes", (double)mem_size);
+	if (!parent->base) {
+		ms_uuid_format(&parent->id, id);
+		cJSON_AddStringToObject(o, "parent_build_id", id);
+	}
+	char *text = NULL;
+	if (!trace || !ms_uffd_trace_to_json(trace, o))
+		text = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	return text;
+}
+
+/* op held: the trace of the sandbox's page-server session so far (empty without one). */
+static void ms_nsb_trace(struct ms_node_sandbox *sb, struct ms_uffd_trace *trace)
+{
+	memset(trace, 0, sizeof(*trace));
+	pthread_mutex_lock(&sb->node->lock);
+	if (sb->session && ms_uffd_session_trace(sb->session, trace))
+		memset(trace, 0, sizeof(*trace)); /* -ENOMEM: the build goes without a trace */
+	pthread_mutex_unlock(&sb->node->lock);
+}
+
 int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, size_t cause_len)
 {
 	struct ms_node *node = sb->node;
 	struct ms_vm_job job = {.sb = sb, .paused = {.memfd = -1}};
 	int64_t t0 = ms_clock_now_ns();
 	int err = ms_worker_call(&sb->worker, ms_vm_job_pause, &job);
+	struct ms_uffd_trace trace;
+	ms_nsb_trace(sb, &trace); /* the guest is stopped: the trace is whole */
 	ms_nsb_stop_server(sb);
 	struct ms_template *parent = sb->tmpl, *t = NULL;
 	sb->tmpl = NULL;
 	struct ms_pageset *none = NULL;
+	char *metadata = NULL;
 	if (err)
 		goto fail;
 	ms_histogram_observe(&node->metrics.pause_stage[MS_TIMING_STOP], job.stop_ms / 1e3);
@@ -329,6 +371,9 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	if (node->cfg.test_stall_compare_ns > 0 && !(t->gate = ms_future_new(NULL)))
 		goto fail;
 	if (node->cfg.test_hold_upload[0] && !(t->upload_gate = ms_future_new(NULL)))
+		goto fail;
+	if (!(metadata = ms_nsb_metadata(sb->guest, parent->mem_size, parent,
+					 trace.count ? &trace : NULL)))
 		goto fail;
 	struct ms_pause_config cfg = {
 	    .store = node->store,
@@ -348,6 +393,8 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	    .resolve_ctx = node->resolve_ctx,
 	    .compare_gate = t->gate,
 	    .upload_gate = t->upload_gate,
+	    .metadata = metadata,
+	    .metadata_len = strlen(metadata),
 	};
 	int memfd = job.paused.memfd;
 	job.paused.memfd = -1;
@@ -370,6 +417,9 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	t->snapfile = job.paused.snapfile;
 	t->snapfile_len = job.paused.snapfile_len;
 	job.paused.snapfile = NULL;
+	t->metadata = metadata;
+	t->metadata_len = strlen(metadata);
+	metadata = NULL;
 	t->done = false;
 	/* other nodes may resume it from here until it is uploaded */
 	struct ms_peer_build served = {.build_id = t->id,
@@ -377,7 +427,9 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 				       .diffs = node->diffs,
 				       .published = ms_pause_published(t->pause),
 				       .snapfile = t->snapfile,
-				       .snapfile_len = t->snapfile_len};
+				       .snapfile_len = t->snapfile_len,
+				       .metadata = t->metadata,
+				       .metadata_len = t->metadata_len};
 	if ((err = ms_node_peers_serve(node->peers, &served, t->guest, t->mem_size)))
 		goto fail_started;
 	t->served = ms_node_peers_address(node->peers) != NULL;
@@ -402,6 +454,7 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 		goto fail;
 	*build_id = t->id;
 	ms_template_unref(t);
+	ms_uffd_trace_fini(&trace);
 	ms_pageset_free(none);
 	ms_sandbox_paused_fini(&job.paused);
 	return 0;
@@ -423,6 +476,8 @@ fail:
 		ms_future_set(t->upload_gate, NULL);
 	ms_template_unref(t);
 	ms_template_unref(parent);
+	free(metadata);
+	ms_uffd_trace_fini(&trace);
 	ms_pageset_free(none);
 	ms_sandbox_paused_fini(&job.paused);
 	pthread_mutex_lock(&node->lock);

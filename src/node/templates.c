@@ -69,6 +69,7 @@ void ms_template_unref(struct ms_template *t)
 		ms_future_unref(t->upload_gate);
 	ms_template_unref(t->parent);
 	free(t->snapfile);
+	free(t->metadata);
 	free(t);
 }
 
@@ -210,6 +211,8 @@ static void *ms_template_fetch_main(void *arg)
 		t->guest = blobs.guest;
 		t->snapfile = blobs.snapfile;
 		t->snapfile_len = blobs.snapfile_len;
+		t->metadata = blobs.metadata;
+		t->metadata_len = blobs.metadata_len;
 		t->from_peer = blobs.from_peer;
 		if (!(t->file = ms_layered_new(blobs.header, node->resolve, node->resolve_ctx)))
 			err = -ENOMEM;

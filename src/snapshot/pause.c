@@ -687,6 +687,7 @@ static void ms_pause_destroy(struct ms_pause *p)
 		if (p->stages[s])
 			ms_future_unref(p->stages[s]);
 	free(p->snapfile);
+	free(p->metadata);
 	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
@@ -743,6 +744,13 @@ static int ms_pause_begin(const struct ms_pause_config *config, struct ms_layere
 	if (snapfile_len)
 		memcpy(p->snapfile, snapfile, snapfile_len);
 	p->snapfile_len = snapfile_len;
+	if (config->metadata) { /* a copy of our own: config.metadata points at it */
+		if (!(p->metadata = malloc(config->metadata_len + 1)))
+			goto fail;
+		memcpy(p->metadata, config->metadata, config->metadata_len);
+		p->metadata_len = config->metadata_len;
+		p->config.metadata = p->metadata;
+	}
 	ms_pause_enter(p, MS_PAUSE_CAPTURED, NULL);
 	if ((err = ms_pause_provisional(p))) {
 		char id[MS_UUID_STR_LEN];

@@ -189,6 +189,12 @@ struct ms_pause_config {
 	/* tests: the upload waits for this future before it starts (may be NULL) */
 	struct ms_future *upload_gate;
 	/*
+	 * The build's metadata.json (may be NULL): copied at start, put after the
+	 * snapfile and before the header, so a reader that sees the header finds it.
+	 */
+	const void *metadata;
+	size_t metadata_len;
+	/*
 	 * Each put of the upload is tried up to this many times (0: 4) when it fails
 	 * with a transient error (timeout, connection reset or refused, EIO, EAGAIN),
 	 * backing off 50 ms doubling to 1 s; any other error (the store refused: MS_EREMOTE

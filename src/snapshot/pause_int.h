@@ -27,6 +27,8 @@ struct ms_pause {
 	struct ms_pageset *dirty, *empty;  /* immutable */
 	void *snapfile;			   /* immutable */
 	size_t snapfile_len;
+	void *metadata; /* immutable: metadata.json (config.metadata points here), or NULL */
+	size_t metadata_len;
 	ms_uuid real_id, prov_id; /* immutable */
 	/* set before PROVISIONAL (NULL without a provisional header) */
 	struct ms_header_ref *prov_head;

@@ -140,7 +140,7 @@ static int ms_pause_fill_ancestors(struct ms_pause *p, struct ms_header *final)
 }
 
 /*
- * Data first, then the snapfile, then the header (DESIGN.md §5.7); only the
+ * Data first, then the snapfile and metadata.json, then the header (DESIGN.md §5.7); only the
  * header waits for the parent to be published (its ancestors were before it):
  * the data goes up meanwhile, and nothing waits for the memory's release. If the parent never makes
  * it, the data stays in the store unreferenced - no header names it - and this pause fails.
@@ -175,7 +175,13 @@ int ms_pause_upload(struct ms_pause *p)
 	}
 	ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_SNAPFILE, MS_COMPRESS_NONE);
 	struct ms_header *final = NULL;
-	if (!(err = ms_pause_put(p, key, -1, p->snapfile, p->snapfile_len)) &&
+	err = ms_pause_put(p, key, -1, p->snapfile, p->snapfile_len);
+	if (!err && p->metadata) {
+		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_METADATA,
+				MS_COMPRESS_NONE);
+		err = ms_pause_put(p, key, -1, p->metadata, p->metadata_len);
+	}
+	if (!err &&
 	    /* an ancestor that never reached the store: no child header */
 	    !(err = p->config.parent_published
 			? ms_pause_await(p, p->config.parent_published, -1, NULL)

@@ -262,6 +262,21 @@ expect "create from a build: verified" 0 "$(field .report.result0)"
 id2=$(field .id)
 api GET "/v1/builds/$build2"
 expect "child build names its parent" "$build" "$(field .parent_build_id)"
+# every build's metadata.json reaches the store; a lazily resumed one carries the resume's
+# first-touch trace (E2B's prefetch.memory), a fresh one none
+wait_status "$build2" published
+m1="$store/$build/metadata.json" m2="$store/$build2/metadata.json"
+[ -f "$m1" ] && [ -f "$m2" ] && ok || bad "no metadata.json in the store"
+expect "metadata guest" pattern "$(jq -r .guest "$m2")"
+expect "metadata parent" "$build" "$(jq -r .parent_build_id "$m2")"
+expect "fresh build: no trace" null "$(jq -c .prefetch "$m1")"
+expect "trace block size" 4096 "$(jq .prefetch.memory.block_size "$m2")"
+[ "$(jq '.prefetch.memory.indices | length' "$m2")" -gt 1000 ] && ok ||
+	bad "trace too short: $(jq '.prefetch.memory.indices | length' "$m2")"
+expect "trace: one access type per index" "$(jq '.prefetch.memory.indices | length' "$m2")" \
+	"$(jq '.prefetch.memory.access_types | length' "$m2")"
+expect "trace: each block once" true "$(jq '.prefetch.memory.indices | (unique | length) == length' "$m2")"
+expect "trace: the verify reads" true "$(jq '[.prefetch.memory.access_types[] | select(. == "r")] | length > 0' "$m2")"
 api DELETE "/v1/sandboxes/$id2"
 expect "delete" 200 "$code"
 expect "delete state" deleted "$(field .state)"
@@ -433,6 +448,7 @@ api POST /v1/sandboxes "{\"build_id\":\"$cbuild\",\"exec\":{\"command\":\"verify
 expect "C2: resume after restart" 201 "$code"
 expect "C2: cold" cold "$(field .start_type)"
 expect "C2: verified" 0 "$(field .report.result0)"
+expect "C2: a cold resume knows its guest (metadata.json)" pattern "$(field .guest)"
 api POST /v1/sandboxes "{\"build_id\":\"$sbuild\",\"exec\":{\"command\":\"verify\",\"arg0\":5,\"arg1\":2}}"
 expect "C2: the stalled build resumes cold" 0 "$(field .report.result0)"
 c2id=$(field .id)
