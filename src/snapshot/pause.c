@@ -158,6 +158,10 @@ static void ms_pause_fail(struct ms_pause *p, int err)
 		pthread_mutex_unlock(&p->lock);
 		return;
 	}
+	/* counted before the failure is signalled: whoever waited for it sees the sums */
+	MS_PAUSE_COUNT(p, failed, 1);
+	if (err == MS_ECANCELED)
+		MS_PAUSE_COUNT(p, cancelled, 1);
 	p->reached |= B(MS_PAUSE_FAILED);
 	p->stats.error = err;
 	p->stats.at_ns[MS_PAUSE_FAILED] = ms_clock_now_ns() - p->t_start;
@@ -168,9 +172,6 @@ static void ms_pause_fail(struct ms_pause *p, int err)
 	char id[MS_UUID_STR_LEN];
 	ms_uuid_format(&p->real_id, id);
 	ms_err("snapshot", "pause of build %s failed: %s", id, ms_strerror(err));
-	MS_PAUSE_COUNT(p, failed, 1);
-	if (err == MS_ECANCELED)
-		MS_PAUSE_COUNT(p, cancelled, 1);
 }
 
 /* ---- waits that honour the cancellation token ---- */
@@ -204,12 +205,37 @@ int ms_pause_sleep(struct ms_pause *p, int64_t ns)
 
 /* ---- diff store entries ---- */
 
-/* A layered file over header that resolves builds as config.resolve says. */
+/*
+ * The new build's resolver: config.resolve (else the build storage), except
+ * that the provisional build, which never leaves the node, is never looked for
+ * elsewhere. A read planned on the provisional header that resolves after its
+ * entry's delete (the swap landed, the delay passed) gets MS_ECLOSED - re-plan
+ * against the current header, which no longer names it - instead of the
+ * store's MS_ENOTFOUND.
+ */
+static int ms_pause_resolve(void *ctx, const ms_uuid *build_id, const struct ms_header *header,
+			    struct ms_source **out)
+{
+	struct ms_pause *p = ctx;
+	bool prov = ms_uuid_eq(build_id, &p->prov_id);
+	if (prov) {
+		char key[MS_ARTIFACT_KEY_MAX];
+		int err = ms_build_storage_key(&p->storage, build_id, key, MS_ARTIFACT_KEY_MAX);
+		if (err)
+			return err;
+		if (!ms_diffstore_contains(p->config.diffs, key))
+			return MS_ECLOSED;
+	}
+	int err = p->config.resolve
+		      ? p->config.resolve(p->config.resolve_ctx, build_id, header, out)
+		      : ms_build_storage_resolve(&p->storage, build_id, header, out);
+	return prov && err == MS_ENOTFOUND ? MS_ECLOSED : err; /* deleted meanwhile */
+}
+
+/* A layered file over header that resolves builds through ms_pause_resolve. */
 static struct ms_layered *ms_pause_layered_new(struct ms_pause *p, struct ms_header *header)
 {
-	if (p->config.resolve)
-		return ms_layered_new(header, p->config.resolve, p->config.resolve_ctx);
-	return ms_layered_new(header, ms_build_storage_resolve, &p->storage);
+	return ms_layered_new(header, ms_pause_resolve, p);
 }
 
 static int ms_pause_key(struct ms_pause *p, const ms_uuid *id, char key[MS_ARTIFACT_KEY_MAX])
@@ -476,7 +502,9 @@ static void *ms_pause_swap_main(void *arg)
  */
 static int ms_pause_drain(struct ms_pause *p)
 {
-	int err = ms_dedup_drain(p->memfd, p->result.keep, p->diff_path, NULL);
+	int err = p->config.drain_gate ? ms_pause_await(p, p->config.drain_gate, -1, NULL) : 0;
+	if (!err)
+		err = ms_dedup_drain(p->memfd, p->result.keep, p->diff_path, NULL);
 	if (err)
 		return err;
 	struct ms_source *file = ms_source_file_open(p->diff_path, true, &err);
@@ -562,6 +590,7 @@ static int ms_pause_publish(struct ms_pause *p)
 	ms_pause_unpin(p, &p->real_id, &p->real_pinned, false);
 	/* counted before the end is signalled: whoever waited for it sees the sums */
 	ms_pause_count_served(p);
+	MS_PAUSE_COUNT(p, published, 1);
 	return ms_pause_enter(p, MS_PAUSE_PUBLISHED, NULL);
 }
 
@@ -639,8 +668,6 @@ static void *ms_pause_main(void *arg)
 	if (err) {
 		ms_pause_count_served(p); /* before the end is signalled */
 		ms_pause_fail(p, err);
-	} else {
-		MS_PAUSE_COUNT(p, published, 1);
 	}
 	if (p->swap_started)
 		pthread_join(p->swap_thread, NULL);

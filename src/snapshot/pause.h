@@ -186,6 +186,8 @@ struct ms_pause_config {
 	void *resolve_ctx;
 	/* tests: the compare waits for this future before it starts (may be NULL) */
 	struct ms_future *compare_gate;
+	/* tests: the drain waits for this future before it starts (may be NULL) */
+	struct ms_future *drain_gate;
 	/* tests: the upload waits for this future before it starts (may be NULL) */
 	struct ms_future *upload_gate;
 	/*

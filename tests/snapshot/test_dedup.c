@@ -4,6 +4,8 @@
  * provisional -> deduped (CAS) -> drained file, and the memfd is released.
  */
 #include "ms_test.h"
+#include "ms_chain.h"
+#include "cache/diffstore.h"
 #include "build/layered.h"
 #include "snapshot/dedup.h"
 #include "snapshot/memfd.h"
@@ -13,6 +15,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -160,7 +164,8 @@ static void test_compare_and_drain(void **state)
 {
 	struct fixture *f = *state;
 	struct ms_dedup_result r;
-	assert_int_equal(ms_dedup_compare(f->memfd, f->dirty, f->parent, MS_DEDUP_FULL, NULL, &r), 0);
+	assert_int_equal(ms_dedup_compare(f->memfd, f->dirty, f->parent, MS_DEDUP_FULL, NULL, &r),
+			 0);
 	assert_int_equal(r.dirty_pages, 144);
 	assert_int_equal(r.equal_pages, 64);
 	assert_int_equal(ms_pageset_count(r.keep), 64);
@@ -200,7 +205,8 @@ static void test_compare_and_drain(void **state)
 	/* a dirty page past the memory is refused */
 	struct ms_pageset *bad = ms_pageset_new();
 	ms_pageset_add(bad, PAGES + 1);
-	assert_int_equal(ms_dedup_compare(f->memfd, bad, NULL, MS_DEDUP_FULL, NULL, &r), MS_ECLOSED);
+	assert_int_equal(ms_dedup_compare(f->memfd, bad, NULL, MS_DEDUP_FULL, NULL, &r),
+			 MS_ECLOSED);
 	ms_pageset_free(bad);
 }
 
@@ -251,7 +257,8 @@ static void test_warm_window(void **state)
 		pthread_create(&th[i], NULL, window_reader, &w);
 	/* 2. compare, packed index before the result is published, deduped header, CAS */
 	struct ms_dedup_result r;
-	assert_int_equal(ms_dedup_compare(f->memfd, f->dirty, f->parent, MS_DEDUP_FULL, NULL, &r), 0);
+	assert_int_equal(ms_dedup_compare(f->memfd, f->dirty, f->parent, MS_DEDUP_FULL, NULL, &r),
+			 0);
 	table_set(&f->table, &f->real_id, ms_memfd_packed_source_new(f->memfd, r.keep));
 	struct ms_header *deduped;
 	assert_int_equal(ms_header_new_diff(parent_ref->header, &f->real_id, r.keep, r.empty, P,
@@ -299,11 +306,209 @@ static void test_warm_window(void **state)
 	ms_dedup_result_fini(&r);
 }
 
+/* ---- the packed index against a model (issue 18 #3) ---- */
+
+#define MODEL_PAGES 2048 /* 8 MiB: four 2 MiB blocks */
+#define HUGE_PAGES  (2 * 1024 * 1024 / P)
+
+static uint8_t model_byte(uint64_t page, uint64_t at)
+{
+	uint64_t x = (page + 1) * 0x9e3779b97f4a7c15ULL ^ (at * 0xbf58476d1ce4e5b9ULL);
+	return (uint8_t)(x >> 56 ^ x);
+}
+
+/*
+ * A random survivor set of one of five shapes: many short runs, single pages,
+ * the first and the last page, runs across every 2 MiB boundary, or one run.
+ */
+static struct ms_pageset *random_survivors(unsigned *seed, int shape)
+{
+	struct ms_pageset *set = ms_pageset_new();
+	switch (shape) {
+	case 0: /* many runs */
+		for (int i = 0; i < 60; i++) {
+			uint32_t at = (uint32_t)(rand_r(seed) % MODEL_PAGES);
+			uint32_t len = 1 + (uint32_t)(rand_r(seed) % 9);
+			ms_pageset_add_range(set, at,
+					     at + len > MODEL_PAGES ? MODEL_PAGES : at + len);
+		}
+		break;
+	case 1: /* single pages, never adjacent */
+		for (uint32_t page = (uint32_t)(rand_r(seed) % 3); page < MODEL_PAGES;
+		     page += 2 + (uint32_t)(rand_r(seed) % 40))
+			ms_pageset_add(set, page);
+		break;
+	case 2: /* the first and the last page, and a few between */
+		ms_pageset_add(set, 0);
+		ms_pageset_add(set, MODEL_PAGES - 1);
+		for (int i = 0; i < 5; i++)
+			ms_pageset_add(set, 1 + (uint32_t)(rand_r(seed) % (MODEL_PAGES - 2)));
+		break;
+	case 3: /* runs across each 2 MiB boundary */
+		for (uint32_t b = HUGE_PAGES; b < MODEL_PAGES; b += HUGE_PAGES) {
+			uint32_t before = 1 + (uint32_t)(rand_r(seed) % 5);
+			uint32_t after = 1 + (uint32_t)(rand_r(seed) % 5);
+			ms_pageset_add_range(set, b - before, b + after);
+		}
+		break;
+	default: /* one long run */
+		ms_pageset_add_range(set, 7, MODEL_PAGES - 3);
+		break;
+	}
+	return set;
+}
+
+/* The model: the survivors' pages, back to back in ascending order. */
+static uint8_t *packed_model(const uint8_t *image, const struct ms_pageset *survivors,
+			     uint64_t *size)
+{
+	uint64_t n = ms_pageset_count(survivors);
+	uint8_t *model = malloc(n ? n * P : 1);
+	uint64_t cursor = 0, start, len, at = 0;
+	while (ms_pageset_next_run(survivors, &cursor, &start, &len))
+		for (uint64_t page = start; page < start + len; page++, at++)
+			memcpy(model + at * P, image + page * P, P);
+	*size = n * P;
+	return model;
+}
+
+struct model_readers {
+	struct ms_source *packed;
+	struct ms_diffstore *diffs; /* racing: read through the store's current entry */
+	const char *key;
+	const uint8_t *model;
+	uint64_t size;
+	atomic_uint seeds; /* each reader takes its own */
+	atomic_bool stop;
+	atomic_int bad, reads, closed;
+};
+
+/* One random range [off, off + len) of size (unaligned, across runs), read and compared. */
+static int model_read_one(struct ms_source *src, const uint8_t *model, uint64_t size,
+			  unsigned *seed, uint8_t *buf)
+{
+	uint64_t off = ((uint64_t)rand_r(seed) << 16 ^ (uint64_t)rand_r(seed)) % size;
+	uint64_t most = size - off < 6 * P ? size - off : 6 * P;
+	size_t len = 1 + (size_t)((uint64_t)rand_r(seed) % most);
+	int err = ms_source_read(src, buf, off, len);
+	if (!err && memcmp(buf, model + off, len) != 0)
+		return -EBADMSG;
+	return err;
+}
+
+static void *model_reader_main(void *arg)
+{
+	struct model_readers *r = arg;
+	unsigned seed = atomic_fetch_add(&r->seeds, 1);
+	uint8_t *buf = malloc(6 * P);
+	while (!atomic_load(&r->stop)) {
+		struct ms_source *src = NULL;
+		if (ms_diffstore_get(r->diffs, r->key, &src)) {
+			atomic_fetch_add(&r->bad, 1);
+			break;
+		}
+		int err = model_read_one(src, r->model, r->size, &seed, buf);
+		ms_source_unref(src);
+		atomic_fetch_add(&r->reads, 1);
+		if (err == MS_ECLOSED) /* replaced under us: the store has the file now */
+			atomic_fetch_add(&r->closed, 1);
+		else if (err)
+			atomic_fetch_add(&r->bad, 1);
+	}
+	free(buf);
+	return NULL;
+}
+
+/*
+ * Many random survivor sets, each read at random ranges through the packed
+ * source and compared with the model; out-of-range reads are errors; then,
+ * with four readers on the diff store entry, the drained file replaces the
+ * packed source under them (the drain's switch): every read is right or
+ * MS_ECLOSED (re-plan), never wrong bytes.
+ */
+static void test_packed_model(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t *image = malloc(MODEL_PAGES * P);
+	for (uint64_t page = 0; page < MODEL_PAGES; page++)
+		for (uint64_t at = 0; at < P; at++)
+			image[page * P + at] = model_byte(page, at);
+	int err;
+	struct ms_memfd *memfd =
+	    ms_memfd_take(ms_test_guest_memfd(image, MODEL_PAGES), MODEL_PAGES * P, &err);
+	assert_non_null(memfd);
+	struct ms_diffstore_config dcfg = {.cache_dir = f->dir};
+	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
+	assert_non_null(diffs);
+	unsigned seed = 1805;
+	uint8_t *buf = malloc(6 * P);
+	for (int run = 0; run < 40; run++) {
+		struct ms_pageset *survivors = random_survivors(&seed, run % 5);
+		uint64_t size;
+		uint8_t *model = packed_model(image, survivors, &size);
+		struct ms_source *packed = ms_memfd_packed_source_new(memfd, survivors);
+		assert_non_null(packed);
+		assert_int_equal(ms_source_size(packed), size);
+		for (int i = 0; i < 300; i++)
+			if ((err = model_read_one(packed, model, size, &seed, buf)))
+				fail_msg("run %d (shape %d): read %d: %s", run, run % 5, i,
+					 ms_strerror(err));
+		/* every page on its own, the first and the last byte */
+		for (uint64_t at = 0; at < size; at += P) {
+			assert_int_equal(ms_source_read(packed, buf, at, P), 0);
+			assert_memory_equal(buf, model + at, P);
+		}
+		assert_int_equal(ms_source_read(packed, buf, size - 1, 1), 0);
+		assert_int_equal(buf[0], model[size - 1]);
+		/* out of range: errors, nothing copied */
+		assert_true(ms_source_read(packed, buf, size, 1) < 0);
+		assert_true(ms_source_read(packed, buf, size - 1, 2) < 0);
+		assert_true(ms_source_read(packed, buf, UINT64_MAX - 1, 2) < 0);
+		if (run % 5 == 0 || run % 5 == 3) {
+			/* the drain's switch under readers */
+			char key[64], path[600];
+			snprintf(key, sizeof(key), "model-%d/memfile", run);
+			snprintf(path, sizeof(path), "%s/model-%d", f->dir, run);
+			assert_int_equal(ms_diffstore_insert(diffs, key, packed), 0);
+			struct model_readers r = {
+			    .diffs = diffs, .key = key, .model = model, .size = size};
+			pthread_t th[4];
+			atomic_store(&r.seeds, (unsigned)run * 4);
+			for (int t = 0; t < 4; t++)
+				pthread_create(&th[t], NULL, model_reader_main, &r);
+			usleep(5000);
+			uint64_t written;
+			assert_int_equal(ms_dedup_drain(memfd, survivors, path, &written), 0);
+			assert_int_equal(written, size);
+			struct ms_source *file = ms_source_file_open(path, true, &err);
+			assert_non_null(file);
+			assert_int_equal(ms_diffstore_replace(diffs, key, file), 0);
+			ms_source_unref(file);
+			usleep(5000);
+			atomic_store(&r.stop, true);
+			for (int t = 0; t < 4; t++)
+				pthread_join(th[t], NULL);
+			assert_int_equal(atomic_load(&r.bad), 0);
+			assert_true(atomic_load(&r.reads) > 4);
+			assert_int_equal(ms_source_read(packed, buf, 0, 1), MS_ECLOSED);
+		}
+		assert_true(ms_memfd_source_bytes_served(packed) > 0);
+		ms_source_unref(packed);
+		ms_pageset_free(survivors);
+		free(model);
+	}
+	free(buf);
+	ms_diffstore_free(diffs);
+	ms_memfd_unref(memfd);
+	free(image);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_compare_and_drain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_warm_window, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_packed_model, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1123,6 +1123,460 @@ static void test_grace_without_swap(void **state)
 	late_swap(*state, 100 * MS_NSEC_PER_MSEC);
 }
 
+/* ---- issue 18: the warm-resume mechanism's edges ---- */
+
+static struct ms_pause_config base_config(struct fixture *f)
+{
+	return (struct ms_pause_config){.store = f->store,
+					.diffs = f->diffs,
+					.cache_dir = f->cache,
+					.inflight = true,
+					.dedup = MS_DEDUP_FULL,
+					.counters = &test_counters};
+}
+
+static struct ms_pause *start_with(struct fixture *f, const struct ms_pause_config *cfg)
+{
+	struct ms_pause *pause;
+	const char snap[] = "vcpu state";
+	assert_int_equal(ms_pause_start(cfg, f->parent, guest_memfd(f), f->dirty, f->empty, snap,
+					sizeof(snap), &pause),
+			 0);
+	return pause;
+}
+
+/* Polls (bounded) until the pause holds no memory any more. */
+static void wait_unheld(struct ms_pause *pause)
+{
+	for (int i = 0; i < 5000 && ms_pause_held_bytes(pause); i++)
+		usleep(1000);
+	assert_int_equal(ms_pause_held_bytes(pause), 0);
+}
+
+/*
+ * #1: a pause failing before its drain (its cache dir is gone: the diff file
+ * cannot be made) keeps serving warm reads while a user needs the memory, in
+ * the gauge; the last user leaving lets go of it at once (it used to stay
+ * until ms_pause_free, which the daemon calls after template_ttl: 25 h).
+ */
+static void test_failed_hold_until_no_user(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_pause_config cfg = base_config(f);
+	cfg.cache_dir = "/nonexistent/memsnap-cache";
+	cfg.count_users = true;
+	cfg.failed_hold_ns = 3600 * MS_NSEC_PER_SEC;
+	uint64_t gauge = atomic_load(&test_counters.failed_held_bytes);
+	struct ms_pause *pause = start_with(f, &cfg);
+	ms_pause_user_ref(pause); /* a sandbox resumed from it */
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), -ENOENT);
+	for (int i = 0; i < 5000 && atomic_load(&test_counters.failed_held_bytes) == gauge; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&test_counters.failed_held_bytes), gauge + PAGES * P);
+	assert_int_equal(ms_pause_held_bytes(pause), PAGES * P);
+	check_all(ms_pause_file(pause), f->expect); /* warm reads go on */
+	usleep(50000);
+	assert_int_equal(ms_pause_held_bytes(pause), PAGES * P); /* still needed */
+	ms_pause_user_unref(pause);
+	wait_unheld(pause);
+	assert_int_equal(atomic_load(&test_counters.failed_held_bytes), gauge);
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.release, MS_PAUSE_RELEASE_FAILED);
+	assert_int_equal(st.error, -ENOENT);
+	ms_pause_free(pause);
+}
+
+/* #1: with users still there (or not counted), failed_hold bounds the hold. */
+static void test_failed_hold_times_out(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_pause_config cfg = base_config(f);
+	cfg.cache_dir = "/nonexistent/memsnap-cache";
+	cfg.failed_hold_ns = 200 * MS_NSEC_PER_MSEC;
+	struct ms_pause *pause = start_with(f, &cfg);
+	ms_pause_user_ref(pause);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), -ENOENT);
+	assert_int_equal(ms_pause_held_bytes(pause), PAGES * P);
+	wait_unheld(pause);
+	struct ms_pause_info info;
+	assert_int_equal(ms_pause_state(pause, &info), MS_PAUSE_FAILED);
+	assert_int_equal(info.held_bytes, 0);
+	ms_pause_user_unref(pause);
+	ms_pause_free(pause);
+}
+
+/*
+ * #1: a retried pause of the same sandbox takes the failed one's memory over:
+ * the new build is published from it, bit for bit (warm and cold), and the
+ * failed pause holds nothing any more.
+ */
+static void test_retry_takes_over(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_pause_config bad = base_config(f);
+	bad.cache_dir = "/nonexistent/memsnap-cache";
+	bad.failed_hold_ns = 3600 * MS_NSEC_PER_SEC;
+	uint64_t gauge = atomic_load(&test_counters.failed_held_bytes);
+	struct ms_pause *failed = start_with(f, &bad);
+	assert_int_equal(ms_pause_wait(failed, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), -ENOENT);
+	struct ms_pause *ok = start(f, true, NULL, NULL);
+	assert_int_equal(ms_pause_retry(&bad, f->parent, ok, &(struct ms_pause *){NULL}), -EINVAL);
+	assert_int_equal(ms_pause_wait(ok, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	ms_pause_free(ok);
+	struct ms_pause_config good = base_config(f);
+	struct ms_pause *retry;
+	assert_int_equal(ms_pause_retry(&good, f->parent, failed, &retry), 0);
+	assert_int_equal(ms_pause_retry(&good, f->parent, failed, &(struct ms_pause *){NULL}),
+			 -ENOENT); /* taken already */
+	assert_int_equal(ms_pause_wait(retry, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	check_all(ms_pause_file(retry), f->expect);
+	struct ms_pause_info info;
+	ms_pause_state(failed, &info);
+	assert_int_equal(info.held_bytes, 0);
+	struct ms_pause_stats st;
+	ms_pause_stats(failed, &st);
+	assert_int_equal(st.release, MS_PAUSE_RELEASE_RETRIED);
+	for (int i = 0; i < 5000 && atomic_load(&test_counters.failed_held_bytes) != gauge; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&test_counters.failed_held_bytes), gauge);
+	ms_pause_free(failed);
+	struct ms_header *up;
+	assert_int_equal(ms_build_storage_load_header(f->fs, ms_pause_build_id(retry),
+						      MS_ARTIFACT_MEMFILE_HEADER, &up),
+			 0);
+	check_cold(f, up, "cold-retry", f->expect);
+	ms_pause_free(retry);
+}
+
+/*
+ * #3: reads through the packed source while the drain is held, then racing the
+ * drain's switch to the file (readers go on while it lands): every byte right,
+ * and pages really were served by the packed phase (inflight_pages_packed).
+ */
+static void test_packed_phase_serves(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_pause_config cfg = base_config(f);
+	struct ms_future *drain_gate = ms_future_new(NULL);
+	cfg.drain_gate = drain_gate;
+	uint64_t packed = atomic_load(&test_counters.inflight_pages_packed);
+	struct ms_pause *pause = start_with(f, &cfg);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 30 * MS_NSEC_PER_SEC), 0);
+	struct readers r = {.file = ms_pause_file(pause), .expect = f->expect};
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++)
+		pthread_create(&th[i], NULL, reader_main, &r);
+	check_all(ms_pause_file(pause), f->expect); /* the deduped header, the packed source */
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	assert_true(st.inflight_pages_packed >= 200); /* every kept page once at least */
+	ms_future_set(drain_gate, NULL);	      /* the switch, under the readers */
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	usleep(20000);
+	atomic_store(&r.stop, true);
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(atomic_load(&r.bad), 0);
+	assert_true(atomic_load(&test_counters.inflight_pages_packed) >= packed + 200);
+	check_all(ms_pause_file(pause), f->expect);
+	ms_pause_free(pause);
+	ms_future_unref(drain_gate);
+}
+
+/*
+ * #4: one cancellation token per pause. Cancelled while the compare is
+ * stalled, while the upload backs off from a store that keeps timing out,
+ * and while the memory waits for a swap that does not come (an hour of
+ * grace): each ends within a second with MS_ECANCELED, counted, and no header
+ * becomes visible.
+ */
+static void cancel_and_check(struct fixture *f, struct ms_pause *pause, enum ms_pause_state wait)
+{
+	uint64_t cancelled = atomic_load(&test_counters.cancelled);
+	int64_t t0 = ms_clock_now_ns();
+	ms_pause_cancel(pause);
+	assert_true(ms_pause_is_cancelled(pause));
+	assert_int_equal(ms_pause_wait(pause, wait, 5 * MS_NSEC_PER_SEC), MS_ECANCELED);
+	assert_true(ms_clock_now_ns() - t0 < MS_NSEC_PER_SEC);
+	assert_int_equal(ms_pause_state(pause, NULL), MS_PAUSE_FAILED);
+	assert_int_equal(atomic_load(&test_counters.cancelled), cancelled + 1);
+	assert_false(has_object(f, ms_pause_build_id(pause), MS_ARTIFACT_MEMFILE_HEADER));
+	ms_pause_free(pause); /* joins at once: nothing waits any more */
+	assert_true(ms_clock_now_ns() - t0 < 2 * MS_NSEC_PER_SEC);
+}
+
+static void test_cancel(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_future *gate = ms_future_new(NULL);
+	cancel_and_check(f, start(f, true, gate, NULL), MS_PAUSE_COMPARING);
+	ms_future_unref(gate);
+
+	struct ms_pause_config cfg = base_config(f);
+	cfg.upload_attempts = 1000; /* backs off for minutes */
+	ms_store_faulty_inject_every(f->store, MS_FAULTY_PUT, 1, MS_FAULTY_FAIL, -ETIMEDOUT, 0);
+	struct ms_pause *pause = start_with(f, &cfg);
+	for (int i = 0; i < 5000 && ms_store_faulty_calls(f->store, MS_FAULTY_PUT) < 3; i++)
+		usleep(1000);
+	cancel_and_check(f, pause, MS_PAUSE_UPLOADED);
+	ms_store_faulty_clear(f->store);
+
+	struct ms_future *swap_gate = ms_future_new(NULL), *upload_gate = ms_future_new(NULL);
+	cfg = base_config(f);
+	cfg.swap_gate = swap_gate;
+	cfg.upload_gate = upload_gate;
+	cfg.grace_ns = 3600 * MS_NSEC_PER_SEC;
+	pause = start_with(f, &cfg);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 30 * MS_NSEC_PER_SEC), 0);
+	cancel_and_check(f, pause, MS_PAUSE_RELEASED);
+	ms_future_unref(swap_gate);
+	ms_future_unref(upload_gate);
+}
+
+/*
+ * #5: the provisional header cannot be built: the pause goes on without
+ * in-flight serving (counted, its error kept), resumable once deduped, and
+ * publishes; nothing is served from the memory.
+ */
+static void test_provisional_failure(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_pause_config cfg = base_config(f);
+	cfg.test_provisional_error = -ENOMEM;
+	uint64_t failures = atomic_load(&test_counters.provisional_failures);
+	struct ms_pause *pause = start_with(f, &cfg); /* returned once deduped */
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 0), 0);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PROVISIONAL, 0), -ENOTSUP);
+	assert_int_equal(atomic_load(&test_counters.provisional_failures), failures + 1);
+	check_all(ms_pause_file(pause), f->expect);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.provisional_error, -ENOMEM);
+	assert_int_equal(st.inflight_pages_provisional + st.inflight_pages_packed, 0);
+	assert_int_equal(st.release, MS_PAUSE_RELEASE_NO_PROVISIONAL);
+	ms_pause_free(pause);
+}
+
+/*
+ * #5: the swap thread fails: the pause fails with its error, no header is
+ * uploaded, warm reads go on, and the free leaves no pin.
+ */
+static void test_swap_failure(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_pause_config cfg = base_config(f);
+	cfg.test_swap_error = -EIO;
+	struct ms_pause *pause = start_with(f, &cfg);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), -EIO);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 0), -EIO);
+	assert_int_equal(ms_pause_state(pause, NULL), MS_PAUSE_FAILED);
+	check_all(ms_pause_file(pause), f->expect);
+	assert_false(has_object(f, ms_pause_build_id(pause), MS_ARTIFACT_MEMFILE_HEADER));
+	ms_pause_free(pause);
+	struct ms_diffstore_stats ds;
+	ms_diffstore_get_stats(f->diffs, &ds);
+	assert_int_equal(ds.pinned, 0);
+}
+
+/* The cache disk is full: every usage check says 99 %. */
+static int full_disk(const char *dir, uint64_t *total, uint64_t *used, void *ctx)
+{
+	(void)dir, (void)ctx;
+	*total = 100;
+	*used = 99;
+	return 0;
+}
+
+/*
+ * #5: the cache disk fills up during the provisional window (compare and
+ * swap held, readers on): disk pressure evicts what it may (the parent's
+ * entries), the pinned provisional and real entries survive, every read is
+ * served right, and the pause publishes.
+ */
+static void test_disk_pressure_during_window(void **state)
+{
+	struct fixture *f = *state;
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = f->cache,
+					   .usage_fn = full_disk,
+					   .delete_delay_ns = 5 * MS_NSEC_PER_MSEC,
+					   .pressure_interval_ns = 20 * MS_NSEC_PER_MSEC};
+	struct ms_diffstore *ds = ms_diffstore_new(&dcfg, &err);
+	assert_non_null(ds);
+	struct ms_build_storage storage = f->parent_storage;
+	storage.diffs = ds;
+	struct ms_header *top;
+	assert_int_equal(ms_build_storage_load_header(f->fs, &f->chain.ids[MS_CHAIN_LAYERS - 1],
+						      MS_ARTIFACT_MEMFILE_HEADER, &top),
+			 0);
+	struct ms_layered *parent = ms_layered_new(top, ms_build_storage_resolve, &storage);
+	struct ms_future *gate = ms_future_new(NULL), *swap_gate = ms_future_new(NULL);
+	struct ms_future *upload_gate = ms_future_new(NULL);
+	struct ms_pause_config cfg = base_config(f);
+	cfg.diffs = ds;
+	cfg.compare_gate = gate;
+	cfg.swap_gate = swap_gate;
+	cfg.upload_gate = upload_gate; /* the publish would unpin the real entry */
+	struct ms_pause *pause;
+	assert_int_equal(
+	    ms_pause_start(&cfg, parent, guest_memfd(f), f->dirty, f->empty, "s", 1, &pause), 0);
+	struct readers r = {.file = ms_pause_file(pause), .expect = f->expect};
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++)
+		pthread_create(&th[i], NULL, reader_main, &r);
+	usleep(50000); /* reads under pressure on the provisional header */
+	struct ms_diffstore_stats st;
+	ms_diffstore_get_stats(ds, &st);
+	assert_int_equal(st.pinned, 1); /* the provisional entry */
+	ms_future_set(gate, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_DRAINED, 30 * MS_NSEC_PER_SEC), 0);
+	usleep(50000); /* the swap held: provisional and real entries pinned */
+	ms_diffstore_get_stats(ds, &st);
+	assert_int_equal(st.pinned, 2);
+	assert_true(st.evictions > 0); /* the pressure was real */
+	ms_future_set(swap_gate, NULL);
+	ms_future_set(upload_gate, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	atomic_store(&r.stop, true);
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(atomic_load(&r.bad), 0);
+	assert_true(atomic_load(&r.reads) > 10);
+	check_all(ms_pause_file(pause), f->expect);
+	ms_pause_free(pause);
+	ms_layered_free(parent);
+	ms_future_unref(gate);
+	ms_future_unref(swap_gate);
+	ms_future_unref(upload_gate);
+	ms_diffstore_free(ds);
+}
+
+/*
+ * #5: a read planned on the provisional header that resolves only after the
+ * provisional entry's delete. The resolver hook holds the first resolution of
+ * the provisional build until the pause has published and the entry is gone;
+ * the read must then be re-planned onto the published header (it used to get
+ * MS_ENOTFOUND from the store, which never holds the provisional build).
+ */
+struct held_resolve {
+	struct ms_build_storage *storage;
+	const struct ms_header *prov; /* the header whose build id is held once */
+	struct ms_future *entered, *go;
+	atomic_bool held;
+};
+
+static int held_resolve_fn(void *ctx, const ms_uuid *build_id, const struct ms_header *header,
+			   struct ms_source **out)
+{
+	struct held_resolve *h = ctx;
+	(void)build_id;
+	if (header == h->prov && !atomic_exchange(&h->held, true)) {
+		ms_future_set(h->entered, NULL);
+		ms_future_wait(h->go, NULL);
+	}
+	return ms_build_storage_resolve(h->storage, build_id, header, out);
+}
+
+struct one_read {
+	struct ms_layered *file;
+	uint8_t buf[P];
+	int err;
+};
+
+static void *one_read_main(void *arg)
+{
+	struct one_read *r = arg;
+	r->err = ms_layered_read(r->file, r->buf, 150 * P, P); /* a dirty page */
+	return NULL;
+}
+
+static void test_read_after_provisional_delete(void **state)
+{
+	struct fixture *f = *state;
+	int err;
+	struct ms_diffstore_config dcfg = {
+	    .cache_dir = f->cache, .no_thread = true, .delete_delay_ns = MS_NSEC_PER_MSEC};
+	struct ms_diffstore *ds = ms_diffstore_new(&dcfg, &err);
+	assert_non_null(ds);
+	struct ms_build_storage storage = f->parent_storage;
+	storage.diffs = ds;
+	struct held_resolve h = {
+	    .storage = &storage, .entered = ms_future_new(NULL), .go = ms_future_new(NULL)};
+	struct ms_future *gate = ms_future_new(NULL);
+	struct ms_pause_config cfg = base_config(f);
+	cfg.diffs = ds;
+	cfg.compare_gate = gate;
+	cfg.resolve = held_resolve_fn;
+	cfg.resolve_ctx = &h;
+	struct ms_pause *pause = start_with(f, &cfg);
+	struct ms_header_ref *prov = ms_layered_header(ms_pause_file(pause));
+	h.prov = prov->header;
+	struct one_read r = {.file = ms_pause_file(pause)};
+	pthread_t th;
+	pthread_create(&th, NULL, one_read_main, &r);
+	assert_int_equal(ms_future_wait_timeout(h.entered, 5 * MS_NSEC_PER_SEC, NULL), 0);
+	ms_future_set(gate, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_RELEASED, 30 * MS_NSEC_PER_SEC), 0);
+	/* the pipeline ends by evicting the provisional entry; its delete comes due */
+	struct ms_diffstore_stats st;
+	for (int i = 0; i < 5000; i++) {
+		ms_diffstore_get_stats(ds, &st);
+		if (st.pending_deletes)
+			break;
+		usleep(1000);
+	}
+	assert_true(st.pending_deletes > 0);
+	usleep(5000); /* past the delete delay: the next tick deletes it */
+	assert_true(ms_diffstore_tick(ds) >= 0);
+	ms_diffstore_get_stats(ds, &st);
+	assert_true(st.deletes > 0);
+	ms_future_set(h.go, NULL);
+	pthread_join(th, NULL);
+	assert_int_equal(r.err, 0);
+	assert_memory_equal(r.buf, f->expect + 150 * P, P);
+	ms_header_ref_unref(prov);
+	ms_pause_free(pause);
+	ms_future_unref(gate);
+	ms_future_unref(h.entered);
+	ms_future_unref(h.go);
+	ms_diffstore_free(ds);
+}
+
+/*
+ * #6: the upload does not wait for the release. With the swap gate shut (and
+ * 30 s of grace) the upload and the publish finish, while the memory stays
+ * held; the swap then releases it. (The upload used to start only after the
+ * swap-or-grace wait: this test timed out on PUBLISHED.)
+ */
+static void test_upload_does_not_wait_for_release(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_future *swap_gate = ms_future_new(NULL);
+	struct ms_pause_config cfg = base_config(f);
+	cfg.swap_gate = swap_gate;
+	struct ms_pause *pause = start_with(f, &cfg);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 10 * MS_NSEC_PER_SEC), 0);
+	assert_true(has_object(f, ms_pause_build_id(pause), MS_ARTIFACT_MEMFILE_HEADER));
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_RELEASED, 0), -ETIMEDOUT);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 0), -ETIMEDOUT);
+	assert_int_equal(ms_pause_held_bytes(pause), PAGES * P);
+	struct ms_pause_stats st;
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.release, MS_PAUSE_RELEASE_PENDING);
+	check_all(ms_pause_file(pause), f->expect); /* the published header */
+	ms_future_set(swap_gate, NULL);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_RELEASED, 10 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_pause_held_bytes(pause), 0);
+	ms_pause_stats(pause, &st);
+	assert_int_equal(st.release, MS_PAUSE_RELEASE_SWAP);
+	check_all(ms_pause_file(pause), f->expect);
+	ms_pause_free(pause);
+	ms_future_unref(swap_gate);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1147,6 +1601,16 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_grace_without_swap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_grace_keeps_provisional_entry, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_full_during_drain, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_hold_until_no_user, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failed_hold_times_out, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_retry_takes_over, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_packed_phase_serves, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_upload_does_not_wait_for_release, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_provisional_failure, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_swap_failure, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_after_provisional_delete, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_disk_pressure_during_window, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
