@@ -1,6 +1,8 @@
 # sandbox_test.sh - sourced by the sandbox shell tests (after expect.sh is read):
 #   sandbox_test_init NAME   $tmp (removed at exit) and $backends (proc, and kvm
 #                            where /dev/kvm opens; a note says when it does not)
+#   sandbox_test_finish      exit: 1 on any failure; 77 (skip, with the reason) when
+#                            the kvm half could not run; else 0
 #   handler_start SOCK MEMFILE LOG
 #                            starts $handler (fc_handler) on SOCK; $hpid; fails the
 #                            check when it does not listen
@@ -12,7 +14,15 @@ sandbox_test_init() {
 		backends="proc kvm"
 	else
 		echo "note: /dev/kvm does not open here: the kvm half of this test did not run"
+		not_run="the kvm half (/dev/kvm does not open here)"
 	fi
+}
+
+sandbox_test_finish() {
+	echo "pass $pass fail $fail"
+	[ "$fail" -eq 0 ] || exit 1
+	[ -z "${not_run:-}" ] || { echo "SKIP: not run: $not_run"; exit 77; }
+	exit 0
 }
 
 handler_start() {
