@@ -226,6 +226,13 @@ struct ms_pause_config {
 	 * as none is left (not only after failed_hold).
 	 */
 	bool count_users;
+	/*
+	 * Who uploads: the holder of the build's uploads/{build_id} lease
+	 * (storage/lease.h) while its objects go up, so that a collector leaves the
+	 * data alone before the header names it. NULL: no lease (an embedder
+	 * without a collector); memsnapd and the CLI name themselves.
+	 */
+	const char *upload_holder;
 	/* tests: building the provisional header fails with this error (0: it does not) */
 	int test_provisional_error;
 	/* tests: the swap fails with this error (0: it does not) */

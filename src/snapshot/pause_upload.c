@@ -8,6 +8,7 @@
 #include "snapshot/pause_int.h"
 #include "storage/artifact.h"
 #include "storage/frames.h"
+#include "storage/lease.h"
 #include "util/backoff.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -145,7 +146,7 @@ static int ms_pause_fill_ancestors(struct ms_pause *p, struct ms_header *final)
  * the data goes up meanwhile, and nothing waits for the memory's release. If the parent never makes
  * it, the data stays in the store unreferenced - no header names it - and this pause fails.
  */
-int ms_pause_upload(struct ms_pause *p)
+static int ms_pause_upload_objects(struct ms_pause *p)
 {
 	int err;
 	if (p->config.upload_gate && (err = ms_pause_await(p, p->config.upload_gate, -1, NULL)))
@@ -212,4 +213,25 @@ int ms_pause_upload(struct ms_pause *p)
 	}
 	p->final = final; /* publish swaps it in */
 	return ms_pause_enter(p, MS_PAUSE_UPLOADED, NULL);
+}
+
+/*
+ * The upload under the build's uploads/ lease: taken before the first put,
+ * given back after the header (or the failure). A lease that cannot be taken
+ * or given back is logged, never a failure of the upload: it only guards the
+ * data against a collector, whose age limit guards it too.
+ */
+int ms_pause_upload(struct ms_pause *p)
+{
+	if (!p->config.upload_holder)
+		return ms_pause_upload_objects(p);
+	int err = ms_lease_put(p->config.store, MS_LEASE_UPLOADS, "holder", &p->real_id,
+			       p->config.upload_holder, 0, ms_lease_now_ms());
+	if (err)
+		ms_warn("snapshot", "upload lease not taken: %s", ms_strerror(err));
+	int rc = ms_pause_upload_objects(p);
+	if (!err && (err = ms_lease_remove(p->config.store, MS_LEASE_UPLOADS, &p->real_id)))
+		ms_warn("snapshot", "upload lease not given back (it expires): %s",
+			ms_strerror(err));
+	return rc;
 }
