@@ -135,10 +135,16 @@ static int64_t uffd_install_run(struct ms_uffd_session *s, struct uffd_job *job,
 	enum ms_uffd_page_state to =
 	    write ? MS_UFFD_PAGE_DIRTY
 		  : (action == UFFD_SRC ? MS_UFFD_PAGE_CLEAN : MS_UFFD_PAGE_ZERO);
+	/* The first-touch trace too, before the wake (a pause right after the guest's access
+	 * must find it); a page whose copy fails is still one the guest asked for. */
+	enum ms_uffd_access access = job->req ? MS_UFFD_ACCESS_PREFETCH
+				     : write  ? MS_UFFD_ACCESS_WRITE
+					      : MS_UFFD_ACCESS_READ;
 	uint8_t old[UFFD_MAX_BLOCK_PAGES];
 	for (uint64_t k = 0; k < run; k++) {
 		old[k] = ms_uffd_tracker_get(&s->tracker, first_page + k);
 		ms_uffd_tracker_install(&s->tracker, first_page + k, to);
+		ms_uffd_recorder_add(&s->recorder, first_page + k, access);
 	}
 	uint64_t addr = job->block_addr + i * ps, len = run * ps;
 	int64_t n;
@@ -159,12 +165,7 @@ static void uffd_count_installed(struct ms_uffd_session *s, const struct uffd_jo
 				 uint64_t done_pages, enum uffd_action action, uint64_t fault_idx,
 				 bool *fault_done)
 {
-	uint64_t first_page = job->block_off / s->page_size;
 	for (uint64_t k = i; k < i + done_pages; k++) {
-		enum ms_uffd_access access = job->req ? MS_UFFD_ACCESS_PREFETCH
-					     : k == fault_idx && job->write ? MS_UFFD_ACCESS_WRITE
-									    : MS_UFFD_ACCESS_READ;
-		ms_uffd_recorder_add(&s->recorder, first_page + k, access);
 		if (k == fault_idx) {
 			*fault_done = true;
 			uffd_latency_record(s, job->t_event);
@@ -174,8 +175,12 @@ static void uffd_count_installed(struct ms_uffd_session *s, const struct uffd_jo
 	}
 	atomic_fetch_add(action == UFFD_SRC ? &s->metrics.pages_source : &s->metrics.pages_zero,
 			 done_pages);
-	if (job->req)
+	if (job->req && job->req->data) {
+		atomic_fetch_add(&s->metrics.pages_prefetched, done_pages);
+		job->req->installed += done_pages;
+	} else if (job->req) {
 		atomic_fetch_add(&s->metrics.pages_prefault, done_pages);
+	}
 }
 
 /*

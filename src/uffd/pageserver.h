@@ -55,15 +55,17 @@ struct ms_uffd_metrics {
 	_Atomic uint64_t faults_write; /* MISSING, write access */
 	_Atomic uint64_t faults_wp;    /* write to a write-protected page */
 	/* results */
-	_Atomic uint64_t pages_source;	  /* pages installed with source data */
-	_Atomic uint64_t pages_zero;	  /* pages installed as zeros */
-	_Atomic uint64_t pages_batched;	  /* of pages_source: neighbours installed with a fault */
-	_Atomic uint64_t pages_prefault;  /* pages installed by prefault */
-	_Atomic uint64_t faults_eexist;	  /* already present: woken */
-	_Atomic uint64_t faults_deferred; /* EAGAIN or short copy: retried later */
-	_Atomic uint64_t faults_esrch;	  /* faulting process gone: dropped */
-	_Atomic uint64_t faults_dropped;  /* arrived after the session failed */
-	_Atomic uint64_t faults_inline;	  /* served on the event thread (source is_cached) */
+	_Atomic uint64_t pages_source;	   /* pages installed with source data */
+	_Atomic uint64_t pages_zero;	   /* pages installed as zeros */
+	_Atomic uint64_t pages_batched;	   /* of pages_source: neighbours installed with a fault */
+	_Atomic uint64_t pages_prefault;   /* pages installed by prefault */
+	_Atomic uint64_t pages_prefetched; /* pages installed ahead of faults by a prefetch
+					      (ms_uffd_session_install) */
+	_Atomic uint64_t faults_eexist;	   /* already present: woken */
+	_Atomic uint64_t faults_deferred;  /* EAGAIN or short copy: retried later */
+	_Atomic uint64_t faults_esrch;	   /* faulting process gone: dropped */
+	_Atomic uint64_t faults_dropped;   /* arrived after the session failed */
+	_Atomic uint64_t faults_inline;	   /* served on the event thread (source is_cached) */
 	_Atomic uint64_t source_reads;
 	_Atomic uint64_t source_retries;
 	_Atomic uint64_t source_errors; /* reads that failed after every retry */
@@ -140,6 +142,22 @@ void ms_uffd_session_stop(struct ms_uffd_session *s);
  * outside the image or not covered by a region.
  */
 int ms_uffd_session_prefault(struct ms_uffd_session *s, const uint64_t *offsets, size_t count);
+
+/*
+ * The install step of a prefetch: installs len bytes at device offset off
+ * (both page aligned, inside the image), already fetched into buf, ahead of the
+ * faults, as reads (write-protected when the registration has WP). Only pages
+ * not yet present are installed: a page the guest faulted in, wrote, or
+ * removed (MADV_DONTNEED: it must read as zero) is skipped, and a REMOVE not
+ * yet read when the copy runs makes it fail with EAGAIN and retry after the
+ * event is read, so a late prefetch never undoes the guest's write or remove.
+ * The event thread runs it after the faults it has read (faults go first).
+ * Blocks until done; *installed (may be NULL) = pages installed. 0, -EINVAL,
+ * the session's error, MS_ECLOSED when not serving. buf is borrowed until
+ * return.
+ */
+int ms_uffd_session_install(struct ms_uffd_session *s, uint64_t off, const void *buf, uint64_t len,
+			    uint64_t *installed);
 
 /* The next pause's page sets (4 KiB units; new sets, caller frees): dirty = written pages,
  * empty = pages that read as zero (zero installs and removed ranges). */

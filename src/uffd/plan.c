@@ -270,6 +270,43 @@ static void uffd_plan_prefault(struct ms_uffd_session *s, struct uffd_prefault_r
 	}
 }
 
+/* Plans an install of bytes already fetched (a prefetch): one job per batch block or region
+ * piece, installed at once; install.c skips every page that is not NOT_PRESENT. */
+static void uffd_plan_install(struct ms_uffd_session *s, struct uffd_prefault_req *req)
+{
+	const uint64_t ps = s->page_size;
+	uint64_t done = 0;
+	while (done < req->data_len) {
+		uint64_t off = req->data_off + done;
+		const struct ms_uffd_region *r = uffd_region_by_off(s, off);
+		if (!r) { /* a hole between regions: nothing to install there */
+			done += ps;
+			continue;
+		}
+		uint64_t len = req->data_len - done;
+		uint64_t region_left = r->offset + r->size - off;
+		if (len > region_left)
+			len = region_left;
+		if (len > UFFD_MAX_BLOCK_PAGES * ps)
+			len = UFFD_MAX_BLOCK_PAGES * ps;
+		struct uffd_job job;
+		memset(&job, 0, sizeof(job));
+		job.kind = UFFD_JOB_FILL;
+		job.region = r;
+		job.block_addr = r->base + (off - r->offset);
+		job.block_off = off;
+		job.npages = len / ps;
+		job.fault_addr = UFFD_NO_FAULT;
+		job.buf = (uint8_t *)(uintptr_t)(req->data + done); /* read by UFFDIO_COPY only */
+		job.req = req;
+		for (uint64_t k = 0; k < job.npages; k++)
+			uffd_mask_set(job.mask, k);
+		uffd_req_add_job(s, req);
+		uffd_job_finish(s, &job, true);
+		done += len;
+	}
+}
+
 void uffd_process_prefaults(struct ms_uffd_session *s)
 {
 	for (;;) {
@@ -284,7 +321,9 @@ void uffd_process_prefaults(struct ms_uffd_session *s)
 		pthread_mutex_unlock(&s->lock);
 		if (!req)
 			return;
-		if (serving)
+		if (serving && req->data)
+			uffd_plan_install(s, req);
+		else if (serving)
 			uffd_plan_prefault(s, req);
 		pthread_mutex_lock(&s->lock);
 		if (!serving && !req->err)

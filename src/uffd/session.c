@@ -19,6 +19,10 @@
  *            but nothing is installed; teardown keeps the state FAILED.
  *   CLOSED:  error == 0 or MS_ECLOSED; after teardown no job is left.
  *   After teardown (torn_down) the uffd is closed and every queue is empty.
+ *   Prefetching (DESIGN's "handshake -> serving -> prefetching -> closed") is
+ *   SERVING with a prefetcher attached (prefetch.h owns that state): its
+ *   installs come as requests the event thread runs after the faults it read,
+ *   and a session that leaves SERVING answers them MS_ECLOSED, which ends it.
  *
  * Threads:
  *   event thread  polls {uffd, stop eventfd, wakeup eventfd, peer pidfd}, reads
@@ -492,12 +496,13 @@ static void *uffd_event_main(void *arg)
 		int64_t now = ms_clock_now_ns();
 		if (pfd[0].revents & POLLIN)
 			nfaults = uffd_read_events(s, faults, fault_cap, &more);
-		/* 2. Retries, completed fetches, prefaults, then new faults. */
+		/* 2. Retries, completed fetches, then new faults. */
 		uffd_process_deferred(s);
 		uffd_process_completions(s);
-		uffd_process_prefaults(s);
 		for (size_t i = 0; i < nfaults; i++)
 			uffd_handle_fault(s, &faults[i], now);
+		/* 3. Prefault and prefetch work last: faults always go first. */
+		uffd_process_prefaults(s);
 		if (nfaults)
 			last_activity = ms_clock_now_ns();
 	}
@@ -708,16 +713,10 @@ int ms_uffd_session_wait(struct ms_uffd_session *s, int64_t timeout_ns)
 	return err;
 }
 
-int ms_uffd_session_prefault(struct ms_uffd_session *s, const uint64_t *offsets, size_t count)
+/* Queues req to the event thread and waits until every job of it ended. */
+static int uffd_request_run(struct ms_uffd_session *s, struct uffd_prefault_req *req_in)
 {
-	for (size_t i = 0; i < count; i++) {
-		if (offsets[i] >= s->image_size ||
-		    !uffd_region_by_off(s, offsets[i] & ~(s->page_size - 1)))
-			return -EINVAL;
-	}
-	if (count == 0)
-		return 0;
-	struct uffd_prefault_req req = {.offsets = offsets, .count = count};
+	struct uffd_prefault_req req = *req_in;
 	pthread_mutex_lock(&s->lock);
 	if (s->state != MS_UFFD_SESSION_SERVING || s->workers_stop) {
 		int err = s->error ? s->error : MS_ECLOSED;
@@ -735,7 +734,37 @@ int ms_uffd_session_prefault(struct ms_uffd_session *s, const uint64_t *offsets,
 	while (!req.dispatched || req.pending > 0)
 		pthread_cond_wait(&s->state_cond, &s->lock);
 	pthread_mutex_unlock(&s->lock);
+	req_in->installed = req.installed;
 	return req.err;
+}
+
+int ms_uffd_session_prefault(struct ms_uffd_session *s, const uint64_t *offsets, size_t count)
+{
+	for (size_t i = 0; i < count; i++) {
+		if (offsets[i] >= s->image_size ||
+		    !uffd_region_by_off(s, offsets[i] & ~(s->page_size - 1)))
+			return -EINVAL;
+	}
+	if (count == 0)
+		return 0;
+	struct uffd_prefault_req req = {.offsets = offsets, .count = count};
+	return uffd_request_run(s, &req);
+}
+
+int ms_uffd_session_install(struct ms_uffd_session *s, uint64_t off, const void *buf, uint64_t len,
+			    uint64_t *installed)
+{
+	if (installed)
+		*installed = 0;
+	if ((off | len) & (s->page_size - 1) || off > s->image_size || len > s->image_size - off)
+		return -EINVAL;
+	if (len == 0)
+		return 0;
+	struct uffd_prefault_req req = {.data = buf, .data_off = off, .data_len = len};
+	int err = uffd_request_run(s, &req);
+	if (installed)
+		*installed = req.installed;
+	return err;
 }
 
 int ms_uffd_session_export(struct ms_uffd_session *s, struct ms_pageset **dirty,

@@ -33,9 +33,13 @@
 /* A blocking prefault call, waiting on the session's state_cond. Guarded by session lock. */
 struct uffd_prefault_req {
 	struct uffd_prefault_req *next;
-	const uint64_t *offsets;
+	const uint64_t *offsets; /* a prefault: the pages to fetch and install */
 	size_t count;
-	size_t pending; /* jobs not finished */
+	const uint8_t *data; /* an install of fetched bytes (ms_uffd_session_install): the bytes */
+	uint64_t data_off;   /* ... their device offset (page aligned) and length */
+	uint64_t data_len;
+	uint64_t installed; /* pages installed for this request (event thread) */
+	size_t pending;	    /* jobs not finished */
 	bool dispatched;
 	int err;
 };

@@ -1,0 +1,321 @@
+/*
+ * prefetch.c - trace replay: fetch workers and one install thread
+ * (prefetch.h has the design).
+ *
+ * Invariants:
+ *  1. Runs are taken in trace order (next_run only grows); each run ends
+ *     exactly once: installed (fully or partly), skipped after a failed read,
+ *     or freed by the stop.
+ *  2. Once stop is set no worker starts a read and the installer installs
+ *     nothing more; ms_uffd_prefetch_stop returns only after every thread
+ *     has been joined.
+ *  3. At most queue_cap fetched runs wait for the installer (the buffers a
+ *     replay holds are bounded by (workers + queue_cap) * coalesce_bytes).
+ */
+#include "uffd/prefetch.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/lock.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PF_MOD "uffd"
+
+struct pf_run {
+	uint64_t off, len; /* device bytes */
+};
+
+struct pf_fetched {
+	struct pf_fetched *next;
+	uint64_t off, len;
+	uint8_t *buf;
+};
+
+struct ms_uffd_prefetch {
+	/* immutable after start */
+	struct ms_uffd_session *session; /* one reference */
+	const struct ms_page_source_ops *ops;
+	void *ctx;
+	uint64_t page_size;
+	struct pf_run *runs;
+	size_t nruns;
+	unsigned nworkers;
+	size_t queue_cap;
+	pthread_t *workers;
+	pthread_t installer;
+	int64_t t0;
+
+	pthread_mutex_t lock; /* guards everything below */
+	pthread_cond_t cond;  /* a run fetched or installed, a worker left, stop */
+	size_t next_run;
+	struct pf_fetched *head, *tail;
+	size_t queued;
+	unsigned workers_left;
+	bool stop;
+	bool finished; /* the installer ended */
+	bool joined;
+	struct ms_uffd_prefetch_stats stats;
+};
+
+/* Coalesces consecutive trace entries that name contiguous blocks, up to max bytes. */
+static struct pf_run *pf_plan_runs(const struct ms_uffd_trace *trace, uint64_t max, size_t *nruns)
+{
+	struct pf_run *runs = malloc((trace->count + 1) * sizeof(*runs));
+	if (!runs)
+		return NULL;
+	size_t n = 0;
+	const uint64_t bs = trace->block_size;
+	for (size_t i = 0; i < trace->count; i++) {
+		uint64_t off = trace->indices[i] * bs;
+		if (n && runs[n - 1].off + runs[n - 1].len == off && runs[n - 1].len + bs <= max)
+			runs[n - 1].len += bs;
+		else
+			runs[n++] = (struct pf_run){.off = off, .len = bs};
+	}
+	*nruns = n;
+	return runs;
+}
+
+static void pf_push_locked(struct ms_uffd_prefetch *p, struct pf_fetched *f)
+{
+	MS_ASSERT_HELD(&p->lock);
+	f->next = NULL;
+	if (p->tail)
+		p->tail->next = f;
+	else
+		p->head = f;
+	p->tail = f;
+	p->queued++;
+}
+
+static struct pf_fetched *pf_pop_locked(struct ms_uffd_prefetch *p)
+{
+	MS_ASSERT_HELD(&p->lock);
+	struct pf_fetched *f = p->head;
+	if (f) {
+		p->head = f->next;
+		if (!p->head)
+			p->tail = NULL;
+		p->queued--;
+	}
+	return f;
+}
+
+static void *pf_worker_main(void *arg)
+{
+	struct ms_uffd_prefetch *p = arg;
+	pthread_mutex_lock(&p->lock);
+	while (!p->stop) {
+		while (!p->stop && p->queued >= p->queue_cap)
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (p->stop || p->next_run == p->nruns)
+			break;
+		struct pf_run run = p->runs[p->next_run++];
+		pthread_mutex_unlock(&p->lock);
+		struct pf_fetched *f = malloc(sizeof(*f));
+		uint8_t *buf = malloc(run.len);
+		int err = f && buf ? p->ops->read(p->ctx, buf, run.off, (size_t)run.len) : -ENOMEM;
+		pthread_mutex_lock(&p->lock);
+		if (err) {
+			ms_debug(PF_MOD, "prefetch: read [%llu, +%llu): %s; left to the faults",
+				 (unsigned long long)run.off, (unsigned long long)run.len,
+				 ms_strerror(err));
+			p->stats.read_errors++;
+			free(buf);
+			free(f);
+			continue;
+		}
+		*f = (struct pf_fetched){.off = run.off, .len = run.len, .buf = buf};
+		pf_push_locked(p, f);
+		pthread_cond_broadcast(&p->cond);
+	}
+	p->workers_left--;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+static void *pf_install_main(void *arg)
+{
+	struct ms_uffd_prefetch *p = arg;
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		while (!p->stop && !p->head && p->workers_left)
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (p->stop || !p->head)
+			break; /* stopped, or every worker is done and nothing is left */
+		struct pf_fetched *f = pf_pop_locked(p);
+		pthread_cond_broadcast(&p->cond); /* room for the workers */
+		pthread_mutex_unlock(&p->lock);
+		uint64_t installed = 0;
+		int err = ms_uffd_session_install(p->session, f->off, f->buf, f->len, &installed);
+		pthread_mutex_lock(&p->lock);
+		p->stats.pages_installed += installed;
+		p->stats.pages_skipped += f->len / p->page_size - installed;
+		free(f->buf);
+		free(f);
+		if (err) { /* the session is not serving any more: nothing can be installed */
+			ms_debug(PF_MOD, "prefetch: the session ended (%s)", ms_strerror(err));
+			p->stop = true;
+			pthread_cond_broadcast(&p->cond);
+		}
+	}
+	p->stats.stopped = p->stop;
+	p->stats.done = !p->stop;
+	p->stats.duration_ns = ms_clock_now_ns() - p->t0;
+	p->finished = true;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+static void pf_free_queue_locked(struct ms_uffd_prefetch *p)
+{
+	MS_ASSERT_HELD(&p->lock);
+	struct pf_fetched *f;
+	while ((f = pf_pop_locked(p))) {
+		free(f->buf);
+		free(f);
+	}
+}
+
+struct ms_uffd_prefetch *ms_uffd_prefetch_start(struct ms_uffd_session *s,
+						const struct ms_page_source_ops *ops, void *ctx,
+						const struct ms_uffd_trace *trace,
+						const struct ms_uffd_prefetch_options *options,
+						int *err)
+{
+	*err = -EINVAL;
+	uint64_t ps = ms_uffd_session_page_size(s);
+	if (trace->block_size != ps)
+		return NULL;
+	*err = -ENOMEM;
+	struct ms_uffd_prefetch *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->ops = ops;
+	p->ctx = ctx;
+	p->page_size = ps;
+	p->t0 = ms_clock_now_ns();
+	p->nworkers = options && options->fetch_workers ? options->fetch_workers
+							: MS_UFFD_PREFETCH_WORKERS_DEFAULT;
+	uint64_t coalesce = options && options->coalesce_bytes ? options->coalesce_bytes
+							       : MS_UFFD_PREFETCH_COALESCE_DEFAULT;
+	if (coalesce < ps)
+		coalesce = ps;
+	p->queue_cap = 2 * (size_t)p->nworkers;
+	p->stats.blocks = trace->count;
+	if (!(p->runs = pf_plan_runs(trace, coalesce, &p->nruns)) ||
+	    !(p->workers = calloc(p->nworkers, sizeof(*p->workers)))) {
+		free(p->runs);
+		free(p);
+		return NULL;
+	}
+	p->stats.runs = p->nruns;
+	p->session = ms_uffd_session_ref(s);
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	unsigned started = 0;
+	pthread_mutex_lock(&p->lock);
+	p->workers_left = p->nworkers;
+	pthread_mutex_unlock(&p->lock);
+	int rc = 0;
+	for (; started < p->nworkers && !rc; started++)
+		rc = pthread_create(&p->workers[started], NULL, pf_worker_main, p);
+	if (rc) {
+		started--;
+		pthread_mutex_lock(&p->lock);
+		p->workers_left -= p->nworkers - started; /* those never ran */
+		pthread_mutex_unlock(&p->lock);
+	}
+	if (!rc)
+		rc = pthread_create(&p->installer, NULL, pf_install_main, p);
+	if (rc) {
+		pthread_mutex_lock(&p->lock);
+		p->stop = true;
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+		for (unsigned i = 0; i < started; i++)
+			pthread_join(p->workers[i], NULL);
+		pthread_mutex_lock(&p->lock);
+		pf_free_queue_locked(p);
+		pthread_mutex_unlock(&p->lock);
+		ms_uffd_session_unref(p->session);
+		pthread_cond_destroy(&p->cond);
+		pthread_mutex_destroy(&p->lock);
+		free(p->workers);
+		free(p->runs);
+		free(p);
+		*err = -rc;
+		return NULL;
+	}
+	ms_info(PF_MOD, "prefetch: %zu blocks in %zu runs, %u fetch workers", trace->count,
+		p->nruns, p->nworkers);
+	*err = 0;
+	return p;
+}
+
+void ms_uffd_prefetch_stop(struct ms_uffd_prefetch *p)
+{
+	pthread_mutex_lock(&p->lock);
+	if (p->joined) {
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
+	p->joined = true;
+	p->stop = !p->finished || p->stop;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned i = 0; i < p->nworkers; i++)
+		pthread_join(p->workers[i], NULL);
+	pthread_join(p->installer, NULL);
+	pthread_mutex_lock(&p->lock);
+	pf_free_queue_locked(p);
+	pthread_mutex_unlock(&p->lock);
+}
+
+int ms_uffd_prefetch_wait(struct ms_uffd_prefetch *p, int64_t timeout_ns)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += timeout_ns / MS_NSEC_PER_SEC;
+	deadline.tv_nsec += timeout_ns % MS_NSEC_PER_SEC;
+	if (deadline.tv_nsec >= MS_NSEC_PER_SEC) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= MS_NSEC_PER_SEC;
+	}
+	int err = 0;
+	pthread_mutex_lock(&p->lock);
+	while (!p->finished && !err)
+		err = -pthread_cond_timedwait(&p->cond, &p->lock, &deadline);
+	if (p->finished)
+		err = 0;
+	pthread_mutex_unlock(&p->lock);
+	return err;
+}
+
+void ms_uffd_prefetch_get_stats(struct ms_uffd_prefetch *p, struct ms_uffd_prefetch_stats *out)
+{
+	pthread_mutex_lock(&p->lock);
+	*out = p->stats;
+	if (!p->finished)
+		out->duration_ns = ms_clock_now_ns() - p->t0;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void ms_uffd_prefetch_free(struct ms_uffd_prefetch *p)
+{
+	if (!p)
+		return;
+	ms_uffd_prefetch_stop(p);
+	ms_uffd_session_unref(p->session);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+	free(p->workers);
+	free(p->runs);
+	free(p);
+}

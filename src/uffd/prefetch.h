@@ -1,0 +1,77 @@
+/*
+ * prefetch.h - replaying a first-touch trace (trace.h) into a restore session
+ * ahead of the guest's faults.
+ *
+ * Two steps, on threads of their own:
+ *   fetch    workers (default 16) take the trace's runs in trace order - a run
+ *            is consecutive trace entries naming contiguous blocks, coalesced
+ *            up to coalesce_bytes - and read each from the page source into a
+ *            buffer (for the layered file this also warms the chunk cache: a
+ *            fault on a block whose chunk is being fetched waits for that
+ *            fetch in the chunker instead of starting a second one).
+ *   install  one thread hands each fetched run to the session
+ *            (ms_uffd_session_install: whole runs with UFFDIO_COPY, only pages
+ *            not yet present; the event thread runs it after the faults it
+ *            has read, so faults always go first).
+ *
+ * A REMOVE or a guest write is never undone: the session installs only pages
+ * still NOT_PRESENT and the kernel refuses a copy over a present page
+ * (EEXIST, skipped). A run that cannot be read is skipped (the faults read it
+ * themselves). ms_uffd_prefetch_stop() ends the replay at once: no read
+ * starts and nothing is installed after it returns (the reads in progress are
+ * waited for, at most one per worker); the daemon calls it when the sandbox
+ * pauses, is deleted or dies, before the session stops.
+ *
+ * Lifecycle:  start --> FETCHING/INSTALLING --(trace done)--> DONE
+ *                               \--(stop, session ended)--> STOPPED
+ */
+#ifndef MS_UFFD_PREFETCH_H
+#define MS_UFFD_PREFETCH_H
+
+#include "uffd/pageserver.h"
+#include "uffd/trace.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define MS_UFFD_PREFETCH_WORKERS_DEFAULT  16
+#define MS_UFFD_PREFETCH_COALESCE_DEFAULT (1u << 20)
+
+struct ms_uffd_prefetch_options {
+	unsigned fetch_workers;	 /* 0 = 16 */
+	uint64_t coalesce_bytes; /* largest read of contiguous blocks; 0 = 1 MiB */
+};
+
+struct ms_uffd_prefetch_stats {
+	uint64_t blocks;	  /* blocks in the trace */
+	uint64_t runs;		  /* coalesced reads planned */
+	uint64_t pages_installed; /* installed ahead of the guest */
+	uint64_t pages_skipped;	  /* already present, written or removed when their run came */
+	uint64_t read_errors;	  /* runs skipped because the read failed */
+	int64_t duration_ns;	  /* start to done (or to stop) */
+	bool done;		  /* every run was handled */
+	bool stopped;		  /* ended early: stop, or the session ended */
+};
+
+struct ms_uffd_prefetch;
+
+/*
+ * Starts replaying trace (copied; block_size must be the session's page size)
+ * into session s, reading from the page source ops/ctx (the session's own).
+ * Takes a reference on s. NULL on error with *err (-EINVAL for a block size
+ * other than the page size, -ENOMEM, a pthread error).
+ */
+struct ms_uffd_prefetch *ms_uffd_prefetch_start(struct ms_uffd_session *s,
+						const struct ms_page_source_ops *ops, void *ctx,
+						const struct ms_uffd_trace *trace,
+						const struct ms_uffd_prefetch_options *options,
+						int *err);
+/* Stops at once (see above) and joins its threads. Idempotent. */
+void ms_uffd_prefetch_stop(struct ms_uffd_prefetch *p);
+/* Waits until done or stopped: 0, or -ETIMEDOUT. */
+int ms_uffd_prefetch_wait(struct ms_uffd_prefetch *p, int64_t timeout_ns);
+void ms_uffd_prefetch_get_stats(struct ms_uffd_prefetch *p, struct ms_uffd_prefetch_stats *out);
+/* Stops, then frees. NULL is ignored. */
+void ms_uffd_prefetch_free(struct ms_uffd_prefetch *p);
+
+#endif
