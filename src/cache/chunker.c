@@ -1,17 +1,19 @@
+/* Over 800 lines: sessions, their lanes and read-ahead are one state machine under one lock. */
 /*
  * chunker.c - on-demand chunk fetch into a sparse cache file, one session per chunk.
  *
  * Session state machine (all transitions under chunker->lock):
  *
- *   fetching ──all bytes written (+ verified)──▶ mark chunk present ──▶ done(0)
+ *   fetching ──all pieces written (+ verified)─▶ mark chunk present ──▶ done(0)
  *      │  ├─store/decode/write error──────────────────────────────────▶ done(err)
  *      │  ├─deadline passed (seen by the thread or by any waiter)──────▶ done(-ETIMEDOUT)
  *      │  └─source closed or freed─────────────────────────────────────▶ done(MS_ECLOSED)
  *   (done: off the in-flight list; the session is freed by the last of its thread and waiters)
  *
  * Invariants:
- *  1. ready only grows, and only while !done; bytes [chunk_off, chunk_off + ready)
- *     are in the cache file whenever a waiter reads ready.
+ *  1. ready and piece_done only grow, and only while !done; bytes [chunk_off,
+ *     chunk_off + ready) and every piece marked in piece_done are in the cache
+ *     file whenever a waiter reads them. ready is the prefix of done pieces.
  *  2. The thread marks the chunk present only while !done, immediately before it
  *     sets done(0), under the lock: a reader that finds neither an unfinished
  *     session nor the chunk present (under the lock) may start a new session.
@@ -20,12 +22,19 @@
  *     last of them, under the lock.
  *  4. Session threads hold no reference on the source: free (the last unref)
  *     fails every session and waits until running == 0 before releasing anything;
- *     a thread touches nothing of the chunker after it decremented running.
+ *     a thread touches nothing of the chunker after it decremented running. A
+ *     session's lane threads are joined by its thread before that.
+ *  5. A piece is claimed by exactly one lane (next_piece, under the lock); a lane
+ *     error stops the other lanes at their next claim and fails the session.
+ *  6. ra_mark[i] is set only when a read-ahead session for chunk i was started, and
+ *     cleared by the first read that touches chunk i (atomic exchange: one reader
+ *     slides the window per mark).
  */
 #include "cache/chunker.h"
 #include "cache/cachefile.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/lock.h"
 #include "util/log.h"
 
 #include "storage/frames.h"
@@ -44,8 +53,13 @@ struct ms_fetch_session {
 	uint64_t chunk_len;	       /* immutable */
 	int64_t frame;		       /* immutable: frame index, -1 for an uncompressed chunk */
 	int64_t deadline_ns;	       /* immutable */
+	bool speculative;	       /* immutable: started by read-ahead, not by a reader */
+	uint32_t pieces;	       /* immutable: read_size pieces of an uncompressed chunk */
 	pthread_cond_t cond;	       /* broadcast on progress and on done */
 	uint64_t ready;		       /* guarded by chunker->lock */
+	uint32_t next_piece;	       /* guarded by chunker->lock: the next one to claim */
+	int lane_err;		       /* guarded by chunker->lock: the first lane's error */
+	uint8_t *piece_done;	       /* guarded by chunker->lock: 1 = in the cache file */
 	bool done;		       /* guarded by chunker->lock */
 	int err;		       /* guarded by chunker->lock; set with done */
 	unsigned refs;		       /* guarded by chunker->lock: the thread + each waiter */
@@ -61,11 +75,16 @@ struct ms_chunker {
 	uint64_t chunk_size;	       /* immutable */
 	uint64_t read_size;	       /* immutable */
 	int64_t timeout_ns;	       /* immutable */
+	uint32_t parallel;	       /* immutable */
+	uint32_t readahead;	       /* immutable; 0: none */
+	uint64_t chunk_count;	       /* immutable */
+	atomic_uchar *ra_mark;	       /* per chunk, lock-free (invariant 6) */
 	pthread_mutex_t lock;
 	pthread_cond_t idle;		   /* signalled when running drops to 0 */
 	struct ms_fetch_session *sessions; /* guarded by lock: sessions not done (invariant 3) */
 	unsigned running;		   /* guarded by lock: session threads not yet returned */
-	atomic_uint_least64_t stat_sessions, stat_failures, stat_timeouts, stat_bytes;
+	atomic_uint_least64_t stat_sessions, stat_failures, stat_timeouts, stat_bytes,
+	    stat_readahead;
 };
 
 static const struct ms_source_ops ms_chunker_ops;
@@ -103,6 +122,20 @@ static int ms_chunk_locate(const struct ms_chunker *ch, uint64_t pos, struct ms_
 	return 0;
 }
 
+static uint64_t ms_chunk_index(const struct ms_chunker *ch, const struct ms_chunk *c)
+{
+	return c->frame >= 0 ? (uint64_t)c->frame : c->off / ch->chunk_size;
+}
+
+/* Chunk number index (< chunk_count). */
+static void ms_chunk_nth(const struct ms_chunker *ch, uint64_t index, struct ms_chunk *out)
+{
+	if (ch->frames)
+		ms_chunk_locate(ch, (uint64_t)ch->frames->frames[index].start_u, out);
+	else
+		ms_chunk_locate(ch, index * ch->chunk_size, out);
+}
+
 /* ---- the fetch thread ---- */
 
 static bool ms_session_abandoned(struct ms_fetch_session *s)
@@ -123,18 +156,48 @@ static int ms_session_check(struct ms_fetch_session *s)
 	return 0;
 }
 
-static int ms_fetch_uncompressed(struct ms_fetch_session *s)
+/* Claims the next piece (invariant 5); false when there is none or the session stops. */
+static bool ms_piece_claim(struct ms_fetch_session *s, uint32_t *piece)
+{
+	struct ms_chunker *ch = s->chunker;
+	pthread_mutex_lock(&ch->lock);
+	bool ok = !s->done && !s->lane_err && s->next_piece < s->pieces;
+	if (ok)
+		*piece = s->next_piece++;
+	pthread_mutex_unlock(&ch->lock);
+	return ok;
+}
+
+static void ms_piece_done(struct ms_fetch_session *s, uint32_t piece)
+{
+	struct ms_chunker *ch = s->chunker;
+	pthread_mutex_lock(&ch->lock);
+	if (!s->done) {
+		s->piece_done[piece] = 1;
+		uint64_t prefix = s->ready / ch->read_size;
+		while (prefix < s->pieces && s->piece_done[prefix])
+			prefix++;
+		s->ready =
+		    prefix * ch->read_size < s->chunk_len ? prefix * ch->read_size : s->chunk_len;
+		pthread_cond_broadcast(&s->cond);
+	}
+	pthread_mutex_unlock(&ch->lock);
+}
+
+/* One lane: fetches pieces until none is left; the first error stops every lane. */
+static int ms_fetch_pieces(struct ms_fetch_session *s)
 {
 	struct ms_chunker *ch = s->chunker;
 	size_t buf_len = ch->read_size < s->chunk_len ? ch->read_size : s->chunk_len;
 	unsigned char *buf = malloc(buf_len ? buf_len : 1);
-	if (!buf)
-		return -ENOMEM;
-	int err = 0;
-	for (uint64_t pos = 0; pos < s->chunk_len;) {
-		err = ms_session_check(s);
-		if (err)
+	int err = buf ? 0 : -ENOMEM;
+	uint32_t piece;
+	while (!err && ms_piece_claim(s, &piece)) {
+		if (ms_clock_now_ns() >= s->deadline_ns) {
+			err = -ETIMEDOUT;
 			break;
+		}
+		uint64_t pos = (uint64_t)piece * ch->read_size;
 		size_t n = s->chunk_len - pos < buf_len ? s->chunk_len - pos : buf_len;
 		size_t got = 0;
 		err = ms_store_read_range(ch->store, ch->key, s->chunk_off + pos, buf, n, &got);
@@ -149,17 +212,44 @@ static int ms_fetch_uncompressed(struct ms_fetch_session *s)
 			break;
 		}
 		err = ms_cachefile_write(ch->cache, buf, s->chunk_off + pos, n);
-		if (err)
-			break;
-		pos += n;
-		pthread_mutex_lock(&ch->lock);
-		if (!s->done) {
-			s->ready = pos;
-			pthread_cond_broadcast(&s->cond);
-		}
-		pthread_mutex_unlock(&ch->lock);
+		if (!err)
+			ms_piece_done(s, piece);
 	}
 	free(buf);
+	if (err) {
+		pthread_mutex_lock(&ch->lock);
+		if (!s->lane_err)
+			s->lane_err = err;
+		pthread_mutex_unlock(&ch->lock);
+	}
+	return err;
+}
+
+static void *ms_lane_run(void *arg)
+{
+	ms_fetch_pieces(arg);
+	return NULL;
+}
+
+/* Up to parallel lanes (this thread is one of them), joined before returning. */
+static int ms_fetch_uncompressed(struct ms_fetch_session *s)
+{
+	struct ms_chunker *ch = s->chunker;
+	pthread_t lanes[16];
+	uint32_t want = ch->parallel < s->pieces ? ch->parallel : s->pieces;
+	if (want > 1 + sizeof(lanes) / sizeof(lanes[0]))
+		want = 1 + sizeof(lanes) / sizeof(lanes[0]);
+	uint32_t started = 0;
+	while (started + 1 < want && pthread_create(&lanes[started], NULL, ms_lane_run, s) == 0)
+		started++; /* fewer lanes than asked when a thread cannot start */
+	ms_fetch_pieces(s);
+	for (uint32_t i = 0; i < started; i++)
+		pthread_join(lanes[i], NULL);
+	pthread_mutex_lock(&ch->lock);
+	int err = s->lane_err;
+	if (!err && s->done)
+		err = -ECANCELED; /* failed by a waiter or by close; result unused */
+	pthread_mutex_unlock(&ch->lock);
 	return err;
 }
 
@@ -210,6 +300,7 @@ out_packed:
 /* Marks s done with err (0: success) and takes it off the in-flight list. */
 static void ms_session_finish_locked(struct ms_chunker *ch, struct ms_fetch_session *s, int err)
 {
+	MS_ASSERT_HELD(&ch->lock);
 	if (s->done)
 		return;
 	s->done = true;
@@ -230,10 +321,12 @@ static void ms_session_finish_locked(struct ms_chunker *ch, struct ms_fetch_sess
 
 static void ms_session_unref_locked(struct ms_fetch_session *s)
 {
+	MS_ASSERT_HELD(&s->chunker->lock);
 	assert(s->refs > 0);
 	if (--s->refs > 0)
 		return;
 	pthread_cond_destroy(&s->cond);
+	free(s->piece_done);
 	free(s);
 }
 
@@ -263,33 +356,32 @@ static void *ms_session_run(void *arg)
 	return NULL;
 }
 
-/*
- * The session that will provide chunk c, with one waiter reference taken: the
- * in-flight one, or a new one. *out = NULL when the chunk is present.
- */
-static int ms_session_acquire_locked(struct ms_chunker *ch, const struct ms_chunk *c,
-				     struct ms_fetch_session **out)
+/* The unfinished session of chunk c, or NULL (a stuck one is failed: start afresh). */
+static struct ms_fetch_session *ms_session_find_locked(struct ms_chunker *ch,
+						       const struct ms_chunk *c, int64_t now)
 {
-	*out = NULL;
-	if (atomic_load(&ch->base.closed))
-		return MS_ECLOSED;
-	if (ms_cachefile_is_cached(ch->cache, c->off, c->len))
-		return 0;
-	int64_t now = ms_clock_now_ns();
-	struct ms_fetch_session *s = ch->sessions;
-	while (s) {
-		struct ms_fetch_session *next = s->next;
-		if (s->chunk_off == c->off) {
-			if (now < s->deadline_ns) {
-				s->refs++;
-				*out = s;
-				return 0;
-			}
-			ms_session_finish_locked(ch, s, -ETIMEDOUT); /* stuck: start afresh */
-		}
-		s = next;
+	MS_ASSERT_HELD(&ch->lock);
+	for (struct ms_fetch_session *s = ch->sessions, *next; s; s = next) {
+		next = s->next;
+		if (s->chunk_off != c->off)
+			continue;
+		if (now < s->deadline_ns)
+			return s;
+		ms_session_finish_locked(ch, s, -ETIMEDOUT);
 	}
-	s = calloc(1, sizeof(*s));
+	return NULL;
+}
+
+/*
+ * Starts a session for chunk c on its own thread, referenced by that thread and,
+ * unless speculative, by the calling waiter.
+ */
+static int ms_session_start_locked(struct ms_chunker *ch, const struct ms_chunk *c, int64_t now,
+				   bool speculative, struct ms_fetch_session **out)
+{
+	MS_ASSERT_HELD(&ch->lock);
+	int err = -ENOMEM;
+	struct ms_fetch_session *s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->chunker = ch;
@@ -297,21 +389,26 @@ static int ms_session_acquire_locked(struct ms_chunker *ch, const struct ms_chun
 	s->chunk_len = c->len;
 	s->frame = c->frame;
 	s->deadline_ns = now + ch->timeout_ns;
-	s->refs = 2; /* the thread and this waiter */
+	s->speculative = speculative;
+	s->pieces = c->frame < 0 ? (uint32_t)((c->len + ch->read_size - 1) / ch->read_size) : 1;
+	s->piece_done = calloc(s->pieces, 1);
+	if (!s->piece_done)
+		goto fail_session;
+	s->refs = speculative ? 1 : 2; /* the thread (and this waiter) */
 	pthread_condattr_t attr;
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	int err = pthread_cond_init(&s->cond, &attr);
+	err = -pthread_cond_init(&s->cond, &attr);
 	pthread_condattr_destroy(&attr);
 	if (err)
 		goto fail_session;
 	pthread_attr_t thread_attr;
-	err = pthread_attr_init(&thread_attr);
+	err = -pthread_attr_init(&thread_attr);
 	if (err)
 		goto fail_cond;
 	pthread_attr_setdetachstate(&thread_attr, PTHREAD_CREATE_DETACHED);
 	pthread_t thread;
-	err = pthread_create(&thread, &thread_attr, ms_session_run, s);
+	err = -pthread_create(&thread, &thread_attr, ms_session_run, s);
 	pthread_attr_destroy(&thread_attr);
 	if (err)
 		goto fail_cond;
@@ -319,27 +416,116 @@ static int ms_session_acquire_locked(struct ms_chunker *ch, const struct ms_chun
 	s->next = ch->sessions;
 	ch->sessions = s;
 	atomic_fetch_add(&ch->stat_sessions, 1);
+	if (speculative)
+		atomic_fetch_add(&ch->stat_readahead, 1);
 	*out = s;
 	return 0;
 
 fail_cond:
 	pthread_cond_destroy(&s->cond);
 fail_session:
+	free(s->piece_done);
 	free(s);
-	return -err;
+	return err;
 }
 
 /*
- * Waits until bytes [chunk_off, chunk_off + need) of session s are in the cache
- * file, the session failed, or the reader's deadline passed. Drops the waiter
- * reference. Takes and releases ch->lock.
+ * The session that will provide chunk c, with one waiter reference taken: the
+ * in-flight one, or a new one. *out = NULL when the chunk is present.
+ * *started: a new session was started for this reader (a demand miss).
  */
-static int ms_session_wait(struct ms_chunker *ch, struct ms_fetch_session *s, uint64_t need,
-			   int64_t reader_deadline_ns)
+static int ms_session_acquire_locked(struct ms_chunker *ch, const struct ms_chunk *c,
+				     struct ms_fetch_session **out, bool *started)
+{
+	MS_ASSERT_HELD(&ch->lock);
+	*out = NULL;
+	if (atomic_load(&ch->base.closed))
+		return MS_ECLOSED;
+	if (ms_cachefile_is_cached(ch->cache, c->off, c->len))
+		return 0;
+	int64_t now = ms_clock_now_ns();
+	struct ms_fetch_session *s = ms_session_find_locked(ch, c, now);
+	if (s) {
+		s->refs++;
+		*out = s;
+		return 0;
+	}
+	*started = true;
+	return ms_session_start_locked(ch, c, now, false, out);
+}
+
+/* Chunk index is present or on its way. */
+static bool ms_chunk_coming_locked(struct ms_chunker *ch, uint64_t index)
+{
+	MS_ASSERT_HELD(&ch->lock);
+	struct ms_chunk c;
+	ms_chunk_nth(ch, index, &c);
+	return ms_cachefile_is_cached(ch->cache, c.off, c.len) ||
+	       ms_session_find_locked(ch, &c, ms_clock_now_ns()) != NULL;
+}
+
+/* Starts speculative sessions for the readahead chunks from index first on. */
+static void ms_readahead_locked(struct ms_chunker *ch, uint64_t first)
+{
+	MS_ASSERT_HELD(&ch->lock);
+	int64_t now = ms_clock_now_ns();
+	for (uint64_t i = first; i < first + ch->readahead && i < ch->chunk_count; i++) {
+		struct ms_chunk c;
+		ms_chunk_nth(ch, i, &c);
+		if (ms_cachefile_is_cached(ch->cache, c.off, c.len) ||
+		    ms_session_find_locked(ch, &c, now))
+			continue;
+		struct ms_fetch_session *s;
+		if (ms_session_start_locked(ch, &c, now, true, &s) != 0)
+			return; /* only a guess: the reader will fetch it when it needs it */
+		atomic_store(&ch->ra_mark[i], 1);
+	}
+}
+
+/*
+ * A read of chunks [first, last]: a demand miss that continues a stream (chunk
+ * first - 1 present or coming) starts the window after last; a marked chunk slides it.
+ */
+static void ms_readahead_after_read_locked(struct ms_chunker *ch, uint64_t first, uint64_t last,
+					   bool missed)
+{
+	MS_ASSERT_HELD(&ch->lock);
+	if (!ch->readahead || atomic_load(&ch->base.closed))
+		return;
+	bool go = missed && (first == 0 || ms_chunk_coming_locked(ch, first - 1));
+	for (uint64_t i = first; i <= last; i++)
+		if (atomic_exchange(&ch->ra_mark[i], 0))
+			go = true;
+	if (go)
+		ms_readahead_locked(ch, last + 1);
+}
+
+/* Bytes [chunk_off + from, chunk_off + to) of s are in the cache file. */
+static bool ms_session_has_locked(struct ms_chunker *ch, const struct ms_fetch_session *s,
+				  uint64_t from, uint64_t to)
+{
+	MS_ASSERT_HELD(&ch->lock);
+	if (to <= s->ready)
+		return true;
+	if (s->frame >= 0)
+		return false;
+	for (uint64_t p = from / ch->read_size; p * ch->read_size < to; p++)
+		if (!s->piece_done[p])
+			return false;
+	return true;
+}
+
+/*
+ * Waits until bytes [chunk_off + from, chunk_off + to) of session s are in the
+ * cache file, the session failed, or the reader's deadline passed. Drops the
+ * waiter reference. Takes and releases ch->lock.
+ */
+static int ms_session_wait(struct ms_chunker *ch, struct ms_fetch_session *s, uint64_t from,
+			   uint64_t to, int64_t reader_deadline_ns)
 {
 	int err = 0;
 	pthread_mutex_lock(&ch->lock);
-	while (!s->done && s->ready < need) {
+	while (!s->done && !ms_session_has_locked(ch, s, from, to)) {
 		int64_t now = ms_clock_now_ns();
 		if (now >= s->deadline_ns) {
 			ms_session_finish_locked(ch, s, -ETIMEDOUT);
@@ -355,7 +541,7 @@ static int ms_session_wait(struct ms_chunker *ch, struct ms_fetch_session *s, ui
 				      .tv_nsec = until % MS_NSEC_PER_SEC};
 		pthread_cond_timedwait(&s->cond, &ch->lock, &ts);
 	}
-	if (!err && s->ready < need)
+	if (!err && !ms_session_has_locked(ch, s, from, to))
 		err = s->err ? s->err : -EIO;
 	ms_session_unref_locked(s);
 	pthread_mutex_unlock(&ch->lock);
@@ -366,6 +552,45 @@ static int ms_session_wait(struct ms_chunker *ch, struct ms_fetch_session *s, ui
 
 #define MS_CHUNKER_INLINE_SESSIONS 8
 
+/* A fully cached read of [off, off + len) still slides the read-ahead window. */
+static void ms_chunker_hit(struct ms_chunker *ch, uint64_t off, uint64_t len)
+{
+	struct ms_chunk first, last;
+	if (!ch->readahead || ms_chunk_locate(ch, off, &first) ||
+	    ms_chunk_locate(ch, off + len - 1, &last))
+		return;
+	uint64_t i = ms_chunk_index(ch, &first), j = ms_chunk_index(ch, &last);
+	bool marked = false;
+	for (uint64_t k = i; k <= j && !marked; k++)
+		marked = atomic_load_explicit(&ch->ra_mark[k], memory_order_relaxed) != 0;
+	if (!marked)
+		return;
+	pthread_mutex_lock(&ch->lock);
+	ms_readahead_after_read_locked(ch, i, j, false);
+	pthread_mutex_unlock(&ch->lock);
+}
+
+/*
+ * Waits for the part [seg_off, seg_end) of chunk c that session s provides. A reader
+ * that joined a read-ahead session that failed starts its own session once.
+ */
+static int ms_chunker_wait_chunk(struct ms_chunker *ch, const struct ms_chunk *c,
+				 struct ms_fetch_session *s, uint64_t seg_off, uint64_t seg_end,
+				 int64_t deadline_ns)
+{
+	bool speculative = s->speculative;
+	int err = ms_session_wait(ch, s, seg_off - c->off, seg_end - c->off, deadline_ns);
+	if (!err || !speculative || err == MS_ECLOSED || ms_clock_now_ns() >= deadline_ns)
+		return err;
+	bool started = false;
+	pthread_mutex_lock(&ch->lock);
+	err = ms_session_acquire_locked(ch, c, &s, &started);
+	pthread_mutex_unlock(&ch->lock);
+	if (!err && s)
+		err = ms_session_wait(ch, s, seg_off - c->off, seg_end - c->off, deadline_ns);
+	return err;
+}
+
 /*
  * Makes [off, off + len) present (or at least written, for a progressive wait) and,
  * when dst is given, copies it out. All sessions are started before the first wait,
@@ -374,8 +599,10 @@ static int ms_session_wait(struct ms_chunker *ch, struct ms_fetch_session *s, ui
 static int ms_chunker_fetch(struct ms_chunker *ch, void *dst, uint64_t off, size_t len,
 			    int64_t deadline_ns)
 {
-	if (ms_cachefile_is_cached(ch->cache, off, len))
+	if (ms_cachefile_is_cached(ch->cache, off, len)) {
+		ms_chunker_hit(ch, off, len);
 		return dst ? ms_cachefile_read(ch->cache, dst, off, len) : 0;
+	}
 
 	uint64_t end = off + len;
 	size_t count = 0;
@@ -401,10 +628,12 @@ static int ms_chunker_fetch(struct ms_chunker *ch, void *dst, uint64_t off, size
 
 	int err = 0;
 	size_t acquired = 0;
+	bool missed = false;
 	pthread_mutex_lock(&ch->lock);
 	for (uint64_t pos = off; acquired < count; acquired++) {
 		ms_chunk_locate(ch, pos, &chunks[acquired]); /* checked above */
-		err = ms_session_acquire_locked(ch, &chunks[acquired], &sessions[acquired]);
+		err =
+		    ms_session_acquire_locked(ch, &chunks[acquired], &sessions[acquired], &missed);
 		if (err)
 			break;
 		pos = chunks[acquired].off + chunks[acquired].len;
@@ -416,6 +645,8 @@ static int ms_chunker_fetch(struct ms_chunker *ch, void *dst, uint64_t off, size
 		pthread_mutex_unlock(&ch->lock);
 		goto out;
 	}
+	ms_readahead_after_read_locked(ch, ms_chunk_index(ch, &chunks[0]),
+				       ms_chunk_index(ch, &chunks[count - 1]), missed);
 	pthread_mutex_unlock(&ch->lock);
 
 	size_t i = 0;
@@ -424,7 +655,8 @@ static int ms_chunker_fetch(struct ms_chunker *ch, void *dst, uint64_t off, size
 		uint64_t seg_off = off > ci->off ? off : ci->off;
 		uint64_t seg_end = end < ci->off + ci->len ? end : ci->off + ci->len;
 		if (sessions[i]) {
-			err = ms_session_wait(ch, sessions[i], seg_end - ci->off, deadline_ns);
+			err = ms_chunker_wait_chunk(ch, ci, sessions[i], seg_off, seg_end,
+						    deadline_ns);
 			sessions[i] = NULL;
 			if (err)
 				break;
@@ -529,6 +761,7 @@ static void ms_chunker_free(struct ms_source *src)
 	pthread_mutex_unlock(&ch->lock);
 	ms_cachefile_free(ch->cache);
 	ms_frame_table_free(ch->frames);
+	free(ch->ra_mark);
 	pthread_cond_destroy(&ch->idle);
 	pthread_mutex_destroy(&ch->lock);
 	free(ch->key);
@@ -545,6 +778,7 @@ void ms_chunker_get_stats(struct ms_source *src, struct ms_chunker_stats *out)
 	out->failures = atomic_load(&ch->stat_failures);
 	out->timeouts = atomic_load(&ch->stat_timeouts);
 	out->fetched_bytes = atomic_load(&ch->stat_bytes);
+	out->readahead = atomic_load(&ch->stat_readahead);
 }
 
 static const struct ms_source_ops ms_chunker_ops = {
@@ -586,10 +820,17 @@ struct ms_source *ms_chunker_new(struct ms_store *store, const char *key, uint64
 		cfg.fetch_timeout_ns = MS_CHUNK_TIMEOUT_DEFAULT;
 	if (!cfg.block_size)
 		cfg.block_size = 4096;
+	if (!cfg.parallel)
+		cfg.parallel = MS_CHUNK_PARALLEL_DEFAULT;
+	if (!cfg.readahead)
+		cfg.readahead = MS_CHUNK_READAHEAD_DEFAULT;
+	else if (cfg.readahead == MS_CHUNK_READAHEAD_OFF)
+		cfg.readahead = 0;
 	*err = -EINVAL;
 	if (!store || !ms_store_key_valid(key) || !cache_path || cfg.fetch_timeout_ns < 0 ||
 	    cfg.block_size < 512 || (cfg.block_size & (cfg.block_size - 1)) ||
-	    cfg.chunk_size % cfg.block_size != 0 || cfg.read_size > SIZE_MAX)
+	    cfg.chunk_size % cfg.block_size != 0 || cfg.read_size > SIZE_MAX ||
+	    cfg.chunk_size / cfg.read_size > UINT32_MAX || cfg.readahead > 64)
 		return NULL;
 	bool compressed = frames && frames->type != MS_COMPRESS_NONE;
 	if (frames && !compressed && frames->count != 0) {
@@ -614,24 +855,33 @@ struct ms_source *ms_chunker_new(struct ms_store *store, const char *key, uint64
 		if (!ch->frames)
 			goto fail_key;
 	}
+	ch->chunk_count = compressed ? frames->count : (size + cfg.chunk_size - 1) / cfg.chunk_size;
+	ch->ra_mark = calloc(ch->chunk_count ? ch->chunk_count : 1, sizeof(*ch->ra_mark));
+	if (!ch->ra_mark)
+		goto fail_frames;
 	*err = ms_cachefile_create(cache_path, size, cfg.block_size, &ch->cache);
 	if (*err)
-		goto fail_frames;
+		goto fail_marks;
 	ms_cachefile_set_remove(ch->cache, true);
 	ch->store = store;
 	ch->chunk_size = cfg.chunk_size;
 	ch->read_size = cfg.read_size;
 	ch->timeout_ns = cfg.fetch_timeout_ns;
+	ch->parallel = cfg.parallel;
+	ch->readahead = cfg.readahead;
 	pthread_mutex_init(&ch->lock, NULL);
 	pthread_cond_init(&ch->idle, NULL);
 	atomic_init(&ch->stat_sessions, 0);
 	atomic_init(&ch->stat_failures, 0);
 	atomic_init(&ch->stat_timeouts, 0);
 	atomic_init(&ch->stat_bytes, 0);
+	atomic_init(&ch->stat_readahead, 0);
 	ms_source_init(&ch->base, &ms_chunker_ops, size);
 	*err = 0;
 	return &ch->base;
 
+fail_marks:
+	free(ch->ra_mark);
 fail_frames:
 	ms_frame_table_free(ch->frames);
 fail_key:

@@ -5,9 +5,18 @@
  * A chunk is 4 MiB of the uncompressed object (the last one shorter) or exactly
  * one frame of a compressed object. The first reader of a missing chunk starts
  * a fetch session on its own thread; every other reader of that chunk waits on
- * the same session. Uncompressed data is fetched in sub-ranges (256 KiB) and a
- * watermark wakes waiters as soon as their bytes are in; a compressed frame is
- * released only after it was decoded and its codec checksum verified.
+ * the same session. Uncompressed data is fetched in pieces (read_size) by up to
+ * `parallel` store reads in flight, and a waiter wakes as soon as the pieces it
+ * needs are in; a compressed frame is released only after it was decoded and its
+ * codec checksum verified.
+ *
+ * Read-ahead: a read that misses chunk k while chunk k-1 is present or in flight
+ * (or k is 0) looks like a stream, and starts sessions for the `readahead` chunks
+ * after it. Each chunk fetched that way carries a mark; the first read that touches
+ * a marked chunk clears it and slides the window on, so a sequential fault stream
+ * finds its chunks fetched before it reaches them. A read-ahead session is only a
+ * guess: a reader that joined one that failed starts its own session once before it
+ * reports an error, and no reader that did not need it ever sees its error.
  *
  * Invariants:
  *  1. At most one unfinished session per chunk; a session belongs to the source,
@@ -38,6 +47,9 @@
 #define MS_CHUNK_SIZE_DEFAULT	   (4u << 20)
 #define MS_CHUNK_READ_SIZE_DEFAULT (256u << 10)
 #define MS_CHUNK_TIMEOUT_DEFAULT   (60LL * 1000000000LL)
+#define MS_CHUNK_PARALLEL_DEFAULT  4u
+#define MS_CHUNK_READAHEAD_DEFAULT 2u
+#define MS_CHUNK_READAHEAD_OFF	   UINT32_MAX
 
 /* Zero fields take the defaults. */
 struct ms_chunker_config {
@@ -45,6 +57,8 @@ struct ms_chunker_config {
 	uint64_t read_size;  /* bytes per store read of an uncompressed chunk; default 256 KiB */
 	int64_t fetch_timeout_ns; /* hard limit of one session; default 60 s */
 	uint32_t block_size;	  /* presence granularity, power of two; default 4096 */
+	uint32_t parallel;	  /* store reads in flight per uncompressed chunk; default 4 */
+	uint32_t readahead;	  /* chunks fetched ahead of a stream; default 2; _OFF: none */
 };
 
 struct ms_chunker_stats {
@@ -52,6 +66,7 @@ struct ms_chunker_stats {
 	uint64_t failures;	/* sessions that ended in an error (timeouts included) */
 	uint64_t timeouts;	/* sessions failed by their deadline */
 	uint64_t fetched_bytes; /* bytes read from the store */
+	uint64_t readahead;	/* sessions started by read-ahead (included in sessions) */
 };
 
 /*

@@ -1,7 +1,9 @@
 /*
  * test_chunker.c - chunked fetch sessions over a real fs store: one fetch per chunk
  * under 16 concurrent readers, progressive wake-up, abandoned readers, failures that
- * mark nothing, the hard timeout, compressed frames and their checksums.
+ * mark nothing, the hard timeout, compressed frames and their checksums; read-ahead
+ * along a stream (right bytes, one fetch per chunk, its errors never fail a read
+ * that did not need them) and close while read-ahead fetches are in flight.
  */
 #include "ms_test.h"
 #include "cache/chunker.h"
@@ -37,6 +39,8 @@ struct test_store {
 	pthread_cond_t gate_cond;
 	bool gate_closed; /* reads at off >= gate_from wait while closed */
 	uint64_t gate_from;
+	atomic_int fail_budget; /* this many reads in [fail_from, fail_to) fail with -EIO */
+	uint64_t fail_from, fail_to;
 };
 
 static struct test_store *ts_of(struct ms_store *store)
@@ -64,6 +68,8 @@ static int ts_read_range(struct ms_store *store, const char *key, uint64_t off, 
 		pthread_cond_wait(&ts->gate_cond, &ts->gate_lock);
 	pthread_mutex_unlock(&ts->gate_lock);
 	if (ts->fail_call && call == ts->fail_call)
+		return -EIO;
+	if (off >= ts->fail_from && off < ts->fail_to && atomic_fetch_sub(&ts->fail_budget, 1) > 0)
 		return -EIO;
 	if (off % ts->origin_unit == 0 && off / ts->origin_unit < MAX_ORIGINS)
 		atomic_fetch_add(&ts->origin_reads[off / ts->origin_unit], 1);
@@ -179,6 +185,15 @@ static struct ms_source *open_chunker(struct fixture *f, const char *key, uint64
 	return src;
 }
 
+/* A waiter wakes when its bytes are in; the session marks the chunk just after. */
+static bool wait_cached(struct ms_source *src, uint64_t off, uint64_t len)
+{
+	int64_t until = ms_clock_now_ns() + 10 * MS_NSEC_PER_SEC;
+	while (!ms_source_is_cached(src, off, len) && ms_clock_now_ns() < until)
+		ms_clock_sleep_ns(MS_NSEC_PER_MSEC);
+	return ms_source_is_cached(src, off, len);
+}
+
 /* ---- concurrent readers ---- */
 
 struct reader_arg {
@@ -245,7 +260,7 @@ static void test_concurrent_one_fetch_per_chunk(void **state)
 	assert_int_equal(stats.sessions, chunks);
 	assert_int_equal(stats.failures, 0);
 	assert_int_equal(stats.fetched_bytes, f->size);
-	assert_true(ms_source_is_cached(src, 0, f->size));
+	assert_true(wait_cached(src, 0, f->size));
 	assert_true(ms_source_disk_bytes(src) >= f->size);
 
 	/* A cached read does no I/O; a zero-copy slice works. */
@@ -306,7 +321,7 @@ static void test_progressive_wakeup(void **state)
 	unsigned char *buf = malloc(CHUNK);
 	assert_int_equal(ms_source_read(src, buf, CHUNK, CHUNK), 0);
 	assert_memory_equal(buf, f->data + CHUNK, CHUNK);
-	assert_true(ms_source_is_cached(src, CHUNK, CHUNK));
+	assert_true(wait_cached(src, CHUNK, CHUNK));
 	assert_int_equal(atomic_load(&f->ts.origin_reads[1]), 1);
 	free(buf);
 	free(r.buf);
@@ -316,7 +331,9 @@ static void test_progressive_wakeup(void **state)
 static void test_abandoned_reader(void **state)
 {
 	struct fixture *f = *state;
-	struct ms_chunker_config cfg = {.chunk_size = CHUNK, .read_size = SUBREAD};
+	/* Read-ahead off: this counts the sessions of one chunk. */
+	struct ms_chunker_config cfg = {
+	    .chunk_size = CHUNK, .read_size = SUBREAD, .readahead = MS_CHUNK_READAHEAD_OFF};
 	struct ms_source *src = open_chunker(f, "b1/memfile", f->size, NULL, &cfg);
 	ts_gate(&f->ts, true, 0);
 	unsigned char *buf = malloc(CHUNK);
@@ -349,7 +366,11 @@ static void test_abandoned_reader(void **state)
 static void test_failure_marks_nothing_then_retry(void **state)
 {
 	struct fixture *f = *state;
-	struct ms_chunker_config cfg = {.chunk_size = CHUNK, .read_size = SUBREAD};
+	/* One lane, no read-ahead: the third store call is the third piece of chunk 0. */
+	struct ms_chunker_config cfg = {.chunk_size = CHUNK,
+					.read_size = SUBREAD,
+					.parallel = 1,
+					.readahead = MS_CHUNK_READAHEAD_OFF};
 	struct ms_source *src = open_chunker(f, "b1/memfile", f->size, NULL, &cfg);
 	f->ts.fail_call = 3; /* two sub-reads land in the file, then the store fails */
 	unsigned char *buf = malloc(CHUNK);
@@ -363,7 +384,7 @@ static void test_failure_marks_nothing_then_retry(void **state)
 	memset(buf, 0, CHUNK);
 	assert_int_equal(ms_source_read(src, buf, 0, CHUNK), 0);
 	assert_memory_equal(buf, f->data, CHUNK);
-	assert_true(ms_source_is_cached(src, 0, CHUNK));
+	assert_true(wait_cached(src, 0, CHUNK));
 	ms_chunker_get_stats(src, &stats);
 	assert_int_equal(stats.sessions, 2);
 	free(buf);
@@ -391,7 +412,8 @@ static void test_timeout_on_hanging_store(void **state)
 {
 	struct fixture *f = *state;
 	f->ts.sleep_first_ns = 1500 * MS_NSEC_PER_MSEC; /* the first store call hangs */
-	struct ms_chunker_config cfg = {.fetch_timeout_ns = 100 * MS_NSEC_PER_MSEC};
+	struct ms_chunker_config cfg = {.fetch_timeout_ns = 100 * MS_NSEC_PER_MSEC,
+					.readahead = MS_CHUNK_READAHEAD_OFF};
 	struct ms_source *src = open_chunker(f, "b1/memfile", f->size, NULL, &cfg);
 	unsigned char buf[8192];
 	int64_t start = ms_clock_now_ns();
@@ -415,8 +437,10 @@ static void test_close_fails_reads_and_removes_file(void **state)
 	struct fixture *f = *state;
 	char *path = cache_path(f);
 	int err = 0;
+	/* Read-ahead off: chunk 2 must still be missing when the reader asks for it. */
+	struct ms_chunker_config cfg = {.readahead = MS_CHUNK_READAHEAD_OFF};
 	struct ms_source *src =
-	    ms_chunker_new(&f->ts.base, "b1/memfile", f->size, NULL, path, NULL, &err);
+	    ms_chunker_new(&f->ts.base, "b1/memfile", f->size, NULL, path, &cfg, &err);
 	assert_non_null(src);
 	unsigned char buf[4096];
 	assert_int_equal(ms_source_read(src, buf, 0, sizeof(buf)), 0);
@@ -470,6 +494,181 @@ static void test_bad_arguments(void **state)
 	struct ms_source *z = ms_source_zero_new(10);
 	assert_int_equal(ms_chunker_read_deadline(z, buf, 0, 1, INT64_MAX), -EINVAL);
 	ms_source_unref(z);
+	free(path);
+}
+
+/* ---- read-ahead ---- */
+
+static void test_readahead_stream(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_chunker_config cfg = {.chunk_size = CHUNK, .read_size = SUBREAD, .readahead = 2};
+	struct ms_source *src = open_chunker(f, "b1/memfile", f->size, NULL, &cfg);
+	unsigned char buf[65536];
+	/* The first read of chunk 0 fetches chunks 1 and 2 that nobody asked for yet. */
+	assert_int_equal(ms_source_read(src, buf, 0, sizeof(buf)), 0);
+	assert_memory_equal(buf, f->data, sizeof(buf));
+	assert_true(wait_cached(src, CHUNK, 2 * CHUNK));
+	assert_false(ms_source_is_cached(src, 3 * CHUNK, 1));
+	struct ms_chunker_stats stats;
+	ms_chunker_get_stats(src, &stats);
+	assert_int_equal(stats.readahead, 2);
+	/* Reading on through chunk 1 (cached) slides the window: chunk 3 comes. */
+	assert_int_equal(ms_source_read(src, buf, CHUNK + 4096, sizeof(buf)), 0);
+	assert_memory_equal(buf, f->data + CHUNK + 4096, sizeof(buf));
+	assert_true(wait_cached(src, 3 * CHUNK, CHUNK));
+	/* The whole stream, 64 KiB at a time, every read against the model. */
+	for (uint64_t off = 0; off < f->size; off += sizeof(buf)) {
+		size_t n = f->size - off < sizeof(buf) ? f->size - off : sizeof(buf);
+		assert_int_equal(ms_source_read(src, buf, off, n), 0);
+		assert_memory_equal(buf, f->data + off, n);
+	}
+	unsigned chunks = (unsigned)((f->size + CHUNK - 1) / CHUNK);
+	for (unsigned c = 0; c < chunks; c++)
+		assert_int_equal(atomic_load(&f->ts.origin_reads[c]), 1); /* one fetch each */
+	ms_chunker_get_stats(src, &stats);
+	assert_int_equal(stats.sessions, chunks);
+	assert_int_equal(stats.readahead, chunks - 1); /* all but chunk 0 came ahead */
+	assert_int_equal(stats.fetched_bytes, f->size);
+	assert_int_equal(stats.failures, 0);
+	ms_source_unref(src);
+}
+
+static void test_readahead_random_readers_see_the_model(void **state)
+{
+	struct fixture *f = *state;
+	f->ts.delay_ns = 200 * 1000;
+	/* Small chunks and pieces: many sessions, read-ahead and lanes in play at once. */
+	struct ms_chunker_config cfg = {
+	    .chunk_size = MIB, .read_size = 64 << 10, .parallel = 3, .readahead = 3};
+	struct ms_source *src = open_chunker(f, "b1/memfile", f->size, NULL, &cfg);
+	enum { THREADS = 8 };
+	pthread_t threads[THREADS];
+	struct reader_arg args[THREADS];
+	atomic_int failures = 0;
+	for (int i = 0; i < THREADS; i++) {
+		args[i] = (struct reader_arg){src, f->data, f->size, (unsigned)i + 40, &failures};
+		assert_int_equal(pthread_create(&threads[i], NULL, reader, &args[i]), 0);
+	}
+	/* A sequential reader alongside the random ones. */
+	unsigned char *buf = malloc(3 * 4096);
+	for (uint64_t off = 0; off < f->size; off += 3 * 4096) {
+		size_t n = f->size - off < 3 * 4096 ? f->size - off : 3 * 4096;
+		assert_int_equal(ms_source_read(src, buf, off, n), 0);
+		assert_memory_equal(buf, f->data + off, n);
+	}
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(threads[i], NULL);
+	assert_int_equal(atomic_load(&failures), 0);
+	struct ms_chunker_stats stats;
+	ms_chunker_get_stats(src, &stats);
+	assert_int_equal(stats.fetched_bytes, f->size); /* every byte fetched once */
+	assert_true(stats.readahead > 0);
+	free(buf);
+	ms_source_unref(src);
+}
+
+static void test_readahead_error_spares_reads_that_did_not_need_it(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_chunker_config cfg = {.chunk_size = CHUNK, .read_size = SUBREAD, .readahead = 2};
+	struct ms_source *src = open_chunker(f, "b1/memfile", f->size, NULL, &cfg);
+	/* Every read of chunk 1 fails: only its read-ahead needs it. */
+	f->ts.fail_from = CHUNK;
+	f->ts.fail_to = 2 * CHUNK;
+	atomic_store(&f->ts.fail_budget, 1 << 20);
+	unsigned char *buf = malloc(CHUNK);
+	assert_int_equal(ms_source_read(src, buf, 0, CHUNK), 0);
+	assert_memory_equal(buf, f->data, CHUNK);
+	assert_true(wait_cached(src, 2 * CHUNK, CHUNK)); /* its neighbour came fine */
+	struct ms_chunker_stats stats;
+	int64_t until = ms_clock_now_ns() + 10 * MS_NSEC_PER_SEC;
+	do {
+		ms_chunker_get_stats(src, &stats);
+	} while (stats.failures == 0 && ms_clock_now_ns() < until);
+	assert_int_equal(stats.failures, 1);
+	assert_false(ms_source_is_cached(src, CHUNK, 1));
+	/* Reads of cached chunks around it go on working. */
+	assert_int_equal(ms_source_read(src, buf, 2 * CHUNK + 100, 5000), 0);
+	assert_memory_equal(buf, f->data + 2 * CHUNK + 100, 5000);
+	/* Once the store is well again, chunk 1 is fetched afresh. */
+	atomic_store(&f->ts.fail_budget, 0);
+	assert_int_equal(ms_source_read(src, buf, CHUNK, CHUNK), 0);
+	assert_memory_equal(buf, f->data + CHUNK, CHUNK);
+	free(buf);
+	ms_source_unref(src);
+}
+
+static void test_reader_that_joined_a_failed_readahead_retries(void **state)
+{
+	struct fixture *f = *state;
+	/* One piece per chunk: the read-ahead of chunk 1 is one store call. */
+	struct ms_chunker_config cfg = {
+	    .chunk_size = CHUNK, .read_size = CHUNK, .parallel = 1, .readahead = 1};
+	struct ms_source *src = open_chunker(f, "b1/memfile", f->size, NULL, &cfg);
+	ts_gate(&f->ts, true, CHUNK); /* hold every read past chunk 0 */
+	unsigned char buf[4096];
+	assert_int_equal(ms_source_read(src, buf, 0, sizeof(buf)), 0); /* read-ahead of 1 waits */
+	struct bg_read r = {.src = src, .off = CHUNK + 5, .len = 3000, .deadline_ns = INT64_MAX};
+	r.buf = malloc(r.len);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, bg_reader, &r), 0);
+	ms_clock_sleep_ns(50 * MS_NSEC_PER_MSEC); /* the reader joins the read-ahead session */
+	f->ts.fail_from = CHUNK;
+	f->ts.fail_to = 2 * CHUNK;
+	atomic_store(&f->ts.fail_budget, 1); /* the held read-ahead fails, the next call not */
+	ts_gate(&f->ts, false, 0);
+	assert_true(wait_for(&r.finished, 10 * MS_NSEC_PER_SEC));
+	pthread_join(t, NULL);
+	assert_int_equal(r.err, 0);
+	assert_memory_equal(r.buf, f->data + r.off, r.len);
+	struct ms_chunker_stats stats;
+	ms_chunker_get_stats(src, &stats);
+	assert_int_equal(stats.failures, 1);
+	assert_int_equal(atomic_load(&f->ts.origin_reads[1]),
+			 1); /* the failed call is not counted */
+	free(r.buf);
+	ms_source_unref(src);
+}
+
+struct delayed_gate {
+	struct test_store *ts;
+	int64_t delay_ns;
+};
+
+static void *open_gate_later(void *p)
+{
+	struct delayed_gate *g = p;
+	ms_clock_sleep_ns(g->delay_ns);
+	ts_gate(g->ts, false, 0);
+	return NULL;
+}
+
+static void test_close_with_readahead_in_flight(void **state)
+{
+	struct fixture *f = *state;
+	char *path = cache_path(f);
+	int err = 0;
+	struct ms_chunker_config cfg = {.chunk_size = CHUNK, .read_size = SUBREAD, .readahead = 4};
+	struct ms_source *src =
+	    ms_chunker_new(&f->ts.base, "b1/memfile", f->size, NULL, path, &cfg, &err);
+	assert_non_null(src);
+	ts_gate(&f->ts, true, CHUNK);
+	unsigned char buf[4096];
+	assert_int_equal(ms_source_read(src, buf, 0, sizeof(buf)), 0);
+	struct ms_chunker_stats stats;
+	ms_chunker_get_stats(src, &stats);
+	assert_int_equal(stats.readahead, 4); /* four sessions, their lanes held in the store */
+	ms_source_close(src);
+	assert_int_equal(ms_source_read(src, buf, CHUNK, sizeof(buf)), MS_ECLOSED);
+	assert_int_equal(access(path, F_OK), -1);
+	/* The last unref waits for the held store calls, then frees every session. */
+	struct delayed_gate g = {&f->ts, 50 * MS_NSEC_PER_MSEC};
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, open_gate_later, &g), 0);
+	ms_source_unref(src);
+	pthread_join(t, NULL);
+	assert_false(atomic_load(&f->ts.bytes) > (uint64_t)(1 + 4 * 4) * SUBREAD + CHUNK);
 	free(path);
 }
 
@@ -558,6 +757,14 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_close_fails_reads_and_removes_file, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readahead_stream, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_readahead_random_readers_see_the_model, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_readahead_error_spares_reads_that_did_not_need_it,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reader_that_joined_a_failed_readahead_retries,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_with_readahead_in_flight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_compressed_zstd, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_compressed_lz4, setup, teardown),
 	};

@@ -211,9 +211,11 @@ static void node_b_init(struct fixture *f, const char *const *static_peers, size
 	    .client = {.attempts = 3, .retry_initial_ns = 10 * MS_NSEC_PER_MSEC, .piece = piece},
 	    .on_storage = b_on_storage,
 	    .ctx = b,
-	    /* the routing sources' peer chunks: one request each */
+	    /* the routing sources' peer chunks: one request each; the tests that size
+	     * them count the requests, so no read-ahead there */
 	    .chunk_size = piece,
-	    .read_size = piece};
+	    .read_size = piece,
+	    .readahead = piece ? MS_CHUNK_READAHEAD_OFF : 0};
 	b->resolver = ms_peer_resolver_new(&rc, &err);
 	assert_non_null(b->resolver);
 }

@@ -149,6 +149,7 @@ struct ms_peer_routing_config {
 	struct ms_peer_read_totals *totals; /* borrowed; may be NULL */
 	uint64_t chunk_size;		    /* the peer side's chunks; 0: MS_PEER_CHUNK_DEFAULT */
 	uint64_t read_size;		    /* bytes per peer request; 0: MS_PEER_READ_DEFAULT */
+	uint32_t readahead; /* peer chunks read ahead of a stream (cache/chunker.h); 0: default */
 };
 
 struct ms_peer_routing_stats {
@@ -185,6 +186,7 @@ struct ms_peer_resolver_config {
 	ms_peer_on_storage_fn on_storage;    /* given to every routing source; may be NULL */
 	void *ctx;
 	uint64_t chunk_size, read_size; /* routing sources' peer sides; 0: the defaults */
+	uint32_t readahead;		/* theirs too (MS_CHUNK_READAHEAD_OFF: none); 0: default */
 };
 
 struct ms_peer_resolver;

@@ -332,7 +332,8 @@ struct ms_source *ms_peer_routing_new(const struct ms_peer_routing_config *confi
 		 r->file == MS_PEER_FILE_ROOTFS ? "rootfs" : "memfile", nonce);
 	struct ms_chunker_config cc = {
 	    .chunk_size = config->chunk_size ? config->chunk_size : MS_PEER_CHUNK_DEFAULT,
-	    .read_size = config->read_size ? config->read_size : MS_PEER_READ_DEFAULT};
+	    .read_size = config->read_size ? config->read_size : MS_PEER_READ_DEFAULT,
+	    .readahead = config->readahead};
 	if (cc.read_size > cc.chunk_size)
 		cc.read_size = cc.chunk_size;
 	char key[MS_ARTIFACT_KEY_MAX]; /* for the chunker's messages: the peer ignores it */
@@ -383,6 +384,7 @@ struct ms_peer_resolver {
 	ms_peer_on_storage_fn on_storage;
 	void *ctx;
 	uint64_t chunk_size, read_size;
+	uint32_t readahead;
 	struct ms_peer_read_totals totals;
 	pthread_mutex_t lock; /* guards known and known_count: one client per address */
 	struct ms_peer_known *known;
@@ -428,6 +430,7 @@ struct ms_peer_resolver *ms_peer_resolver_new(const struct ms_peer_resolver_conf
 	r->ctx = config->ctx;
 	r->chunk_size = config->chunk_size;
 	r->read_size = config->read_size;
+	r->readahead = config->readahead;
 	if (!(r->token = strdup(config->token)) ||
 	    (config->self_address && !(r->self = strdup(config->self_address))) ||
 	    (config->static_peer_count &&
@@ -539,7 +542,8 @@ static int ms_peer_create_source(const char *key, void *ctx, struct ms_source **
 						    .ctx = r->ctx,
 						    .totals = &r->totals,
 						    .chunk_size = r->chunk_size,
-						    .read_size = r->read_size};
+						    .read_size = r->read_size,
+						    .readahead = r->readahead};
 		*out = ms_peer_routing_new(&rc, &err);
 		ms_peer_client_unref(client);
 		return *out ? 0 : err;
