@@ -82,6 +82,7 @@ static void ms_respond_errno(struct ms_node_response *resp, int err, const char 
 		ms_respond_error(resp, 504, "timeout", "%s: %s", what, reason);
 		return;
 	case MS_ECORRUPT:
+	case MS_ECHECKSUM: /* e.g. a damaged snapfile: the build is unusable, not the daemon */
 	case MS_EBACKEND:
 	case MS_EVERSION:
 		ms_respond_error(resp, 422, "unusable_build", "%s: %s", what, reason);

@@ -459,6 +459,26 @@ api GET "/v1/builds/$c2build"
 expect "C2: a cold parent's child names it" "$sbuild" "$(field .parent_build_id)"
 api POST /v1/sandboxes "{\"build_id\":\"$c2build\",\"exec\":{\"command\":\"verify\",\"arg0\":5,\"arg1\":2}}"
 expect "C2: its child verifies" 0 "$(field .report.result0)"
+# a damaged snapfile in the store (one flipped byte, then a truncated one): the cold resume
+# is refused as an unusable build, saying why, and no sandbox is left behind; A's first
+# build is not in C2's template cache, so its snapfile is read from the store
+cp "$store/$build/snapfile" "$tmp/snapfile.good"
+api GET /v1/sandboxes
+held=$(field '.sandboxes | length')
+for damage in flip truncate; do
+	if [ $damage = flip ]; then
+		python3 -c 'import sys; p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 0xff; open(p, "wb").write(b)' "$store/$build/snapfile"
+	else
+		head -c 100 "$tmp/snapfile.good" >"$store/$build/snapfile"
+	fi
+	api POST /v1/sandboxes "{\"build_id\":\"$build\"}"
+	expect "C2: a cold resume over a snapfile damaged by $damage" 422 "$code"
+	expect "C2: $damage: unusable_build" unusable_build "$(field .error)"
+	grep -q "checksum mismatch\|corrupt" "$tmp/body" && ok || bad "C2: $damage: no reason: $(cat "$tmp/body")"
+	cp "$tmp/snapfile.good" "$store/$build/snapfile"
+done
+api GET /v1/sandboxes
+expect "C2: no sandbox left by the refused resumes" "$held" "$(field '.sandboxes | length')"
 api GET /metrics
 cold=$(sed -n 's/^memsnap_sandbox_create_duration_seconds_count{start_type="cold"} //p' "$tmp/body")
 expect "C2: cold creates counted" 2 "${cold:-none}"
