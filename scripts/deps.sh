@@ -7,7 +7,7 @@ set -eu
 
 BUILD_PKGS="gcc make pkg-config meson ninja-build clang-format
  libcmocka-dev libroaring-dev liblz4-dev libzstd-dev libxxhash-dev libcjson-dev
- libcurl4-openssl-dev libmicrohttpd-dev libgnutls28-dev liburing-dev uuid-dev libssl-dev
+ libcurl4-openssl-dev libmicrohttpd-dev libgnutls28-dev uuid-dev libssl-dev
  libsystemd-dev"
 TEST_PKGS="clang-14 libfuzzer-14-dev libclang-rt-14-dev curl openssl
  radosgw ceph-mon ceph-osd ceph-common uuid-runtime prometheus iproute2 procps jq socat

@@ -46,6 +46,7 @@
 #include "raw_uffd.h"
 #include "sandbox/sandbox.h"
 #include "uffd/pageserver.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -216,7 +217,7 @@ static void fault_rate(const struct ms_sandbox_paused *paused, const char *path,
 
 int main(void)
 {
-	setenv("MEMSNAP_LOG", "warn", 0);
+	ms_log_set_level(MS_LOG_WARN);
 	ops = ms_sandbox_proc_ops();
 	const char *place = getenv("MEMSNAP_BENCH_PLACEMENT");
 	if (place && strcmp(place, "same") == 0)

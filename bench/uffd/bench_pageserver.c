@@ -25,6 +25,7 @@
 #include "uffd/handshake.h"
 #include "uffd/pageserver.h"
 #include "util/uffd_compat.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -241,7 +242,7 @@ int main(void)
 		return 77;
 	}
 	close(fd);
-	setenv("MEMSNAP_LOG", "warn", 0);
+	ms_log_set_level(MS_LOG_WARN);
 	source = aligned_alloc(PAGE, SIZE);
 	for (uint64_t off = 0; off < SIZE; off += 8) {
 		uint64_t v = off * 0x9e3779b97f4a7c15ULL;

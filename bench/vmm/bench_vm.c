@@ -19,6 +19,7 @@
 #include "raw_uffd.h"
 #include "sandbox/sandbox.h"
 #include "uffd/pageserver.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -133,7 +134,7 @@ static void fault_rate(const struct ms_sandbox_paused *paused, const char *path,
 
 int main(void)
 {
-	setenv("MEMSNAP_LOG", "warn", 0);
+	ms_log_set_level(MS_LOG_WARN);
 	char path[64], why[160];
 	snprintf(path, sizeof(path), "/tmp/bench_vm.%d.sock", (int)getpid());
 	struct ms_sandbox_paused paused;

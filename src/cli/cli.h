@@ -25,6 +25,14 @@ bool ms_cli_wants_help(int argc, char **argv);
 /* Prints "memsnap: <what>: <ms_strerror(err)>" to stderr; returns 1. */
 int ms_cli_fail(const char *what, int err);
 
+struct ms_store;
+/*
+ * Opens the store at uri (file:// or s3://) for a command: an s3:// store takes endpoint
+ * (NULL: the environment's) and the rest of its settings from the environment, as AWS tools
+ * do (ms_s3_env_read). NULL on error with *err set.
+ */
+struct ms_store *ms_cli_store_open(const char *uri, const char *endpoint, int *err);
+
 struct ms_pause;
 struct ms_future;
 /*

@@ -105,7 +105,7 @@ static int ms_fc_open(struct ms_fc_ctx *c, const char *uri, const char *endpoint
 {
 	int err;
 	memset(c, 0, sizeof(*c));
-	if (!(c->store = ms_store_open(uri, endpoint, &err)))
+	if (!(c->store = ms_cli_store_open(uri, endpoint, &err)))
 		return err;
 	snprintf(c->cache, sizeof(c->cache), "/tmp/memsnap-fc.XXXXXX");
 	if (!mkdtemp(c->cache)) {

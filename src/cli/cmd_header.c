@@ -77,7 +77,7 @@ static int ms_cli_load_header(const char *source, const char *build, const char 
 			snprintf(key, sizeof(key), "%s", prev + 1);
 			*prev = '\0';
 		}
-		struct ms_store *store = ms_store_open(root, endpoint, &err);
+		struct ms_store *store = ms_cli_store_open(root, endpoint, &err);
 		if (!store)
 			return err;
 		err = ms_store_read_all(store, key, MS_CLI_HEADER_MAX, &buf, &len);

@@ -153,7 +153,7 @@ int ms_cli_pageserver(int argc, char **argv)
 		return ms_cli_fail("cache dir", -errno);
 	if (!own_cache && mkdir(cache_dir, 0700) && errno != EEXIST)
 		return ms_cli_fail(cache_dir, -errno);
-	struct ms_store *store = ms_store_open(store_uri, endpoint, &err);
+	struct ms_store *store = ms_cli_store_open(store_uri, endpoint, &err);
 	struct ms_build_file *bf = NULL;
 	struct ms_pageserver *srv = NULL;
 	struct ms_ps_active active[256];

@@ -273,7 +273,7 @@ static int ms_vm_publish(const struct ms_vm_opts *o, struct ms_sandbox_paused *p
 			 const char *parent_id, int client, char *result, size_t result_len)
 {
 	int err;
-	struct ms_store *store = ms_store_open(o->store, o->endpoint, &err);
+	struct ms_store *store = ms_cli_store_open(o->store, o->endpoint, &err);
 	if (!store)
 		return ms_cli_fail(o->store, err);
 	char cache[] = "/tmp/memsnap-vm.XXXXXX";
@@ -532,7 +532,7 @@ int ms_cli_vm_restore(int argc, char **argv)
 	} else {
 		ms_uuid id;
 		struct ms_store *store =
-		    ms_uuid_parse(o.build, &id) ? NULL : ms_store_open(o.store, o.endpoint, &err);
+		    ms_uuid_parse(o.build, &id) ? NULL : ms_cli_store_open(o.store, o.endpoint, &err);
 		if (!store)
 			return ms_cli_fail(o.store, ms_uuid_parse(o.build, &id) ? -EINVAL : err);
 		char key[MS_ARTIFACT_KEY_MAX];

@@ -144,7 +144,7 @@ int ms_cli_demo_chain(int argc, char **argv)
 	if (!ms_demo_parse(argc, argv, "seml", demo_chain_help, demo_chain_usage, &o, &rc))
 		return rc;
 	int err;
-	struct ms_store *store = ms_store_open(o.store_uri, o.endpoint, &err);
+	struct ms_store *store = ms_cli_store_open(o.store_uri, o.endpoint, &err);
 	if (!store)
 		return ms_cli_fail(o.store_uri, err);
 	if (strncmp(o.store_uri, "s3://", 5) == 0 && (err = ms_store_s3_create_bucket(store))) {

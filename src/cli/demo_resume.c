@@ -125,7 +125,7 @@ int ms_cli_demo_resume(int argc, char **argv)
 	struct ms_demo_work w;
 	if ((err = ms_demo_work_init(&w, "resume")))
 		return ms_cli_fail("work dir", err);
-	struct ms_store *store = ms_store_open(o.store_uri, NULL, &err);
+	struct ms_store *store = ms_cli_store_open(o.store_uri, NULL, &err);
 	struct ms_build_file *parent = NULL, *cold = NULL;
 	struct ms_pause *pause = NULL;
 	struct ms_future *gate = ms_future_new(NULL);

@@ -115,7 +115,7 @@ int ms_cli_demo_sandbox(int argc, char **argv)
 	if ((err = ms_demo_work_init(&w, "sandbox")))
 		return ms_cli_fail("work dir", err);
 	const char *node_a = w.node_a, *sock = w.sock;
-	struct ms_store *store = ms_store_open(store_uri, NULL, &err);
+	struct ms_store *store = ms_cli_store_open(store_uri, NULL, &err);
 	struct ms_build_file *parent = NULL, *cold = NULL;
 	struct ms_pause *pause = NULL;
 	struct ms_sandbox *p = NULL;

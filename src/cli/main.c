@@ -2,9 +2,13 @@
 #include "cli/cli.h"
 #include "memsnap/memsnap.h"
 #include "snapshot/pause.h"
+#include "storage/s3.h"
+#include "storage/store.h"
 #include "util/err.h"
+#include "util/log.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 bool ms_cli_wants_help(int argc, char **argv)
@@ -22,6 +26,22 @@ int ms_cli_fail(const char *what, int err)
 {
 	fprintf(stderr, "memsnap: %s: %s\n", what, ms_strerror(err));
 	return 1;
+}
+
+static const char *ms_cli_getenv(const char *name)
+{
+	return getenv(name);
+}
+
+struct ms_store *ms_cli_store_open(const char *uri, const char *endpoint, int *err)
+{
+	struct ms_s3_env env;
+	struct ms_s3_config s3 = {.endpoint = endpoint};
+	ms_s3_env_read(&env, ms_cli_getenv);
+	ms_s3_env_apply(&env, &s3);
+	struct ms_store *store = ms_store_open(uri, &s3, err);
+	memset(&env, 0, sizeof(env)); /* the secret key */
+	return store;
 }
 
 void ms_cli_pause_free(struct ms_pause *pause, struct ms_future *gate)
@@ -56,6 +76,10 @@ int main(int argc, char **argv)
 		printf("memsnap %s\n", MEMSNAP_VERSION);
 		return 0;
 	}
+	enum ms_log_level level; /* the library reads no environment: MEMSNAP_LOG is ours */
+	const char *log_env = getenv("MEMSNAP_LOG");
+	if (log_env && !ms_log_parse_level(log_env, &level))
+		ms_log_set_level(level);
 	bool group_known = false;
 	for (const struct ms_cli_command *c = ms_cli_commands; c->group; c++) {
 		if (strcmp(c->group, argv[1]) != 0)

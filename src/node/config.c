@@ -413,6 +413,11 @@ void ms_node_config_dump(const struct ms_node_config *cfg, FILE *out)
 	fprintf(out, "# peer token: %s\n", cfg->peer_token[0] ? "set" : "unset");
 }
 
+static const char *ms_config_getenv(const char *name)
+{
+	return getenv(name);
+}
+
 int ms_node_config_load(struct ms_node_config *cfg, int argc, char **argv)
 {
 	char why[600];
@@ -456,6 +461,7 @@ int ms_node_config_load(struct ms_node_config *cfg, int argc, char **argv)
 			goto bad;
 		}
 	}
+	ms_s3_env_read(&cfg->s3_env, ms_config_getenv);
 	const char *token = getenv("MEMSNAP_TOKEN");
 	if (token && *token) {
 		if (strlen(token) >= sizeof(cfg->token)) {

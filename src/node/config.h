@@ -21,6 +21,7 @@
 #define MS_NODE_CONFIG_H
 
 #include "storage/frametable.h"
+#include "storage/s3.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -61,6 +62,7 @@ struct ms_node_config {
 	char peer_listen[64];			/* "ADDR:PORT" of the peer server; empty: off */
 	char peer_token_file[MS_NODE_PATH_MAX]; /* the token every node of the fleet shares */
 	char peer_token[256];			/* MEMSNAP_PEER_TOKEN or peer_token_file */
+	struct ms_s3_env s3_env; /* an s3:// store's other settings, from the environment */
 	char peers[MS_NODE_PATH_MAX];		/* static peers "ADDR:PORT,ADDR:PORT" */
 	int64_t peer_ttl_ns;			/* registry records expire after this */
 	bool peer_tls;				/* the peer link over TLS (node/peer/tls.h) */

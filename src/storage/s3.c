@@ -446,7 +446,7 @@ struct ms_store *ms_store_s3_new(const struct ms_s3_config *config, int *err)
 	*err = ms_s3_credentials(config, &s3->access_key, &s3->secret_key);
 	if (*err) {
 		ms_err("s3", "no S3 credentials (config, AWS_ACCESS_KEY_ID, MEMSNAP_S3_ACCESS_KEY "
-			     "or ~/.aws/credentials)");
+			     "or a shared credentials file)");
 		goto out_free;
 	}
 	*err = -ENOMEM;

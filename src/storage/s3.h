@@ -33,4 +33,27 @@ int ms_store_s3_set_list_page(struct ms_store *store, unsigned max_keys);
 /* Counts the multipart uploads in progress under prefix (relative to the store's prefix). */
 int ms_store_s3_pending_uploads(struct ms_store *store, const char *prefix, unsigned *count);
 
+/*
+ * The settings of an s3 store that AWS tools take from the environment, read through lookup
+ * (getenv, from cli/ or node/; a table in tests), as strings that fit:
+ *   endpoint          MEMSNAP_S3_ENDPOINT, else AWS_ENDPOINT_URL
+ *   region            AWS_REGION
+ *   access/secret key AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY, else MEMSNAP_S3_ACCESS_KEY +
+ *                     MEMSNAP_S3_SECRET_KEY (a pair counts only when both are set)
+ *   credentials_file  AWS_SHARED_CREDENTIALS_FILE, else $HOME/.aws/credentials
+ *   profile           AWS_PROFILE
+ * An unset one is "".
+ */
+struct ms_s3_env {
+	char endpoint[512], region[64], access_key[256], secret_key[256];
+	char credentials_file[1024], profile[128];
+};
+typedef const char *(*ms_s3_env_lookup_fn)(const char *name);
+void ms_s3_env_read(struct ms_s3_env *env, ms_s3_env_lookup_fn lookup);
+/*
+ * Points config's unset fields at env's set ones (env must outlive config's use); the key
+ * pair replaces config's when config has no whole pair of its own.
+ */
+void ms_s3_env_apply(const struct ms_s3_env *env, struct ms_s3_config *config);
+
 #endif

@@ -96,8 +96,8 @@ int ms_s3_call_run(struct ms_s3 *s3, struct ms_s3_call *c);
 /* s3_creds.c */
 
 /*
- * The key pair: config's, else AWS_* env, else MEMSNAP_S3_* env, else the shared credentials
- * file. Both malloc'd; 0, -EINVAL (none found) or -ENOMEM.
+ * The key pair: config's, else config's profile of config's shared credentials file.
+ * Both malloc'd; 0, -EINVAL (none found) or -ENOMEM.
  */
 int ms_s3_credentials(const struct ms_s3_config *config, char **ak, char **sk);
 

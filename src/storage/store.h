@@ -77,8 +77,10 @@ struct ms_s3_config {
 	const char *bucket;	      /* required */
 	const char *prefix;	      /* key prefix inside the bucket, may be NULL or "" */
 	const char *region;	      /* default "us-east-1" */
-	const char *access_key;	      /* NULL: AWS_ACCESS_KEY_ID, then the config file */
-	const char *secret_key;	      /* NULL: AWS_SECRET_ACCESS_KEY, then the config file */
+	const char *access_key;	      /* NULL: from credentials_file */
+	const char *secret_key;	      /* NULL: from credentials_file */
+	const char *credentials_file; /* an AWS shared credentials file; NULL: none */
+	const char *profile;	      /* its [profile]; NULL: "default" */
 	bool virtual_host;	      /* false: path-style URLs (default) */
 	uint64_t multipart_threshold; /* 0: default 64 MiB */
 	uint64_t part_size;	      /* 0: default 16 MiB (>= 5 MiB) */
@@ -94,10 +96,11 @@ struct ms_store *ms_store_s3_new(const struct ms_s3_config *config, int *err);
 
 /*
  * Opens a store from a URI: "file:///abs/path" (or a plain path) -> fs;
- * "s3://bucket/prefix" -> s3 with the given endpoint (NULL: MEMSNAP_S3_ENDPOINT,
- * then AWS_ENDPOINT_URL). NULL on error with *err set.
+ * "s3://bucket/prefix" -> s3 with s3's settings (may be NULL; its bucket and prefix are
+ * ignored: the URI names them). Reads no environment: callers above node/ fill s3, e.g.
+ * with ms_s3_env_read() (s3.h). NULL on error with *err set.
  */
-struct ms_store *ms_store_open(const char *uri, const char *endpoint, int *err);
+struct ms_store *ms_store_open(const char *uri, const struct ms_s3_config *s3, int *err);
 
 bool ms_store_key_valid(const char *key);
 

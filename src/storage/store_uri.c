@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct ms_store *ms_store_open(const char *uri, const char *endpoint, int *err)
+struct ms_store *ms_store_open(const char *uri, const struct ms_s3_config *s3, int *err)
 {
 	*err = -EINVAL;
 	if (!uri || !*uri)
@@ -27,16 +27,9 @@ struct ms_store *ms_store_open(const char *uri, const char *endpoint, int *err)
 		char bucket_name[64];
 		memcpy(bucket_name, bucket, bucket_len);
 		bucket_name[bucket_len] = '\0';
-		if (!endpoint || !*endpoint)
-			endpoint = getenv("MEMSNAP_S3_ENDPOINT");
-		if (!endpoint || !*endpoint)
-			endpoint = getenv("AWS_ENDPOINT_URL");
-		struct ms_s3_config config = {
-			.endpoint = endpoint,
-			.bucket = bucket_name,
-			.prefix = slash ? slash + 1 : "",
-			.region = getenv("AWS_REGION"),
-		};
+		struct ms_s3_config config = s3 ? *s3 : (struct ms_s3_config){0};
+		config.bucket = bucket_name;
+		config.prefix = slash ? slash + 1 : "";
 		return ms_store_s3_new(&config, err);
 	}
 	if (strstr(uri, "://"))

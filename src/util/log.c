@@ -1,7 +1,10 @@
 /*
  * log.c - leveled logging to stderr (text or JSON lines, see log.h), one
  * write(2) per line so threads never interleave. A message longer than its
- * buffer is cut at a whole character, so a JSON line always parses.
+ * buffer is cut at a whole character, so a JSON line always parses. Or to an
+ * embedder's sink: the sink and its context change together under ms_sink_lock
+ * (a reader lock per line), so a line never goes to one sink with another's
+ * context.
  */
 #include "util/log.h"
 
@@ -11,13 +14,20 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-static atomic_int ms_level = -1;
+#define MS_LOG_MSG_MAX	 1024 /* escaped message, with its NUL */
+#define MS_LOG_FIELD_MAX 160  /* escaped field name or value, with its NUL */
+#define MS_LOG_FIELDS	 4
+
+static atomic_int ms_level = MS_LOG_INFO;
 static atomic_int ms_format = MS_LOG_TEXT;
+static pthread_rwlock_t ms_sink_lock = PTHREAD_RWLOCK_INITIALIZER;
+static ms_log_sink_fn ms_sink;	/* guarded by ms_sink_lock */
+static void *ms_sink_ctx;	/* guarded by ms_sink_lock */
+static atomic_bool ms_sink_set; /* a sink is set: skip the lock when not */
 
 int ms_log_parse_level(const char *name, enum ms_log_level *out)
 {
@@ -38,16 +48,36 @@ void ms_log_set_level(enum ms_log_level level)
 
 enum ms_log_level ms_log_get_level(void)
 {
-	int level = atomic_load(&ms_level);
-	if (level < 0) {
-		enum ms_log_level parsed = MS_LOG_INFO;
-		const char *env = getenv("MEMSNAP_LOG");
-		if (env)
-			(void)ms_log_parse_level(env, &parsed);
-		level = (int)parsed;
-		atomic_store(&ms_level, level);
-	}
-	return (enum ms_log_level)level;
+	return (enum ms_log_level)atomic_load(&ms_level);
+}
+
+void ms_log_set_sink(ms_log_sink_fn sink, void *ctx)
+{
+	pthread_rwlock_wrlock(&ms_sink_lock);
+	ms_sink = sink;
+	ms_sink_ctx = ctx;
+	atomic_store(&ms_sink_set, sink != NULL);
+	pthread_rwlock_unlock(&ms_sink_lock);
+}
+
+/* Gives the line to the sink; false when there is none (the line goes to stderr). */
+static bool ms_log_to_sink(enum ms_log_level level, const char *module, const char *raw,
+			   const struct ms_log_field *fields, size_t nfields)
+{
+	if (!atomic_load(&ms_sink_set))
+		return false;
+	char message[MS_LOG_MSG_MAX + MS_LOG_FIELDS * (2 * MS_LOG_FIELD_MAX + 8)];
+	int len = snprintf(message, sizeof(message), "%s", raw);
+	for (size_t i = 0; i < nfields && i < MS_LOG_FIELDS && len > 0; i++)
+		if (fields[i].value && (size_t)len < sizeof(message))
+			len += snprintf(message + len, sizeof(message) - (size_t)len, " %s=%s",
+					fields[i].name, fields[i].value);
+	pthread_rwlock_rdlock(&ms_sink_lock);
+	bool sent = ms_sink != NULL;
+	if (sent)
+		ms_sink(ms_sink_ctx, level, module, message);
+	pthread_rwlock_unlock(&ms_sink_lock);
+	return sent;
 }
 
 int ms_log_parse_format(const char *name, enum ms_log_format *out)
@@ -99,10 +129,6 @@ static void ms_log_escape(char *dst, size_t cap, const char *src, bool json)
 	dst[n] = '\0';
 }
 
-#define MS_LOG_MSG_MAX	 1024 /* escaped message, with its NUL */
-#define MS_LOG_FIELD_MAX 160  /* escaped field name or value, with its NUL */
-#define MS_LOG_FIELDS	 4
-
 static void ms_log_write(enum ms_log_level level, const char *module,
 			 const struct ms_log_field *fields, size_t nfields, const char *fmt,
 			 va_list ap)
@@ -113,6 +139,8 @@ static void ms_log_write(enum ms_log_level level, const char *module,
 	/* every piece is bounded, so the line always fits: no cut in the middle of JSON */
 	char line[MS_LOG_MSG_MAX + 64 + 32 + 64 + MS_LOG_FIELDS * (2 * MS_LOG_FIELD_MAX + 8)];
 	if (vsnprintf(raw, sizeof(raw), fmt, ap) < 0)
+		return;
+	if (ms_log_to_sink(level, module, raw, fields, nfields))
 		return;
 	bool json = atomic_load(&ms_format) == MS_LOG_JSON;
 	ms_log_escape(msg, sizeof(msg), raw, json);

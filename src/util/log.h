@@ -1,16 +1,17 @@
 /*
  * log.h - leveled logging with a per-module prefix and optional fields.
  *
- * Lines go to stderr, one write(2) each, in one of two formats:
+ * Lines go to stderr, one write(2) each, or to the sink an embedder set with
+ * ms_log_set_sink(). On stderr they have one of two formats:
  *   text  "2026-12-02T00:44:15.123Z memsnap[node] INFO message sandbox_id=... build_id=..."
  *   json  {"ts":"2026-12-02T00:44:15.123Z","level":"info","module":"node",
  *          "msg":"message","sandbox_id":"...","build_id":"..."}
  * Timestamps are RFC 3339, UTC, milliseconds. Fields (name/value pairs, names
  * [a-z_]) follow the message; a NULL value leaves its field out. The format
  * is text unless ms_log_set_format() says otherwise (memsnapd's log_format).
- * The level comes from ms_log_set_level() or, at first use, the MEMSNAP_LOG
- * environment variable (error|warn|info|debug); the default is info.
- * Thread-safe.
+ * The level comes from ms_log_set_level(); the default is info. Nothing here
+ * reads the environment (DESIGN.md §2): the command line maps MEMSNAP_LOG to a
+ * level, memsnapd its log_level setting. Thread-safe.
  */
 #ifndef MS_UTIL_LOG_H
 #define MS_UTIL_LOG_H
@@ -40,6 +41,15 @@ void ms_log_fields(enum ms_log_level level, const char *module, const struct ms_
 		   size_t nfields, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* An info line written whatever the level (a daemon's start and stop lines). */
 void ms_log_notice(const char *module, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * Receives each line at or above the level instead of stderr: its level, module and
+ * message with the fields appended as " name=value" (no timestamp, no newline; valid during
+ * the call only). Called from any thread, possibly concurrently; it must not log itself.
+ */
+typedef void (*ms_log_sink_fn)(void *ctx, enum ms_log_level level, const char *module,
+			       const char *message);
+/* Sends lines to sink(ctx, ...) from now on; NULL: back to stderr. */
+void ms_log_set_sink(ms_log_sink_fn sink, void *ctx);
 /* Writes now as "YYYY-MM-DDTHH:MM:SS.mmmZ" into out (at least 25 bytes). */
 void ms_log_timestamp(char *out, size_t len);
 

@@ -249,6 +249,11 @@ static unsigned proxy_requests(struct proxy *px)
 
 /* ---- helpers ---- */
 
+static const char *test_getenv(const char *name)
+{
+	return getenv(name);
+}
+
 static struct ms_s3_config base_config(const char *prefix)
 {
 	return (struct ms_s3_config){
@@ -780,17 +785,25 @@ static void test_config_and_credentials(void **state)
 	setenv("AWS_SHARED_CREDENTIALS_FILE", path, 1);
 	config = base_config("cfg");
 	config.access_key = config.secret_key = NULL;
+	struct ms_s3_env env;
+	ms_s3_env_read(&env, test_getenv);
+	ms_s3_env_apply(&env, &config);
 	struct ms_store *store = ms_store_s3_new(&config, &err);
 	assert_non_null(store);
 	assert_int_equal(ms_store_put_buf(store, "c/a", "creds", 5, NULL), 0);
 	assert_int_equal(ms_store_remove(store, "c/a"), 0);
 	ms_store_free(store);
 	setenv("AWS_PROFILE", "other", 1);
+	ms_s3_env_read(&env, test_getenv);
+	ms_s3_env_apply(&env, &config);
 	store = ms_store_s3_new(&config, &err);
 	assert_non_null(store);
 	assert_int_equal(ms_store_put_buf(store, "c/a", "creds", 5, NULL), MS_EREMOTE);
 	ms_store_free(store);
 	setenv("AWS_PROFILE", "missing", 1);
+	ms_s3_env_read(&env, test_getenv);
+	config.profile = NULL;
+	ms_s3_env_apply(&env, &config);
 	assert_null(ms_store_s3_new(&config, &err));
 	assert_int_equal(err, -EINVAL);
 	unsetenv("AWS_PROFILE");
@@ -800,7 +813,10 @@ static void test_config_and_credentials(void **state)
 	setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent", 1);
 	char uri[128];
 	snprintf(uri, sizeof(uri), "s3://%s/via-uri", bucket);
-	store = ms_store_open(uri, endpoint, &err);
+	ms_s3_env_read(&env, test_getenv);
+	struct ms_s3_config defaults = {.endpoint = endpoint};
+	ms_s3_env_apply(&env, &defaults);
+	store = ms_store_open(uri, &defaults, &err);
 	assert_non_null(store);
 	assert_int_equal(ms_store_put_buf(store, "u", "uri", 3, NULL), 0);
 	ms_store_free(store);
