@@ -58,6 +58,9 @@ static const struct ms_opt ms_opts[] = {
 	"compare only with parent pages cached on this node (never fetch for dedup)"),
     OPT(compress, OPT_COMPRESS, "none", "upload diffs as none, zstd or lz4 frames"),
     OPT(grace_ns, OPT_DURATION, "30s", "memfd swap grace: longest a pause holds guest memory"),
+    OPT(failed_hold_ns, OPT_DURATION, "10m",
+	"a failed pause keeps its guest memory for the sandboxes still reading it, at most this "
+	"long"),
     OPT(template_ttl_ns, OPT_DURATION, "25h", "template cache TTL (a hit never shortens it)"),
     OPT(guest_timeout_ns, OPT_DURATION, "120s", "longest wait for a guest's report"),
     OPT(fetch_timeout_ns, OPT_DURATION, "60s", "longest wait for a template's header+snapfile"),

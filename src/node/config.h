@@ -52,7 +52,8 @@ struct ms_node_config {
 	bool dedup;
 	bool dedup_best_effort;
 	enum ms_compression compress;
-	int64_t grace_ns; /* memfd swap grace */
+	int64_t grace_ns;	/* memfd swap grace */
+	int64_t failed_hold_ns; /* a failed pause's memory, held for the sandboxes reading it */
 	/* timeouts */
 	int64_t template_ttl_ns;
 	int64_t guest_timeout_ns;

@@ -285,6 +285,11 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 		(unsigned long long)atomic_load(&m->pipeline.inflight_pages_provisional));
 	fprintf(out, "memsnap_inflight_served_pages_total{phase=\"packed\"} %llu\n",
 		(unsigned long long)atomic_load(&m->pipeline.inflight_pages_packed));
+	ms_family(out, "memsnap_failed_pause_held_bytes", "gauge",
+		  "Guest memory still held by failed pauses for the sandboxes reading it (bytes; "
+		  "released when none is left, or after failed_hold).");
+	fprintf(out, "memsnap_failed_pause_held_bytes %llu\n",
+		(unsigned long long)atomic_load(&m->pipeline.failed_held_bytes));
 	ms_counter(out, "memsnap_memfd_swap_grace_elapsed_total",
 		   "Pauses whose guest memory was released by the grace timeout, before the "
 		   "swap to the deduped header came.",

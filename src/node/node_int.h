@@ -136,6 +136,12 @@ struct ms_node {
 
 struct ms_template *ms_template_ref(struct ms_template *t);
 void ms_template_unref(struct ms_template *t);
+/*
+ * A sandbox resumed from t (or a pause over it) starts / stops reading its
+ * memory: a local pause that failed keeps its guest memory while anyone reads
+ * it (and at most failed_hold). NULL and templates without a pause are ignored.
+ */
+void ms_template_reading(struct ms_template *t, bool reading);
 /* A READY, done template with one reference, not in the cache. NULL: no memory. */
 struct ms_template *ms_template_alloc(struct ms_node *node, const ms_uuid *id);
 ssize_t ms_template_index_locked(struct ms_node *node, const ms_uuid *id);

@@ -189,6 +189,7 @@ void ms_nsb_teardown(struct ms_node_sandbox *sb)
 		ms_worker_call(&sb->worker, ms_vm_job_destroy, &job);
 	}
 	ms_nsb_stop_server(sb);
+	ms_template_reading(sb->tmpl, false);
 	ms_template_unref(sb->tmpl);
 	sb->tmpl = NULL;
 }
@@ -294,6 +295,7 @@ int ms_nsb_resume(struct ms_node_sandbox *sb, const ms_uuid *build_id,
 	ms_histogram_observe(&node->metrics.create[start_type], secs);
 	sb->srv = srv;
 	sb->tmpl = t;
+	ms_template_reading(t, true);
 	pthread_mutex_lock(&node->lock);
 	sb->session = session;
 	sb->state = SB_RUNNING;
@@ -385,6 +387,8 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 						   : MS_DEDUP_FULL,
 	    .counters = &node->metrics.pipeline,
 	    .grace_ns = node->cfg.grace_ns,
+	    .failed_hold_ns = node->cfg.failed_hold_ns,
+	    .count_users = true, /* ms_template_reading: the sandboxes and child pauses */
 	    .compress = node->cfg.compress,
 	    /* a parent from a peer: its upload runs there; in_store says when it landed */
 	    .parent_published =
@@ -400,7 +404,7 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	job.paused.memfd = -1;
 	t->mem_size = parent->mem_size;
 	t->guest = sb->guest;
-	t->parent = parent;
+	t->parent = parent; /* its reading reference with it: the child's compare reads it */
 	parent = NULL;
 	/* the follower releases the stall; until it runs, a failed start must release it */
 	err = ms_pause_start(&cfg, t->parent->file, memfd, job.paused.written, none,
@@ -475,6 +479,7 @@ fail:
 	if (t && t->upload_gate && !t->following)
 		ms_future_set(t->upload_gate, NULL);
 	ms_template_unref(t);
+	ms_template_reading(parent, false);
 	ms_template_unref(parent);
 	free(metadata);
 	ms_uffd_trace_fini(&trace);

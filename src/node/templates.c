@@ -39,6 +39,16 @@ struct ms_template *ms_template_ref(struct ms_template *t)
 	return t;
 }
 
+void ms_template_reading(struct ms_template *t, bool reading)
+{
+	if (t && t->pause) {
+		if (reading)
+			ms_pause_user_ref(t->pause);
+		else
+			ms_pause_user_unref(t->pause);
+	}
+}
+
 void ms_template_unref(struct ms_template *t)
 {
 	if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
@@ -67,6 +77,7 @@ void ms_template_unref(struct ms_template *t)
 		ms_future_unref(t->in_store);
 	if (t->upload_gate)
 		ms_future_unref(t->upload_gate);
+	ms_template_reading(t->parent, false);
 	ms_template_unref(t->parent);
 	free(t->snapfile);
 	free(t->metadata);

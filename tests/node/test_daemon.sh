@@ -19,6 +19,7 @@ tmp=$(mktemp -d /tmp/msd-test.XXXXXX)
 pids=""
 cleanup() {
 	for p in $pids; do kill -KILL "$p" 2>/dev/null; done
+	umount "$tmp/small-cache" 2>/dev/null
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -417,6 +418,85 @@ expect "race: dedup still stalled" deduping "$(field .status)"
 stop_daemon
 expect "B: stop releases the stall and uploads" 0 $?
 [ -f "$store/$sbuild/memfile.header" ] && ok || bad "B: stalled build not published"
+
+### daemon B2: the kill switch - in-flight serving off, the compare stalled 5 s. The pause
+# answers at once (it used to hang: the pause waited for the compare, whose stall only ends
+# after the pause answered); a resume during the stall waits for the drained file and
+# verifies; nothing was served from the paused memory.
+start_daemon B2 --inflight-serve off --test-stall-compare 5s || exit 1
+api POST /v1/sandboxes '{"guest":"pattern","mem_mib":16,"exec":{"command":"fill","arg0":6,"arg1":4}}'
+kid=$(field .id)
+t0=$(date +%s%N)
+code=$(curl -s -m 30 --unix-socket "$sock" -X POST -o "$tmp/body" -w '%{http_code}' \
+	"http://d/v1/sandboxes/$kid/pause")
+t1=$(date +%s%N)
+expect "kill switch: pause answers" 200 "$code"
+kbuild=$(field .build_id)
+[ $(((t1 - t0) / 1000000)) -lt 4000 ] && ok ||
+	bad "kill switch: the pause took $(((t1 - t0) / 1000000)) ms (it waited for the stall)"
+code=$(curl -s -m 60 --unix-socket "$sock" -X POST -o "$tmp/body" -w '%{http_code}' \
+	-H 'Content-Type: application/json' \
+	--data-binary '{"exec":{"command":"verify","arg0":6,"arg1":4}}' \
+	"http://d/v1/sandboxes/$kid/resume")
+t2=$(date +%s%N)
+expect "kill switch: resume" 200 "$code"
+expect "kill switch: verified" 0 "$(field .report.result0)"
+[ $(((t2 - t0) / 1000000)) -ge 4500 ] && ok ||
+	bad "kill switch: the resume did not wait for the compare ($(((t2 - t0) / 1000000)) ms)"
+wait_status "$kbuild" published
+api GET /metrics
+for phase in provisional packed; do
+	expect "kill switch: no $phase serving" 0 \
+		"$(sed -n "s/^memsnap_inflight_served_pages_total{phase=\"$phase\"} //p" "$tmp/body")"
+done
+stop_daemon
+expect "B2: clean stop" 0 $?
+
+### daemon B3: a pause failing before its drain (the cache disk is full: a 4 MiB tmpfs) keeps
+# the guest memory while the sandbox resumed from it runs, in memsnap_failed_pause_held_bytes,
+# and lets go of it when that sandbox goes (it used to hold it until template_ttl, 25 h)
+held_bytes() {
+	api GET /metrics
+	sed -n 's/^memsnap_failed_pause_held_bytes //p' "$tmp/body"
+}
+small="$tmp/small-cache"
+mkdir -p "$small"
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=4m memsnap-test "$small" 2>/dev/null; then
+	start_daemon B3 --cache-dir "$small" --test-stall-compare 2s --failed-hold 1h || exit 1
+	api POST /v1/sandboxes '{"guest":"pattern","mem_mib":16,"exec":{"command":"fill","arg0":3,"arg1":7}}'
+	fid=$(field .id)
+	api POST "/v1/sandboxes/$fid/pause"
+	fbuild=$(field .build_id)
+	api POST "/v1/sandboxes/$fid/resume" '{"exec":{"command":"verify","arg0":3,"arg1":7}}'
+	expect "failed hold: warm resume during the stall" 200 "$code"
+	expect "failed hold: verified" 0 "$(field .report.result0)"
+	tries=0
+	until api GET "/v1/builds/$fbuild" && [ "$(field .status)" = failed ]; do
+		tries=$((tries + 1))
+		[ $tries -lt 300 ] || break
+		sleep 0.1
+	done
+	expect "failed hold: the drain failed" failed "$(field .status)"
+	tries=0
+	until [ "$(held_bytes)" = 16777216 ] || [ $tries -ge 100 ]; do
+		tries=$((tries + 1))
+		sleep 0.1
+	done
+	expect "failed hold: the memory is held for the running sandbox" 16777216 "$(held_bytes)"
+	api DELETE "/v1/sandboxes/$fid"
+	expect "failed hold: delete" 200 "$code"
+	tries=0
+	until [ "$(held_bytes)" = 0 ] || [ $tries -ge 100 ]; do
+		tries=$((tries + 1))
+		sleep 0.1
+	done
+	expect "failed hold: released once no sandbox reads it" 0 "$(held_bytes)"
+	stop_daemon
+	expect "B3: clean stop" 0 $?
+	umount "$small"
+else
+	echo "SKIP (daemon B3 only): cannot mount a small tmpfs here (needs root)"
+fi
 
 ### daemon C: SIGTERM during an upload (every store write takes 3 s), then a restart
 start_daemon C --test-store-delay 3s --max-sandboxes 1 || exit 1
