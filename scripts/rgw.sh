@@ -15,6 +15,8 @@
 #  - Every wait is bounded (RGW_WAIT seconds in all, default 90); on failure the log
 #    tails go to stderr, everything started is stopped and the exit status is 1.
 #  - Progress goes to stderr; stdout carries only the assignments.
+#  - STS is on (rgw sts key, rgw s3 auth use sts) and the user has user-policy caps, so a
+#    test can allow itself sts:GetSessionToken and sign S3 calls with a session token.
 set -eu
 
 usage() {
@@ -123,6 +125,8 @@ start_all() {
 	rgw_port=$(free_port)
 	while [ "$rgw_port" = "$mon_port" ]; do rgw_port=$(free_port); done
 	fsid=$(uuidgen)
+	# STS (session tokens): the key that seals them, 16 alphanumeric characters
+	sts_key=$(python3 -c 'import secrets; print(secrets.token_hex(8))')
 	export CEPH_CONF="$D/ceph.conf"
 	cat >"$CEPH_CONF" <<EOF
 [global]
@@ -159,6 +163,8 @@ crash dir = $D/crash
 rgw frontends = beast endpoint=127.0.0.1:$rgw_port
 rgw data = $D/rgw
 rgw dns name = 127.0.0.1
+rgw sts key = $sts_key
+rgw s3 auth use sts = true
 EOF
 	log "config $CEPH_CONF (mon port $mon_port, rgw port $rgw_port)"
 
@@ -226,6 +232,10 @@ EOF
 		sleep 1
 	done
 	[ $created -eq 1 ] || fail "radosgw-admin user create"
+	# the user may attach its own policies (IAM PutUserPolicy): the STS tests let it call
+	# GetSessionToken
+	timeout 30 radosgw-admin caps add --uid=memsnap --caps="user-policy=*" \
+		>>"$D/log/setup.out" 2>&1 || fail "radosgw-admin caps add"
 	log "S3 user ready"
 	trap - INT TERM HUP
 

@@ -390,14 +390,12 @@ static void ms_s3_free(struct ms_store *store)
 		curl_share_cleanup(s3->share);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_destroy(&s3->share_locks[i]);
-	if (s3->secret_key)
-		memset(s3->secret_key, 0, strlen(s3->secret_key));
+	if (s3->creds_init)
+		ms_s3_provider_fini(&s3->creds);
 	free(s3->endpoint);
 	free(s3->bucket);
 	free(s3->prefix);
 	free(s3->region);
-	free(s3->access_key);
-	free(s3->secret_key);
 	free(s3);
 }
 
@@ -443,16 +441,22 @@ struct ms_store *ms_store_s3_new(const struct ms_s3_config *config, int *err)
 	s3->base.ops = &ms_s3_ops;
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&s3->share_locks[i], NULL);
-	*err = ms_s3_credentials(config, &s3->access_key, &s3->secret_key);
+	*err = ms_s3_provider_init(&s3->creds, config);
+	s3->creds_init = true;
 	if (*err) {
-		ms_err("s3", "no S3 credentials (config, AWS_ACCESS_KEY_ID, MEMSNAP_S3_ACCESS_KEY "
-			     "or a shared credentials file)");
+		if (*err == -EINVAL)
+			ms_err("s3", "no S3 credentials (config, AWS_ACCESS_KEY_ID, "
+				     "MEMSNAP_S3_ACCESS_KEY, ~/.aws/credentials, the config file, "
+				     "web identity or the instance metadata service)");
 		goto out_free;
 	}
 	*err = -ENOMEM;
 	s3->endpoint = strdup(config->endpoint);
 	s3->bucket = strdup(config->bucket);
-	s3->region = strdup(config->region && *config->region ? config->region : "us-east-1");
+	s3->region = config->region && *config->region ? strdup(config->region)
+						       : ms_s3_config_region(config);
+	if (!s3->region)
+		s3->region = strdup("us-east-1");
 	if (!s3->endpoint || !s3->bucket || !s3->region)
 		goto out_free;
 	s3->prefix = ms_s3_prefix_norm(config->prefix, err);

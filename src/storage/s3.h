@@ -42,11 +42,21 @@ int ms_store_s3_pending_uploads(struct ms_store *store, const char *prefix, unsi
  *                     MEMSNAP_S3_SECRET_KEY (a pair counts only when both are set)
  *   credentials_file  AWS_SHARED_CREDENTIALS_FILE, else $HOME/.aws/credentials
  *   profile           AWS_PROFILE
+ *   session_token     AWS_SESSION_TOKEN (with the AWS_* pair only)
+ *   config_file       AWS_CONFIG_FILE, else $HOME/.aws/config
+ *   web identity      AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN, AWS_ROLE_SESSION_NAME
+ *   sts_endpoint      AWS_ENDPOINT_URL_STS
+ *   imds              MEMSNAP_S3_IMDS (1|on|true: opt in), at AWS_EC2_METADATA_SERVICE_ENDPOINT
  * An unset one is "".
  */
 struct ms_s3_env {
 	char endpoint[512], region[64], access_key[256], secret_key[256];
+	char session_token[4096];
 	char credentials_file[1024], profile[128];
+	char config_file[1024];
+	char web_identity_token_file[1024], role_arn[256], role_session_name[128];
+	char sts_endpoint[512], imds_endpoint[512];
+	bool imds;
 };
 typedef const char *(*ms_s3_env_lookup_fn)(const char *name);
 void ms_s3_env_read(struct ms_s3_env *env, ms_s3_env_lookup_fn lookup);

@@ -379,11 +379,21 @@ static int ms_s3_attempt(struct ms_s3 *s3, struct ms_s3_call *c, const struct ms
 	int err = ms_sigv4_format_date(time(NULL), date);
 	if (err)
 		return err;
+	struct ms_s3_key *key = malloc(sizeof(*key));
+	if (!key)
+		return -ENOMEM;
+	if ((err = ms_s3_provider_get(&s3->creds, key))) {
+		free(key);
+		return err;
+	}
 	const char *payload_hash = c->payload_hash ? c->payload_hash : MS_SIGV4_EMPTY_HASH;
-	struct ms_sigv4_header sign_headers[MS_S3_MAX_HEADERS + 1];
+	struct ms_sigv4_header sign_headers[MS_S3_MAX_HEADERS + 2];
 	memcpy(sign_headers, c->headers, c->header_count * sizeof(c->headers[0]));
-	sign_headers[c->header_count] =
-	    (struct ms_sigv4_header){"x-amz-content-sha256", payload_hash};
+	size_t nsigned = c->header_count;
+	sign_headers[nsigned++] = (struct ms_sigv4_header){"x-amz-content-sha256", payload_hash};
+	if (key->token[0]) /* temporary credentials: the token is signed and sent */
+		sign_headers[nsigned++] =
+		    (struct ms_sigv4_header){"x-amz-security-token", key->token};
 	struct ms_sigv4_request req = {
 	    .method = c->method,
 	    .host = t->host,
@@ -391,18 +401,21 @@ static int ms_s3_attempt(struct ms_s3 *s3, struct ms_s3_call *c, const struct ms
 	    .query = c->query,
 	    .query_count = c->query_count,
 	    .headers = sign_headers,
-	    .header_count = c->header_count + 1,
+	    .header_count = nsigned,
 	    .payload_hash = payload_hash,
 	    .amz_date = date,
 	    .region = s3->region,
 	    .service = "s3",
-	    .access_key = s3->access_key,
-	    .secret_key = s3->secret_key,
+	    .access_key = key->access_key,
+	    .secret_key = key->secret_key,
 	};
 	struct ms_sigv4_result sig;
 	err = ms_sigv4_sign(&req, &sig);
-	if (err)
+	if (err) {
+		memset(key, 0, sizeof(*key));
+		free(key);
 		return err;
+	}
 
 	char *url = NULL, *line = NULL;
 	struct curl_slist *hdrs = NULL;
@@ -412,13 +425,13 @@ static int ms_s3_attempt(struct ms_s3 *s3, struct ms_s3_call *c, const struct ms
 		err = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i <= c->header_count + 3; i++) {
+	for (size_t i = 0; i <= nsigned + 2; i++) {
 		int n;
-		if (i < c->header_count + 1)
+		if (i < nsigned)
 			n = asprintf(&line, "%s: %s", sign_headers[i].name, sign_headers[i].value);
-		else if (i == c->header_count + 1)
+		else if (i == nsigned)
 			n = asprintf(&line, "x-amz-date: %s", date);
-		else if (i == c->header_count + 2)
+		else if (i == nsigned + 1)
 			n = asprintf(&line, "Authorization: %s", sig.authorization);
 		else
 			n = asprintf(&line, "Expect:");
@@ -532,6 +545,8 @@ out:
 	curl_slist_free_all(hdrs);
 	free(url);
 	ms_sigv4_result_fini(&sig);
+	memset(key, 0, sizeof(*key));
+	free(key);
 	return err;
 }
 

@@ -4,7 +4,8 @@
  *   s3.c        the store: vtable, put (single and multipart), read, list, extras, lifecycle
  *   s3_http.c   addressing (endpoint/bucket/prefix -> URL) and one request with its retries
  *   s3_xml.c    the XML S3 answers with, and the one body we send (s3_xml.h)
- *   s3_creds.c  the access key pair
+ *   s3_creds.c  the access key pair (and session token) from the config and AWS's files
+ *   s3_provider.c  the signing key: static, or STS web identity / IMDSv2, refreshed
  *
  * Invariants:
  *  1. Fields of struct ms_s3 are written only by ms_store_s3_new (and list_page by
@@ -30,10 +31,38 @@
 #define MS_S3_MIB	  (1024ULL * 1024ULL)
 #define MS_S3_MAX_HEADERS (MS_STORE_META_MAX + 4)
 
+/* The key a request signs with: a copy, taken per attempt (ms_s3_provider_get). */
+struct ms_s3_key {
+	char access_key[128];
+	char secret_key[128];
+	char token[4096]; /* x-amz-security-token; "" for long-term keys */
+	int64_t expires;  /* Unix seconds; 0: never */
+};
+
+enum ms_s3_source { MS_S3_SOURCE_STATIC, MS_S3_SOURCE_WEB_IDENTITY, MS_S3_SOURCE_IMDS };
+
+/* Where the key comes from, and its refresh (s3_provider.c has the invariants). */
+struct ms_s3_provider {
+	enum ms_s3_source source;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;	   /* a refresh ended */
+	struct ms_s3_key key;	   /* guarded by lock */
+	bool refreshing;	   /* guarded by lock: one fetch at a time */
+	int64_t retry_at_ns;	   /* guarded by lock: no fetch before (CLOCK_REALTIME ns) */
+	uint64_t refreshes;	   /* guarded by lock */
+	uint64_t refresh_failures; /* guarded by lock */
+	int64_t margin_s;	   /* refresh this long before expiry */
+	long timeout_ms;
+	char *token_file, *role_arn, *session_name, *sts_endpoint; /* web identity */
+	char *imds_endpoint;					   /* imds */
+};
+
 struct ms_s3 {
 	struct ms_store base;
 	/* Owned strings; config's pointers point at them. Read-only after new (inv. 1). */
-	char *endpoint, *bucket, *prefix, *region, *access_key, *secret_key;
+	char *endpoint, *bucket, *prefix, *region;
+	struct ms_s3_provider creds; /* its own lock (inv. 1 does not cover it) */
+	bool creds_init;
 	struct ms_s3_config config;
 	uint64_t threshold, part_size;
 	unsigned max_attempts;
@@ -96,9 +125,22 @@ int ms_s3_call_run(struct ms_s3 *s3, struct ms_s3_call *c);
 /* s3_creds.c */
 
 /*
- * The key pair: config's, else config's profile of config's shared credentials file.
- * Both malloc'd; 0, -EINVAL (none found) or -ENOMEM.
+ * The static key: config's pair (+ session_token), else config's profile of config's
+ * shared credentials file, else of config's config file ([profile P]; aws_access_key_id,
+ * aws_secret_access_key, aws_session_token). All malloc'd (*token NULL when there is
+ * none); 0, -EINVAL (none found) or -ENOMEM.
  */
-int ms_s3_credentials(const struct ms_s3_config *config, char **ak, char **sk);
+int ms_s3_credentials(const struct ms_s3_config *config, char **ak, char **sk, char **token);
+/* The region of config's profile in its config file (malloc'd) or NULL. */
+char *ms_s3_config_region(const struct ms_s3_config *config);
+
+/* s3_provider.c */
+
+/* Picks the source (see s3_provider.c) and gets the first key. 0 or a negative errno. */
+int ms_s3_provider_init(struct ms_s3_provider *p, const struct ms_s3_config *config);
+/* A copy of the current key, refreshed first when due. 0, or -EKEYEXPIRED. */
+int ms_s3_provider_get(struct ms_s3_provider *p, struct ms_s3_key *out);
+void ms_s3_provider_fini(struct ms_s3_provider *p);
+const char *ms_s3_source_name(enum ms_s3_source source);
 
 #endif

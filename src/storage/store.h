@@ -77,16 +77,26 @@ struct ms_s3_config {
 	const char *bucket;	      /* required */
 	const char *prefix;	      /* key prefix inside the bucket, may be NULL or "" */
 	const char *region;	      /* default "us-east-1" */
-	const char *access_key;	      /* NULL: from credentials_file */
-	const char *secret_key;	      /* NULL: from credentials_file */
+	const char *access_key;	      /* NULL: from credentials_file or config_file */
+	const char *secret_key;	      /* NULL: from credentials_file or config_file */
+	const char *session_token;    /* with access_key/secret_key: temporary credentials */
 	const char *credentials_file; /* an AWS shared credentials file; NULL: none */
-	const char *profile;	      /* its [profile]; NULL: "default" */
-	bool virtual_host;	      /* false: path-style URLs (default) */
-	uint64_t multipart_threshold; /* 0: default 64 MiB */
-	uint64_t part_size;	      /* 0: default 16 MiB (>= 5 MiB) */
-	unsigned max_attempts;	      /* 0: default 5 */
-	int64_t retry_initial_ns;     /* 0: default 100 ms */
-	int64_t timeout_ms;	      /* per request; 0: default 60 s */
+	const char *config_file; /* an AWS config file: the profile's keys, region; NULL: none */
+	const char *profile;	 /* [profile] of both files; NULL: "default" */
+	/* temporary credentials, refreshed before they expire (when no static key is found) */
+	const char *web_identity_token_file; /* with role_arn: STS AssumeRoleWithWebIdentity */
+	const char *role_arn;
+	const char *role_session_name; /* NULL: "memsnap" */
+	const char *sts_endpoint;      /* NULL: https://sts.amazonaws.com */
+	bool imds;		       /* else the instance metadata service v2 (opt-in) */
+	const char *imds_endpoint;     /* NULL: http://169.254.169.254 */
+	int64_t refresh_margin_ns;     /* refresh this long before expiry; 0: 5 min */
+	bool virtual_host;	       /* false: path-style URLs (default) */
+	uint64_t multipart_threshold;  /* 0: default 64 MiB */
+	uint64_t part_size;	       /* 0: default 16 MiB (>= 5 MiB) */
+	unsigned max_attempts;	       /* 0: default 5 */
+	int64_t retry_initial_ns;      /* 0: default 100 ms */
+	int64_t timeout_ms;	       /* per request; 0: default 60 s */
 };
 
 /* fs backend rooted at dir (created if missing). NULL on error, with *err set. */
