@@ -2,6 +2,7 @@
  * client.c - one HTTP request to memsnapd with libcurl (client.h).
  */
 #include "cli/client.h"
+#include "util/growbuf.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -9,30 +10,6 @@
 #include <string.h>
 
 #define MS_CLIENT_MAX_ANSWER (16u << 20)
-
-struct ms_buf {
-	char *data;
-	size_t len;
-	bool too_big;
-};
-
-static size_t ms_client_write(char *ptr, size_t size, size_t nmemb, void *arg)
-{
-	struct ms_buf *b = arg;
-	size_t n = size * nmemb;
-	if (b->len + n > MS_CLIENT_MAX_ANSWER) {
-		b->too_big = true;
-		return 0;
-	}
-	char *grown = realloc(b->data, b->len + n + 1);
-	if (!grown)
-		return 0;
-	memcpy(grown + b->len, ptr, n);
-	b->data = grown;
-	b->len += n;
-	b->data[b->len] = '\0';
-	return n;
-}
 
 void ms_client_init(struct ms_client *c)
 {
@@ -90,13 +67,13 @@ int ms_client_call(const struct ms_client *c, const char *method, const char *pa
 		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->token);
 		headers = curl_slist_append(headers, auth);
 	}
-	struct ms_buf b = {0};
+	struct ms_growbuf b = {.cap = MS_CLIENT_MAX_ANSWER};
 	curl_easy_setopt(curl, CURLOPT_URL, url);
 	if (!c->url)
 		curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, c->socket);
 	curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, ms_client_write);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, ms_growbuf_curl_write);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	if (body) {

@@ -24,6 +24,7 @@
  */
 #include "storage/s3_int.h"
 #include "util/err.h"
+#include "util/growbuf.h"
 #include "util/log.h"
 
 #include <cjson/cJSON.h>
@@ -51,30 +52,6 @@ const char *ms_s3_source_name(enum ms_s3_source source)
 
 /* ---- small HTTP exchanges (STS, IMDS) ---- */
 
-struct ms_s3_body {
-	char *data;
-	size_t len;
-	bool too_big;
-};
-
-static size_t ms_s3_body_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	struct ms_s3_body *b = userdata;
-	size_t n = size * nmemb;
-	if (b->len + n > MS_S3_PROVIDER_BODY) {
-		b->too_big = true;
-		return 0;
-	}
-	char *grown = realloc(b->data, b->len + n + 1);
-	if (!grown)
-		return 0;
-	b->data = grown;
-	memcpy(b->data + b->len, ptr, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-	return n;
-}
-
 /*
  * One request: method to url with the given header lines (NULL-terminated) and an
  * optional body; *status and the body (malloc'd, NUL-terminated, caller frees) back.
@@ -97,7 +74,7 @@ static int ms_s3_exchange(const struct ms_s3_provider *p, const char *method, co
 		else
 			hdrs = next;
 	}
-	struct ms_s3_body b = {0};
+	struct ms_growbuf b = {.cap = MS_S3_PROVIDER_BODY};
 	if (!err) {
 		curl_easy_setopt(easy, CURLOPT_URL, url);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -107,7 +84,7 @@ static int ms_s3_exchange(const struct ms_s3_provider *p, const char *method, co
 		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
 		curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, p->timeout_ms);
 		curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, p->timeout_ms);
-		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, ms_s3_body_cb);
+		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, ms_growbuf_curl_write);
 		curl_easy_setopt(easy, CURLOPT_WRITEDATA, &b);
 		if (!strcmp(method, "GET")) {
 			curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
