@@ -24,6 +24,8 @@ extern const struct ms_cli_command ms_cli_commands[];
 bool ms_cli_wants_help(int argc, char **argv);
 /* Prints "memsnap: <what>: <ms_strerror(err)>" to stderr; returns 1. */
 int ms_cli_fail(const char *what, int err);
+/* "memsnap pid N on HOST": what the CLI's pauses name as their uploads/ lease holder. */
+const char *ms_cli_upload_holder(void);
 
 struct ms_store;
 /*

@@ -434,7 +434,8 @@ int ms_cli_build_import(int argc, char **argv)
 				       .inflight = false,
 				       .dedup = dedup,
 				       .compress = compress,
-				       .upload_gate = gate};
+				       .upload_gate = gate,
+				       .upload_holder = ms_cli_upload_holder()};
 	what = "import";
 	int mfd = memfd;
 	memfd = -1;

@@ -307,7 +307,8 @@ static int ms_vm_publish(const struct ms_vm_opts *o, struct ms_sandbox_paused *p
 				       .cache_dir = cache,
 				       .inflight = !o->no_inflight,
 				       .compress = o->compress,
-				       .compare_gate = gate};
+				       .compare_gate = gate,
+				       .upload_holder = ms_cli_upload_holder()};
 	int memfd = paused->memfd;
 	paused->memfd = -1;
 	int64_t t0 = ms_clock_now_ns();

@@ -9,6 +9,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 bool ms_cli_wants_help(int argc, char **argv)
@@ -42,6 +43,17 @@ struct ms_store *ms_cli_store_open(const char *uri, const char *endpoint, int *e
 	struct ms_store *store = ms_store_open(uri, &s3, err);
 	memset(&env, 0, sizeof(env)); /* the secret key */
 	return store;
+}
+
+const char *ms_cli_upload_holder(void)
+{
+	static char holder[64];
+	if (!holder[0]) {
+		char host[32] = "?";
+		gethostname(host, sizeof(host) - 1);
+		snprintf(holder, sizeof(holder), "memsnap pid %ld on %s", (long)getpid(), host);
+	}
+	return holder;
 }
 
 void ms_cli_pause_free(struct ms_pause *pause, struct ms_future *gate)

@@ -4,6 +4,7 @@
  * never disagree.
  */
 #include "node/config.h"
+#include "util/clock.h"
 #include "memsnap/memsnap.h"
 #include "util/log.h"
 
@@ -124,33 +125,6 @@ static int ms_parse_bool(const char *v, bool *out)
 	return 0;
 }
 
-static int ms_parse_duration(const char *v, int64_t *out)
-{
-	char *end;
-	errno = 0;
-	if (!isdigit((unsigned char)*v))
-		return -EINVAL;
-	double n = strtod(v, &end);
-	if (errno || end == v)
-		return -EINVAL;
-	double unit = 1e9;
-	if (!strcmp(end, "ms"))
-		unit = 1e6;
-	else if (!strcmp(end, "s") || !*end)
-		unit = 1e9;
-	else if (!strcmp(end, "m"))
-		unit = 60e9;
-	else if (!strcmp(end, "h"))
-		unit = 3600e9;
-	else
-		return -EINVAL;
-	double ns = n * unit;
-	if (ns < 0 || ns > 9e18)
-		return -EINVAL;
-	*out = (int64_t)ns;
-	return 0;
-}
-
 int ms_node_config_set(struct ms_node_config *cfg, const char *key, const char *value, char *why,
 		       size_t why_len)
 {
@@ -191,7 +165,7 @@ int ms_node_config_set(struct ms_node_config *cfg, const char *key, const char *
 		return 0;
 	}
 	case OPT_DURATION:
-		if (ms_parse_duration(value, field)) {
+		if (ms_duration_parse(value, field)) {
 			snprintf(why, why_len, "%s: '%s' is not a duration (like 30s, 500ms, 25h)",
 				 key, value);
 			return -EINVAL;

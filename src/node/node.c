@@ -120,6 +120,10 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 	}
 	node->cfg = *cfg;
 	node->started_ns = ms_clock_now_ns();
+	char host[32] = "?";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(node->upload_holder, sizeof(node->upload_holder), "memsnapd pid %ld on %s",
+		 (long)getpid(), host);
 	node->lock_fd = -1;
 	pthread_mutex_init(&node->lock, NULL);
 	pthread_cond_init(&node->cond, NULL);

@@ -107,7 +107,8 @@ struct ms_node {
 	struct ms_node_config cfg;
 	const struct ms_sandbox_ops *backend;
 	char backend_why[160];
-	struct ms_store *store;	     /* what the node uses: store_base, or a faulty wrapper of it */
+	char upload_holder[64]; /* "memsnapd pid N on HOST": the holder of its uploads/ leases */
+	struct ms_store *store; /* what the node uses: store_base, or a faulty wrapper of it */
 	struct ms_store *store_base; /* the store the config names (owned) */
 	struct ms_diffstore *diffs;
 	struct ms_build_storage storage;

@@ -397,6 +397,7 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	    .resolve_ctx = node->resolve_ctx,
 	    .compare_gate = t->gate,
 	    .upload_gate = t->upload_gate,
+	    .upload_holder = node->upload_holder,
 	    .metadata = metadata,
 	    .metadata_len = strlen(metadata),
 	};

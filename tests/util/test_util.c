@@ -1,5 +1,6 @@
 /* test_util.c - errors, uuids, page sets, backoff, fault-safe copies. */
 #include "ms_test.h"
+#include "util/clock.h"
 #include "util/backoff.h"
 #include "util/bearer.h"
 #include "util/err.h"
@@ -93,6 +94,25 @@ static void test_pageset_runs(void **state)
 	ms_pageset_free(copy);
 	ms_pageset_free(other);
 	ms_pageset_free(set);
+}
+
+static void test_duration(void **state)
+{
+	(void)state;
+	int64_t ns;
+	assert_int_equal(ms_duration_parse("30", &ns), 0);
+	assert_int_equal(ns, 30 * MS_NSEC_PER_SEC);
+	assert_int_equal(ms_duration_parse("500ms", &ns), 0);
+	assert_int_equal(ns, 500 * MS_NSEC_PER_MSEC);
+	assert_int_equal(ms_duration_parse("1.5m", &ns), 0);
+	assert_int_equal(ns, 90 * MS_NSEC_PER_SEC);
+	assert_int_equal(ms_duration_parse("25h", &ns), 0);
+	assert_int_equal(ns, 25 * 3600 * MS_NSEC_PER_SEC);
+	assert_int_equal(ms_duration_parse("7d", &ns), 0);
+	assert_int_equal(ns, 7 * 86400 * MS_NSEC_PER_SEC);
+	const char *bad[] = {"", "s", "-1s", "3 h", "3w", "1e30h", "h1", "0x10"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(ms_duration_parse(bad[i], &ns), -EINVAL);
 }
 
 static void test_backoff(void **state)
@@ -198,10 +218,10 @@ static void test_bearer(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_strerror),	     cmocka_unit_test(test_uuid),
-	    cmocka_unit_test(test_pageset_runs),     cmocka_unit_test(test_backoff),
-	    cmocka_unit_test(test_faultsafe_sigbus), cmocka_unit_test(test_log_level),
-	    cmocka_unit_test(test_bearer),
+	    cmocka_unit_test(test_strerror),	 cmocka_unit_test(test_uuid),
+	    cmocka_unit_test(test_pageset_runs), cmocka_unit_test(test_duration),
+	    cmocka_unit_test(test_backoff),	 cmocka_unit_test(test_faultsafe_sigbus),
+	    cmocka_unit_test(test_log_level),	 cmocka_unit_test(test_bearer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
