@@ -209,6 +209,9 @@ fail:
 	return NULL;
 }
 
+/* How long a shutdown waits for cancelled pipelines to stop (a put under way ends first). */
+#define MS_NODE_CANCEL_WAIT_NS (30 * MS_NSEC_PER_SEC)
+
 unsigned ms_node_shutdown(struct ms_node *node)
 {
 	pthread_mutex_lock(&node->lock);
@@ -247,6 +250,34 @@ unsigned ms_node_shutdown(struct ms_node *node)
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += 1;
+		pthread_cond_timedwait(&node->cond, &node->lock, &ts);
+	}
+	/*
+	 * Past shutdown_timeout the pipelines still running are cancelled (their one
+	 * token): each stops at its next wait or put, before its header, so nothing
+	 * half-written becomes visible (data without a header is never read). Then
+	 * they are waited for, bounded: a put under way still ends on its own.
+	 */
+	unsigned cancelled = 0;
+	for (size_t i = 0; unfinished && i < node->ntemplates; i++)
+		if (!node->templates[i]->done && node->templates[i]->pause) {
+			ms_pause_cancel(node->templates[i]->pause);
+			cancelled++;
+		}
+	if (cancelled)
+		ms_err(MS_MOD, "shutdown: %u uploads did not finish in time: cancelled", cancelled);
+	deadline = ms_clock_now_ns() + MS_NODE_CANCEL_WAIT_NS;
+	while (cancelled && ms_clock_now_ns() < deadline) {
+		unsigned running = 0;
+		for (size_t i = 0; i < node->ntemplates; i++)
+			running += node->templates[i]->pause && !node->templates[i]->done;
+		if (!running)
+			break;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * MS_NSEC_PER_MSEC;
+		ts.tv_sec += ts.tv_nsec / MS_NSEC_PER_SEC;
+		ts.tv_nsec %= MS_NSEC_PER_SEC;
 		pthread_cond_timedwait(&node->cond, &node->lock, &ts);
 	}
 	pthread_mutex_unlock(&node->lock);

@@ -38,6 +38,8 @@ static int ms_pause_put(struct ms_pause *p, const char *key, int fd, const void 
 	ms_backoff_init(&b, 50 * MS_NSEC_PER_MSEC, MS_NSEC_PER_SEC,
 			p->config.upload_attempts ? p->config.upload_attempts : 4);
 	for (;;) {
+		if (atomic_load(&p->cancelled))
+			return MS_ECANCELED; /* before each put: nothing more goes up */
 		int err = fd >= 0 ? ms_store_put_file(p->config.store, key, fd, size, NULL)
 				  : ms_store_put_buf(p->config.store, key, buf, (size_t)size, NULL);
 		int64_t delay;

@@ -566,6 +566,23 @@ promtool check metrics <"$tmp/body" >/dev/null 2>&1 && ok || bad "C2: promtool"
 stop_daemon
 expect "C2: clean stop" 0 $?
 
+### daemon C3: SIGTERM during an upload that outlasts shutdown_timeout (1 s; every store
+# write takes 3 s): the pipeline is cancelled through its token, not joined blindly; the
+# daemon exits within seconds, saying so (status 1), and no header became visible
+start_daemon C3 --test-store-delay 3s --shutdown-timeout 1s || exit 1
+api POST /v1/sandboxes '{"guest":"pattern","mem_mib":16,"exec":{"command":"fill","arg0":4,"arg1":8}}'
+xid=$(field .id)
+api POST "/v1/sandboxes/$xid/pause"
+xbuild=$(field .build_id)
+wait_status "$xbuild" uploading
+t0=$(date +%s)
+kill -TERM "$daemon"
+wait "$daemon"
+expect "C3: a cancelled upload is an unclean stop" 1 $?
+[ $(($(date +%s) - t0)) -lt 20 ] && ok || bad "C3: the stop took $(($(date +%s) - t0)) s"
+grep -q "failed: operation cancelled" "$tmp/C3.log" && ok || bad "C3: the pipeline did not stop by its token: $(cat "$tmp/C3.log")"
+[ ! -f "$store/$xbuild/memfile.header" ] && ok || bad "C3: a cancelled upload left a header"
+
 ### daemon D: template TTL - an evicted build resumes cold; an evicted template a sandbox
 ### still runs from stays open until the sandbox leaves it
 start_daemon D --template-ttl 1s || exit 1
