@@ -81,8 +81,10 @@ static struct ms_peer_server *server(const struct ms_peer_tls_pem *tls)
 	return s;
 }
 
-/* One status request from a client with tls (NULL: plain) to s: 0 with *http, or the error. */
-static int ask(struct ms_peer_server *s, const struct ms_peer_tls_pem *tls, unsigned *http)
+/* count status requests from one client with tls (NULL: plain) to s: 0 with the last
+ * answer's *http, or the first error. */
+static int ask_n(struct ms_peer_server *s, const struct ms_peer_tls_pem *tls, unsigned *http,
+		 int count)
 {
 	int err;
 	struct ms_peer_client_config cfg = {.address = ms_peer_server_address(s),
@@ -95,14 +97,22 @@ static int ask(struct ms_peer_server *s, const struct ms_peer_tls_pem *tls, unsi
 	assert_non_null(c);
 	struct ms_peer_request req = {.op = MS_PEER_OP_STATUS};
 	ms_uuid_generate(&req.build_id);
-	struct ms_peer_answer a;
-	err = ms_peer_client_get(c, &req, &a);
-	if (!err) {
-		*http = a.http;
-		ms_peer_answer_fini(&a);
+	err = 0;
+	for (int i = 0; i < count && !err; i++) {
+		struct ms_peer_answer a;
+		err = ms_peer_client_get(c, &req, &a);
+		if (!err) {
+			*http = a.http;
+			ms_peer_answer_fini(&a);
+		}
 	}
 	ms_peer_client_unref(c);
 	return err;
+}
+
+static int ask(struct ms_peer_server *s, const struct ms_peer_tls_pem *tls, unsigned *http)
+{
+	return ask_n(s, tls, http, 1);
 }
 
 static void test_fleet_peers_talk(void **state)
@@ -116,6 +126,27 @@ static void test_fleet_peers_talk(void **state)
 	ms_peer_server_get_stats(s, &st);
 	assert_int_equal(st.uncertified, 0);
 	ms_peer_server_stop(s);
+}
+
+/*
+ * One client's requests share one connection (one handshake): an answer queued in
+ * libmicrohttpd's first call closed the connection, so every request paid a new
+ * handshake (15.7 ms against 0.54 ms per request here).
+ */
+static void test_requests_share_a_connection(void **state)
+{
+	(void)state;
+	for (int tls = 0; tls < 2; tls++) {
+		struct ms_peer_server *s = server(tls ? &fleet_a : NULL);
+		unsigned http = 0;
+		assert_int_equal(ask_n(s, tls ? &fleet_b : NULL, &http, 5), 0);
+		assert_int_equal(http, 404);
+		struct ms_peer_server_stats st;
+		ms_peer_server_get_stats(s, &st);
+		assert_int_equal(st.requests, 5);
+		assert_int_equal(st.connections, 1);
+		ms_peer_server_stop(s);
+	}
 }
 
 static void test_client_of_another_ca_refused(void **state)
@@ -193,6 +224,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_fleet_peers_talk),
+	    cmocka_unit_test(test_requests_share_a_connection),
 	    cmocka_unit_test(test_client_of_another_ca_refused),
 	    cmocka_unit_test(test_server_of_another_ca_refused),
 	    cmocka_unit_test(test_server_for_another_address_refused),

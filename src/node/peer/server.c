@@ -68,12 +68,19 @@ struct ms_peer_server {
 	struct ms_peer_entry *entries;
 
 	_Atomic uint64_t requests, available, not_available, use_storage, bad_requests,
-	    unauthorized, uncertified, data_bytes, dropped;
+	    unauthorized, uncertified, data_bytes, dropped, connections;
+};
+
+/* One TCP connection (libmicrohttpd's socket context; its own thread): the client
+ * certificate is checked once per connection, not per request. */
+struct ms_peer_socket {
+	int certified; /* -1: not checked yet; else 0 or 1 */
 };
 
 /* One connection's request: the raw URI from the log callback. */
 struct ms_peer_conn {
 	char *uri;
+	bool headers_done; /* the access handler's first call is over */
 };
 
 /* ---- answers ---- */
@@ -139,13 +146,38 @@ static enum MHD_Result ms_peer_send_error(struct ms_peer_server *s, struct MHD_C
  */
 static bool ms_peer_certified(struct MHD_Connection *conn)
 {
+	const union MHD_ConnectionInfo *sock =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct ms_peer_socket *k = sock ? sock->socket_context : NULL;
+	if (k && k->certified >= 0)
+		return k->certified;
 	const union MHD_ConnectionInfo *ci =
 	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
 	unsigned status = 0;
-	return ci && ci->tls_session &&
-	       gnutls_certificate_verify_peers2((gnutls_session_t)ci->tls_session, &status) ==
-		   GNUTLS_E_SUCCESS &&
-	       status == 0;
+	bool ok = ci && ci->tls_session &&
+		  gnutls_certificate_verify_peers2((gnutls_session_t)ci->tls_session, &status) ==
+		      GNUTLS_E_SUCCESS &&
+		  status == 0;
+	if (k)
+		k->certified = ok;
+	return ok;
+}
+
+static void ms_peer_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+			   enum MHD_ConnectionNotificationCode toe)
+{
+	struct ms_peer_server *s = cls;
+	(void)conn;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		atomic_fetch_add(&s->connections, 1);
+		struct ms_peer_socket *k = malloc(sizeof(*k));
+		if (k)
+			k->certified = -1; /* without it, every request is checked */
+		*socket_context = k;
+	} else {
+		free(*socket_context);
+		*socket_context = NULL;
+	}
 }
 
 /* ---- the build table ---- */
@@ -508,6 +540,15 @@ static enum MHD_Result ms_peer_access(void *cls, struct MHD_Connection *conn, co
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	/*
+	 * Answer on the second call, once the request is read: libmicrohttpd closes the
+	 * connection after an answer queued in the first call ("Connection: close"), and
+	 * every request would pay a new connection (with TLS, a new handshake).
+	 */
+	if (c && !c->headers_done) {
+		c->headers_done = true;
+		return MHD_YES;
+	}
 	atomic_fetch_add(&s->requests, 1);
 	if (!c || !c->uri)
 		return MHD_NO;
@@ -688,8 +729,9 @@ struct ms_peer_server *ms_peer_server_start(const struct ms_peer_server_config *
 	s->daemon = MHD_start_daemon(
 	    flags | (tls ? MHD_USE_TLS : 0), 0, NULL, NULL, ms_peer_access, s,
 	    MHD_OPTION_LISTEN_SOCKET, s->fd, MHD_OPTION_URI_LOG_CALLBACK, ms_peer_uri_log, s,
-	    MHD_OPTION_NOTIFY_COMPLETED, ms_peer_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned)120, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_COMPLETED, ms_peer_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+	    ms_peer_notify, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_ARRAY,
+	    tls_opts, MHD_OPTION_END);
 	if (!s->daemon) {
 		if (tls)
 			ms_err(MS_MOD, "peer server: TLS did not start (is the key the "
@@ -748,5 +790,6 @@ void ms_peer_server_get_stats(struct ms_peer_server *s, struct ms_peer_server_st
 	    .uncertified = atomic_load(&s->uncertified),
 	    .data_bytes = atomic_load(&s->data_bytes),
 	    .dropped = atomic_load(&s->dropped),
+	    .connections = atomic_load(&s->connections),
 	};
 }

@@ -94,6 +94,7 @@ struct ms_peer_server_stats {
 	uint64_t uncertified; /* 403: TLS, and no client certificate the fleet CA signed */
 	uint64_t data_bytes;  /* data bytes served */
 	uint64_t dropped;     /* connections dropped by on_request */
+	uint64_t connections; /* TCP connections accepted (requests share them: keep-alive) */
 };
 
 /* Starts listening. NULL on error with *err set (-EINVAL for the config, -errno). */
