@@ -57,7 +57,8 @@ build-fuzz/build.ninja:
 
 fuzz: deps build-fuzz/build.ninja
 	ninja -C build-fuzz fuzz/fuzz_header fuzz/fuzz_handshake fuzz/fuzz_api fuzz/fuzz_peer \
-		fuzz/fuzz_snapfile fuzz/fuzz_s3_xml fuzz/fuzz_metadata fuzz/gen_seeds
+		fuzz/fuzz_snapfile fuzz/fuzz_s3_xml fuzz/fuzz_metadata fuzz/fuzz_checksums \
+		fuzz/gen_seeds
 	scripts/run-fuzz.sh build-fuzz
 
 format:

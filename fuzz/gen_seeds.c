@@ -1,9 +1,10 @@
 /*
  * gen_seeds.c - writes the fuzzers' seed corpus into a directory: valid V3/V4/V5
- * headers, handshakes, and snapfiles of both backends.
+ * headers, handshakes, snapfiles of both backends, and checksum tables.
  */
 #include "header/serialize.h"
 #include "sandbox/snapfile.h"
+#include "storage/checksums.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,38 @@ int main(int argc, char **argv)
 			return 1;
 		free(buf);
 	}
+	/* checksum tables: fixed blocks (two sizes, an empty object) and per-frame blocks */
+	static uint8_t data[3 * 4096 + 100];
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 31);
+	FILE *tmp = tmpfile();
+	if (!tmp || fwrite(data, 1, sizeof(data), tmp) != sizeof(data) || fflush(tmp))
+		return 1;
+	struct ms_frame_table *frames = ms_frame_table_new(MS_COMPRESS_ZSTD);
+	ms_frame_table_append(frames, 8192, 4096);
+	ms_frame_table_append(frames, 8192, 100);
+	ms_frame_table_append(frames, 4096, 4096 * 2);
+	for (int i = 0; i < 2; i++) {
+		struct ms_sums *sums = ms_sums_new();
+		if (!sums || ms_sums_add_buf(sums, "memfile", data, sizeof(data), 4096) ||
+		    ms_sums_add_buf(sums, "snapfile", data, 40, 0) ||
+		    (i && (ms_sums_add_buf(sums, "metadata.json", NULL, 0, 0) ||
+			   ms_sums_add_frames(sums, "memfile.zstd", fileno(tmp), frames))))
+			return 1;
+		uint8_t *buf;
+		size_t len;
+		if (ms_sums_serialize(sums, &buf, &len))
+			return 1;
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/fuzz_checksums/seed-%d", argv[1], i);
+		FILE *f = fopen(path, "wb");
+		if (!f || fwrite(buf, 1, len, f) != len || fclose(f))
+			return 1;
+		free(buf);
+		ms_sums_unref(sums);
+	}
+	ms_frame_table_free(frames);
+	fclose(tmp);
 	ms_header_free(diff);
 	ms_header_free(base);
 	ms_pageset_free(dirty);

@@ -6,7 +6,8 @@ set -eu
 build=${1:?usage: run-fuzz.sh BUILD_DIR}
 seconds=${FUZZ_SECONDS:-60}
 corpus="$build/fuzz/corpus"
-mkdir -p "$corpus/fuzz_header" "$corpus/fuzz_handshake" "$corpus/fuzz_snapfile"
+mkdir -p "$corpus/fuzz_header" "$corpus/fuzz_handshake" "$corpus/fuzz_snapfile" \
+	"$corpus/fuzz_checksums"
 "$build/fuzz/gen_seeds" "$corpus"
 # fuzz_api: one seed per route ("METHOD\nPATH\nBODY")
 mkdir -p "$corpus/fuzz_api"

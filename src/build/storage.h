@@ -23,6 +23,7 @@
 #include "cache/diffstore.h"
 #include "header/header.h"
 #include "storage/artifact.h"
+#include "storage/checksums.h"
 #include "storage/store.h"
 
 #include <stdatomic.h>
@@ -50,6 +51,47 @@ int ms_build_storage_load_header(struct ms_store *store, const ms_uuid *build_id
  */
 int ms_build_storage_open(struct ms_build_storage *bs, const ms_uuid *build_id,
 			  const struct ms_header *header, struct ms_source **out);
+/*
+ * Completes a pause's checksum table (storage/checksums.h), which holds the data
+ * and snapfile already: adds "{build_id}/metadata.json" when a caller put one in
+ * store before the header, and the serialized header about to be put. *out
+ * (malloc'd) is the table to put at "{build_id}/checksums" before the header.
+ */
+int ms_build_storage_sums_finish(struct ms_store *store, const ms_uuid *build_id,
+				 struct ms_sums *sums, const void *header, size_t header_len,
+				 uint8_t **out, size_t *out_len);
+/* One object of ms_build_storage_verify: what it found. */
+enum ms_verify_status {
+	MS_VERIFY_OK,	   /* every block matches its checksum */
+	MS_VERIFY_BAD,	   /* a block does not match, or the object's size differs */
+	MS_VERIFY_NONE,	   /* not in the build's checksum table (or there is no table) */
+	MS_VERIFY_MISSING, /* listed in the table, not in the store */
+};
+
+struct ms_verify_row {
+	ms_uuid build_id;
+	char name[64];	/* object name after "{build_id}/" */
+	uint64_t bytes; /* in the store */
+	enum ms_verify_status status;
+	int err;	     /* the store's error, if reading failed (status BAD) */
+	uint64_t bad_offset; /* BAD: where the first block that does not match starts */
+};
+
+/* "ok", "bad", "none", "missing". */
+const char *ms_verify_status_name(enum ms_verify_status status);
+
+/*
+ * Checks every object of build_id and of every build its header maps (its
+ * ancestors) in store against their checksum tables, reading past any checking
+ * wrapper (storage/verified.h) so that nothing is fetched twice or counted.
+ * Calls fn once per object, builds in header order, objects in key order. 0 when
+ * every object is ok or none, MS_ECHECKSUM when one is bad or missing, or the
+ * error that stopped it (the build's header cannot be read: MS_ENOTFOUND, ...).
+ */
+typedef void (*ms_verify_fn)(const struct ms_verify_row *row, void *ctx);
+int ms_build_storage_verify(struct ms_store *store, const ms_uuid *build_id, ms_verify_fn fn,
+			    void *ctx);
+
 /* ms_layered_resolve_fn over a struct ms_build_storage. */
 int ms_build_storage_resolve(void *ctx, const ms_uuid *build_id, const struct ms_header *header,
 			     struct ms_source **out);

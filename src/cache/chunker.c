@@ -37,6 +37,7 @@
 #include "util/lock.h"
 #include "util/log.h"
 
+#include "storage/checksums.h"
 #include "storage/frames.h"
 
 #include <assert.h>
@@ -264,29 +265,30 @@ static int ms_fetch_frame(struct ms_fetch_session *s)
 	unsigned char *plain = malloc((size_t)f->size_u);
 	if (!plain)
 		goto out_packed;
-	err = ms_session_check(s);
-	if (err)
-		goto out_plain;
-	size_t got = 0;
-	err = ms_store_read_range(ch->store, ch->key, (uint64_t)f->start_c, packed,
-				  (size_t)f->size_c, &got);
-	if (err)
-		goto out_plain;
-	atomic_fetch_add(&ch->stat_bytes, got);
-	if (got != (size_t)f->size_c) {
-		err = MS_ECORRUPT;
-		goto out_plain;
+	/* a frame that does not decode is counted and fetched once more (verified.h) */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		err = ms_session_check(s);
+		if (err)
+			goto out_plain;
+		size_t got = 0;
+		err = ms_store_read_range(ch->store, ch->key, (uint64_t)f->start_c, packed,
+					  (size_t)f->size_c, &got);
+		if (err)
+			goto out_plain;
+		atomic_fetch_add(&ch->stat_bytes, got);
+		err = got != (size_t)f->size_c ? MS_ECORRUPT : ms_session_check(s);
+		if (!err)
+			err = ms_frames_decode(ch->frames->type, packed, (size_t)f->size_c, plain,
+					       (size_t)f->size_u);
+		if (err != MS_ECHECKSUM && err != MS_ECORRUPT)
+			break;
+		ms_integrity_count(ms_integrity_classify(ch->key));
+		ms_warn("cache", "%s: frame %lld at %lld (%d bytes) does not decode: %s%s", ch->key,
+			(long long)s->frame, (long long)f->start_c, f->size_c, ms_strerror(err),
+			attempt ? "" : "; fetching it once more");
 	}
-	err = ms_session_check(s);
 	if (err)
 		goto out_plain;
-	err =
-	    ms_frames_decode(ch->frames->type, packed, (size_t)f->size_c, plain, (size_t)f->size_u);
-	if (err) {
-		ms_warn("cache", "%s: frame %lld at %lld does not decode: %s", ch->key,
-			(long long)s->frame, (long long)f->start_c, ms_strerror(err));
-		goto out_plain;
-	}
 	err = ms_cachefile_write(ch->cache, plain, s->chunk_off, s->chunk_len);
 out_plain:
 	free(plain);

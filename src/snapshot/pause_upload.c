@@ -1,12 +1,14 @@
 /*
  * pause_upload.c - the pause pipeline's upload stage (DRAINED -> UPLOADED):
- * the diff (raw or as compressed frames), the snapfile, then the header, each
- * put retried on transient errors with a backoff that a cancel cuts short.
+ * the diff (raw or as compressed frames), the snapfile, the checksum table of
+ * every object it puts (storage/checksums.h), then the header, each put retried
+ * on transient errors with a backoff that a cancel cuts short.
  * Runs on the pipeline thread; the release of the memory runs beside it.
  */
 #include "header/serialize.h"
 #include "snapshot/pause_int.h"
 #include "storage/artifact.h"
+#include "storage/checksums.h"
 #include "storage/frames.h"
 #include "storage/lease.h"
 #include "util/backoff.h"
@@ -76,7 +78,7 @@ static int ms_pause_put(struct ms_pause *p, const char *key, int fd, const void 
  * SHA-256 of the uncompressed data go into self.
  */
 static int ms_pause_put_compressed(struct ms_pause *p, int fd, uint64_t size,
-				   struct ms_build_data *self)
+				   struct ms_build_data *self, struct ms_sums *sums)
 {
 	char tmp[4200], key[MS_ARTIFACT_KEY_MAX];
 	snprintf(tmp, sizeof(tmp), "%s.frames", p->diff_path);
@@ -88,9 +90,11 @@ static int ms_pause_put_compressed(struct ms_pause *p, int fd, uint64_t size,
 	if (!err) {
 		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE,
 				p->config.compress);
+		err = ms_sums_add_frames(sums, ms_artifact_name_of(key), out, self->frames);
+	}
+	if (!err)
 		err =
 		    ms_pause_put(p, key, out, NULL, (uint64_t)ms_frame_table_size_c(self->frames));
-	}
 	close(out);
 	unlink(tmp);
 	return err;
@@ -164,25 +168,37 @@ static int ms_pause_upload_objects(struct ms_pause *p)
 		return err;
 	}
 	struct ms_build_data self = {.build_id = p->real_id, .size = st.st_size};
-	if (p->config.compress != MS_COMPRESS_NONE)
-		err = ms_pause_put_compressed(p, fd, (uint64_t)st.st_size, &self);
+	/* every object put below gets its checksums in here */
+	struct ms_sums *sums = ms_sums_new();
+	if (!sums)
+		err = -ENOMEM;
+	else if (p->config.compress != MS_COMPRESS_NONE)
+		err = ms_pause_put_compressed(p, fd, (uint64_t)st.st_size, &self, sums);
 	else {
 		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE,
 				MS_COMPRESS_NONE);
-		err = ms_pause_put(p, key, fd, NULL, (uint64_t)st.st_size);
+		err = ms_sums_add_fd(sums, ms_artifact_name_of(key), fd, (uint64_t)st.st_size, 0);
+		if (!err)
+			err = ms_pause_put(p, key, fd, NULL, (uint64_t)st.st_size);
 	}
 	close(fd);
 	if (err) {
+		ms_sums_unref(sums);
 		ms_frame_table_free(self.frames);
 		return err;
 	}
 	ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_SNAPFILE, MS_COMPRESS_NONE);
 	struct ms_header *final = NULL;
-	err = ms_pause_put(p, key, -1, p->snapfile, p->snapfile_len);
+	err = ms_sums_add_buf(sums, ms_artifact_name_of(key), p->snapfile, p->snapfile_len, 0);
+	if (!err)
+		err = ms_pause_put(p, key, -1, p->snapfile, p->snapfile_len);
 	if (!err && p->metadata) {
 		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_METADATA,
 				MS_COMPRESS_NONE);
-		err = ms_pause_put(p, key, -1, p->metadata, p->metadata_len);
+		err = ms_sums_add_buf(sums, ms_artifact_name_of(key), p->metadata, p->metadata_len,
+				      0);
+		if (!err)
+			err = ms_pause_put(p, key, -1, p->metadata, p->metadata_len);
 	}
 	if (!err &&
 	    /* an ancestor that never reached the store: no child header */
@@ -193,6 +209,7 @@ static int ms_pause_upload_objects(struct ms_pause *p)
 	    !(final = ms_header_copy(p->durable->header)))
 		err = -ENOMEM;
 	if (err) {
+		ms_sums_unref(sums);
 		ms_frame_table_free(self.frames);
 		return err;
 	}
@@ -204,10 +221,21 @@ static int ms_pause_upload_objects(struct ms_pause *p)
 	if (!err)
 		err = ms_pause_fill_ancestors(p, final);
 	if (!err && !(err = ms_header_serialize(final, 0, false, &blob, &len))) {
+		/* the checksum table goes last before the header, which commits the build */
+		uint8_t *table = NULL;
+		size_t table_len;
+		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_CHECKSUMS,
+				MS_COMPRESS_NONE);
+		if (!(err = ms_build_storage_sums_finish(p->config.store, &p->real_id, sums, blob,
+							 len, &table, &table_len)))
+			err = ms_pause_put(p, key, -1, table, table_len);
+		free(table);
 		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE_HEADER,
 				MS_COMPRESS_NONE);
-		err = ms_pause_put(p, key, -1, blob, len);
+		if (!err)
+			err = ms_pause_put(p, key, -1, blob, len);
 	}
+	ms_sums_unref(sums);
 	free(blob);
 	if (err) {
 		ms_header_free(final);

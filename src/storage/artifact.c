@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 int ms_artifact_key(char *buf, size_t size, const ms_uuid *build_id, enum ms_artifact artifact,
 		    enum ms_compression compression)
@@ -14,8 +15,9 @@ int ms_artifact_key(char *buf, size_t size, const ms_uuid *build_id, enum ms_art
 		[MS_ARTIFACT_ROOTFS_HEADER] = "rootfs.ext4.header",
 		[MS_ARTIFACT_SNAPFILE] = "snapfile",
 		[MS_ARTIFACT_METADATA] = "metadata.json",
+		[MS_ARTIFACT_CHECKSUMS] = "checksums",
 	};
-	if ((unsigned)artifact > MS_ARTIFACT_METADATA)
+	if ((unsigned)artifact > MS_ARTIFACT_CHECKSUMS)
 		return -EINVAL;
 	bool data = artifact == MS_ARTIFACT_MEMFILE || artifact == MS_ARTIFACT_ROOTFS;
 	const char *suffix = "";
@@ -27,4 +29,10 @@ int ms_artifact_key(char *buf, size_t size, const ms_uuid *build_id, enum ms_art
 	ms_uuid_format(build_id, id);
 	int n = snprintf(buf, size, "%s/%s%s", id, names[artifact], suffix);
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+const char *ms_artifact_name_of(const char *key)
+{
+	const char *slash = strrchr(key, '/');
+	return slash ? slash + 1 : key;
 }

@@ -63,7 +63,8 @@ static bool ms_faulty_before(struct ms_store_faulty *f, enum ms_faulty_op op,
 		return true;
 	}
 	*ret = err ? err : -EIO;
-	return *action == MS_FAULTY_TRUNCATE && op == MS_FAULTY_READ;
+	return (*action == MS_FAULTY_TRUNCATE || *action == MS_FAULTY_CORRUPT) &&
+	       op == MS_FAULTY_READ;
 }
 
 static int ms_faulty_put_buf(struct ms_store *store, const char *key, const void *buf, size_t len,
@@ -98,7 +99,10 @@ static int ms_faulty_read_range(struct ms_store *store, const char *key, uint64_
 		return ret;
 	if (action == MS_FAULTY_TRUNCATE)
 		len /= 2;
-	return f->inner->ops->read_range(f->inner, key, off, dst, len, got);
+	ret = f->inner->ops->read_range(f->inner, key, off, dst, len, got);
+	if (!ret && action == MS_FAULTY_CORRUPT && *got > 0)
+		((unsigned char *)dst)[0] ^= 0x01;
+	return ret;
 }
 
 static int ms_faulty_size(struct ms_store *store, const char *key, uint64_t *size)

@@ -6,7 +6,8 @@
  * set) of a kind fail with an error, sleep first, or truncate: a truncated put
  * stores nothing and fails as if the connection broke after a prefix (puts are
  * atomic, so a failed put must leave nothing visible); a truncated read returns
- * half the bytes asked for. Thread-safe.
+ * half the bytes asked for; a corrupted read returns them with one bit flipped
+ * (bit rot on the wire: the next read is clean). Thread-safe.
  */
 #ifndef MS_STORAGE_FAULTY_H
 #define MS_STORAGE_FAULTY_H
@@ -30,6 +31,7 @@ enum ms_faulty_action {
 	MS_FAULTY_FAIL,     /* return err without calling the inner store */
 	MS_FAULTY_DELAY,    /* sleep delay_ns, then call the inner store */
 	MS_FAULTY_TRUNCATE, /* put: fail with err, nothing stored; read: half the bytes */
+	MS_FAULTY_CORRUPT,  /* read: the bytes with the first one flipped (other ops: as FAIL) */
 };
 
 struct ms_store *ms_store_faulty_new(struct ms_store *inner);

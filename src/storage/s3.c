@@ -23,6 +23,7 @@
  */
 #include "storage/s3_int.h"
 #include "storage/s3_xml.h"
+#include "storage/verified.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -46,6 +47,7 @@ static const struct ms_store_ops ms_s3_ops;
 
 static struct ms_s3 *ms_s3_from(struct ms_store *store)
 {
+	store = ms_store_unverified(store); /* ms_store_open wraps every store in a check */
 	return store && store->ops == &ms_s3_ops ? (struct ms_s3 *)store : NULL;
 }
 

@@ -108,7 +108,9 @@ struct ms_store *ms_store_s3_new(const struct ms_s3_config *config, int *err);
  * Opens a store from a URI: "file:///abs/path" (or a plain path) -> fs;
  * "s3://bucket/prefix" -> s3 with s3's settings (may be NULL; its bucket and prefix are
  * ignored: the URI names them). Reads no environment: callers above node/ fill s3, e.g.
- * with ms_s3_env_read() (s3.h). NULL on error with *err set.
+ * with ms_s3_env_read() (s3.h). The store is wrapped in a checking one
+ * (storage/verified.h): reads of a build's objects are checked against its
+ * checksum table. NULL on error with *err set.
  */
 struct ms_store *ms_store_open(const char *uri, const struct ms_s3_config *s3, int *err);
 

@@ -3,13 +3,14 @@
  * store.c so that code using one backend links without the others.
  */
 #include "storage/store.h"
+#include "storage/verified.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct ms_store *ms_store_open(const char *uri, const struct ms_s3_config *s3, int *err)
+static struct ms_store *ms_store_open_backend(const char *uri, const struct ms_s3_config *s3, int *err)
 {
 	*err = -EINVAL;
 	if (!uri || !*uri)
@@ -36,4 +37,18 @@ struct ms_store *ms_store_open(const char *uri, const struct ms_s3_config *s3, i
 	if (strstr(uri, "://"))
 		return NULL; /* an unknown scheme */
 	return ms_store_fs_new(uri, err);
+}
+
+/* Every store opened by URI checks what it reads against the builds' checksum tables. */
+struct ms_store *ms_store_open(const char *uri, const struct ms_s3_config *s3, int *err)
+{
+	struct ms_store *store = ms_store_open_backend(uri, s3, err);
+	if (!store)
+		return NULL;
+	struct ms_store *verified = ms_store_verified_new(store, true);
+	if (!verified) {
+		ms_store_free(store);
+		*err = -ENOMEM;
+	}
+	return verified;
 }

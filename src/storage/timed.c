@@ -1,5 +1,6 @@
 /* timed.c - times and counts every call of a wrapped store (see timed.h). */
 #include "storage/timed.h"
+#include "storage/verified.h"
 #include "util/clock.h"
 #include "util/err.h"
 
@@ -140,6 +141,8 @@ struct ms_store *ms_store_timed_new(struct ms_store *inner, struct ms_store_timi
 	t->base.ops = &ms_timed_ops;
 	t->inner = inner;
 	t->timing = timing;
-	snprintf(timing->backend, sizeof(timing->backend), "%s", inner->ops->name);
+	/* the backend's name, not the checking wrapper's (ms_store_open adds one) */
+	snprintf(timing->backend, sizeof(timing->backend), "%s",
+		 ms_store_unverified(inner)->ops->name);
 	return &t->base;
 }
