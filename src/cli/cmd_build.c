@@ -1,10 +1,14 @@
 /*
  * cmd_build.c - "memsnap build show|metadata ID": a build's state, sizes and
- * dedup figures, and its scheduling metadata, from memsnapd.
+ * dedup figures, and its scheduling metadata, from memsnapd; "memsnap build
+ * verify ID --store URI": every object of a build and its ancestors checked
+ * against their checksum tables, straight from the store.
  */
+#include "build/storage.h"
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "util/err.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,4 +133,83 @@ int ms_cli_build_metadata(int argc, char **argv)
 {
 	return ms_build_get(argc, argv, metadata_usage, "/scheduling-metadata",
 			    ms_build_print_metadata);
+}
+
+static const char *const verify_usage =
+    "usage: memsnap build verify ID --store URI [--endpoint URL]\n\n"
+    "Reads every object of build ID and of every build its header maps (its ancestors)\n"
+    "from the store and checks each block against the build's checksum table.\n"
+    "Prints one row per object: build, object, bytes, checksum ok|bad|none|missing\n"
+    "(none: the object is not in a table, e.g. a build written before checksums).\n\n"
+    "  --store URI      file:///path or s3://bucket/prefix\n"
+    "  --endpoint URL   S3 endpoint (default: $MEMSNAP_S3_ENDPOINT, $AWS_ENDPOINT_URL)\n"
+    "exit: 0 every object ok or none, 1 an object bad or missing (or the store failed),\n"
+    "      2 usage, 3 no such build\n";
+
+struct ms_verify_print {
+	unsigned rows, bad;
+};
+
+static void ms_verify_print_row(const struct ms_verify_row *row, void *ctx)
+{
+	struct ms_verify_print *p = ctx;
+	char id[MS_UUID_STR_LEN];
+	ms_uuid_format(&row->build_id, id);
+	if (p->rows++ == 0)
+		printf("%-36s  %-20s %14s  %s\n", "BUILD", "OBJECT", "BYTES", "CHECKSUM");
+	printf("%-36s  %-20s %14llu  %s", id, row->name, (unsigned long long)row->bytes,
+	       ms_verify_status_name(row->status));
+	if (row->status == MS_VERIFY_BAD && row->err)
+		printf(" (%s)", ms_strerror(row->err));
+	else if (row->status == MS_VERIFY_BAD)
+		printf(" (at byte %llu)", (unsigned long long)row->bad_offset);
+	printf("\n");
+	p->bad += row->status == MS_VERIFY_BAD || row->status == MS_VERIFY_MISSING;
+}
+
+int ms_cli_build_verify(int argc, char **argv)
+{
+	if (ms_cli_wants_help(argc, argv)) {
+		fputs(verify_usage, stdout);
+		return 0;
+	}
+	/* ID and two "--name value" options, in any order */
+	const char *store_uri = NULL, *endpoint = NULL, *build = NULL;
+	for (int i = 1; i < argc; i++) {
+		const char **slot = strcmp(argv[i], "--store") == 0	 ? &store_uri
+				    : strcmp(argv[i], "--endpoint") == 0 ? &endpoint
+									 : NULL;
+		if (slot && i + 1 < argc)
+			*slot = argv[++i];
+		else if (!slot && argv[i][0] != '-' && !build)
+			build = argv[i];
+		else {
+			fputs(verify_usage, stderr);
+			return MS_EXIT_USAGE;
+		}
+	}
+	ms_uuid id;
+	if (!build || !store_uri || ms_uuid_parse(build, &id)) {
+		fputs(verify_usage, stderr);
+		return MS_EXIT_USAGE;
+	}
+	int err;
+	struct ms_store *store = ms_cli_store_open(store_uri, endpoint, &err);
+	if (!store)
+		return ms_cli_fail(store_uri, err);
+	struct ms_verify_print p = {0};
+	err = ms_build_storage_verify(store, &id, ms_verify_print_row, &p);
+	ms_store_free(store);
+	if (err == MS_ENOTFOUND && p.rows == 0) {
+		fprintf(stderr, "memsnap: build %s: not in the store\n", build);
+		return MS_EXIT_NOT_FOUND;
+	}
+	if (err == MS_ECHECKSUM || p.bad) {
+		fprintf(stderr, "memsnap: build %s: %u object%s bad or missing\n", build, p.bad,
+			p.bad == 1 ? "" : "s");
+		return MS_EXIT_FAILED;
+	}
+	if (err)
+		return ms_cli_fail("build verify", err);
+	return MS_EXIT_OK;
 }

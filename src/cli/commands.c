@@ -29,6 +29,7 @@ const struct ms_cli_command ms_cli_commands[] = {
 	{"build", "import", "turn a Firecracker memory file (full or diff) into a layered build", ms_cli_build_import},
 	{"build", "export", "write a build's full memory to a file (Firecracker File backend)", ms_cli_build_export},
 	{"store", "gc", "remove what no build needs: leftovers of failed uploads, dead leases", ms_cli_store_gc},
+	{"build", "verify", "check every object of a build and its ancestors against their checksums", ms_cli_build_verify},
 	{NULL, NULL, NULL, NULL},
 };
 /* clang-format on */

@@ -20,6 +20,7 @@ int ms_cli_build_metadata(int argc, char **argv);
 int ms_cli_build_import(int argc, char **argv);
 int ms_cli_build_export(int argc, char **argv);
 int ms_cli_store_gc(int argc, char **argv);
+int ms_cli_build_verify(int argc, char **argv);
 int ms_cli_vm_pause(int argc, char **argv);
 int ms_cli_vm_resume(int argc, char **argv);
 int ms_cli_vm_snapshot(int argc, char **argv);

@@ -7,6 +7,7 @@
  */
 #include "node/metrics.h"
 #include "memsnap/memsnap.h"
+#include "storage/checksums.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -297,6 +298,14 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 	ms_counter(out, "memsnap_upload_retries_total",
 		   "Object-store puts tried again after a transient error (timeout, reset).",
 		   atomic_load(&m->pipeline.upload_retries));
+	/* process-wide: counted wherever an object is read (storage/checksums.h) */
+	ms_family(out, "memsnap_integrity_failures_total", "counter",
+		  "Fetches of a stored object whose bytes did not match their checksum (or "
+		  "codec CRC), by object kind; each is fetched once more before a read fails.");
+	for (int o = 0; o < MS_INTEGRITY_OBJECTS; o++)
+		fprintf(out, "memsnap_integrity_failures_total{object=\"%s\"} %llu\n",
+			ms_integrity_object_name((enum ms_integrity_object)o),
+			(unsigned long long)ms_integrity_failures((enum ms_integrity_object)o));
 
 	/* the page servers of lazy resumes: ended sessions plus live ones */
 	struct ms_uffd_metrics u;
