@@ -135,6 +135,17 @@ bool ms_layered_is_cached(struct ms_layered *file, uint64_t off, size_t len)
 	return cached;
 }
 
+/* MS_LAYERED_PAGE_MEMFD or _PEER by the kind of source (cache/source.h names), else 0. */
+static uint8_t ms_layered_source_where(const struct ms_source *src)
+{
+	const char *kind = ms_source_kind(src);
+	if (!strncmp(kind, "memfd", 5))
+		return MS_LAYERED_PAGE_MEMFD;
+	if (!strncmp(kind, "peer", 4))
+		return MS_LAYERED_PAGE_PEER;
+	return 0;
+}
+
 /* The flags of one page that spans several mapping entries (a 2 MiB page over 4 KiB
  * mappings): NIL when every piece is nil, CACHED when every piece is nil or cached. */
 static uint8_t ms_layered_page_flags_split(struct ms_layered *file, const struct ms_header *h,
@@ -194,12 +205,14 @@ void ms_layered_page_flags(struct ms_layered *file, uint64_t off, uint64_t page_
 		struct ms_source *src = NULL;
 		bool resolved = file->resolve(file->ctx, &build, snap->header, &src) == 0;
 		bool all = resolved && ms_source_is_cached(src, in_build, run * page_size);
+		uint8_t where = resolved ? ms_layered_source_where(src) : 0;
 		for (size_t k = 0; k < run; k++)
 			flags[i + k] =
-			    all || (resolved &&
-				    ms_source_is_cached(src, in_build + k * page_size, page_size))
-				? MS_LAYERED_PAGE_CACHED
-				: 0;
+			    (all || (resolved &&
+				     ms_source_is_cached(src, in_build + k * page_size, page_size))
+				 ? MS_LAYERED_PAGE_CACHED
+				 : 0) |
+			    where;
 		ms_source_unref(src);
 		i += run;
 	}

@@ -80,11 +80,16 @@ bool ms_layered_is_cached(struct ms_layered *file, uint64_t off, size_t len);
  * Per-page flags of the npages pages of page_size bytes from off (page aligned),
  * all from ONE header snapshot: MS_LAYERED_PAGE_NIL (maps to the nil build: reads
  * as zeros), MS_LAYERED_PAGE_CACHED (its source holds it locally), 0 (must be
- * fetched, or past the end). Never fetches. The page server plans a fault's
- * whole block with one call.
+ * fetched, or past the end), plus MEMFD / PEER for where it is. Never fetches. The page server
+ * plans a fault's whole block with one call.
  */
 #define MS_LAYERED_PAGE_NIL    1
 #define MS_LAYERED_PAGE_CACHED 2
+/* Where the page's bytes are (with the flags above; for the fault-latency histogram):
+ * MEMFD: a paused guest's memory on this node; PEER: read through another node (its
+ * routing source). A page with neither, not CACHED and not NIL comes from the store. */
+#define MS_LAYERED_PAGE_MEMFD 4
+#define MS_LAYERED_PAGE_PEER  8
 void ms_layered_page_flags(struct ms_layered *file, uint64_t off, uint64_t page_size, size_t npages,
 			   uint8_t *flags);
 /*

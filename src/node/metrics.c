@@ -141,6 +141,11 @@ void ms_uffd_metrics_add(struct ms_uffd_metrics *dst, const struct ms_uffd_metri
 	ADD(errors);
 	for (int i = 0; i < MS_UFFD_LATENCY_BUCKETS; i++)
 		ADD(latency[i]);
+	for (int f = 0; f < MS_PAGE_FROMS; f++) {
+		for (int i = 0; i < MS_UFFD_LATENCY_BUCKETS; i++)
+			ADD(fault_latency[f][i]);
+		ADD(fault_ns[f]);
+	}
 #undef ADD
 }
 
@@ -189,6 +194,37 @@ static void ms_histogram_write(FILE *out, const char *name, const char *label, c
 	if (label)
 		snprintf(lp, sizeof(lp), "%s=\"%s\"", label, value);
 	ms_histogram_series(out, name, lp, h->bounds, h->nbounds, counts, sum, count);
+}
+
+/*
+ * memsnap_pageserver_fault_duration_seconds{source}: fault read to page installed, by
+ * where the page came from (uffd/pagesource.h enum ms_page_from), from the page servers'
+ * per-session buckets (microsecond bounds) summed at scrape.
+ */
+static void ms_fault_latency_write(FILE *out, const struct ms_uffd_metrics *u)
+{
+	static const char *const names[MS_PAGE_FROMS] = {
+	    [MS_PAGE_FROM_UNKNOWN] = "other", [MS_PAGE_FROM_MEMFD] = "memfd",
+	    [MS_PAGE_FROM_LOCAL] = "local",   [MS_PAGE_FROM_PEER] = "peer",
+	    [MS_PAGE_FROM_STORE] = "store",   [MS_PAGE_FROM_ZERO] = "zero",
+	};
+	double bounds[MS_UFFD_LATENCY_BUCKETS - 1];
+	for (int b = 0; b < MS_UFFD_LATENCY_BUCKETS - 1; b++)
+		bounds[b] = (double)ms_uffd_latency_bounds_us[b] / 1e6;
+	const char *n = "memsnap_pageserver_fault_duration_seconds";
+	ms_family(out, n, "histogram",
+		  "Lazy resumes' page faults, read to installed, by where the page came from: "
+		  "memfd (a paused guest's memory), local (diff file, cached chunks), peer, "
+		  "store, zero (no I/O), other (a source that does not say).");
+	for (int f = 0; f < MS_PAGE_FROMS; f++) {
+		uint64_t counts[MS_UFFD_LATENCY_BUCKETS], count = 0;
+		for (int b = 0; b < MS_UFFD_LATENCY_BUCKETS; b++)
+			count += counts[b] = atomic_load(&u->fault_latency[f][b]);
+		char labels[32];
+		snprintf(labels, sizeof(labels), "source=\"%s\"", names[f]);
+		ms_histogram_series(out, n, labels, bounds, MS_UFFD_LATENCY_BUCKETS - 1, counts,
+				    (double)atomic_load(&u->fault_ns[f]) / 1e9, count);
+	}
 }
 
 /* The store wrapper's request durations by op and their results (storage/timed.h). */
@@ -331,6 +367,7 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 			results[i].result,
 			(unsigned long long)atomic_load(
 			    (_Atomic uint64_t *)((char *)&u + results[i].off)));
+	ms_fault_latency_write(out, &u);
 	ms_counter(out, "memsnap_pageserver_source_retries_total",
 		   "Page-server source reads retried.", atomic_load(&u.source_retries));
 	ms_counter(out, "memsnap_pageserver_session_failures_total",

@@ -168,7 +168,7 @@ static void uffd_count_installed(struct ms_uffd_session *s, const struct uffd_jo
 	for (uint64_t k = i; k < i + done_pages; k++) {
 		if (k == fault_idx) {
 			*fault_done = true;
-			uffd_latency_record(s, job->t_event);
+			uffd_latency_record(s, job->t_event, job->from);
 		} else if (action == UFFD_SRC && job->fault_addr != UFFD_NO_FAULT) {
 			atomic_fetch_add(&s->metrics.pages_batched, 1);
 		}
@@ -235,7 +235,7 @@ static enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct u
 			if (i == fault_idx) {
 				atomic_fetch_add(&s->metrics.faults_eexist, 1);
 				fault_done = true;
-				uffd_latency_record(s, job->t_event);
+				uffd_latency_record(s, job->t_event, job->from);
 			}
 			need_wake = true;
 			i++;
@@ -340,7 +340,7 @@ void uffd_wp_resolve(struct ms_uffd_session *s, struct uffd_job *job)
 		return;
 	}
 	if (rc == 0 || rc == -ENOENT) {
-		uffd_latency_record(s, job->t_event);
+		uffd_latency_record(s, job->t_event, MS_PAGE_FROMS); /* no source served it */
 	} else if (rc == -ESRCH) {
 		atomic_fetch_add(&s->metrics.faults_esrch, 1);
 	} else {

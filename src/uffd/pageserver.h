@@ -77,6 +77,10 @@ struct ms_uffd_metrics {
 	_Atomic uint64_t errors; /* session failures */
 	/* fault latency: event read to page installed */
 	_Atomic uint64_t latency[MS_UFFD_LATENCY_BUCKETS];
+	/* the same by where the fault's page came from (enum ms_page_from; WP faults are in
+	 * latency only), with the sum of the latencies in ns */
+	_Atomic uint64_t fault_latency[MS_PAGE_FROMS][MS_UFFD_LATENCY_BUCKETS];
+	_Atomic uint64_t fault_ns[MS_PAGE_FROMS];
 };
 
 /* Called on the session's event thread when it leaves SERVING; must not block long. */

@@ -37,11 +37,29 @@ enum ms_page_kind {
 	MS_PAGE_ABSENT,	    /* not in the image: never batched as a neighbour of a fault */
 };
 
+/*
+ * Where a page's bytes come from, for the fault-latency histogram: classify() may
+ * add one of these in the high nibble of a kind (kind | from << MS_PAGE_FROM_SHIFT);
+ * MS_PAGE_KIND() takes the kind back. UNKNOWN (0) when the source does not say.
+ */
+enum ms_page_from {
+	MS_PAGE_FROM_UNKNOWN = 0,
+	MS_PAGE_FROM_MEMFD, /* a paused guest's memory on this node */
+	MS_PAGE_FROM_LOCAL, /* a local diff file or cached chunks */
+	MS_PAGE_FROM_PEER,  /* another node */
+	MS_PAGE_FROM_STORE, /* the object store */
+	MS_PAGE_FROM_ZERO,  /* no I/O: reads as zeros */
+	MS_PAGE_FROMS,
+};
+#define MS_PAGE_FROM_SHIFT 4
+#define MS_PAGE_KIND(k)	   ((k) & ((1u << MS_PAGE_FROM_SHIFT) - 1))
+#define MS_PAGE_FROM(k)	   ((k) >> MS_PAGE_FROM_SHIFT)
+
 struct ms_page_source_ops {
 	/* Reads len bytes at device offset off into dst. 0 or a negative errno / MS_E*. */
 	int (*read)(void *ctx, void *dst, uint64_t off, size_t len);
 	/* Optional: kinds[i] = enum ms_page_kind of the page at off + i * page_size, for
-	 * i < npages (off page aligned). */
+	 * i < npages (off page aligned), optionally with its enum ms_page_from (above). */
 	void (*classify)(void *ctx, uint64_t off, uint64_t page_size, size_t npages,
 			 uint8_t *kinds);
 	/* Size of the memory image in bytes. */

@@ -35,13 +35,21 @@
 #define UFFD_RETRY_INITIAL_NS (50 * MS_NSEC_PER_MSEC)
 #define UFFD_RETRY_MAX_NS     (500 * MS_NSEC_PER_MSEC)
 
-/* kinds[] of the npages pages from off; all REMOTE when the source gives no hint. */
-static void uffd_classify(struct ms_uffd_session *s, uint64_t off, uint64_t npages, uint8_t *kinds)
+/*
+ * kinds[] of the npages pages from off; all REMOTE when the source gives no hint. from
+ * (may be NULL): where page fault_k is (enum ms_page_from).
+ */
+static void uffd_classify(struct ms_uffd_session *s, uint64_t off, uint64_t npages, uint8_t *kinds,
+			  uint64_t fault_k, uint8_t *from)
 {
 	if (s->ops->classify)
 		s->ops->classify(s->ctx, off, s->page_size, (size_t)npages, kinds);
 	else
 		memset(kinds, MS_PAGE_REMOTE, (size_t)npages);
+	if (from) /* the fault page's origin; the rest of the planner wants the kinds only */
+		*from = (uint8_t)MS_PAGE_FROM(kinds[fault_k]);
+	for (uint64_t k = 0; k < npages; k++)
+		kinds[k] = (uint8_t)MS_PAGE_KIND(kinds[k]);
 }
 
 int uffd_job_read(struct ms_uffd_session *s, struct uffd_job *job)
@@ -136,6 +144,7 @@ static void uffd_zero_now(struct ms_uffd_session *s, const struct ms_uffd_region
 	job.fault_addr = addr;
 	job.write = write;
 	job.t_event = t_event;
+	job.from = MS_PAGE_FROM_ZERO;
 	job.req = req;
 	uffd_job_finish(s, &job, true);
 }
@@ -201,8 +210,8 @@ void uffd_handle_fault(struct ms_uffd_session *s, const struct uffd_msg *msg, in
 	job.write = write;
 	job.t_event = t_event;
 	uint8_t kinds[UFFD_MAX_BLOCK_PAGES];
-	uffd_classify(s, job.block_off, job.npages, kinds);
 	uint64_t fault_k = (addr - job.block_addr) / ps;
+	uffd_classify(s, job.block_off, job.npages, kinds, fault_k, &job.from);
 	if (kinds[fault_k] == MS_PAGE_ZERO) {
 		uffd_zero_now(s, r, addr, write, t_event, NULL);
 		return;
@@ -251,7 +260,7 @@ static void uffd_plan_prefault(struct ms_uffd_session *s, struct uffd_prefault_r
 		if (!open) {
 			uffd_plan_block(s, r, addr, &job);
 			job.req = req;
-			uffd_classify(s, job.block_off, job.npages, kinds);
+			uffd_classify(s, job.block_off, job.npages, kinds, 0, NULL);
 			open = true;
 			local = true;
 		}

@@ -60,6 +60,7 @@ struct uffd_job {
 	bool buf_owned;
 	int err;	 /* fetch result */
 	int64_t t_event; /* when the fault was read; 0 for prefault */
+	uint8_t from;	 /* enum ms_page_from of the fault's page (the latency histogram) */
 	struct uffd_prefault_req *req;
 };
 
@@ -121,8 +122,9 @@ struct uffd_job *uffd_list_pop(struct uffd_job **head, struct uffd_job **tail);
 void uffd_eventfd_signal(int fd);
 /* Queues a heap job to the workers (takes the lock). */
 void uffd_queue_to_workers(struct ms_uffd_session *s, struct uffd_job *job);
-/* Records the latency of a fault read at t_event (0: not a fault). */
-void uffd_latency_record(struct ms_uffd_session *s, int64_t t_event);
+/* Records the latency of a fault read at t_event (0: not a fault) served from `from`
+ * (enum ms_page_from; the WP resolve passes MS_PAGE_FROMS: no origin histogram). */
+void uffd_latency_record(struct ms_uffd_session *s, int64_t t_event, unsigned from);
 const struct ms_uffd_region *uffd_region_by_addr(struct ms_uffd_session *s, uint64_t addr);
 const struct ms_uffd_region *uffd_region_by_off(struct ms_uffd_session *s, uint64_t off);
 

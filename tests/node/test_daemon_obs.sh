@@ -5,7 +5,9 @@
 #    (sandbox created, paused, resumed, deleted; build published) carrying the
 #    right sandbox_id / build_id; text mode lines start with the timestamp too;
 #  - metrics: a live scrape promtool accepts, with the store request histogram
-#    and counters, memsnap_build_info and process_start_time_seconds;
+#    and counters, memsnap_build_info and process_start_time_seconds, and the
+#    fault latency by source (memfd on a warm resume during a stalled compare,
+#    store on a cold resume from a second daemon with an empty cache);
 #  - --help hides the test hooks (docs/daemon.md documents them under "Test hooks");
 #  - the --opt=value form, for memsnapd and memsnap sandbox/build/header.
 #   test_daemon_obs.sh MEMSNAPD MEMSNAP
@@ -26,6 +28,22 @@ trap cleanup EXIT
 . "$(dirname "$0")/../expect.sh"
 sock="$tmp/api.sock"
 ts_re='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$'
+
+# start_daemon LOG FLAGS...: memsnapd (proc, the test's socket and store, = forms) until it answers
+start_daemon() {
+	log=$1
+	shift
+	"$memsnapd" --config=/dev/null --socket="$sock" --run-dir="$tmp/run" \
+		--store="file://$tmp/store" --backend=proc "$@" 2>"$log" &
+	daemon=$!
+	tries=0
+	until curl -s --unix-socket "$sock" -o /dev/null http://d/healthz; do
+		kill -0 "$daemon" 2>/dev/null || { bad "memsnapd exited at start"; cat "$log"; exit 1; }
+		tries=$((tries + 1))
+		[ $tries -lt 600 ] || { bad "memsnapd never answered"; exit 1; }
+		sleep 0.1
+	done
+}
 
 ### --help: no test hook; each one documented under "Test hooks"
 "$memsnapd" --help >"$tmp/help" 2>&1
@@ -57,17 +75,8 @@ echo "$line" | grep -Eq '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\.[0-9]{3}Z memsna
 	ok || bad "text line: '$line'"
 
 ### a daemon run in json mode, every option in the = form
-"$memsnapd" --config=/dev/null --log-format=json --log-level=info --socket="$sock" \
-	--run-dir="$tmp/run" --cache-dir="$tmp/cache" --store="file://$tmp/store" \
-	--backend=proc --template-ttl=1h 2>"$tmp/d.log" &
-daemon=$!
-tries=0
-until curl -s --unix-socket "$sock" -o /dev/null http://d/healthz; do
-	kill -0 "$daemon" 2>/dev/null || { bad "memsnapd exited at start"; cat "$tmp/d.log"; exit 1; }
-	tries=$((tries + 1))
-	[ $tries -lt 600 ] || { bad "memsnapd never answered"; exit 1; }
-	sleep 0.1
-done
+start_daemon "$tmp/d.log" --log-format=json --log-level=info --cache-dir="$tmp/cache" --template-ttl=1h \
+	--test-stall-compare=2s
 id=$("$memsnap" sandbox start --socket="$sock" --guest=pattern --mem=16 --exec=fill --seed=7 \
 	--epoch=1 -q)
 expect "start (= form)" 0 $?
@@ -106,6 +115,13 @@ expect "store puts ok = put durations" "$puts" "$ok_puts"
 [ -n "$(metric 'memsnap_store_request_duration_seconds_bucket{op="get",backend="fs",le="+Inf"}')" ] &&
 	ok || bad "no get series"
 expect "build_info" 1 "$(metric 'memsnap_build_info{version="'"$("$memsnapd" --version | cut -d' ' -f2)"'"}')"
+# the warm resume ran while the compare was stalled: its faults came from the paused memory
+memfd=$(metric 'memsnap_pageserver_fault_duration_seconds_count{source="memfd"}')
+[ "${memfd:-0}" -gt 0 ] && ok || bad "faults served from the memfd: ${memfd:-none}"
+sum=$(metric 'memsnap_pageserver_fault_duration_seconds_sum{source="memfd"}')
+awk -v s="${sum:-0}" 'BEGIN { exit !(s > 0) }' && ok || bad "memfd fault latency sum: $sum"
+expect "no store faults on a warm resume" 0 \
+	"$(metric 'memsnap_pageserver_fault_duration_seconds_count{source="store"}')"
 start=$(metric process_start_time_seconds)
 now=$(date +%s)
 awk -v s="${start:-0}" -v n="$now" 'BEGIN { exit !(s > n - 600 && s <= n + 1) }' && ok ||
@@ -114,6 +130,20 @@ awk -v s="${start:-0}" -v n="$now" 'BEGIN { exit !(s > n - 600 && s <= n + 1) }'
 kill -TERM "$daemon"
 wait "$daemon"
 expect "clean stop" 0 $?
+daemon=""
+
+### a second daemon, empty cache: a cold resume's faults come from the store
+start_daemon "$tmp/d2.log" --log-format=json --cache-dir="$tmp/cache2"
+"$memsnap" sandbox start --socket="$sock" --build="$build" --exec=verify --arg0=7 --arg1=1 -q \
+	>/dev/null
+expect "cold resume + verify" 0 $?
+curl -s --unix-socket "$sock" -o "$tmp/metrics" http://d/metrics
+promtool check metrics <"$tmp/metrics" >/dev/null 2>&1 && ok || bad "promtool (cold)"
+cold=$(metric 'memsnap_pageserver_fault_duration_seconds_count{source="store"}')
+[ "${cold:-0}" -gt 0 ] && ok || bad "faults served from the store: ${cold:-none}"
+kill -TERM "$daemon"
+wait "$daemon"
+expect "clean stop 2" 0 $?
 daemon=""
 
 ### the json log: every line an object with ts/level/module/msg, the lifecycle events

@@ -223,6 +223,10 @@ expect "B: header from a peer" 1 "$(metric B memsnap_peer_headers_total)"
 peer_reads=$(metric B 'memsnap_peer_reads_total{source="peer"}')
 [ "$peer_reads" != missing ] && [ "$peer_reads" -gt 0 ] && ok || bad "B: no peer reads ($peer_reads)"
 expect "B: no store reads" 0 "$(metric B 'memsnap_peer_reads_total{source="store"}')"
+# its faults by source: from the peer, none from the store
+peer_faults=$(metric B 'memsnap_pageserver_fault_duration_seconds_count{source="peer"}')
+[ "$peer_faults" != missing ] && [ "$peer_faults" -gt 0 ] && ok || bad "B: no peer faults ($peer_faults)"
+expect "B: no store faults" 0 "$(metric B 'memsnap_pageserver_fault_duration_seconds_count{source="store"}')"
 served=$(metric A 'memsnap_peer_server_requests_total{answer="available"}')
 [ "$served" != missing ] && [ "$served" -gt 0 ] && ok || bad "A: served nothing ($served)"
 bytes=$(metric A memsnap_peer_server_bytes_total)
