@@ -150,7 +150,11 @@ struct ms_node_peers *ms_node_peers_new(const struct ms_node_config *cfg,
 						     .on_request_ctx = hook_ctx};
 		if (!(peers->server = ms_peer_server_start(&scfg, err))) {
 			snprintf(why, why_len, "peer_listen %s: %s", cfg->peer_listen,
-				 *err == -EINVAL ? "not an IPv4 ADDR:PORT" : ms_strerror(*err));
+				 *err == -EINVAL ? "not an IPv4 ADDR:PORT"
+				 : *err == MS_ECORRUPT
+				     ? "TLS did not start: is peer_tls_key the key of "
+				       "peer_tls_cert, and are the files PEM?"
+				     : ms_strerror(*err));
 			goto fail;
 		}
 	}

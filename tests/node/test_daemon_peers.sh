@@ -93,6 +93,9 @@ MEMSNAP_PEER_TOKEN=t bad_config "missing CA file" "peer_tls_ca $tmp/none.pem" --
 # shellcheck disable=SC2046
 MEMSNAP_PEER_TOKEN=t bad_config "plain HTTP with certificates" "peer_tls = off, but" \
 	--peer-listen 127.0.0.1:0 --peer-tls off $(tls a)
+MEMSNAP_PEER_TOKEN=t bad_config "a key that is not the certificate's" "TLS did not start" \
+	--peer-listen 127.0.0.1:0 --peer-tls-ca "$certs/fleet.pem" --peer-tls-cert "$certs/a.pem" \
+	--peer-tls-key "$certs/b.key"
 
 if ! netns_pair "$nsa" "$nsb" "$net" "$tag"; then
 	echo "SKIP: cannot create network namespaces here"
