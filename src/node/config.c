@@ -44,6 +44,15 @@ static const struct ms_opt ms_opts[] = {
     STR(store, "file:///var/lib/memsnap/store", "object store: file:///dir or s3://bucket/prefix"),
     STR(s3_endpoint, "", "S3 endpoint URL for s3:// stores (default: MEMSNAP_S3_ENDPOINT)"),
     OPT(s3_create_bucket, OPT_BOOL, "off", "s3:// stores: create the bucket at start if missing"),
+    STR(s3_sts_endpoint, "",
+	"STS for web-identity credentials (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN); empty: "
+	"AWS_ENDPOINT_URL_STS, else https://sts.amazonaws.com"),
+    OPT(s3_imds, OPT_BOOL, "off",
+	"s3:// stores: take credentials from the instance metadata service (IMDSv2) when no "
+	"other source has them"),
+    STR(s3_imds_endpoint, "",
+	"the instance metadata service; empty: AWS_EC2_METADATA_SERVICE_ENDPOINT, else "
+	"http://169.254.169.254"),
     STR(tcp_listen, "", "also serve the API on 127.0.0.1:PORT (requires a token); empty: off"),
     STR(token_file, "", "file holding the bearer token for TCP (or set MEMSNAP_TOKEN)"),
     STR(backend, "auto", "sandbox backend: auto (kvm where /dev/kvm opens, else proc), kvm, proc"),

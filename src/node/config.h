@@ -75,6 +75,11 @@ struct ms_node_config {
 	int64_t test_store_delay_ns;
 	char test_hold_upload[MS_NODE_PATH_MAX]; /* uploads wait until this file exists */
 	uint64_t test_peer_die_after;		 /* SIGKILL on the Nth peer data request */
+
+	/* where an s3:// store's temporary credentials come from (over the environment's) */
+	char s3_sts_endpoint[MS_NODE_PATH_MAX];	 /* web identity's STS; "": env, else AWS's */
+	bool s3_imds;				 /* credentials from IMDSv2 (opt-in) */
+	char s3_imds_endpoint[MS_NODE_PATH_MAX]; /* "": env, else AWS's address */
 };
 
 /* Fills every field with its default. */

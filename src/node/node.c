@@ -150,7 +150,12 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 		snprintf(why, why_len, "run_dir %s: %s", cfg->run_dir, strerror(errno));
 		goto fail;
 	}
-	struct ms_s3_config s3 = {.endpoint = cfg->s3_endpoint[0] ? cfg->s3_endpoint : NULL};
+	struct ms_s3_config s3 = {
+	    .endpoint = cfg->s3_endpoint[0] ? cfg->s3_endpoint : NULL,
+	    .sts_endpoint = cfg->s3_sts_endpoint[0] ? cfg->s3_sts_endpoint : NULL,
+	    .imds = cfg->s3_imds,
+	    .imds_endpoint = cfg->s3_imds_endpoint[0] ? cfg->s3_imds_endpoint : NULL,
+	};
 	ms_s3_env_apply(&cfg->s3_env, &s3);
 	node->store = ms_store_open(cfg->store, &s3, err);
 	if (!node->store) {

@@ -3,7 +3,7 @@
  *
  * Sources, the first that applies (all inputs come in struct ms_s3_config):
  *   static        an access key pair, with a session token for temporary credentials
- *                 (the config's, else ms_s3_credentials(): files and, for now, AWS_*)
+ *                 (ms_s3_credentials(): the config's, else the AWS files it names)
  *   web identity  web_identity_token_file + role_arn: STS AssumeRoleWithWebIdentity at
  *                 sts_endpoint (an unsigned POST; the token file is read again each time)
  *   imds          the instance metadata service v2 at imds_endpoint: PUT
