@@ -173,13 +173,17 @@ int ms_cli_build_verify(int argc, char **argv)
 		fputs(verify_usage, stdout);
 		return 0;
 	}
-	/* ID and two "--name value" options, in any order */
+	/* ID and two "--name value" (or "--name=value") options, in any order */
 	const char *store_uri = NULL, *endpoint = NULL, *build = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char **slot = strcmp(argv[i], "--store") == 0	 ? &store_uri
 				    : strcmp(argv[i], "--endpoint") == 0 ? &endpoint
 									 : NULL;
-		if (slot && i + 1 < argc)
+		if (!strncmp(argv[i], "--store=", 8))
+			store_uri = argv[i] + 8;
+		else if (!strncmp(argv[i], "--endpoint=", 11))
+			endpoint = argv[i] + 11;
+		else if (slot && i + 1 < argc)
 			*slot = argv[++i];
 		else if (!slot && argv[i][0] != '-' && !build)
 			build = argv[i];

@@ -96,6 +96,8 @@ done
 "$memsnap" header inspect --build="$build" --file=memfile --json "file://$tmp/store" >"$tmp/hdr"
 expect "header inspect (= form)" 0 $?
 expect "header inspect: the build" "$build" "$(jq -r .metadata.build_id "$tmp/hdr")"
+"$memsnap" build verify --store="file://$tmp/store" "$build" >"$tmp/verify"
+expect "build verify (= form)" 0 $?
 "$memsnap" sandbox rm --socket="$sock" "$id" >/dev/null
 expect "rm (= form)" 0 $?
 "$memsnap" sandbox ls --socket="$tmp/none.sock" >/dev/null 2>&1
