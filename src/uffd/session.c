@@ -76,31 +76,9 @@
 
 #define UFFD_EVENT_BATCH 64
 
-const uint64_t ms_uffd_latency_bounds_us[MS_UFFD_LATENCY_BUCKETS - 1] = {
-    10, 25, 50, 100, 250, 1000, 10000, 100000, 1000000};
-
 /* A blocking prefault call, waiting on the session's state_cond. Guarded by session lock. */
 
 /* ---- small helpers ---- */
-
-void uffd_latency_record(struct ms_uffd_session *s, int64_t t_event, unsigned from)
-{
-	if (!t_event)
-		return;
-	/* one clock read per fault; relaxed atomics of this session, summed at scrape */
-	int64_t ns = ms_clock_now_ns() - t_event;
-	uint64_t us = ns > 0 ? (uint64_t)ns / 1000 : 0;
-	unsigned b = 0;
-	while (b < MS_UFFD_LATENCY_BUCKETS - 1 && us > ms_uffd_latency_bounds_us[b])
-		b++;
-	atomic_fetch_add_explicit(&s->metrics.latency[b], 1, memory_order_relaxed);
-	if (from < MS_PAGE_FROMS) {
-		atomic_fetch_add_explicit(&s->metrics.fault_latency[from][b], 1,
-					  memory_order_relaxed);
-		atomic_fetch_add_explicit(&s->metrics.fault_ns[from], ns > 0 ? (uint64_t)ns : 0,
-					  memory_order_relaxed);
-	}
-}
 
 void uffd_eventfd_signal(int fd)
 {
