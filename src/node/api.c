@@ -7,6 +7,7 @@
  * number must be an integer in its range. The fuzz target drives this file.
  */
 #include "node/api.h"
+#include "uffd/prefetch.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -150,7 +151,7 @@ static int ms_api_parse_body(const char *body, size_t len, struct ms_api_request
 		rc = ms_api_error_set(err, 400, "bad_request", "the body must be a JSON object");
 		goto out;
 	}
-	bool have_guest = false, have_mem = false;
+	bool have_guest = false, have_mem = false, have_prefetch = false;
 	for (const cJSON *f = root->child; f; f = f->next) {
 		if (!f->string) {
 			rc = ms_api_error_set(err, 400, "bad_request", "a field without a name");
@@ -182,6 +183,17 @@ static int ms_api_parse_body(const char *body, size_t len, struct ms_api_request
 			}
 			req->from_build = true;
 		} else if ((create || req->op == MS_API_SANDBOX_RESUME) &&
+			   !strcmp(f->string, "prefetch")) {
+			enum ms_uffd_prefetch_source source;
+			if (!cJSON_IsString(f) ||
+			    ms_uffd_prefetch_source_parse(f->valuestring, &source)) {
+				rc = ms_api_error_set(err, 400, "bad_request",
+						      "prefetch: init, last-cycle, both or off");
+				goto out;
+			}
+			req->prefetch = (int)source;
+			have_prefetch = true;
+		} else if ((create || req->op == MS_API_SANDBOX_RESUME) &&
 			   !strcmp(f->string, "exec")) {
 			if ((rc = ms_api_parse_exec(f, &req->exec, err)))
 				goto out;
@@ -194,6 +206,9 @@ static int ms_api_parse_body(const char *body, size_t len, struct ms_api_request
 	if (req->op == MS_API_SANDBOX_CREATE && have_guest == req->from_build)
 		rc = ms_api_error_set(err, 400, "bad_request",
 				      "give exactly one of 'guest' and 'build_id'");
+	else if (req->op == MS_API_SANDBOX_CREATE && !req->from_build && have_prefetch)
+		rc = ms_api_error_set(err, 400, "bad_request",
+				      "prefetch is for a resume: give it with build_id");
 	else if (req->from_build && have_mem)
 		rc = ms_api_error_set(err, 400, "bad_request",
 				      "mem_mib comes from the build; do not give it with build_id");
@@ -257,6 +272,7 @@ int ms_api_parse(const char *method, const char *path, const char *body, size_t 
 		 struct ms_api_request *req, struct ms_api_error *err)
 {
 	memset(req, 0, sizeof(*req));
+	req->prefetch = -1;
 	err->allow[0] = '\0';
 	req->guest = MS_GUEST_PATTERN;
 	req->mem_size = 64u << 20;

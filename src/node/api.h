@@ -73,6 +73,9 @@ struct ms_api_request {
 	uint64_t mem_size; /* bytes */
 	/* SANDBOX_CREATE, SANDBOX_RESUME */
 	struct ms_api_exec exec;
+	/* SANDBOX_CREATE from a build, SANDBOX_RESUME: "prefetch" (enum
+	 * ms_uffd_prefetch_source), or -1: the node's prefetch_source */
+	int prefetch;
 };
 
 struct ms_api_error {

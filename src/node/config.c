@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum ms_opt_kind { OPT_STR, OPT_BOOL, OPT_COUNT, OPT_DURATION, OPT_COMPRESS };
+enum ms_opt_kind { OPT_STR, OPT_BOOL, OPT_COUNT, OPT_DURATION, OPT_COMPRESS, OPT_PREFETCH };
 
 struct ms_opt {
 	const char *key;
@@ -62,6 +62,12 @@ static const struct ms_opt ms_opts[] = {
 	"build_id)"),
     OPT(max_sandboxes, OPT_COUNT, "64", "sandboxes (running or paused) this node holds at most"),
     OPT(pageserver_workers, OPT_COUNT, "4", "fetch threads per lazy resume's page server"),
+    OPT(prefetch_source, OPT_PREFETCH, "init",
+	"what a lazy resume fetches and installs ahead of the guest's faults: init (the pages "
+	"the last resume touched first, from the build's metadata.json), last-cycle (the pages "
+	"the build itself holds), both, or off"),
+    OPT(prefetch_workers, OPT_COUNT, "16", "fetch threads of one resume's prefetch"),
+    OPT(prefetch_last_cycle_max_mib, OPT_COUNT, "256", "last-cycle prefetch: MiB at most"),
     OPT(inflight_serve, OPT_BOOL, "on", "resume from a pause's memory while dedup runs"),
     OPT(dedup, OPT_BOOL, "on", "drop pages equal to the parent's (compare) before upload"),
     OPT(dedup_best_effort, OPT_BOOL, "on",
@@ -194,6 +200,13 @@ int ms_node_config_set(struct ms_node_config *cfg, const char *key, const char *
 		}
 		return 0;
 	}
+	case OPT_PREFETCH:
+		if (ms_uffd_prefetch_source_parse(value, field)) {
+			snprintf(why, why_len, "%s: '%s' is not init, last-cycle, both or off", key,
+				 value);
+			return -EINVAL;
+		}
+		return 0;
 	}
 	return -EINVAL;
 }
@@ -393,6 +406,11 @@ void ms_node_config_dump(const struct ms_node_config *cfg, FILE *out)
 						       : "none");
 			break;
 		}
+		case OPT_PREFETCH:
+			fprintf(out, "%s = %s\n", name,
+				ms_uffd_prefetch_source_name(
+				    *(const enum ms_uffd_prefetch_source *)field));
+			break;
 		}
 	}
 	fprintf(out, "# token: %s\n", cfg->token[0] ? "set" : "unset");

@@ -22,6 +22,7 @@
 
 #include "storage/frametable.h"
 #include "storage/s3.h"
+#include "uffd/prefetch.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -47,6 +48,10 @@ struct ms_node_config {
 	char log_format[8];		    /* text|json */
 	uint64_t max_sandboxes;
 	uint64_t pageserver_workers;
+	/* prefetch at resume (uffd/prefetch.h) */
+	enum ms_uffd_prefetch_source prefetch_source;
+	uint64_t prefetch_workers;
+	uint64_t prefetch_last_cycle_max_mib;
 	/* the pause pipeline's feature flags */
 	bool inflight_serve;
 	bool dedup;

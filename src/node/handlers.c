@@ -104,6 +104,22 @@ static void ms_json_uuid(cJSON *o, const char *name, const ms_uuid *id)
 
 static const char *const ms_sb_state_names[] = {"running", "paused", "failed"};
 
+/* A prefetch's figures (uffd/prefetch.h) as the sandbox and build JSON show them. */
+static void ms_prefetch_json(cJSON *o, const char *source, const struct ms_uffd_prefetch_stats *st)
+{
+	cJSON *p = cJSON_AddObjectToObject(o, "prefetch");
+	if (!p)
+		return;
+	cJSON_AddStringToObject(p, "source", source);
+	cJSON_AddNumberToObject(p, "blocks", (double)st->blocks);
+	cJSON_AddNumberToObject(p, "pages_installed", (double)st->pages_installed);
+	cJSON_AddNumberToObject(p, "pages_skipped", (double)st->pages_skipped);
+	cJSON_AddNumberToObject(p, "read_errors", (double)st->read_errors);
+	cJSON_AddNumberToObject(p, "duration_ms", (double)st->duration_ns / 1e6);
+	cJSON_AddBoolToObject(p, "done", st->done);
+	cJSON_AddBoolToObject(p, "stopped", st->stopped);
+}
+
 static cJSON *ms_nsb_json_locked(struct ms_node *node, const struct ms_node_sandbox *sb)
 {
 	MS_ASSERT_HELD(&node->lock);
@@ -138,6 +154,9 @@ static cJSON *ms_nsb_json_locked(struct ms_node *node, const struct ms_node_sand
 		snprintf(num, sizeof(num), "%llu", (unsigned long long)sb->reports);
 		cJSON_AddRawToObject(report, "reports", num);
 	}
+	struct ms_uffd_prefetch_stats pst;
+	if (ms_nsb_prefetch_figures_locked(sb, &pst))
+		ms_prefetch_json(o, sb->prefetch_source, &pst);
 	if (sb->error[0])
 		cJSON_AddStringToObject(o, "error", sb->error);
 	return o;
@@ -183,6 +202,7 @@ static void ms_handle_create(struct ms_node *node, const struct ms_api_request *
 	struct ms_node_sandbox *sb = ms_nsb_new(node, &err);
 	if (sb) {
 		pthread_mutex_lock(&sb->op);
+		sb->prefetch_request = req->prefetch;
 		err = req->from_build
 			  ? ms_nsb_resume(sb, &req->build_id, &req->exec, cause, sizeof(cause))
 			  : ms_nsb_start_fresh(sb, req, cause, sizeof(cause));
@@ -256,6 +276,7 @@ static void ms_handle_resume(struct ms_node *node, struct ms_node_sandbox *sb,
 	}
 	char cause[200] = "";
 	ms_uuid build_id = sb->build_id;
+	sb->prefetch_request = req->prefetch;
 	int err = ms_nsb_resume(sb, &build_id, &req->exec, cause, sizeof(cause));
 	if (err) {
 		atomic_fetch_add(&node->metrics.creates_failed, 1);
@@ -392,6 +413,8 @@ static void ms_build_json_cached_locked(struct ms_node *node, cJSON *o, const st
 	cJSON_AddStringToObject(o, "status", ms_build_status_locked(node, t, state));
 	cJSON_AddBoolToObject(o, "paused_here", t->pause != NULL);
 	cJSON_AddBoolToObject(o, "cached", true);
+	if (t->prefetch_last.blocks) /* the last resume from this build that prefetched */
+		ms_prefetch_json(o, t->prefetch_source, &t->prefetch_last);
 	cJSON_AddStringToObject(o, "source", t->pause ? "local" : t->from_peer ? "peer" : "store");
 	cJSON_AddNumberToObject(o, "mem_bytes", (double)t->mem_size);
 	cJSON_AddNumberToObject(o, "snapfile_bytes", (double)t->snapfile_len);

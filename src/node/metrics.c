@@ -91,6 +91,7 @@ void ms_metrics_init(struct ms_metrics *m)
 		ms_histogram_init(&m->pause_stage[i], ms_duration_bounds, nd);
 	for (int i = 0; i < MS_DIFF_KINDS; i++)
 		ms_histogram_init(&m->diff_ratio[i], ms_ratio_bounds, nr);
+	ms_histogram_init(&m->prefetch_duration, ms_duration_bounds, nd);
 }
 
 void ms_metrics_fini(struct ms_metrics *m)
@@ -101,6 +102,7 @@ void ms_metrics_fini(struct ms_metrics *m)
 		pthread_mutex_destroy(&m->pause_stage[i].lock);
 	for (int i = 0; i < MS_DIFF_KINDS; i++)
 		pthread_mutex_destroy(&m->diff_ratio[i].lock);
+	pthread_mutex_destroy(&m->prefetch_duration.lock);
 }
 
 void ms_histogram_observe(struct ms_histogram *h, double value)
@@ -125,6 +127,7 @@ void ms_uffd_metrics_add(struct ms_uffd_metrics *dst, const struct ms_uffd_metri
 	ADD(pages_zero);
 	ADD(pages_batched);
 	ADD(pages_prefault);
+	ADD(pages_prefetched);
 	ADD(faults_eexist);
 	ADD(faults_deferred);
 	ADD(faults_esrch);
@@ -368,6 +371,23 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 			(unsigned long long)atomic_load(
 			    (_Atomic uint64_t *)((char *)&u + results[i].off)));
 	ms_fault_latency_write(out, &u);
+	ms_counter(
+	    out, "memsnap_prefetch_pages_total",
+	    "Pages lazy resumes installed ahead of the guest's faults from a prefetch trace.",
+	    atomic_load(&u.pages_prefetched));
+	ms_counter(out, "memsnap_prefetch_skipped_pages_total",
+		   "Prefetch pages not installed: present, written or removed when their run came.",
+		   atomic_load(&m->prefetch_skipped));
+	ms_counter(
+	    out, "memsnap_prefetch_traces_refused_total",
+	    "Prefetch traces in a build's metadata.json that failed their checks (the resume "
+	    "went on without prefetch).",
+	    atomic_load(&m->prefetch_refused));
+	n = "memsnap_prefetch_duration_seconds";
+	ms_family(
+	    out, n, "histogram",
+	    "How long each resume's prefetch ran (until done, or stopped by a pause or delete).");
+	ms_histogram_write(out, n, NULL, NULL, &m->prefetch_duration);
 	ms_counter(out, "memsnap_pageserver_source_retries_total",
 		   "Page-server source reads retried.", atomic_load(&u.source_retries));
 	ms_counter(out, "memsnap_pageserver_session_failures_total",

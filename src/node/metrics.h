@@ -49,6 +49,10 @@ struct ms_metrics {
 	struct ms_histogram pause_stage[MS_TIMINGS];
 	struct ms_histogram diff_ratio[MS_DIFF_KINDS];
 	_Atomic uint64_t creates_failed;
+	/* prefetch at resume: pages skipped (present, written or removed when their run came),
+	 * traces refused (bad metadata.json), how long each prefetch ran */
+	_Atomic uint64_t prefetch_skipped, prefetch_refused;
+	struct ms_histogram prefetch_duration;
 	/*
 	 * Pauses by result, counted when the node records a pause's end (before its
 	 * build shows done): the pipeline's own published/failed counters land only

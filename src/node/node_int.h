@@ -90,8 +90,10 @@ struct ms_template {
 	/* node->lock */
 	enum ms_tmpl_state state;
 	int64_t expires_ns;
-	bool done; /* the pipeline ended (or there is none) */
-	int error; /* the pipeline's error, once done */
+	bool done;				     /* the pipeline ended (or there is none) */
+	int error;				     /* the pipeline's error, once done */
+	struct ms_uffd_prefetch_stats prefetch_last; /* the last resume from it that prefetched */
+	char prefetch_source[12];
 	/* the follower (set by the pausing thread before the template is shared) */
 	pthread_t follower;
 	bool following;
@@ -101,6 +103,7 @@ struct ms_template {
 };
 
 struct ms_node_sandbox;
+struct ms_nsb_prefetch;
 
 struct ms_node {
 	/* set by ms_node_new before any other thread runs; then immutable */
@@ -194,7 +197,11 @@ struct ms_node_sandbox {
 	int64_t created_unix;
 	char error[200];
 	struct ms_uffd_session *session;
+	struct ms_nsb_prefetch *prefetch;	     /* the running resume's prefetch, or NULL */
+	struct ms_uffd_prefetch_stats prefetch_last; /* the last resume's, once it ended */
+	char prefetch_source[12];		     /* of the last resume: init, ..., off */
 	/* op holder only */
+	int prefetch_request; /* the next resume's enum ms_uffd_prefetch_source; -1: config */
 	struct ms_sandbox *vm;
 	struct ms_pageserver *srv;
 	struct ms_template *tmpl;
@@ -217,6 +224,14 @@ int ms_nsb_start_fresh(struct ms_node_sandbox *sb, const struct ms_api_request *
  */
 int ms_nsb_resume(struct ms_node_sandbox *sb, const ms_uuid *build_id,
 		  const struct ms_api_exec *exec, char *cause, size_t cause_len);
+/*
+ * op held: ends the running resume's prefetch (sandbox pause, delete, death):
+ * nothing is installed after it returns; its figures stay in prefetch_last.
+ */
+void ms_nsb_prefetch_end(struct ms_node_sandbox *sb);
+/* node->lock: the prefetch figures of the sandbox (live while one runs); false: none */
+bool ms_nsb_prefetch_figures_locked(const struct ms_node_sandbox *sb,
+				    struct ms_uffd_prefetch_stats *out);
 /*
  * op held, sb RUNNING: pause. Returns once the new build can be resumed. On an
  * error after the VM stopped the sandbox is FAILED (its memory went with it).

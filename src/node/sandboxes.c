@@ -25,9 +25,11 @@
 #include "header/header.h"
 #include "sandbox/guest.h"
 #include "uffd/filesource.h"
+#include "uffd/prefetch.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/lock.h"
+#include "util/log.h"
 
 #include <assert.h>
 #include <cjson/cJSON.h>
@@ -38,7 +40,8 @@
 #include <sys/un.h>
 #include <time.h>
 
-#define P MS_PAGE_SIZE
+#define P      MS_PAGE_SIZE
+#define MS_MOD "node"
 
 struct ms_node_sandbox *ms_nsb_new(struct ms_node *node, int *err)
 {
@@ -50,6 +53,7 @@ struct ms_node_sandbox *ms_nsb_new(struct ms_node *node, int *err)
 	atomic_init(&sb->refs, 1);
 	sb->node = node;
 	sb->guest = -1;
+	sb->prefetch_request = -1;
 	ms_uuid_generate(&sb->id);
 	sb->created_unix = (int64_t)time(NULL);
 	pthread_mutex_init(&sb->op, NULL);
@@ -166,9 +170,130 @@ static int ms_vm_job_destroy(void *arg)
 	return 0;
 }
 
+/* One resume's prefetch: the trace, started by the page server when the handshake is in. */
+struct ms_nsb_prefetch {
+	struct ms_layered *file; /* the template's (the template outlives the resume) */
+	struct ms_uffd_trace trace;
+	struct ms_uffd_prefetch_options options;
+	pthread_mutex_t lock; /* guards pf and ended (the acceptor thread vs the op holder) */
+	struct ms_uffd_prefetch *pf;
+	bool ended;
+};
+
+/* The page server's on_session_start: the prefetch starts with the handshake. */
+static void ms_nsb_prefetch_begin(void *arg, struct ms_uffd_session *session)
+{
+	struct ms_nsb_prefetch *p = arg;
+	pthread_mutex_lock(&p->lock);
+	if (!p->ended && !p->pf) {
+		int err;
+		p->pf = ms_uffd_prefetch_start(session, &ms_layered_page_source_ops, p->file,
+					       &p->trace, &p->options, &err);
+		if (!p->pf)
+			ms_warn(MS_MOD, "prefetch not started: %s", ms_strerror(err));
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+/*
+ * The trace a resume from t replays (sandboxes.c's config and request), or NULL
+ * when there is nothing to prefetch. A trace from the store that does not pass
+ * its checks is refused with a log line naming the build and why: the resume
+ * goes on without it.
+ */
+static struct ms_nsb_prefetch *ms_nsb_prefetch_new(struct ms_node_sandbox *sb,
+						   const struct ms_template *t,
+						   enum ms_uffd_prefetch_source source)
+{
+	struct ms_node *node = sb->node;
+	struct ms_uffd_trace init = {0};
+	char id[MS_UUID_STR_LEN], why[160];
+	if ((source == MS_PREFETCH_INIT || source == MS_PREFETCH_BOTH) && t->metadata &&
+	    ms_uffd_trace_parse(t->metadata, t->metadata_len, t->mem_size, P, &init, why,
+				sizeof(why))) {
+		ms_uuid_format(&t->id, id);
+		ms_warn(MS_MOD,
+			"build %s: the prefetch trace in its metadata.json is refused (%s); "
+			"resuming without it",
+			id, why);
+		atomic_fetch_add(&node->metrics.prefetch_refused, 1);
+	}
+	struct ms_nsb_prefetch *p = calloc(1, sizeof(*p));
+	struct ms_header_ref *head = ms_layered_header(t->file);
+	int err = p ? ms_uffd_prefetch_plan(source, &init, head->header, P,
+					    node->cfg.prefetch_last_cycle_max_mib << 20, &p->trace)
+		    : -ENOMEM;
+	ms_header_ref_unref(head);
+	ms_uffd_trace_fini(&init);
+	if (err || !p->trace.count) {
+		if (p)
+			ms_uffd_trace_fini(&p->trace);
+		free(p);
+		return NULL;
+	}
+	p->file = t->file;
+	p->options.fetch_workers = (unsigned)node->cfg.prefetch_workers;
+	pthread_mutex_init(&p->lock, NULL);
+	return p;
+}
+
+void ms_nsb_prefetch_end(struct ms_node_sandbox *sb)
+{
+	struct ms_node *node = sb->node;
+	pthread_mutex_lock(&node->lock);
+	struct ms_nsb_prefetch *p = sb->prefetch;
+	sb->prefetch = NULL;
+	pthread_mutex_unlock(&node->lock);
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->ended = true; /* a handshake after this starts nothing */
+	struct ms_uffd_prefetch *pf = p->pf;
+	pthread_mutex_unlock(&p->lock);
+	if (pf) {
+		ms_uffd_prefetch_stop(pf);
+		struct ms_uffd_prefetch_stats st;
+		ms_uffd_prefetch_get_stats(pf, &st);
+		atomic_fetch_add(&node->metrics.prefetch_skipped, st.pages_skipped);
+		ms_histogram_observe(&node->metrics.prefetch_duration,
+				     (double)st.duration_ns / 1e9);
+		pthread_mutex_lock(&node->lock);
+		sb->prefetch_last = st;
+		if (sb->tmpl) { /* the build it resumed from: `memsnap build show` */
+			sb->tmpl->prefetch_last = st;
+			memcpy(sb->tmpl->prefetch_source, sb->prefetch_source,
+			       sizeof(sb->prefetch_source));
+		}
+		pthread_mutex_unlock(&node->lock);
+		ms_uffd_prefetch_free(pf);
+	}
+	pthread_mutex_destroy(&p->lock);
+	ms_uffd_trace_fini(&p->trace);
+	free(p);
+}
+
+bool ms_nsb_prefetch_figures_locked(const struct ms_node_sandbox *sb,
+				    struct ms_uffd_prefetch_stats *out)
+{
+	MS_ASSERT_HELD(&sb->node->lock);
+	struct ms_nsb_prefetch *p = sb->prefetch;
+	if (p) {
+		pthread_mutex_lock(&p->lock);
+		if (p->pf)
+			ms_uffd_prefetch_get_stats(p->pf, out);
+		else
+			memset(out, 0, sizeof(*out));
+		pthread_mutex_unlock(&p->lock);
+		return true;
+	}
+	*out = sb->prefetch_last;
+	return sb->prefetch_last.blocks > 0;
+}
+
 /* op held: stops the page server, folding its session's counters into the totals */
 static void ms_nsb_stop_server(struct ms_node_sandbox *sb)
 {
+	ms_nsb_prefetch_end(sb); /* before the session goes: nothing installs after */
 	struct ms_node *node = sb->node;
 	pthread_mutex_lock(&node->lock);
 	struct ms_uffd_session *session = sb->session;
@@ -184,6 +309,7 @@ static void ms_nsb_stop_server(struct ms_node_sandbox *sb)
 
 void ms_nsb_teardown(struct ms_node_sandbox *sb)
 {
+	ms_nsb_prefetch_end(sb);
 	if (sb->vm) {
 		struct ms_vm_job job = {.sb = sb};
 		ms_worker_call(&sb->worker, ms_vm_job_destroy, &job);
@@ -265,12 +391,27 @@ int ms_nsb_resume(struct ms_node_sandbox *sb, const ms_uuid *build_id,
 		ms_template_unref(t);
 		return -ENAMETOOLONG;
 	}
+	enum ms_uffd_prefetch_source source =
+	    sb->prefetch_request >= 0 ? (enum ms_uffd_prefetch_source)sb->prefetch_request
+				      : node->cfg.prefetch_source;
+	sb->prefetch_request = -1;
+	struct ms_nsb_prefetch *prefetch = ms_nsb_prefetch_new(sb, t, source);
 	struct ms_pageserver_options opts = {.workers = (unsigned)node->cfg.pageserver_workers,
-					     .batch_bytes = 65536};
+					     .batch_bytes = 65536,
+					     .on_session_start =
+						 prefetch ? ms_nsb_prefetch_begin : NULL,
+					     .start_arg = prefetch};
+	pthread_mutex_lock(&node->lock);
+	sb->prefetch = prefetch; /* ended with the resume (error), a pause, a delete */
+	snprintf(sb->prefetch_source, sizeof(sb->prefetch_source), "%s",
+		 ms_uffd_prefetch_source_name(source));
+	memset(&sb->prefetch_last, 0, sizeof(sb->prefetch_last));
+	pthread_mutex_unlock(&node->lock);
 	struct ms_pageserver *srv =
 	    ms_pageserver_new(sock, &ms_layered_page_source_ops, t->file, &opts);
 	if (!srv) {
 		err = -errno;
+		ms_nsb_prefetch_end(sb);
 		ms_template_unref(t);
 		return err;
 	}
@@ -284,6 +425,7 @@ int ms_nsb_resume(struct ms_node_sandbox *sb, const ms_uuid *build_id,
 				.first_report = true};
 	if ((err = ms_worker_call(&sb->worker, ms_vm_job_create, &job))) {
 		snprintf(cause, cause_len, "%s", job.cause);
+		ms_nsb_prefetch_end(sb);
 		ms_pageserver_free(srv);
 		ms_template_unref(t);
 		return err;
@@ -355,6 +497,7 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	struct ms_node *node = sb->node;
 	struct ms_vm_job job = {.sb = sb, .paused = {.memfd = -1}};
 	int64_t t0 = ms_clock_now_ns();
+	ms_nsb_prefetch_end(sb); /* the pause stops it at once, before the VM stops */
 	int err = ms_worker_call(&sb->worker, ms_vm_job_pause, &job);
 	struct ms_uffd_trace trace;
 	ms_nsb_trace(sb, &trace); /* the guest is stopped: the trace is whole */

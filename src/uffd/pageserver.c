@@ -100,6 +100,8 @@ static void ps_handle_connection(struct ms_pageserver *srv, int conn, uint64_t i
 		atomic_fetch_add(&srv->rejected, 1);
 		return;
 	}
+	if (srv->options.on_session_start)
+		srv->options.on_session_start(srv->options.start_arg, s);
 	err = ps_add_session(srv, s);
 	if (err) {
 		ms_err(PS_MOD, "connection %llu: %s", (unsigned long long)id, ms_strerror(err));

@@ -97,6 +97,12 @@ struct ms_pageserver_options {
 				  0 = 50, < 0 = never */
 	ms_uffd_session_event_fn on_session_event; /* optional */
 	void *event_arg;
+	/* Optional: called on the acceptor thread with each new session as soon as its
+	 * handshake is in, before any fault of it can have been served late (a prefetch
+	 * starts here); the session is valid during the call (take a reference to keep
+	 * it). Must not block long. */
+	void (*on_session_start)(void *arg, struct ms_uffd_session *session);
+	void *start_arg;
 };
 
 /*

@@ -13,6 +13,7 @@
  *     replay holds are bounded by (workers + queue_cap) * coalesce_bytes).
  */
 #include "uffd/prefetch.h"
+#include "header/header.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/lock.h"
@@ -318,4 +319,93 @@ void ms_uffd_prefetch_free(struct ms_uffd_prefetch *p)
 	free(p->workers);
 	free(p->runs);
 	free(p);
+}
+
+/* ---- the trace a resume replays ---- */
+
+static const char *const pf_source_names[] = {
+    [MS_PREFETCH_INIT] = "init",
+    [MS_PREFETCH_LAST_CYCLE] = "last-cycle",
+    [MS_PREFETCH_BOTH] = "both",
+    [MS_PREFETCH_OFF] = "off",
+};
+
+int ms_uffd_prefetch_source_parse(const char *name, enum ms_uffd_prefetch_source *out)
+{
+	for (size_t i = 0; i < sizeof(pf_source_names) / sizeof(pf_source_names[0]); i++)
+		if (!strcmp(name, pf_source_names[i])) {
+			*out = (enum ms_uffd_prefetch_source)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+const char *ms_uffd_prefetch_source_name(enum ms_uffd_prefetch_source source)
+{
+	return (unsigned)source <= MS_PREFETCH_OFF ? pf_source_names[source] : "?";
+}
+
+static int pf_append(struct ms_uffd_trace *t, size_t *cap, uint64_t block, uint8_t access)
+{
+	if (t->count == *cap) {
+		size_t grown = *cap ? *cap * 2 : 256;
+		uint64_t *indices = realloc(t->indices, grown * sizeof(*indices));
+		if (!indices)
+			return -ENOMEM;
+		t->indices = indices;
+		uint8_t *types = realloc(t->access, grown);
+		if (!types)
+			return -ENOMEM;
+		t->access = types;
+		*cap = grown;
+	}
+	t->indices[t->count] = block;
+	t->access[t->count++] = access;
+	return 0;
+}
+
+int ms_uffd_prefetch_plan(enum ms_uffd_prefetch_source source, const struct ms_uffd_trace *init,
+			  const struct ms_header *header, uint64_t block_size, uint64_t max_bytes,
+			  struct ms_uffd_trace *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->block_size = block_size;
+	if (source == MS_PREFETCH_OFF)
+		return 0;
+	uint64_t blocks = header->meta.size / block_size;
+	uint64_t *seen = calloc(blocks / 64 + 1, sizeof(*seen));
+	if (!seen)
+		return -ENOMEM;
+	size_t cap = 0;
+	int err = 0;
+	if ((source == MS_PREFETCH_INIT || source == MS_PREFETCH_BOTH) && init &&
+	    init->block_size == block_size)
+		for (size_t i = 0; i < init->count && !err; i++) {
+			uint64_t b = init->indices[i];
+			if (b >= blocks || (seen[b / 64] >> (b % 64) & 1))
+				continue;
+			seen[b / 64] |= 1ULL << (b % 64);
+			err = pf_append(out, &cap, b, init->access[i]);
+		}
+	uint64_t budget = max_bytes / block_size;
+	if (source == MS_PREFETCH_LAST_CYCLE || source == MS_PREFETCH_BOTH)
+		for (size_t m = 0; m < header->mappings.count && !err && budget; m++) {
+			const struct ms_mapping *e = &header->mappings.entries[m];
+			if (ms_uuid_cmp(&e->build_id, &header->meta.build_id) != 0)
+				continue;
+			for (uint64_t b = e->offset / block_size;
+			     b < (e->offset + e->length + block_size - 1) / block_size &&
+			     b < blocks && budget && !err;
+			     b++) {
+				if (seen[b / 64] >> (b % 64) & 1)
+					continue;
+				seen[b / 64] |= 1ULL << (b % 64);
+				budget--;
+				err = pf_append(out, &cap, b, MS_UFFD_ACCESS_PREFETCH);
+			}
+		}
+	free(seen);
+	if (err)
+		ms_uffd_trace_fini(out);
+	return err;
 }

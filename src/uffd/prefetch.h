@@ -54,6 +54,36 @@ struct ms_uffd_prefetch_stats {
 };
 
 struct ms_uffd_prefetch;
+struct ms_header;
+
+/*
+ * Where a resume's prefetch trace comes from (E2B's resume-prefetch-source):
+ *   init        the build's metadata.json trace: what the guest touched first
+ *               on the resume before the pause that made this build
+ *   last-cycle  the blocks the header's own build holds (what the last run
+ *               wrote), in device order, capped at max_bytes
+ *   both        init, then the last-cycle blocks it does not name
+ *   off         none
+ */
+enum ms_uffd_prefetch_source {
+	MS_PREFETCH_INIT,
+	MS_PREFETCH_LAST_CYCLE,
+	MS_PREFETCH_BOTH,
+	MS_PREFETCH_OFF,
+};
+
+/* "init", "last-cycle", "both", "off" -> source; -EINVAL otherwise. */
+int ms_uffd_prefetch_source_parse(const char *name, enum ms_uffd_prefetch_source *out);
+const char *ms_uffd_prefetch_source_name(enum ms_uffd_prefetch_source source);
+
+/*
+ * The trace to replay (*out, possibly empty) for source: init may be NULL (no
+ * trace in the metadata); header gives the last cycle's blocks (block_size =
+ * the session's page size). 0 or -ENOMEM.
+ */
+int ms_uffd_prefetch_plan(enum ms_uffd_prefetch_source source, const struct ms_uffd_trace *init,
+			  const struct ms_header *header, uint64_t block_size, uint64_t max_bytes,
+			  struct ms_uffd_trace *out);
 
 /*
  * Starts replaying trace (copied; block_size must be the session's page size)

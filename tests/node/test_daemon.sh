@@ -617,6 +617,38 @@ d2build=$(field .build_id)
 wait_status "$d2build" published
 api POST /v1/sandboxes "{\"build_id\":\"$d2build\",\"exec\":{\"command\":\"verify\",\"arg0\":11,\"arg1\":1}}"
 expect "D: its child verifies" 0 "$(field .report.result0)"
+# prefetch: d2build was paused from a lazy resume, so its metadata.json holds that resume's
+# trace; a resume replays it ahead of the faults and says so in the sandbox JSON
+[ "$(jq '.prefetch.memory.indices | length' "$store/$d2build/metadata.json")" -gt 0 ] && ok ||
+	bad "D: no trace in $d2build's metadata.json"
+expect "D: resume prefetched (source)" init "$(field .prefetch.source)"
+expect "D: prefetch blocks = the trace" "$(jq '.prefetch.memory.indices | length' "$store/$d2build/metadata.json")" \
+	"$(field .prefetch.blocks)"
+[ "$(field .prefetch.pages_installed)" -gt 0 ] && ok || bad "D: nothing prefetched: $(cat "$tmp/body")"
+d3id=$(field .id)
+api GET "/v1/sandboxes/$d3id"
+expect "D: prefetch in the sandbox JSON" "$(field .prefetch.blocks)" \
+	"$(jq '.prefetch.memory.indices | length' "$store/$d2build/metadata.json")"
+api DELETE "/v1/sandboxes/$d3id"
+api POST /v1/sandboxes "{\"build_id\":\"$d2build\",\"prefetch\":\"off\",\"exec\":{\"command\":\"verify\",\"arg0\":11,\"arg1\":1}}"
+expect "D: prefetch off verifies" 0 "$(field .report.result0)"
+expect "D: prefetch off: none" null "$(field .prefetch)"
+api DELETE "/v1/sandboxes/$(field .id)"
+api_error "D: bad prefetch source" 400 bad_request POST /v1/sandboxes \
+	"{\"build_id\":\"$d2build\",\"prefetch\":\"sometimes\"}"
+# a truncated metadata.json: the trace is refused with a log line, the resume goes on
+api GET /metrics
+e=$(sed -n 's/^memsnap_template_cache_evictions_total //p' "$tmp/body")
+head -c 100 "$store/$d2build/metadata.json" >"$tmp/md" && cp "$tmp/md" "$store/$d2build/metadata.json"
+wait_evicted $((e + 1))
+api POST /v1/sandboxes "{\"build_id\":\"$d2build\",\"exec\":{\"command\":\"verify\",\"arg0\":11,\"arg1\":1}}"
+expect "D: cold resume over a bad trace" cold "$(field .start_type)"
+expect "D: bad trace: verified" 0 "$(field .report.result0)"
+expect "D: bad trace: no prefetch" null "$(field .prefetch)"
+grep -q "prefetch trace in its metadata.json is refused" "$tmp/D.log" && ok ||
+	bad "D: no log line for the refused trace"
+api GET /metrics
+expect "D: refused trace counted" 1 "$(sed -n 's/^memsnap_prefetch_traces_refused_total //p' "$tmp/body")"
 stop_daemon
 expect "D: clean stop" 0 $?
 
