@@ -636,21 +636,24 @@ expect "D: prefetch off: none" null "$(field .prefetch)"
 api DELETE "/v1/sandboxes/$(field .id)"
 api_error "D: bad prefetch source" 400 bad_request POST /v1/sandboxes \
 	"{\"build_id\":\"$d2build\",\"prefetch\":\"sometimes\"}"
-# a truncated metadata.json: the trace is refused with a log line, the resume goes on
-api GET /metrics
-e=$(sed -n 's/^memsnap_template_cache_evictions_total //p' "$tmp/body")
-head -c 100 "$store/$d2build/metadata.json" >"$tmp/md" && cp "$tmp/md" "$store/$d2build/metadata.json"
-wait_evicted $((e + 1))
-api POST /v1/sandboxes "{\"build_id\":\"$d2build\",\"exec\":{\"command\":\"verify\",\"arg0\":11,\"arg1\":1}}"
-expect "D: cold resume over a bad trace" cold "$(field .start_type)"
-expect "D: bad trace: verified" 0 "$(field .report.result0)"
-expect "D: bad trace: no prefetch" null "$(field .prefetch)"
-grep -q "prefetch trace in its metadata.json is refused" "$tmp/D.log" && ok ||
-	bad "D: no log line for the refused trace"
-api GET /metrics
-expect "D: refused trace counted" 1 "$(sed -n 's/^memsnap_prefetch_traces_refused_total //p' "$tmp/body")"
+# a truncated metadata.json: the trace is refused with a log line, the resume (cold, after a
+# restart) goes on. Its checksum table goes too, as for a build written by another tool: else
+# the store's checksum check refuses the object before the trace parser sees it.
 stop_daemon
 expect "D: clean stop" 0 $?
+head -c 100 "$store/$d2build/metadata.json" >"$tmp/md" && cp "$tmp/md" "$store/$d2build/metadata.json"
+rm -f "$store/$d2build/checksums"
+start_daemon D2 || exit 1
+api POST /v1/sandboxes "{\"build_id\":\"$d2build\",\"exec\":{\"command\":\"verify\",\"arg0\":11,\"arg1\":1}}"
+expect "D2: cold resume over a bad trace" cold "$(field .start_type)"
+expect "D2: bad trace: verified" 0 "$(field .report.result0)"
+expect "D2: bad trace: no prefetch" null "$(field .prefetch)"
+grep -q "prefetch trace in its metadata.json is refused" "$tmp/D2.log" && ok ||
+	bad "D2: no log line for the refused trace: $(cat "$tmp/D2.log")"
+api GET /metrics
+expect "D2: refused trace counted" 1 "$(sed -n 's/^memsnap_prefetch_traces_refused_total //p' "$tmp/body")"
+stop_daemon
+expect "D2: clean stop" 0 $?
 
 echo "test_daemon: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
