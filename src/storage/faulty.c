@@ -5,7 +5,9 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct ms_store_faulty {
 	struct ms_store base;
@@ -19,6 +21,8 @@ struct ms_store_faulty {
 	enum ms_faulty_action action; /* guarded by lock */
 	int err;                      /* guarded by lock */
 	int64_t delay_ns;             /* guarded by lock */
+	char match[64];               /* guarded by lock: "" or the rule's keys contain this */
+	unsigned matched;             /* guarded by lock: matching calls since armed */
 };
 
 static struct ms_store_faulty *ms_faulty(struct ms_store *store)
@@ -27,14 +31,18 @@ static struct ms_store_faulty *ms_faulty(struct ms_store *store)
 }
 
 /* Counts the call; true (with the action) when the rule fires for it. */
-static bool ms_faulty_hit(struct ms_store_faulty *f, enum ms_faulty_op op,
+static bool ms_faulty_hit(struct ms_store_faulty *f, enum ms_faulty_op op, const char *key,
 			  enum ms_faulty_action *action, int *err, int64_t *delay_ns)
 {
 	pthread_mutex_lock(&f->lock);
 	f->calls[op]++;
 	f->calls[MS_FAULTY_ANY]++;
-	bool hit = f->armed && f->calls[f->rule_op] == f->rule_at &&
-		   (f->rule_op == op || f->rule_op == MS_FAULTY_ANY);
+	bool mine = f->armed && (f->rule_op == op || f->rule_op == MS_FAULTY_ANY);
+	bool hit;
+	if (f->match[0]) /* a keyed rule counts the calls of its keys only */
+		hit = mine && key && strstr(key, f->match) && ++f->matched == f->rule_at;
+	else
+		hit = mine && f->calls[f->rule_op] == f->rule_at;
 	if (hit) {
 		if (f->rule_every)
 			f->rule_at += f->rule_every;
@@ -49,12 +57,12 @@ static bool ms_faulty_hit(struct ms_store_faulty *f, enum ms_faulty_op op,
 }
 
 /* Applies a fired rule before delegating: 1 = go on, 0 = handled (result in *ret). */
-static bool ms_faulty_before(struct ms_store_faulty *f, enum ms_faulty_op op,
+static bool ms_faulty_before(struct ms_store_faulty *f, enum ms_faulty_op op, const char *key,
 			     enum ms_faulty_action *action, int *ret)
 {
 	int err;
 	int64_t delay;
-	if (!ms_faulty_hit(f, op, action, &err, &delay)) {
+	if (!ms_faulty_hit(f, op, key, action, &err, &delay)) {
 		*action = MS_FAULTY_DELAY;
 		return true;
 	}
@@ -73,7 +81,7 @@ static int ms_faulty_put_buf(struct ms_store *store, const char *key, const void
 	struct ms_store_faulty *f = ms_faulty(store);
 	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_PUT, &action, &ret))
+	if (!ms_faulty_before(f, MS_FAULTY_PUT, key, &action, &ret))
 		return ret;
 	return f->inner->ops->put_buf(f->inner, key, buf, len, meta);
 }
@@ -84,7 +92,7 @@ static int ms_faulty_put_file(struct ms_store *store, const char *key, int fd, u
 	struct ms_store_faulty *f = ms_faulty(store);
 	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_PUT, &action, &ret))
+	if (!ms_faulty_before(f, MS_FAULTY_PUT, key, &action, &ret))
 		return ret;
 	return f->inner->ops->put_file(f->inner, key, fd, size, meta);
 }
@@ -95,7 +103,7 @@ static int ms_faulty_read_range(struct ms_store *store, const char *key, uint64_
 	struct ms_store_faulty *f = ms_faulty(store);
 	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_READ, &action, &ret))
+	if (!ms_faulty_before(f, MS_FAULTY_READ, key, &action, &ret))
 		return ret;
 	if (action == MS_FAULTY_TRUNCATE)
 		len /= 2;
@@ -110,7 +118,7 @@ static int ms_faulty_size(struct ms_store *store, const char *key, uint64_t *siz
 	struct ms_store_faulty *f = ms_faulty(store);
 	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_SIZE, &action, &ret))
+	if (!ms_faulty_before(f, MS_FAULTY_SIZE, key, &action, &ret))
 		return ret;
 	return f->inner->ops->size(f->inner, key, size);
 }
@@ -120,7 +128,7 @@ static int ms_faulty_remove(struct ms_store *store, const char *key)
 	struct ms_store_faulty *f = ms_faulty(store);
 	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_REMOVE, &action, &ret))
+	if (!ms_faulty_before(f, MS_FAULTY_REMOVE, key, &action, &ret))
 		return ret;
 	return f->inner->ops->remove(f->inner, key);
 }
@@ -131,7 +139,7 @@ static int ms_faulty_list(struct ms_store *store, const char *prefix, ms_store_l
 	struct ms_store_faulty *f = ms_faulty(store);
 	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_LIST, &action, &ret))
+	if (!ms_faulty_before(f, MS_FAULTY_LIST, prefix, &action, &ret))
 		return ret;
 	return f->inner->ops->list(f->inner, prefix, fn, ctx);
 }
@@ -141,7 +149,7 @@ static int ms_faulty_get_meta(struct ms_store *store, const char *key, struct ms
 	struct ms_store_faulty *f = ms_faulty(store);
 	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_META, &action, &ret))
+	if (!ms_faulty_before(f, MS_FAULTY_META, key, &action, &ret))
 		return ret;
 	return f->inner->ops->get_meta(f->inner, key, meta);
 }
@@ -183,7 +191,8 @@ static void ms_faulty_arm(struct ms_store *store, enum ms_faulty_op op, unsigned
 	pthread_mutex_lock(&f->lock);
 	f->armed = nth > 0;
 	f->rule_op = op;
-	f->rule_at = f->calls[op] + nth;
+	f->rule_at = f->match[0] ? nth : f->calls[op] + nth;
+	f->matched = 0;
 	f->rule_every = every;
 	f->action = action;
 	f->err = err;
@@ -203,11 +212,21 @@ void ms_store_faulty_inject_every(struct ms_store *store, enum ms_faulty_op op, 
 	ms_faulty_arm(store, op, every, every, action, err, delay_ns);
 }
 
+void ms_store_faulty_match(struct ms_store *store, const char *substring)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	pthread_mutex_lock(&f->lock);
+	snprintf(f->match, sizeof(f->match), "%s", substring ? substring : "");
+	f->armed = false;
+	pthread_mutex_unlock(&f->lock);
+}
+
 void ms_store_faulty_clear(struct ms_store *store)
 {
 	struct ms_store_faulty *f = ms_faulty(store);
 	pthread_mutex_lock(&f->lock);
 	f->armed = false;
+	f->match[0] = '\0';
 	pthread_mutex_unlock(&f->lock);
 }
 

@@ -45,6 +45,13 @@ void ms_store_faulty_inject(struct ms_store *store, enum ms_faulty_op op, unsign
  */
 void ms_store_faulty_inject_every(struct ms_store *store, enum ms_faulty_op op, unsigned every,
 				  enum ms_faulty_action action, int err, int64_t delay_ns);
+/*
+ * Keys the next rule (until cleared): it applies only to calls whose key (a
+ * list's prefix) contains substring, and counts only those (NULL or "": every
+ * call again). Disarms the current rule; arm one after it.
+ */
+void ms_store_faulty_match(struct ms_store *store, const char *substring);
+/* Disarms the rule and forgets the key match. */
 void ms_store_faulty_clear(struct ms_store *store);
 /* Calls of op made so far (MS_FAULTY_ANY: all). */
 unsigned ms_store_faulty_calls(struct ms_store *store, enum ms_faulty_op op);

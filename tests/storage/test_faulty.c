@@ -94,6 +94,28 @@ static void test_every(void **state)
 	assert_int_equal(ms_store_put_buf(f->faulty, "b", "x", 1, NULL), 0);
 }
 
+/* A keyed rule sees only the calls whose key contains its substring, and counts only those. */
+static void test_match(void **state)
+{
+	struct fixture *f = *state;
+	ms_store_faulty_match(f->faulty, "/snapfile");
+	ms_store_faulty_inject(f->faulty, MS_FAULTY_PUT, 2, MS_FAULTY_FAIL, -EIO, 0);
+	assert_int_equal(ms_store_put_buf(f->faulty, "b1/memfile", "x", 1, NULL), 0);
+	assert_int_equal(ms_store_put_buf(f->faulty, "b1/snapfile", "x", 1, NULL), 0);
+	assert_int_equal(ms_store_put_buf(f->faulty, "b1/memfile.header", "x", 1, NULL), 0);
+	assert_int_equal(ms_store_put_buf(f->faulty, "b2/snapfile", "x", 1, NULL), -EIO);
+	assert_int_equal(ms_store_put_buf(f->faulty, "b3/snapfile", "x", 1, NULL), 0);
+	/* a repeating keyed rule: each matching remove */
+	ms_store_faulty_match(f->faulty, "peers/");
+	ms_store_faulty_inject_every(f->faulty, MS_FAULTY_REMOVE, 1, MS_FAULTY_FAIL, -EIO, 0);
+	assert_int_equal(ms_store_remove(f->faulty, "b1/memfile"), 0);
+	assert_int_equal(ms_store_remove(f->faulty, "peers/b1"), -EIO);
+	assert_int_equal(ms_store_remove(f->faulty, "peers/b2"), -EIO);
+	ms_store_faulty_clear(f->faulty);
+	assert_int_equal(ms_store_put_buf(f->faulty, "peers/b1", "x", 1, NULL), 0);
+	assert_int_equal(ms_store_remove(f->faulty, "peers/b1"), 0);
+}
+
 /*
  * A sequence of puts that replaces a set of objects; fail each put in turn (by
  * failing and by truncating): afterwards every object is whole, old or new.
@@ -147,6 +169,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_actions, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_every, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_match, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_put_leaves_nothing_partial, setup,
 					    teardown),
 	};
