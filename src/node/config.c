@@ -100,7 +100,12 @@ static const struct ms_opt ms_opts[] = {
     STR(peer_tls_key, "", "the private key of peer_tls_cert (PEM, unencrypted)"),
     OPT(test_stall_compare_ns, OPT_DURATION, "0",
 	"tests: each pause's dedup compare waits this long before starting"),
+    OPT(test_stall_drain_ns, OPT_DURATION, "0",
+	"tests: each pause's drain waits this long before writing (the stop cuts it short)"),
     OPT(test_store_delay_ns, OPT_DURATION, "0", "tests: every object-store write sleeps this long"),
+    STR(test_hold_store, "",
+	"tests: OP:SUBSTRING (OP put or remove): every such store call on a key containing "
+	"SUBSTRING hangs for an hour - for crash tests, which SIGKILL the daemon meanwhile"),
     STR(test_hold_upload, "",
 	"tests: each pause's upload waits until this file exists (or the daemon stops)"),
     OPT(test_peer_die_after, OPT_COUNT, "0",

@@ -77,7 +77,9 @@ struct ms_node_config {
 	char peer_tls_key[MS_NODE_PATH_MAX];	/* that certificate's key */
 	/* test hooks */
 	int64_t test_stall_compare_ns;
+	int64_t test_stall_drain_ns;
 	int64_t test_store_delay_ns;
+	char test_hold_store[MS_NODE_PATH_MAX];	 /* "put:SUBSTRING" / "remove:SUBSTRING" */
 	char test_hold_upload[MS_NODE_PATH_MAX]; /* uploads wait until this file exists */
 	uint64_t test_peer_die_after;		 /* SIGKILL on the Nth peer data request */
 

@@ -95,6 +95,24 @@ static void ms_respond_errno(struct ms_node_response *resp, int err, const char 
 	}
 }
 
+/*
+ * A build the store does not have: 410 when the recovery found it lost (this
+ * node died before its upload finished), else 404.
+ */
+static void ms_respond_no_build(struct ms_node *node, struct ms_node_response *resp,
+				const ms_uuid *id, const char *what)
+{
+	char text[MS_UUID_STR_LEN];
+	ms_uuid_format(id, text);
+	if (ms_node_is_lost(node, id))
+		ms_respond_error(resp, 410, "lost",
+				 "%s: build %s was lost: memsnapd stopped before its upload "
+				 "finished, and its leftovers were removed",
+				 what, text);
+	else
+		ms_respond_error(resp, 404, "not_found", "%s: no build %s", what, text);
+}
+
 static void ms_json_uuid(cJSON *o, const char *name, const ms_uuid *id)
 {
 	char text[MS_UUID_STR_LEN];
@@ -231,7 +249,10 @@ static void ms_handle_create(struct ms_node *node, const struct ms_api_request *
 			pthread_mutex_unlock(&sb->op);
 			ms_nsb_unref(sb);
 		}
-		ms_respond_errno(resp, err, req->from_build ? "resume" : "start", cause);
+		if (err == MS_ENOTFOUND && req->from_build)
+			ms_respond_no_build(node, resp, &req->build_id, "resume");
+		else
+			ms_respond_errno(resp, err, req->from_build ? "resume" : "start", cause);
 		return;
 	}
 	ms_log_sandbox_event(sb, req->from_build ? &req->build_id : NULL,
@@ -280,7 +301,10 @@ static void ms_handle_resume(struct ms_node *node, struct ms_node_sandbox *sb,
 	int err = ms_nsb_resume(sb, &build_id, &req->exec, cause, sizeof(cause));
 	if (err) {
 		atomic_fetch_add(&node->metrics.creates_failed, 1);
-		ms_respond_errno(resp, err, "resume", cause);
+		if (err == MS_ENOTFOUND)
+			ms_respond_no_build(node, resp, &build_id, "resume");
+		else
+			ms_respond_errno(resp, err, "resume", cause);
 		return;
 	}
 	ms_log_sandbox_event(sb, &build_id, "resumed");
@@ -472,7 +496,7 @@ static void ms_handle_build(struct ms_node *node, const struct ms_api_request *r
 	if (err) {
 		cJSON_Delete(o);
 		if (err == MS_ENOTFOUND)
-			ms_respond_error(resp, 404, "not_found", "no build %s", text);
+			ms_respond_no_build(node, resp, &req->id, "build");
 		else
 			ms_respond_errno(resp, err, "build", NULL);
 		return;
@@ -530,7 +554,7 @@ static void ms_handle_metadata(struct ms_node *node, const struct ms_api_request
 		err = ms_build_storage_load_header(node->store, &req->id,
 						   MS_ARTIFACT_MEMFILE_HEADER, &loaded);
 		if (err == MS_ENOTFOUND) {
-			ms_respond_error(resp, 404, "not_found", "no build %s", text);
+			ms_respond_no_build(node, resp, &req->id, "build");
 			return;
 		}
 		if (!err)

@@ -1,6 +1,8 @@
 /*
  * hooks.c - the daemon's test hooks (config keys test_*, never set in
- * production): the compare stall (test_stall_compare), the upload hold (test_hold_upload) and
+ * production): the compare and drain stalls (test_stall_compare, _drain),
+ * the store's delay and holds through the fault-injecting store
+ * (test_store_delay, test_hold_store), the upload hold (test_hold_upload) and
  * the node that dies while a peer reads it (test_peer_die_after).
  *
  * Invariants:
@@ -10,11 +12,15 @@
  *     delays, and the pipeline does the same work after it.
  */
 #include "node/node_int.h"
+#include "storage/faulty.h"
 #include "util/clock.h"
 #include "util/log.h"
 
+#include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,10 +28,10 @@
 
 /* ---- holds of the pipeline's stages ---- */
 
-void ms_node_hook_stall_compare(struct ms_template *t)
+/* Sets gate once ns passed from now, or at once when the node stops. */
+static void ms_node_hook_stall(struct ms_node *node, int64_t ns, struct ms_future *gate)
 {
-	struct ms_node *node = t->node;
-	int64_t deadline = ms_clock_now_ns() + node->cfg.test_stall_compare_ns;
+	int64_t deadline = ms_clock_now_ns() + ns;
 	pthread_mutex_lock(&node->lock);
 	while (!node->stopping && ms_clock_now_ns() < deadline) {
 		struct timespec ts;
@@ -39,7 +45,54 @@ void ms_node_hook_stall_compare(struct ms_template *t)
 		pthread_cond_timedwait(&node->cond, &node->lock, &ts);
 	}
 	pthread_mutex_unlock(&node->lock);
-	ms_future_set(t->gate, NULL);
+	ms_future_set(gate, NULL);
+}
+
+void ms_node_hook_stall_compare(struct ms_template *t)
+{
+	ms_node_hook_stall(t->node, t->node->cfg.test_stall_compare_ns, t->gate);
+}
+
+void ms_node_hook_stall_drain(struct ms_template *t)
+{
+	ms_node_hook_stall(t->node, t->node->cfg.test_stall_drain_ns, t->drain_gate);
+}
+
+int ms_node_hook_store(struct ms_node *node, char *why, size_t why_len)
+{
+	const struct ms_node_config *cfg = &node->cfg;
+	if (cfg->test_store_delay_ns <= 0 && !cfg->test_hold_store[0])
+		return 0;
+	if (cfg->test_store_delay_ns > 0 && cfg->test_hold_store[0]) {
+		snprintf(why, why_len, "test_store_delay and test_hold_store exclude each other");
+		return -EINVAL;
+	}
+	enum ms_faulty_op op = MS_FAULTY_PUT;
+	const char *match = NULL;
+	if (cfg->test_hold_store[0]) {
+		const char *colon = strchr(cfg->test_hold_store, ':');
+		size_t n = colon ? (size_t)(colon - cfg->test_hold_store) : 0;
+		if (colon && n == 3 && !strncmp(cfg->test_hold_store, "put", 3))
+			op = MS_FAULTY_PUT;
+		else if (colon && n == 6 && !strncmp(cfg->test_hold_store, "remove", 6))
+			op = MS_FAULTY_REMOVE;
+		if (!colon || !colon[1] || (n != 3 && n != 6)) {
+			snprintf(why, why_len, "test_hold_store: OP:SUBSTRING, OP put or remove");
+			return -EINVAL;
+		}
+		match = colon + 1;
+	}
+	struct ms_store *faulty = ms_store_faulty_new(node->store_base);
+	if (!faulty) {
+		snprintf(why, why_len, "out of memory");
+		return -ENOMEM;
+	}
+	ms_store_faulty_match(faulty, match);
+	/* a delay for every write, or an hour's hang for the held calls */
+	ms_store_faulty_inject_every(faulty, op, 1, MS_FAULTY_DELAY, 0,
+				     match ? 3600 * MS_NSEC_PER_SEC : cfg->test_store_delay_ns);
+	node->store = faulty;
+	return 0;
 }
 
 void ms_node_hook_hold_upload(struct ms_template *t)

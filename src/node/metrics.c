@@ -414,6 +414,17 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 		   atomic_load(&m->template_misses));
 	ms_counter(out, "memsnap_template_cache_evictions_total",
 		   "Templates evicted from the cache (TTL).", atomic_load(&m->template_evictions));
+	ms_family(out, "memsnap_recovery_removed_total", "counter",
+		  "Leftovers of a daemon that died, removed at start or by the janitor, by kind.");
+	static const char *const kinds[MS_RECOVERY_KINDS] = {"cache_entry", "store_object",
+							     "peer_record"};
+	for (int k = 0; k < MS_RECOVERY_KINDS; k++)
+		fprintf(out, "memsnap_recovery_removed_total{kind=\"%s\"} %llu\n", kinds[k],
+			(unsigned long long)atomic_load(&m->recovery_removed[k]));
+	ms_counter(
+	    out, "memsnap_builds_lost_total",
+	    "Builds whose upload a crash cut short (no header in the store): found at start.",
+	    atomic_load(&m->builds_lost));
 	/* peers: what this node served to others, and how its reads of others' builds went */
 	const struct ms_node_peers_live *pl = &live->peers;
 	ms_family(out, "memsnap_peer_server_requests_total", "counter",

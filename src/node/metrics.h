@@ -43,6 +43,13 @@ enum ms_pause_timing {
 	MS_TIMINGS,
 };
 enum ms_diff_kind { MS_DIFF_DIRTY, MS_DIFF_STORED, MS_DIFF_KINDS };
+/* What the recovery after a crash removed (recovery.c). */
+enum ms_recovery_kind {
+	MS_RECOVERY_CACHE_ENTRY,  /* an entry of the cache dir left by the last daemon */
+	MS_RECOVERY_STORE_OBJECT, /* an object of a lost build (data, snapfile, metadata) */
+	MS_RECOVERY_PEER_RECORD,  /* a peers/ record of a build this node no longer serves */
+	MS_RECOVERY_KINDS,
+};
 
 struct ms_metrics {
 	struct ms_histogram create[MS_START_TYPES];
@@ -63,6 +70,8 @@ struct ms_metrics {
 	/* every pause's pipeline counts here: pages, upload bytes and failures */
 	struct ms_pause_counters pipeline;
 	_Atomic uint64_t template_hits, template_misses, template_evictions;
+	_Atomic uint64_t recovery_removed[MS_RECOVERY_KINDS];
+	_Atomic uint64_t builds_lost;	   /* uploads a crash cut short: found at start */
 	_Atomic uint64_t http_requests[6]; /* by status class: 1xx..5xx, [0] other */
 	/* page-server counters of sessions that ended (live ones are added at scrape) */
 	struct ms_uffd_metrics uffd_closed;

@@ -12,13 +12,13 @@
  *     is taken before anything in the dir is touched, so a second daemon
  *     never wipes a live one's files.
  *  2. Nothing in the cache dir survives a restart: it is emptied at start
- *     (but its lock).
+ *     (but its lock and the upload journal, which recovery.c resolves first:
+ *     the builds a dead daemon left half uploaded).
  *  3. Free order: sandboxes, then the peer server (no peer request holds a
  *     build's file), templates, the diff store, the peers (their routing
  *     sources were the resolver's), the store.
  */
 #include "node/node_int.h"
-#include "storage/faulty.h"
 #include "storage/s3.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -36,8 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MS_MOD	     "node"
-#define MS_LOCK_NAME ".memsnapd.lock"
+#define MS_MOD "node"
 
 void ms_node_count_request(struct ms_node *node, unsigned status)
 {
@@ -61,8 +60,7 @@ static int ms_rm_entry(const char *path, const struct stat *st, int flag, struct
 {
 	(void)st;
 	(void)flag;
-	if (ftw->level == 0 || (ftw->level == 1 && !strcmp(path + ftw->base, MS_LOCK_NAME)))
-		return 0; /* the cache dir itself and the lock stay */
+	(void)ftw;
 	if (remove(path))
 		ms_warn(MS_MOD, "cannot remove leftover %s: %s", path, strerror(errno));
 	return 0;
@@ -77,7 +75,7 @@ static int ms_node_lock_dir(const char *dir, int *fd_out)
 	char path[MS_NODE_PATH_MAX + 32];
 	if (mkdir(dir, 0700) && errno != EEXIST)
 		return -errno;
-	snprintf(path, sizeof(path), "%s/%s", dir, MS_LOCK_NAME);
+	snprintf(path, sizeof(path), "%s/%s", dir, MS_NODE_LOCK_NAME);
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
@@ -90,7 +88,10 @@ static int ms_node_lock_dir(const char *dir, int *fd_out)
 	return 0;
 }
 
-/* Empties dir (but its lock); nothing in it survives a restart. */
+/*
+ * Empties dir but its lock and the upload journal (recovery.c reads it):
+ * nothing else in it survives a restart.
+ */
 static int ms_node_clean_dir(const char *dir, unsigned *removed)
 {
 	if (mkdir(dir, 0700) && errno != EEXIST)
@@ -99,15 +100,21 @@ static int ms_node_clean_dir(const char *dir, unsigned *removed)
 	if (!d)
 		return -errno;
 	struct dirent *e;
+	int err = 0;
 	*removed = 0;
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
-		    strcmp(e->d_name, MS_LOCK_NAME))
-			(*removed)++;
+	while (!err && (e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+		    !strcmp(e->d_name, MS_NODE_LOCK_NAME) ||
+		    !strcmp(e->d_name, MS_NODE_JOURNAL_NAME))
+			continue;
+		char path[MS_NODE_PATH_MAX + 300];
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		(*removed)++;
+		if (nftw(path, ms_rm_entry, 16, FTW_DEPTH | FTW_PHYS))
+			err = -errno;
+	}
 	closedir(d);
-	if (*removed && nftw(dir, ms_rm_entry, 16, FTW_DEPTH | FTW_PHYS))
-		return -errno;
-	return 0;
+	return err;
 }
 
 struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *why, size_t why_len)
@@ -138,13 +145,6 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 			 *err == -EBUSY ? "another memsnapd uses it" : ms_strerror(*err));
 		goto fail;
 	}
-	unsigned removed = 0;
-	if ((*err = ms_node_clean_dir(cfg->cache_dir, &removed))) {
-		snprintf(why, why_len, "cache_dir %s: %s", cfg->cache_dir, ms_strerror(*err));
-		goto fail;
-	}
-	if (removed)
-		ms_info(MS_MOD, "removed %u leftovers from %s", removed, cfg->cache_dir);
 	if (mkdir(cfg->run_dir, 0700) && errno != EEXIST) {
 		*err = -errno;
 		snprintf(why, why_len, "run_dir %s: %s", cfg->run_dir, strerror(errno));
@@ -174,15 +174,23 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 		goto fail;
 	}
 	node->store_base = node->store;
-	if (cfg->test_store_delay_ns > 0) {
-		/* test hook: every write sleeps first (slow uploads) */
-		if (!(node->store = ms_store_faulty_new(node->store_base))) {
-			*err = -ENOMEM;
-			snprintf(why, why_len, "out of memory");
-			goto fail;
-		}
-		ms_store_faulty_inject_every(node->store, MS_FAULTY_PUT, 1, MS_FAULTY_DELAY, 0,
-					     cfg->test_store_delay_ns);
+	if ((*err = ms_node_hook_store(node, why, why_len)))
+		goto fail;
+	/* what a daemon that died left: its unfinished uploads first, then the cache */
+	unsigned pending = 0;
+	if ((*err = ms_node_recover(node, &pending)) && !pending) {
+		snprintf(why, why_len, "recovery: %s", ms_strerror(*err));
+		goto fail;
+	}
+	node->recovery_pending = pending > 0; /* the janitor tries again */
+	unsigned removed = 0;
+	if ((*err = ms_node_clean_dir(cfg->cache_dir, &removed))) {
+		snprintf(why, why_len, "cache_dir %s: %s", cfg->cache_dir, ms_strerror(*err));
+		goto fail;
+	}
+	if (removed) {
+		ms_info(MS_MOD, "removed %u leftovers from %s", removed, cfg->cache_dir);
+		atomic_fetch_add(&node->metrics.recovery_removed[MS_RECOVERY_CACHE_ENTRY], removed);
 	}
 	struct ms_diffstore_config dcfg = {.cache_dir = node->cfg.cache_dir};
 	if (!(node->diffs = ms_diffstore_new(&dcfg, err))) {
@@ -303,6 +311,7 @@ void ms_node_free(struct ms_node *node)
 	for (size_t i = 0; i < node->ntemplates; i++)
 		ms_template_unref(node->templates[i]);
 	free(node->templates);
+	free(node->lost);
 	if (node->diffs)
 		ms_diffstore_free(node->diffs);
 	/* after the diff store: its routing sources were the resolver's */

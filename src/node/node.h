@@ -19,9 +19,13 @@
  * a warm resume serves from, the snapfile, and for a pause made here the
  * pipeline, whose figures are read from it (ms_pause_state/_stats), and a
  * follower thread that marks its end. TTL (default 25 h) from insertion,
- * extended by a hit, never shortened; eviction drops the cache's reference, and the last reference (a running sandbox, a child
- * pause) closes the file. A miss fetches the header and snapfile from the
- * store on a detached thread; concurrent misses of one build share that fetch.
+ * extended by a hit, never shortened; eviction drops the cache's reference,
+ * and the last reference (a running sandbox, a child pause) closes the file.
+ * A miss fetches the header and snapfile from the store on a detached thread;
+ * concurrent misses of one build share that fetch.
+ *
+ * Recovery (recovery.c): at start, the builds a killed daemon left half
+ * uploaded (its upload journal) are resolved: whole, or lost and removed.
  */
 #ifndef MS_NODE_NODE_H
 #define MS_NODE_NODE_H

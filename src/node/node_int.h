@@ -43,6 +43,8 @@
 #include <sys/types.h>
 
 #define MS_NODE_SNAPFILE_MAX (64u << 20)
+#define MS_NODE_LOCK_NAME    ".memsnapd.lock"
+#define MS_NODE_JOURNAL_NAME ".memsnapd.uploads" /* recovery.c: uploads in progress */
 
 /* ---- worker.c: a worker thread per sandbox, the only thread that drives its VM ---- */
 
@@ -74,8 +76,9 @@ struct ms_template {
 	struct ms_layered *file; /* owned, unless pause owns it */
 	struct ms_pause *pause;	 /* paused on this node */
 	struct ms_template *parent;
-	struct ms_future *gate;	  /* test hook: holds the compare (NULL: none) */
-	struct ms_future *loaded; /* cold fetch: settled when file and snapfile are set */
+	struct ms_future *gate;	      /* test hook: holds the compare (NULL: none) */
+	struct ms_future *drain_gate; /* test hook: holds the drain (NULL: none) */
+	struct ms_future *loaded;     /* cold fetch: settled when file and snapfile are set */
 	void *snapfile;
 	size_t snapfile_len;
 	char *metadata; /* metadata.json (NUL-terminated), or NULL: the guest, the prefetch trace */
@@ -132,6 +135,9 @@ struct ms_node {
 	size_t ntemplates, templates_cap;
 	struct ms_node_sandbox **sandboxes;
 	size_t nsandboxes, sandboxes_cap;
+	ms_uuid *lost; /* builds the recovery found lost (answer 410) */
+	size_t nlost, lost_cap;
+	bool recovery_pending; /* journal entries the store did not let us resolve yet */
 	/* the thread that runs ms_node_new / ms_node_shutdown only */
 	pthread_t janitor;
 	bool janitor_started;
@@ -161,6 +167,11 @@ struct ms_template *ms_template_remove_at_locked(struct ms_node *node, size_t i)
  */
 int ms_template_get(struct ms_node *node, const ms_uuid *id, struct ms_template **out,
 		    enum ms_start_type *start_type);
+/*
+ * A local pause ended (published, or failed with err): histograms, test
+ * gates, peer record, a failed upload's leftovers, journal entry, done.
+ */
+void ms_template_ended(struct ms_template *t, int err);
 /* The follower thread of a local pause (arg: the template): test holds, then the end. */
 void *ms_template_follow(void *arg);
 /*
@@ -238,10 +249,35 @@ bool ms_nsb_prefetch_figures_locked(const struct ms_node_sandbox *sb,
  */
 int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, size_t cause_len);
 
+/* ---- recovery.c: the upload journal and what a crash left ---- */
+
+/* Journals id's upload as started (fsynced) before any of it goes to the store. */
+int ms_node_journal_add(struct ms_node *node, const ms_uuid *id);
+/* The upload of id ended (its end is recorded): its journal entry goes. */
+void ms_node_journal_done(struct ms_node *node, const ms_uuid *id);
+/*
+ * Resolves id in the store: with its header there it is complete (*lost
+ * false); without, everything under "{id}/" is removed (*lost true). Its
+ * peers/ record goes either way. Each removal is logged and counted.
+ */
+int ms_node_remove_leftovers(struct ms_node *node, const ms_uuid *id, bool *lost);
+/* Resolves every journal entry; *pending: entries left for a later try (store errors). */
+int ms_node_recover(struct ms_node *node, unsigned *pending);
+/* Whether the recovery found id lost. */
+bool ms_node_is_lost(struct ms_node *node, const ms_uuid *id);
+
 /* ---- hooks.c: test hooks (config keys test_*) ---- */
 
 /* test_stall_compare: holds t's compare gate until the stall passed or the node stops. */
 void ms_node_hook_stall_compare(struct ms_template *t);
+/* test_stall_drain: the same for t's drain gate. */
+void ms_node_hook_stall_drain(struct ms_template *t);
+/*
+ * test_store_delay / test_hold_store: node->store becomes a fault-injecting
+ * wrapper of node->store_base (every put sleeps; or the matching calls hang).
+ * 0, or an error with why filled.
+ */
+int ms_node_hook_store(struct ms_node *node, char *why, size_t why_len);
 /* test_hold_upload: holds t's upload gate until the file exists or the node stops. */
 void ms_node_hook_hold_upload(struct ms_template *t);
 /* test_peer_die_after: the peer server's request hook (ctx: the node). */

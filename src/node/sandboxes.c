@@ -515,7 +515,10 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 		goto fail;
 	if (node->cfg.test_stall_compare_ns > 0 && !(t->gate = ms_future_new(NULL)))
 		goto fail;
-	if (node->cfg.test_hold_upload[0] && !(t->upload_gate = ms_future_new(NULL)))
+	if (node->cfg.test_stall_drain_ns > 0 && !(t->drain_gate = ms_future_new(NULL)))
+		goto fail;
+	/* the upload waits until the journal names the build (recovery.c) */
+	if (!(t->upload_gate = ms_future_new(NULL)))
 		goto fail;
 	if (!(metadata = ms_nsb_metadata(sb->guest, parent->mem_size, parent,
 					 trace.count ? &trace : NULL)))
@@ -539,6 +542,7 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	    .resolve = node->resolve,
 	    .resolve_ctx = node->resolve_ctx,
 	    .compare_gate = t->gate,
+	    .drain_gate = t->drain_gate,
 	    .upload_gate = t->upload_gate,
 	    .upload_holder = node->upload_holder,
 	    .metadata = metadata,
@@ -562,6 +566,13 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	}
 	t->id = *ms_pause_build_id(t->pause);
 	t->file = ms_pause_file(t->pause);
+	/* before any byte of it goes to the store: a crash from here on is recovered */
+	int journaled = ms_node_journal_add(node, &t->id);
+	if (journaled)
+		ms_warn(MS_MOD, "upload journal: %s (a crash would leave this upload's leftovers)",
+			ms_strerror(journaled));
+	if (!node->cfg.test_hold_upload[0])
+		ms_future_set(t->upload_gate, NULL);
 	t->snapfile = job.paused.snapfile;
 	t->snapfile_len = job.paused.snapfile_len;
 	job.paused.snapfile = NULL;
@@ -610,16 +621,17 @@ fail_started:
 	/* without a follower nobody releases the test holds: do it, then wait it out */
 	if (t->gate)
 		ms_future_set(t->gate, NULL);
+	if (t->drain_gate)
+		ms_future_set(t->drain_gate, NULL);
 	if (t->upload_gate)
 		ms_future_set(t->upload_gate, NULL);
-	int end = ms_pause_wait(t->pause, MS_PAUSE_PUBLISHED, -1);
-	if (t->served)
-		ms_node_peers_uploaded(node->peers, &t->id, !end);
-	t->done = true;
+	ms_template_ended(t, ms_pause_wait(t->pause, MS_PAUSE_PUBLISHED, -1));
 fail:
 	snprintf(cause, cause_len, "pause failed: %s", ms_strerror(err));
 	if (t && t->gate && !t->following)
 		ms_future_set(t->gate, NULL);
+	if (t && t->drain_gate && !t->following)
+		ms_future_set(t->drain_gate, NULL);
 	if (t && t->upload_gate && !t->following)
 		ms_future_set(t->upload_gate, NULL);
 	ms_template_unref(t);

@@ -71,6 +71,8 @@ void ms_template_unref(struct ms_template *t)
 		ms_layered_free(t->file);
 	if (t->gate)
 		ms_future_unref(t->gate);
+	if (t->drain_gate)
+		ms_future_unref(t->drain_gate);
 	if (t->loaded)
 		ms_future_unref(t->loaded);
 	if (t->in_store)
@@ -370,7 +372,7 @@ static void ms_template_log_end(const struct ms_template *t, int err, uint64_t b
  * histograms, its peer record goes, and it is done (evictable; shutdown stops
  * waiting for it). The pipeline itself counted pages and bytes.
  */
-static void ms_template_ended(struct ms_template *t, int err)
+void ms_template_ended(struct ms_template *t, int err)
 {
 	struct ms_node *node = t->node;
 	struct ms_pause_stats stats;
@@ -393,8 +395,21 @@ static void ms_template_ended(struct ms_template *t, int err)
 	atomic_fetch_add(err ? &node->metrics.pauses_failed : &node->metrics.pauses_published, 1);
 	if (t->upload_gate) /* a pipeline that failed before its upload never waited */
 		ms_future_set(t->upload_gate, NULL);
+	if (t->drain_gate)
+		ms_future_set(t->drain_gate, NULL);
 	if (t->served) /* the record goes; published: peers are sent to the store */
 		ms_node_peers_uploaded(node->peers, &t->id, !err);
+	/* failed: what its upload put in the store goes too (no header: nothing reads it) */
+	bool lost = false;
+	int left = err ? ms_node_remove_leftovers(node, &t->id, &lost) : 0;
+	if (left) {
+		char text[MS_UUID_STR_LEN];
+		ms_uuid_format(&t->id, text);
+		ms_warn(MS_MOD, "build %s: its leftovers stay for the next start: %s", text,
+			ms_strerror(left));
+	} else {
+		ms_node_journal_done(node, &t->id);
+	}
 	pthread_mutex_lock(&node->lock);
 	t->error = err;
 	t->done = true;
@@ -412,13 +427,15 @@ void *ms_template_follow(void *arg)
 	struct ms_template *t = arg;
 	if (t->gate)
 		ms_node_hook_stall_compare(t);
-	if (t->upload_gate)
+	if (t->drain_gate)
+		ms_node_hook_stall_drain(t);
+	if (t->node->cfg.test_hold_upload[0])
 		ms_node_hook_hold_upload(t);
 	ms_template_ended(t, ms_pause_wait(t->pause, MS_PAUSE_PUBLISHED, -1));
 	return NULL;
 }
 
-/* ---- the janitor: template TTL ---- */
+/* ---- the janitor: template TTL, and the recovery of a crash when the start could not ---- */
 
 void *ms_node_janitor(void *arg)
 {
@@ -429,6 +446,14 @@ void *ms_node_janitor(void *arg)
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_sec += 1;
 		pthread_cond_timedwait(&node->cond, &node->lock, &ts);
+		if (node->recovery_pending && !node->stopping) {
+			/* a crash's leftovers the store did not let the start remove */
+			pthread_mutex_unlock(&node->lock);
+			unsigned pending = 0;
+			ms_node_recover(node, &pending);
+			pthread_mutex_lock(&node->lock);
+			node->recovery_pending = pending > 0;
+		}
 		int64_t now = ms_clock_now_ns();
 		for (size_t i = 0; i < node->ntemplates;) {
 			struct ms_template *t = node->templates[i];

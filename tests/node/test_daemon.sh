@@ -11,10 +11,9 @@ set -u
 memsnapd=${1:?usage: test_daemon.sh MEMSNAPD MEMSNAP [BACKEND]}
 memsnap=${2:?usage: test_daemon.sh MEMSNAPD MEMSNAP [BACKEND]}
 backend=${3:-proc}
-if [ "$backend" = kvm ] && ! { [ -r /dev/kvm ] && [ -w /dev/kvm ]; }; then
-	echo "SKIP: /dev/kvm does not open here"
-	exit 77
-fi
+. "$(dirname "$0")/../expect.sh"
+. "$(dirname "$0")/daemon_lib.sh" # api, field, wait_healthz
+skip_without_kvm "$backend"
 tmp=$(mktemp -d /tmp/msd-test.XXXXXX)
 pids=""
 cleanup() {
@@ -23,7 +22,6 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-. "$(dirname "$0")/../expect.sh"
 store="$tmp/store"
 mkdir -p "$store"
 cat >"$tmp/memsnapd.conf" <<EOF
@@ -45,17 +43,7 @@ start_daemon() {
 	"$memsnapd" --config "$tmp/memsnapd.conf" "$@" 2>"$tmp/$name.log" &
 	daemon=$!
 	pids="$pids $daemon"
-	tries=0
-	until curl -s --unix-socket "$sock" -o /dev/null http://d/healthz; do
-		if ! kill -0 "$daemon" 2>/dev/null; then
-			bad "$name: memsnapd exited at start"
-			sed 's/^/  | /' "$tmp/$name.log"
-			return 1
-		fi
-		tries=$((tries + 1))
-		[ $tries -lt 600 ] || { bad "$name: no answer"; return 1; }
-		sleep 0.1
-	done
+	wait_healthz "$name" "$daemon" "$tmp/$name.log" || return 1
 	ok
 }
 # stop_daemon: SIGTERM, wait; $? is memsnapd's exit status
@@ -63,16 +51,6 @@ stop_daemon() {
 	kill -TERM "$daemon"
 	wait "$daemon"
 }
-# api METHOD PATH [BODY]: $code = HTTP status, $tmp/body = the answer
-api() {
-	if [ $# -ge 3 ]; then
-		code=$(curl -s --unix-socket "$sock" -X "$1" -o "$tmp/body" -w '%{http_code}' \
-			-H 'Content-Type: application/json' --data-binary "$3" "http://d$2")
-	else
-		code=$(curl -s --unix-socket "$sock" -X "$1" -o "$tmp/body" -w '%{http_code}' "http://d$2")
-	fi
-}
-field() { jq -r "$1" "$tmp/body"; }
 # api_expect NAME WANT_STATUS WANT_ERROR METHOD PATH [BODY]
 api_error() {
 	name=$1 want=$2 err=$3
