@@ -48,6 +48,7 @@ enum ms_recovery_kind {
 	MS_RECOVERY_CACHE_ENTRY,  /* an entry of the cache dir left by the last daemon */
 	MS_RECOVERY_STORE_OBJECT, /* an object of a lost build (data, snapfile, metadata) */
 	MS_RECOVERY_PEER_RECORD,  /* a peers/ record of a build this node no longer serves */
+	MS_RECOVERY_UPLOAD_LEASE, /* an uploads/ lease of an upload that died with the node */
 	MS_RECOVERY_KINDS,
 };
 

@@ -258,7 +258,7 @@ void ms_node_journal_done(struct ms_node *node, const ms_uuid *id);
 /*
  * Resolves id in the store: with its header there it is complete (*lost
  * false); without, everything under "{id}/" is removed (*lost true). Its
- * peers/ record goes either way. Each removal is logged and counted.
+ * peers/ and uploads/ leases go either way. Each removal is logged and counted.
  */
 int ms_node_remove_leftovers(struct ms_node *node, const ms_uuid *id, bool *lost);
 /* Resolves every journal entry; *pending: entries left for a later try (store errors). */

@@ -14,10 +14,12 @@
  * answer):
  *   - the build's header is in the store: the upload finished (the header is
  *     put last, after data and snapfile): the build is complete; only its
- *     peers/ record (if any) is stale and goes.
+ *     leases (peers/, uploads/: storage/lease.h), if any, are stale and go.
  *   - no header: the build is LOST (its memory went with the daemon). Every
- *     object under "{build_id}/" (data, snapfile, metadata) and its peers/
- *     record are removed, and the build answers 410 from now on.
+ *     object under "{build_id}/" (data, snapfile, metadata, checksums) and its
+ *     leases are removed, and the build answers 410 from now on.
+ * (memsnap store gc finds the same leftovers fleet-wide once the leases have
+ * expired; this is the node's own, at once.)
  * Every removal is logged and counted (memsnap_recovery_removed_total{kind}).
  *
  * Invariants:
@@ -27,7 +29,7 @@
  *     whole (data before header, DESIGN.md §5.7).
  */
 #include "node/node_int.h"
-#include "node/peer/registry.h"
+#include "storage/lease.h"
 #include "storage/artifact.h"
 #include "util/err.h"
 #include "util/lock.h"
@@ -125,20 +127,21 @@ static void ms_node_count_removed(struct ms_node *node, enum ms_recovery_kind ki
 	atomic_fetch_add(&node->metrics.recovery_removed[kind], n);
 }
 
-/* Removes the peers/ record of id if there is one (counted). */
-static int ms_node_remove_record(struct ms_node *node, const ms_uuid *id, const char *text)
+/* Removes id's lease of kind (peers/, uploads/) if there is one (counted). */
+static int ms_node_remove_lease(struct ms_node *node, const char *kind, const ms_uuid *id,
+				const char *text, enum ms_recovery_kind counted)
 {
 	char key[MS_STORE_KEY_MAX + 1];
 	uint64_t size;
-	int err = ms_peer_registry_key(id, key, sizeof(key));
+	int err = ms_lease_key(kind, id, key, sizeof(key));
 	if (err)
 		return err;
 	if ((err = ms_store_size(node->store, key, &size)) == MS_ENOTFOUND)
 		return 0;
-	if (err || (err = ms_peer_registry_remove(node->store, id)))
+	if (err || (err = ms_lease_remove(node->store, kind, id)))
 		return err;
-	ms_info(MS_MOD, "build %s: removed its stale peer record %s", text, key);
-	ms_node_count_removed(node, MS_RECOVERY_PEER_RECORD, 1);
+	ms_info(MS_MOD, "build %s: removed its stale lease %s", text, key);
+	ms_node_count_removed(node, counted, 1);
 	return 0;
 }
 
@@ -174,7 +177,11 @@ int ms_node_remove_leftovers(struct ms_node *node, const ms_uuid *id, bool *lost
 		if (err)
 			return err;
 	}
-	return ms_node_remove_record(node, id, text);
+	/* this node no longer serves it, nor uploads it: both leases go */
+	int err_peer =
+	    ms_node_remove_lease(node, MS_LEASE_PEERS, id, text, MS_RECOVERY_PEER_RECORD);
+	err = ms_node_remove_lease(node, MS_LEASE_UPLOADS, id, text, MS_RECOVERY_UPLOAD_LEASE);
+	return err_peer ? err_peer : err;
 }
 
 /* node->lock held: remembers id as lost (answers 410 from now on). */

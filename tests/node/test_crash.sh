@@ -8,7 +8,8 @@
 #   verify:  no header in the store whose data is missing or of the wrong size;
 #            a build whose header is there resumes cold and the guest verifies
 #            its memory; a build without a header answers 410 lost and nothing
-#            of it is left in the store; its peers/ record is gone; the cache
+#            of it is left in the store; its peers/ record and uploads/ lease
+#            are gone; the cache
 #            dir holds only the lock and the (empty) upload journal; the
 #            removals are counted in memsnap_recovery_removed_total.
 # Crash points: during the compare, during the drain, during the data upload,
@@ -139,13 +140,14 @@ crash() {
 	fi
 	left=$(store_list "$build/" | sed 's/ .*//' | tr '\n' ' ' | sed 's/ $//')
 	record=$(has_key "peers/$build" && echo "peers/$build")
+	lease=$(has_key "uploads/$build" && echo "uploads/$build")
 	kill -KILL "$daemon"
 	wait "$daemon" 2>/dev/null
 	daemon=""
 	cached=$(ls -A "$tmp/cache" | grep -v '^\.memsnapd\.lock$' | grep -cv '^\.memsnapd\.uploads$')
 	temps=""
 	[ "$storekind" = fs ] && temps=$(cd "$tmp/store" && find . -name '.*.tmp.*' -printf '%P ')
-	echo "crash point $point: the store held: ${left:-nothing of the build}${record:+, $record}${temps:+, temp files $temps}; the cache dir $cached entries"
+	echo "crash point $point: the store held: ${left:-nothing of the build}${record:+, $record}${lease:+, $lease}${temps:+, temp files $temps}; the cache dir $cached entries"
 	start "$point-restart" || return
 	check_headers "$point"
 	if [ "$outcome" = complete ]; then
@@ -168,11 +170,13 @@ crash() {
 	fi
 	has_key "peers/$build" && bad "$point: the stale peers/ record stayed" || ok
 	[ -n "$record" ] && expect "$point: the record counted" 1 "$(metric peer_record)"
+	has_key "uploads/$build" && bad "$point: the stale uploads/ lease stayed" || ok
+	expect "$point: the upload lease counted" "$([ -n "$lease" ] && echo 1 || echo 0)" "$(metric upload_lease)"
 	expect "$point: the cache dir's leftovers counted" "$cached" "$(metric cache_entry)"
 	extra=$(ls -A "$tmp/cache" | grep -v '^\.memsnapd\.lock$' | grep -v '^\.memsnapd\.uploads$')
 	[ -z "$(ls -A "$tmp/cache/.memsnapd.uploads" 2>/dev/null)" ] && ok ||
 		bad "$point: the upload journal is not empty: $(ls -A "$tmp/cache/.memsnapd.uploads")"
-	echo "crash point $point: recovery removed $(metric store_object) objects, $(metric peer_record) peers/ records, $(metric cache_entry) cache entries ($outcome); cache dir after: ${extra:-lock and journal only}"
+	echo "crash point $point: recovery removed $(metric store_object) objects, $(metric peer_record) peers/ records, $(metric upload_lease) uploads/ leases, $(metric cache_entry) cache entries ($outcome); cache dir after: ${extra:-lock and journal only}"
 	kill -TERM "$daemon"
 	wait "$daemon"
 	expect "$point: clean stop after the recovery" 0 $?
