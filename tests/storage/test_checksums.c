@@ -1,7 +1,8 @@
 /*
  * test_checksums.c - the checksum table (storage/checksums.h) and the checking
  * store (storage/verified.h): round trips, the parser's refusals, and reads of a
- * flipped byte, a truncated object, a corrupt table and a one-off bad fetch.
+ * flipped byte, a truncated object, a corrupt table and a one-off bad fetch;
+ * readers on many threads over more builds than the table cache holds (TSan).
  */
 #include "ms_test.h"
 #include "storage/checksums.h"
@@ -9,8 +10,11 @@
 #include "storage/frames.h"
 #include "storage/verified.h"
 #include "util/err.h"
+#include "util/uuid.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
@@ -432,6 +436,67 @@ static void test_builds_without_table(void **state)
 	ms_sums_unref(sums);
 }
 
+/* ---- many readers, more builds than the cache holds ---- */
+
+#define MANY_BUILDS 300 /* > the checking store's cache of 256 tables: entries are evicted */
+#define READERS	    4
+
+struct readers {
+	struct fixture *f;
+	char keys[MANY_BUILDS][80];
+	unsigned seed;
+	atomic_int bad;
+};
+
+static void *reader_main(void *arg)
+{
+	struct readers *r = arg;
+	unsigned seed = __atomic_add_fetch(&r->seed, 7919, __ATOMIC_RELAXED);
+	uint8_t *buf = malloc(SIZE);
+	for (int i = 0; i < 1500; i++) {
+		seed = seed * 1103515245u + 12345u;
+		unsigned b = (seed >> 8) % MANY_BUILDS;
+		uint64_t off = (seed >> 4) % SIZE, len = 1 + (seed >> 12) % (SIZE - off);
+		size_t got = 0;
+		if (ms_store_read_range(r->f->store, r->keys[b], off, buf, len, &got) ||
+		    got != len || memcmp(buf, r->f->data + off, len) != 0)
+			atomic_fetch_add(&r->bad, 1);
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_concurrent_readers_and_eviction(void **state)
+{
+	struct fixture *f = *state;
+	struct readers *r = calloc(1, sizeof(*r));
+	r->f = f;
+	struct ms_sums *sums = ms_sums_new();
+	assert_int_equal(ms_sums_add_buf(sums, "memfile", f->data, SIZE, BLOCK), 0);
+	uint8_t *table;
+	size_t len;
+	assert_int_equal(ms_sums_serialize(sums, &table, &len), 0);
+	for (unsigned b = 0; b < MANY_BUILDS; b++) {
+		ms_uuid id;
+		char text[MS_UUID_STR_LEN], key[80];
+		ms_uuid_generate(&id);
+		ms_uuid_format(&id, text);
+		snprintf(r->keys[b], sizeof(r->keys[b]), "%s/memfile", text);
+		assert_int_equal(ms_store_put_buf(f->fs, r->keys[b], f->data, SIZE, NULL), 0);
+		snprintf(key, sizeof(key), "%s/checksums", text);
+		assert_int_equal(ms_store_put_buf(f->fs, key, table, len, NULL), 0);
+	}
+	pthread_t threads[READERS];
+	for (int t = 0; t < READERS; t++)
+		assert_int_equal(pthread_create(&threads[t], NULL, reader_main, r), 0);
+	for (int t = 0; t < READERS; t++)
+		pthread_join(threads[t], NULL);
+	assert_int_equal(atomic_load(&r->bad), 0);
+	free(table);
+	ms_sums_unref(sums);
+	free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -442,6 +507,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_corruption_once_is_fetched_again, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_table_fails_every_read, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_builds_without_table, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_concurrent_readers_and_eviction, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
