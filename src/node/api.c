@@ -161,7 +161,7 @@ static int ms_api_parse_body(const char *body, size_t len, struct ms_api_request
 		if (create && !strcmp(f->string, "guest")) {
 			if (!cJSON_IsString(f) || ms_guest_parse(f->valuestring, &req->guest)) {
 				rc = ms_api_error_set(err, 400, "bad_request",
-						      "guest: pattern, counter or mutator");
+						      "guest: pattern, counter, mutator or workset");
 				goto out;
 			}
 			have_guest = true;

@@ -18,7 +18,7 @@
  *
  * Ids are UUIDs (36 characters). Bodies are JSON objects; unknown fields are
  * errors (a typo must not be silently ignored):
- *   create: {"guest": "pattern"|"counter"|"mutator", "mem_mib": 1..65536 (64)}
+ *   create: {"guest": "pattern"|"counter"|"mutator"|"workset", "mem_mib": 1..65536 (64)}
  *           or {"build_id": UUID}; optional "exec".
  *   resume: {} or no body; optional "exec".
  *   pause, delete, GETs: no body (an empty object is accepted for POST).

@@ -37,7 +37,7 @@
 #define MS_GUEST_DATA_FIRST_PAGE 8
 #define MS_GUEST_STACK_PAGES	 4
 
-enum ms_guest_kind { MS_GUEST_PATTERN, MS_GUEST_COUNTER, MS_GUEST_MUTATOR };
+enum ms_guest_kind { MS_GUEST_PATTERN, MS_GUEST_COUNTER, MS_GUEST_MUTATOR, MS_GUEST_WORKSET };
 
 /* pattern's commands */
 #define MS_PATTERN_FILL	  1
@@ -46,11 +46,20 @@ enum ms_guest_kind { MS_GUEST_PATTERN, MS_GUEST_COUNTER, MS_GUEST_MUTATOR };
 
 /* The guest's code bytes. 0, or -EINVAL for an unknown kind. */
 int ms_guest_code(enum ms_guest_kind kind, const uint8_t **code, size_t *len);
-/* kind -> "pattern", "counter", "mutator"; NULL for anything else (-1: unknown). */
+/* kind -> "pattern", "counter", "mutator", "workset"; NULL for anything else (-1: unknown). */
 const char *ms_guest_name(int kind);
-/* "pattern", "counter", "mutator" -> kind; -EINVAL otherwise. */
+/* "pattern", "counter", "mutator", "workset" -> kind; -EINVAL otherwise. */
 int ms_guest_parse(const char *name, enum ms_guest_kind *kind);
 /* The 8-byte word w of data page p after FILL(seed, epoch), as the guest computes it. */
 uint64_t ms_guest_pattern_word(uint64_t seed, uint64_t epoch, uint64_t page, uint64_t word);
+
+/*
+ * workset's walk (guests.S): ms_guest_workset_steps(data pages) steps, each
+ * ms_guest_workset_page(seed, data pages, &state) (state starts at 0) giving the
+ * RAM page index the guest fills or verifies next, as the guest computes it.
+ * data pages = RAM pages - MS_GUEST_DATA_FIRST_PAGE - MS_GUEST_STACK_PAGES.
+ */
+uint64_t ms_guest_workset_steps(uint64_t data_pages);
+uint64_t ms_guest_workset_page(uint64_t seed, uint64_t data_pages, uint64_t *state);
 
 #endif

@@ -20,7 +20,9 @@
  * anything else: report again. `counter` reports once when booted, then counts
  * in %r14 and in RAM, reporting the count (result0) every arg0 iterations. `mutator` (command 1,
  * arg0 = seed, arg1 = writes) writes arg1 pseudo-random data pages (xorshift
- * from seed) with their page index xor seed, then reports.
+ * from seed) with their page index xor seed, then reports. `workset` (1 FILL, 2
+ * VERIFY, arguments as pattern's) does pattern's work on a stable pseudo-random
+ * ~15 % of the data pages only, in a fixed order from the seed.
  */
 	.text
 	.code64
@@ -204,5 +206,78 @@ ms_guest_mutator_start:
 	decq %rcx
 	jmp 2b
 ms_guest_mutator_end:
+
+	/*
+	 * workset: commands 1 FILL(seed, epoch) and 2 VERIFY(seed, epoch) walk the
+	 * same pseudo-random sequence of data pages - xorshift64 from seed ^ K, page =
+	 * state % data pages, data pages * 42 / 256 steps (about 15 % of them distinct,
+	 * some twice) - writing, or checking, pattern's words on each; result0 of
+	 * VERIFY = pages that differ (a page walked twice counts twice). The pages
+	 * outside the set are never touched. ms_guest_workset_page() is the host's copy.
+	 */
+	.globl ms_guest_workset_start, ms_guest_workset_end
+ms_guest_workset_start:
+	movq %rdi, %r15
+	xorq %rax, %rax
+	xorq %rdx, %rdx
+1:	REPORT
+	movq MAILBOX_CMD(%r15), %rax
+	cmpq $1, %rax
+	je 2f
+	cmpq $2, %rax
+	je 2f
+	xorq %rax, %rax
+	xorq %rdx, %rdx
+	jmp 1b
+2:	movq %rax, %r12                 /* 1 fill, 2 verify */
+	DATA_PAGES
+	movq %rbx, %r14
+	imulq $42, %r14
+	shrq $8, %r14                   /* steps */
+	movabsq $0x2545f4914f6cdd1d, %r13
+	xorq MAILBOX_ARG0(%r15), %r13   /* xorshift state */
+	xorq %r10, %r10                 /* mismatches */
+3:	testq %r14, %r14
+	jz 6f
+	movq %r13, %rdx
+	shlq $13, %rdx
+	xorq %rdx, %r13
+	movq %r13, %rdx
+	shrq $7, %rdx
+	xorq %rdx, %r13
+	movq %r13, %rdx
+	shlq $17, %rdx
+	xorq %rdx, %r13
+	movq %r13, %rax
+	xorq %rdx, %rdx
+	divq %rbx                       /* rdx = state % data pages */
+	leaq DATA_FIRST_PAGE(%rdx), %rdx /* page */
+	movq %rdx, %rsi
+	shlq $12, %rsi
+	addq %r15, %rsi
+	movabsq $0x9e3779b97f4a7c15, %rax
+	imulq %rdx, %rax
+	addq MAILBOX_ARG0(%r15), %rax   /* seed + p * K, as pattern */
+	xorq %r8, %r8
+4:	movq %rax, %r9
+	addq %r8, %r9
+	xorq MAILBOX_ARG1(%r15), %r9
+	cmpq $1, %r12
+	jne 41f
+	movq %r9, (%rsi,%r8,8)
+	jmp 42f
+41:	cmpq %r9, (%rsi,%r8,8)
+	jne 43f
+42:	incq %r8
+	cmpq $512, %r8
+	jb 4b
+	jmp 5f
+43:	incq %r10
+5:	decq %r14
+	jmp 3b
+6:	movq %r10, %rax                 /* result0: mismatching pages (0 after FILL) */
+	xorq %rdx, %rdx
+	jmp 1b
+ms_guest_workset_end:
 
 	.section .note.GNU-stack,"",@progbits

@@ -371,6 +371,54 @@ static void test_mutator_cycles(void **state)
 	ms_sandbox_destroy(sb);
 }
 
+/* workset: FILL writes exactly the pages of its walk (about 15 %), VERIFY finds them, a wrong
+ * seed is caught, and the set survives a pause and an eager restore. */
+static void test_workset(void **state)
+{
+	(void)state;
+	struct ms_sandbox *sb = start(MS_GUEST_WORKSET);
+	const uint64_t seed = 4242,
+		       data_pages = PAGES - MS_GUEST_DATA_FIRST_PAGE - MS_GUEST_STACK_PAGES;
+	static bool in_set[PAGES];
+	memset(in_set, 0, sizeof(in_set));
+	uint64_t walk = 0, distinct = 0;
+	for (uint64_t i = 0; i < ms_guest_workset_steps(data_pages); i++) {
+		uint64_t page = ms_guest_workset_page(seed, data_pages, &walk);
+		distinct += !in_set[page];
+		in_set[page] = true;
+	}
+	assert_true(distinct * 100 >= data_pages * 12 && distinct * 100 <= data_pages * 18);
+	struct ms_pageset *before = written(sb);
+	ms_pageset_free(before);
+	command(sb, MS_PATTERN_FILL, seed, 3);
+	assert_int_equal(*box(sb, MS_GUEST_RESULT0), 0);
+	struct ms_pageset *set = written(sb);
+	for (uint32_t page = MS_GUEST_DATA_FIRST_PAGE; page < PAGES - MS_GUEST_STACK_PAGES; page++)
+		if (ms_pageset_contains(set, page) != in_set[page])
+			fail_msg("%s: page %u: written %d, in the walk %d", ops->name, page,
+				 ms_pageset_contains(set, page), in_set[page]);
+	ms_pageset_free(set);
+	const uint8_t *ram = ms_sandbox_ram(sb);
+	for (uint64_t page = MS_GUEST_DATA_FIRST_PAGE; page < PAGES - MS_GUEST_STACK_PAGES; page++)
+		if (in_set[page])
+			assert_int_equal(((const uint64_t *)(ram + page * 4096))[7],
+					 ms_guest_pattern_word(seed, 3, page, 7));
+	command(sb, MS_PATTERN_VERIFY, seed, 3);
+	assert_int_equal(*box(sb, MS_GUEST_RESULT0), 0);
+	command(sb, MS_PATTERN_VERIFY, seed, 4);
+	assert_int_equal(*box(sb, MS_GUEST_RESULT0), ms_guest_workset_steps(data_pages));
+	*box(sb, MS_GUEST_CMD) = 0;
+	struct ms_sandbox_paused paused;
+	assert_int_equal(ms_sandbox_pause(sb, &paused), 0);
+	ms_sandbox_destroy(sb);
+	sb = restore_eager(&paused);
+	ms_sandbox_paused_fini(&paused);
+	run_report(sb);
+	command(sb, MS_PATTERN_VERIFY, seed, 3);
+	assert_int_equal(*box(sb, MS_GUEST_RESULT0), 0);
+	ms_sandbox_destroy(sb);
+}
+
 /* auto is kvm where /dev/kvm opens, else proc; kvm without it and unknown names are refused */
 static void test_backend_choice(void **state)
 {
@@ -417,6 +465,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_pattern_lazy_restore),
 	    cmocka_unit_test(test_snapfile_rejections),
 	    cmocka_unit_test(test_mutator_cycles),
+	    cmocka_unit_test(test_workset),
 	    cmocka_unit_test(test_bad_specs),
 	    cmocka_unit_test(test_backend_choice),
 	};
