@@ -245,8 +245,11 @@ struct ms_pause;
  * Starts a pause. memfd: the guest memory (ownership taken, closed on error
  * too) of parent's size; dirty/empty: 4 KiB page sets (copied); snapfile: the
  * VMM state blob (copied). parent: the parent's layered file, whose durable
- * header is the parent (waits for it). Returns once the new build can be
- * resumed: with inflight, at once; without, after the compare.
+ * header is the parent (waits for it). Returns at once with the provisional
+ * header (PROVISIONAL): with inflight its reads are served from the memory,
+ * without them they wait for the drained file. Only when the provisional
+ * header could not be built does it wait for the deduped one (COMPARED); that
+ * error is then returned with *out set (free it).
  */
 int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *parent, int memfd,
 		   const struct ms_pageset *dirty, const struct ms_pageset *empty,
