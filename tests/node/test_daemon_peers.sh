@@ -16,6 +16,7 @@
 #     the store now, bit for bit.
 #  4. A node that dies (SIGKILL) in the middle of B's read, right after its
 #     upload: B falls back to the store without a failed guest read.
+#  5. A node with peer_tls = off serves plain HTTP (and says so).
 #   test_daemon_peers.sh MEMSNAPD BACKEND STORE
 # BACKEND proc|kvm (kvm skips where /dev/kvm does not open); STORE fs|s3 (s3:
 # the test S3 server of run-tests.sh, reached from the namespaces through a
@@ -132,11 +133,13 @@ start() {
 	name=$1 ns=$2 addr=$3
 	shift 3
 	[ "$ns" = "$nsa" ] && cert=a || cert=b
-	# shellcheck disable=SC2086,SC2046
+	# TLS unless the node is asked for plain HTTP (--peer-tls off first)
+	tls_flags=$([ "${1:-} ${2:-}" = "--peer-tls off" ] || tls $cert)
+	# shellcheck disable=SC2086
 	ip netns exec "$ns" "$memsnapd" --config /dev/null --socket "$tmp/$name.sock" \
 		--run-dir "$tmp/run-$name" --cache-dir "$tmp/cache-$name" --store "$store" \
 		$store_opts --backend "$backend" --log-level info --peer-listen "$addr:0" \
-		$(tls $cert) "$@" 2>"$tmp/$name.log" &
+		$tls_flags "$@" 2>"$tmp/$name.log" &
 	eval "pid_$name=$!"
 	pids="$pids $!"
 	tries=0
@@ -353,4 +356,16 @@ expect "B: page server errors" 0 "$(metric B 'memsnap_pageserver_faults_total{re
 kill -TERM "$pid_B"
 wait "$pid_B"
 expect "B: clean stop" 0 $?
+
+echo "== 5. plain HTTP only when asked for: peer_tls = off"
+start P "$nsb" "$net.2" --peer-tls off
+grep -q "plain HTTP (peer_tls = off)" "$tmp/P.log" && ok || bad "P: no warning about plain HTTP"
+api P GET /healthz
+pp=$(field .peer_address)
+c=$(ip netns exec "$nsa" curl -s -o "$tmp/pbody" -w '%{http_code}' \
+	-H "Authorization: Bearer $MEMSNAP_PEER_TOKEN" "http://$pp/peer/v1/builds/$build")
+expect "P answers plain HTTP" 404 "$c"
+kill -TERM "$pid_P"
+wait "$pid_P"
+expect "P: clean stop" 0 $?
 finish
