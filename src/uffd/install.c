@@ -152,7 +152,8 @@ static uint64_t uffd_next_run(struct ms_uffd_session *s, const struct uffd_job *
 /* Installs run pages from page i with one ioctl, the tracker set first (invariant 2).
  * Returns the ioctl's result (uffd_ioctl_result). */
 static int64_t uffd_install_run(struct ms_uffd_session *s, struct uffd_job *job, uint64_t i,
-				uint64_t run, enum uffd_action action, bool write, uint64_t mode)
+				uint64_t run, enum uffd_action action, bool write, uint64_t mode,
+				uint64_t fault_idx)
 {
 	const uint64_t ps = s->page_size;
 	const uint64_t first_page = job->block_off / ps + i;
@@ -160,7 +161,8 @@ static int64_t uffd_install_run(struct ms_uffd_session *s, struct uffd_job *job,
 	    write ? MS_UFFD_PAGE_DIRTY
 		  : (action == UFFD_SRC ? MS_UFFD_PAGE_CLEAN : MS_UFFD_PAGE_ZERO);
 	/* The first-touch trace too, before the wake (a pause right after the guest's access
-	 * must find it); a page whose copy fails is still one the guest asked for. */
+	 * must find it); a page whose copy fails is still one the guest asked for. Only the
+	 * faulting page and prefetched pages: a batched neighbour was not touched. */
 	enum ms_uffd_access access = job->req ? MS_UFFD_ACCESS_PREFETCH
 				     : write  ? MS_UFFD_ACCESS_WRITE
 					      : MS_UFFD_ACCESS_READ;
@@ -168,7 +170,8 @@ static int64_t uffd_install_run(struct ms_uffd_session *s, struct uffd_job *job,
 	for (uint64_t k = 0; k < run; k++) {
 		old[k] = ms_uffd_tracker_get(&s->tracker, first_page + k);
 		ms_uffd_tracker_install(&s->tracker, first_page + k, to);
-		ms_uffd_recorder_add(&s->recorder, first_page + k, access);
+		if (job->req || i + k == fault_idx)
+			ms_uffd_recorder_add(&s->recorder, first_page + k, access);
 	}
 	uint64_t addr = job->block_addr + i * ps, len = run * ps;
 	int64_t n;
@@ -232,7 +235,7 @@ static enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct u
 		}
 		int wp = atomic_load(&s->wp_state);
 		uint64_t mode = (!write && wp != 0) ? UFFDIO_COPY_MODE_WP : 0;
-		int64_t n = uffd_install_run(s, job, i, run, action, write, mode);
+		int64_t n = uffd_install_run(s, job, i, run, action, write, mode, fault_idx);
 		if (n == -EINVAL && (mode & UFFDIO_COPY_MODE_WP) && wp < 0) {
 			/* The registration has no WP: install plain from now on. */
 			atomic_store(&s->wp_state, 0);

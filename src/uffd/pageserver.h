@@ -176,9 +176,9 @@ int ms_uffd_session_export(struct ms_uffd_session *s, struct ms_pageset **dirty,
 
 /*
  * The session's first-touch trace so far (trace.h), block size = the session's
- * page size: every page installed by a fault (the faulting page "r" or "w", its
- * batched neighbours "r") or by a prefault/prefetch ("p"), each once, in install
- * order. A copy (ms_uffd_trace_fini); 0 or -ENOMEM. Any thread, any state.
+ * page size: every page a fault asked for ("r" or "w"; the neighbours batched
+ * with it were not touched and are left out) and every page installed by a
+ * prefault/prefetch ("p"), each once, in install order. A copy (ms_uffd_trace_fini); 0 or -ENOMEM. Any thread, any state.
  */
 int ms_uffd_session_trace(struct ms_uffd_session *s, struct ms_uffd_trace *out);
 
