@@ -29,8 +29,7 @@
  *   24     8     XXH64 of the vmstate bytes (seed 0)
  *   32     N     the vmstate file's bytes, as Firecracker wrote them
  */
-#include "build/layered.h"
-#include "build/storage.h"
+#include "build/buildfile.h"
 #include "cli/cli.h"
 #include "cli/commands.h"
 #include "header/header.h"
@@ -93,11 +92,9 @@ static const char *const export_usage =
     "  --endpoint URL    S3 endpoint (default $MEMSNAP_S3_ENDPOINT)\n"
     "  -h, --help        this help\n";
 
-/* One import or export's store-side set-up, torn down by ms_fc_close. */
+/* One import or export's store and cache dir, torn down by ms_fc_close. */
 struct ms_fc_ctx {
 	struct ms_store *store;
-	struct ms_diffstore *diffs;
-	struct ms_build_storage bs;
 	char cache[32];
 };
 
@@ -112,19 +109,11 @@ static int ms_fc_open(struct ms_fc_ctx *c, const char *uri, const char *endpoint
 		c->cache[0] = '\0';
 		return -errno;
 	}
-	struct ms_diffstore_config dcfg = {.cache_dir = c->cache};
-	if (!(c->diffs = ms_diffstore_new(&dcfg, &err)))
-		return err;
-	c->bs = (struct ms_build_storage){.store = c->store,
-					  .diffs = c->diffs,
-					  .cache_dir = c->cache,
-					  .data = MS_ARTIFACT_MEMFILE};
 	return 0;
 }
 
 static void ms_fc_close(struct ms_fc_ctx *c)
 {
-	ms_diffstore_free(c->diffs);
 	ms_store_free(c->store);
 	if (c->cache[0]) {
 		char cmd[64];
@@ -375,7 +364,7 @@ int ms_cli_build_import(int argc, char **argv)
 		return 1;
 	}
 	struct ms_fc_ctx c;
-	struct ms_layered *parent = NULL;
+	struct ms_build_file *parent = NULL;
 	struct ms_pause *pause = NULL;
 	struct ms_pageset *written = ms_pageset_new(), *none = ms_pageset_new();
 	void *snap = NULL;
@@ -411,8 +400,7 @@ int ms_cli_build_import(int argc, char **argv)
 		ms_uuid_generate(&base);
 		head = ms_header_new_base(&base, MS_HEADER_V4, P, size, false);
 	}
-	err = -ENOMEM;
-	if (!head || !(parent = ms_layered_new(head, ms_build_storage_resolve, &c.bs)))
+	if (!(parent = ms_build_file_new(c.store, head, c.cache, &err)))
 		goto out;
 	what = mem;
 	int64_t t0 = ms_clock_now_ns();
@@ -429,7 +417,7 @@ int ms_cli_build_import(int argc, char **argv)
 	if (!(gate = ms_future_new(NULL)))
 		goto out;
 	struct ms_pause_config pcfg = {.store = c.store,
-				       .diffs = c.diffs,
+				       .diffs = parent->diffs,
 				       .cache_dir = c.cache,
 				       .inflight = false,
 				       .dedup = dedup,
@@ -439,7 +427,7 @@ int ms_cli_build_import(int argc, char **argv)
 	what = "import";
 	int mfd = memfd;
 	memfd = -1;
-	if ((err = ms_pause_start(&pcfg, parent, mfd, written, none, snap, snap_len, &pause)))
+	if ((err = ms_pause_start(&pcfg, parent->file, mfd, written, none, snap, snap_len, &pause)))
 		goto out;
 	char id[MS_UUID_STR_LEN];
 	ms_uuid_format(ms_pause_build_id(pause), id);
@@ -475,7 +463,7 @@ out:
 	ms_pause_free(pause);
 	if (gate)
 		ms_future_unref(gate);
-	ms_layered_free(parent);
+	ms_build_file_free(parent);
 	if (memfd >= 0)
 		close(memfd);
 	close(fd);
@@ -534,19 +522,16 @@ int ms_cli_build_export(int argc, char **argv)
 		return 2;
 	}
 	struct ms_fc_ctx c;
-	struct ms_layered *file = NULL;
+	struct ms_build_file *bf = NULL;
 	uint8_t *buf = NULL;
 	int out = -1;
 	const char *what = uri;
 	int err = ms_fc_open(&c, uri, endpoint);
-	struct ms_header *head = NULL;
-	if (err || (what = argv[optind], err = ms_build_storage_load_header(
-					     c.store, &id, MS_ARTIFACT_MEMFILE_HEADER, &head)))
+	if (err || (what = argv[optind], !(bf = ms_build_file_open(c.store, &id, c.cache, &err))))
 		goto done;
-	uint64_t size = head->meta.size;
+	struct ms_layered *file = bf->file;
+	uint64_t size = ms_layered_size(file);
 	err = -ENOMEM;
-	if (!(file = ms_layered_new(head, ms_build_storage_resolve, &c.bs)))
-		goto done;
 	const size_t step = 2u << 20;
 	if (!(buf = malloc(step)))
 		goto done;
@@ -593,7 +578,7 @@ done:
 	if (err && out >= 0)
 		unlink(mem); /* never leave a partial memory file behind */
 	free(buf);
-	ms_layered_free(file);
+	ms_build_file_free(bf);
 	ms_fc_close(&c);
 	return err ? ms_cli_fail(what, err) : 0;
 usage:
