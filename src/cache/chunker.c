@@ -826,7 +826,7 @@ struct ms_source *ms_chunker_new(struct ms_store *store, const char *key, uint64
 		cfg.parallel = MS_CHUNK_PARALLEL_DEFAULT;
 	if (!cfg.readahead)
 		cfg.readahead = MS_CHUNK_READAHEAD_DEFAULT;
-	else if (cfg.readahead == MS_CHUNK_READAHEAD_OFF)
+	if (cfg.readahead == MS_CHUNK_READAHEAD_OFF)
 		cfg.readahead = 0;
 	*err = -EINVAL;
 	if (!store || !ms_store_key_valid(key) || !cache_path || cfg.fetch_timeout_ns < 0 ||
