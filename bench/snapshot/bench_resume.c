@@ -5,7 +5,12 @@
  * provisional header - vs a control resume of the same build with no pause in
  * flight (published, served from the local diff file). Goal: ratio <= 1.1.
  * Runs on every backend here: kvm (where /dev/kvm opens) and proc, reported as
- * resume.race_vs_control.<backend>, best of 3 rounds each (a fresh pause per round).
+ * resume.race_vs_control.<backend>: medians of 7 rounds (a fresh pause per round)
+ * whose order alternates, so that neither side always runs first after a fill or
+ * right after a drain and upload: even rounds resume the new build during its
+ * stall and then published; odd rounds first resume the previous round's build
+ * (published; same guest, same bytes) as the control, then the new one during
+ * its stall. The ratio is the median of the rounds' ratios; each round is printed.
  */
 #include "bench.h"
 #include "build/storage.h"
@@ -17,6 +22,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,6 +38,9 @@ static double resume_ms(struct ms_layered *file, const char *sock,
 	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
 	if (!srv)
 		exit(1);
+	/* The previous publish's drain and upload leave dirty pages: their writeback
+	 * must not land inside whichever resume happens to come next. */
+	sync();
 	double t0 = ms_bench_now();
 	struct ms_sandbox_spec r = {.mem_size = SIZE,
 				    .memory = MS_SANDBOX_LAZY,
@@ -54,13 +63,43 @@ static double resume_ms(struct ms_layered *file, const char *sock,
 	return t;
 }
 
+#define ROUNDS 7
+
+struct round_pause {
+	struct ms_pause *pause;
+	struct ms_future *gate;
+	struct ms_pageset *none;
+	struct ms_sandbox_paused paused;
+};
+
+static void round_pause_free(struct round_pause *rp)
+{
+	if (!rp->pause)
+		return;
+	ms_pause_free(rp->pause);
+	ms_future_unref(rp->gate);
+	ms_pageset_free(rp->none);
+	ms_pageset_free(rp->paused.written);
+	free(rp->paused.snapfile);
+	rp->pause = NULL;
+}
+
+/* Ends the stall of rp's compare and waits until the build is published. */
+static int round_publish(struct round_pause *rp)
+{
+	ms_future_set(rp->gate, NULL);
+	return ms_pause_wait(rp->pause, MS_PAUSE_PUBLISHED, -1) ? 1 : 0;
+}
+
 /*
  * One round: a fresh guest fills its memory and is paused with the compare
- * stalled; *race: a resume during the stall; *control: a resume of the same
- * build once published. 0, or 1 on any failure.
+ * stalled (into *cur); *race: a resume during the stall; *control: a resume of
+ * a published build: cur's after the race, or (first_control) prev's before it.
+ * cur is published when the round ends. 0, or 1 on any failure.
  */
 static int one_round(struct ms_store *store, struct ms_diffstore *diffs, const char *cache,
-		     struct ms_layered *parent, const char *sock, double *race, double *control)
+		     struct ms_layered *parent, const char *sock, struct round_pause *prev,
+		     struct round_pause *cur, bool first_control, double *race, double *control)
 {
 	struct ms_sandbox_spec pcfg = {
 	    .guest = MS_GUEST_PATTERN, .mem_size = SIZE, .memory = MS_SANDBOX_FRESH};
@@ -77,6 +116,8 @@ static int one_round(struct ms_store *store, struct ms_diffstore *diffs, const c
 	struct ms_sandbox_paused paused;
 	if (ms_sandbox_pause(p, &paused))
 		return 1;
+	cur->paused = paused;
+	cur->paused.memfd = -1; /* handed to the pause below */
 	ms_sandbox_destroy(p);
 	struct ms_future *gate = ms_future_new(NULL);
 	struct ms_pause_config cfg = {.store = store,
@@ -91,21 +132,34 @@ static int one_round(struct ms_store *store, struct ms_diffstore *diffs, const c
 	if (ms_pause_start(&cfg, parent, memfd, paused.written, none, paused.snapfile,
 			   paused.snapfile_len, &pause))
 		return 1;
+	cur->pause = pause;
+	cur->gate = gate;
+	cur->none = none;
+	/* the control first: the previous build, published, while this one is stalled */
+	if (first_control)
+		*control = resume_ms(ms_pause_file(prev->pause), sock, &prev->paused);
 	/* the race: the compare is stalled for the whole resume */
 	*race = resume_ms(ms_pause_file(pause), sock, &paused);
 	if (ms_pause_wait(pause, MS_PAUSE_COMPARED, 0) != -ETIMEDOUT)
 		return 1; /* the measurement must overlap the stalled compare */
-	ms_future_set(gate, NULL);
-	if (ms_pause_wait(pause, MS_PAUSE_PUBLISHED, -1))
+	if (round_publish(cur))
 		return 1;
-	/* the control: the same build, published, no pause in flight */
-	*control = resume_ms(ms_pause_file(pause), sock, &paused);
-	ms_pause_free(pause);
-	ms_future_unref(gate);
-	ms_pageset_free(none);
-	ms_pageset_free(paused.written);
-	free(paused.snapfile);
+	/* the control after: the same build, published, no pause in flight */
+	if (!first_control)
+		*control = resume_ms(ms_pause_file(pause), sock, &paused);
 	return 0;
+}
+
+static int median_cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), median_cmp);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 static int run(void)
@@ -129,20 +183,29 @@ static int run(void)
 	struct ms_layered *parent =
 	    ms_layered_new(ms_header_new_base(&template_id, MS_HEADER_V4, 4096, SIZE, false),
 			   ms_build_storage_resolve, &bs);
-	/* best of 3 rounds each: one resume does not tell noise from a difference */
-	double race = 1e12, control = 1e12;
-	for (int round = 0; round < 3; round++) {
-		double r, c;
-		if (one_round(store, diffs, cache, parent, sock, &r, &c))
-			return 1;
-		race = r < race ? r : race;
-		control = c < control ? c : control;
-	}
 	char name[64];
 	snprintf(name, sizeof(name), "resume.race_vs_control.%s", ops->name);
-	fprintf(stderr, "%s: %.1f ms during the stalled compare, %.1f ms control (best of 3)\n",
-		name, race, control);
-	ms_bench_report(name, race, "ms", "resume of the same published build, no pause in flight",
+	/* alternating rounds: one resume does not tell noise from a difference */
+	double races[ROUNDS], controls[ROUNDS], ratios[ROUNDS];
+	struct round_pause pauses[2] = {{0}};
+	for (int round = 0; round < ROUNDS; round++) {
+		struct round_pause *prev = &pauses[(round + 1) % 2], *cur = &pauses[round % 2];
+		if (one_round(store, diffs, cache, parent, sock, prev, cur, round % 2 == 1,
+			      &races[round], &controls[round]))
+			return 1;
+		ratios[round] = races[round] / controls[round];
+		fprintf(stderr, "%s round %d (%s first): race %.1f ms, control %.1f ms, %.2f\n",
+			name, round, round % 2 ? "control" : "race", races[round], controls[round],
+			ratios[round]);
+		round_pause_free(prev);
+	}
+	round_pause_free(&pauses[(ROUNDS - 1) % 2]);
+	double race = median(races, ROUNDS), control = median(controls, ROUNDS);
+	fprintf(stderr,
+		"%s: %.1f ms during the stalled compare, %.1f ms control (medians of %d "
+		"alternating rounds); median ratio %.2f\n",
+		name, race, control, ROUNDS, median(ratios, ROUNDS));
+	ms_bench_report(name, race, "ms", "resume of a published build, no pause in flight",
 			control, 1.1);
 	ms_layered_free(parent);
 	ms_diffstore_free(diffs);
@@ -154,9 +217,11 @@ static int run(void)
 
 int main(void)
 {
-	const char *backends[] = {"kvm", "proc"};
+	const char *backends[] = {"kvm", "proc"}, *only = getenv("MEMSNAP_BENCH_BACKEND");
 	for (int i = 0; i < 2; i++) {
 		char why[160];
+		if (only && strcmp(only, backends[i]) != 0)
+			continue; /* MEMSNAP_BENCH_BACKEND=kvm|proc: that one only */
 		if (ms_sandbox_backend_pick(backends[i], &ops, why, sizeof(why))) {
 			fprintf(stderr, "bench_resume: %s\n", why);
 			continue;
