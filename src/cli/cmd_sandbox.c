@@ -28,6 +28,7 @@
 
 struct ms_sb_opts {
 	const char *guest, *build, *exec;
+	const char *build_id; /* pause: the new build's id, the caller's choice */
 	unsigned long long mem, arg0, arg1;
 	bool quiet;
 	int rest; /* index of the first positional argument */
@@ -37,17 +38,12 @@ static int ms_sb_parse(int argc, char **argv, struct ms_sb_opts *o, bool create,
 		       const char *usage)
 {
 	static const struct option opts[] = {
-	    {"guest", required_argument, NULL, 'g'},
-	    {"mem", required_argument, NULL, 'm'},
-	    {"build", required_argument, NULL, 'B'},
-	    {"exec", required_argument, NULL, 'x'},
-	    {"arg0", required_argument, NULL, '0'},
-	    {"arg1", required_argument, NULL, '1'},
-	    {"seed", required_argument, NULL, '0'},
-	    {"epoch", required_argument, NULL, '1'},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"guest", required_argument, NULL, 'g'},	{"mem", required_argument, NULL, 'm'},
+	    {"build", required_argument, NULL, 'B'},	{"exec", required_argument, NULL, 'x'},
+	    {"arg0", required_argument, NULL, '0'},	{"arg1", required_argument, NULL, '1'},
+	    {"seed", required_argument, NULL, '0'},	{"epoch", required_argument, NULL, '1'},
+	    {"build-id", required_argument, NULL, 'I'}, {"quiet", no_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},		{NULL, 0, NULL, 0},
 	};
 	memset(o, 0, sizeof(*o));
 	int c;
@@ -79,6 +75,11 @@ static int ms_sb_parse(int argc, char **argv, struct ms_sb_opts *o, bool create,
 			*(c == '0' ? &o->arg0 : &o->arg1) = strtoull(optarg, &end, 0);
 			if (*end)
 				goto bad;
+			break;
+		case 'I':
+			if (create || exec) /* pause only: neither create nor resume */
+				goto bad;
+			o->build_id = optarg;
 			break;
 		case 'q':
 			o->quiet = true;
@@ -241,9 +242,11 @@ int ms_cli_sandbox_start(int argc, char **argv)
 }
 
 static const char *const pause_usage =
-    "usage: memsnap sandbox pause ID [options]\n\n"
+    "usage: memsnap sandbox pause ID [--build-id UUID] [options]\n\n"
     "Pauses a running sandbox: its memory becomes a new build (printed) as soon as\n"
-    "the VM is stopped; dedup and upload go on in the daemon (memsnap build show).\n" CONNECT_HELP;
+    "the VM is stopped; dedup and upload go on in the daemon (memsnap build show).\n"
+    "  --build-id UUID the new build's id (default: the daemon picks one); refused\n"
+    "                  when a build of that id exists\n" CONNECT_HELP;
 static const char *const resume_usage =
     "usage: memsnap sandbox resume ID [--exec CMD [--arg0 N] [--arg1 N]] [options]\n\n"
     "Resumes a paused sandbox from its build: warm from the node's template cache,\n"
@@ -274,6 +277,15 @@ static int ms_sb_one(int argc, char **argv, const char *usage, const char *metho
 		if (!(body = cJSON_CreateObject()))
 			return 1;
 		ms_sb_add_exec(body, &o);
+	}
+	if (o.build_id) {
+		if (strcmp(verb, "paused")) { /* only pause names its new build */
+			fputs(usage, stderr);
+			return 2;
+		}
+		if (!(body = cJSON_CreateObject()))
+			return 1;
+		cJSON_AddStringToObject(body, "build_id", o.build_id);
 	}
 	if (!strcmp(method, "DELETE")) {
 		long status = 0;

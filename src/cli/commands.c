@@ -28,6 +28,8 @@ const struct ms_cli_command ms_cli_commands[] = {
 	{"build", "metadata", "memsnapd: a build's scheduling metadata", ms_cli_build_metadata},
 	{"build", "import", "turn a Firecracker memory file (full or diff) into a layered build", ms_cli_build_import},
 	{"build", "export", "write a build's full memory to a file (Firecracker File backend)", ms_cli_build_export},
+	{"build", "ls", "memsnapd: the builds in the store and the node's cache", ms_cli_build_ls},
+	{"build", "rm", "memsnapd: delete a build (refused while anything needs it)", ms_cli_build_rm},
 	{"store", "gc", "remove what no build needs: leftovers of failed uploads, dead leases", ms_cli_store_gc},
 	{"build", "verify", "check every object of a build and its ancestors against their checksums", ms_cli_build_verify},
 	{NULL, NULL, NULL, NULL},

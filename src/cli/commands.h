@@ -21,6 +21,8 @@ int ms_cli_build_import(int argc, char **argv);
 int ms_cli_build_export(int argc, char **argv);
 int ms_cli_store_gc(int argc, char **argv);
 int ms_cli_build_verify(int argc, char **argv);
+int ms_cli_build_ls(int argc, char **argv);
+int ms_cli_build_rm(int argc, char **argv);
 int ms_cli_vm_pause(int argc, char **argv);
 int ms_cli_vm_resume(int argc, char **argv);
 int ms_cli_vm_snapshot(int argc, char **argv);

@@ -56,6 +56,8 @@ const char *ms_api_op_name(enum ms_api_op op)
 	    [MS_API_SANDBOX_RESUME] = "sandbox_resume",
 	    [MS_API_BUILD_GET] = "build_get",
 	    [MS_API_BUILD_METADATA] = "build_metadata",
+	    [MS_API_BUILD_LIST] = "build_list",
+	    [MS_API_BUILD_DELETE] = "build_delete",
 	    [MS_API_METRICS] = "metrics",
 	    [MS_API_HEALTHZ] = "healthz",
 	};
@@ -174,14 +176,16 @@ static int ms_api_parse_body(const char *body, size_t len, struct ms_api_request
 			}
 			req->mem_size = mib << 20;
 			have_mem = true;
-		} else if (create && !strcmp(f->string, "build_id")) {
+		} else if ((create || req->op == MS_API_SANDBOX_PAUSE) &&
+			   !strcmp(f->string, "build_id")) {
 			if (!cJSON_IsString(f) || ms_uuid_parse(f->valuestring, &req->build_id) ||
 			    ms_uuid_is_nil(&req->build_id)) {
 				rc = ms_api_error_set(err, 400, "bad_request",
 						      "build_id: a build's UUID");
 				goto out;
 			}
-			req->from_build = true;
+			req->from_build = create;
+			req->named_build = !create;
 		} else if ((create || req->op == MS_API_SANDBOX_RESUME) &&
 			   !strcmp(f->string, "prefetch")) {
 			enum ms_uffd_prefetch_source source;
@@ -237,7 +241,9 @@ const struct ms_api_route ms_api_routes[] = {
     {"DELETE", "/v1/sandboxes/{id}", MS_API_SANDBOX_DELETE},
     {"POST", "/v1/sandboxes/{id}/pause", MS_API_SANDBOX_PAUSE},
     {"POST", "/v1/sandboxes/{id}/resume", MS_API_SANDBOX_RESUME},
+    {"GET", "/v1/builds", MS_API_BUILD_LIST},
     {"GET", "/v1/builds/{id}", MS_API_BUILD_GET},
+    {"DELETE", "/v1/builds/{id}", MS_API_BUILD_DELETE},
     {"GET", "/v1/builds/{id}/scheduling-metadata", MS_API_BUILD_METADATA},
     {"GET", "/metrics", MS_API_METRICS},
     {"GET", "/healthz", MS_API_HEALTHZ},

@@ -11,7 +11,9 @@
  *   DELETE  /v1/sandboxes/{id}                          SANDBOX_DELETE
  *   POST    /v1/sandboxes/{id}/pause                    SANDBOX_PAUSE
  *   POST    /v1/sandboxes/{id}/resume                   SANDBOX_RESUME
+ *   GET     /v1/builds                                  BUILD_LIST
  *   GET     /v1/builds/{id}                             BUILD_GET
+ *   DELETE  /v1/builds/{id}                             BUILD_DELETE
  *   GET     /v1/builds/{id}/scheduling-metadata         BUILD_METADATA
  *   GET     /metrics                                    METRICS
  *   GET     /healthz                                    HEALTHZ
@@ -21,7 +23,9 @@
  *   create: {"guest": "pattern"|"counter"|"mutator"|"workset", "mem_mib": 1..65536 (64)}
  *           or {"build_id": UUID}; optional "exec".
  *   resume: {} or no body; optional "exec".
- *   pause, delete, GETs: no body (an empty object is accepted for POST).
+ *   pause:  {} or no body; optional "build_id": the new build's id (the caller's
+ *           choice, as E2B's API allows; refused when it is taken).
+ *   deletes, GETs: no body.
  *   exec:   {"command": "fill"|"verify"|"zero"|N, "arg0": N, "arg1": N}: the
  *           guest mailbox (sandbox/guest.h) is set and the guest is run to its
  *           next report; N are integers 0..2^53.
@@ -54,6 +58,8 @@ enum ms_api_op {
 	MS_API_SANDBOX_RESUME,
 	MS_API_BUILD_GET,
 	MS_API_BUILD_METADATA,
+	MS_API_BUILD_LIST,
+	MS_API_BUILD_DELETE,
 	MS_API_METRICS,
 	MS_API_HEALTHZ,
 };
@@ -76,6 +82,8 @@ struct ms_api_request {
 	/* SANDBOX_CREATE from a build, SANDBOX_RESUME: "prefetch" (enum
 	 * ms_uffd_prefetch_source), or -1: the node's prefetch_source */
 	int prefetch;
+	/* SANDBOX_PAUSE: the caller names the new build (build_id) */
+	bool named_build;
 };
 
 struct ms_api_error {

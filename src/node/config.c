@@ -16,7 +16,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum ms_opt_kind { OPT_STR, OPT_BOOL, OPT_COUNT, OPT_DURATION, OPT_COMPRESS, OPT_PREFETCH };
+enum ms_opt_kind {
+	OPT_STR,
+	OPT_BOOL,
+	OPT_COUNT,
+	OPT_DURATION,
+	OPT_COMPRESS,
+	OPT_PREFETCH,
+	OPT_BYTES
+};
 
 struct ms_opt {
 	const char *key;
@@ -68,6 +76,9 @@ static const struct ms_opt ms_opts[] = {
 	"the build itself holds), both, or off"),
     OPT(prefetch_workers, OPT_COUNT, "16", "fetch threads of one resume's prefetch"),
     OPT(prefetch_last_cycle_max_mib, OPT_COUNT, "256", "last-cycle prefetch: MiB at most"),
+    OPT(store_quota_bytes, OPT_BYTES, "0",
+	"the store's size limit (K, M, G, T: binary units): a pause that could pass it is "
+	"refused (507); 0: none"),
     OPT(inflight_serve, OPT_BOOL, "on", "resume from a pause's memory while dedup runs"),
     OPT(dedup, OPT_BOOL, "on", "drop pages equal to the parent's (compare) before upload"),
     OPT(dedup_best_effort, OPT_BOOL, "on",
@@ -182,6 +193,25 @@ int ms_node_config_set(struct ms_node_config *cfg, const char *key, const char *
 			return -EINVAL;
 		}
 		*(uint64_t *)field = n;
+		return 0;
+	}
+	case OPT_BYTES: {
+		char *end;
+		errno = 0;
+		unsigned long long n = strtoull(value, &end, 10);
+		unsigned shift = !*end		     ? 0
+				 : !strcmp(end, "K") ? 10
+				 : !strcmp(end, "M") ? 20
+				 : !strcmp(end, "G") ? 30
+				 : !strcmp(end, "T") ? 40
+						     : 99;
+		if (errno || !isdigit((unsigned char)*value) || shift == 99 ||
+		    (shift && n > (UINT64_MAX >> shift))) {
+			snprintf(why, why_len, "%s: '%s' is not a size (like 500G, 2T, 0)", key,
+				 value);
+			return -EINVAL;
+		}
+		*(uint64_t *)field = (uint64_t)n << shift;
 		return 0;
 	}
 	case OPT_DURATION:
@@ -397,6 +427,7 @@ void ms_node_config_dump(const struct ms_node_config *cfg, FILE *out)
 			fprintf(out, "%s = %s\n", name, *(const bool *)field ? "on" : "off");
 			break;
 		case OPT_COUNT:
+		case OPT_BYTES:
 			fprintf(out, "%s = %llu\n", name,
 				(unsigned long long)*(const uint64_t *)field);
 			break;

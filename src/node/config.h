@@ -52,6 +52,7 @@ struct ms_node_config {
 	enum ms_uffd_prefetch_source prefetch_source;
 	uint64_t prefetch_workers;
 	uint64_t prefetch_last_cycle_max_mib;
+	uint64_t store_quota_bytes; /* 0: no quota; else pauses that would pass it are refused */
 	/* the pause pipeline's feature flags */
 	bool inflight_serve;
 	bool dedup;

@@ -36,7 +36,7 @@
 
 /* ---- JSON responses ---- */
 
-static void ms_respond_json(struct ms_node_response *resp, unsigned status, cJSON *body)
+void ms_respond_json(struct ms_node_response *resp, unsigned status, cJSON *body)
 {
 	resp->status = status;
 	resp->content_type = "application/json";
@@ -48,10 +48,8 @@ static void ms_respond_json(struct ms_node_response *resp, unsigned status, cJSO
 	}
 }
 
-__attribute__((format(printf, 4, 5))) static void ms_respond_error(struct ms_node_response *resp,
-								   unsigned status,
-								   const char *code,
-								   const char *fmt, ...)
+void ms_respond_error(struct ms_node_response *resp, unsigned status, const char *code,
+		      const char *fmt, ...)
 {
 	struct ms_api_error e = {.status = status, .code = code};
 	va_list ap;
@@ -67,8 +65,7 @@ __attribute__((format(printf, 4, 5))) static void ms_respond_error(struct ms_nod
 }
 
 /* An operation's error as an HTTP answer. */
-static void ms_respond_errno(struct ms_node_response *resp, int err, const char *what,
-			     const char *cause)
+void ms_respond_errno(struct ms_node_response *resp, int err, const char *what, const char *cause)
 {
 	const char *reason = cause && *cause ? cause : ms_strerror(err);
 	switch (err) {
@@ -268,16 +265,19 @@ static void ms_respond_no_sandbox(struct ms_node_response *resp, const ms_uuid *
 }
 
 static void ms_handle_pause(struct ms_node *node, struct ms_node_sandbox *sb,
-			    struct ms_node_response *resp)
+			    const struct ms_api_request *req, struct ms_node_response *resp)
 {
 	if (sb->state != SB_RUNNING) {
 		ms_respond_error(resp, 409, "conflict", "the sandbox is %s, not running",
 				 ms_sb_state_names[sb->state]);
 		return;
 	}
+	if (ms_builds_admit_pause(node, sb, req, resp))
+		return;
 	ms_uuid build_id;
 	char cause[200] = "";
-	int err = ms_nsb_pause(sb, &build_id, cause, sizeof(cause));
+	int err = ms_nsb_pause(sb, req->named_build ? &req->build_id : NULL, &build_id, cause,
+			       sizeof(cause));
 	if (err) {
 		ms_respond_errno(resp, err, "pause", cause);
 		return;
@@ -350,7 +350,7 @@ static void ms_handle_sandbox_op(struct ms_node *node, const struct ms_api_reque
 	if (sb->deleted)
 		ms_respond_no_sandbox(resp, &req->id);
 	else if (req->op == MS_API_SANDBOX_PAUSE)
-		ms_handle_pause(node, sb, resp);
+		ms_handle_pause(node, sb, req, resp);
 	else if (req->op == MS_API_SANDBOX_RESUME)
 		ms_handle_resume(node, sb, req, resp);
 	else
@@ -374,8 +374,8 @@ static void ms_handle_list(struct ms_node *node, struct ms_node_response *resp)
 }
 
 /* node->lock held; state: the pipeline's, for a pause made here. */
-static const char *ms_build_status_locked(struct ms_node *node, const struct ms_template *t,
-					  enum ms_pause_state state)
+const char *ms_build_status_locked(struct ms_node *node, const struct ms_template *t,
+				   enum ms_pause_state state)
 {
 	MS_ASSERT_HELD(&node->lock);
 	if (t->error)
@@ -680,6 +680,12 @@ void ms_node_handle(struct ms_node *node, const struct ms_api_request *req,
 		break;
 	case MS_API_BUILD_METADATA:
 		ms_handle_metadata(node, req, resp);
+		break;
+	case MS_API_BUILD_LIST:
+		ms_handle_build_list(node, resp);
+		break;
+	case MS_API_BUILD_DELETE:
+		ms_handle_build_delete(node, req, resp);
 		break;
 	case MS_API_METRICS:
 		ms_handle_metrics(node, resp);

@@ -133,6 +133,7 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 		 (long)getpid(), host);
 	node->lock_fd = -1;
 	pthread_mutex_init(&node->lock, NULL);
+	pthread_mutex_init(&node->quota_lock, NULL);
 	pthread_cond_init(&node->cond, NULL);
 	ms_metrics_init(&node->metrics);
 	if ((*err = ms_sandbox_backend_pick(cfg->backend, &node->backend, node->backend_why,
@@ -325,5 +326,6 @@ void ms_node_free(struct ms_node *node)
 		close(node->lock_fd);
 	pthread_cond_destroy(&node->cond);
 	pthread_mutex_destroy(&node->lock);
+	pthread_mutex_destroy(&node->quota_lock);
 	free(node);
 }

@@ -36,6 +36,7 @@
 #include "util/future.h"
 #include "util/uuid.h"
 
+#include <cjson/cJSON.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -142,6 +143,10 @@ struct ms_node {
 	pthread_t janitor;
 	bool janitor_started;
 	int lock_fd; /* flock on cache_dir/.memsnapd.lock: one daemon per cache dir */
+	/* store_quota_bytes: the store's size from a recent listing (builds.c) */
+	pthread_mutex_t quota_lock; /* guards the two below; never held with node->lock */
+	int64_t store_bytes_at;	    /* monotonic ns of the listing (0: none yet) */
+	uint64_t store_bytes;
 };
 
 struct ms_template *ms_template_ref(struct ms_template *t);
@@ -244,10 +249,39 @@ void ms_nsb_prefetch_end(struct ms_node_sandbox *sb);
 bool ms_nsb_prefetch_figures_locked(const struct ms_node_sandbox *sb,
 				    struct ms_uffd_prefetch_stats *out);
 /*
- * op held, sb RUNNING: pause. Returns once the new build can be resumed. On an
+ * op held, sb RUNNING: pause into a new build (want: its id, NULL: a random
+ * one). Returns once the new build can be resumed. On an
  * error after the VM stopped the sandbox is FAILED (its memory went with it).
  */
-int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, size_t cause_len);
+int ms_nsb_pause(struct ms_node_sandbox *sb, const ms_uuid *want, ms_uuid *build_id, char *cause,
+		 size_t cause_len);
+
+/* ---- handlers.c: answers, shared with builds.c ---- */
+
+/* The JSON answer (body: taken; NULL is out of memory, a 500). */
+void ms_respond_json(struct ms_node_response *resp, unsigned status, cJSON *body);
+/* {"error": code, "message": ...}; 429 and 503 carry Retry-After. */
+__attribute__((format(printf, 4, 5))) void ms_respond_error(struct ms_node_response *resp,
+							    unsigned status, const char *code,
+							    const char *fmt, ...);
+/* An operation's error as an answer (404, 409, 422, 500, 504 by the error). */
+void ms_respond_errno(struct ms_node_response *resp, int err, const char *what, const char *cause);
+/* node->lock held: a cached build's status (capturing ... published, failed, on_peer). */
+const char *ms_build_status_locked(struct ms_node *node, const struct ms_template *t,
+				   enum ms_pause_state state);
+
+/* ---- builds.c: the build lifecycle (list, delete, named builds, the store quota) ---- */
+
+void ms_handle_build_list(struct ms_node *node, struct ms_node_response *resp);
+void ms_handle_build_delete(struct ms_node *node, const struct ms_api_request *req,
+			    struct ms_node_response *resp);
+/*
+ * Before a pause of sb: a build id the caller chose must be free (409), and
+ * the store quota must leave room for sb's memory (507). 0 when the pause may
+ * go on, else the answer is in resp.
+ */
+int ms_builds_admit_pause(struct ms_node *node, const struct ms_node_sandbox *sb,
+			  const struct ms_api_request *req, struct ms_node_response *resp);
 
 /* ---- recovery.c: the upload journal and what a crash left ---- */
 

@@ -492,7 +492,8 @@ static void ms_nsb_trace(struct ms_node_sandbox *sb, struct ms_uffd_trace *trace
 	pthread_mutex_unlock(&sb->node->lock);
 }
 
-int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, size_t cause_len)
+int ms_nsb_pause(struct ms_node_sandbox *sb, const ms_uuid *want, ms_uuid *build_id, char *cause,
+		 size_t cause_len)
 {
 	struct ms_node *node = sb->node;
 	struct ms_vm_job job = {.sb = sb, .paused = {.memfd = -1}};
@@ -545,6 +546,7 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, ms_uuid *build_id, char *cause, siz
 	    .drain_gate = t->drain_gate,
 	    .upload_gate = t->upload_gate,
 	    .upload_holder = node->upload_holder,
+	    .build_id = want,
 	    .metadata = metadata,
 	    .metadata_len = strlen(metadata),
 	};

@@ -751,7 +751,10 @@ static int ms_pause_begin(const struct ms_pause_config *config, struct ms_layere
 					       .cache_dir = config->cache_dir,
 					       .data = MS_ARTIFACT_MEMFILE};
 	p->parent = parent;
-	ms_uuid_generate(&p->real_id);
+	if (config->build_id)
+		p->real_id = *config->build_id;
+	else
+		ms_uuid_generate(&p->real_id);
 	ms_uuid_generate(&p->prov_id);
 	int err = -ENOMEM;
 	for (int s = 0; s < MS_PAUSE_FAILED; s++)

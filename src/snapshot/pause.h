@@ -233,6 +233,8 @@ struct ms_pause_config {
 	 * without a collector); memsnapd and the CLI name themselves.
 	 */
 	const char *upload_holder;
+	/* the new build's id (borrowed; the caller checked it is free). NULL: a random one. */
+	const ms_uuid *build_id;
 	/* tests: building the provisional header fails with this error (0: it does not) */
 	int test_provisional_error;
 	/* tests: the swap fails with this error (0: it does not) */

@@ -102,7 +102,7 @@ ms_uuid nf_pause(struct ms_node_sandbox *sb)
 	ms_uuid build;
 	char cause[200] = "";
 	pthread_mutex_lock(&sb->op);
-	int err = ms_nsb_pause(sb, &build, cause, sizeof(cause));
+	int err = ms_nsb_pause(sb, NULL, &build, cause, sizeof(cause));
 	pthread_mutex_unlock(&sb->op);
 	if (err)
 		fail_msg("pause: %s (%s)", ms_strerror(err), cause);

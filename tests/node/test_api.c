@@ -42,7 +42,9 @@ static void test_routes(void **state)
 	    {"DELETE", "/v1/sandboxes/" ID, MS_API_SANDBOX_DELETE},
 	    {"POST", "/v1/sandboxes/" ID "/pause", MS_API_SANDBOX_PAUSE},
 	    {"POST", "/v1/sandboxes/" ID "/resume", MS_API_SANDBOX_RESUME},
+	    {"GET", "/v1/builds", MS_API_BUILD_LIST},
 	    {"GET", "/v1/builds/" ID, MS_API_BUILD_GET},
+	    {"DELETE", "/v1/builds/" ID, MS_API_BUILD_DELETE},
 	    {"GET", "/v1/builds/" ID "/scheduling-metadata", MS_API_BUILD_METADATA},
 	    {"GET", "/metrics", MS_API_METRICS},
 	    {"GET", "/healthz", MS_API_HEALTHZ},
@@ -67,13 +69,13 @@ static void test_routes(void **state)
 	assert_int_equal(status_of("GET", "/v1", NULL), 404);
 	assert_int_equal(status_of("GET", "/v1//sandboxes", NULL), 404);
 	assert_int_equal(status_of("GET", "/v1/sandboxes/" ID "/pause/x", NULL), 404);
-	assert_int_equal(status_of("GET", "/v1/builds", NULL), 404);
+	assert_int_equal(status_of("GET", "/v1/buildsx", NULL), 404);
 	assert_int_equal(status_of("GET", "/v1/builds/" ID "/other", NULL), 404);
 	assert_int_equal(status_of("GET", "/metricsx", NULL), 404);
 	assert_int_equal(status_of("PUT", "/v1/sandboxes", NULL), 405);
 	assert_int_equal(status_of("GET", "/v1/sandboxes/" ID "/pause", NULL), 405);
 	assert_int_equal(status_of("POST", "/v1/sandboxes/" ID, NULL), 405);
-	assert_int_equal(status_of("DELETE", "/v1/builds/" ID, NULL), 405);
+	assert_int_equal(status_of("POST", "/v1/builds/" ID, NULL), 405);
 	assert_int_equal(status_of("POST", "/healthz", NULL), 405);
 	/* a 405 says which methods the path takes (the Allow header); others say none */
 	struct ms_api_request req;
@@ -103,6 +105,18 @@ static void test_bodies(void **state)
 	(void)state;
 	struct ms_api_request req;
 	struct ms_api_error err;
+	/* a pause may name its new build; nothing else in its body */
+	assert_int_equal(
+	    parse("POST", "/v1/sandboxes/" ID "/pause", "{\"build_id\":\"" ID "\"}", &req, &err),
+	    0);
+	assert_true(req.named_build && !req.from_build);
+	assert_int_equal(parse("POST", "/v1/sandboxes/" ID "/pause", "{}", &req, &err), 0);
+	assert_false(req.named_build);
+	assert_int_equal(status_of("POST", "/v1/sandboxes/" ID "/pause", "{\"build_id\":\"x\"}"),
+			 400);
+	assert_int_equal(status_of("POST", "/v1/sandboxes/" ID "/pause", "{\"guest\":\"pattern\"}"),
+			 400);
+	assert_int_equal(status_of("DELETE", "/v1/builds/" ID, "{}"), 400); /* no body */
 	assert_int_equal(
 	    parse("POST", "/v1/sandboxes",
 		  "{\"guest\":\"mutator\",\"mem_mib\":8,\"exec\":{\"command\":\"fill\","

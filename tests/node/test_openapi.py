@@ -265,6 +265,10 @@ try:
     bid = sb.get("build_id") or "00000000-0000-0000-0000-000000000002"
     check(request("GET", "/v1/builds/" + bid)[0] == 200, "build while uploading")
     check(request("GET", "/v1/builds/%s/scheduling-metadata" % bid)[0] == 200, "metadata")
+    check(request("GET", "/v1/builds")[0] == 200, "the build list")
+    check(request("DELETE", "/v1/builds/" + bid)[0] == 409, "delete while it uploads")
+    check(request("DELETE", "/v1/builds/00000000-0000-0000-0000-00000000abcd")[0] == 404,
+          "delete of no build")
     st, _, sb = request("POST", "/v1/sandboxes/%s/resume" % sid,
                         {"exec": {"command": "verify", "arg0": 3, "arg1": 1}})
     check(st == 200 and sb.get("report", {}).get("result0") == 0, "resume + verify: %d %s" % (st, sb))
