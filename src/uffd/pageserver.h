@@ -168,6 +168,16 @@ int ms_uffd_session_prefault(struct ms_uffd_session *s, const uint64_t *offsets,
  */
 int ms_uffd_session_install(struct ms_uffd_session *s, uint64_t off, const void *buf, uint64_t len,
 			    uint64_t *installed);
+/* Several installs handed to the event thread at once (one wake-up, one wait): as
+ * ms_uffd_session_install for each; installed is set per run; the first error. */
+struct ms_uffd_install_run {
+	uint64_t off;
+	const void *buf;
+	uint64_t len;
+	uint64_t installed; /* out */
+};
+int ms_uffd_session_install_runs(struct ms_uffd_session *s, struct ms_uffd_install_run *runs,
+				 size_t n);
 
 /* The next pause's page sets (4 KiB units; new sets, caller frees): dirty = written pages,
  * empty = pages that read as zero (zero installs and removed ranges). */
@@ -178,7 +188,8 @@ int ms_uffd_session_export(struct ms_uffd_session *s, struct ms_pageset **dirty,
  * The session's first-touch trace so far (trace.h), block size = the session's
  * page size: every page a fault asked for ("r" or "w"; the neighbours batched
  * with it were not touched and are left out) and every page installed by a
- * prefault/prefetch ("p"), each once, in install order. A copy (ms_uffd_trace_fini); 0 or -ENOMEM. Any thread, any state.
+ * prefault/prefetch ("p"), each once, in install order. A copy (ms_uffd_trace_fini); 0 or -ENOMEM.
+ * Any thread, any state.
  */
 int ms_uffd_session_trace(struct ms_uffd_session *s, struct ms_uffd_trace *out);
 

@@ -24,7 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PF_MOD "uffd"
+#define PF_MOD		 "uffd"
+#define PF_INSTALL_BATCH 64 /* fetched runs handed to the session at once */
 
 struct pf_run {
 	uint64_t off, len; /* device bytes */
@@ -149,16 +150,26 @@ static void *pf_install_main(void *arg)
 			pthread_cond_wait(&p->cond, &p->lock);
 		if (p->stop || !p->head)
 			break; /* stopped, or every worker is done and nothing is left */
-		struct pf_fetched *f = pf_pop_locked(p);
+		/* every run fetched so far goes to the event thread in one batch */
+		struct pf_fetched *batch[PF_INSTALL_BATCH];
+		struct ms_uffd_install_run runs[PF_INSTALL_BATCH];
+		size_t n = 0;
+		while (n < PF_INSTALL_BATCH && p->head) {
+			batch[n] = pf_pop_locked(p);
+			runs[n] = (struct ms_uffd_install_run){
+			    .off = batch[n]->off, .buf = batch[n]->buf, .len = batch[n]->len};
+			n++;
+		}
 		pthread_cond_broadcast(&p->cond); /* room for the workers */
 		pthread_mutex_unlock(&p->lock);
-		uint64_t installed = 0;
-		int err = ms_uffd_session_install(p->session, f->off, f->buf, f->len, &installed);
+		int err = ms_uffd_session_install_runs(p->session, runs, n);
 		pthread_mutex_lock(&p->lock);
-		p->stats.pages_installed += installed;
-		p->stats.pages_skipped += f->len / p->page_size - installed;
-		free(f->buf);
-		free(f);
+		for (size_t i = 0; i < n; i++) {
+			p->stats.pages_installed += runs[i].installed;
+			p->stats.pages_skipped += batch[i]->len / p->page_size - runs[i].installed;
+			free(batch[i]->buf);
+			free(batch[i]);
+		}
 		if (err) { /* the session is not serving any more: nothing can be installed */
 			ms_debug(PF_MOD, "prefetch: the session ended (%s)", ms_strerror(err));
 			p->stop = true;

@@ -1,0 +1,265 @@
+/*
+ * bench_prefetch.c - prefetch at resume (uffd/prefetch.h), on every backend here
+ * (kvm where /dev/kvm opens, proc):
+ *
+ *   resume.prefetch_vs_none.<backend>  a cold resume from the S3 test server of a
+ *       256 MiB workset guest, until its VERIFY ends, replaying the trace an
+ *       earlier resume recorded / the same resume with prefetch off. Median of 5
+ *       alternating rounds, a fresh diff store and chunk cache each time. Goal <= 0.3.
+ *   resume.prefetch_vs_warm.<backend>  the prefetched cold resume / a warm resume
+ *       of the same build on its own node (its local diff file). Goal <= 1.5.
+ *   prefetch.hit_ratio.<backend>  trace pages the next resume's guest touched /
+ *       trace pages (the rest is waste: prefetch.waste_ratio = 1 - hit ratio).
+ *
+ * Without MEMSNAP_S3_ENDPOINT (scripts/run-bench.sh starts the server) it says so
+ * and reports nothing.
+ */
+#include "bench.h"
+#include "build/storage.h"
+#include "sandbox/sandbox.h"
+#include "snapshot/pause.h"
+#include "storage/s3.h"
+#include "uffd/filesource.h"
+#include "uffd/prefetch.h"
+#include "util/err.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SIZE   (256ull << 20)
+#define ROUNDS 5
+#define SEED   7
+#define EPOCH  1
+#define SEC    1000000000LL
+
+static const struct ms_sandbox_ops *ops;
+
+struct resume_ctx {
+	struct ms_layered *file;
+	const struct ms_uffd_trace *trace; /* NULL: no prefetch */
+	struct ms_uffd_prefetch *pf;
+};
+
+static void start_prefetch(void *arg, struct ms_uffd_session *s)
+{
+	struct resume_ctx *c = arg;
+	int err;
+	c->pf =
+	    ms_uffd_prefetch_start(s, &ms_layered_page_source_ops, c->file, c->trace, NULL, &err);
+}
+
+/* A lazy resume from file until VERIFY ends: its ms, and (record) the session's trace. */
+static double resume_ms(struct ms_layered *file, const char *sock,
+			const struct ms_sandbox_paused *paused, const struct ms_uffd_trace *trace,
+			struct ms_uffd_trace *record)
+{
+	struct resume_ctx c = {.file = file, .trace = trace};
+	struct ms_pageserver_options opts = {.workers = 4,
+					     .batch_bytes = 65536,
+					     .on_session_start = trace ? start_prefetch : NULL,
+					     .start_arg = &c};
+	struct ms_pageserver *srv =
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	if (!srv)
+		exit(1);
+	double t0 = ms_bench_now();
+	struct ms_sandbox_spec r = {.mem_size = SIZE,
+				    .memory = MS_SANDBOX_LAZY,
+				    .lazy_socket = sock,
+				    .snapfile = paused->snapfile,
+				    .snapfile_len = paused->snapfile_len};
+	struct ms_sandbox *p;
+	if (ms_sandbox_create(ops, &r, &p) || ms_sandbox_run(p) ||
+	    ms_sandbox_wait_report(p, 60 * SEC))
+		exit(1);
+	uint64_t *box = (uint64_t *)ms_sandbox_ram(p);
+	box[0] = MS_PATTERN_VERIFY;
+	box[1] = SEED;
+	box[2] = EPOCH;
+	if (ms_sandbox_run(p) || ms_sandbox_wait_report(p, 60 * SEC) || box[4] != 0) {
+		fprintf(stderr, "bench_prefetch: verify failed (%llu)\n",
+			(unsigned long long)box[4]);
+		exit(1);
+	}
+	double t = (ms_bench_now() - t0) * 1e3;
+	struct ms_uffd_session *s;
+	if (record && (ms_pageserver_next_session(srv, 0, &s) || ms_uffd_session_trace(s, record)))
+		exit(1);
+	if (record)
+		ms_uffd_session_unref(s);
+	ms_uffd_prefetch_free(c.pf);
+	ms_sandbox_destroy(p);
+	ms_pageserver_free(srv);
+	return t;
+}
+
+/* A cold resume: a fresh diff store and chunk cache over the store's build. */
+static double cold_ms(struct ms_store *store, const ms_uuid *id, const char *dir, const char *sock,
+		      const struct ms_sandbox_paused *paused, const struct ms_uffd_trace *trace,
+		      struct ms_uffd_trace *record)
+{
+	static unsigned serial;
+	char cache[256];
+	snprintf(cache, sizeof(cache), "%s/cold%u", dir, serial++);
+	mkdir(cache, 0700);
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = cache};
+	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
+	struct ms_build_storage bs = {
+	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
+	struct ms_header *h;
+	if (!diffs || ms_build_storage_load_header(store, id, MS_ARTIFACT_MEMFILE_HEADER, &h))
+		exit(1);
+	struct ms_layered *file = ms_layered_new(h, ms_build_storage_resolve, &bs);
+	double t = resume_ms(file, sock, paused, trace, record);
+	ms_layered_free(file);
+	ms_diffstore_free(diffs);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", cache);
+	if (system(cmd) != 0)
+		exit(1);
+	return t;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return v[n / 2];
+}
+
+static int run(struct ms_store *store)
+{
+	char dir[] = "/tmp/memsnap-bench-prefetch.XXXXXX";
+	if (!mkdtemp(dir))
+		return 1;
+	char cache[128], sock[128];
+	snprintf(cache, sizeof(cache), "%s/cache", dir);
+	snprintf(sock, sizeof(sock), "%s/uffd.sock", dir);
+	mkdir(cache, 0700);
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = cache};
+	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
+	struct ms_build_storage bs = {
+	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
+	ms_uuid base_id;
+	ms_uuid_generate(&base_id);
+	struct ms_layered *parent =
+	    ms_layered_new(ms_header_new_base(&base_id, MS_HEADER_V4, 4096, SIZE, false),
+			   ms_build_storage_resolve, &bs);
+	/* the build: a workset guest filled and paused, published to the store */
+	struct ms_sandbox_spec spec = {
+	    .guest = MS_GUEST_WORKSET, .mem_size = SIZE, .memory = MS_SANDBOX_FRESH};
+	struct ms_sandbox *p;
+	if (ms_sandbox_create(ops, &spec, &p))
+		return 1;
+	uint64_t *box = (uint64_t *)ms_sandbox_ram(p);
+	box[0] = MS_PATTERN_FILL;
+	box[1] = SEED;
+	box[2] = EPOCH;
+	if (ms_sandbox_run(p) || ms_sandbox_wait_report(p, 60 * SEC))
+		return 1;
+	box[0] = 0;
+	struct ms_sandbox_paused paused;
+	if (ms_sandbox_pause(p, &paused))
+		return 1;
+	ms_sandbox_destroy(p);
+	struct ms_pause_config cfg = {.store = store, .diffs = diffs, .cache_dir = cache};
+	struct ms_pageset *none = ms_pageset_new();
+	struct ms_pause *pause;
+	int memfd = paused.memfd;
+	paused.memfd = -1;
+	if (ms_pause_start(&cfg, parent, memfd, paused.written, none, paused.snapfile,
+			   paused.snapfile_len, &pause) ||
+	    ms_pause_wait(pause, MS_PAUSE_PUBLISHED, -1))
+		return 1;
+	const ms_uuid *id = ms_pause_build_id(pause);
+	/* the trace: what a first cold resume touched */
+	struct ms_uffd_trace trace, touched;
+	cold_ms(store, id, dir, sock, &paused, NULL, &trace);
+	double with[ROUNDS], without[ROUNDS], warm[ROUNDS];
+	uint64_t hits = 0;
+	for (int r = 0; r < ROUNDS; r++) {
+		with[r] = cold_ms(store, id, dir, sock, &paused, &trace, NULL);
+		without[r] = cold_ms(store, id, dir, sock, &paused, NULL, r == 0 ? &touched : NULL);
+		warm[r] = resume_ms(ms_pause_file(pause), sock, &paused, NULL, NULL);
+	}
+	/* hits: trace pages the next resume's guest touched */
+	uint8_t *in = calloc(SIZE / 4096, 1);
+	for (size_t i = 0; i < touched.count; i++)
+		in[touched.indices[i]] = 1;
+	for (size_t i = 0; i < trace.count; i++)
+		hits += in[trace.indices[i]];
+	free(in);
+	double w = median(with, ROUNDS), n = median(without, ROUNDS), h = median(warm, ROUNDS);
+	char name[64];
+	fprintf(stderr,
+		"bench_prefetch %s: %zu trace pages; cold %.1f ms with prefetch, %.1f ms without, "
+		"warm %.1f ms (medians of %d)\n",
+		ops->name, trace.count, w, n, h, ROUNDS);
+	snprintf(name, sizeof(name), "resume.prefetch_vs_none.%s", ops->name);
+	ms_bench_report(name, w, "ms", "the same cold resume from S3 without prefetch", n, 0.3);
+	snprintf(name, sizeof(name), "resume.prefetch_vs_warm.%s", ops->name);
+	ms_bench_report(name, w, "ms", "a warm resume of the build on its own node", h, 1.5);
+	snprintf(name, sizeof(name), "prefetch.hit_ratio.%s", ops->name);
+	ms_bench_report(name, (double)hits, "pages", "pages in the trace", (double)trace.count,
+			1.0);
+	snprintf(name, sizeof(name), "prefetch.waste_ratio.%s", ops->name);
+	ms_bench_report(name, (double)(trace.count - hits), "pages", "pages in the trace",
+			(double)trace.count, 0.0);
+	ms_uffd_trace_fini(&trace);
+	ms_uffd_trace_fini(&touched);
+	ms_pause_free(pause);
+	ms_pageset_free(none);
+	ms_sandbox_paused_fini(&paused);
+	ms_layered_free(parent);
+	ms_diffstore_free(diffs);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	return system(cmd) == 0 ? 0 : 1;
+}
+
+int main(void)
+{
+	const char *endpoint = getenv("MEMSNAP_S3_ENDPOINT");
+	if (!endpoint || !*endpoint) {
+		fprintf(stderr, "bench_prefetch: MEMSNAP_S3_ENDPOINT not set (scripts/run-bench.sh "
+				"starts the S3 server); skipped\n");
+		return 0;
+	}
+	char prefix[64];
+	snprintf(prefix, sizeof(prefix), "bench-prefetch-%d", (int)getpid());
+	struct ms_s3_config cfg = {.endpoint = endpoint,
+				   .bucket = "memsnap-bench",
+				   .prefix = prefix,
+				   .access_key = getenv("MEMSNAP_S3_ACCESS_KEY"),
+				   .secret_key = getenv("MEMSNAP_S3_SECRET_KEY"),
+				   .region = getenv("MEMSNAP_S3_REGION")};
+	int err;
+	struct ms_store *store = ms_store_s3_new(&cfg, &err);
+	if (!store || ms_store_s3_create_bucket(store)) {
+		fprintf(stderr, "bench_prefetch: s3 store: %s\n", ms_strerror(err));
+		return 1;
+	}
+	const char *backends[] = {"kvm", "proc"};
+	for (int i = 0; i < 2; i++) {
+		char why[160];
+		if (ms_sandbox_backend_pick(backends[i], &ops, why, sizeof(why))) {
+			fprintf(stderr, "bench_prefetch: %s\n", why);
+			continue;
+		}
+		if (run(store))
+			return 1;
+	}
+	ms_store_free(store);
+	return 0;
+}
