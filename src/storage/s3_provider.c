@@ -240,10 +240,16 @@ out:
 	if (token)
 		memset(token, 0, strlen(token));
 	free(token);
+	if (e_token)
+		memset(e_token, 0, strlen(e_token));
 	free(e_token);
 	free(e_role);
 	free(e_name);
+	if (body) /* it holds the web identity token */
+		memset(body, 0, strlen(body));
 	free(body);
+	if (resp) /* and this the secret key */
+		memset(resp, 0, strlen(resp));
 	free(resp);
 	return err;
 }

@@ -11,7 +11,8 @@ S3 that answers HEAD and records how each request was signed.
   POST /sts                                        AssumeRoleWithWebIdentity (form body)
   HEAD /bucket/...                                 S3: 200, Content-Length 5
   GET  /control                                    the counters and what was seen (JSON)
-  POST /control?fail=0|1&expires=SECONDS           make fetches fail, set the lifetime
+  POST /control?fail=0|1&expires=SECONDS&delay=S   make fetches fail, set the lifetime,
+                                                   make STS answer after S seconds
 
 Every credential set it hands out is numbered: IM-<n>/IMSECRET-<n>/IMTOKEN-<n> (IMDS) and
 WI-<n>/WISECRET-<n>/WITOKEN-<n> (STS); Expiration = now + expires seconds (default 3600).
@@ -20,9 +21,10 @@ import datetime
 import http.server
 import json
 import sys
+import time
 import urllib.parse
 
-state = {"fail": False, "expires": 3600, "imds_tokens": 0, "imds_creds": 0,
+state = {"fail": False, "expires": 3600, "delay": 0.0, "imds_tokens": 0, "imds_creds": 0,
          "imds_unauthorized": 0, "sts": 0, "sts_bad": 0, "web_tokens": [], "role_arns": [],
          "s3": []}
 SESSION = "imds-session-1"
@@ -97,6 +99,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 state["fail"] = q["fail"][0] == "1"
             if "expires" in q:
                 state["expires"] = int(q["expires"][0])
+            if "delay" in q:
+                state["delay"] = float(q["delay"][0])
             return self.reply(200, "ok")
         if url.path != "/sts":
             return self.reply(404)
@@ -105,6 +109,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             state["sts_bad"] += 1
             return self.reply(400, "<ErrorResponse><Error><Code>InvalidParameter</Code>"
                               "</Error></ErrorResponse>")
+        time.sleep(state["delay"])
         state["web_tokens"].append(form["WebIdentityToken"][0])
         state["role_arns"].append(form["RoleArn"][0])
         if state["fail"]:

@@ -8,6 +8,8 @@
  *    on each refresh); refreshed before Expiration minus the margin; a failed refresh keeps
  *    the old key until it expires (then -EKEYEXPIRED), is retried after a pause, and a
  *    later good one replaces it.
+ *  - eight requests at once when a refresh is due: fewer fetches than requests (one
+ *    at a time), every request gets a key (concurrency suite: TSan runs it).
  *  - static: the config's session token is signed and sent; files: a profile of the
  *    shared credentials file with aws_session_token, and the region of a config file's
  *    [profile NAME] (a fallback to [default] never happens for another profile).
@@ -18,6 +20,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,6 +294,75 @@ static void test_web_identity_refresh(void **state)
 	free(dir);
 }
 
+struct getter {
+	struct ms_s3_provider *p;
+	pthread_barrier_t *start;
+	int err;
+	char key[128];
+};
+
+static void *getter_run(void *arg)
+{
+	struct getter *g = arg;
+	struct ms_s3_key key;
+	pthread_barrier_wait(g->start);
+	g->err = ms_s3_provider_get(g->p, &key);
+	snprintf(g->key, sizeof(g->key), "%s", key.access_key);
+	return NULL;
+}
+
+/* Many requests at the moment a refresh is due: one fetch, and every request gets a key. */
+static void test_refresh_once_under_load(void **state)
+{
+	(void)state;
+	char *dir = ms_test_tmpdir();
+	assert_non_null(dir);
+	char token_file[512], sts[96];
+	snprintf(token_file, sizeof(token_file), "%s/token", dir);
+	snprintf(sts, sizeof(sts), "%s/sts", fake_url);
+	write_file(token_file, "jwt\n");
+	fake_set(0, 10);
+	struct ms_s3_config config = fake_s3_config();
+	config.web_identity_token_file = token_file;
+	config.role_arn = "arn:aws:iam::123456789012:role/memsnap";
+	config.sts_endpoint = sts;
+	config.refresh_margin_ns = 60LL * 1000000000; /* due at once: 10 s left < 60 s */
+	struct ms_s3_provider p;
+	assert_int_equal(ms_s3_provider_init(&p, &config), 0);
+	int before = fake_int("sts");
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "curl -s -o /dev/null -X POST '%s/control?delay=0.5'", fake_url);
+	assert_int_equal(system(cmd), 0); /* a slow STS: the others come while one fetch runs */
+	enum { N = 8 };
+	pthread_barrier_t start;
+	pthread_barrier_init(&start, NULL, N);
+	struct getter g[N];
+	pthread_t t[N];
+	for (int i = 0; i < N; i++) {
+		g[i] = (struct getter){.p = &p, .start = &start};
+		assert_int_equal(pthread_create(&t[i], NULL, getter_run, &g[i]), 0);
+	}
+	for (int i = 0; i < N; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&start);
+	snprintf(cmd, sizeof(cmd), "curl -s -o /dev/null -X POST '%s/control?delay=0'", fake_url);
+	assert_int_equal(system(cmd), 0);
+	/* one fetch for the eight (each fetched key is good for 10 s, due again at once, but
+	 * the others went on with the key they found while the one fetch ran) */
+	pthread_mutex_lock(&p.lock);
+	uint64_t refreshes = p.refreshes;
+	pthread_mutex_unlock(&p.lock);
+	assert_true(refreshes >= 1);
+	assert_int_equal(fake_int("sts"), before + (int)refreshes);
+	assert_true(refreshes < N); /* not one fetch per request */
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(g[i].err, 0);
+		assert_int_equal(strncmp(g[i].key, "WI-", 3), 0);
+	}
+	ms_s3_provider_fini(&p);
+	free(dir);
+}
+
 static void test_static_and_files(void **state)
 {
 	(void)state;
@@ -378,6 +450,7 @@ int main(void)
 	    cmocka_unit_test(test_static_and_files),
 	    cmocka_unit_test(test_imds),
 	    cmocka_unit_test(test_web_identity_refresh),
+	    cmocka_unit_test(test_refresh_once_under_load),
 	};
 	return cmocka_run_group_tests(tests, fake_start, fake_stop);
 }
