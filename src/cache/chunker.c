@@ -282,7 +282,8 @@ static int ms_fetch_frame(struct ms_fetch_session *s)
 					       (size_t)f->size_u);
 		if (err != MS_ECHECKSUM && err != MS_ECORRUPT)
 			break;
-		ms_integrity_count(ms_integrity_classify(ch->key));
+		if (!attempt) /* one damaged read counts once, fetched again or not */
+			ms_integrity_count(ms_integrity_classify(ch->key));
 		ms_warn("cache", "%s: frame %lld at %lld (%d bytes) does not decode: %s%s", ch->key,
 			(long long)s->frame, (long long)f->start_c, f->size_c, ms_strerror(err),
 			attempt ? "" : "; fetching it once more");

@@ -222,6 +222,11 @@ struct ms_node_sandbox {
 	struct ms_pageserver *srv;
 	struct ms_template *tmpl;
 	unsigned serial;
+	/* the page server's session failure (sandboxes.c): set by its event thread, then
+	 * session_failed (an eventfd) is signalled; reset by the op holder at a resume */
+	int session_failed;
+	_Atomic int session_error;
+	_Atomic uint64_t session_error_off;
 };
 
 struct ms_node_sandbox *ms_nsb_new(struct ms_node *node, int *err);

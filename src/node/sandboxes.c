@@ -24,6 +24,8 @@
 #include "node/node_int.h"
 #include "header/header.h"
 #include "sandbox/guest.h"
+#include "storage/artifact.h"
+#include "storage/frametable.h"
 #include "uffd/filesource.h"
 #include "uffd/prefetch.h"
 #include "util/clock.h"
@@ -37,8 +39,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #define P      MS_PAGE_SIZE
 #define MS_MOD "node"
@@ -56,9 +60,15 @@ struct ms_node_sandbox *ms_nsb_new(struct ms_node *node, int *err)
 	sb->prefetch_request = -1;
 	ms_uuid_generate(&sb->id);
 	sb->created_unix = (int64_t)time(NULL);
+	if ((sb->session_failed = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		*err = -errno;
+		free(sb);
+		return NULL;
+	}
 	pthread_mutex_init(&sb->op, NULL);
 	if ((*err = ms_worker_start(&sb->worker))) {
 		pthread_mutex_destroy(&sb->op);
+		close(sb->session_failed);
 		free(sb);
 		return NULL;
 	}
@@ -72,6 +82,7 @@ void ms_nsb_unref(struct ms_node_sandbox *sb)
 	assert(!sb->vm && !sb->srv && !sb->tmpl && !sb->session);
 	ms_worker_stop(&sb->worker);
 	pthread_mutex_destroy(&sb->op);
+	close(sb->session_failed);
 	free(sb);
 }
 
@@ -100,19 +111,53 @@ struct ms_vm_job {
 	struct ms_node_sandbox *sb;
 	struct ms_sandbox_spec spec;
 	const struct ms_api_exec *exec;
-	bool first_report; /* run to the first report first (after a restore) */
+	bool first_report;		/* run to the first report first (after a restore) */
+	const struct ms_template *from; /* a resume's build: its page server can fail the wait */
 	struct ms_sandbox_paused paused;
 	uint64_t result0, result1, reports;
 	double stop_ms;
 	char cause[160];
 };
 
+/*
+ * The cause of a page-server session failure that ended a resume's wait: the
+ * object and the offset in it of the read that failed, from the header of the
+ * build resumed (which maps the guest offset to the build holding it).
+ */
+static void ms_vm_session_cause(struct ms_vm_job *job, int err, uint64_t dev_off)
+{
+	ms_uuid owner;
+	uint64_t in_build, left;
+	struct ms_header_ref *head = ms_layered_header(job->from->file);
+	if (dev_off == UINT64_MAX ||
+	    ms_header_lookup(head->header, dev_off, &owner, &in_build, &left)) {
+		snprintf(job->cause, sizeof(job->cause), "the page server failed: %s",
+			 ms_strerror(err));
+		ms_header_ref_unref(head);
+		return;
+	}
+	const struct ms_build_data *data = ms_header_build(head->header, &owner);
+	char key[MS_UUID_STR_LEN + 32];
+	if (ms_artifact_key(key, sizeof(key), &owner, MS_ARTIFACT_MEMFILE,
+			    data && data->frames ? data->frames->type : MS_COMPRESS_NONE))
+		snprintf(key, sizeof(key), "memfile");
+	ms_header_ref_unref(head);
+	snprintf(job->cause, sizeof(job->cause),
+		 "%s in %s at offset %llu (guest memory offset %llu): the build is unusable",
+		 ms_strerror(err), key, (unsigned long long)in_build, (unsigned long long)dev_off);
+}
+
 static int ms_vm_report(struct ms_vm_job *job)
 {
 	struct ms_node_sandbox *sb = job->sb;
 	int err = ms_sandbox_run(sb->vm);
 	if (!err)
-		err = ms_sandbox_wait_report(sb->vm, sb->node->cfg.guest_timeout_ns);
+		err = ms_sandbox_wait_report_or(sb->vm, sb->node->cfg.guest_timeout_ns,
+						job->from ? sb->session_failed : -1);
+	if (err == MS_ECANCELED) { /* the page server's session failed: the guest never reports */
+		err = atomic_load(&sb->session_error);
+		ms_vm_session_cause(job, err, atomic_load(&sb->session_error_off));
+	}
 	if (err == -ECHILD)
 		snprintf(job->cause, sizeof(job->cause), "the guest died: %s",
 			 ms_sandbox_death_cause(sb->vm));
@@ -168,6 +213,20 @@ static int ms_vm_job_destroy(void *arg)
 	ms_sandbox_destroy(job->sb->vm);
 	job->sb->vm = NULL;
 	return 0;
+}
+
+/* The page server's on_session_event: a failed session ends the resume's wait (ms_vm_report). */
+static void ms_nsb_session_event(void *arg, struct ms_uffd_session *session,
+				 enum ms_uffd_session_state state, int err)
+{
+	struct ms_node_sandbox *sb = arg;
+	if (state != MS_UFFD_SESSION_FAILED)
+		return;
+	atomic_store(&sb->session_error_off, ms_uffd_session_error_offset(session));
+	atomic_store(&sb->session_error, err ? err : -EIO);
+	uint64_t one = 1;
+	if (write(sb->session_failed, &one, sizeof(one)) < 0)
+		ms_warn(MS_MOD, "session failure not signalled: %s", strerror(errno));
 }
 
 /* One resume's prefetch: the trace, started by the page server when the handshake is in. */
@@ -396,8 +455,15 @@ int ms_nsb_resume(struct ms_node_sandbox *sb, const ms_uuid *build_id,
 				      : node->cfg.prefetch_source;
 	sb->prefetch_request = -1;
 	struct ms_nsb_prefetch *prefetch = ms_nsb_prefetch_new(sb, t, source);
+	uint64_t stale; /* a failed session of an earlier resume: not this one's */
+	if (read(sb->session_failed, &stale, sizeof(stale)) < 0 && errno != EAGAIN)
+		ms_warn(MS_MOD, "session failure fd: %s", strerror(errno));
+	atomic_store(&sb->session_error, 0);
+	atomic_store(&sb->session_error_off, UINT64_MAX);
 	struct ms_pageserver_options opts = {.workers = (unsigned)node->cfg.pageserver_workers,
 					     .batch_bytes = 65536,
+					     .on_session_event = ms_nsb_session_event,
+					     .event_arg = sb,
 					     .on_session_start =
 						 prefetch ? ms_nsb_prefetch_begin : NULL,
 					     .start_arg = prefetch};
@@ -422,7 +488,8 @@ int ms_nsb_resume(struct ms_node_sandbox *sb, const ms_uuid *build_id,
 					 .snapfile = t->snapfile,
 					 .snapfile_len = t->snapfile_len},
 				.exec = exec,
-				.first_report = true};
+				.first_report = true,
+				.from = t};
 	if ((err = ms_worker_call(&sb->worker, ms_vm_job_create, &job))) {
 		snprintf(cause, cause_len, "%s", job.cause);
 		ms_nsb_prefetch_end(sb);

@@ -4,9 +4,11 @@
  * themselves are proc_backend.c and kvm.c.
  */
 #include "sandbox/sandbox.h"
+#include "util/err.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +93,33 @@ int ms_sandbox_run(struct ms_sandbox *sb)
 int ms_sandbox_wait_report(struct ms_sandbox *sb, int64_t timeout_ns)
 {
 	return sb->ops->wait_report(sb, timeout_ns);
+}
+
+/* How long one slice of a cancellable wait is: the latency of a cancel. */
+#define MS_SANDBOX_CANCEL_SLICE_NS (5 * 1000 * 1000)
+
+int ms_sandbox_wait_report_or(struct ms_sandbox *sb, int64_t timeout_ns, int cancel_fd)
+{
+	if (cancel_fd < 0)
+		return ms_sandbox_wait_report(sb, timeout_ns);
+	/*
+	 * The backends' waits end on a report, a death or a timeout only (kvm's on a
+	 * condition variable, proc's on waitpid): a wait in slices, with a look at
+	 * the fd between them, ends on the cancel too without a third wake-up path
+	 * in every backend. A slice that times out changes nothing in a backend.
+	 */
+	for (int64_t left = timeout_ns;;) {
+		int64_t slice =
+		    left < MS_SANDBOX_CANCEL_SLICE_NS ? left : MS_SANDBOX_CANCEL_SLICE_NS;
+		int err = sb->ops->wait_report(sb, slice);
+		if (err != -ETIMEDOUT)
+			return err;
+		struct pollfd pfd = {.fd = cancel_fd, .events = POLLIN};
+		if (poll(&pfd, 1, 0) > 0)
+			return MS_ECANCELED;
+		if ((left -= slice) <= 0)
+			return -ETIMEDOUT;
+	}
 }
 
 uint8_t *ms_sandbox_ram(struct ms_sandbox *sb)

@@ -78,6 +78,12 @@ int ms_sandbox_create(const struct ms_sandbox_ops *ops, const struct ms_sandbox_
 		      struct ms_sandbox **out);
 int ms_sandbox_run(struct ms_sandbox *sb);
 int ms_sandbox_wait_report(struct ms_sandbox *sb, int64_t timeout_ns);
+/*
+ * The same, ended early (MS_ECANCELED) once cancel_fd (an eventfd, not read)
+ * is readable, within a few ms: a lazily restored guest blocked on a page
+ * server whose session failed never reports. cancel_fd < 0: no cancel.
+ */
+int ms_sandbox_wait_report_or(struct ms_sandbox *sb, int64_t timeout_ns, int cancel_fd);
 uint8_t *ms_sandbox_ram(struct ms_sandbox *sb);
 /*
  * The pages the guest wrote since the last reset (4 KiB indices, exactly:

@@ -122,7 +122,8 @@ static int ms_verified_load(struct ms_store_verified *v, const ms_uuid *id, stru
 			free(buf);
 			if (!err)
 				return 0;
-			ms_integrity_count(MS_INTEGRITY_CHECKSUMS);
+			if (!attempt) /* one damaged read counts once, fetched again or not */
+				ms_integrity_count(MS_INTEGRITY_CHECKSUMS);
 			ms_warn("storage", "%s (%zu bytes) does not parse: %s%s", key, len,
 				ms_strerror(err), attempt ? "" : "; fetching it once more");
 			continue;
@@ -191,7 +192,8 @@ static int ms_verified_fetch(struct ms_store_verified *v, const char *key,
 		uint32_t bad = first;
 		if (got == want && !(err = ms_sums_check(o, first, buf, want, &bad)))
 			return 0;
-		ms_integrity_count(kind);
+		if (!attempt) /* one damaged read counts once, fetched again or not */
+			ms_integrity_count(kind);
 		if (got != want)
 			ms_warn("storage", "%s: %zu bytes at %llu where %zu were expected (%s)%s",
 				key, got, (unsigned long long)start, want,

@@ -4,7 +4,7 @@
  *
  * A read of "{build_id}/{name}" is widened to the blocks it touches, checked
  * block by block, and copied out only when every block matches. A block that
- * does not match is counted (ms_integrity_count) and fetched once more; if it
+ * does not match is counted (ms_integrity_count, once per read) and fetched once more; if it
  * still does not match, the read fails with MS_ECHECKSUM and the log names the
  * object, the block and both fetches. A truncated object does not match either.
  * So a chunker over this store caches and serves only checked bytes, and a

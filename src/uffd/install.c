@@ -392,7 +392,10 @@ void uffd_process_completions(struct ms_uffd_session *s)
 		if (job->err) {
 			atomic_fetch_add(&s->metrics.source_errors, 1);
 			uffd_job_release_pages(s, job);
-			uffd_session_fail(s, job->err, "source read failed after retries");
+			uffd_session_fail_at(s, job->err, job->block_off,
+					     job->err == MS_ECHECKSUM || job->err == MS_ECORRUPT
+						 ? "source data is damaged"
+						 : "source read failed after retries");
 			uffd_req_job_done(s, job->req, job->err);
 			uffd_job_free(job);
 			continue;

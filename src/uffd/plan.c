@@ -365,6 +365,11 @@ void *uffd_worker_main(void *arg)
 			job->err = uffd_job_read(s, job);
 			if (!job->err)
 				break;
+			/* damaged data was already fetched twice by the store that checked it
+			 * (storage/verified.h, the frame decode): another read finds the same
+			 * bytes and counts the same mismatch again */
+			if (job->err == MS_ECHECKSUM || job->err == MS_ECORRUPT)
+				break;
 			int64_t delay;
 			if (!ms_backoff_next(&backoff, &delay)) {
 				ms_warn(UFFD_MOD, "session %llu: read at %llu failed %u times: %s",

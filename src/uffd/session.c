@@ -179,7 +179,7 @@ void ms_uffd_session_check(struct ms_uffd_session *s)
 #endif
 
 /* Leaves SERVING for FAILED: loud, once. Event thread only. */
-void uffd_session_fail(struct ms_uffd_session *s, int err, const char *what)
+void uffd_session_fail_at(struct ms_uffd_session *s, int err, uint64_t off, const char *what)
 {
 	pthread_mutex_lock(&s->lock);
 	if (s->state != MS_UFFD_SESSION_SERVING) {
@@ -188,6 +188,7 @@ void uffd_session_fail(struct ms_uffd_session *s, int err, const char *what)
 	}
 	s->state = MS_UFFD_SESSION_FAILED;
 	s->error = err ? err : -EIO;
+	s->error_off = off;
 	ms_uffd_session_check(s);
 	pthread_cond_broadcast(&s->state_cond);
 	pthread_mutex_unlock(&s->lock);
@@ -555,6 +556,7 @@ int ms_uffd_session_start(const struct ms_uffd_session_config *cfg, struct ms_uf
 	if (s->block_pages > UFFD_MAX_BLOCK_PAGES)
 		s->block_pages = UFFD_MAX_BLOCK_PAGES;
 	atomic_init(&s->wp_state, -1);
+	s->error_off = UINT64_MAX;
 	s->start_ns = ms_clock_now_ns();
 
 	pthread_condattr_t attr;
@@ -679,6 +681,14 @@ int ms_uffd_session_error(struct ms_uffd_session *s)
 	int err = s->error;
 	pthread_mutex_unlock(&s->lock);
 	return err;
+}
+
+uint64_t ms_uffd_session_error_offset(struct ms_uffd_session *s)
+{
+	pthread_mutex_lock(&s->lock);
+	uint64_t off = s->error_off;
+	pthread_mutex_unlock(&s->lock);
+	return off;
 }
 
 int ms_uffd_session_event_fd(struct ms_uffd_session *s)

@@ -95,6 +95,7 @@ struct ms_uffd_session {
 	struct uffd_prefault_req *req_head, *req_tail;
 	enum ms_uffd_session_state state;
 	int error;
+	uint64_t error_off; /* device offset of the read that failed it, or UINT64_MAX */
 	bool workers_stop;
 	bool stop_requested;
 	bool joined;
@@ -110,8 +111,13 @@ struct ms_uffd_session {
 
 /* ---- session.c ---- */
 
-/* Leaves SERVING for FAILED: loud, once. Event thread only. */
-void uffd_session_fail(struct ms_uffd_session *s, int err, const char *what);
+/* Leaves SERVING for FAILED: loud, once; off = the device offset of the source read that
+ * failed it, or UINT64_MAX. Event thread only. */
+void uffd_session_fail_at(struct ms_uffd_session *s, int err, uint64_t off, const char *what);
+static inline void uffd_session_fail(struct ms_uffd_session *s, int err, const char *what)
+{
+	uffd_session_fail_at(s, err, UINT64_MAX, what);
+}
 /* Whether the session is still SERVING (takes the lock). */
 bool uffd_serving(struct ms_uffd_session *s);
 /* A prefault job finished (err 0 = installed or skipped); any thread. */

@@ -250,7 +250,7 @@ static void test_flipped_byte_in_plain_diff(void **state)
 	int err = cold_read(f, 110, 1);
 	assert_int_equal(err, MS_ECHECKSUM);
 	detected += err == MS_ECHECKSUM;
-	assert_true(ms_integrity_failures(MS_INTEGRITY_MEMFILE) >= before + 2); /* and once more */
+	assert_true(ms_integrity_failures(MS_INTEGRITY_MEMFILE) >= before + 1);
 	/* the parents' pages still read (the build's own are one chunk: it fails whole) */
 	assert_int_equal(cold_read(f, 0, 100), 0);
 	assert_int_equal(cold_read(f, 300, PAGES - 300), 0);
@@ -274,7 +274,7 @@ static void test_flipped_byte_in_compressed_frame(void **state)
 	int err = cold_read(f, 100, 200);
 	assert_int_equal(err, MS_ECHECKSUM);
 	detected += err == MS_ECHECKSUM;
-	assert_true(ms_integrity_failures(MS_INTEGRITY_MEMFILE) >= before + 2);
+	assert_true(ms_integrity_failures(MS_INTEGRITY_MEMFILE) >= before + 1);
 	struct verify_rows rows;
 	assert_int_equal(verify(f, &rows), MS_ECHECKSUM);
 	assert_int_equal(rows.nbad, 1);
@@ -304,7 +304,7 @@ static void test_flipped_snapfile_metadata_header(void **state)
 		int err = ms_store_read_all(f->store, key, 1 << 20, &buf, &len);
 		assert_int_equal(err, MS_ECHECKSUM);
 		detected += err == MS_ECHECKSUM;
-		assert_int_equal(ms_integrity_failures(cases[i].counter), before + 2);
+		assert_int_equal(ms_integrity_failures(cases[i].counter), before + 1);
 		if (cases[i].artifact == MS_ARTIFACT_MEMFILE_HEADER) {
 			/* a byte of the metadata, outside the LZ4 frame: a resume cannot start */
 			assert_int_equal(cold_read(f, 0, 1), MS_ECHECKSUM);
