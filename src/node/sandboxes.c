@@ -392,6 +392,7 @@ int ms_nsb_start_fresh(struct ms_node_sandbox *sb, const struct ms_api_request *
 		       size_t cause_len)
 {
 	struct ms_node *node = sb->node;
+	assert(!sb->vm && !sb->srv && !sb->tmpl);
 	int64_t t0 = ms_clock_now_ns();
 	ms_uuid base_id;
 	ms_uuid_generate(&base_id);
@@ -435,6 +436,7 @@ int ms_nsb_resume(struct ms_node_sandbox *sb, const ms_uuid *build_id,
 		  const struct ms_api_exec *exec, char *cause, size_t cause_len)
 {
 	struct ms_node *node = sb->node;
+	assert(!sb->vm && !sb->srv && !sb->tmpl); /* never over a running sandbox */
 	int64_t t0 = ms_clock_now_ns();
 	struct ms_template *t;
 	enum ms_start_type start_type;

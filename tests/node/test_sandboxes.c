@@ -140,6 +140,9 @@ static void test_chain_resumes_cold_elsewhere(void **state)
 	sb = nf_sandbox_new(b);
 	nf_resume_verify(sb, &child, 31, 2);
 	assert_int_equal(seen(sb).start_type, MS_START_COLD);
+	nf_sandbox_free(sb);
+	/* a resume is of a sandbox without a VM (the API allows it only when PAUSED) */
+	sb = nf_sandbox_new(b);
 	nf_resume_verify(sb, &parent, 31, 1);
 	nf_sandbox_free(sb);
 	nf_node_free(b);
