@@ -1,17 +1,19 @@
 /* ms_test.c - shared test helpers. */
 #include "ms_test.h"
+#include "sandbox/memory.h"
 #include "sandbox/sandbox.h"
 #include "util/err.h"
 
 #include <errno.h>
 #include <ftw.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 const struct ms_sandbox_ops *ms_test_backend(const char *name)
 {
 	const struct ms_sandbox_ops *ops = NULL;
-	char why[160];
+	char why[320];
 	int err = ms_sandbox_backend_pick(name ? name : "proc", &ops, why, sizeof(why));
 	if (err == -ENODEV)
 		MS_TEST_SKIP_EXIT("%s", why);
@@ -20,6 +22,17 @@ const struct ms_sandbox_ops *ms_test_backend(const char *name)
 		exit(1);
 	}
 	print_message("%s\n", why);
+	/* MS_TEST_TRACKER=async|sync: the written-page tracker the end-to-end tests run under */
+	const char *tracker = getenv("MS_TEST_TRACKER");
+	enum ms_tracker_mode mode = MS_TRACKER_AUTO;
+	if (tracker && ms_tracker_mode_parse(tracker, &mode)) {
+		fprintf(stderr, "MS_TEST_TRACKER=%s: not auto, async or sync\n", tracker);
+		exit(1);
+	}
+	if (ms_tracker_pick(mode, false, &mode, why, sizeof(why)))
+		MS_TEST_SKIP_EXIT("%s", why);
+	ms_tracker_set_mode(mode);
+	print_message("tracker %s: %s\n", ms_tracker_mode_name(mode), why);
 	return ops;
 }
 
@@ -30,7 +43,8 @@ struct ms_sandbox *ms_test_sandbox_start(const struct ms_sandbox_ops *ops, int k
 	struct ms_sandbox *sb = NULL;
 	int err = ms_sandbox_create(ops, &spec, &sb);
 	if (err == -ENOTSUP)
-		MS_TEST_SKIP_EXIT("the kernel lacks userfaultfd WP_ASYNC or PAGEMAP_SCAN");
+		MS_TEST_SKIP_EXIT("the kernel lacks the %s tracker's userfaultfd features",
+				  ms_tracker_mode_name(ms_tracker_mode()));
 	if (err)
 		fail_msg("%s: start: %s", ops->name, ms_strerror(err));
 	return sb;

@@ -2,15 +2,14 @@
  * kvm.c - the kvm backend: a KVM microVM (vmm/) behind the sandbox interface.
  *
  * Guest RAM is a memfd mapped twice in this process: the guest mapping is
- * KVM's memslot and is tracked (userfaultfd WP_ASYNC + PAGEMAP_SCAN on
- * /proc/self/pagemap, never KVM's dirty log, which also marks pages only
- * read); the host view is where the backend writes the image and the
- * mailbox, untracked (guest.h). A lazy restore registers the guest mapping
- * MISSING|WP and hands the uffd and the memfd to the page server with
- * Firecracker's handshake; the page server installs read faults
- * write-protected, so the next pause's written set holds only real writes.
- * As with proc, the host view shows a lazily restored page only once the
- * page server installed it: let the guest report once before touching RAM.
+ * KVM's memslot and is tracked (userfaultfd write-protect, async with
+ * PAGEMAP_SCAN on /proc/self/pagemap or sync: memory.h; never KVM's dirty
+ * log, which also marks pages only read); the host view is where the backend writes the image and
+ * the mailbox, untracked (guest.h). A lazy restore registers the guest mapping MISSING|WP and hands
+ * the uffd and the memfd to the page server with Firecracker's handshake; the page server installs
+ * read faults write-protected, so the next pause's written set holds only real writes. As with
+ * proc, the host view shows a lazily restored page only once the page server installed it: let the
+ * guest report once before touching RAM.
  *
  * Not thread-safe: one thread drives a sandbox.
  */
@@ -36,9 +35,10 @@ static const uint8_t ms_kvm_stub[] = {0xcc, 0x41, 0xff, 0xe3};
 struct ms_kvm_sandbox {
 	struct ms_sandbox base;
 	struct ms_vmm *vmm;
-	int memfd, uffd, pagemap, handshake_sock;
-	uint8_t *guest; /* KVM's memslot mapping: tracked */
-	uint8_t *host;	/* the host's view: untracked */
+	int memfd, uffd, handshake_sock;
+	struct ms_wtracker wt; /* the written-page tracker (memory.h) */
+	uint8_t *guest;	       /* KVM's memslot mapping: tracked */
+	uint8_t *host;	       /* the host's view: untracked */
 	uint64_t size;
 	struct ms_pageset *host_written; /* the image the host loaded: part of the next pause */
 	uint32_t guest_kind;
@@ -61,8 +61,7 @@ static void ms_ksb_destroy(struct ms_sandbox *sb)
 		munmap(k->guest, k->size);
 	if (k->host)
 		munmap(k->host, k->size);
-	if (k->pagemap >= 0)
-		close(k->pagemap);
+	ms_wtracker_fini(&k->wt); /* its reader uses the uffd */
 	if (k->uffd >= 0)
 		close(k->uffd);
 	if (k->handshake_sock >= 0)
@@ -153,7 +152,7 @@ static int ms_ksb_written(struct ms_sandbox *sb, bool reset, struct ms_pageset *
 	struct ms_pageset *set = ms_pageset_new();
 	if (!set)
 		return -ENOMEM;
-	int err = ms_guestmem_scan(k->pagemap, (uint64_t)(uintptr_t)k->guest, k->size, reset, set);
+	int err = ms_wtracker_scan(&k->wt, reset, set);
 	if (err) {
 		ms_pageset_free(set);
 		return err;
@@ -216,32 +215,33 @@ static int ms_ksb_memory(struct ms_kvm_sandbox *k, const struct ms_sandbox_spec 
 	}
 	bool lazy = spec->memory == MS_SANDBOX_LAZY;
 	uint64_t base = (uint64_t)(uintptr_t)k->guest;
-	if ((k->uffd = ms_guestmem_uffd(base, k->size, lazy)) < 0)
-		return k->uffd;
-	if ((k->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
-		return -errno;
-	/*
-	 * Every epoch starts write-protected, a lazy restore's too: the holes need
-	 * WP_UNPOPULATED markers, or PAGEMAP_SCAN counts every page never touched since
-	 * the restore as written (installed pages come write-protected: COPY_MODE_WP).
-	 */
-	err = ms_guestmem_protect(k->uffd, base, k->size);
-	if (err)
+	if ((err = ms_wtracker_init(&k->wt, ms_tracker_mode(), base, k->size)))
 		return err;
-	if (lazy) {
-		/*
-		 * A host access to a page the page server has not installed would put a
-		 * zero page into the memfd, and the guest would later read zeros. Until
-		 * the guest's first report any host access faults loudly instead.
-		 */
-		if (mprotect(k->host, k->size, PROT_NONE))
-			return -errno;
-		k->host_gated = true;
-		k->handshake_sock =
-		    ms_guestmem_handshake(spec->lazy_socket, base, k->size, k->uffd, k->memfd);
-		return k->handshake_sock < 0 ? k->handshake_sock : 0;
-	}
-	return 0;
+	if ((k->uffd = ms_guestmem_uffd(base, k->size, lazy, k->wt.mode)) < 0)
+		return k->uffd;
+	if (!lazy) /* every epoch starts write-protected (attach protects the range) */
+		return ms_wtracker_attach(&k->wt, k->uffd, 0, false);
+	/*
+	 * A host access to a page the page server has not installed would put a
+	 * zero page into the memfd, and the guest would later read zeros. Until
+	 * the guest's first report any host access faults loudly instead.
+	 */
+	if (mprotect(k->host, k->size, PROT_NONE))
+		return -errno;
+	k->host_gated = true;
+	/* sync: the page server learns whose writes it records before the handshake */
+	if ((err = ms_wtracker_publish(&k->wt, k->memfd)))
+		return err;
+	k->handshake_sock =
+	    ms_guestmem_handshake(spec->lazy_socket, base, k->size, k->uffd, k->memfd);
+	if (k->handshake_sock < 0)
+		return k->handshake_sock;
+	/*
+	 * A lazy restore's epoch starts write-protected too: the holes need PTE markers,
+	 * or PAGEMAP_SCAN counts every page never touched since the restore as written
+	 * (installed pages come write-protected: COPY_MODE_WP).
+	 */
+	return ms_wtracker_attach(&k->wt, k->uffd, 0, true);
 }
 
 static int ms_ksb_boot(struct ms_kvm_sandbox *k, const struct ms_sandbox_spec *spec)
@@ -297,7 +297,7 @@ static int ms_ksb_create(const struct ms_sandbox_spec *spec, struct ms_sandbox *
 	if (!k)
 		return -ENOMEM;
 	k->base.ops = &ms_kvm_sandbox_ops;
-	k->memfd = k->uffd = k->pagemap = k->handshake_sock = -1;
+	k->memfd = k->uffd = k->handshake_sock = -1;
 	k->size = spec->mem_size;
 	if (!(k->host_written = ms_pageset_new())) {
 		err = -ENOMEM;

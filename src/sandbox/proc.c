@@ -1,6 +1,7 @@
 /*
- * proc.c - the process sandbox: fork, fixed-address memfd RAM, userfaultfd in
- * async write-protect mode, strict seccomp, ptrace (state machine in proc.h).
+ * proc.c - the process sandbox: fork, fixed-address memfd RAM, userfaultfd
+ * write-protect (async or sync: memory.h), strict seccomp, ptrace (state
+ * machine in proc.h).
  *
  * Child, before it runs guest code: map RAM, create and register the uffd,
  * send it to the host over a socketpair, close every fd, enter strict
@@ -40,8 +41,8 @@ struct ms_proc {
 	int memfd;
 	int uffd;	    /* the sandbox's uffd, received over SCM_RIGHTS */
 	int handshake_sock; /* lazy: the page server's connection, open while the sandbox lives */
-	int pagemap;	    /* /proc/PID/pagemap, for PAGEMAP_SCAN */
-	uint8_t *ram;	    /* host mapping */
+	struct ms_wtracker wt; /* the written-page tracker (memory.h), async or sync */
+	uint8_t *ram;	       /* host mapping */
 	uint64_t size;
 	bool stopped;			 /* at a report (or interrupt) stop */
 	struct ms_pageset *host_written; /* pages the host wrote (the loaded image): unseen by the
@@ -63,13 +64,14 @@ static const uint8_t ms_proc_stub[] = {0xcc, 0x41, 0xff, 0xe3}; /* int3; jmp *%r
  * handler may take a hang-up for the VMM's exit): it goes to the host with the
  * uffd, and the host closes it when it destroys the sandbox.
  */
-static void ms_proc_child(int memfd, uint64_t size, int sock, const char *lazy_socket)
+static void ms_proc_child(int memfd, uint64_t size, int sock, const char *lazy_socket,
+			  enum ms_tracker_mode mode)
 {
 	void *ram = mmap((void *)MS_PROC_RAM_BASE, size, PROT_READ | PROT_WRITE | PROT_EXEC,
 			 MAP_SHARED | MAP_FIXED_NOREPLACE, memfd, 0);
 	if (ram != (void *)MS_PROC_RAM_BASE)
 		_exit(10);
-	int fds[2] = {ms_guestmem_uffd(MS_PROC_RAM_BASE, size, lazy_socket != NULL), -1};
+	int fds[2] = {ms_guestmem_uffd(MS_PROC_RAM_BASE, size, lazy_socket != NULL, mode), -1};
 	if (fds[0] < 0)
 		_exit(11);
 	if (lazy_socket && (fds[1] = ms_guestmem_handshake(lazy_socket, MS_PROC_RAM_BASE, size,
@@ -204,17 +206,12 @@ int ms_proc_continue(struct ms_proc *p)
 	return 0;
 }
 
-static int ms_proc_writeprotect(struct ms_proc *p)
-{
-	return ms_guestmem_protect(p->uffd, MS_PROC_RAM_BASE, p->size);
-}
-
 int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out)
 {
 	struct ms_pageset *set = ms_pageset_new();
 	if (!set)
 		return -ENOMEM;
-	int err = ms_guestmem_scan(p->pagemap, MS_PROC_RAM_BASE, p->size, reset, set);
+	int err = ms_wtracker_scan(&p->wt, reset, set);
 	if (err) {
 		ms_pageset_free(set);
 		return err;
@@ -275,6 +272,9 @@ static int ms_proc_wait_sealed(struct ms_proc *p)
 static int ms_proc_spawn(struct ms_proc *p, const char *lazy_socket)
 {
 	int sv[2] = {-1, -1}, err;
+	/* sync, lazy: the page server learns whose writes it records before the handshake */
+	if (lazy_socket && (err = ms_wtracker_publish(&p->wt, p->memfd)))
+		return err;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
 		return -errno;
 	p->pid = fork();
@@ -284,7 +284,7 @@ static int ms_proc_spawn(struct ms_proc *p, const char *lazy_socket)
 	}
 	if (p->pid == 0) {
 		close(sv[0]);
-		ms_proc_child(p->memfd, p->size, sv[1], lazy_socket);
+		ms_proc_child(p->memfd, p->size, sv[1], lazy_socket, p->wt.mode);
 	}
 	close(sv[1]);
 	sv[1] = -1;
@@ -293,20 +293,18 @@ static int ms_proc_spawn(struct ms_proc *p, const char *lazy_socket)
 		goto out;
 	p->uffd = fds[0];
 	p->handshake_sock = fds[1];
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)p->pid);
-	if ((p->pagemap = open(path, O_RDONLY | O_CLOEXEC)) < 0 ||
-	    ptrace(PTRACE_SEIZE, p->pid, 0, PTRACE_O_EXITKILL)) {
+	if (ptrace(PTRACE_SEIZE, p->pid, 0, PTRACE_O_EXITKILL)) {
 		err = -errno;
 		goto out;
 	}
 	/*
 	 * Every epoch starts write-protected, a lazy restore's too: its pages come
 	 * write-protected from the page server (COPY_MODE_WP), and the holes must be
-	 * protected as well (WP_UNPOPULATED markers) or PAGEMAP_SCAN counts every page
-	 * never touched since the restore as written. The guest has not run yet.
+	 * protected as well (PTE markers) or PAGEMAP_SCAN counts every page never
+	 * touched since the restore as written, and sync WP misses the first write to
+	 * them. The guest has not run yet.
 	 */
-	if ((err = ms_proc_writeprotect(p)))
+	if ((err = ms_wtracker_attach(&p->wt, p->uffd, p->pid, lazy_socket != NULL)))
 		goto out;
 	char go = 1;
 	if (write(sv[0], &go, 1) != 1) { /* the child may now drop its fds and seal itself */
@@ -337,8 +335,12 @@ static struct ms_proc *ms_proc_alloc(uint64_t size, int *err)
 		*err = -ENOMEM;
 		return NULL;
 	}
-	p->uffd = p->pagemap = p->handshake_sock = -1;
+	p->uffd = p->handshake_sock = -1;
 	p->size = size;
+	if ((*err = ms_wtracker_init(&p->wt, ms_tracker_mode(), MS_PROC_RAM_BASE, size))) {
+		free(p);
+		return NULL;
+	}
 	p->memfd = memfd_create("memsnap-guest", MFD_CLOEXEC);
 	if (p->memfd < 0 || ftruncate(p->memfd, (off_t)size)) {
 		*err = -errno;
@@ -554,8 +556,7 @@ void ms_proc_destroy(struct ms_proc *p)
 	}
 	if (p->ram)
 		munmap(p->ram, p->size);
-	if (p->pagemap >= 0)
-		close(p->pagemap);
+	ms_wtracker_fini(&p->wt); /* its reader uses the uffd */
 	if (p->uffd >= 0)
 		close(p->uffd);
 	if (p->handshake_sock >= 0) /* after the kill: the handler sees the end of the sandbox */

@@ -11,8 +11,10 @@
  * executes guest code only (a syscall kills it). The host is its tracer
  * (PTRACE_SEIZE with PTRACE_O_EXITKILL) and maps the same memfd to read and
  * write the guest's mailbox (guest.h). Written pages are tracked exactly with
- * the sandbox's userfaultfd in async write-protect mode and PAGEMAP_SCAN
- * (host writes through its own mapping are not tracked: per-PTE tracking).
+ * the sandbox's userfaultfd write-protect, async (PAGEMAP_SCAN) or sync (WP
+ * faults read by the host, or by the page server when lazy), as memory.h's
+ * process-wide mode says (host writes through its own mapping are not
+ * tracked: per-PTE tracking).
  *
  * Not thread-safe: one thread drives a sandbox (ptrace's rule).
  */
@@ -38,8 +40,8 @@ struct ms_proc;
 
 /*
  * Starts a fresh sandbox running guest and waits for its first report.
- * 0, -ENOTSUP (the kernel lacks userfaultfd WP_ASYNC or PAGEMAP_SCAN: never
- * silently "every page dirty"), or another negative errno.
+ * 0, -ENOTSUP (the kernel lacks the tracker mode's features: never silently
+ * "every page dirty"), or another negative errno.
  */
 int ms_proc_start(const struct ms_proc_config *config, struct ms_proc **out);
 /* The host's mapping of guest RAM (reads and writes are not tracked). */

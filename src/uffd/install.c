@@ -174,6 +174,10 @@ static int64_t uffd_install_run(struct ms_uffd_session *s, struct uffd_job *job,
 			ms_uffd_recorder_add(&s->recorder, first_page + k, access);
 	}
 	uint64_t addr = job->block_addr + i * ps, len = run * ps;
+	/* a sandbox's sync tracker: a writable install is a write, recorded around the ioctl */
+	bool wp_sync = write && s->wpset;
+	if (wp_sync)
+		ms_wpset_begin_install(s->wpset, addr, len);
 	int64_t n;
 	if (action == UFFD_SRC)
 		n = uffd_copy(s, addr, job->buf + i * ps, len, mode);
@@ -181,6 +185,8 @@ static int64_t uffd_install_run(struct ms_uffd_session *s, struct uffd_job *job,
 		n = uffd_zeropage(s, addr, len);
 	else
 		n = uffd_copy(s, addr, s->zero_page, len, mode);
+	if (wp_sync)
+		ms_wpset_end_install(s->wpset);
 	uint64_t kept = n > 0 ? (uint64_t)n / ps : 0;
 	for (uint64_t k = kept; k < run; k++)
 		ms_uffd_tracker_set(&s->tracker, first_page + k, 1, MS_UFFD_PAGE_STATE(old[k]));
@@ -360,7 +366,10 @@ void uffd_wp_resolve(struct ms_uffd_session *s, struct uffd_job *job)
 	ms_uffd_tracker_install(&s->tracker, job->block_off / s->page_size, MS_UFFD_PAGE_DIRTY);
 	struct uffdio_writeprotect wp = {.range = {.start = job->fault_addr, .len = s->page_size},
 					 .mode = 0};
-	int rc = ioctl(s->uffd, UFFDIO_WRITEPROTECT, &wp) == 0 ? 0 : -errno;
+	/* a sandbox's sync tracker: the sandbox's written set records and unprotects */
+	int rc = s->wpset ? ms_wpset_resolve(s->wpset, s->uffd, job->fault_addr, s->page_size)
+		 : ioctl(s->uffd, UFFDIO_WRITEPROTECT, &wp) == 0 ? 0
+								 : -errno;
 	if (rc == -EAGAIN) {
 		atomic_fetch_add(&s->metrics.faults_deferred, 1);
 		uffd_defer(s, job);

@@ -503,6 +503,7 @@ teardown:
 
 static void uffd_session_free(struct ms_uffd_session *s)
 {
+	ms_wpset_unref(s->wpset);
 	ms_uffd_tracker_fini(&s->tracker);
 	ms_uffd_recorder_fini(&s->recorder);
 	ms_uffd_handshake_fini(&s->hs);
@@ -548,7 +549,8 @@ int ms_uffd_session_start(const struct ms_uffd_session_config *cfg, struct ms_uf
 	s->conn = conn;
 	s->pidfd = -1;
 	s->stop_efd = s->wake_efd = s->event_efd = -1;
-	uffd = memfd = conn = -1; /* owned by s from here */
+	uffd = memfd = conn = -1;	     /* owned by s from here */
+	s->wpset = ms_wpset_claim(s->memfd); /* before any fault is served */
 	s->image_size = s->ops->size(s->ctx);
 	s->page_size = s->hs.page_size;
 	uint64_t batch = s->options.batch_bytes;

@@ -20,6 +20,7 @@
 #include "uffd/trace.h"
 #include "uffd/tracker.h"
 #include "util/uffd_compat.h"
+#include "util/wpset.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -86,6 +87,8 @@ struct ms_uffd_session {
 	struct ms_uffd_recorder recorder; /* first touches; own lock; see trace.h */
 	struct ms_uffd_metrics metrics;	  /* atomics */
 	_Atomic int wp_state;		  /* -1 unknown, 0 no WP, 1 WP; written by event thread */
+	struct ms_wpset *wpset; /* sync tracker of a sandbox in this process: WP faults are
+				   recorded there too (util/wpset.h); NULL otherwise; immutable */
 
 	pthread_mutex_t lock;	   /* guards everything below up to "event thread only" */
 	pthread_cond_t work_cond;  /* workers: queue non-empty or stopping (monotonic clock) */

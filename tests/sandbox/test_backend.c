@@ -10,6 +10,7 @@
  * reported with its cause; bad snapfiles are rejected; the backend choice.
  */
 #include "ms_test.h"
+#include "sandbox/memory.h"
 #include "sandbox/sandbox.h"
 #include "uffd/pageserver.h"
 #include "util/err.h"
@@ -344,6 +345,8 @@ static void test_mutator_cycles(void **state)
 	memset(model, 0, sizeof(model));
 	for (uint64_t cycle = 0; cycle < 10; cycle++) {
 		uint64_t seed = 0x1000 + cycle * 7919, writes = 40 + cycle * 3;
+		static uint64_t before[PAGES];
+		memcpy(before, model, sizeof(model));
 		command(sb, 1, seed, writes);
 		mutator_model(model, seed, writes);
 		*box(sb, MS_GUEST_CMD) = 0;
@@ -355,6 +358,11 @@ static void test_mutator_cycles(void **state)
 			if (ms_pageset_contains(paused.written, page) && !model[page])
 				fail_msg("%s: untouched page %u in the written set", ops->name,
 					 page);
+			else if (model[page] != before[page] &&
+				 !ms_pageset_contains(paused.written, page))
+				/* after an eager restore (cycles > 0) too: a lost write */
+				fail_msg("%s: cycle %llu: page %u written but not in the set",
+					 ops->name, (unsigned long long)cycle, page);
 		ms_sandbox_destroy(sb);
 		sb = restore_eager(&paused);
 		ms_sandbox_paused_fini(&paused);
@@ -439,6 +447,44 @@ static void test_backend_choice(void **state)
 	assert_int_equal(picked->id, MS_BACKEND_PROC);
 }
 
+/* the tracker's names, its probe, and the refusal when the probe reports nothing */
+static void test_tracker_choice(void **state)
+{
+	(void)state;
+	enum ms_tracker_mode mode;
+	char why[320];
+	assert_int_equal(ms_tracker_mode_parse("sync", &mode), 0);
+	assert_int_equal(mode, MS_TRACKER_SYNC);
+	assert_int_equal(ms_tracker_mode_parse("fast", &mode), -EINVAL);
+	/* no feature at all: refused, in one line that names the missing feature */
+	for (int want = MS_TRACKER_AUTO; want <= MS_TRACKER_SYNC; want++) {
+		assert_int_equal(
+		    ms_tracker_pick((enum ms_tracker_mode)want, true, &mode, why, sizeof(why)),
+		    -ENOTSUP);
+		assert_null(strchr(why, '\n'));
+		assert_non_null(strstr(why, "no written-page tracker"));
+		assert_non_null(strstr(why, "UFFD_FEATURE_PAGEFAULT_FLAG_WP"));
+	}
+	/* the real probe: auto takes async where the kernel has it */
+	int err = ms_tracker_pick(MS_TRACKER_AUTO, false, &mode, why, sizeof(why));
+	if (err) {
+		print_message("SKIP: no tracker on this kernel: %s\n", why);
+		skip();
+	}
+	print_message("auto: %s %s\n", ms_tracker_mode_name(mode), why);
+	enum ms_tracker_mode forced;
+	if (mode == MS_TRACKER_ASYNC) {
+		assert_non_null(strstr(why, "UFFD_FEATURE_WP_ASYNC"));
+		assert_int_equal(ms_tracker_pick(MS_TRACKER_SYNC, false, &forced, why, sizeof(why)),
+				 0);
+		assert_int_equal(forced, MS_TRACKER_SYNC);
+		assert_non_null(strstr(why, "forced"));
+	} else {
+		assert_int_equal(
+		    ms_tracker_pick(MS_TRACKER_ASYNC, false, &forced, why, sizeof(why)), -ENOTSUP);
+	}
+}
+
 static void test_bad_specs(void **state)
 {
 	(void)state;
@@ -468,6 +514,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_workset),
 	    cmocka_unit_test(test_bad_specs),
 	    cmocka_unit_test(test_backend_choice),
+	    cmocka_unit_test(test_tracker_choice),
 	};
 	return cmocka_run_group_tests_name(ops->name, tests, NULL, NULL);
 }
