@@ -698,6 +698,9 @@ static void test_stats(void **state)
 	struct fixture *f = *state;
 	struct ms_pause *pause = start(f, true, NULL, NULL);
 	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_PUBLISHED, 30 * MS_NSEC_PER_SEC), 0);
+	/* the swap and the release run beside the upload: a publish may come first */
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_COMPARED, 30 * MS_NSEC_PER_SEC), 0);
+	assert_int_equal(ms_pause_wait(pause, MS_PAUSE_RELEASED, 30 * MS_NSEC_PER_SEC), 0);
 	struct ms_pause_stats st;
 	ms_pause_stats(pause, &st);
 	for (int s = 0; s < MS_PAUSE_FAILED; s++)
