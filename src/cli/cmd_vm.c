@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "cli/cmd_vmctl.h"
 #include "cli/commands.h"
+#include "sandbox/memory.h"
 #include "sandbox/sandbox.h"
 #include "snapshot/pause.h"
 #include "storage/artifact.h"
@@ -58,7 +59,7 @@ static int ms_vm_parse_size(const char *text, uint64_t *out)
 
 struct ms_vm_opts {
 	const char *guest, *backend, *out, *store, *endpoint, *eager, *lazy, *snapfile, *build,
-	    *control;
+	    *control, *tracker;
 	uint64_t mem, seed, epoch, writes;
 	double stall_compare;	      /* seconds the dedup compare waits (tests, demos) */
 	bool no_inflight;	      /* no provisional header: resumable after the compare */
@@ -83,6 +84,7 @@ static const char **ms_vm_text_option(struct ms_vm_opts *o, int c)
 	    {'f', offsetof(struct ms_vm_opts, snapfile)},
 	    {'B', offsetof(struct ms_vm_opts, build)},
 	    {'C', offsetof(struct ms_vm_opts, control)},
+	    {'k', offsetof(struct ms_vm_opts, tracker)},
 	};
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
 		if (fields[i].c == c)
@@ -114,11 +116,13 @@ static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *
 	    {"stall-compare", required_argument, NULL, 'T'},
 	    {"no-inflight", no_argument, NULL, 'I'},
 	    {"compress", required_argument, NULL, 'Z'},
+	    {"tracker", required_argument, NULL, 'k'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	*o = (struct ms_vm_opts){.guest = "pattern",
 				 .backend = "auto",
+				 .tracker = "auto",
 				 .mem = 64u << 20,
 				 .seed = 1,
 				 .epoch = 1,
@@ -212,6 +216,37 @@ static const struct ms_sandbox_ops *ms_vm_backend(const char *name)
 	}
 	printf("sandbox: %s\n", why);
 	return ops;
+}
+
+/*
+ * Picks the written-page tracker (--tracker) as memsnapd does: 0, or 1 after
+ * printing why not. MEMSNAP_TEST_TRACKER_PROBE_NONE (tests) makes the probe report
+ * nothing. A lazy restore under sync is refused here: its page server is another
+ * process, which cannot hand the guest's write faults back.
+ */
+static int ms_vm_tracker(const char *name, bool lazy)
+{
+	enum ms_tracker_mode want, mode;
+	char why[320];
+	if (ms_tracker_mode_parse(name, &want)) {
+		fprintf(stderr, "memsnap: --tracker: auto, async or sync\n");
+		return 1;
+	}
+	const char *none = getenv("MEMSNAP_TEST_TRACKER_PROBE_NONE");
+	if (ms_tracker_pick(want, none && strcmp(none, "0") && strcmp(none, "off"), &mode, why,
+			    sizeof(why))) {
+		fprintf(stderr, "memsnap: %s\n", why);
+		return 1;
+	}
+	if (lazy && mode == MS_TRACKER_SYNC) {
+		fprintf(stderr,
+			"memsnap: the sync tracker cannot follow a lazy restore from a page "
+			"server in another process (use memsnapd, or --eager)\n");
+		return 1;
+	}
+	ms_tracker_set_mode(mode);
+	printf("tracker: %s (%s)\n", ms_tracker_mode_name(mode), why);
+	return 0;
 }
 
 /* Pages of the guest memory present in its memfd (mincore over the host's view). */
@@ -396,7 +431,8 @@ static int ms_vm_save(const struct ms_vm_opts *o, struct ms_sandbox_paused *paus
 
 static const char *const vm_run_usage =
     "usage: memsnap vm run [--guest pattern|counter|mutator] [--mem SIZE]\n"
-    "                      [--backend auto|kvm|proc] (--out DIR | --store URI)\n"
+    "                      [--backend auto|kvm|proc] [--tracker auto|async|sync]\n"
+    "                      (--out DIR | --store URI)\n"
     "                      [--seed N] [--epoch N] [--writes N] [--control SOCKET]\n"
     "                      [--stall-compare S] [--no-inflight] [--compress zstd|lz4|none]\n\n"
     "Starts a test guest in a sandbox, lets it work, pauses it and saves the snapshot.\n"
@@ -407,6 +443,9 @@ static const char *const vm_run_usage =
     "  --store URI  publishes the snapshot through the pause pipeline over an empty\n"
     "               template and prints its build id\n"
     "  --mem SIZE   guest memory, e.g. 64M (default) or 1G\n"
+    "  --tracker M  written-page tracker: async (WP_ASYNC + PAGEMAP_SCAN, Linux >= 6.7),\n"
+    "               sync (write-protect faults, Linux >= 5.19), auto (default: async\n"
+    "               where the kernel has it); sync restores --eager only\n"
     "  --control SOCKET  after the work, keep the guest running and take requests\n"
     "               on SOCKET: memsnap vm pause|resume|status, and vm snapshot, which\n"
     "               pauses it and saves/publishes the snapshot as --out/--store say\n"
@@ -424,7 +463,7 @@ int ms_cli_vm_run(int argc, char **argv)
 		return rc == 1 ? 0 : rc;
 	enum ms_guest_kind kind = o.kind;
 	const struct ms_sandbox_ops *ops = ms_vm_backend(o.backend);
-	if (!ops)
+	if (!ops || ms_vm_tracker(o.tracker, false))
 		return 1;
 	if (!getenv("MEMSNAP_LOG"))
 		ms_log_set_level(MS_LOG_WARN);
@@ -477,6 +516,7 @@ int ms_cli_vm_run(int argc, char **argv)
 
 static const char *const vm_restore_usage =
     "usage: memsnap vm restore --mem SIZE [--backend auto|kvm|proc]\n"
+    "                          [--tracker auto|async|sync]\n"
     "                          (--eager MEMFILE | --lazy SOCKET)\n"
     "                          (--snapfile FILE | --store URI --build ID)\n"
     "                          [--guest pattern|counter] [--seed N] [--epoch N]\n"
@@ -510,7 +550,7 @@ int ms_cli_vm_restore(int argc, char **argv)
 		return 2;
 	}
 	const struct ms_sandbox_ops *ops = ms_vm_backend(o.backend);
-	if (!ops)
+	if (!ops || ms_vm_tracker(o.tracker, o.lazy != NULL))
 		return 1;
 	if (!getenv("MEMSNAP_LOG"))
 		ms_log_set_level(MS_LOG_WARN);
@@ -532,8 +572,9 @@ int ms_cli_vm_restore(int argc, char **argv)
 		ms_store_free(dir);
 	} else {
 		ms_uuid id;
-		struct ms_store *store =
-		    ms_uuid_parse(o.build, &id) ? NULL : ms_cli_store_open(o.store, o.endpoint, &err);
+		struct ms_store *store = ms_uuid_parse(o.build, &id)
+					     ? NULL
+					     : ms_cli_store_open(o.store, o.endpoint, &err);
 		if (!store)
 			return ms_cli_fail(o.store, ms_uuid_parse(o.build, &id) ? -EINVAL : err);
 		char key[MS_ARTIFACT_KEY_MAX];

@@ -64,6 +64,10 @@ static const struct ms_opt ms_opts[] = {
     STR(tcp_listen, "", "also serve the API on 127.0.0.1:PORT (requires a token); empty: off"),
     STR(token_file, "", "file holding the bearer token for TCP (or set MEMSNAP_TOKEN)"),
     STR(backend, "auto", "sandbox backend: auto (kvm where /dev/kvm opens, else proc), kvm, proc"),
+    STR(tracker, "auto",
+	"written-page tracker: auto (async where the kernel has UFFD_FEATURE_WP_ASYNC and "
+	"PAGEMAP_SCAN, Linux >= 6.7, else sync), async, or sync (userfaultfd write-protect "
+	"faults, Linux >= 5.19)"),
     STR(log_level, "info", "error, warn, info or debug"),
     STR(log_format, "text",
 	"log lines as text, or json (one object a line: ts, level, module, msg, sandbox_id, "
@@ -122,6 +126,9 @@ static const struct ms_opt ms_opts[] = {
     OPT(test_peer_die_after, OPT_COUNT, "0",
 	"tests: on the Nth peer data request, let every upload finish, then die by SIGKILL "
 	"(a node lost in the middle of a peer's read); 0: off"),
+    OPT(test_tracker_probe_none, OPT_BOOL, "off",
+	"tests: the written-page tracker's kernel probe reports no feature (the refusal at "
+	"start)"),
 };
 #define MS_OPT_COUNT (sizeof(ms_opts) / sizeof(ms_opts[0]))
 

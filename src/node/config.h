@@ -44,6 +44,7 @@ struct ms_node_config {
 	char token_file[MS_NODE_PATH_MAX];  /* the bearer token TCP requires */
 	char token[256];		    /* MEMSNAP_TOKEN only (never a flag: ps shows flags) */
 	char backend[16];		    /* auto|kvm|proc */
+	char tracker[8];		    /* written-page tracker: auto|async|sync */
 	char log_level[16];		    /* error|warn|info|debug */
 	char log_format[8];		    /* text|json */
 	uint64_t max_sandboxes;
@@ -69,13 +70,13 @@ struct ms_node_config {
 	char peer_listen[64];			/* "ADDR:PORT" of the peer server; empty: off */
 	char peer_token_file[MS_NODE_PATH_MAX]; /* the token every node of the fleet shares */
 	char peer_token[256];			/* MEMSNAP_PEER_TOKEN or peer_token_file */
-	struct ms_s3_env s3_env; /* an s3:// store's other settings, from the environment */
-	char peers[MS_NODE_PATH_MAX];		/* static peers "ADDR:PORT,ADDR:PORT" */
-	int64_t peer_ttl_ns;			/* registry records expire after this */
-	bool peer_tls;				/* the peer link over TLS (node/peer/tls.h) */
-	char peer_tls_ca[MS_NODE_PATH_MAX];	/* the fleet CA (PEM) */
-	char peer_tls_cert[MS_NODE_PATH_MAX];	/* this node's certificate, signed by it */
-	char peer_tls_key[MS_NODE_PATH_MAX];	/* that certificate's key */
+	struct ms_s3_env s3_env;      /* an s3:// store's other settings, from the environment */
+	char peers[MS_NODE_PATH_MAX]; /* static peers "ADDR:PORT,ADDR:PORT" */
+	int64_t peer_ttl_ns;	      /* registry records expire after this */
+	bool peer_tls;		      /* the peer link over TLS (node/peer/tls.h) */
+	char peer_tls_ca[MS_NODE_PATH_MAX];   /* the fleet CA (PEM) */
+	char peer_tls_cert[MS_NODE_PATH_MAX]; /* this node's certificate, signed by it */
+	char peer_tls_key[MS_NODE_PATH_MAX];  /* that certificate's key */
 	/* test hooks */
 	int64_t test_stall_compare_ns;
 	int64_t test_stall_drain_ns;
@@ -83,6 +84,7 @@ struct ms_node_config {
 	char test_hold_store[MS_NODE_PATH_MAX];	 /* "put:SUBSTRING" / "remove:SUBSTRING" */
 	char test_hold_upload[MS_NODE_PATH_MAX]; /* uploads wait until this file exists */
 	uint64_t test_peer_die_after;		 /* SIGKILL on the Nth peer data request */
+	bool test_tracker_probe_none;		 /* the tracker probe reports no feature */
 
 	/* where an s3:// store's temporary credentials come from (over the environment's) */
 	char s3_sts_endpoint[MS_NODE_PATH_MAX];	 /* web identity's STS; "": env, else AWS's */

@@ -628,6 +628,12 @@ static void ms_handle_healthz(struct ms_node *node, struct ms_node_response *res
 	if (o) {
 		cJSON_AddStringToObject(o, "status", "ok");
 		cJSON_AddStringToObject(o, "backend", node->backend->name);
+		cJSON *tracker = cJSON_AddObjectToObject(o, "tracker");
+		if (tracker) {
+			cJSON_AddStringToObject(tracker, "mode",
+						ms_tracker_mode_name(node->tracker));
+			cJSON_AddStringToObject(tracker, "why", node->tracker_why);
+		}
 		const char *peer = ms_node_peers_address(node->peers);
 		if (peer)
 			cJSON_AddStringToObject(o, "peer_address", peer);

@@ -141,6 +141,17 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 		snprintf(why, why_len, "backend: %s", node->backend_why);
 		goto fail;
 	}
+	enum ms_tracker_mode want;
+	if ((*err = ms_tracker_mode_parse(cfg->tracker, &want))) {
+		snprintf(why, why_len, "tracker %s: not auto, async or sync", cfg->tracker);
+		goto fail;
+	}
+	if ((*err = ms_tracker_pick(want, cfg->test_tracker_probe_none, &node->tracker,
+				    node->tracker_why, sizeof(node->tracker_why)))) {
+		snprintf(why, why_len, "%s", node->tracker_why);
+		goto fail;
+	}
+	ms_tracker_set_mode(node->tracker);
 	if ((*err = ms_node_lock_dir(cfg->cache_dir, &node->lock_fd))) {
 		snprintf(why, why_len, "cache_dir %s: %s", cfg->cache_dir,
 			 *err == -EBUSY ? "another memsnapd uses it" : ms_strerror(*err));
@@ -217,6 +228,8 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 	}
 	node->janitor_started = true;
 	ms_info(MS_MOD, "sandbox backend: %s", node->backend_why);
+	ms_info(MS_MOD, "written-page tracker: %s (%s)", ms_tracker_mode_name(node->tracker),
+		node->tracker_why);
 	return node;
 fail:
 	ms_node_free(node);

@@ -29,6 +29,7 @@
 #include "cache/diffstore.h"
 #include "node/node.h"
 #include "node/peers.h"
+#include "sandbox/memory.h"
 #include "sandbox/sandbox.h"
 #include "snapshot/pause.h"
 #include "storage/store.h"
@@ -114,6 +115,8 @@ struct ms_node {
 	struct ms_node_config cfg;
 	const struct ms_sandbox_ops *backend;
 	char backend_why[160];
+	enum ms_tracker_mode tracker; /* the written-page tracker (sandbox/memory.h) */
+	char tracker_why[320];
 	char upload_holder[64]; /* "memsnapd pid N on HOST": the holder of its uploads/ leases */
 	struct ms_store *store; /* what the node uses: store_base, or a faulty wrapper of it */
 	struct ms_store *store_base; /* the store the config names (owned) */

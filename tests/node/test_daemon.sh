@@ -5,12 +5,14 @@
 # (16 sandboxes paused and resumed in parallel, each guest verifying its
 # memory). SIGTERM during an upload, then a restart: the build is published
 # and resumes cold. promtool checks a live scrape.
-#   test_daemon.sh MEMSNAPD MEMSNAP [proc|kvm]
+#   test_daemon.sh MEMSNAPD MEMSNAP [proc|kvm] [auto|async|sync]
 # The backend defaults to proc; kvm is skipped (77) where /dev/kvm does not open.
+# The written-page tracker defaults to auto; sync runs everything under sync WP.
 set -u
 memsnapd=${1:?usage: test_daemon.sh MEMSNAPD MEMSNAP [BACKEND]}
 memsnap=${2:?usage: test_daemon.sh MEMSNAPD MEMSNAP [BACKEND]}
 backend=${3:-proc}
+tracker=${4:-auto}
 . "$(dirname "$0")/../expect.sh"
 . "$(dirname "$0")/daemon_lib.sh" # api, field, wait_healthz
 skip_without_kvm "$backend"
@@ -31,6 +33,7 @@ run_dir = $tmp/run
 cache_dir = $tmp/cache   # emptied at start
 store = file://$store
 backend = $backend
+tracker = $tracker
 log_level = warn
 EOF
 sock="$tmp/api.sock"
@@ -120,6 +123,14 @@ grep -q "needs a bearer token" "$tmp/err" && ok || bad "tcp token reason: $(cat 
 MEMSNAP_TOKEN=x "$memsnapd" --config "$tmp/memsnapd.conf" --tcp-listen 0.0.0.0:0 2>"$tmp/err"
 expect "tcp off loopback" 1 $?
 grep -q "only 127.0.0.0/8" "$tmp/err" && ok || bad "tcp address reason: $(cat "$tmp/err")"
+# a kernel with no written-page tracker (the probe told to report nothing): one clear line
+"$memsnapd" --config "$tmp/memsnapd.conf" --test-tracker-probe-none on 2>"$tmp/err"
+expect "no tracker: refused" 1 $?
+[ "$(wc -l <"$tmp/err")" = 1 ] && grep -q "no written-page tracker.*PAGEFAULT_FLAG_WP" "$tmp/err" &&
+	ok || bad "no tracker reason: $(cat "$tmp/err")"
+"$memsnapd" --config "$tmp/memsnapd.conf" --tracker fast 2>"$tmp/err"
+expect "unknown tracker" 1 $?
+grep -q "tracker fast: not auto, async or sync" "$tmp/err" && ok || bad "tracker reason: $(cat "$tmp/err")"
 
 if [ -n "${MEMSNAP_SOURCE_ROOT:-}" ]; then
 	"$memsnapd" --config "$MEMSNAP_SOURCE_ROOT/dist/memsnapd.conf" --print-config >/dev/null
@@ -148,6 +159,10 @@ api GET /healthz
 expect "healthz" 200 "$code"
 expect "healthz status" ok "$(field .status)"
 expect "healthz backend" "$backend" "$(field .backend)"
+case $tracker in
+auto) [ "$(field .tracker.mode)" = async ] || [ "$(field .tracker.mode)" = sync ] ;;
+*) [ "$(field .tracker.mode)" = "$tracker" ] ;;
+esac && [ -n "$(field .tracker.why)" ] && ok || bad "healthz tracker: $(jq -c .tracker "$tmp/body")"
 
 # routing and validation errors
 api_error "unknown path" 404 not_found GET /v2/things
