@@ -24,6 +24,14 @@ extern const struct ms_cli_command ms_cli_commands[];
 bool ms_cli_wants_help(int argc, char **argv);
 /* Prints "memsnap: <what>: <ms_strerror(err)>" to stderr; returns 1. */
 int ms_cli_fail(const char *what, int err);
+/* The store options most commands share: --store URI and --endpoint URL. */
+#define MS_CLI_STORE_OPTIONS                                                                       \
+	{"store", required_argument, NULL, 's'},                                                   \
+	{                                                                                          \
+		"endpoint", required_argument, NULL, 'e'                                           \
+	}
+/* getopt_long's ch for MS_CLI_STORE_OPTIONS: true when it was one of them (stored). */
+bool ms_cli_store_option(int ch, const char *arg, const char **uri, const char **endpoint);
 /* "memsnap pid N on HOST": what the CLI's pauses name as their uploads/ lease holder. */
 const char *ms_cli_upload_holder(void);
 

@@ -127,3 +127,26 @@ int ms_client_fail(long status, const cJSON *answer)
 		return MS_EXIT_FAILED;
 	}
 }
+
+int ms_client_run(const struct ms_client *c, const char *method, const char *path,
+		  void (*print)(const cJSON *answer, const void *ctx), const void *ctx)
+{
+	long status = 0;
+	cJSON *answer = NULL;
+	char *raw = NULL;
+	if (ms_client_call(c, method, path, NULL, &status, &answer, &raw))
+		return MS_EXIT_UNREACHABLE;
+	int rc = MS_EXIT_OK;
+	if (status >= 300)
+		rc = ms_client_fail(status, answer);
+	else if (c->json)
+		printf("%s\n", raw);
+	else if (!answer) {
+		fprintf(stderr, "memsnap: the daemon's answer is not JSON\n");
+		rc = MS_EXIT_FAILED;
+	} else
+		print(answer, ctx);
+	cJSON_Delete(answer);
+	free(raw);
+	return rc;
+}

@@ -45,5 +45,12 @@ int ms_client_fail(long status, const cJSON *answer);
 /* Parses the shared options (--socket, --url, --json) out of argv in place;
  * returns the remaining argc. */
 int ms_client_options(struct ms_client *c, int argc, char **argv);
+/*
+ * One request whose answer a command prints: an error answer is printed with
+ * its exit code (ms_client_fail), --json prints the body as it came, else
+ * print(answer, ctx). Returns the command's exit code.
+ */
+int ms_client_run(const struct ms_client *c, const char *method, const char *path,
+		  void (*print)(const cJSON *answer, const void *ctx), const void *ctx);
 
 #endif

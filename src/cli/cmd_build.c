@@ -31,6 +31,16 @@ static const char *const metadata_usage =
     "(never waits for dedup: 'pending' while the durable header is not "
     "there).\n" BUILD_CONNECT_HELP;
 
+struct ms_build_printer {
+	void (*print)(const cJSON *);
+};
+
+/* ms_client_run's printer: ctx holds the command's own print function. */
+static void ms_build_print(const cJSON *answer, const void *ctx)
+{
+	((const struct ms_build_printer *)ctx)->print(answer);
+}
+
 static int ms_build_get(int argc, char **argv, const char *usage, const char *suffix,
 			void (*print)(const cJSON *))
 {
@@ -47,24 +57,8 @@ static int ms_build_get(int argc, char **argv, const char *usage, const char *su
 	}
 	char path[256];
 	snprintf(path, sizeof(path), "/v1/builds/%.64s%s", argv[1], suffix);
-	long status = 0;
-	cJSON *answer = NULL;
-	char *raw = NULL;
-	if (ms_client_call(&c, "GET", path, NULL, &status, &answer, &raw))
-		return MS_EXIT_UNREACHABLE;
-	int rc = MS_EXIT_OK;
-	if (status >= 300)
-		rc = ms_client_fail(status, answer);
-	else if (c.json)
-		printf("%s\n", raw);
-	else if (!answer) {
-		fprintf(stderr, "memsnap: the daemon's answer is not JSON\n");
-		rc = MS_EXIT_FAILED;
-	} else
-		print(answer);
-	cJSON_Delete(answer);
-	free(raw);
-	return rc;
+	struct ms_build_printer printer = {print};
+	return ms_client_run(&c, "GET", path, ms_build_print, &printer);
 }
 
 /* Prints an object's scalar members as "key: value" lines, nested ones indented. */

@@ -284,8 +284,7 @@ int ms_cli_build_import(int argc, char **argv)
 					     {"diff", no_argument, NULL, 'd'},
 					     {"vmstate", required_argument, NULL, 'v'},
 					     {"parent", required_argument, NULL, 'p'},
-					     {"store", required_argument, NULL, 's'},
-					     {"endpoint", required_argument, NULL, 'e'},
+					     MS_CLI_STORE_OPTIONS,
 					     {"dedup", required_argument, NULL, 'D'},
 					     {"compress", required_argument, NULL, 'c'},
 					     {NULL, 0, NULL, 0}};
@@ -304,12 +303,6 @@ int ms_cli_build_import(int argc, char **argv)
 			break;
 		case 'p':
 			parent_arg = optarg;
-			break;
-		case 's':
-			uri = optarg;
-			break;
-		case 'e':
-			endpoint = optarg;
 			break;
 		case 'D':
 			if (!strcmp(optarg, "full"))
@@ -331,6 +324,8 @@ int ms_cli_build_import(int argc, char **argv)
 			}
 			break;
 		default:
+			if (ms_cli_store_option(ch, optarg, &uri, &endpoint))
+				break;
 			goto usage;
 		}
 	}
@@ -493,10 +488,8 @@ int ms_cli_build_export(int argc, char **argv)
 		return 0;
 	}
 	const char *mem = NULL, *uri = NULL, *endpoint = NULL;
-	static const struct option opts[] = {{"mem", required_argument, NULL, 'm'},
-					     {"store", required_argument, NULL, 's'},
-					     {"endpoint", required_argument, NULL, 'e'},
-					     {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {
+	    {"mem", required_argument, NULL, 'm'}, MS_CLI_STORE_OPTIONS, {NULL, 0, NULL, 0}};
 	int ch;
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -504,13 +497,9 @@ int ms_cli_build_export(int argc, char **argv)
 		case 'm':
 			mem = optarg;
 			break;
-		case 's':
-			uri = optarg;
-			break;
-		case 'e':
-			endpoint = optarg;
-			break;
 		default:
+			if (ms_cli_store_option(ch, optarg, &uri, &endpoint))
+				break;
 			goto usage;
 		}
 	}

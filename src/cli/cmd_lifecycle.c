@@ -30,7 +30,7 @@ static const char *const rm_usage =
 
 /* One request; the answer printed by print (NULL: the id line), --json raw. */
 static int ms_lifecycle_call(int argc, char **argv, const char *usage, const char *method,
-			     bool with_id, void (*print)(const cJSON *, const char *))
+			     bool with_id, void (*print)(const cJSON *, const void *))
 {
 	struct ms_client c;
 	ms_client_init(&c);
@@ -46,24 +46,7 @@ static int ms_lifecycle_call(int argc, char **argv, const char *usage, const cha
 	char path[256];
 	snprintf(path, sizeof(path), "/v1/builds%s%.64s", with_id ? "/" : "",
 		 with_id ? argv[1] : "");
-	long status = 0;
-	cJSON *answer = NULL;
-	char *raw = NULL;
-	if (ms_client_call(&c, method, path, NULL, &status, &answer, &raw))
-		return MS_EXIT_UNREACHABLE;
-	int rc = MS_EXIT_OK;
-	if (status >= 300)
-		rc = ms_client_fail(status, answer);
-	else if (c.json)
-		printf("%s\n", raw);
-	else if (!answer) {
-		fprintf(stderr, "memsnap: the daemon's answer is not JSON\n");
-		rc = MS_EXIT_FAILED;
-	} else
-		print(answer, with_id ? argv[1] : NULL);
-	cJSON_Delete(answer);
-	free(raw);
-	return rc;
+	return ms_client_run(&c, method, path, print, with_id ? argv[1] : NULL);
 }
 
 static const char *ms_lc_str(const cJSON *o, const char *name)
@@ -72,7 +55,7 @@ static const char *ms_lc_str(const cJSON *o, const char *name)
 	return cJSON_IsString(v) ? v->valuestring : "-";
 }
 
-static void ms_print_builds(const cJSON *answer, const char *id)
+static void ms_print_builds(const cJSON *answer, const void *id)
 {
 	(void)id;
 	const cJSON *list = cJSON_GetObjectItemCaseSensitive(answer, "builds");
@@ -107,11 +90,11 @@ static void ms_print_builds(const cJSON *answer, const char *id)
 	       cJSON_IsNumber(total) ? total->valuedouble : 0);
 }
 
-static void ms_print_deleted(const cJSON *answer, const char *id)
+static void ms_print_deleted(const cJSON *answer, const void *id)
 {
 	const cJSON *objects = cJSON_GetObjectItemCaseSensitive(answer, "objects");
 	const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(answer, "bytes");
-	printf("deleted build %s (%.0f objects, %.0f bytes)\n", id,
+	printf("deleted build %s (%.0f objects, %.0f bytes)\n", (const char *)id,
 	       cJSON_IsNumber(objects) ? objects->valuedouble : 0,
 	       cJSON_IsNumber(bytes) ? bytes->valuedouble : 0);
 }

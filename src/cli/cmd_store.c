@@ -55,8 +55,7 @@ int ms_cli_store_gc(int argc, char **argv)
 	const char *uri = NULL, *endpoint = NULL;
 	bool dry_run = false;
 	int64_t older_than_ns = 24 * 3600 * MS_NSEC_PER_SEC;
-	static const struct option opts[] = {{"store", required_argument, NULL, 's'},
-					     {"endpoint", required_argument, NULL, 'e'},
+	static const struct option opts[] = {MS_CLI_STORE_OPTIONS,
 					     {"older-than", required_argument, NULL, 'o'},
 					     {"dry-run", no_argument, NULL, 'n'},
 					     {NULL, 0, NULL, 0}};
@@ -64,12 +63,6 @@ int ms_cli_store_gc(int argc, char **argv)
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
-		case 's':
-			uri = optarg;
-			break;
-		case 'e':
-			endpoint = optarg;
-			break;
 		case 'o':
 			if (ms_duration_parse(optarg, &older_than_ns)) {
 				fprintf(stderr,
@@ -83,6 +76,8 @@ int ms_cli_store_gc(int argc, char **argv)
 			dry_run = true;
 			break;
 		default:
+			if (ms_cli_store_option(ch, optarg, &uri, &endpoint))
+				break;
 			fputs(gc_usage, stderr);
 			return 2;
 		}

@@ -45,6 +45,15 @@ struct ms_store *ms_cli_store_open(const char *uri, const char *endpoint, int *e
 	return store;
 }
 
+bool ms_cli_store_option(int ch, const char *arg, const char **uri, const char **endpoint)
+{
+	if (ch == 's')
+		*uri = arg;
+	else if (ch == 'e')
+		*endpoint = arg;
+	return ch == 's' || ch == 'e';
+}
+
 const char *ms_cli_upload_holder(void)
 {
 	static char holder[64];
