@@ -1,8 +1,11 @@
 #!/bin/sh
-# Runs every benchmark program of a build, then prints the table and writes BUILD/bench.json.
-#   scripts/run-bench.sh BUILD_DIR
+# Runs every benchmark program of a build (or only the ones named), then prints the table
+# and writes BUILD/bench.json.
+#   scripts/run-bench.sh BUILD_DIR [BENCH_NAME...]
 set -eu
-build=${1:?usage: run-bench.sh BUILD_DIR}
+build=${1:?usage: run-bench.sh BUILD_DIR [BENCH_NAME...]}
+shift
+only=" $* "
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="$build/bench.jsonl"
 : > "$out"
@@ -19,6 +22,7 @@ fi
 
 rc=0
 for b in $(find "$build/bench" -maxdepth 2 -type f -name 'bench_*' -perm -u+x | sort); do
+	[ "$only" = "  " ] || case $only in *" $(basename "$b") "*) ;; *) continue ;; esac
 	echo "bench: running $(basename "$b")" >&2
 	"$b" || { echo "bench: $(basename "$b") failed" >&2; rc=1; }
 done
