@@ -57,11 +57,13 @@ static void ms_ksb_destroy(struct ms_sandbox *sb)
 {
 	struct ms_kvm_sandbox *k = ms_ksb(sb);
 	ms_vmm_free(k->vmm);
+	/* after the vCPUs are gone (one may wait on a WP fault the reader answers), before the
+	 * mapping goes */
+	ms_wtracker_fini(&k->wt);
 	if (k->guest)
 		munmap(k->guest, k->size);
 	if (k->host)
 		munmap(k->host, k->size);
-	ms_wtracker_fini(&k->wt); /* its reader uses the uffd */
 	if (k->uffd >= 0)
 		close(k->uffd);
 	if (k->handshake_sock >= 0)
