@@ -177,7 +177,8 @@ static int ms_catalog_read_header(struct ms_store *store, struct ms_catalog_buil
 static struct ms_catalog_build *ms_catalog_lookup(struct ms_catalog *c, const ms_uuid *id)
 {
 	struct ms_catalog_build key = {.id = *id};
-	return bsearch(&key, c->builds, c->count, sizeof(key), ms_catalog_build_cmp);
+	return c->count ? bsearch(&key, c->builds, c->count, sizeof(key), ms_catalog_build_cmp)
+			: NULL;
 }
 
 const struct ms_catalog_build *ms_catalog_find(const struct ms_catalog *catalog, const ms_uuid *id)
@@ -198,7 +199,8 @@ int ms_catalog_load(struct ms_store *store, int64_t now_ms, struct ms_catalog **
 		goto fail;
 	/* listings are in key order, so ids come sorted; a backend that lists otherwise
 	 * would merely repeat an id (ms_catalog_build_of joins only neighbours): sort */
-	qsort(c->builds, c->count, sizeof(*c->builds), ms_catalog_build_cmp);
+	if (c->count) /* qsort's base may not be NULL, even for no element */
+		qsort(c->builds, c->count, sizeof(*c->builds), ms_catalog_build_cmp);
 	for (size_t i = 0; i < c->count; i++) {
 		struct ms_catalog_build *b = &c->builds[i];
 		for (unsigned k = 0; k < b->objects; k++) {
@@ -289,7 +291,7 @@ size_t ms_catalog_dependents(const struct ms_catalog *catalog, const ms_uuid *id
 	size_t n = 0;
 	for (size_t i = 0; i < catalog->count; i++) {
 		const struct ms_catalog_build *b = &catalog->builds[i];
-		if (bsearch(id, b->refs, b->nrefs, sizeof(*id), ms_catalog_uuid_cmp)) {
+		if (b->nrefs && bsearch(id, b->refs, b->nrefs, sizeof(*id), ms_catalog_uuid_cmp)) {
 			if (n < max)
 				out[n] = b->id;
 			n++;
