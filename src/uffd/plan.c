@@ -2,7 +2,9 @@
  * plan.c - the restore session's planning: a fault (or a prefault request)
  * becomes a job.
  *
- * Job: for a fault at a page, take the aligned batch block around it (the
+ * Job (also the entry points ms_uffd_session_prefault / _install, at the end:
+ * they queue requests this file plans on the event thread): for a fault at a
+ * page, take the aligned batch block around it (the
  * page server's batch_bytes), ask the page source ONCE what every page of the
  * block is (classify: one header snapshot for the layered file), and choose
  * the pages to fill: the faulting page, and every neighbour that is not yet
@@ -402,4 +404,85 @@ void *uffd_worker_main(void *arg)
 	}
 	pthread_mutex_unlock(&s->lock);
 	return NULL;
+}
+
+/* ---- the public entry points of prefault and prefetch requests ---- */
+
+/* Queues reqs[0, n) to the event thread at once and waits until every job of them ended;
+ * the first error. */
+static int uffd_request_run(struct ms_uffd_session *s, struct uffd_prefault_req *reqs, size_t n)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->state != MS_UFFD_SESSION_SERVING || s->workers_stop) {
+		int err = s->error ? s->error : MS_ECLOSED;
+		pthread_mutex_unlock(&s->lock);
+		return err;
+	}
+	for (size_t i = 0; i < n; i++) {
+		reqs[i].next = NULL;
+		if (s->req_tail)
+			s->req_tail->next = &reqs[i];
+		else
+			s->req_head = &reqs[i];
+		s->req_tail = &reqs[i];
+	}
+	pthread_mutex_unlock(&s->lock);
+	uffd_eventfd_signal(s->wake_efd);
+	int err = 0;
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < n; i++) {
+		while (!reqs[i].dispatched || reqs[i].pending > 0)
+			pthread_cond_wait(&s->state_cond, &s->lock);
+		if (!err)
+			err = reqs[i].err;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
+int ms_uffd_session_prefault(struct ms_uffd_session *s, const uint64_t *offsets, size_t count)
+{
+	for (size_t i = 0; i < count; i++) {
+		if (offsets[i] >= s->image_size ||
+		    !uffd_region_by_off(s, offsets[i] & ~(s->page_size - 1)))
+			return -EINVAL;
+	}
+	if (count == 0)
+		return 0;
+	struct uffd_prefault_req req = {.offsets = offsets, .count = count};
+	return uffd_request_run(s, &req, 1);
+}
+
+int ms_uffd_session_install_runs(struct ms_uffd_session *s, struct ms_uffd_install_run *runs,
+				 size_t n)
+{
+	struct uffd_prefault_req stack[16], *reqs = n <= 16 ? stack : calloc(n, sizeof(*reqs));
+	if (!reqs)
+		return -ENOMEM;
+	int err = 0;
+	for (size_t i = 0; i < n && !err; i++) {
+		runs[i].installed = 0;
+		if ((runs[i].off | runs[i].len) & (s->page_size - 1) ||
+		    runs[i].off > s->image_size || runs[i].len > s->image_size - runs[i].off)
+			err = -EINVAL;
+		reqs[i] = (struct uffd_prefault_req){
+		    .data = runs[i].buf, .data_off = runs[i].off, .data_len = runs[i].len};
+	}
+	if (!err && n)
+		err = uffd_request_run(s, reqs, n);
+	for (size_t i = 0; i < n && !err; i++)
+		runs[i].installed = reqs[i].installed;
+	if (reqs != stack)
+		free(reqs);
+	return err;
+}
+
+int ms_uffd_session_install(struct ms_uffd_session *s, uint64_t off, const void *buf, uint64_t len,
+			    uint64_t *installed)
+{
+	struct ms_uffd_install_run run = {.off = off, .buf = buf, .len = len};
+	int err = ms_uffd_session_install_runs(s, &run, 1);
+	if (installed)
+		*installed = run.installed;
+	return err;
 }
