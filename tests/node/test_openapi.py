@@ -303,6 +303,8 @@ try:
     open(hold, "w").close()
     d.wait(timeout=120)
     check(d.returncode == 0, "memsnapd exit status %s" % d.returncode)
+except (OSError, http.client.HTTPException) as e:
+    bad("the daemon stopped answering: %r" % e)  # its log follows
 finally:
     for p in procs:
         if p.poll() is None:
