@@ -419,8 +419,10 @@ static int ms_fs_walk(struct ms_store_fs *fs, const char *rel, struct ms_fs_list
 		count++;
 	}
 	closedir(dir);
-	/* sorted by name within each directory; a directory's keys come at its name */
-	qsort(names, count, sizeof(*names), ms_fs_name_cmp);
+	/* sorted by name within each directory; a directory's keys come at its name
+	 * (an empty directory has no names array: qsort's base may not be NULL) */
+	if (count)
+		qsort(names, count, sizeof(*names), ms_fs_name_cmp);
 	for (size_t i = 0; !err && i < count; i++) {
 		char key[MS_STORE_KEY_MAX + 2];
 		int n = snprintf(key, sizeof(key), "%s%s", rel, names[i]);

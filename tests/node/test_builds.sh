@@ -71,8 +71,15 @@ api() {
 	else
 		code=$(curl -s --unix-socket "$sock" -X "$1" -o "$tmp/body" -w '%{http_code}' "http://d$2")
 	fi
+	[ "$code" != 000 ] || alive
 }
 field() { jq -r "$1" "$tmp/body"; }
+# a daemon that died fails the test at once (not after every later wait ran out)
+alive() {
+	[ -z "$daemon" ] || kill -0 "$daemon" 2>/dev/null && return 0
+	bad "memsnapd died: $(tail -30 "$tmp"/*.log)"
+	exit 1
+}
 # run NAME WANT_RC CMD...: the command's exit status; its stdout in $tmp/out
 run() {
 	name=$1 want=$2

@@ -164,6 +164,13 @@ static void test_list_and_meta(void **state)
 	memset(&l, 0, sizeof(l));
 	assert_int_equal(ms_store_list(f->store, "b1/mem", collect, &l), 0);
 	assert_int_equal(l.count, 2);
+	/* an empty directory (a build whose objects were all removed) lists nothing */
+	char empty[1024];
+	snprintf(empty, sizeof(empty), "%s/gone", f->dir);
+	assert_int_equal(mkdir(empty, 0700), 0);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(ms_store_list(f->store, "gone/", collect, &l), 0);
+	assert_int_equal(l.count, 0);
 	struct ms_store_meta got;
 	assert_int_equal(ms_store_get_meta(f->store, "b1/memfile", &got), 0);
 	assert_string_equal(ms_store_meta_get(&got, "uncompressed-size"), "4096");
