@@ -35,6 +35,10 @@ for lib in memsnap-header memsnap-uffd memsnap; do
 done
 export PKG_CONFIG_PATH="$tmp/root$libdir/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$tmp/root"
 flags=$(pkg-config --cflags --libs memsnap-uffd) || { echo "FAIL: pkg-config memsnap-uffd"; exit 1; }
+# a sanitized build's libraries need the program built with the same runtime
+sanitize=$(opt b_sanitize)
+[ "$sanitize" = none ] || flags="$flags -fsanitize=$sanitize"
+
 if ! cc -std=c11 -Wall -Wextra -Werror -o "$tmp/pageserver_source" \
 	"$src/examples/pageserver_source.c" $flags 2>"$tmp/cc.log"; then
 	cat "$tmp/cc.log"
