@@ -67,11 +67,11 @@ struct test_source {
 	uint8_t *data;
 	uint64_t size;
 	uint64_t page_size;
-	bool cached;	      /* classify pages LOCAL (inline serving) */
-	bool zero_hint;	      /* classify all-zero pages ZERO */
-	int64_t delay_ns;     /* every read sleeps this long ... */
-	int64_t delay_off;    /* ... or only reads covering this offset (-1 = all) */
-	atomic_int fail_next; /* fail this many reads with -EIO */
+	bool cached;		  /* classify pages LOCAL (inline serving) */
+	bool zero_hint;		  /* classify all-zero pages ZERO */
+	_Atomic int64_t delay_ns; /* every read sleeps this long ... (set while sessions read) */
+	int64_t delay_off;	  /* ... or only reads covering this offset (-1 = all) */
+	atomic_int fail_next;	  /* fail this many reads with -EIO */
 	atomic_bool fail_always;
 	atomic_int in_read;
 	atomic_int reads;
