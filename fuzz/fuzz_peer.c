@@ -39,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	unsigned status = 0;
 	const char *why = NULL;
 	if (ms_peer_request_parse(method, uri, &req, &status, &why) == 0) {
-		if ((unsigned)req.op > MS_PEER_OP_METADATA || ms_uuid_is_nil(&req.build_id))
+		if ((unsigned)req.op > MS_PEER_OP_CHECKSUMS || ms_uuid_is_nil(&req.build_id))
 			abort();
 		if (req.op == MS_PEER_OP_DATA &&
 		    (req.offset % MS_PEER_ALIGN || req.length == 0 ||

@@ -28,6 +28,7 @@ printf 'GET\n/peer/v1/builds/%s/memfile?offset=4096&length=8192' $id >"$corpus/f
 printf 'GET\n/peer/v1/builds/%s/rootfs.ext4?length=4096&offset=0' $id >"$corpus/fuzz_peer/rootfs-data"
 printf 'GET\n/peer/v1/builds/%s/snapfile' $id >"$corpus/fuzz_peer/snapfile"
 printf 'GET\n/peer/v1/builds/%s/metadata.json' $id >"$corpus/fuzz_peer/metadata"
+printf 'GET\n/peer/v1/builds/%s/checksums' $id >"$corpus/fuzz_peer/checksums"
 printf '{"build_id":"%s","address":"127.0.0.1:7000","written_at_ms":1,"expires_at_ms":2}' $id \
 	>"$corpus/fuzz_peer/record"
 # fuzz_s3_xml: the answers S3 gives the s3 store (error, multipart, listings)

@@ -656,6 +656,7 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, const ms_uuid *want, ms_uuid *build
 				       .memfile = t->file,
 				       .diffs = node->diffs,
 				       .published = ms_pause_published(t->pause),
+				       .checksums = ms_pause_data_checksums(t->pause),
 				       .snapfile = t->snapfile,
 				       .snapfile_len = t->snapfile_len,
 				       .metadata = t->metadata,

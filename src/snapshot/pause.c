@@ -23,6 +23,7 @@
 #include "build/storage.h"
 #include "snapshot/dedup.h"
 #include "snapshot/pause_int.h"
+#include "storage/checksums.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/lock.h"
@@ -44,6 +45,11 @@ static int ms_pause_provisional(struct ms_pause *p);
 static int ms_pause_gate(struct ms_pause *p);
 static int ms_pause_compare(struct ms_pause *p);
 static int ms_pause_swap(struct ms_pause *p);
+static void ms_pause_sums_free_value(void *value)
+{
+	ms_sums_unref(value);
+}
+
 static int ms_pause_drain(struct ms_pause *p);
 static int ms_pause_release(struct ms_pause *p);
 static int ms_pause_publish(struct ms_pause *p);
@@ -505,6 +511,8 @@ static int ms_pause_drain(struct ms_pause *p)
 	int err = p->config.drain_gate ? ms_pause_await(p, p->config.drain_gate, -1, NULL) : 0;
 	if (!err)
 		err = ms_dedup_drain(p->memfd, p->result.keep, p->diff_path, NULL);
+	if (!err) /* for peers: they check the file's bytes against it (issue 15) */
+		err = ms_pause_data_sums(p);
 	if (err)
 		return err;
 	struct ms_source *file = ms_source_file_open(p->diff_path, true, &err);
@@ -713,6 +721,8 @@ static void ms_pause_destroy(struct ms_pause *p)
 	for (int s = 0; s < MS_PAUSE_STATES; s++)
 		if (p->stages[s])
 			ms_future_unref(p->stages[s]);
+	if (p->data_sums)
+		ms_future_unref(p->data_sums);
 	free(p->snapfile);
 	free(p->metadata);
 	pthread_cond_destroy(&p->cond);
@@ -761,6 +771,8 @@ static int ms_pause_begin(const struct ms_pause_config *config, struct ms_layere
 		if (!(p->stages[s] =
 			  ms_future_new(s == MS_PAUSE_COMPARED ? ms_header_ref_free_value : NULL)))
 			goto fail;
+	if (!(p->data_sums = ms_future_new(ms_pause_sums_free_value)))
+		goto fail;
 	/* the parent is the durable header, never a provisional one (invariant 1) */
 	if ((err = ms_layered_durable_header(parent, -1, &p->parent_head)))
 		goto fail;
@@ -865,6 +877,11 @@ int ms_pause_wait(struct ms_pause *pause, enum ms_pause_state state, int64_t tim
 struct ms_future *ms_pause_published(struct ms_pause *pause)
 {
 	return pause->stages[MS_PAUSE_PUBLISHED];
+}
+
+struct ms_future *ms_pause_data_checksums(struct ms_pause *pause)
+{
+	return pause->data_sums;
 }
 
 void ms_pause_counts(struct ms_pause *pause, uint64_t *dirty, uint64_t *equal, uint64_t *zero,

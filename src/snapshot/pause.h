@@ -271,6 +271,13 @@ int ms_pause_wait(struct ms_pause *pause, enum ms_pause_state state, int64_t tim
  * config.parent_published. Borrowed until ms_pause_free.
  */
 struct ms_future *ms_pause_published(struct ms_pause *pause);
+/*
+ * The future settled once the drain has written the diff file, with that file's
+ * checksum table (a struct ms_sums *, storage/checksums.h: the object "memfile",
+ * XXH3 per 64 KiB of the packed space), what the peer server serves as
+ * "{id}/checksums". Never settled if the drain fails. Borrowed until ms_pause_free.
+ */
+struct ms_future *ms_pause_data_checksums(struct ms_pause *pause);
 /* Pages: compared, equal to the parent, zero, kept (valid after COMPARED). */
 void ms_pause_counts(struct ms_pause *pause, uint64_t *dirty, uint64_t *equal, uint64_t *zero,
 		     uint64_t *kept);

@@ -38,8 +38,10 @@ struct ms_pause {
 	struct ms_source *packed;
 	struct ms_layered *file; /* set before PROVISIONAL, else before COMPARED */
 	struct ms_future *stages[MS_PAUSE_STATES]; /* one per state; [FAILED] is NULL */
-	struct ms_dedup_result result;		   /* set before DEDUPED */
-	char diff_path[4096];			   /* set before DEDUPED */
+	/* settled after the drain: the diff file's checksum table (struct ms_sums *) */
+	struct ms_future *data_sums;
+	struct ms_dedup_result result; /* set before DEDUPED */
+	char diff_path[4096];	       /* set before DEDUPED */
 	/* set before DEDUPED: the deduped header, for the swap (taken by it) and as
 	 * the durable one (COMPARED's value, what the upload finalizes) */
 	struct ms_header *deduped;
@@ -82,5 +84,7 @@ int ms_pause_enter(struct ms_pause *p, enum ms_pause_state state, void *value);
 
 /* pause_upload.c: DRAINED -> UPLOADED (data, snapfile, header; p->final set). */
 int ms_pause_upload(struct ms_pause *p);
+/* pause_upload.c: the diff file's checksum table for peers, into p->data_sums. */
+int ms_pause_data_sums(struct ms_pause *p);
 
 #endif

@@ -146,6 +146,15 @@ static int ms_pause_fill_ancestors(struct ms_pause *p, struct ms_header *final)
 	return err;
 }
 
+/* The uncompressed diff of size bytes in fd, as the object "memfile" (the packed
+ * space a peer serves and an uncompressed upload puts). */
+static int ms_pause_sums_add_data(struct ms_pause *p, struct ms_sums *sums, int fd, uint64_t size)
+{
+	char key[MS_ARTIFACT_KEY_MAX];
+	ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE, MS_COMPRESS_NONE);
+	return ms_sums_add_fd(sums, ms_artifact_name_of(key), fd, size, 0);
+}
+
 /*
  * Data first, then the snapfile and metadata.json, then the header (DESIGN.md §5.7); only the
  * header waits for the parent to be published (its ancestors were before it):
@@ -177,7 +186,7 @@ static int ms_pause_upload_objects(struct ms_pause *p)
 	else {
 		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE,
 				MS_COMPRESS_NONE);
-		err = ms_sums_add_fd(sums, ms_artifact_name_of(key), fd, (uint64_t)st.st_size, 0);
+		err = ms_pause_sums_add_data(p, sums, fd, (uint64_t)st.st_size);
 		if (!err)
 			err = ms_pause_put(p, key, fd, NULL, (uint64_t)st.st_size);
 	}
@@ -243,6 +252,23 @@ static int ms_pause_upload_objects(struct ms_pause *p)
 	}
 	p->final = final; /* publish swaps it in */
 	return ms_pause_enter(p, MS_PAUSE_UPLOADED, NULL);
+}
+
+int ms_pause_data_sums(struct ms_pause *p)
+{
+	int fd = open(p->diff_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	struct ms_sums *sums = NULL;
+	int err = fstat(fd, &st) ? -errno : (sums = ms_sums_new()) ? 0 : -ENOMEM;
+	if (!err)
+		err = ms_pause_sums_add_data(p, sums, fd, (uint64_t)st.st_size);
+	close(fd);
+	if (!err && !(err = ms_future_set(p->data_sums, sums)))
+		return 0;
+	ms_sums_unref(sums);
+	return err;
 }
 
 /*

@@ -14,6 +14,9 @@
  *    held: B's read succeeds, from the store, once the upload is released;
  *  - a peer miss reads the store; a static peer list finds the peer; a dead
  *    peer in the registry sends B straight to the store.
+ *  - B checks A's data against A's checksum table once A's drain is done: a
+ *    byte flipped in A's diff file fails B's read with MS_ECHECKSUM (counted),
+ *    intact chunks read exactly, reads before the drain are unverified.
  */
 #include "ms_test.h"
 #include "ms_chain.h"
@@ -23,11 +26,13 @@
 #include "node/peer/registry.h"
 #include "node/peer/server.h"
 #include "snapshot/pause.h"
+#include "storage/checksums.h"
 #include "util/clock.h"
 #include "util/err.h"
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -58,7 +63,7 @@ struct fixture {
 	struct ms_test_chain chain;
 	uint8_t *expect;
 	struct ms_pageset *dirty, *empty;
-	struct ms_future *compare_gate, *upload_gate;
+	struct ms_future *compare_gate, *upload_gate, *drain_gate;
 	struct ms_pause *pause;
 	struct ms_peer_server *server;
 	struct node_b b;
@@ -98,6 +103,7 @@ static int setup(void **state)
 		memset(f->expect + p * P, p < 300 ? (int)(p & 0xff) | 1 : 0, P);
 	f->compare_gate = ms_future_new(NULL);
 	f->upload_gate = ms_future_new(NULL);
+	f->drain_gate = ms_future_new(NULL);
 	*state = f;
 	return 0;
 }
@@ -116,11 +122,13 @@ static int teardown(void **state)
 	/* nobody holds the gates any more: a pause still held finishes its pipeline */
 	ms_future_set(f->compare_gate, NULL);
 	ms_future_set(f->upload_gate, NULL);
+	ms_future_set(f->drain_gate, NULL);
 	node_b_fini(&f->b);
 	if (f->pause)
 		ms_pause_free(f->pause);
 	ms_future_unref(f->compare_gate);
 	ms_future_unref(f->upload_gate);
+	ms_future_unref(f->drain_gate);
 	ms_layered_free(f->parent);
 	ms_diffstore_free(f->diffs);
 	ms_store_free(f->store);
@@ -134,8 +142,8 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* A pauses its guest: in-flight serving on, the compare and the upload held. */
-static void pause_a(struct fixture *f)
+/* A pauses its guest: in-flight serving on, the compare, the upload (and the drain) held. */
+static void pause_a_gated(struct fixture *f, struct ms_future *drain_gate)
 {
 	int fd = ms_test_guest_memfd(f->expect, PAGES);
 	struct ms_pause_config cfg = {.store = f->store,
@@ -144,10 +152,16 @@ static void pause_a(struct fixture *f)
 				      .inflight = true,
 				      .dedup = MS_DEDUP_FULL,
 				      .compare_gate = f->compare_gate,
+				      .drain_gate = drain_gate,
 				      .upload_gate = f->upload_gate};
 	assert_int_equal(ms_pause_start(&cfg, f->parent, fd, f->dirty, f->empty, snapfile,
 					sizeof(snapfile), &f->pause),
 			 0);
+}
+
+static void pause_a(struct fixture *f)
+{
+	pause_a_gated(f, NULL);
 }
 
 static struct ms_peer_server *serve_a(struct fixture *f, int64_t header_wait_ns,
@@ -166,6 +180,7 @@ static struct ms_peer_server *serve_a(struct fixture *f, int64_t header_wait_ns,
 				      .memfile = ms_pause_file(f->pause),
 				      .diffs = f->diffs,
 				      .published = ms_pause_published(f->pause),
+				      .checksums = ms_pause_data_checksums(f->pause),
 				      .snapfile = snapfile,
 				      .snapfile_len = sizeof(snapfile),
 				      .metadata = metadata,
@@ -173,6 +188,15 @@ static struct ms_peer_server *serve_a(struct fixture *f, int64_t header_wait_ns,
 	assert_int_equal(ms_peer_server_add(server, &build), 0);
 	assert_int_equal(ms_peer_server_add(server, &build), -EEXIST);
 	return server;
+}
+
+/* A records where the build is as its pause starts (the registry). */
+static void a_records(struct fixture *f)
+{
+	assert_int_equal(ms_peer_registry_put(f->store, ms_pause_build_id(f->pause),
+					      ms_peer_server_address(f->server), 0,
+					      ms_peer_registry_now_ms()),
+			 0);
 }
 
 /* on_storage: B swaps in the header the store has now (e2b reloads it the same way). */
@@ -563,10 +587,7 @@ static void test_routing_peer_then_storage(void **state)
 	pause_a(f);
 	f->server = serve_a(f, 0, NULL, NULL);
 	/* A records where the build is as its pause starts (the registry, no static list) */
-	assert_int_equal(ms_peer_registry_put(f->store, ms_pause_build_id(f->pause),
-					      ms_peer_server_address(f->server), 0,
-					      ms_peer_registry_now_ms()),
-			 0);
+	a_records(f);
 	ms_future_set(f->compare_gate, NULL);
 	node_b_init(f, NULL, 0, 64 << 10);
 	node_b_open(f, true);
@@ -679,10 +700,7 @@ static void test_peer_dies_mid_read(void **state)
 	pause_a(f);
 	struct killer k = {.f = f};
 	f->server = serve_a(f, 0, on_request_kill, &k);
-	assert_int_equal(ms_peer_registry_put(f->store, ms_pause_build_id(f->pause),
-					      ms_peer_server_address(f->server), 0,
-					      ms_peer_registry_now_ms()),
-			 0);
+	a_records(f);
 	ms_future_set(f->compare_gate, NULL);
 	node_b_init(f, NULL, 0, 64 << 10); /* 200 pages in 13 requests of 64 KiB */
 	node_b_open(f, true);
@@ -703,6 +721,67 @@ static void test_peer_dies_mid_read(void **state)
 	ms_source_unref(src);
 	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_PUBLISHED, 60 * MS_NSEC_PER_SEC), 0);
 	check_all(f->b.file, f->expect);
+}
+
+/*
+ * B checks A's data against the table A built after its drain: before the drain
+ * the table is not there (503 not_available) and B's reads of the memfd stay
+ * unverified but exact; after it, a byte flipped in A's diff file (the upload
+ * held) fails B's read with MS_ECHECKSUM, counted, without a move to the store
+ * (which does not have the build) - and intact chunks still read exactly.
+ */
+static void test_peer_data_checked(void **state)
+{
+	struct fixture *f = *state;
+	pause_a_gated(f, f->drain_gate);
+	f->server = serve_a(f, 0, NULL, NULL);
+	a_records(f);
+	ms_future_set(f->compare_gate, NULL);
+	char id[MS_UUID_STR_LEN], path[256];
+	ms_uuid_format(ms_pause_build_id(f->pause), id);
+	snprintf(path, sizeof(path), "/peer/v1/builds/%s/checksums", id);
+	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_COMPARED, 60 * MS_NSEC_PER_SEC), 0);
+	expect_raw(f->server, "GET", path, TOKEN, 503, "not_available", (size_t)-1);
+	node_b_init(f, NULL, 0, 64 << 10);
+	node_b_open(f, true);
+	/* the drain is held: pages 100..149 of the new build from A's memfd, unverified */
+	ms_test_check_pages(f->b.file, f->expect, 100, 50);
+
+	ms_future_set(f->drain_gate, NULL);
+	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_DRAINED, 60 * MS_NSEC_PER_SEC), 0);
+	expect_raw(f->server, "GET", path, TOKEN, 200, "available", (size_t)-1);
+	/* the packed space: the kept pages 100..299 in order; flip one byte of page 250 */
+	char file[1024];
+	snprintf(file, sizeof(file), "%s/%s.memfile", f->cache, id);
+	int fd = open(file, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	off_t at = (off_t)(250 - 100) * P + 123;
+	uint8_t byte;
+	assert_int_equal(pread(fd, &byte, 1, at), 1);
+	assert_int_equal(byte, f->expect[250 * P + 123]);
+	byte ^= 0x40;
+	assert_int_equal(pwrite(fd, &byte, 1, at), 1);
+	close(fd);
+	/* B asked for the table while the drain was held: it asks again after this */
+	ms_clock_sleep_ns(2 * MS_PEER_SUMS_RETRY_NS);
+
+	uint64_t failures = ms_integrity_failures(MS_INTEGRITY_MEMFILE);
+	uint8_t *page = malloc(P);
+	assert_int_equal(ms_layered_read(f->b.file, page, 250 * (uint64_t)P, P), MS_ECHECKSUM);
+	assert_int_equal(ms_integrity_failures(MS_INTEGRITY_MEMFILE), failures + 1);
+	/* intact chunks of the same build read exactly, checked */
+	ms_test_check_pages(f->b.file, f->expect, 150, 90);
+	ms_test_check_pages(f->b.file, f->expect, 260, 40);
+	assert_int_equal(ms_layered_read(f->b.file, page, 250 * (uint64_t)P, P), MS_ECHECKSUM);
+	free(page);
+	struct ms_source *src = b_source(f);
+	assert_non_null(src);
+	struct ms_peer_routing_stats rs;
+	ms_peer_routing_get_stats(src, &rs);
+	assert_false(rs.on_storage); /* not a dead peer, and the store has no build */
+	assert_int_equal(rs.waits, 0);
+	assert_int_equal(rs.storage_reads, 0);
+	ms_source_unref(src);
 }
 
 static void test_static_list_miss_and_dead_record(void **state)
@@ -795,6 +874,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_routing_peer_then_storage, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_peer_dies_mid_read, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_static_list_miss_and_dead_record, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_peer_data_checked, setup, teardown),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();

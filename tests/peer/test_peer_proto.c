@@ -64,6 +64,7 @@ static void test_routes(void **state)
 	assert_int_equal(r.length, 100);
 	assert_int_equal(expect_parsed("GET", BASE "/snapfile").op, MS_PEER_OP_SNAPFILE);
 	assert_int_equal(expect_parsed("GET", BASE "/metadata.json").op, MS_PEER_OP_METADATA);
+	assert_int_equal(expect_parsed("GET", BASE "/checksums").op, MS_PEER_OP_CHECKSUMS);
 	/* upper-case ids are accepted (uuid.h) */
 	r = expect_parsed("GET", "/peer/v1/builds/6F1C2C7E-4B1E-4C4E-9C1E-1D2E3F405162");
 	assert_true(ms_uuid_eq(&r.build_id, &id));
@@ -128,7 +129,7 @@ static void test_uri_round_trip(void **state)
 				     .offset = 1ull << 40,
 				     .length = 8192};
 	ms_uuid_generate(&in.build_id);
-	for (int op = MS_PEER_OP_STATUS; op <= MS_PEER_OP_METADATA; op++) {
+	for (int op = MS_PEER_OP_STATUS; op <= MS_PEER_OP_CHECKSUMS; op++) {
 		in.op = (enum ms_peer_op)op;
 		char uri[MS_PEER_URI_MAX];
 		assert_int_equal(ms_peer_request_uri(&in, uri, sizeof(uri)), 0);

@@ -10,8 +10,16 @@
  *    │ │   or ms_peer_routing_move_to_store()
  *    │ └─ not_available (a miss) ─▶ this read from the store when the build's
  *    │                               header is there; PEER stays
- *    └─ available ─▶ bytes from the peer, through the peer side's chunk cache
- *       (what was fetched is read locally again, until the move drops it)
+ *    ├─ available ─▶ bytes from the peer, through the peer side's chunk cache
+ *    │  (what was fetched is read locally again, until the move drops it)
+ *    └─ bytes that fail the peer's checksum table twice ─▶ MS_ECHECKSUM for this
+ *       read, unless the store has the build (then the store); PEER stays
+ *
+ * The peer side's chunker reads through a checking store (storage/verified.h)
+ * over the peer: once the origin's drain has written the diff file, the peer
+ * serves "{id}/checksums" and every chunk is checked before it is cached;
+ * before that (no table yet, asked again at most every MS_PEER_SUMS_RETRY_NS)
+ * the peer's bytes - its in-flight memory - are read unverified.
  *
  * Invariants:
  *  1. A read never fails because the peer died: every peer failure falls back
@@ -48,6 +56,9 @@
  * 64 KiB request measured 0.29 ms on loopback, 1 MiB 0.82 ms: 214 vs 1224 MiB/s) */
 #define MS_PEER_CHUNK_DEFAULT (4u << 20)
 #define MS_PEER_READ_DEFAULT  (1u << 20)
+/* While the drain runs the peer has no checksum table: a routing source asks for
+ * it again at most this often meanwhile (its peer reads stay unverified until then) */
+#define MS_PEER_SUMS_RETRY_NS (100LL * 1000000LL)
 
 struct ms_peer_client_config {
 	const char *address; /* "ADDR:PORT" of the peer server; required (copied) */

@@ -143,7 +143,8 @@ int ms_peer_request_parse(const char *method, const char *uri, struct ms_peer_re
 	size_t rest_len = query ? (size_t)(query - p) : strlen(p);
 	if (query)
 		query++;
-	/* the rest of the path: "", "/{file}.header", "/{file}", "/snapfile", "/metadata.json" */
+	/* the rest of the path: "", "/{file}.header", "/{file}", "/snapfile", "/metadata.json",
+	 * "/checksums" */
 	static const struct {
 		const char *suffix;
 		enum ms_peer_op op;
@@ -156,6 +157,7 @@ int ms_peer_request_parse(const char *method, const char *uri, struct ms_peer_re
 	    {"/rootfs.ext4", MS_PEER_OP_DATA, MS_PEER_FILE_ROOTFS},
 	    {"/snapfile", MS_PEER_OP_SNAPFILE, MS_PEER_FILE_MEMFILE},
 	    {"/metadata.json", MS_PEER_OP_METADATA, MS_PEER_FILE_MEMFILE},
+	    {"/checksums", MS_PEER_OP_CHECKSUMS, MS_PEER_FILE_MEMFILE},
 	};
 	bool found = false;
 	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
@@ -199,6 +201,9 @@ int ms_peer_request_uri(const struct ms_peer_request *req, char *buf, size_t siz
 		break;
 	case MS_PEER_OP_METADATA:
 		n = snprintf(buf, size, MS_PEER_PREFIX "%s/metadata.json", id);
+		break;
+	case MS_PEER_OP_CHECKSUMS:
+		n = snprintf(buf, size, MS_PEER_PREFIX "%s/checksums", id);
 		break;
 	case MS_PEER_OP_STATUS:
 	default:

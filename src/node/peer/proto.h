@@ -14,6 +14,9 @@
  *                                                   | in its uncompressed packed space
  *   /peer/v1/builds/{id}/snapfile                   | the snapfile
  *   /peer/v1/builds/{id}/metadata.json              | the build's metadata
+ *   /peer/v1/builds/{id}/checksums                  | the checksum table of its data
+ *                                                   | (storage/checksums.h: "memfile",
+ *                                                   | its uncompressed packed space)
  *
  * Every answer carries "X-Memsnap-Peer: available | not_available |
  * use_storage"; non-200 answers have a JSON body {"status", "error"}:
@@ -29,7 +32,8 @@
  *   405  | not_available  | a method other than GET/HEAD
  *   410  | use_storage    | the build is uploaded: read the object store
  *   503  | not_available  | the durable header did not come within the wait
- *        |                | (the compare is still running), or stopping
+ *        |                | (the compare is still running), or stopping; the
+ *        |                | checksums before the drain has written the diff
  *
  * Range rules (the parser checks what it can alone; the server checks the
  * rest against the build): offset and length are decimal digits only (no
@@ -69,6 +73,7 @@ enum ms_peer_op {
 	MS_PEER_OP_DATA,
 	MS_PEER_OP_SNAPFILE,
 	MS_PEER_OP_METADATA,
+	MS_PEER_OP_CHECKSUMS,
 };
 
 enum ms_peer_file {

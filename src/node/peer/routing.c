@@ -17,6 +17,7 @@
 #include "cache/chunker.h"
 #include "node/peer/client.h"
 #include "node/peer/registry.h"
+#include "storage/verified.h"
 #include "util/backoff.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -34,15 +35,25 @@
 
 struct ms_peer_routing;
 
-/* The peer as a store for the peer side's chunker: read_range only. */
+/*
+ * The peer as a store for the peer side's chunker, under a checking store
+ * (storage/verified.h): read_range of the data (any key but the table's) is a
+ * peer data request; "{id}/checksums" is the peer's table, fetched once it is
+ * there (size and read_range only; every other key is not found).
+ */
 struct ms_peer_data_store {
 	struct ms_store base;
 	struct ms_peer_routing *r;
+	pthread_mutex_t lock; /* guards sums, sums_len */
+	uint8_t *sums;	      /* the peer's table once available, else NULL */
+	size_t sums_len;
+	_Atomic int64_t sums_retry_ns; /* not available: not asked again before this */
 };
 
 struct ms_peer_routing {
 	struct ms_source base;
 	struct ms_peer_data_store peer_store;
+	struct ms_store *checked;      /* peer_store under a checking store: the chunker's */
 	struct ms_peer_client *client; /* immutable */
 	struct ms_build_storage *storage;
 	ms_uuid build_id;
@@ -148,12 +159,79 @@ void ms_peer_routing_move_to_store(struct ms_source *src)
 		ms_peer_routing_move((struct ms_peer_routing *)src, MS_MOVE_IN_STORE);
 }
 
-/* The chunker's store read: one peer data read; refusals noted for the routing source. */
+static bool ms_peer_is_sums_key(const char *key)
+{
+	size_t n = strlen(key);
+	return n >= 10 && strcmp(key + n - 10, "/checksums") == 0;
+}
+
+/* The peer's table into ps->sums: 0, MS_ENOTFOUND (none yet), or the transport error. */
+static int ms_peer_store_sums(struct ms_peer_data_store *ps)
+{
+	pthread_mutex_lock(&ps->lock);
+	bool have = ps->sums != NULL;
+	pthread_mutex_unlock(&ps->lock);
+	if (have)
+		return 0;
+	if (ms_clock_now_ns() < atomic_load(&ps->sums_retry_ns))
+		return MS_ENOTFOUND;
+	struct ms_peer_routing *r = ps->r;
+	struct ms_peer_request req = {.op = MS_PEER_OP_CHECKSUMS, .build_id = r->build_id};
+	struct ms_peer_answer a;
+	int err = ms_peer_client_get(r->client, &req, &a);
+	if (err)
+		return err;
+	if (a.status != MS_PEER_AVAILABLE || !a.body || !a.len) {
+		if (a.status == MS_PEER_USE_STORAGE)
+			atomic_store(&r->peer_use_storage, true);
+		atomic_store(&ps->sums_retry_ns, ms_clock_now_ns() + MS_PEER_SUMS_RETRY_NS);
+		ms_peer_answer_fini(&a);
+		return MS_ENOTFOUND;
+	}
+	pthread_mutex_lock(&ps->lock);
+	if (!ps->sums) {
+		ps->sums = a.body;
+		ps->sums_len = a.len;
+		a.body = NULL;
+	}
+	pthread_mutex_unlock(&ps->lock);
+	ms_peer_answer_fini(&a);
+	return 0;
+}
+
+static int ms_peer_store_size(struct ms_store *s, const char *key, uint64_t *size)
+{
+	struct ms_peer_data_store *ps = (struct ms_peer_data_store *)s;
+	int err = ms_peer_is_sums_key(key) ? ms_peer_store_sums(ps) : MS_ENOTFOUND;
+	if (!err) {
+		pthread_mutex_lock(&ps->lock);
+		*size = ps->sums_len;
+		pthread_mutex_unlock(&ps->lock);
+	}
+	return err;
+}
+
+/*
+ * The chunker's store read (through the checking store): the table from what
+ * ms_peer_store_sums fetched, else one peer data read; refusals noted for the
+ * routing source.
+ */
 static int ms_peer_store_read(struct ms_store *s, const char *key, uint64_t off, void *dst,
 			      size_t len, size_t *got)
 {
-	struct ms_peer_routing *r = ((struct ms_peer_data_store *)s)->r;
-	(void)key;
+	struct ms_peer_data_store *ps = (struct ms_peer_data_store *)s;
+	struct ms_peer_routing *r = ps->r;
+	if (ms_peer_is_sums_key(key)) {
+		int err = ms_peer_store_sums(ps);
+		if (err)
+			return err;
+		pthread_mutex_lock(&ps->lock); /* once set, sums stays until the free */
+		*got =
+		    off < ps->sums_len ? (len < ps->sums_len - off ? len : ps->sums_len - off) : 0;
+		memcpy(dst, ps->sums + (off < ps->sums_len ? off : 0), *got);
+		pthread_mutex_unlock(&ps->lock);
+		return 0;
+	}
 	enum ms_peer_status status;
 	int err = ms_peer_client_read(r->client, &r->build_id, r->file, r->base.size, dst, off, len,
 				      &status);
@@ -170,8 +248,8 @@ static int ms_peer_store_read(struct ms_store *s, const char *key, uint64_t off,
 	return 0;
 }
 
-static const struct ms_store_ops ms_peer_store_ops = {.name = "peer",
-						      .read_range = ms_peer_store_read};
+static const struct ms_store_ops ms_peer_store_ops = {
+    .name = "peer", .read_range = ms_peer_store_read, .size = ms_peer_store_size};
 
 /* The peer side, with a reference, or NULL once moved. */
 static struct ms_source *ms_peer_routing_peer(struct ms_peer_routing *r)
@@ -200,8 +278,9 @@ static int ms_peer_routing_read(struct ms_source *src, void *dst, uint64_t off, 
 	int64_t deadline = ms_clock_now_ns() + r->storage_wait_ns;
 	struct ms_backoff backoff;
 	ms_backoff_init(&backoff, 50 * MS_NSEC_PER_MSEC, 500 * MS_NSEC_PER_MSEC, 0);
+	bool mismatch = false; /* the peer's bytes failed their checksums twice */
 	for (;;) {
-		if (!atomic_load(&r->on_store)) {
+		if (!atomic_load(&r->on_store) && !mismatch) {
 			struct ms_source *peer = ms_peer_routing_peer(r);
 			int err = peer ? ms_source_read(peer, dst, off, len) : MS_ECLOSED;
 			ms_source_unref(peer);
@@ -218,6 +297,9 @@ static int ms_peer_routing_read(struct ms_source *src, void *dst, uint64_t off, 
 				MS_ROUTING_COUNT(r, misses, 1);
 			} else if (err == -ERANGE || err == -ENOMEM) {
 				return err;
+			} else if (err == MS_ECHECKSUM) {
+				/* not a dead peer: the store, only if it has the build now */
+				mismatch = true;
 			} else {
 				MS_ROUTING_COUNT(r, peer_failures, 1);
 				ms_peer_routing_move(r, MS_MOVE_GONE);
@@ -238,6 +320,8 @@ static int ms_peer_routing_read(struct ms_source *src, void *dst, uint64_t off, 
 			return err;
 		if (err == MS_ECORRUPT || err == -ERANGE || err == -ENOMEM)
 			return err;
+		if (mismatch)
+			return MS_ECHECKSUM;
 		/* not in the store yet (its upload still runs), or a store hiccup */
 		int64_t delay;
 		int64_t now = ms_clock_now_ns();
@@ -285,6 +369,9 @@ static void ms_peer_routing_free(struct ms_source *src)
 	ms_source_unref(r->peer_src);
 	ms_source_unref(r->store_src);
 	ms_header_free(r->store_header);
+	ms_store_free(r->checked);
+	free(r->peer_store.sums);
+	pthread_mutex_destroy(&r->peer_store.lock);
 	ms_peer_client_unref(r->client);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
@@ -323,6 +410,11 @@ struct ms_source *ms_peer_routing_new(const struct ms_peer_routing_config *confi
 	r->totals = config->totals;
 	pthread_mutex_init(&r->lock, NULL);
 	r->peer_store = (struct ms_peer_data_store){.base.ops = &ms_peer_store_ops, .r = r};
+	pthread_mutex_init(&r->peer_store.lock, NULL);
+	if (!(r->checked = ms_store_verified_new(&r->peer_store.base, false))) {
+		*err = -ENOMEM;
+		goto fail;
+	}
 	char path[4096], id[MS_UUID_STR_LEN], nonce[MS_UUID_STR_LEN];
 	ms_uuid fresh;
 	ms_uuid_generate(&fresh);
@@ -338,14 +430,16 @@ struct ms_source *ms_peer_routing_new(const struct ms_peer_routing_config *confi
 		cc.read_size = cc.chunk_size;
 	char key[MS_ARTIFACT_KEY_MAX]; /* for the chunker's messages: the peer ignores it */
 	ms_artifact_key(key, sizeof(key), &r->build_id, config->storage->data, MS_COMPRESS_NONE);
-	if (!(r->peer_src =
-		  ms_chunker_new(&r->peer_store.base, key, config->size, NULL, path, &cc, err))) {
-		ms_peer_client_unref(r->client);
-		pthread_mutex_destroy(&r->lock);
-		free(r);
-		return NULL;
-	}
+	if (!(r->peer_src = ms_chunker_new(r->checked, key, config->size, NULL, path, &cc, err)))
+		goto fail;
 	return &r->base;
+fail:
+	ms_store_free(r->checked);
+	pthread_mutex_destroy(&r->peer_store.lock);
+	ms_peer_client_unref(r->client);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	return NULL;
 }
 
 bool ms_peer_routing_is_routing(const struct ms_source *src)

@@ -1,3 +1,5 @@
+// Over 800 lines: the glue, the build table and one handler per endpoint of proto.h read best
+// together.
 /*
  * server.c - the peer server (server.h): libmicrohttpd glue, the build table,
  * and one handler per endpoint of proto.h.
@@ -17,6 +19,7 @@
 #include "node/peer/server.h"
 #include "header/serialize.h"
 #include "storage/artifact.h"
+#include "storage/checksums.h"
 #include "util/clock.h"
 #include "util/bearer.h"
 #include "util/err.h"
@@ -315,6 +318,7 @@ int ms_peer_server_remove(struct ms_peer_server *s, const ms_uuid *build_id, boo
 	e->build.memfile = e->build.rootfs = NULL;
 	e->build.diffs = NULL;
 	e->build.published = NULL;
+	e->build.checksums = NULL;
 	if (!uploaded) {
 		pp = ms_peer_find(s, build_id);
 		*pp = e->next;
@@ -526,6 +530,27 @@ static enum MHD_Result ms_peer_serve_blob(struct ms_peer_server *s, struct MHD_C
 			    true);
 }
 
+/* The data's checksum table, once the drain has written the diff file. */
+static enum MHD_Result ms_peer_serve_checksums(struct ms_peer_server *s,
+					       struct MHD_Connection *conn,
+					       const struct ms_peer_entry *e)
+{
+	void *value = NULL;
+	int err = 0;
+	if (!e->build.checksums)
+		return ms_peer_send_error(s, conn, 404, MS_PEER_NOT_AVAILABLE,
+					  "this build has no such file");
+	if (!ms_future_peek(e->build.checksums, &value, &err) || err || !value)
+		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE,
+					  "no checksums yet: the drain is still running");
+	uint8_t *table = NULL;
+	size_t len = 0;
+	if (ms_sums_serialize(value, &table, &len))
+		return MHD_NO;
+	return ms_peer_send(s, conn, 200, MS_PEER_AVAILABLE, "application/octet-stream", table, len,
+			    true);
+}
+
 static enum MHD_Result ms_peer_access(void *cls, struct MHD_Connection *conn, const char *url,
 				      const char *method, const char *version,
 				      const char *upload_data, size_t *upload_data_size,
@@ -601,6 +626,9 @@ static enum MHD_Result ms_peer_access(void *cls, struct MHD_Connection *conn, co
 			break;
 		case MS_PEER_OP_METADATA:
 			ret = ms_peer_serve_blob(s, conn, e->build.metadata, e->build.metadata_len);
+			break;
+		case MS_PEER_OP_CHECKSUMS:
+			ret = ms_peer_serve_checksums(s, conn, e);
 			break;
 		case MS_PEER_OP_STATUS:
 		default:

@@ -23,7 +23,8 @@
  *  - its published future: once it holds a value the build is uploaded and
  *    every request for it is answered use_storage (an upload that failed
  *    keeps the build served: this node has the only copy);
- *  - its snapfile and metadata bytes (copied at registration).
+ *  - its snapfile and metadata bytes (copied at registration);
+ *  - its checksums future: "{id}/checksums", the table of the diff file.
  * After ms_peer_server_remove(uploaded = true) the build keeps answering
  * use_storage for tombstone_ns (a reader that resolved it late is told where
  * to go instead of "unknown").
@@ -80,7 +81,10 @@ struct ms_peer_build {
 	struct ms_layered *rootfs;   /* may be NULL */
 	struct ms_diffstore *diffs;  /* required: holds "{id}/memfile" (and rootfs) */
 	struct ms_future *published; /* may be NULL: never uploaded by this node */
-	const void *snapfile;	     /* copied; may be NULL */
+	/* its data's checksum table (a struct ms_sums *) once the drain wrote the diff
+	 * (ms_pause_data_checksums); 503 not_available before; may be NULL (404) */
+	struct ms_future *checksums;
+	const void *snapfile; /* copied; may be NULL */
 	size_t snapfile_len;
 	const void *metadata; /* copied; may be NULL (404 not_available) */
 	size_t metadata_len;
