@@ -121,6 +121,9 @@ static const struct ms_opt ms_opts[] = {
     STR(test_hold_store, "",
 	"tests: OP:SUBSTRING (OP put or remove): every such store call on a key containing "
 	"SUBSTRING hangs for an hour - for crash tests, which SIGKILL the daemon meanwhile"),
+    STR(test_store_faults, "",
+	"tests: KIND:N,... (put_timeout, put_refused, read_truncate): every N-th store call of "
+	"the kind fails with ETIMEDOUT or ECONNREFUSED, or reads half the bytes"),
     STR(test_hold_upload, "",
 	"tests: each pause's upload waits until this file exists (or the daemon stops)"),
     OPT(test_peer_die_after, OPT_COUNT, "0",

@@ -83,6 +83,8 @@ struct ms_node_config {
 	int64_t test_store_delay_ns;
 	char test_hold_store[MS_NODE_PATH_MAX];	 /* "put:SUBSTRING" / "remove:SUBSTRING" */
 	char test_hold_upload[MS_NODE_PATH_MAX]; /* uploads wait until this file exists */
+	char
+	    test_store_faults[MS_NODE_PATH_MAX]; /* "put_timeout:N,put_refused:N,read_truncate:N" */
 	uint64_t test_peer_die_after;		 /* SIGKILL on the Nth peer data request */
 	bool test_tracker_probe_none;		 /* the tracker probe reports no feature */
 

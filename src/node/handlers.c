@@ -19,6 +19,7 @@
 #include "header/header.h"
 #include "snapshot/sched_metadata.h"
 #include "storage/artifact.h"
+#include "storage/faulty.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/lock.h"
@@ -599,6 +600,10 @@ static void ms_node_live(struct ms_node *node, struct ms_metrics_live *live)
 	live->templates = node->ntemplates;
 	pthread_mutex_unlock(&node->lock);
 	ms_node_peers_get_live(node->peers, &live->peers);
+	for (int k = 0; k < 3; k++)
+		live->test_store_faults[k] =
+		    node->store_faults[k] ? (int64_t)ms_store_faulty_fired(node->store_faults[k])
+					  : -1;
 	live->uptime_seconds = (double)(ms_clock_now_ns() - node->started_ns) / 1e9;
 }
 

@@ -2,7 +2,8 @@
  * hooks.c - the daemon's test hooks (config keys test_*, never set in
  * production): the compare and drain stalls (test_stall_compare, _drain),
  * the store's delay and holds through the fault-injecting store
- * (test_store_delay, test_hold_store), the upload hold (test_hold_upload) and
+ * (test_store_delay, test_hold_store, test_store_faults: every N-th put
+ * refused or timed out, every N-th read cut short), the upload hold (test_hold_upload) and
  * the node that dies while a peer reads it (test_peer_die_after).
  *
  * Invariants:
@@ -58,15 +59,73 @@ void ms_node_hook_stall_drain(struct ms_template *t)
 	ms_node_hook_stall(t->node, t->node->cfg.test_stall_drain_ns, t->drain_gate);
 }
 
+const char *const ms_node_store_fault_names[3] = {"put_timeout", "put_refused", "read_truncate"};
+
+/*
+ * test_store_faults = KIND:N,...: one faulty wrapper per kind, stacked over
+ * store_base (each owns the one below it but the last), node->store the top.
+ * A refused or timed-out put is the upload's to retry; a short read is the
+ * checking store's (verified.h) to fetch again.
+ */
+static int ms_node_hook_store_faults(struct ms_node *node, char *why, size_t why_len)
+{
+	static const struct {
+		enum ms_faulty_op op;
+		enum ms_faulty_action action;
+		int err;
+	} kinds[] = {
+	    [MS_FAULT_PUT_TIMEOUT] = {MS_FAULTY_PUT, MS_FAULTY_FAIL, -ETIMEDOUT},
+	    [MS_FAULT_PUT_REFUSED] = {MS_FAULTY_PUT, MS_FAULTY_FAIL, -ECONNREFUSED},
+	    [MS_FAULT_READ_TRUNCATE] = {MS_FAULTY_READ, MS_FAULTY_TRUNCATE, 0},
+	};
+	char spec[sizeof(node->cfg.test_store_faults)], *save = NULL;
+	snprintf(spec, sizeof(spec), "%s", node->cfg.test_store_faults);
+	for (char *term = strtok_r(spec, ",", &save); term; term = strtok_r(NULL, ",", &save)) {
+		char *colon = strchr(term, ':'), *end = NULL;
+		size_t k = 0;
+		while (colon && k < 3 &&
+		       (strlen(ms_node_store_fault_names[k]) != (size_t)(colon - term) ||
+			strncmp(term, ms_node_store_fault_names[k], (size_t)(colon - term))))
+			k++;
+		unsigned long every = colon ? strtoul(colon + 1, &end, 10) : 0;
+		if (!colon || k == 3 || !end || *end || every < 2 || every > 1000000 ||
+		    node->store_faults[k]) {
+			snprintf(
+			    why, why_len,
+			    "test_store_faults: '%s': KIND:N, KIND put_timeout, put_refused or "
+			    "read_truncate (each once), N 2..1000000",
+			    term);
+			return -EINVAL;
+		}
+		struct ms_store *w = node->store == node->store_base
+					 ? ms_store_faulty_new(node->store)
+					 : ms_store_faulty_new_owning(node->store);
+		if (!w) {
+			snprintf(why, why_len, "out of memory");
+			return -ENOMEM;
+		}
+		ms_store_faulty_inject_every(w, kinds[k].op, (unsigned)every, kinds[k].action,
+					     kinds[k].err, 0);
+		node->store_faults[k] = node->store = w;
+	}
+	return 0;
+}
+
 int ms_node_hook_store(struct ms_node *node, char *why, size_t why_len)
 {
 	const struct ms_node_config *cfg = &node->cfg;
-	if (cfg->test_store_delay_ns <= 0 && !cfg->test_hold_store[0])
+	int set = (cfg->test_store_delay_ns > 0) + !!cfg->test_hold_store[0] +
+		  !!cfg->test_store_faults[0];
+	if (!set)
 		return 0;
-	if (cfg->test_store_delay_ns > 0 && cfg->test_hold_store[0]) {
-		snprintf(why, why_len, "test_store_delay and test_hold_store exclude each other");
+	if (set > 1) {
+		snprintf(why, why_len,
+			 "test_store_delay, test_hold_store and test_store_faults exclude each "
+			 "other");
 		return -EINVAL;
 	}
+	if (cfg->test_store_faults[0])
+		return ms_node_hook_store_faults(node, why, why_len);
 	enum ms_faulty_op op = MS_FAULTY_PUT;
 	const char *match = NULL;
 	if (cfg->test_hold_store[0]) {

@@ -425,6 +425,18 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 	    out, "memsnap_builds_lost_total",
 	    "Builds whose upload a crash cut short (no header in the store): found at start.",
 	    atomic_load(&m->builds_lost));
+	if (live->test_store_faults[0] >= 0 || live->test_store_faults[1] >= 0 ||
+	    live->test_store_faults[2] >= 0) { /* only with the test hook test_store_faults */
+		ms_family(
+		    out, "memsnap_test_store_faults_total", "counter",
+		    "Faults the test hook test_store_faults injected into the store, by kind.");
+		static const char *const fault_kinds[3] = {"put_timeout", "put_refused",
+							   "read_truncate"};
+		for (int k = 0; k < 3; k++)
+			if (live->test_store_faults[k] >= 0)
+				fprintf(out, "memsnap_test_store_faults_total{kind=\"%s\"} %lld\n",
+					fault_kinds[k], (long long)live->test_store_faults[k]);
+	}
 	/* peers: what this node served to others, and how its reads of others' builds went */
 	const struct ms_node_peers_live *pl = &live->peers;
 	ms_family(out, "memsnap_peer_server_requests_total", "counter",

@@ -88,6 +88,7 @@ struct ms_metrics_live {
 	struct ms_uffd_metrics uffd; /* summed over live sessions */
 	struct ms_node_peers_live peers;
 	double uptime_seconds;
+	int64_t test_store_faults[3]; /* faults injected, by enum ms_node_store_fault; -1: off */
 };
 
 void ms_metrics_init(struct ms_metrics *m);

@@ -120,6 +120,8 @@ struct ms_node {
 	char upload_holder[64]; /* "memsnapd pid N on HOST": the holder of its uploads/ leases */
 	struct ms_store *store; /* what the node uses: store_base, or a faulty wrapper of it */
 	struct ms_store *store_base; /* the store the config names (owned) */
+	/* test_store_faults: its wrappers, by enum ms_node_store_fault (in node->store's chain) */
+	struct ms_store *store_faults[3];
 	struct ms_diffstore *diffs;
 	struct ms_build_storage storage;
 	struct ms_node_peers *peers;
@@ -320,6 +322,9 @@ void ms_node_hook_stall_drain(struct ms_template *t);
  * 0, or an error with why filled.
  */
 int ms_node_hook_store(struct ms_node *node, char *why, size_t why_len);
+/* test_store_faults: the kinds (metrics: memsnap_test_store_faults_total{kind}) */
+enum ms_node_store_fault { MS_FAULT_PUT_TIMEOUT, MS_FAULT_PUT_REFUSED, MS_FAULT_READ_TRUNCATE };
+extern const char *const ms_node_store_fault_names[3];
 /* test_hold_upload: holds t's upload gate until the file exists or the node stops. */
 void ms_node_hook_hold_upload(struct ms_template *t);
 /* test_peer_die_after: the peer server's request hook (ctx: the node). */

@@ -11,18 +11,20 @@
 
 struct ms_store_faulty {
 	struct ms_store base;
-	struct ms_store *inner; /* borrowed, immutable */
+	struct ms_store *inner; /* borrowed (owned: owns_inner), immutable */
+	bool owns_inner;	/* immutable after ms_store_faulty_new_owning */
 	pthread_mutex_t lock;
 	unsigned calls[MS_FAULTY_OPS]; /* guarded by lock */
-	bool armed;                   /* guarded by lock; the rule below is valid */
-	enum ms_faulty_op rule_op;    /* guarded by lock */
-	unsigned rule_at;             /* guarded by lock: fires when calls[rule_op] == rule_at */
-	unsigned rule_every;          /* guarded by lock: 0 one-shot; n: then every n-th call too */
+	bool armed;		       /* guarded by lock; the rule below is valid */
+	enum ms_faulty_op rule_op;     /* guarded by lock */
+	unsigned rule_at;	       /* guarded by lock: fires when calls[rule_op] == rule_at */
+	unsigned rule_every;	      /* guarded by lock: 0 one-shot; n: then every n-th call too */
 	enum ms_faulty_action action; /* guarded by lock */
-	int err;                      /* guarded by lock */
-	int64_t delay_ns;             /* guarded by lock */
-	char match[64];               /* guarded by lock: "" or the rule's keys contain this */
-	unsigned matched;             /* guarded by lock: matching calls since armed */
+	int err;		      /* guarded by lock */
+	int64_t delay_ns;	      /* guarded by lock */
+	char match[64];		      /* guarded by lock: "" or the rule's keys contain this */
+	unsigned matched;	      /* guarded by lock: matching calls since armed */
+	unsigned fired;		      /* guarded by lock: calls the rules acted on */
 };
 
 static struct ms_store_faulty *ms_faulty(struct ms_store *store)
@@ -44,6 +46,7 @@ static bool ms_faulty_hit(struct ms_store_faulty *f, enum ms_faulty_op op, const
 	else
 		hit = mine && f->calls[f->rule_op] == f->rule_at;
 	if (hit) {
+		f->fired++;
 		if (f->rule_every)
 			f->rule_at += f->rule_every;
 		else
@@ -158,19 +161,21 @@ static void ms_faulty_free(struct ms_store *store)
 {
 	struct ms_store_faulty *f = ms_faulty(store);
 	pthread_mutex_destroy(&f->lock);
+	if (f->owns_inner)
+		ms_store_free(f->inner);
 	free(f);
 }
 
 static const struct ms_store_ops ms_faulty_ops = {
-	.name = "faulty",
-	.put_buf = ms_faulty_put_buf,
-	.put_file = ms_faulty_put_file,
-	.read_range = ms_faulty_read_range,
-	.size = ms_faulty_size,
-	.remove = ms_faulty_remove,
-	.list = ms_faulty_list,
-	.get_meta = ms_faulty_get_meta,
-	.free = ms_faulty_free,
+    .name = "faulty",
+    .put_buf = ms_faulty_put_buf,
+    .put_file = ms_faulty_put_file,
+    .read_range = ms_faulty_read_range,
+    .size = ms_faulty_size,
+    .remove = ms_faulty_remove,
+    .list = ms_faulty_list,
+    .get_meta = ms_faulty_get_meta,
+    .free = ms_faulty_free,
 };
 
 struct ms_store *ms_store_faulty_new(struct ms_store *inner)
@@ -182,6 +187,23 @@ struct ms_store *ms_store_faulty_new(struct ms_store *inner)
 	f->inner = inner;
 	pthread_mutex_init(&f->lock, NULL);
 	return &f->base;
+}
+
+struct ms_store *ms_store_faulty_new_owning(struct ms_store *inner)
+{
+	struct ms_store *store = ms_store_faulty_new(inner);
+	if (store)
+		ms_faulty(store)->owns_inner = true;
+	return store;
+}
+
+unsigned ms_store_faulty_fired(struct ms_store *store)
+{
+	struct ms_store_faulty *f = ms_faulty(store);
+	pthread_mutex_lock(&f->lock);
+	unsigned fired = f->fired;
+	pthread_mutex_unlock(&f->lock);
+	return fired;
 }
 
 static void ms_faulty_arm(struct ms_store *store, enum ms_faulty_op op, unsigned nth,

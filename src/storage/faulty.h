@@ -28,13 +28,17 @@ enum ms_faulty_op {
 };
 
 enum ms_faulty_action {
-	MS_FAULTY_FAIL,     /* return err without calling the inner store */
+	MS_FAULTY_FAIL,	    /* return err without calling the inner store */
 	MS_FAULTY_DELAY,    /* sleep delay_ns, then call the inner store */
 	MS_FAULTY_TRUNCATE, /* put: fail with err, nothing stored; read: half the bytes */
 	MS_FAULTY_CORRUPT,  /* read: the bytes with the first one flipped (other ops: as FAIL) */
 };
 
 struct ms_store *ms_store_faulty_new(struct ms_store *inner);
+/* The same, owning inner: freeing the wrapper frees it (wrappers stacked for several rules). */
+struct ms_store *ms_store_faulty_new_owning(struct ms_store *inner);
+/* Calls a rule acted on so far (failed, delayed, truncated, corrupted). */
+unsigned ms_store_faulty_fired(struct ms_store *store);
 /* Arms one rule (replacing the previous one) for the nth next call of op. */
 void ms_store_faulty_inject(struct ms_store *store, enum ms_faulty_op op, unsigned nth,
 			    enum ms_faulty_action action, int err, int64_t delay_ns);
