@@ -5,7 +5,7 @@
 #                              prints MEMSNAP_S3_* shell assignments on stdout
 #   scripts/rgw.sh stop DIR    kills what start started (DIR/run/*.pid), waits; idempotent
 #
-# Notes (see /work/shared/research/eco.md §3.1):
+# Notes:
 #  - No /etc/ceph, no systemd, no cephx: CEPH_CONF points at DIR/ceph.conf.
 #  - Every daemon runs in the foreground (-f) in the background of this shell, with
 #    stdin/stdout/stderr on files, so a caller's $(rgw.sh start) is never held open

@@ -3,7 +3,7 @@
  * through its current header, each segment from its build's source.
  *
  * A layered file holds an atomic header pointer. A read plans from ONE header
- * snapshot (DESIGN.md §5.3): each mapping segment -> (build id, offset in
+ * snapshot (docs/design.md §5.3): each mapping segment -> (build id, offset in
  * build) -> a source from the resolver (the diff store); nil segments are
  * zero-filled. If a source reports MS_ECLOSED (evicted between planning and
  * reading), the whole read is re-planned against the then-current header:
@@ -13,11 +13,11 @@
  * keeps its snapshot alive while it reads, so a swap never frees a header
  * under a reader.
  *
- * Swaps: ms_layered_swap() is unconditional (publish, DESIGN.md §5.5);
+ * Swaps: ms_layered_swap() is unconditional (publish, docs/design.md §5.5);
  * ms_layered_swap_if_current() is the compare-and-swap the pause pipeline uses
  * to leave the provisional header (a late swap over a newer header does nothing).
  *
- * Durable header (DESIGN.md §5.4): the newest header that may leave the node.
+ * Durable header (docs/design.md §5.4): the newest header that may leave the node.
  * When the live header is complete (not incomplete) it is durable; otherwise
  * the durable header comes from an optional future (set by the pause pipeline),
  * whose value is a struct ms_header_ref *.

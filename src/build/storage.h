@@ -1,6 +1,6 @@
 /*
  * storage.h - where a device file's builds come from: the object store, through
- * the node's diff store (e2b's StorageDiff + DiffStore, research/e2b.md §4.1, §4.7).
+ * the node's diff store (E2B's StorageDiff + DiffStore).
  *
  * ms_build_storage_resolve() is the layered file's resolver
  * (ms_layered_resolve_fn): build X of a memfile becomes the diff-store entry

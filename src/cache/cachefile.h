@@ -2,10 +2,10 @@
  * cachefile.h - a local sparse cache file: mmap(MAP_SHARED) + per-block presence bits.
  *
  * Holds the bytes of one build's data on this node, filled on demand by the chunker
- * (research/e2b.md §2.5). Writes go through pwrite(2) on the file descriptor, so a
+ * (as in E2B's orchestrator). Writes go through pwrite(2) on the file descriptor, so a
  * bad disk shows up as an errno and never as a SIGBUS in the writer; reads copy out
  * of the shared mapping with ms_faultsafe_copy(), so a fault (bad sector, file
- * truncated under the mapping) becomes MS_EFAULT_IO (DESIGN.md §5.10).
+ * truncated under the mapping) becomes MS_EFAULT_IO (docs/design.md §5.10).
  *
  * Invariants:
  *  1. A block's bit goes 0 -> 1 only after every byte of the block was written,

@@ -1,6 +1,6 @@
 /*
  * chunker.h - a storage-backed source: an object fetched on demand, in chunks,
- * into a local sparse cache file (research/e2b.md §4.3).
+ * into a local sparse cache file (as in E2B's orchestrator).
  *
  * A chunk is 4 MiB of the uncompressed object (the last one shorter) or exactly
  * one frame of a compressed object. The first reader of a missing chunk starts

@@ -1,7 +1,7 @@
 // clang-format off
 /*
  * diffstore.h - the node's cache of open sources, keyed "{build_id}/{file}"
- * (research/e2b.md §4.7, DESIGN.md §1).
+ * (E2B's DiffStore; docs/design.md §1).
  *
  * Entry lifecycle (drawn by hand: clang-format is off for this comment):
  *

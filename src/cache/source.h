@@ -3,7 +3,7 @@
  *
  * The layered file (build/) plans a read against one header snapshot and then
  * reads each segment from a source; it never asks what kind of source it holds
- * (DESIGN.md §2). Kinds: a local diff file (cache/file_source.c), zeros
+ * (docs/design.md §2). Kinds: a local diff file (cache/file_source.c), zeros
  * (cache/zero_source.c), a storage-backed chunked fetch cached on disk
  * (cache/chunker.h), and, elsewhere, memfd sources and peers.
  *
@@ -12,7 +12,7 @@
  *   open ──ms_source_close()──▶ closed ──last ms_source_unref()──▶ freed
  *
  *  1. A closed source answers every read and slice with MS_ECLOSED: the entry was
- *     evicted between planning and reading, and the caller re-plans (DESIGN.md §4.4).
+ *     evicted between planning and reading, and the caller re-plans (docs/design.md §4.4).
  *     A read that passed the closed check before the close still returns correct
  *     bytes, because mappings live until the last unref, not until close.
  *  2. close may delete the source's files (the diff store's delayed delete);

@@ -2,7 +2,7 @@
  * header.h - the layer map of one device: metadata, mappings, builds table.
  *
  * A header tells, for every page of a device (guest memory or rootfs), which
- * build holds it and where in that build's data (research/e2b.md §1). Headers
+ * build holds it and where in that build's data (as in E2B's orchestrator). Headers
  * are immutable once built: a new snapshot makes a new header (diff header),
  * and readers swap whole header pointers (build/).
  *
@@ -66,7 +66,7 @@ void ms_header_free(struct ms_header *header);
 struct ms_header *ms_header_copy(const struct ms_header *header);
 
 /*
- * The diff header of a new snapshot over parent (research/e2b.md §1.3):
+ * The diff header of a new snapshot over parent (E2B's merge):
  * dirty pages map to build_id (packed storage; identity offsets when provisional),
  * empty pages to nil, parent mappings elsewhere; dirty and empty are made
  * disjoint first (dirty wins). Set indices are in units of block_size.

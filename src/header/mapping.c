@@ -1,6 +1,6 @@
 /*
  * mapping.c - building, merging, normalising and checking mapping lists.
- * See mapping.h for the invariants; research/e2b.md §1.3 for the merge cases.
+ * See mapping.h for the invariants; E2B's header merge for the cases.
  */
 #include "header/mapping.h"
 #include "util/interval.h"

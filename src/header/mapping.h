@@ -5,9 +5,9 @@
  * build build_id at storage_offset (the build's uncompressed data, "U-space").
  * The nil build (all-zero uuid) reads as zeros and is never fetched. All values
  * are bytes and multiples of MS_PAGE_SIZE (4 KiB), whatever the header's block
- * size (research/e2b.md §1.1).
+ * size (as in E2B's orchestrator).
  *
- * Invariants of a valid mapping list (DESIGN.md §5.1), checked by
+ * Invariants of a valid mapping list (docs/design.md §5.1), checked by
  * ms_mappings_validate():
  *  1. entries sorted by offset, contiguous from 0, no zero-length entry;
  *  2. they cover [0, roundup(size, MS_PAGE_SIZE)) exactly;

@@ -30,7 +30,7 @@
  *          u32 N (non-nil entries), then N uvarint offset deltas, N uvarint
  *          lengths, N zig-zag varint storage deltas, N uvarint build indices
  *
- * Decoder limits (research/e2b.md §1.4): the uncompressed block at most 256 MiB
+ * Decoder limits (E2B's limits): the uncompressed block at most 256 MiB
  * (also on write), decompressed length exactly the prefix, counts bounded by the
  * bytes left, V5 N <= 8 Mi and M <= 65535, every varint value <= 2^32-1, storage
  * never negative, no zero-length, overlapping or past-the-size entry, index < M,

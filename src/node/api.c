@@ -1,7 +1,7 @@
 /*
  * api.c - the API's request parser and router (api.h has the table).
  *
- * Every input here comes from outside (DESIGN.md §5.9): the path is split
+ * Every input here comes from outside (docs/design.md §5.9): the path is split
  * into at most four segments with fixed spellings, ids must parse as UUIDs,
  * bodies must be JSON objects with only the documented fields, and every
  * number must be an integer in its range. The fuzz target drives this file.

@@ -15,7 +15,7 @@
  * decimal integers.
  *
  * Nothing below node/ reads this: the daemon passes each setting down as an
- * argument (DESIGN.md §2).
+ * argument (docs/design.md §2).
  */
 #ifndef MS_NODE_CONFIG_H
 #define MS_NODE_CONFIG_H

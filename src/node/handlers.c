@@ -514,7 +514,7 @@ static void ms_handle_build(struct ms_node *node, const struct ms_api_request *r
 	ms_respond_json(resp, 200, o);
 }
 
-/* research/e2b.md §6.1: the memory part of a build's scheduling metadata. */
+/* E2B's layout: the memory part of a build's scheduling metadata. */
 static cJSON *ms_metadata_memfile(const struct ms_sched_metadata *md)
 {
 	cJSON *o = cJSON_CreateObject();

@@ -1,5 +1,5 @@
 /*
- * peers.h - the daemon's side of peer transfer (issue 7, research/e2b.md §5):
+ * peers.h - the daemon's side of peer transfer (as E2B's orchestrator does it):
  * the peer library (peer/server.h, peer/client.h, peer/registry.h) as one
  * node uses it. node.c calls these at the points of a build's life:
  *

@@ -26,7 +26,7 @@
  *  1. An entry is removed only after its build was resolved (complete, or
  *     every leftover removed); a store error keeps it for the next try.
  *  2. A header in the store is never removed here: a build with a header is
- *     whole (data before header, DESIGN.md §5.7).
+ *     whole (data before header, docs/design.md §5.7).
  */
 #include "node/node_int.h"
 #include "storage/lease.h"

@@ -1,6 +1,6 @@
 /*
  * proc.h - the proc backend's core: a guest run as a ptrace-driven process
- * sandbox (research/vmm.md §9), for machines without /dev/kvm.
+ * sandbox (docs/design.md §2), for machines without /dev/kvm.
  *
  *   start ──▶ RUNNING ──guest reports (int3)──▶ STOPPED ──continue──▶ RUNNING
  *                │                                 │

@@ -3,7 +3,7 @@
  * from a memory file, lazy through a page-server socket), run, wait for the
  * guest's report, pause -> {guest-memory memfd (ownership handed over), the
  * written-page set, the snapfile}, destroy. The pause pipeline, the daemon
- * and the peer code see only this interface (DESIGN.md §2).
+ * and the peer code see only this interface (docs/design.md §2).
  *
  * Backends: proc (a ptrace-driven process sandbox, every Linux machine) and
  * kvm (KVM microVMs, vmm/, where /dev/kvm opens). Both track the pages the

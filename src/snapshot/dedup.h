@@ -1,5 +1,5 @@
 /*
- * dedup.h - the two halves of a pause's dedup (DESIGN.md §3 steps 3-5).
+ * dedup.h - the two halves of a pause's dedup (docs/design.md §3 steps 3-5).
  *
  * compare: every dirty page of the captured memory at 4 KiB: all-zero -> empty
  * (becomes nil); parent page nil -> kept; best effort and the parent page not

@@ -1,6 +1,6 @@
 /*
  * memfd.h - the paused guest's memory, still mapped on this node, and the
- * sources that serve it while dedup runs (DESIGN.md §3 steps 2-6, §5.6).
+ * sources that serve it while dedup runs (docs/design.md §3 steps 2-6, §5.6).
  *
  * A pause hands over the guest-memory memfd (exactly one owner: this object).
  * Two sources read from it:
@@ -11,7 +11,7 @@
  * Release unmaps and closes the memfd under the exclusive lock; readers copy
  * under the shared lock, so no read ever touches an unmapped page. After the
  * release both sources answer MS_ECLOSED, which makes the layered file re-plan
- * against the then-current header (DESIGN.md §4.4).
+ * against the then-current header (docs/design.md §4.4).
  *
  * Thread-safety: all functions, any thread. lock guards map and released.
  */

@@ -282,7 +282,7 @@ static void ms_pause_unpin(struct ms_pause *p, const ms_uuid *id, bool *pinned, 
  * The waiting source (no in-flight serving): the provisional build's bytes are
  * nowhere to be read, so a read waits for the deduped header (COMPARED, entered
  * once the drained file serves the real build) and answers MS_ECLOSED: the
- * layered file re-plans against the deduped header (DESIGN.md §4.4).
+ * layered file re-plans against the deduped header (docs/design.md §4.4).
  */
 struct ms_pause_waiting {
 	struct ms_source base;

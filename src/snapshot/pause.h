@@ -1,7 +1,7 @@
 // clang-format off
 /*
  * pause.h - the pause pipeline: one snapshot from captured memory to a
- * published, uploaded layer (DESIGN.md §3).
+ * published, uploaded layer (docs/design.md §3).
  *
  * One state machine, one enum (ms_pause_state). Each state is entered once, by
  * the function the transition table in pause.c names; each has a future that
@@ -41,7 +41,7 @@
  *   reads, while a user holds the pause (ms_pause_user_ref) and at most
  *   failed_hold; ms_pause_retry() takes it over.
  *
- * Invariants (DESIGN.md §5), asserted by ms_pause_check() at every transition:
+ * Invariants (docs/design.md §5), asserted by ms_pause_check() at every transition:
  *  1. The parent is the parent file's DURABLE header, never a provisional one.
  *  2. The provisional build id stays in this node's diff store and headers: the
  *     uploaded header is built from the compare result only.
@@ -294,7 +294,7 @@ const char *ms_pause_state_name(enum ms_pause_state state);
 /* What "build show" calls it: "capturing", "deduping", "uploading", "published", "failed". */
 const char *ms_pause_status_name(enum ms_pause_state state);
 /*
- * Cancels the pause (its one cancellation token, DESIGN.md §6): every wait of
+ * Cancels the pause (its one cancellation token, docs/design.md §6): every wait of
  * the pipeline (compare gate, compare, swap, grace, upload backoff, parent's
  * upload) returns MS_ECANCELED soon, and the pause fails with it unless it is
  * already published. Nothing half-written becomes visible (invariant 5).

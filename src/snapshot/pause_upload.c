@@ -102,7 +102,7 @@ static int ms_pause_put_compressed(struct ms_pause *p, int fd, uint64_t size,
 
 /*
  * The builds entries (size, checksum, frame table) of the ancestors final maps,
- * as research/e2b.md §3.2 appendAncestorBuilds does: a child paused while an
+ * as E2B's appendAncestorBuilds does: a child paused while an
  * ancestor was still uploading inherited a header without that ancestor's
  * entry, and without the frame table a compressed ancestor cannot be read from
  * the store. Called once the parent is published: the parent's live header is
@@ -156,7 +156,7 @@ static int ms_pause_sums_add_data(struct ms_pause *p, struct ms_sums *sums, int 
 }
 
 /*
- * Data first, then the snapfile and metadata.json, then the header (DESIGN.md §5.7); only the
+ * Data first, then the snapfile and metadata.json, then the header (docs/design.md §5.7); only the
  * header waits for the parent to be published (its ancestors were before it):
  * the data goes up meanwhile, and nothing waits for the memory's release. If the parent never makes
  * it, the data stays in the store unreferenced - no header names it - and this pause fails.

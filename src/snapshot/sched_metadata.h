@@ -1,5 +1,5 @@
 /*
- * sched_metadata.h - a build's scheduling metadata (research/e2b.md §6.1): the
+ * sched_metadata.h - a build's scheduling metadata (E2B's layout): the
  * builds its memory reads from and how many bytes of the device each one
  * holds, so a scheduler can place a sandbox where its data already is.
  *
@@ -9,7 +9,7 @@
  * and the build are kept, then the heaviest (ties by id), and the rest are
  * counted as dropped; the list is sorted by id (byte order = string order).
  *
- * From a layered file it reads the DURABLE header without waiting (DESIGN.md
+ * From a layered file it reads the DURABLE header without waiting (docs/design.md
  * §5.4): while a pause's deduped header is pending the metadata is pending too,
  * with no memory part - never the provisional header, whose build id must not
  * leave the node. No rootfs in memsnap yet: the memory part is all there is.

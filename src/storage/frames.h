@@ -1,5 +1,5 @@
 /*
- * frames.h - compressed build data as independent frames (research/e2b.md §1.5).
+ * frames.h - compressed build data as independent frames (as in E2B's orchestrator).
  *
  * The writer cuts data into frames of frame_size uncompressed bytes (a positive
  * multiple of 4 KiB, default 2 MiB; the last may be shorter), each a standalone
@@ -7,7 +7,7 @@
  * laid back to back, and fills a frame table (storage/frametable.h). The reader
  * fetches whole frames by compressed range and verifies each one (codec
  * checksum and exact uncompressed size) before it returns a byte
- * (DESIGN.md §5.8): a mismatch is MS_ECHECKSUM, never wrong bytes.
+ * (docs/design.md §5.8): a mismatch is MS_ECHECKSUM, never wrong bytes.
  */
 #ifndef MS_STORAGE_FRAMES_H
 #define MS_STORAGE_FRAMES_H

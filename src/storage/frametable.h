@@ -1,5 +1,5 @@
 /*
- * frametable.h - frame tables of compressed build data (research/e2b.md §1.5).
+ * frametable.h - frame tables of compressed build data (as in E2B's orchestrator).
  *
  * A compressed build's data is cut into independent frames (default 2 MiB
  * uncompressed, a multiple of the block size); frame i covers uncompressed bytes

@@ -3,7 +3,7 @@
  * else a profile of the shared credentials file the config names, else of its config file;
  * the region of the config file's profile; and ms_s3_env_read(), which takes the settings
  * the AWS tools read from the environment through a lookup its caller (cli/, node/) passes,
- * so that nothing here reads the environment itself (DESIGN.md §2). Never logged (s3_int.h
+ * so that nothing here reads the environment itself (docs/design.md §2). Never logged (s3_int.h
  * inv. 3).
  */
 #include "storage/s3_int.h"

@@ -8,7 +8,7 @@
  * still does not match, the read fails with MS_ECHECKSUM and the log names the
  * object, the block and both fetches. A truncated object does not match either.
  * So a chunker over this store caches and serves only checked bytes, and a
- * snapfile or header read through it is checked whole (DESIGN.md §5.8).
+ * snapfile or header read through it is checked whole (docs/design.md §5.8).
  *
  * Keys that are not a build's object (peers/...), the table itself, objects
  * the table does not list, and builds without a table pass through unchecked.

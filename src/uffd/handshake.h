@@ -4,7 +4,7 @@
  * Firecracker connects to the handler's unix stream socket and sends ONE
  * sendmsg: a JSON array of regions as the payload, with SCM_RIGHTS carrying
  * the uffd (1 fd) or the uffd and the guest-memory memfd (2 fds). It never
- * sends anything else and never closes the socket (research/vmm.md §1).
+ * sends anything else and never closes the socket (Firecracker's documented handshake).
  *
  * Wire format (one object per region, unknown keys ignored):
  *

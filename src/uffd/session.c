@@ -439,7 +439,7 @@ static void *uffd_event_main(void *arg)
 		};
 		/* After activity, poll without sleeping for spin_ns: a vCPU faulting page after
 		 * page is answered before the scheduler parks this thread, which saves a
-		 * cross-CPU wakeup per fault (tens of us on small VMs, research/vmm.md §2.2). */
+		 * cross-CPU wakeup per fault (tens of us on small VMs, measured on the machines memsnap is developed on). */
 		int timeout = s->deferred_count ? 1 : -1;
 		if (timeout < 0 && spin_ns > 0 && ms_clock_now_ns() - last_activity < spin_ns)
 			timeout = 0;

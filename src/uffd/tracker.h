@@ -7,7 +7,7 @@
  *        |  \--install zeros-----------> ZERO  --WP fault--> DIRTY
  *   any state --REMOVE/UNMAP event--> REMOVED
  *
- * Lattice (research/e2b.md §10.13): NOT_PRESENT < {ZERO, CLEAN, REMOVED} < DIRTY.
+ * Lattice (E2B's page states): NOT_PRESENT < {ZERO, CLEAN, REMOVED} < DIRTY.
  * A write fault install goes straight to DIRTY. REMOVE moves any state to
  * REMOVED (the page reads as zero afterwards); a later zero install keeps it in
  * the empty set (ZERO), a later write makes it DIRTY.
@@ -15,7 +15,7 @@
  * Export for the next pause: dirty = DIRTY; empty = ZERO or REMOVED; CLEAN
  * and NOT_PRESENT are in neither (they still equal the parent layer). Exported
  * sets are in 4 KiB page units even when the session uses 2 MiB pages, because
- * mappings are always in 4 KiB units (DESIGN.md §1).
+ * mappings are always in 4 KiB units (docs/design.md §1).
  *
  * Locking: the session's event thread is the only writer and writes under the
  * write lock; it may read without the lock. Any other thread reads under the

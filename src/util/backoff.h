@@ -1,7 +1,7 @@
 /*
  * backoff.h - retry delays: exponential with jitter, capped.
  *
- * The default for source reads (DESIGN.md §4): 50 ms doubling to 500 ms, 4 attempts.
+ * The default for source reads (docs/design.md §4): 50 ms doubling to 500 ms, 4 attempts.
  * Jitter draws uniformly from [delay/2, delay] ("equal jitter") so retries of
  * many readers spread out but never collapse to zero.
  */

@@ -3,7 +3,7 @@
  *
  * A cache file or memfd mapping can raise SIGBUS (bad disk sector, truncated
  * file) or SIGSEGV (unmapped range) on access. These functions turn such a fault
- * during the copy into MS_EFAULT_IO instead of a crash (DESIGN.md §5.10).
+ * during the copy into MS_EFAULT_IO instead of a crash (docs/design.md §5.10).
  *
  * A process-wide SIGBUS/SIGSEGV handler is installed on first use. It recovers
  * only faults raised inside one of these functions on the faulting thread; any

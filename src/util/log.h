@@ -10,7 +10,7 @@
  * [a-z_]) follow the message; a NULL value leaves its field out. The format
  * is text unless ms_log_set_format() says otherwise (memsnapd's log_format).
  * The level comes from ms_log_set_level(); the default is info. Nothing here
- * reads the environment (DESIGN.md §2): the command line maps MEMSNAP_LOG to a
+ * reads the environment (docs/design.md §2): the command line maps MEMSNAP_LOG to a
  * level, memsnapd its log_level setting. Thread-safe.
  */
 #ifndef MS_UTIL_LOG_H

@@ -3,7 +3,7 @@
  *
  * A page index is a device offset divided by the page (or block) size; indices
  * are 32-bit, which covers 16 TiB of 4 KiB pages. Runs are iterated in
- * ascending order, which is the packed layout's order (DESIGN.md §1).
+ * ascending order, which is the packed layout's order (docs/design.md §1).
  *
  * Thread-safety: none; a set is owned by one thread at a time (concurrent
  * read-only use is fine).

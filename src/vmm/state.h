@@ -1,6 +1,6 @@
 /*
  * state.h - save and restore the full vCPU, VM and device state of a stopped
- * VM, in Firecracker's order (research/vmm.md §3.4), as typed sections that the
+ * VM, in Firecracker's order, as typed sections that the
  * snapfile (sandbox/snapfile.h) stores.
  *
  * Section types (u32): per vCPU, MS_VMM_SEC_VCPU(kind, index) = kind | index << 16;

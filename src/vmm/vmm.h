@@ -26,7 +26,7 @@
  * do no port I/O, even with IOPL 3: an OUT at CPL3 is #GP here; and `int $n`
  * from CPL3 is #UD here, while exceptions are delivered through the IDT.) An
  * exception enters a CPL0 stub that writes its vector to MS_VMM_PORT_FAULT.
- * Work at CPL3 runs at native speed under PVM; CPL0 is emulated (research/vmm.md),
+ * Work at CPL3 runs at native speed under PVM; CPL0 is emulated (measured: see the README),
  * so the guests enter it only to report.
  */
 #ifndef MS_VMM_VMM_H

@@ -1,4 +1,4 @@
-/* test_mapping.c - every merge case and normalize rule of research/e2b.md §8.1, lookups. */
+/* test_mapping.c - every merge case and normalize rule of E2B's header code, lookups. */
 #include "ms_test.h"
 #include "header/header.h"
 #include "header/mapping.h"

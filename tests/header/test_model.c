@@ -1,6 +1,6 @@
 /*
  * test_model.c - random chains of >= 30 layers resolved page by page against a
- * plain array model of memory (DESIGN.md §8 "model checks").
+ * plain array model of memory (docs/design.md §8 "model checks").
  *
  * Each layer: a random dirty set (new contents) and a random empty set (zeros),
  * sometimes overlapping (dirty wins), sometimes with dirty pages rewritten with

@@ -1,5 +1,5 @@
 /*
- * client.h - the reading side of peer transfer (issue 7, research/e2b.md §5):
+ * client.h - the reading side of peer transfer (as E2B's orchestrator does it):
  * an HTTP client of peer/server.h, a plain peer source, a routing source that
  * moves a build from its peer to the object store, and a layered-file
  * resolver that picks between them.
@@ -30,7 +30,7 @@
  *     it may be compressed now; offsets stay those of the uncompressed packed
  *     space, so a read planned on the peer's header reads the same bytes.
  *  3. "In the store" means the build's header object exists: uploads put the
- *     data first, the header last (DESIGN.md §5.7), so the data is complete.
+ *     data first, the header last (docs/design.md §5.7), so the data is complete.
  *  4. The routing source's two sides are chunkers of its own, not diff store
  *     entries: the routing source itself is the entry "{id}/{file}". The peer
  *     side's cache file is "peer-{id}-{file}-{nonce}.cache" in the cache dir.

@@ -1,7 +1,7 @@
 /*
  * registry.h - peer discovery through the shared object store: the object
  * "peers/{build_id}" says which node serves a build that is not uploaded yet
- * (research/e2b.md §5 does this with a Redis key; memsnap needs no extra
+ * (E2B's orchestrator does this with a Redis key; memsnap needs no extra
  * service). Written when a pause starts, removed when its upload finishes
  * (published or failed); a TTL covers a node that died before removing it.
  *

@@ -1,6 +1,6 @@
 /*
  * server.h - the peer server: other nodes read this node's builds from it
- * before (and while) they are uploaded (issue 7, research/e2b.md §5). The
+ * before (and while) they are uploaded (as E2B's orchestrator does it). The
  * protocol - endpoints, statuses, range rules - is in peer/proto.h.
  *
  * libmicrohttpd on a TCP address ("ADDR:PORT", IPv4 literal, port 0: the
