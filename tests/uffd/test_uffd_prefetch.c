@@ -83,6 +83,21 @@ static struct ms_uffd_trace trace_of(const uint64_t *pages, size_t n)
 	return t;
 }
 
+/* A prefetch of trace t from the test source src into r's session; fails the test on error. */
+static struct ms_uffd_prefetch *prefetch_start(struct rig *r, struct test_source *src,
+					       const struct ms_uffd_trace *t, unsigned workers,
+					       uint64_t coalesce_bytes)
+{
+	struct ms_uffd_prefetch_options o = {.fetch_workers = workers,
+					     .coalesce_bytes = coalesce_bytes};
+	int err;
+	struct ms_uffd_prefetch *pf =
+	    ms_uffd_prefetch_start(r->session, &test_source_ops, src, t, &o, &err);
+	if (!pf)
+		fail_msg("ms_uffd_prefetch_start: %d", err);
+	return pf;
+}
+
 static void test_prefetched_pages_never_fault(void **state)
 {
 	(void)state;
@@ -102,11 +117,7 @@ static void test_prefetched_pages_never_fault(void **state)
 	for (uint64_t p = PAGES / 2 - 5; p < PAGES / 2 + 5; p++) /* across the two regions */
 		pages[n++] = p;
 	struct ms_uffd_trace t = trace_of(pages, n);
-	struct ms_uffd_prefetch_options o = {.fetch_workers = 4, .coalesce_bytes = 16 * P};
-	int err;
-	struct ms_uffd_prefetch *pf =
-	    ms_uffd_prefetch_start(r.session, &test_source_ops, &src, &t, &o, &err);
-	assert_non_null(pf);
+	struct ms_uffd_prefetch *pf = prefetch_start(&r, &src, &t, 4, 16 * P);
 	assert_int_equal(ms_uffd_prefetch_wait(pf, 10 * MS_NSEC_PER_SEC), 0);
 	struct ms_uffd_prefetch_stats st;
 	ms_uffd_prefetch_get_stats(pf, &st);
@@ -157,11 +168,7 @@ static void test_write_and_remove_win(void **state)
 	assert_true(fc_child_cmd(&r.child, FC_MADVISE, removed * P, P, 0, 10000) >= 0);
 	uint64_t pages[4] = {written, removed, late, plain};
 	struct ms_uffd_trace t = trace_of(pages, 4);
-	struct ms_uffd_prefetch_options o = {.fetch_workers = 2, .coalesce_bytes = P};
-	int err;
-	struct ms_uffd_prefetch *pf =
-	    ms_uffd_prefetch_start(r.session, &test_source_ops, &src, &t, &o, &err);
-	assert_non_null(pf);
+	struct ms_uffd_prefetch *pf = prefetch_start(&r, &src, &t, 2, P);
 	ms_clock_sleep_ns(100 * MS_NSEC_PER_MSEC); /* the read of `late` is in flight now */
 	assert_true(fc_child_cmd(&r.child, FC_MADVISE, late * P, P, 0, 10000) >= 0);
 	assert_int_equal(ms_uffd_prefetch_wait(pf, 10 * MS_NSEC_PER_SEC), 0);
@@ -196,11 +203,7 @@ static void test_stop_ends_prefetch(void **state)
 	for (uint64_t p = 0; p < PAGES; p++)
 		pages[p] = (p * 7) % PAGES; /* no two neighbours: one read per page */
 	struct ms_uffd_trace t = trace_of(pages, PAGES);
-	struct ms_uffd_prefetch_options o = {.fetch_workers = 2, .coalesce_bytes = P};
-	int err;
-	struct ms_uffd_prefetch *pf =
-	    ms_uffd_prefetch_start(r.session, &test_source_ops, &src, &t, &o, &err);
-	assert_non_null(pf);
+	struct ms_uffd_prefetch *pf = prefetch_start(&r, &src, &t, 2, P);
 	ms_clock_sleep_ns(150 * MS_NSEC_PER_MSEC);
 	int64_t t0 = ms_clock_now_ns();
 	ms_uffd_prefetch_stop(pf);
