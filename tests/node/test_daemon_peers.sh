@@ -208,6 +208,10 @@ expect "B: all memory verified" 0 "$(field .report.result0)"
 expect "B: the guest kind came with A's metadata" pattern "$(field .guest)"
 sb=$(field .id)
 [ "$code" = 201 ] || show_logs A B
+# B's cold resume can end inside A's 1 s compare stall: wait for A to reach
+# the held upload (it must stop there: the upload is held until $tmp/release)
+wait_status A "$build" uploading
+sleep 0.5
 api A GET "/v1/builds/$build"
 expect "A: upload still held" uploading "$(field .status)"
 api B GET "/v1/builds/$build"
