@@ -42,9 +42,11 @@ struct ms_ds_entry {
 };
 
 struct ms_diffstore {
-	char *cache_dir;		/* immutable */
-	int64_t ttl_ns;			/* immutable */
-	int64_t delete_delay_ns;	/* immutable */
+	char *cache_dir;	      /* immutable */
+	int64_t ttl_ns;		      /* immutable */
+	int64_t delete_delay_ns;      /* immutable */
+	int64_t (*now_fn)(void *ctx); /* immutable: NULL for ms_clock_now_ns */
+	void *now_ctx;
 	int64_t interval_ns;		/* immutable */
 	unsigned max_usage_percent;	/* immutable */
 	ms_diffstore_usage_fn usage_fn; /* immutable */
@@ -181,6 +183,11 @@ static bool ms_ds_check(struct ms_diffstore *ds)
 
 #define MS_DS_CHECK(ds) assert(ms_ds_check(ds))
 
+static int64_t ms_ds_now(const struct ms_diffstore *ds)
+{
+	return ds->now_fn ? ds->now_fn(ds->now_ctx) : ms_clock_now_ns();
+}
+
 /* ---- state changes (lock held) ---- */
 
 static void ms_ds_schedule_delete_locked(struct ms_diffstore *ds, struct ms_ds_entry *e,
@@ -230,7 +237,7 @@ static int ms_ds_lookup(struct ms_diffstore *ds, const char *key, ms_diffstore_c
 			continue; /* re-find: the entry may be gone again already */
 		}
 		if (e) {
-			ms_ds_touch_locked(ds, e, ms_clock_now_ns());
+			ms_ds_touch_locked(ds, e, ms_ds_now(ds));
 			*out = ms_source_ref(e->src);
 			pthread_mutex_unlock(&ds->lock);
 			return 0;
@@ -276,7 +283,7 @@ static int ms_ds_lookup(struct ms_diffstore *ds, const char *key, ms_diffstore_c
 	e->src = src;
 	e->state = MS_DS_LIVE;
 	e->creation = NULL;
-	e->expire_at_ns = ms_clock_now_ns() + ds->ttl_ns;
+	e->expire_at_ns = ms_ds_now(ds) + ds->ttl_ns;
 	*out = ms_source_ref(src);
 	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);
@@ -321,7 +328,7 @@ int ms_diffstore_insert(struct ms_diffstore *ds, const char *key, struct ms_sour
 		goto out;
 	}
 	e->src = ms_source_ref(src);
-	e->expire_at_ns = ms_clock_now_ns() + ds->ttl_ns;
+	e->expire_at_ns = ms_ds_now(ds) + ds->ttl_ns;
 out:
 	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);
@@ -341,7 +348,7 @@ int ms_diffstore_replace(struct ms_diffstore *ds, const char *key, struct ms_sou
 	else if (e->state == MS_DS_CREATING)
 		err = -EBUSY;
 	else {
-		ms_ds_touch_locked(ds, e, ms_clock_now_ns());
+		ms_ds_touch_locked(ds, e, ms_ds_now(ds));
 		old = e->src;
 		e->src = ms_source_ref(src);
 	}
@@ -367,7 +374,7 @@ int ms_diffstore_evict(struct ms_diffstore *ds, const char *key)
 	else if (e->state == MS_DS_CREATING)
 		err = -EBUSY;
 	else if (e->state == MS_DS_LIVE) {
-		ms_ds_schedule_delete_locked(ds, e, ms_clock_now_ns());
+		ms_ds_schedule_delete_locked(ds, e, ms_ds_now(ds));
 		ds->counters.evictions++;
 	}
 	MS_DS_CHECK(ds);
@@ -388,7 +395,7 @@ static int ms_ds_pin_change(struct ms_diffstore *ds, const char *key, int delta)
 		err = -EBUSY;
 	else if (delta > 0) {
 		e->pins++;
-		ms_ds_touch_locked(ds, e, ms_clock_now_ns());
+		ms_ds_touch_locked(ds, e, ms_ds_now(ds));
 	} else if (e->pins == 0)
 		err = -EINVAL;
 	else
@@ -484,7 +491,7 @@ int ms_diffstore_tick(struct ms_diffstore *ds)
 {
 	struct ms_ds_entry *doomed = NULL;
 	pthread_mutex_lock(&ds->lock);
-	ms_ds_expire_locked(ds, ms_clock_now_ns(), &doomed);
+	ms_ds_expire_locked(ds, ms_ds_now(ds), &doomed);
 	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);
 	while (doomed) {
@@ -511,7 +518,7 @@ int ms_diffstore_tick(struct ms_diffstore *ds)
 					     (double)total * (double)ds->max_usage_percent;
 		struct ms_ds_entry *victim = over ? ms_ds_pick_victim_locked(ds) : NULL;
 		if (victim) {
-			ms_ds_schedule_delete_locked(ds, victim, ms_clock_now_ns());
+			ms_ds_schedule_delete_locked(ds, victim, ms_ds_now(ds));
 			ds->counters.evictions++;
 			ms_info("cache", "diff store: disk %.1f%% used, evicting %s",
 				(double)effective * 100.0 / (double)total, victim->key);
@@ -575,7 +582,8 @@ struct ms_diffstore *ms_diffstore_new(const struct ms_diffstore_config *config, 
 {
 	*err = -EINVAL;
 	if (!config || !config->cache_dir || config->ttl_ns < 0 || config->delete_delay_ns < 0 ||
-	    config->pressure_interval_ns < 0 || config->max_usage_percent > 100)
+	    config->pressure_interval_ns < 0 || config->max_usage_percent > 100 ||
+	    (config->now_fn && !config->no_thread))
 		return NULL;
 	*err = -ENOMEM;
 	struct ms_diffstore *ds = calloc(1, sizeof(*ds));
@@ -588,6 +596,8 @@ struct ms_diffstore *ms_diffstore_new(const struct ms_diffstore_config *config, 
 	ds->buckets = calloc(ds->bucket_count, sizeof(*ds->buckets));
 	if (!ds->buckets)
 		goto fail_dir;
+	ds->now_fn = config->now_fn;
+	ds->now_ctx = config->now_ctx;
 	ds->ttl_ns = config->ttl_ns ? config->ttl_ns : MS_DIFFSTORE_TTL_DEFAULT;
 	ds->delete_delay_ns =
 	    config->delete_delay_ns ? config->delete_delay_ns : MS_DIFFSTORE_DELETE_DELAY_DEFAULT;

@@ -64,6 +64,9 @@ struct ms_diffstore_config {
 	ms_diffstore_usage_fn usage_fn; /* default: statfs(2) (blocks - bavail) * bsize */
 	void *usage_ctx;
 	bool no_thread; /* tests: no background thread; call ms_diffstore_tick */
+	/* tests, with no_thread only: the clock of TTLs and delays (default ms_clock_now_ns) */
+	int64_t (*now_fn)(void *ctx);
+	void *now_ctx;
 };
 
 struct ms_diffstore_stats {

@@ -70,8 +70,14 @@ static int fake_usage(const char *dir, uint64_t *total, uint64_t *used, void *ct
 	return 0;
 }
 
-static struct ms_diffstore *store_new(const char *dir, struct fake_disk *disk, int64_t ttl_ns,
-				      int64_t delay_ns, bool thread)
+/* A clock the test moves by hand: TTL checks do not depend on how the machine schedules us. */
+static int64_t fake_now(void *ctx)
+{
+	return atomic_load((atomic_llong *)ctx);
+}
+
+static struct ms_diffstore *store_new_clock(const char *dir, struct fake_disk *disk, int64_t ttl_ns,
+					    int64_t delay_ns, bool thread, atomic_llong *clock)
 {
 	struct ms_diffstore_config cfg = {
 	    .cache_dir = dir,
@@ -81,12 +87,20 @@ static struct ms_diffstore *store_new(const char *dir, struct fake_disk *disk, i
 	    .usage_fn = disk ? fake_usage : NULL,
 	    .usage_ctx = disk,
 	    .no_thread = !thread,
+	    .now_fn = clock ? fake_now : NULL,
+	    .now_ctx = clock,
 	};
 	int err = 0;
 	struct ms_diffstore *ds = ms_diffstore_new(&cfg, &err);
 	assert_int_equal(err, 0);
 	assert_non_null(ds);
 	return ds;
+}
+
+static struct ms_diffstore *store_new(const char *dir, struct fake_disk *disk, int64_t ttl_ns,
+				      int64_t delay_ns, bool thread)
+{
+	return store_new_clock(dir, disk, ttl_ns, delay_ns, thread, NULL);
 }
 
 /* ---- single-flight creation ---- */
@@ -198,13 +212,14 @@ static void test_ttl_and_delayed_delete(void **state)
 {
 	char *dir = ms_test_tmpdir();
 	struct fake_disk disk = {.total = 1000, .used = 0};
-	struct ms_diffstore *ds = store_new(dir, &disk, 80 * MSEC, 60 * MSEC, false);
+	atomic_llong clock = 1000 * MSEC;
+	struct ms_diffstore *ds = store_new_clock(dir, &disk, 80 * MSEC, 60 * MSEC, false, &clock);
 	struct ms_source *src = file_source(dir, "b1-memfile", 8192, 0x11);
 	assert_int_equal(ms_diffstore_insert(ds, "b1/memfile", src), 0);
 
 	/* Accesses within the TTL keep it alive. */
 	for (int i = 0; i < 4; i++) {
-		ms_clock_sleep_ns(40 * MSEC);
+		atomic_fetch_add(&clock, 40 * MSEC);
 		struct ms_source *got = NULL;
 		assert_int_equal(ms_diffstore_get(ds, "b1/memfile", &got), 0);
 		ms_source_unref(got);
@@ -212,7 +227,7 @@ static void test_ttl_and_delayed_delete(void **state)
 		assert_false(ms_diffstore_is_pending_delete(ds, "b1/memfile"));
 	}
 	/* Past the TTL: pending delete, not yet closed. */
-	ms_clock_sleep_ns(100 * MSEC);
+	atomic_fetch_add(&clock, 100 * MSEC);
 	ms_diffstore_tick(ds);
 	assert_true(ms_diffstore_is_pending_delete(ds, "b1/memfile"));
 	assert_false(ms_source_is_closed(src));
@@ -221,16 +236,16 @@ static void test_ttl_and_delayed_delete(void **state)
 	assert_int_equal(ms_diffstore_get(ds, "b1/memfile", &got), 0);
 	ms_source_unref(got);
 	assert_false(ms_diffstore_is_pending_delete(ds, "b1/memfile"));
-	ms_clock_sleep_ns(70 * MSEC); /* past the old delete time, within the new TTL */
+	atomic_fetch_add(&clock, 70 * MSEC); /* past the old delete time, within the new TTL */
 	ms_diffstore_tick(ds);
 	assert_true(ms_diffstore_contains(ds, "b1/memfile"));
 	assert_false(ms_source_is_closed(src));
 
 	/* Expire again and let the delay pass: closed, file gone, MS_ECLOSED for holders. */
-	ms_clock_sleep_ns(100 * MSEC);
+	atomic_fetch_add(&clock, 100 * MSEC);
 	ms_diffstore_tick(ds);
 	assert_true(ms_diffstore_is_pending_delete(ds, "b1/memfile"));
-	ms_clock_sleep_ns(80 * MSEC);
+	atomic_fetch_add(&clock, 80 * MSEC);
 	ms_diffstore_tick(ds);
 	assert_false(ms_diffstore_contains(ds, "b1/memfile"));
 	assert_true(ms_source_is_closed(src));
@@ -540,6 +555,11 @@ static void test_bad_config(void **state)
 	assert_null(ms_diffstore_new(&cfg, &err));
 	assert_int_equal(err, -EINVAL);
 	cfg = (struct ms_diffstore_config){.cache_dir = "/tmp", .max_usage_percent = 101};
+	assert_null(ms_diffstore_new(&cfg, &err));
+	assert_int_equal(err, -EINVAL);
+	atomic_llong clock = 0; /* a test clock only without the background thread */
+	cfg = (struct ms_diffstore_config){
+	    .cache_dir = "/tmp", .now_fn = fake_now, .now_ctx = &clock};
 	assert_null(ms_diffstore_new(&cfg, &err));
 	assert_int_equal(err, -EINVAL);
 	/* The default usage function really statfs's the directory. */
