@@ -419,6 +419,16 @@ static void *model_reader_main(void *arg)
 	return NULL;
 }
 
+/* Waits (by count, not by time: the machine may be loaded) until the readers made n reads. */
+static void wait_reads(struct model_readers *r, int n)
+{
+	for (int i = 0; atomic_load(&r->reads) < n; i++) {
+		if (i == 300000) /* 30 s */
+			fail_msg("the readers made %d reads, not %d", atomic_load(&r->reads), n);
+		usleep(100);
+	}
+}
+
 /*
  * Many random survivor sets, each read at random ranges through the packed
  * source and compared with the model; out-of-range reads are errors; then,
@@ -476,7 +486,7 @@ static void test_packed_model(void **state)
 			atomic_store(&r.seeds, (unsigned)run * 4);
 			for (int t = 0; t < 4; t++)
 				pthread_create(&th[t], NULL, model_reader_main, &r);
-			usleep(5000);
+			wait_reads(&r, 4); /* readers on the packed source before the switch */
 			uint64_t written;
 			assert_int_equal(ms_dedup_drain(memfd, survivors, path, &written), 0);
 			assert_int_equal(written, size);
@@ -484,7 +494,7 @@ static void test_packed_model(void **state)
 			assert_non_null(file);
 			assert_int_equal(ms_diffstore_replace(diffs, key, file), 0);
 			ms_source_unref(file);
-			usleep(5000);
+			wait_reads(&r, atomic_load(&r.reads) + 4); /* and on the file after it */
 			atomic_store(&r.stop, true);
 			for (int t = 0; t < 4; t++)
 				pthread_join(th[t], NULL);
