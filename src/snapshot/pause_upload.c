@@ -156,6 +156,47 @@ static int ms_pause_sums_add_data(struct ms_pause *p, struct ms_sums *sums, int 
 }
 
 /*
+ * The drain's checksum table of the diff (p->data_sums, "memfile"), and the diff
+ * file in fd checked against it before it is uploaded or compressed: a byte that
+ * changed on the local disk since the drain fails the upload with MS_ECHECKSUM
+ * (counted in memsnap_integrity_failures_total) instead of going up under a
+ * table made from the damaged bytes.
+ */
+static int ms_pause_check_drained(struct ms_pause *p, int fd, uint64_t size,
+				  const struct ms_sums_object **out)
+{
+	void *value = NULL;
+	int err = 0;
+	if (!ms_future_peek(p->data_sums, &value, &err) || err || !value)
+		return err ? err : -EINVAL; /* the drain settles it before DRAINED */
+	char key[MS_ARTIFACT_KEY_MAX];
+	ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE, MS_COMPRESS_NONE);
+	const struct ms_sums_object *o = ms_sums_find(value, ms_artifact_name_of(key));
+	if (!o)
+		return -EINVAL;
+	uint32_t bad = 0;
+	err = o->size == size ? ms_sums_check_fd(o, fd, &bad) : MS_ECHECKSUM;
+	if (err == -EIO) /* shorter than at the drain */
+		err = MS_ECHECKSUM;
+	if (err == MS_ECHECKSUM) {
+		ms_integrity_count(MS_INTEGRITY_MEMFILE);
+		if (o->size == size)
+			ms_warn("snapshot",
+				"%s changed since the drain: block %u (offset %llu) does not match "
+				"its checksum; not uploaded",
+				p->diff_path, bad, (unsigned long long)o->starts[bad]);
+		else
+			ms_warn("snapshot",
+				"%s changed since the drain: %llu bytes, was %llu; not uploaded",
+				p->diff_path, (unsigned long long)size,
+				(unsigned long long)o->size);
+	}
+	if (!err)
+		*out = o;
+	return err;
+}
+
+/*
  * Data first, then the snapfile and metadata.json, then the header (docs/design.md §5.7); only the
  * header waits for the parent to be published (its ancestors were before it):
  * the data goes up meanwhile, and nothing waits for the memory's release. If the parent never makes
@@ -179,14 +220,18 @@ static int ms_pause_upload_objects(struct ms_pause *p)
 	struct ms_build_data self = {.build_id = p->real_id, .size = st.st_size};
 	/* every object put below gets its checksums in here */
 	struct ms_sums *sums = ms_sums_new();
+	const struct ms_sums_object *drained = NULL;
 	if (!sums)
 		err = -ENOMEM;
+	else if ((err = ms_pause_check_drained(p, fd, (uint64_t)st.st_size, &drained)))
+		;
 	else if (p->config.compress != MS_COMPRESS_NONE)
 		err = ms_pause_put_compressed(p, fd, (uint64_t)st.st_size, &self, sums);
 	else {
 		ms_artifact_key(key, sizeof(key), &p->real_id, MS_ARTIFACT_MEMFILE,
 				MS_COMPRESS_NONE);
-		err = ms_pause_sums_add_data(p, sums, fd, (uint64_t)st.st_size);
+		/* the drain's table, not one made again from the file */
+		err = ms_sums_add_object(sums, drained);
 		if (!err)
 			err = ms_pause_put(p, key, fd, NULL, (uint64_t)st.st_size);
 	}

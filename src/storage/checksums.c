@@ -211,6 +211,20 @@ int ms_sums_add_frames(struct ms_sums *sums, const char *name, int fd,
 	return ms_sums_commit_fd(sums, o, fd);
 }
 
+int ms_sums_add_object(struct ms_sums *sums, const struct ms_sums_object *object)
+{
+	struct ms_sums_object *o;
+	int err =
+	    ms_sums_reserve(sums, object->name, object->size, object->block, object->count, &o);
+	if (err)
+		return err;
+	memcpy(o->starts, object->starts, ((size_t)object->count + 1) * sizeof(*o->starts));
+	if (object->count)
+		memcpy(o->hashes, object->hashes, (size_t)object->count * sizeof(*o->hashes));
+	sums->count++;
+	return 0;
+}
+
 /* ---- serialization ---- */
 
 static void ms_put_u32(uint8_t *p, uint32_t v)
@@ -405,6 +419,33 @@ int ms_sums_check(const struct ms_sums_object *object, uint32_t first, const voi
 		b++;
 	}
 	return 0;
+}
+
+int ms_sums_check_fd(const struct ms_sums_object *object, int fd, uint32_t *bad)
+{
+	size_t cap = 0;
+	uint8_t *buf = NULL;
+	int err = 0;
+	for (uint32_t i = 0; !err && i < object->count; i++) {
+		size_t n = (size_t)(object->starts[i + 1] - object->starts[i]);
+		if (n > cap) {
+			free(buf);
+			cap = n;
+			if (!(buf = malloc(cap))) {
+				err = -ENOMEM;
+				break;
+			}
+		}
+		for (int tries = 0; tries < 2; tries++) { /* a mismatch is read once more */
+			if ((err = ms_sums_pread(fd, buf, n, object->starts[i])))
+				break;
+			err = ms_sums_check(object, i, buf, n, bad);
+			if (!err)
+				break;
+		}
+	}
+	free(buf);
+	return err;
 }
 
 /* ---- counters ---- */

@@ -90,6 +90,10 @@ int ms_sums_add_fd(struct ms_sums *sums, const char *name, int fd, uint64_t size
 int ms_sums_add_frames(struct ms_sums *sums, const char *name, int fd,
 		       const struct ms_frame_table *table);
 
+/* Adds a copy of object (from another table), under its own name: the errors of
+ * ms_sums_add_buf. */
+int ms_sums_add_object(struct ms_sums *sums, const struct ms_sums_object *object);
+
 /* The serialized table, malloc'd. 0 or -ENOMEM. */
 int ms_sums_serialize(const struct ms_sums *sums, uint8_t **out, size_t *len);
 /* Parses a serialized table (see the format above); *out gets one reference. */
@@ -107,6 +111,12 @@ uint32_t ms_sums_block_of(const struct ms_sums_object *object, uint64_t off);
  */
 int ms_sums_check(const struct ms_sums_object *object, uint32_t first, const void *buf, size_t len,
 		  uint32_t *bad);
+/*
+ * Checks the object's bytes in fd (from offset 0) block by block; a block that
+ * does not match is read once more. 0, MS_ECHECKSUM with *bad (may be NULL) the
+ * block that mismatched twice, -EIO (fd shorter), -ENOMEM or -errno.
+ */
+int ms_sums_check_fd(const struct ms_sums_object *object, int fd, uint32_t *bad);
 /* The XXH3-64 the table uses. */
 uint64_t ms_sums_hash(const void *buf, size_t len);
 

@@ -362,6 +362,65 @@ static void test_corruption_once_is_served_right(void **state)
 	detected += ms_integrity_failures(MS_INTEGRITY_MEMFILE) == before + 1;
 }
 
+/*
+ * A byte of the drained diff file changes on the local disk while the upload is
+ * held (after the drain built the file's checksum table): the upload checks the
+ * file against that table and fails with MS_ECHECKSUM, counted; nothing of the
+ * build is published (no header, no data object), where before the upload
+ * hashed the damaged file again and published it under a matching table.
+ */
+static void drained_file_damaged(struct fixture *f, enum ms_compression compress)
+{
+	struct ms_future *gate = ms_future_new(NULL);
+	struct ms_pause_config cfg = {.store = f->store,
+				      .diffs = f->diffs,
+				      .cache_dir = f->cache,
+				      .inflight = true,
+				      .upload_gate = gate,
+				      .compress = compress,
+				      .dedup = MS_DEDUP_FULL};
+	assert_int_equal(ms_pause_start(&cfg, f->parent, ms_test_guest_memfd(f->expect, PAGES),
+					f->dirty, f->empty, snap, sizeof(snap), &f->pause),
+			 0);
+	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_DRAINED, 60 * MS_NSEC_PER_SEC), 0);
+	char id[MS_UUID_STR_LEN], path[1200];
+	ms_uuid_format(ms_pause_build_id(f->pause), id);
+	snprintf(path, sizeof(path), "%s/%s.memfile", f->cache, id);
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t b;
+	assert_int_equal(pread(fd, &b, 1, 10 * P + 7), 1);
+	b ^= 0x20;
+	assert_int_equal(pwrite(fd, &b, 1, 10 * P + 7), 1);
+	close(fd);
+	injected++;
+	uint64_t before = ms_integrity_failures(MS_INTEGRITY_MEMFILE);
+	ms_future_set(gate, NULL);
+	int err = ms_pause_wait(f->pause, MS_PAUSE_PUBLISHED, 60 * MS_NSEC_PER_SEC);
+	ms_future_unref(gate);
+	assert_int_equal(err, MS_ECHECKSUM);
+	assert_int_equal(ms_integrity_failures(MS_INTEGRITY_MEMFILE), before + 1);
+	detected += err == MS_ECHECKSUM;
+	char key[MS_ARTIFACT_KEY_MAX];
+	uint64_t size;
+	key_of(f, MS_ARTIFACT_MEMFILE_HEADER, MS_COMPRESS_NONE, key);
+	assert_int_equal(ms_store_size(f->fs, key, &size), MS_ENOTFOUND);
+	key_of(f, MS_ARTIFACT_MEMFILE, compress, key);
+	assert_int_equal(ms_store_size(f->fs, key, &size), MS_ENOTFOUND);
+	if (cold_read(f, 100, 200) == 0) /* no header: nothing to read, let alone wrong */
+		fail_msg("a build whose upload failed reads");
+}
+
+static void test_drained_file_damaged_before_plain_upload(void **state)
+{
+	drained_file_damaged(*state, MS_COMPRESS_NONE);
+}
+
+static void test_drained_file_damaged_before_compressed_upload(void **state)
+{
+	drained_file_damaged(*state, MS_COMPRESS_ZSTD);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -371,6 +430,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_flipped_snapfile_metadata_header, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_truncated_diff, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corruption_once_is_served_right, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_drained_file_damaged_before_plain_upload, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_drained_file_damaged_before_compressed_upload,
+					    setup, teardown),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	printf("integrity: injected %u, detected %u, reached a reader %u\n", injected, detected,
