@@ -66,6 +66,7 @@ struct fixture {
 	struct ms_future *compare_gate, *upload_gate, *drain_gate;
 	struct ms_pause *pause;
 	struct ms_peer_server *server;
+	unsigned damage_checksums; /* serve_a: tables A serves damaged */
 	struct node_b b;
 };
 
@@ -172,7 +173,8 @@ static struct ms_peer_server *serve_a(struct fixture *f, int64_t header_wait_ns,
 					    .token = TOKEN,
 					    .header_wait_ns = header_wait_ns,
 					    .on_request = hook,
-					    .on_request_ctx = hook_ctx};
+					    .on_request_ctx = hook_ctx,
+					    .test_damage_checksums = f->damage_checksums};
 	int err;
 	struct ms_peer_server *server = ms_peer_server_start(&cfg, &err);
 	assert_non_null(server);
@@ -784,6 +786,42 @@ static void test_peer_data_checked(void **state)
 	ms_source_unref(src);
 }
 
+/*
+ * A's checksum table reaches B damaged, twice (the server's test hook): B's read
+ * fails with MS_ECHECKSUM, counted once as a damaged table, and the table is not
+ * kept - the next read asks A again, gets it intact and reads exactly. Before,
+ * the damaged answer was cached and every later read of the build failed.
+ */
+static void test_damaged_peer_table_not_kept(void **state)
+{
+	struct fixture *f = *state;
+	f->damage_checksums = 2; /* the first fetch and its one retry */
+	pause_a(f);
+	f->server = serve_a(f, 0, NULL, NULL);
+	a_records(f);
+	ms_future_set(f->compare_gate, NULL);
+	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_DRAINED, 60 * MS_NSEC_PER_SEC), 0);
+	node_b_init(f, NULL, 0, 64 << 10);
+	node_b_open(f, true);
+	uint64_t tables = ms_integrity_failures(MS_INTEGRITY_CHECKSUMS);
+	uint64_t data = ms_integrity_failures(MS_INTEGRITY_MEMFILE);
+	uint8_t *page = malloc(P);
+	assert_int_equal(ms_layered_read(f->b.file, page, 250 * (uint64_t)P, P), MS_ECHECKSUM);
+	free(page);
+	assert_int_equal(ms_integrity_failures(MS_INTEGRITY_CHECKSUMS), tables + 1);
+	/* asked again: intact now, every page of the build exact and checked */
+	ms_test_check_pages(f->b.file, f->expect, 100, 200);
+	assert_int_equal(ms_integrity_failures(MS_INTEGRITY_CHECKSUMS), tables + 1);
+	assert_int_equal(ms_integrity_failures(MS_INTEGRITY_MEMFILE), data);
+	struct ms_source *src = b_source(f);
+	assert_non_null(src);
+	struct ms_peer_routing_stats rs;
+	ms_peer_routing_get_stats(src, &rs);
+	assert_false(rs.on_storage);
+	assert_int_equal(rs.storage_reads, 0);
+	ms_source_unref(src);
+}
+
 static void test_static_list_miss_and_dead_record(void **state)
 {
 	struct fixture *f = *state;
@@ -875,6 +913,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_peer_dies_mid_read, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_static_list_miss_and_dead_record, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_peer_data_checked, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_damaged_peer_table_not_kept, setup, teardown),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();

@@ -17,6 +17,7 @@
 #include "cache/chunker.h"
 #include "node/peer/client.h"
 #include "node/peer/registry.h"
+#include "storage/checksums.h"
 #include "storage/verified.h"
 #include "util/backoff.h"
 #include "util/clock.h"
@@ -165,7 +166,12 @@ static bool ms_peer_is_sums_key(const char *key)
 	return n >= 10 && strcmp(key + n - 10, "/checksums") == 0;
 }
 
-/* The peer's table into ps->sums: 0, MS_ENOTFOUND (none yet), or the transport error. */
+/*
+ * The peer's table into ps->sums: 0, MS_ENOTFOUND (none yet), MS_ECHECKSUM, or
+ * the transport error. Only a table that parses is kept: a damaged answer is
+ * counted (memsnap_integrity_failures_total{object=checksums}), asked for once
+ * more, and if that one is damaged too this read fails and the next asks again.
+ */
 static int ms_peer_store_sums(struct ms_peer_data_store *ps)
 {
 	pthread_mutex_lock(&ps->lock);
@@ -178,16 +184,33 @@ static int ms_peer_store_sums(struct ms_peer_data_store *ps)
 	struct ms_peer_routing *r = ps->r;
 	struct ms_peer_request req = {.op = MS_PEER_OP_CHECKSUMS, .build_id = r->build_id};
 	struct ms_peer_answer a;
-	int err = ms_peer_client_get(r->client, &req, &a);
-	if (err)
-		return err;
-	if (a.status != MS_PEER_AVAILABLE || !a.body || !a.len) {
-		if (a.status == MS_PEER_USE_STORAGE)
-			atomic_store(&r->peer_use_storage, true);
-		atomic_store(&ps->sums_retry_ns, ms_clock_now_ns() + MS_PEER_SUMS_RETRY_NS);
+	int err = 0;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if ((err = ms_peer_client_get(r->client, &req, &a)))
+			return err;
+		if (a.status != MS_PEER_AVAILABLE || !a.body || !a.len) {
+			if (a.status == MS_PEER_USE_STORAGE)
+				atomic_store(&r->peer_use_storage, true);
+			atomic_store(&ps->sums_retry_ns, ms_clock_now_ns() + MS_PEER_SUMS_RETRY_NS);
+			ms_peer_answer_fini(&a);
+			return MS_ENOTFOUND;
+		}
+		struct ms_sums *parsed = NULL;
+		if (!(err = ms_sums_parse(a.body, a.len, &parsed))) {
+			ms_sums_unref(parsed);
+			break;
+		}
+		if (!attempt) /* one damaged table counts once, fetched again or not */
+			ms_integrity_count(MS_INTEGRITY_CHECKSUMS);
+		char text[MS_UUID_STR_LEN];
+		ms_uuid_format(&r->build_id, text);
+		ms_warn(MS_MOD, "the peer's checksum table of %s (%zu bytes) does not parse: %s%s",
+			text, a.len, ms_strerror(err),
+			attempt ? ": not kept" : "; asking once more");
 		ms_peer_answer_fini(&a);
-		return MS_ENOTFOUND;
 	}
+	if (err)
+		return MS_ECHECKSUM;
 	pthread_mutex_lock(&ps->lock);
 	if (!ps->sums) {
 		ps->sums = a.body;

@@ -64,6 +64,7 @@ struct ms_peer_server {
 	int64_t header_wait_ns, tombstone_ns;
 	int (*on_request)(void *ctx, const struct ms_peer_request *req);
 	void *on_request_ctx;
+	_Atomic unsigned damage_checksums; /* tests: tables still to damage */
 	atomic_bool stopping;
 
 	pthread_mutex_t lock;	 /* guards entries and every entry's holders/tombstone */
@@ -547,6 +548,11 @@ static enum MHD_Result ms_peer_serve_checksums(struct ms_peer_server *s,
 	size_t len = 0;
 	if (ms_sums_serialize(value, &table, &len))
 		return MHD_NO;
+	unsigned damage = atomic_load(&s->damage_checksums);
+	while (damage && !atomic_compare_exchange_weak(&s->damage_checksums, &damage, damage - 1))
+		;
+	if (damage)
+		table[len / 2] ^= 0x10;
 	return ms_peer_send(s, conn, 200, MS_PEER_AVAILABLE, "application/octet-stream", table, len,
 			    true);
 }
@@ -728,6 +734,7 @@ struct ms_peer_server *ms_peer_server_start(const struct ms_peer_server_config *
 	    config->tombstone_ns > 0 ? config->tombstone_ns : MS_PEER_TOMBSTONE_DEFAULT;
 	s->on_request = config->on_request;
 	s->on_request_ctx = config->on_request_ctx;
+	atomic_init(&s->damage_checksums, config->test_damage_checksums);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->released, NULL);
 	struct sockaddr_in addr;

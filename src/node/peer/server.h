@@ -72,6 +72,8 @@ struct ms_peer_server_config {
 	 */
 	int (*on_request)(void *ctx, const struct ms_peer_request *req);
 	void *on_request_ctx;
+	/* Tests: the first this many checksum tables served have one byte changed. */
+	unsigned test_damage_checksums;
 };
 
 /* One build as the server sees it; every pointer borrowed until remove returns. */
