@@ -24,6 +24,7 @@
 #include "util/err.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,12 @@
 #define SEC    1000000000LL
 
 static const struct ms_sandbox_ops *ops;
+
+/* What one resume cost besides time: store bytes and chunk fetches (cold only), faults. */
+struct resume_counts {
+	uint64_t store_bytes, sessions, faults, prefetched;
+	double ready_ms, prefetch_ms; /* the guest resumed (its first report); prefetch ended */
+};
 
 struct resume_ctx {
 	struct ms_layered *file;
@@ -55,7 +62,7 @@ static void start_prefetch(void *arg, struct ms_uffd_session *s)
 /* A lazy resume from file until VERIFY ends: its ms, and (record) the session's trace. */
 static double resume_ms(struct ms_layered *file, const char *sock,
 			const struct ms_sandbox_paused *paused, const struct ms_uffd_trace *trace,
-			struct ms_uffd_trace *record)
+			struct ms_uffd_trace *record, struct resume_counts *counts)
 {
 	struct resume_ctx c = {.file = file, .trace = trace};
 	struct ms_pageserver_options opts = {.workers = 4,
@@ -76,6 +83,8 @@ static double resume_ms(struct ms_layered *file, const char *sock,
 	if (ms_sandbox_create(ops, &r, &p) || ms_sandbox_run(p) ||
 	    ms_sandbox_wait_report(p, 60 * SEC))
 		exit(1);
+	if (counts)
+		counts->ready_ms = (ms_bench_now() - t0) * 1e3;
 	uint64_t *box = (uint64_t *)ms_sandbox_ram(p);
 	box[0] = MS_PATTERN_VERIFY;
 	box[1] = SEED;
@@ -87,10 +96,20 @@ static double resume_ms(struct ms_layered *file, const char *sock,
 	}
 	double t = (ms_bench_now() - t0) * 1e3;
 	struct ms_uffd_session *s;
-	if (record && (ms_pageserver_next_session(srv, 0, &s) || ms_uffd_session_trace(s, record)))
+	if (ms_pageserver_next_session(srv, 0, &s) || (record && ms_uffd_session_trace(s, record)))
 		exit(1);
-	if (record)
-		ms_uffd_session_unref(s);
+	if (counts) {
+		const struct ms_uffd_metrics *m = ms_uffd_session_metrics(s);
+		counts->faults = atomic_load(&m->faults_read) + atomic_load(&m->faults_write);
+		counts->prefetched = atomic_load(&m->pages_prefetched);
+	}
+	ms_uffd_session_unref(s);
+	if (c.pf && counts) {
+		struct ms_uffd_prefetch_stats ps;
+		ms_uffd_prefetch_wait(c.pf, 60 * SEC);
+		ms_uffd_prefetch_get_stats(c.pf, &ps);
+		counts->prefetch_ms = (double)ps.duration_ns / 1e6;
+	}
 	ms_uffd_prefetch_free(c.pf);
 	ms_sandbox_destroy(p);
 	ms_pageserver_free(srv);
@@ -115,7 +134,25 @@ static double cold_ms(struct ms_store *store, const ms_uuid *id, const char *dir
 	if (!diffs || ms_build_storage_load_header(store, id, MS_ARTIFACT_MEMFILE_HEADER, &h))
 		exit(1);
 	struct ms_layered *file = ms_layered_new(h, ms_build_storage_resolve, &bs);
-	double t = resume_ms(file, sock, paused, trace, record);
+	struct resume_counts counts = {0};
+	double t = resume_ms(file, sock, paused, trace, record, &counts);
+	char key[128];
+	struct ms_source *src;
+	if (!ms_build_storage_key(&bs, id, key, sizeof(key)) &&
+	    !ms_diffstore_get(diffs, key, &src)) {
+		struct ms_chunker_stats cs;
+		ms_chunker_get_stats(src, &cs);
+		counts.store_bytes = cs.fetched_bytes;
+		counts.sessions = cs.sessions;
+		ms_source_unref(src);
+	}
+	fprintf(
+	    stderr,
+	    "bench_prefetch %s: cold %s %.1f ms: %.1f MiB from the store in %llu chunk fetches, "
+	    "%llu faults, %llu pages prefetched; resumed at %.1f ms, prefetch took %.1f ms\n",
+	    ops->name, trace ? "prefetch" : "none", t, (double)counts.store_bytes / (1 << 20),
+	    (unsigned long long)counts.sessions, (unsigned long long)counts.faults,
+	    (unsigned long long)counts.prefetched, counts.ready_ms, counts.prefetch_ms);
 	ms_layered_free(file);
 	ms_diffstore_free(diffs);
 	char cmd[300];
@@ -191,7 +228,7 @@ static int run(struct ms_store *store)
 	for (int r = 0; r < ROUNDS; r++) {
 		with[r] = cold_ms(store, id, dir, sock, &paused, &trace, NULL);
 		without[r] = cold_ms(store, id, dir, sock, &paused, NULL, r == 0 ? &touched : NULL);
-		warm[r] = resume_ms(ms_pause_file(pause), sock, &paused, NULL, NULL);
+		warm[r] = resume_ms(ms_pause_file(pause), sock, &paused, NULL, NULL, NULL);
 	}
 	/* hits: trace pages the next resume's guest touched */
 	uint8_t *in = calloc(SIZE / 4096, 1);
