@@ -203,6 +203,10 @@ int ms_uffd_session_memfd(struct ms_uffd_session *s);
 pid_t ms_uffd_session_peer_pid(struct ms_uffd_session *s);
 /* Handshake page size of the session (4096 or 2 MiB). */
 uint64_t ms_uffd_session_page_size(struct ms_uffd_session *s);
+/* Pages per batch block (options.batch_bytes / page size, at least 1): what a fault installs. */
+uint64_t ms_uffd_session_block_pages(struct ms_uffd_session *s);
+/* Bytes of the device (the page source's size). */
+uint64_t ms_uffd_session_image_size(struct ms_uffd_session *s);
 /* true when the registration takes write-protected installs (known after the first
  * read-fault install; false before). */
 bool ms_uffd_session_has_wp(struct ms_uffd_session *s);

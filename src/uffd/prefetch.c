@@ -13,6 +13,7 @@
  *     replay holds are bounded by (workers + queue_cap) * coalesce_bytes).
  */
 #include "uffd/prefetch.h"
+#include "uffd/pagesource.h"
 #include "header/header.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -24,8 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PF_MOD		 "uffd"
-#define PF_INSTALL_BATCH 64 /* fetched runs handed to the session at once */
+#define PF_MOD			"uffd"
+#define PF_INSTALL_BATCH	64  /* fetched runs handed to the session at once */
+#define UFFD_PF_MAX_BLOCK_PAGES 512 /* the session's largest batch block */
 
 struct pf_run {
 	uint64_t off, len; /* device bytes */
@@ -63,22 +65,81 @@ struct ms_uffd_prefetch {
 	struct ms_uffd_prefetch_stats stats;
 };
 
-/* Coalesces consecutive trace entries that name contiguous blocks, up to max bytes. */
-static struct pf_run *pf_plan_runs(const struct ms_uffd_trace *trace, uint64_t max, size_t *nruns)
+/* Appends page (device bytes off, one page) to runs: extends the last run when contiguous. */
+static int pf_add_page(struct pf_run **runs, size_t *n, size_t *cap, uint64_t off, uint64_t ps,
+		       uint64_t max)
 {
-	struct pf_run *runs = malloc((trace->count + 1) * sizeof(*runs));
-	if (!runs)
-		return NULL;
-	size_t n = 0;
-	const uint64_t bs = trace->block_size;
-	for (size_t i = 0; i < trace->count; i++) {
-		uint64_t off = trace->indices[i] * bs;
-		if (n && runs[n - 1].off + runs[n - 1].len == off && runs[n - 1].len + bs <= max)
-			runs[n - 1].len += bs;
-		else
-			runs[n++] = (struct pf_run){.off = off, .len = bs};
+	struct pf_run *last = *n ? &(*runs)[*n - 1] : NULL;
+	if (last && last->off + last->len == off && last->len + ps <= max) {
+		last->len += ps;
+		return 0;
 	}
+	if (*n == *cap) {
+		size_t grown = *cap ? *cap * 2 : 256;
+		struct pf_run *more = realloc(*runs, grown * sizeof(*more));
+		if (!more)
+			return -ENOMEM;
+		*runs = more;
+		*cap = grown;
+	}
+	(*runs)[(*n)++] = (struct pf_run){.off = off, .len = ps};
+	return 0;
+}
+
+/*
+ * The reads of a replay, in trace order. Each trace block brings the batch block around it
+ * (block_pages, aligned) as a fault on it would: the block itself, and every neighbour the
+ * source holds data for (classify LOCAL or REMOTE). The trace names only the pages the guest
+ * faulted on, so without this a replay installed only those and the guest still faulted on
+ * the neighbours the fault path had batched (a workset guest: 3804 of 9947 pages). Pages are
+ * taken once, in ascending order within a block; contiguous pages coalesce up to max bytes.
+ */
+static struct pf_run *pf_plan_runs(const struct ms_uffd_trace *trace,
+				   const struct ms_page_source_ops *ops, void *ctx,
+				   uint64_t block_pages, uint64_t image_size, uint64_t max,
+				   size_t *nruns, uint64_t *npages)
+{
+	const uint64_t ps = trace->block_size;
+	const uint64_t pages = image_size / ps;
+	if (block_pages > UFFD_PF_MAX_BLOCK_PAGES)
+		block_pages = UFFD_PF_MAX_BLOCK_PAGES;
+	if (block_pages < 1 || !ops->classify)
+		block_pages = 1;
+	uint64_t *seen = calloc(pages / 64 + 1, sizeof(*seen));
+	struct pf_run *runs = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t taken = 0;
+	int err = seen ? 0 : -ENOMEM;
+	uint8_t kinds[UFFD_PF_MAX_BLOCK_PAGES];
+	for (size_t i = 0; i < trace->count && !err; i++) {
+		uint64_t b = trace->indices[i];
+		if (b >= pages || (seen[b / 64] >> (b % 64) & 1))
+			continue;
+		uint64_t first = b - b % block_pages, end = first + block_pages;
+		if (end > pages)
+			end = pages;
+		if (block_pages > 1)
+			ops->classify(ctx, first * ps, ps, (size_t)(end - first), kinds);
+		for (uint64_t q = first; q < end && !err; q++) {
+			unsigned kind =
+			    block_pages > 1 ? MS_PAGE_KIND(kinds[q - first]) : MS_PAGE_REMOTE;
+			bool want = q == b || kind == MS_PAGE_REMOTE || kind == MS_PAGE_LOCAL;
+			if (!want || (seen[q / 64] >> (q % 64) & 1))
+				continue;
+			seen[q / 64] |= 1ULL << (q % 64);
+			taken++;
+			err = pf_add_page(&runs, &n, &cap, q * ps, ps, max);
+		}
+	}
+	free(seen);
+	if (err) {
+		free(runs);
+		return NULL;
+	}
+	if (!runs && !(runs = malloc(sizeof(*runs))))
+		return NULL;
 	*nruns = n;
+	*npages = taken;
 	return runs;
 }
 
@@ -221,7 +282,9 @@ struct ms_uffd_prefetch *ms_uffd_prefetch_start(struct ms_uffd_session *s,
 		coalesce = ps;
 	p->queue_cap = 2 * (size_t)p->nworkers;
 	p->stats.blocks = trace->count;
-	if (!(p->runs = pf_plan_runs(trace, coalesce, &p->nruns)) ||
+	if (!(p->runs = pf_plan_runs(trace, ops, ctx, ms_uffd_session_block_pages(s),
+				     ms_uffd_session_image_size(s), coalesce, &p->nruns,
+				     &p->stats.pages_planned)) ||
 	    !(p->workers = calloc(p->nworkers, sizeof(*p->workers)))) {
 		free(p->runs);
 		free(p);
@@ -265,8 +328,10 @@ struct ms_uffd_prefetch *ms_uffd_prefetch_start(struct ms_uffd_session *s,
 		*err = -rc;
 		return NULL;
 	}
-	ms_info(PF_MOD, "prefetch: %zu blocks in %zu runs, %u fetch workers", trace->count,
-		p->nruns, p->nworkers);
+	ms_info(PF_MOD,
+		"prefetch: %zu trace blocks, %llu pages with their batch blocks, in %zu runs, "
+		"%u fetch workers",
+		trace->count, (unsigned long long)p->stats.pages_planned, p->nruns, p->nworkers);
 	*err = 0;
 	return p;
 }

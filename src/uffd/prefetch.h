@@ -3,8 +3,10 @@
  * ahead of the guest's faults.
  *
  * Two steps, on threads of their own:
- *   fetch    workers (default 16) take the trace's runs in trace order - a run
- *            is consecutive trace entries naming contiguous blocks, coalesced
+ *   fetch    workers (default 16) take the trace's runs in trace order - each
+ *            trace block brings the session's batch block around it, as a
+ *            fault on it would (the block and its neighbours that hold data:
+ *            the trace names only faulting pages), contiguous pages coalesced
  *            up to coalesce_bytes - and read each from the page source into a
  *            buffer (for the layered file this also warms the chunk cache: a
  *            fault on a block whose chunk is being fetched waits for that
@@ -45,6 +47,7 @@ struct ms_uffd_prefetch_options {
 struct ms_uffd_prefetch_stats {
 	uint64_t blocks;	  /* blocks in the trace */
 	uint64_t runs;		  /* coalesced reads planned */
+	uint64_t pages_planned;	  /* pages to read: the trace's with their batch blocks */
 	uint64_t pages_installed; /* installed ahead of the guest */
 	uint64_t pages_skipped;	  /* already present, written or removed when their run came */
 	uint64_t read_errors;	  /* runs skipped because the read failed */

@@ -439,7 +439,8 @@ static void *uffd_event_main(void *arg)
 		};
 		/* After activity, poll without sleeping for spin_ns: a vCPU faulting page after
 		 * page is answered before the scheduler parks this thread, which saves a
-		 * cross-CPU wakeup per fault (tens of us on small VMs, measured on the machines memsnap is developed on). */
+		 * cross-CPU wakeup per fault (tens of us on small VMs, measured on the machines
+		 * memsnap is developed on). */
 		int timeout = s->deferred_count ? 1 : -1;
 		if (timeout < 0 && spin_ns > 0 && ms_clock_now_ns() - last_activity < spin_ns)
 			timeout = 0;
@@ -740,6 +741,16 @@ pid_t ms_uffd_session_peer_pid(struct ms_uffd_session *s)
 uint64_t ms_uffd_session_page_size(struct ms_uffd_session *s)
 {
 	return s->page_size;
+}
+
+uint64_t ms_uffd_session_block_pages(struct ms_uffd_session *s)
+{
+	return s->block_pages;
+}
+
+uint64_t ms_uffd_session_image_size(struct ms_uffd_session *s)
+{
+	return s->image_size;
 }
 
 bool ms_uffd_session_has_wp(struct ms_uffd_session *s)

@@ -37,12 +37,13 @@ struct rig {
 	char *sock, *dir;
 };
 
-static void rig_start(struct rig *r, const struct ms_page_source_ops *ops, void *ctx,
-		      const uint8_t *image, uint64_t pages)
+/* batch_bytes: the page server's batch block (0: a fault installs its page alone). */
+static void rig_start_batched(struct rig *r, const struct ms_page_source_ops *ops, void *ctx,
+			      const uint8_t *image, uint64_t pages, uint64_t batch_bytes)
 {
 	memset(r, 0, sizeof(*r));
 	r->sock = test_socket_path(&r->dir);
-	struct ms_pageserver_options opts = {.workers = 2};
+	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = batch_bytes};
 	assert_non_null(r->srv = ms_pageserver_new(r->sock, ops, ctx, &opts));
 	struct fc_child_cfg cfg = {.sock_path = r->sock,
 				   .size = pages * P,
@@ -52,6 +53,12 @@ static void rig_start(struct rig *r, const struct ms_page_source_ops *ops, void 
 				   .source = image};
 	assert_int_equal(fc_child_start(&cfg, &r->child), 0);
 	assert_int_equal(ms_pageserver_next_session(r->srv, 10 * MS_NSEC_PER_SEC, &r->session), 0);
+}
+
+static void rig_start(struct rig *r, const struct ms_page_source_ops *ops, void *ctx,
+		      const uint8_t *image, uint64_t pages)
+{
+	rig_start_batched(r, ops, ctx, image, pages, 0);
 }
 
 static void rig_stop(struct rig *r)
@@ -144,6 +151,44 @@ static void test_prefetched_pages_never_fault(void **state)
 	assert_int_equal(p_count, n);
 	assert_int_equal(rec.count, PAGES);
 	ms_uffd_trace_fini(&rec);
+	ms_uffd_prefetch_free(pf);
+	ms_uffd_trace_fini(&t);
+	rig_stop(&r);
+	test_source_fini(&src);
+}
+
+/* With 64 KiB batch blocks a fault installs its block's data pages with it, and the trace names
+ * only the faulting page: the replay brings each trace page's block the same way (the pages
+ * that hold data, not the zero ones), so the guest faults on none of what a fault would have
+ * batched. The two trace pages are 33 and 97; every 5th page of the source is zero (35, 40, 45,
+ * 100, 105, 110). Before, only 33 and 97 were installed and the neighbours faulted. */
+static void test_replay_brings_batch_blocks(void **state)
+{
+	(void)state;
+	if (!test_uffd_available())
+		skip();
+	struct test_source src;
+	test_source_init(&src, PAGES * P, P);
+	src.zero_hint = true;
+	struct rig r;
+	rig_start_batched(&r, &test_source_ops, &src, src.data, PAGES, 16 * P);
+	const uint64_t pages[2] = {97, 33};
+	struct ms_uffd_trace t = trace_of(pages, 2);
+	struct ms_uffd_prefetch *pf = prefetch_start(&r, &src, &t, 2, 0);
+	assert_int_equal(ms_uffd_prefetch_wait(pf, 10 * MS_NSEC_PER_SEC), 0);
+	struct ms_uffd_prefetch_stats st;
+	ms_uffd_prefetch_get_stats(pf, &st);
+	assert_true(st.done);
+	assert_int_equal(st.blocks, 2);
+	assert_int_equal(st.pages_planned, 26);
+	assert_int_equal(st.runs, 8); /* each block in 4 runs around its 3 zero pages */
+	assert_int_equal(st.pages_installed, 26);
+	assert_int_equal(faults(r.session), 0);
+	/* every data page of both blocks reads without a fault; the 6 zero pages fault */
+	assert_int_equal(fc_child_cmd(&r.child, FC_READ_CHECK, 32 * P, 16 * P, 0, 10000), 0);
+	assert_int_equal(fc_child_cmd(&r.child, FC_READ_CHECK, 96 * P, 16 * P, 0, 10000), 0);
+	assert_int_equal(faults(r.session), 6);
+	assert_int_equal(atomic_load(&ms_uffd_session_metrics(r.session)->pages_prefetched), 26);
 	ms_uffd_prefetch_free(pf);
 	ms_uffd_trace_fini(&t);
 	rig_stop(&r);
@@ -353,6 +398,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_prefetched_pages_never_fault),
+	    cmocka_unit_test(test_replay_brings_batch_blocks),
 	    cmocka_unit_test(test_write_and_remove_win),
 	    cmocka_unit_test(test_stop_ends_prefetch),
 	    cmocka_unit_test(test_model_random_traces),
