@@ -93,6 +93,12 @@ static const struct ms_opt ms_opts[] = {
 	"a failed pause keeps its guest memory for the sandboxes still reading it, at most this "
 	"long"),
     OPT(template_ttl_ns, OPT_DURATION, "25h", "template cache TTL (a hit never shortens it)"),
+    OPT(cache_ttl_ns, OPT_DURATION, "25h",
+	"the diff store's entries (open diff files and sources, with their fds) go this long "
+	"after their last use (a sandbox using one keeps it)"),
+    OPT(cache_delete_delay_ns, OPT_DURATION, "60s",
+	"an expired or evicted entry is closed and freed this long after, for the readers "
+	"still holding it"),
     OPT(guest_timeout_ns, OPT_DURATION, "120s", "longest wait for a guest's report"),
     OPT(fetch_timeout_ns, OPT_DURATION, "60s", "longest wait for a template's header+snapfile"),
     OPT(shutdown_timeout_ns, OPT_DURATION, "600s", "SIGTERM: longest wait for uploads to finish"),

@@ -63,6 +63,8 @@ struct ms_node_config {
 	int64_t failed_hold_ns; /* a failed pause's memory, held for the sandboxes reading it */
 	/* timeouts */
 	int64_t template_ttl_ns;
+	int64_t cache_ttl_ns;	       /* the diff store's entries */
+	int64_t cache_delete_delay_ns; /* an expired entry is freed after this */
 	int64_t guest_timeout_ns;
 	int64_t fetch_timeout_ns;
 	int64_t shutdown_timeout_ns;

@@ -204,7 +204,9 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 		ms_info(MS_MOD, "removed %u leftovers from %s", removed, cfg->cache_dir);
 		atomic_fetch_add(&node->metrics.recovery_removed[MS_RECOVERY_CACHE_ENTRY], removed);
 	}
-	struct ms_diffstore_config dcfg = {.cache_dir = node->cfg.cache_dir};
+	struct ms_diffstore_config dcfg = {.cache_dir = node->cfg.cache_dir,
+					   .ttl_ns = node->cfg.cache_ttl_ns,
+					   .delete_delay_ns = node->cfg.cache_delete_delay_ns};
 	if (!(node->diffs = ms_diffstore_new(&dcfg, err))) {
 		snprintf(why, why_len, "diff store: %s", ms_strerror(*err));
 		goto fail;

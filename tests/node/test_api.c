@@ -206,6 +206,8 @@ static void test_config(void **state)
 	ms_node_config_defaults(&cfg);
 	assert_true(cfg.inflight_serve && cfg.dedup && cfg.dedup_best_effort);
 	assert_int_equal(cfg.template_ttl_ns, 25LL * 3600 * 1000000000LL);
+	assert_int_equal(cfg.cache_ttl_ns, 25LL * 3600 * 1000000000LL);
+	assert_int_equal(cfg.cache_delete_delay_ns, 60LL * 1000000000LL);
 	assert_int_equal(cfg.grace_ns, 30LL * 1000000000LL);
 	assert_int_equal(cfg.compress, MS_COMPRESS_NONE);
 	assert_string_equal(cfg.socket, "/run/memsnap/memsnapd.sock");
@@ -214,6 +216,7 @@ static void test_config(void **state)
 				      "# comment\n\n  store = file:///x # trailing\n"
 				      "inflight_serve=off\r\ncompress = zstd\n"
 				      "template_ttl = 90m\ngrace = 1500ms\n"
+				      "cache_ttl = 3s\ncache_delete_delay = 250ms\n"
 				      "max_sandboxes = 3\nstore = file:///y#not-a-comment\n",
 				      "t.conf", why, sizeof(why)),
 	    0);
@@ -221,6 +224,8 @@ static void test_config(void **state)
 	assert_false(cfg.inflight_serve);
 	assert_int_equal(cfg.compress, MS_COMPRESS_ZSTD);
 	assert_int_equal(cfg.template_ttl_ns, 90LL * 60 * 1000000000LL);
+	assert_int_equal(cfg.cache_ttl_ns, 3LL * 1000000000LL);
+	assert_int_equal(cfg.cache_delete_delay_ns, 250LL * 1000000LL);
 	assert_int_equal(cfg.grace_ns, 1500LL * 1000000LL);
 	assert_int_equal(cfg.max_sandboxes, 3);
 	static const struct {

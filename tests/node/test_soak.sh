@@ -6,11 +6,12 @@
 # pause's compare (test_stall_compare), so A's warm resumes land while the
 # dedup is stalled; every third cycle the build is resumed cold on the other
 # daemon (which does not hold it) once published. Templates live 3 s
-# (template_ttl), so a node also loses what it held between visits.
-# Before and after the run (after a settle time) A's RSS, open fds and threads
-# (/proc/PID/status, /proc/PID/fd) are printed; after must be back to before
-# fds and threads exactly (but the diff store's cache files: a cache with a 25 h
-# TTL), anonymous RSS within RSS_SLACK_KIB (8 MiB by default: measured up to
+# (template_ttl) and so do the diff store's entries (cache_ttl, freed 1 s
+# after: cache_delete_delay), so a node also loses what it held between visits.
+# Before and after the run (after a settle time longer than those) A's RSS, open
+# fds and threads (/proc/PID/status, /proc/PID/fd) are printed; after must be
+# back to before exactly in fds and threads (the diff store holds no entry then),
+# anonymous RSS within RSS_SLACK_KIB (8 MiB by default: measured up to
 # 4 MiB of noise; a leak of 17 KiB a cycle fails it). The daemons run
 # with MALLOC_ARENA_MAX=1: glibc's per-thread arenas keep what the sandboxes'
 # threads freed mapped (measured, 16 x 30 cycles: +32 MiB RssAnon with the
@@ -53,6 +54,8 @@ store = file://$store
 backend = $backend
 log_level = info
 template_ttl = 3s
+cache_ttl = 3s
+cache_delete_delay = 1s
 $2
 EOF
 	"$memsnapd" --config "$tmp/$1.conf" 2>>"$tmp/$1.log" &
@@ -88,8 +91,8 @@ wait_settled() {
 	done
 }
 # resources PID NAME: "rss_kib anon_kib fds cache_fds threads" - cache_fds: the fds
-# open on NAME's cache_dir diff files (the diff store's entries, a cache with its own
-# TTL, 25 h, and disk-pressure eviction; their pages are RssFile, not RssAnon)
+# open on NAME's cache_dir diff files (the diff store's entries; their pages are
+# RssFile, not RssAnon)
 resources() {
 	kib() { sed -n "s/^$1:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$2/status"; }
 	threads=$(sed -n 's/^Threads:[[:space:]]*//p' "/proc/$1/status")
@@ -181,6 +184,7 @@ $2" || exit 1
 	for j in $jobs; do wait "$j"; done
 	sleep "${SETTLE:-8}"
 	before=$(resources $pid_a A)
+	ls -l "/proc/$pid_a/fd" >"$tmp/$run.fds.before" 2>&1
 	t0=$(date +%s)
 	jobs=""
 	i=0
@@ -216,20 +220,25 @@ $2" || exit 1
 	echo "soak $run:   before      $before"
 	echo "soak $run:   after       $after  (diff store entries $diff_entries, templates $templates)"
 }
-# check_resources RUN: A's state after the run is its state before, but for the diff store
+# check_resources RUN: A's state after the run is its state before: fds and threads
+# exactly, no diff store entry or cache fd left, anonymous RSS within the slack
 check_resources() {
 	set -- $before
 	rss0=$1 anon0=$2 fd0=$3 cfd0=$4 th0=$5
 	set -- $after
-	expect "$run: A's open fds but the diff store's are back" $((fd0 - cfd0)) $(($3 - $4))
-	[ "$4" -le "${diff_entries:-0}" ] && ok ||
-		bad "$run: $4 cache fds open, the diff store holds ${diff_entries:-?} entries"
+	expect "$run: A's open fds are back" "$fd0" "$3"
+	[ "$3" = "$fd0" ] || {
+		echo "soak $run: fds before:"; sed 's/^/  | /' "$tmp/$run.fds.before"
+		echo "soak $run: fds after:"; sed 's/^/  | /' "$tmp/$run.fds"
+	}
+	expect "$run: no cache fd open" 0 "$4"
+	expect "$run: the diff store holds no entry" 0 "${diff_entries:-?}"
 	expect "$run: A's threads are back" "$th0" "$5"
 	expect "$run: A holds no template" 0 "${templates:-?}"
 	[ "$2" -le $((anon0 + rss_slack)) ] && ok ||
 		bad "$run: A's anonymous RSS grew from $anon0 to $2 KiB (slack $rss_slack)"
 	echo "soak $run: anonymous RSS slack allowed $rss_slack KiB, used $(($2 - anon0)) KiB;" \
-		"RSS $rss0 -> $1 KiB (the rest is the diff store's mapped files)"
+		"RSS $rss0 -> $1 KiB"
 }
 
 ### the clean run
