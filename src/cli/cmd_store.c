@@ -25,7 +25,9 @@ static const char *const gc_usage =
     "\n"
     "Removes the objects no build needs: data and snapfiles of builds that no header\n"
     "reaches (a pause that failed, a node that died before its header), older than D,\n"
-    "and leases (uploads/, peers/) that expired or do not parse. Never a published build,\n"
+    "and leases (uploads/, peers/) that expired or do not parse, and the leftovers of puts\n"
+    "a writer died in (file store temporary files, S3 incomplete multipart uploads) older\n"
+    "than D. Never a published build,\n"
     "an ancestor any header maps to, an upload under a live lease, or a build whose header\n"
     "does not parse. Prints a table of what it removed (or would, with --dry-run).\n"
     "\n"
@@ -106,6 +108,12 @@ int ms_cli_store_gc(int argc, char **argv)
 	if (!dry_run && (err = ms_gc_plan_run(store, &plan, &removed)))
 		goto out;
 	ms_gc_print(&plan, dry_run);
+	size_t incomplete = 0;
+	if ((err = ms_store_remove_incomplete(store, "", older_than_ns / MS_NSEC_PER_MSEC, dry_run,
+					      &incomplete)))
+		goto out;
+	printf("%-64s %12s  %zu unfinished puts older than the limit\n",
+	       dry_run ? "would remove" : "removed", "", incomplete);
 out:
 	if (err && removed)
 		fprintf(stderr, "gc: stopped after removing %zu objects\n", removed);

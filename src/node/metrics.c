@@ -416,8 +416,8 @@ int ms_metrics_render(struct ms_metrics *m, const struct ms_metrics_live *live, 
 		   "Templates evicted from the cache (TTL).", atomic_load(&m->template_evictions));
 	ms_family(out, "memsnap_recovery_removed_total", "counter",
 		  "Leftovers of a daemon that died, removed at start or by the janitor, by kind.");
-	static const char *const kinds[MS_RECOVERY_KINDS] = {"cache_entry", "store_object",
-							     "peer_record", "upload_lease"};
+	static const char *const kinds[MS_RECOVERY_KINDS] = {
+	    "cache_entry", "store_object", "peer_record", "upload_lease", "incomplete_put"};
 	for (int k = 0; k < MS_RECOVERY_KINDS; k++)
 		fprintf(out, "memsnap_recovery_removed_total{kind=\"%s\"} %llu\n", kinds[k],
 			(unsigned long long)atomic_load(&m->recovery_removed[k]));

@@ -45,10 +45,11 @@ enum ms_pause_timing {
 enum ms_diff_kind { MS_DIFF_DIRTY, MS_DIFF_STORED, MS_DIFF_KINDS };
 /* What the recovery after a crash removed (recovery.c). */
 enum ms_recovery_kind {
-	MS_RECOVERY_CACHE_ENTRY,  /* an entry of the cache dir left by the last daemon */
-	MS_RECOVERY_STORE_OBJECT, /* an object of a lost build (data, snapfile, metadata) */
-	MS_RECOVERY_PEER_RECORD,  /* a peers/ record of a build this node no longer serves */
-	MS_RECOVERY_UPLOAD_LEASE, /* an uploads/ lease of an upload that died with the node */
+	MS_RECOVERY_CACHE_ENTRY,    /* an entry of the cache dir left by the last daemon */
+	MS_RECOVERY_STORE_OBJECT,   /* an object of a lost build (data, snapfile, metadata) */
+	MS_RECOVERY_PEER_RECORD,    /* a peers/ record of a build this node no longer serves */
+	MS_RECOVERY_UPLOAD_LEASE,   /* an uploads/ lease of an upload that died with the node */
+	MS_RECOVERY_INCOMPLETE_PUT, /* a put the node died in: an fs temp file, an S3 multipart */
 	MS_RECOVERY_KINDS,
 };
 

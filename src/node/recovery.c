@@ -18,6 +18,9 @@
  *   - no header: the build is LOST (its memory went with the daemon). Every
  *     object under "{build_id}/" (data, snapfile, metadata, checksums) and its
  *     leases are removed, and the build answers 410 from now on.
+ *   - either way, the puts of the build the daemon died in leave no trace: the
+ *     file store's temporary files and S3's incomplete multipart uploads under
+ *     "{build_id}/" go, whatever their age (only this node uploads the build).
  * (memsnap store gc finds the same leftovers fleet-wide once the leases have
  * expired; this is the node's own, at once.)
  * Every removal is logged and counted (memsnap_recovery_removed_total{kind}).
@@ -176,6 +179,16 @@ int ms_node_remove_leftovers(struct ms_node *node, const ms_uuid *id, bool *lost
 		free(l.keys);
 		if (err)
 			return err;
+	}
+	/* the puts it died in (only this node puts this build's objects) */
+	size_t incomplete = 0;
+	snprintf(prefix, sizeof(prefix), "%s/", text);
+	if ((err = ms_store_remove_incomplete(node->store_base, prefix, 0, false, &incomplete)))
+		return err;
+	if (incomplete) {
+		ms_info(MS_MOD, "build %s: removed %zu leftovers of unfinished puts", text,
+			incomplete);
+		ms_node_count_removed(node, MS_RECOVERY_INCOMPLETE_PUT, incomplete);
 	}
 	/* this node no longer serves it, nor uploads it: both leases go */
 	int err_peer =

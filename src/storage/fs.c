@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct ms_store_fs {
@@ -461,6 +462,75 @@ static int ms_fs_list(struct ms_store *store, const char *prefix, ms_store_list_
 	return err > 0 ? 0 : err; /* 1 = stopped by the callback */
 }
 
+/*
+ * The temporary files of puts that never finished (".NAME.tmp.XXXXXX", also of
+ * sidecars) under ROOT/rel whose key (rel + the object's name) starts with
+ * prefix, modified at least older_than_ms ago.
+ */
+static int ms_fs_incomplete_walk(struct ms_store_fs *fs, const char *rel, const char *prefix,
+				 int64_t older_than_ms, int64_t now_ms, bool dry_run, size_t *count)
+{
+	char dir_path[PATH_MAX];
+	snprintf(dir_path, sizeof(dir_path), "%s/%s", fs->root, rel);
+	DIR *dir = opendir(dir_path);
+	if (!dir)
+		return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
+	size_t prefix_len = strlen(prefix);
+	int err = 0;
+	struct dirent *de;
+	while (!err && (de = readdir(dir))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		char key[MS_STORE_KEY_MAX + 2];
+		const char *tmp = de->d_name[0] == '.' ? strstr(de->d_name, ".tmp.") : NULL;
+		/* the key the file belongs to: ".NAME[.meta].tmp.X" -> NAME */
+		int n = tmp ? snprintf(key, sizeof(key), "%s%.*s", rel, (int)(tmp - de->d_name - 1),
+				       de->d_name + 1)
+			    : snprintf(key, sizeof(key), "%s%s/", rel, de->d_name);
+		if (n < 0 || (size_t)n > MS_STORE_KEY_MAX)
+			continue;
+		size_t common = (size_t)n < prefix_len ? (size_t)n : prefix_len;
+		if (strncmp(key, prefix, common) != 0)
+			continue;
+		struct stat st;
+		char path[PATH_MAX + 256];
+		snprintf(path, sizeof(path), "%s/%s", dir_path, de->d_name);
+		if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW))
+			continue; /* gone meanwhile */
+		if (!tmp) {
+			if (S_ISDIR(st.st_mode) && de->d_name[0] != '.')
+				err = ms_fs_incomplete_walk(fs, key, prefix, older_than_ms, now_ms,
+							    dry_run, count);
+			continue;
+		}
+		if (!S_ISREG(st.st_mode) || (size_t)n < prefix_len)
+			continue;
+		int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+		if (now_ms - mtime_ms < older_than_ms)
+			continue; /* a put may still be writing it */
+		if (!dry_run && unlinkat(dirfd(dir), de->d_name, 0)) {
+			if (errno != ENOENT)
+				err = -errno;
+			continue;
+		}
+		ms_info("storage", "%s the temporary file %s of an unfinished put",
+			dry_run ? "would remove" : "removed", path);
+		(*count)++;
+	}
+	closedir(dir);
+	return err;
+}
+
+static int ms_fs_remove_incomplete(struct ms_store *store, const char *prefix,
+				   int64_t older_than_ms, bool dry_run, size_t *count)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	return ms_fs_incomplete_walk(ms_fs(store), "", prefix, older_than_ms, now_ms, dry_run,
+				     count);
+}
+
 static void ms_fs_free(struct ms_store *store)
 {
 	struct ms_store_fs *fs = ms_fs(store);
@@ -478,6 +548,7 @@ static const struct ms_store_ops ms_fs_ops = {
     .list = ms_fs_list,
     .get_meta = ms_fs_get_meta,
     .free = ms_fs_free,
+    .remove_incomplete = ms_fs_remove_incomplete,
 };
 
 struct ms_store *ms_store_fs_new(const char *dir, int *err)

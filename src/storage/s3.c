@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MS_S3_DEFAULT_THRESHOLD	 (64 * MS_S3_MIB)
 #define MS_S3_DEFAULT_PART	 (16 * MS_S3_MIB)
@@ -381,6 +382,98 @@ int ms_store_s3_pending_uploads(struct ms_store *store, const char *prefix, unsi
 	return err;
 }
 
+/* ---- incomplete multipart uploads (a writer that died mid-put) ---- */
+
+struct ms_s3_upload {
+	char *key, *id;
+	int64_t initiated_ms;
+};
+
+struct ms_s3_uploads {
+	struct ms_s3_upload *items;
+	size_t count, cap;
+};
+
+static int ms_s3_upload_add(const char *key, const char *upload_id, int64_t initiated_ms, void *ctx)
+{
+	struct ms_s3_uploads *u = ctx;
+	if (u->count == u->cap) {
+		size_t cap = u->cap ? u->cap * 2 : 16;
+		void *grown = realloc(u->items, cap * sizeof(*u->items));
+		if (!grown)
+			return -ENOMEM;
+		u->items = grown;
+		u->cap = cap;
+	}
+	struct ms_s3_upload *it = &u->items[u->count];
+	if (!(it->key = strdup(key)) || !(it->id = strdup(upload_id))) {
+		free(it->key);
+		return -ENOMEM;
+	}
+	it->initiated_ms = initiated_ms;
+	u->count++;
+	return 0;
+}
+
+/* Every pending upload under prefix (ListMultipartUploads, all pages) into u. */
+static int ms_s3_list_uploads(struct ms_s3 *s3, const char *prefix, struct ms_s3_uploads *u)
+{
+	char *full = ms_s3_full_prefix(s3, prefix);
+	if (!full)
+		return -ENOMEM;
+	char *key_marker = NULL, *id_marker = NULL;
+	int err = 0;
+	do {
+		struct ms_s3_call c = {.method = "GET", .key = NULL, .want_body = true};
+		if (key_marker) {
+			c.query[c.query_count++] =
+			    (struct ms_sigv4_param){"key-marker", key_marker};
+			c.query[c.query_count++] =
+			    (struct ms_sigv4_param){"upload-id-marker", id_marker};
+		}
+		c.query[c.query_count++] = (struct ms_sigv4_param){"prefix", full};
+		c.query[c.query_count++] = (struct ms_sigv4_param){"uploads", ""};
+		err = ms_s3_call_run(s3, &c);
+		free(key_marker);
+		free(id_marker);
+		key_marker = id_marker = NULL;
+		if (!err && c.resp)
+			err = ms_s3_xml_uploads_page(c.resp, c.resp_len, s3->prefix,
+						     ms_s3_upload_add, u, &key_marker, &id_marker);
+		free(c.resp);
+	} while (!err && key_marker);
+	free(key_marker);
+	free(id_marker);
+	free(full);
+	return err;
+}
+
+static int ms_s3_remove_incomplete(struct ms_store *store, const char *prefix,
+				   int64_t older_than_ms, bool dry_run, size_t *count)
+{
+	struct ms_s3 *s3 = ms_s3_from(store);
+	struct ms_s3_uploads u = {0};
+	int err = ms_s3_list_uploads(s3, prefix, &u);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	for (size_t i = 0; i < u.count; i++) {
+		struct ms_s3_upload *it = &u.items[i];
+		/* an upload whose start is unknown counts as old only when any age does */
+		bool old = it->initiated_ms ? now_ms - it->initiated_ms >= older_than_ms
+					    : older_than_ms == 0;
+		if (!err && old && (dry_run || !(err = ms_s3_abort_upload(s3, it->key, it->id)))) {
+			ms_info("s3", "%s the unfinished multipart upload %s of %s",
+				dry_run ? "would abort" : "aborted", it->id, it->key);
+			(*count)++;
+		}
+		free(it->key);
+		free(it->id);
+	}
+	free(u.items);
+	return err;
+}
+
 /* ---- lifecycle ---- */
 
 static void ms_s3_free(struct ms_store *store)
@@ -411,6 +504,7 @@ static const struct ms_store_ops ms_s3_ops = {
     .list = ms_s3_list,
     .get_meta = ms_s3_get_meta,
     .free = ms_s3_free,
+    .remove_incomplete = ms_s3_remove_incomplete,
 };
 
 struct ms_store *ms_store_s3_new(const struct ms_s3_config *config, int *err)

@@ -155,10 +155,10 @@ unsigned ms_s3_xml_count(const char *xml, size_t len, const char *tag)
  * Unix ms; 0 when it is missing or not of that form (the age is then unknown,
  * which is no reason to refuse the listing).
  */
-static int64_t ms_s3_xml_time_ms(const char *vs, const char *ve)
+static int64_t ms_s3_xml_tag_time_ms(const char *vs, const char *ve, const char *tag)
 {
 	const char *ts, *te;
-	if (!ms_s3_xml_find(vs, ve, "LastModified", &ts, &te) || te - ts < 19 || te - ts > 40)
+	if (!ms_s3_xml_find(vs, ve, tag, &ts, &te) || te - ts < 19 || te - ts > 40)
 		return 0;
 	char text[41];
 	memcpy(text, ts, (size_t)(te - ts));
@@ -178,6 +178,56 @@ static int64_t ms_s3_xml_time_ms(const char *vs, const char *ve)
 	tm.tm_mon -= 1;
 	time_t t = timegm(&tm);
 	return t < 0 ? 0 : (int64_t)t * 1000 + ms;
+}
+
+static int64_t ms_s3_xml_time_ms(const char *vs, const char *ve)
+{
+	return ms_s3_xml_tag_time_ms(vs, ve, "LastModified");
+}
+
+int ms_s3_xml_uploads_page(const char *xml, size_t len, const char *prefix, ms_s3_upload_fn fn,
+			   void *ctx, char **next_key, char **next_upload_id)
+{
+	const char *end = xml + len;
+	const char *p = xml;
+	const char *vs, *ve;
+	size_t strip = *prefix ? strlen(prefix) + 1 : 0;
+	*next_key = *next_upload_id = NULL;
+	while (ms_s3_xml_find(p, end, "Upload", &vs, &ve)) {
+		const char *ks, *ke, *is, *ie;
+		if (!ms_s3_xml_find(vs, ve, "Key", &ks, &ke) ||
+		    !ms_s3_xml_find(vs, ve, "UploadId", &is, &ie) || ie == is)
+			return MS_EPROTO;
+		char *key = NULL, *id = NULL;
+		int err = ms_s3_xml_decode(ks, ke, &key);
+		if (!err)
+			err = ms_s3_xml_decode(is, ie, &id);
+		if (!err && strip &&
+		    (strlen(key) < strip || strncmp(key, prefix, strip - 1) != 0 ||
+		     key[strip - 1] != '/'))
+			err = MS_EPROTO; /* the server listed a key outside our prefix */
+		if (!err)
+			err = fn(key + strip, id, ms_s3_xml_tag_time_ms(vs, ve, "Initiated"), ctx);
+		free(key);
+		free(id);
+		if (err)
+			return err;
+		p = ve;
+	}
+	if (ms_s3_xml_find(xml, end, "IsTruncated", &vs, &ve) && ve - vs == 4 &&
+	    memcmp(vs, "true", 4) == 0) {
+		const char *ks, *ke, *is, *ie;
+		if (!ms_s3_xml_find(xml, end, "NextKeyMarker", &ks, &ke) || ke == ks ||
+		    !ms_s3_xml_find(xml, end, "NextUploadIdMarker", &is, &ie))
+			return MS_EPROTO;
+		int err = ms_s3_xml_decode(ks, ke, next_key);
+		if (!err && (err = ms_s3_xml_decode(is, ie, next_upload_id))) {
+			free(*next_key);
+			*next_key = NULL;
+		}
+		return err;
+	}
+	return 0;
 }
 
 int ms_s3_xml_list_page(const char *xml, size_t len, const char *prefix, ms_store_list_fn fn,

@@ -45,6 +45,19 @@ int ms_s3_xml_list_page(const char *xml, size_t len, const char *prefix, ms_stor
 			void *ctx, int *stop, char **token);
 
 /*
+ * One ListMultipartUploads page: calls fn(key, upload_id, initiated_ms, ctx) for each
+ * <Upload> (key with the store's prefix and its '/' stripped, as in ms_s3_xml_list_page;
+ * initiated_ms from <Initiated>, 0 when it has none); a non-zero return of fn is returned.
+ * When <IsTruncated> is true, *next_key and *next_upload_id get the decoded markers
+ * (malloc'd, the caller frees), else NULL. 0, MS_EPROTO (an <Upload> without <Key> or
+ * <UploadId>, a key outside the prefix, a truncated page without markers), -ENOMEM.
+ */
+typedef int (*ms_s3_upload_fn)(const char *key, const char *upload_id, int64_t initiated_ms,
+			       void *ctx);
+int ms_s3_xml_uploads_page(const char *xml, size_t len, const char *prefix, ms_s3_upload_fn fn,
+			   void *ctx, char **next_key, char **next_upload_id);
+
+/*
  * The CompleteMultipartUpload body for parts 1..parts with their ETags (escaped), into a
  * malloc'd *xml of *len bytes. 0 or -ENOMEM.
  */

@@ -73,7 +73,7 @@ static int ms_store_meta_check(const struct ms_store_meta *meta)
 	for (unsigned i = 0; i < meta->count; i++)
 		if (!ms_meta_key_valid(meta->items[i].key) ||
 		    strnlen(meta->items[i].value, MS_STORE_META_VALUE_MAX) ==
-			    MS_STORE_META_VALUE_MAX)
+			MS_STORE_META_VALUE_MAX)
 			return -EINVAL;
 	return 0;
 }
@@ -94,6 +94,17 @@ int ms_store_put_file(struct ms_store *store, const char *key, int fd, uint64_t 
 		return -EINVAL;
 	int err = ms_store_meta_check(meta);
 	return err ? err : store->ops->put_file(store, key, fd, size, meta);
+}
+
+int ms_store_remove_incomplete(struct ms_store *store, const char *prefix, int64_t older_than_ms,
+			       bool dry_run, size_t *count)
+{
+	*count = 0;
+	if (!prefix || older_than_ms < 0 || strstr(prefix, ".."))
+		return -EINVAL;
+	return store->ops->remove_incomplete
+		   ? store->ops->remove_incomplete(store, prefix, older_than_ms, dry_run, count)
+		   : 0;
 }
 
 int ms_store_read_range(struct ms_store *store, const char *key, uint64_t off, void *dst,

@@ -64,6 +64,9 @@ struct ms_store_ops {
 	int (*list)(struct ms_store *store, const char *prefix, ms_store_list_fn fn, void *ctx);
 	int (*get_meta)(struct ms_store *store, const char *key, struct ms_store_meta *meta);
 	void (*free)(struct ms_store *store);
+	/* Optional (NULL: the backend leaves none): see ms_store_remove_incomplete. */
+	int (*remove_incomplete)(struct ms_store *store, const char *prefix, int64_t older_than_ms,
+				 bool dry_run, size_t *count);
 };
 
 /* Backends embed this as their first member. */
@@ -133,6 +136,15 @@ int ms_store_remove(struct ms_store *store, const char *key);
 int ms_store_list(struct ms_store *store, const char *prefix, ms_store_list_fn fn, void *ctx);
 int ms_store_get_meta(struct ms_store *store, const char *key, struct ms_store_meta *meta);
 void ms_store_free(struct ms_store *store);
+/*
+ * The leftovers of puts that never finished (the writer died mid-put): the fs
+ * store's temporary files, S3's incomplete multipart uploads; those under key
+ * prefix started at least older_than_ms ago are removed (aborted), unless
+ * dry_run. *count: how many were (or would be). A backend without such
+ * leftovers, or a wrapper, counts 0: call it on the backend itself.
+ */
+int ms_store_remove_incomplete(struct ms_store *store, const char *prefix, int64_t older_than_ms,
+			       bool dry_run, size_t *count);
 
 /* Metadata helpers: set (replaces an existing key) and get (NULL when absent). */
 int ms_store_meta_set(struct ms_store_meta *meta, const char *key, const char *value);

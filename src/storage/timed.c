@@ -113,6 +113,14 @@ static int ms_timed_get_meta(struct ms_store *store, const char *key, struct ms_
 			       ms_store_get_meta(ms_timed_inner(store), key, meta));
 }
 
+/* Not timed: a collector's pass, not a store call the node waits on. */
+static int ms_timed_remove_incomplete(struct ms_store *store, const char *prefix,
+				      int64_t older_than_ms, bool dry_run, size_t *count)
+{
+	return ms_store_remove_incomplete(ms_timed_inner(store), prefix, older_than_ms, dry_run,
+					  count);
+}
+
 static void ms_timed_free(struct ms_store *store)
 {
 	ms_store_free(ms_timed_inner(store));
@@ -129,6 +137,7 @@ static const struct ms_store_ops ms_timed_ops = {
     .list = ms_timed_list,
     .get_meta = ms_timed_get_meta,
     .free = ms_timed_free,
+    .remove_incomplete = ms_timed_remove_incomplete,
 };
 
 struct ms_store *ms_store_timed_new(struct ms_store *inner, struct ms_store_timing *timing)

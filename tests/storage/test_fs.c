@@ -238,6 +238,66 @@ static void test_atomic_overwrite_under_readers(void **state)
 	free(small);
 }
 
+/* plants a temporary file of an unfinished put, its mtime age_s seconds ago */
+static void plant_tmp(struct fixture *f, const char *rel, time_t age_s)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/%s", f->dir, rel);
+	char *slash = strrchr(path, '/');
+	*slash = '\0';
+	mkdir(path, 0755);
+	*slash = '/';
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "partial", 7), 7);
+	struct timespec t[2] = {{.tv_sec = time(NULL) - age_s}, {.tv_sec = time(NULL) - age_s}};
+	assert_int_equal(futimens(fd, t), 0);
+	close(fd);
+}
+
+static bool exists(struct fixture *f, const char *rel)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/%s", f->dir, rel);
+	return access(path, F_OK) == 0;
+}
+
+/* the temporary files of puts a writer died in go when old enough, objects never */
+static void test_remove_incomplete(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(ms_store_put_buf(f->store, "b1/memfile", "data", 4, NULL), 0);
+	plant_tmp(f, "b1/.memfile.tmp.aaaaaa", 7200);
+	plant_tmp(f, "b1/.snapfile.meta.tmp.bbbbbb", 7200);
+	plant_tmp(f, "b2/.memfile.tmp.cccccc", 7200);
+	plant_tmp(f, "b2/.memfile.tmp.dddddd", 10); /* a put that may still run */
+	plant_tmp(f, ".top.tmp.eeeeee", 7200);
+	size_t n = 99;
+	assert_int_equal(ms_store_remove_incomplete(f->store, "", 3600 * 1000, true, &n), 0);
+	assert_int_equal(n, 4);
+	assert_true(exists(f, "b1/.memfile.tmp.aaaaaa"));
+	/* one build's prefix */
+	assert_int_equal(ms_store_remove_incomplete(f->store, "b1/", 3600 * 1000, false, &n), 0);
+	assert_int_equal(n, 2);
+	assert_false(exists(f, "b1/.memfile.tmp.aaaaaa"));
+	assert_false(exists(f, "b1/.snapfile.meta.tmp.bbbbbb"));
+	assert_true(exists(f, "b2/.memfile.tmp.cccccc"));
+	/* the rest that is old enough */
+	assert_int_equal(ms_store_remove_incomplete(f->store, "", 3600 * 1000, false, &n), 0);
+	assert_int_equal(n, 2);
+	assert_false(exists(f, "b2/.memfile.tmp.cccccc"));
+	assert_false(exists(f, ".top.tmp.eeeeee"));
+	assert_true(exists(f, "b2/.memfile.tmp.dddddd"));
+	/* any age: the young one too; the object stays */
+	assert_int_equal(ms_store_remove_incomplete(f->store, "b2/", 0, false, &n), 0);
+	assert_int_equal(n, 1);
+	assert_false(exists(f, "b2/.memfile.tmp.dddddd"));
+	assert_true(exists(f, "b1/memfile"));
+	assert_int_equal(ms_store_remove_incomplete(f->store, "b2/", 0, false, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(ms_store_remove_incomplete(f->store, "../", 0, false, &n), -EINVAL);
+}
+
 static void test_open_uris(void **state)
 {
 	struct fixture *f = *state;
@@ -263,6 +323,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_list_and_meta, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_atomic_overwrite_under_readers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_uris, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_remove_incomplete, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -690,6 +690,59 @@ static void test_multipart_failure(void **state)
 	proxy_stop(&px);
 }
 
+/*
+ * A writer that dies mid multipart put leaves the upload pending (every part and
+ * the abort lose their connection here): ms_store_remove_incomplete aborts those
+ * under a prefix that are old enough, the dry run only counts them.
+ */
+static void test_incomplete_uploads(void **state)
+{
+	(void)state;
+	static struct proxy px; /* static: a failed assert leaves its thread running */
+	proxy_start(&px);
+	char ep[64];
+	struct ms_s3_config config = proxied_config(&px, "mpuleft", ep, sizeof(ep));
+	config.multipart_threshold = 6 * 1024 * 1024;
+	config.part_size = 5 * 1024 * 1024;
+	config.max_attempts = 1;
+	struct ms_store *store = open_store(&config);
+	const size_t size = 11 * 1024 * 1024;
+	unsigned char *data = malloc(size);
+	assert_non_null(data);
+	fill_random(data, size, 11);
+	proxy_set(&px, 0, 0, "uploadId=");
+	assert_int_not_equal(ms_store_put_buf(store, "b1/memfile", data, size, NULL), 0);
+	assert_int_not_equal(ms_store_put_buf(store, "b2/memfile", data, size, NULL), 0);
+	proxy_set(&px, 0, 0, NULL);
+	unsigned pending = 0;
+	assert_int_equal(ms_store_s3_pending_uploads(store, "", &pending), 0);
+	assert_int_equal(pending, 2);
+	size_t n = 99;
+	/* started just now: younger than an hour, kept */
+	assert_int_equal(ms_store_remove_incomplete(store, "", 3600 * 1000, false, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(ms_store_remove_incomplete(store, "", 0, true, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(ms_store_s3_pending_uploads(store, "", &pending), 0);
+	assert_int_equal(pending, 2);
+	/* one build's prefix only */
+	assert_int_equal(ms_store_remove_incomplete(store, "b1/", 0, false, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ms_store_s3_pending_uploads(store, "b1/", &pending), 0);
+	assert_int_equal(pending, 0);
+	assert_int_equal(ms_store_s3_pending_uploads(store, "b2/", &pending), 0);
+	assert_int_equal(pending, 1);
+	assert_int_equal(ms_store_remove_incomplete(store, "", 0, false, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ms_store_s3_pending_uploads(store, "", &pending), 0);
+	assert_int_equal(pending, 0);
+	assert_absent(store, "b1/memfile");
+	assert_absent(store, "b2/memfile");
+	free(data);
+	ms_store_free(store);
+	proxy_stop(&px);
+}
+
 struct worker {
 	struct ms_store *store;
 	unsigned id;
@@ -869,13 +922,10 @@ int main(void)
 	snprintf(bucket, sizeof(bucket), "memsnap-test-%ld-%d", (long)time(NULL), (int)getpid());
 
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_put_get_range),
-	    cmocka_unit_test(test_list_pages),
-	    cmocka_unit_test(test_multipart),
-	    cmocka_unit_test(test_errors_and_retries),
-	    cmocka_unit_test(test_multipart_failure),
-	    cmocka_unit_test(test_threads),
-	    cmocka_unit_test(test_config_and_credentials),
+	    cmocka_unit_test(test_put_get_range),     cmocka_unit_test(test_list_pages),
+	    cmocka_unit_test(test_multipart),	      cmocka_unit_test(test_errors_and_retries),
+	    cmocka_unit_test(test_multipart_failure), cmocka_unit_test(test_incomplete_uploads),
+	    cmocka_unit_test(test_threads),	      cmocka_unit_test(test_config_and_credentials),
 	};
 	return cmocka_run_group_tests(tests, group_setup, NULL);
 }

@@ -143,6 +143,69 @@ static void test_error_code_and_upload_id(void **state)
 	assert_int_equal(ms_s3_xml_count(ups, strlen(ups) - 3, "Upload"), 1);
 }
 
+struct uploads_seen {
+	char keys[4][64], ids[4][64];
+	int64_t initiated[4];
+	unsigned count;
+};
+
+static int upload_seen(const char *key, const char *upload_id, int64_t initiated_ms, void *ctx)
+{
+	struct uploads_seen *u = ctx;
+	if (u->count == 4)
+		return 7;
+	snprintf(u->keys[u->count], 64, "%s", key);
+	snprintf(u->ids[u->count], 64, "%s", upload_id);
+	u->initiated[u->count++] = initiated_ms;
+	return 0;
+}
+
+static void test_uploads_page(void **state)
+{
+	(void)state;
+	const char *page = "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated>"
+			   "<NextKeyMarker>p/b&amp;2</NextKeyMarker>"
+			   "<NextUploadIdMarker>u2</NextUploadIdMarker>"
+			   "<Upload><Key>p/b1/memfile</Key><UploadId>u1</UploadId>"
+			   "<Initiated>2026-12-02T00:50:45.250Z</Initiated></Upload>"
+			   "<Upload><Key>p/b&amp;2</Key><UploadId>u2</UploadId></Upload>"
+			   "</ListMultipartUploadsResult>";
+	struct uploads_seen u = {0};
+	char *next_key, *next_id;
+	assert_int_equal(
+	    ms_s3_xml_uploads_page(page, strlen(page), "p", upload_seen, &u, &next_key, &next_id),
+	    0);
+	assert_int_equal(u.count, 2);
+	assert_string_equal(u.keys[0], "b1/memfile");
+	assert_string_equal(u.ids[0], "u1");
+	assert_int_equal(u.initiated[0], 1796172645250LL);
+	assert_string_equal(u.keys[1], "b&2");
+	assert_int_equal(u.initiated[1], 0); /* no <Initiated>: unknown */
+	assert_string_equal(next_key, "p/b&2");
+	assert_string_equal(next_id, "u2");
+	free(next_key);
+	free(next_id);
+	/* a key outside the prefix, an upload without an id, a truncated page without markers */
+	static const char *const bad[] = {
+	    "<Upload><Key>q/x</Key><UploadId>u</UploadId></Upload>",
+	    "<Upload><Key>p/x</Key></Upload>",
+	    "<IsTruncated>true</IsTruncated><Upload><Key>p/x</Key><UploadId>u</UploadId></Upload>",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&u, 0, sizeof(u));
+		assert_int_equal(ms_s3_xml_uploads_page(bad[i], strlen(bad[i]), "p", upload_seen,
+							&u, &next_key, &next_id),
+				 MS_EPROTO);
+		assert_null(next_key);
+	}
+	/* the callback's non-zero return is returned */
+	memset(&u, 0, sizeof(u));
+	u.count = 4;
+	assert_int_equal(
+	    ms_s3_xml_uploads_page(page, strlen(page), "p", upload_seen, &u, &next_key, &next_id),
+	    7);
+}
+
 static void test_complete_body(void **state)
 {
 	char etags[2][MS_S3_ETAG_MAX] = {"\"e1\"", "a&b<c"};
@@ -165,6 +228,7 @@ int main(void)
 	    cmocka_unit_test(test_list_page_bad),
 	    cmocka_unit_test(test_error_code_and_upload_id),
 	    cmocka_unit_test(test_complete_body),
+	    cmocka_unit_test(test_uploads_page),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
