@@ -141,7 +141,7 @@ void ms_store_free(struct ms_store *store);
  * store's temporary files, S3's incomplete multipart uploads; those under key
  * prefix started at least older_than_ms ago are removed (aborted), unless
  * dry_run. *count: how many were (or would be). A backend without such
- * leftovers, or a wrapper, counts 0: call it on the backend itself.
+ * leftovers counts 0; the timed and checking wrappers pass the call on.
  */
 int ms_store_remove_incomplete(struct ms_store *store, const char *prefix, int64_t older_than_ms,
 			       bool dry_run, size_t *count);

@@ -301,6 +301,13 @@ static int ms_verified_get_meta(struct ms_store *store, const char *key, struct 
 	return v->inner->ops->get_meta(v->inner, key, meta);
 }
 
+static int ms_verified_remove_incomplete(struct ms_store *store, const char *prefix,
+					 int64_t older_than_ms, bool dry_run, size_t *count)
+{
+	return ms_store_remove_incomplete(ms_verified(store)->inner, prefix, older_than_ms, dry_run,
+					  count);
+}
+
 static void ms_verified_free(struct ms_store *store)
 {
 	struct ms_store_verified *v = ms_verified(store);
@@ -322,6 +329,7 @@ static const struct ms_store_ops ms_verified_ops = {
     .list = ms_verified_list,
     .get_meta = ms_verified_get_meta,
     .free = ms_verified_free,
+    .remove_incomplete = ms_verified_remove_incomplete,
 };
 
 struct ms_store *ms_store_verified_new(struct ms_store *inner, bool own)

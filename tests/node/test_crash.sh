@@ -72,6 +72,30 @@ store_list() {
 		(cd "$tmp/store" && find . -type f ! -name '.*' -printf '%P %s\n' | grep "^$1" || true)
 	fi
 }
+# s3 METHOD KEY_AND_QUERY: a signed request to the bucket (the query in canonical form)
+s3() {
+	curl -s --aws-sigv4 "aws:amz:${MEMSNAP_S3_REGION:-us-east-1}:s3" -X "$1" \
+		-H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
+		--user "$MEMSNAP_S3_ACCESS_KEY:$MEMSNAP_S3_SECRET_KEY" "$MEMSNAP_S3_ENDPOINT/$bucket$2"
+}
+# plant_incomplete BUILD: what a kill inside a put of BUILD's memfile leaves (the test
+# hooks hold a put before the store sees it): a temp file, an S3 multipart upload
+plant_incomplete() {
+	if [ "$storekind" = s3 ]; then
+		s3 POST "/$prefix$1/memfile?uploads=" | grep -q "<UploadId>"
+	else
+		mkdir -p "$tmp/store/$1" && echo partial >"$tmp/store/$1/.memfile.tmp.killed"
+	fi
+}
+# incomplete BUILD: how many of those are left under BUILD/
+incomplete() {
+	if [ "$storekind" = s3 ]; then
+		s3 GET "?prefix=$(printf '%s' "$prefix$1/" | sed 's|/|%2F|g')&uploads=" |
+			grep -o "<UploadId>" | wc -l
+	else
+		find "$tmp/store/$1" -name '.*.tmp.*' 2>/dev/null | wc -l
+	fi
+}
 has_key() { store_list "$1" | grep -q "^$1 "; }
 key_size() { store_list "$1" | sed -n "s|^$1 ||p"; }
 
@@ -145,6 +169,10 @@ crash() {
 	wait "$daemon" 2>/dev/null
 	daemon=""
 	cached=$(ls -A "$tmp/cache" | grep -v '^\.memsnapd\.lock$' | grep -cv '^\.memsnapd\.uploads$')
+	planted=0
+	if [ "$point" != published ]; then # the build is in the upload journal
+		plant_incomplete "$build" && planted=1 || bad "$point: cannot plant an unfinished put"
+	fi
 	temps=""
 	[ "$storekind" = fs ] && temps=$(cd "$tmp/store" && find . -name '.*.tmp.*' -printf '%P ')
 	echo "crash point $point: the store held: ${left:-nothing of the build}${record:+, $record}${lease:+, $lease}${temps:+, temp files $temps}; the cache dir $cached entries"
@@ -169,6 +197,8 @@ crash() {
 		log_has "$point-restart" "build $build was lost" && ok || bad "$point: no log line for the lost build"
 	fi
 	has_key "peers/$build" && bad "$point: the stale peers/ record stayed" || ok
+	expect "$point: no unfinished put of the build left" 0 "$(incomplete "$build")"
+	expect "$point: the unfinished put counted" "$planted" "$(metric incomplete_put)"
 	[ -n "$record" ] && expect "$point: the record counted" 1 "$(metric peer_record)"
 	has_key "uploads/$build" && bad "$point: the stale uploads/ lease stayed" || ok
 	expect "$point: the upload lease counted" "$([ -n "$lease" ] && echo 1 || echo 0)" "$(metric upload_lease)"
@@ -176,7 +206,7 @@ crash() {
 	extra=$(ls -A "$tmp/cache" | grep -v '^\.memsnapd\.lock$' | grep -v '^\.memsnapd\.uploads$')
 	[ -z "$(ls -A "$tmp/cache/.memsnapd.uploads" 2>/dev/null)" ] && ok ||
 		bad "$point: the upload journal is not empty: $(ls -A "$tmp/cache/.memsnapd.uploads")"
-	echo "crash point $point: recovery removed $(metric store_object) objects, $(metric peer_record) peers/ records, $(metric upload_lease) uploads/ leases, $(metric cache_entry) cache entries ($outcome); cache dir after: ${extra:-lock and journal only}"
+	echo "crash point $point: recovery removed $(metric store_object) objects, $(metric peer_record) peers/ records, $(metric upload_lease) uploads/ leases, $(metric incomplete_put) unfinished puts, $(metric cache_entry) cache entries ($outcome); cache dir after: ${extra:-lock and journal only}"
 	kill -TERM "$daemon"
 	wait "$daemon"
 	expect "$point: clean stop after the recovery" 0 $?
