@@ -178,6 +178,20 @@ run "rm z: still z2 (exit 4)" 4 "$memsnap" build rm "$z"
 gc --older-than 0s
 expect "gc over published builds" 0 $?
 grep -q "$z" "$tmp/gc.out" && bad "gc removed a published build: $(cat "$tmp/gc.out")" || ok
+if [ "$storekind" = fs ]; then
+	### gc: the temp files of puts a writer died in, once older than the limit
+	echo partial >"$tmp/store/$z/.memfile.tmp.old"
+	touch -d '2 hours ago' "$tmp/store/$z/.memfile.tmp.old"
+	echo partial >"$tmp/store/$z/.snapfile.tmp.young"
+	gc --older-than 1h --dry-run
+	grep -q "would remove .* 1 unfinished puts" "$tmp/gc.out" && ok || bad "gc dry run: $(cat "$tmp/gc.out")"
+	[ -e "$tmp/store/$z/.memfile.tmp.old" ] && ok || bad "the dry run removed a temp file"
+	gc --older-than 1h
+	grep -q "removed .* 1 unfinished puts" "$tmp/gc.out" && ok || bad "gc: $(cat "$tmp/gc.out")"
+	[ -e "$tmp/store/$z/.memfile.tmp.old" ] && bad "gc left the old temp file" || ok
+	[ -e "$tmp/store/$z/.snapfile.tmp.young" ] && ok || bad "gc removed a put that may still run"
+	rm -f "$tmp/store/$z/.snapfile.tmp.young"
+fi
 stop
 
 ### gc while an upload runs: every put sleeps, the lease keeps the build
