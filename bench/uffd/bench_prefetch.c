@@ -8,6 +8,9 @@
  *       alternating rounds, a fresh diff store and chunk cache each time. Goal <= 0.3.
  *   resume.prefetch_vs_warm.<backend>  the prefetched cold resume / a warm resume
  *       of the same build on its own node (its local diff file). Goal <= 1.5.
+ *   resume.prefetch_vs_link.<backend>  the prefetched cold resume / the build's data
+ *       object alone fetched cold through a fresh chunk cache, every chunk at once
+ *       (no guest): how near the resume comes to the store's own speed. Goal <= 1.5.
  *   prefetch.hit_ratio.<backend>  trace pages the next resume's guest touched /
  *       trace pages (the rest is waste: prefetch.waste_ratio = 1 - hit ratio).
  *
@@ -24,6 +27,7 @@
 #include "util/err.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +166,69 @@ static double cold_ms(struct ms_store *store, const ms_uuid *id, const char *dir
 	return t;
 }
 
+struct chunk_read {
+	struct ms_source *src;
+	uint64_t off, len;
+	pthread_t thread;
+	int err;
+};
+
+static void *chunk_read_main(void *arg)
+{
+	struct chunk_read *c = arg;
+	uint8_t *buf = malloc(c->len);
+	c->err = buf ? ms_source_read(c->src, buf, c->off, c->len) : -ENOMEM;
+	free(buf);
+	return NULL;
+}
+
+/* The build's own data object, cold: a fresh chunk cache, one reader per chunk, all at once. */
+static double link_ms(struct ms_store *store, const ms_uuid *id, const char *dir)
+{
+	static unsigned serial;
+	char cache[256];
+	snprintf(cache, sizeof(cache), "%s/link%u", dir, serial++);
+	mkdir(cache, 0700);
+	int err;
+	struct ms_diffstore_config dcfg = {.cache_dir = cache};
+	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
+	struct ms_build_storage bs = {
+	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
+	struct ms_header *h;
+	struct ms_source *src;
+	if (!diffs || ms_build_storage_load_header(store, id, MS_ARTIFACT_MEMFILE_HEADER, &h) ||
+	    ms_build_storage_resolve(&bs, id, h, &src))
+		exit(1);
+	uint64_t size = ms_source_size(src), chunk = MS_CHUNK_SIZE_DEFAULT;
+	size_t n = (size_t)((size + chunk - 1) / chunk);
+	struct chunk_read *reads = calloc(n, sizeof(*reads));
+	double t0 = ms_bench_now();
+	for (size_t i = 0; i < n; i++) {
+		reads[i] = (struct chunk_read){.src = src, .off = i * chunk};
+		reads[i].len = size - reads[i].off < chunk ? size - reads[i].off : chunk;
+		if (pthread_create(&reads[i].thread, NULL, chunk_read_main, &reads[i]))
+			exit(1);
+	}
+	for (size_t i = 0; i < n; i++) {
+		pthread_join(reads[i].thread, NULL);
+		if (reads[i].err)
+			exit(1);
+	}
+	double t = (ms_bench_now() - t0) * 1e3;
+	fprintf(stderr,
+		"bench_prefetch: the data object cold, %.1f MiB in %zu chunks at once: %.1f ms\n",
+		(double)size / (1 << 20), n, t);
+	free(reads);
+	ms_source_unref(src);
+	ms_header_free(h);
+	ms_diffstore_free(diffs);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", cache);
+	if (system(cmd) != 0)
+		exit(1);
+	return t;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -223,12 +290,13 @@ static int run(struct ms_store *store)
 	/* the trace: what a first cold resume touched */
 	struct ms_uffd_trace trace, touched;
 	cold_ms(store, id, dir, sock, &paused, NULL, &trace);
-	double with[ROUNDS], without[ROUNDS], warm[ROUNDS];
+	double with[ROUNDS], without[ROUNDS], warm[ROUNDS], link[ROUNDS];
 	uint64_t hits = 0;
 	for (int r = 0; r < ROUNDS; r++) {
 		with[r] = cold_ms(store, id, dir, sock, &paused, &trace, NULL);
 		without[r] = cold_ms(store, id, dir, sock, &paused, NULL, r == 0 ? &touched : NULL);
 		warm[r] = resume_ms(ms_pause_file(pause), sock, &paused, NULL, NULL, NULL);
+		link[r] = link_ms(store, id, dir);
 	}
 	/* hits: trace pages the next resume's guest touched */
 	uint8_t *in = calloc(SIZE / 4096, 1);
@@ -237,16 +305,20 @@ static int run(struct ms_store *store)
 	for (size_t i = 0; i < trace.count; i++)
 		hits += in[trace.indices[i]];
 	free(in);
-	double w = median(with, ROUNDS), n = median(without, ROUNDS), h = median(warm, ROUNDS);
+	double w = median(with, ROUNDS), n = median(without, ROUNDS), h = median(warm, ROUNDS),
+	       l = median(link, ROUNDS);
 	char name[64];
 	fprintf(stderr,
 		"bench_prefetch %s: %zu trace pages; cold %.1f ms with prefetch, %.1f ms without, "
-		"warm %.1f ms (medians of %d)\n",
-		ops->name, trace.count, w, n, h, ROUNDS);
+		"warm %.1f ms, the data object alone %.1f ms (medians of %d)\n",
+		ops->name, trace.count, w, n, h, l, ROUNDS);
 	snprintf(name, sizeof(name), "resume.prefetch_vs_none.%s", ops->name);
 	ms_bench_report(name, w, "ms", "the same cold resume from S3 without prefetch", n, 0.3);
 	snprintf(name, sizeof(name), "resume.prefetch_vs_warm.%s", ops->name);
 	ms_bench_report(name, w, "ms", "a warm resume of the build on its own node", h, 1.5);
+	snprintf(name, sizeof(name), "resume.prefetch_vs_link.%s", ops->name);
+	ms_bench_report(name, w, "ms", "the build's data object fetched cold, every chunk at once",
+			l, 1.5);
 	snprintf(name, sizeof(name), "prefetch.hit_ratio.%s", ops->name);
 	ms_bench_report(name, (double)hits, "pages", "pages in the trace", (double)trace.count,
 			1.0);
