@@ -128,6 +128,7 @@ static void ms_prefetch_json(cJSON *o, const char *source, const struct ms_uffd_
 		return;
 	cJSON_AddStringToObject(p, "source", source);
 	cJSON_AddNumberToObject(p, "blocks", (double)st->blocks);
+	cJSON_AddNumberToObject(p, "pages_planned", (double)st->pages_planned);
 	cJSON_AddNumberToObject(p, "pages_installed", (double)st->pages_installed);
 	cJSON_AddNumberToObject(p, "pages_skipped", (double)st->pages_skipped);
 	cJSON_AddNumberToObject(p, "read_errors", (double)st->read_errors);
