@@ -117,8 +117,9 @@ static struct epoch run_round(const struct ms_sandbox_paused *paused, const char
 		    .workers = 1,
 		    .batch_bytes = block,
 		    .spin_us = which == SERVER_PAGESERVER_NOSPIN ? -1 : 0};
-		if (!(srv = ms_pageserver_new(path, &ms_bench_memsrc_ops, &memsrc, &opts)))
-			ms_bench_die(WHO, "ms_pageserver_new", errno);
+		int err;
+		if (!(srv = ms_pageserver_new(path, &ms_bench_memsrc_ops, &memsrc, &opts, &err)))
+			ms_bench_die(WHO, "ms_pageserver_new", err);
 	}
 	struct ms_sandbox_spec spec = {.mem_size = MEM,
 				       .memory = MS_SANDBOX_LAZY,

@@ -35,7 +35,7 @@ static double resume_ms(struct ms_layered *file, const char *sock,
 {
 	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
 	struct ms_pageserver *srv =
-	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts, &(int){0});
 	if (!srv)
 		exit(1);
 	/* The previous publish's drain and upload leave dirty pages: their writeback

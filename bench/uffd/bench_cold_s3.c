@@ -86,7 +86,7 @@ static double touch_once(struct bench *b, const struct ms_chunker_config *chunke
 	snprintf(sock, sizeof(sock), "%s/uffd.sock", dir);
 	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
 	struct ms_pageserver *srv =
-	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts, &(int){0});
 	struct fc_child_cfg ccfg = {.sock_path = sock,
 				    .size = SIZE,
 				    .page_size = 4096,

@@ -224,9 +224,10 @@ static double run_server(const char *path, uint64_t block, const struct ms_page_
 			 void *ctx)
 {
 	struct ms_pageserver_options opts = {.workers = 1, .batch_bytes = block};
-	struct ms_pageserver *srv = ms_pageserver_new(path, ops, ctx, &opts);
+	int err;
+	struct ms_pageserver *srv = ms_pageserver_new(path, ops, ctx, &opts, &err);
 	if (!srv) {
-		perror("bench_pageserver: ms_pageserver_new");
+		fprintf(stderr, "bench_pageserver: ms_pageserver_new: %s\n", strerror(-err));
 		exit(1);
 	}
 	double secs = run_child(path);

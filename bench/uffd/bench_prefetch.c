@@ -74,7 +74,7 @@ static double resume_ms(struct ms_layered *file, const char *sock,
 					     .on_session_start = trace ? start_prefetch : NULL,
 					     .start_arg = &c};
 	struct ms_pageserver *srv =
-	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts, &(int){0});
 	if (!srv)
 		exit(1);
 	double t0 = ms_bench_now();

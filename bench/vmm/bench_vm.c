@@ -91,9 +91,11 @@ static double run_server(const struct ms_sandbox_paused *paused, const char *pat
 			 double *verify_s, uint64_t *faults)
 {
 	struct ms_pageserver_options opts = {.workers = 1, .batch_bytes = batch};
-	struct ms_pageserver *srv = ms_pageserver_new(path, &ms_bench_memsrc_ops, &memsrc, &opts);
+	int err;
+	struct ms_pageserver *srv =
+	    ms_pageserver_new(path, &ms_bench_memsrc_ops, &memsrc, &opts, &err);
 	if (!srv)
-		ms_bench_die(WHO, "ms_pageserver_new", errno);
+		ms_bench_die(WHO, "ms_pageserver_new", err);
 	double total = restore_and_verify(paused, -1, path, verify_s);
 	struct ms_uffd_session *s;
 	*faults = 0;

@@ -168,9 +168,9 @@ int ms_cli_pageserver(int argc, char **argv)
 	}
 	uint64_t size = ms_layered_size(bf->file);
 	struct ms_pageserver_options options = {.workers = (unsigned)workers, .batch_bytes = batch};
-	if (!(srv = ms_pageserver_new(socket_path, &ms_layered_page_source_ops, bf->file,
-				      &options))) {
-		rc = ms_cli_fail(socket_path, -errno);
+	if (!(srv = ms_pageserver_new(socket_path, &ms_layered_page_source_ops, bf->file, &options,
+				      &err))) {
+		rc = ms_cli_fail(socket_path, err);
 		goto out;
 	}
 	struct sigaction sa = {.sa_handler = ms_pageserver_on_signal};

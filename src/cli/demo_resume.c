@@ -42,11 +42,12 @@ static int demo_resume_once(struct ms_layered *file, const char *sock, const uin
 			    uint64_t size, struct ms_demo_touch *touch)
 {
 	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
+	int err;
 	struct ms_pageserver *srv =
-	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts, &err);
 	if (!srv)
-		return -errno;
-	int err = ms_demo_client_touch(sock, expect, size, touch);
+		return err;
+	err = ms_demo_client_touch(sock, expect, size, touch);
 	ms_pageserver_free(srv);
 	return err;
 }

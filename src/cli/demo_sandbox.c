@@ -47,10 +47,11 @@ static int demo_sandbox_resume(const struct ms_sandbox_ops *backend, struct ms_l
 			       double *ms, uint64_t *faults)
 {
 	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
+	int err;
 	struct ms_pageserver *srv =
-	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts, &err);
 	if (!srv)
-		return -errno;
+		return err;
 	int64_t t0 = ms_clock_now_ns();
 	struct ms_sandbox_spec spec = {.mem_size = size,
 				       .memory = MS_SANDBOX_LAZY,
@@ -59,7 +60,7 @@ static int demo_sandbox_resume(const struct ms_sandbox_ops *backend, struct ms_l
 				       .snapfile_len = paused->snapfile_len};
 	struct ms_sandbox *p = NULL;
 	struct ms_uffd_session *session = NULL;
-	int err = ms_sandbox_create(backend, &spec, &p);
+	err = ms_sandbox_create(backend, &spec, &p);
 	/* the guest reports once (faulting its mailbox in), then verifies all its memory */
 	if (!err && !(err = ms_sandbox_run(p)) &&
 	    !(err = ms_sandbox_wait_report(p, 30 * MS_NSEC_PER_SEC))) {

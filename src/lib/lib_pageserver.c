@@ -56,10 +56,8 @@ ms_lib_pageserver_start(const char *socket_path, const struct ms_page_source_ops
 	    .workers = options ? options->workers : 0,
 	    .batch_bytes = options ? options->batch_bytes : 0,
 	};
-	errno = 0;
-	ps->server = ms_pageserver_new(socket_path, ops, ctx, &opts);
+	ps->server = ms_pageserver_new(socket_path, ops, ctx, &opts, err);
 	if (!ps->server) {
-		*err = errno ? -errno : -EIO;
 		free(ps);
 		return NULL;
 	}

@@ -476,9 +476,8 @@ int ms_nsb_resume(struct ms_node_sandbox *sb, const ms_uuid *build_id,
 	memset(&sb->prefetch_last, 0, sizeof(sb->prefetch_last));
 	pthread_mutex_unlock(&node->lock);
 	struct ms_pageserver *srv =
-	    ms_pageserver_new(sock, &ms_layered_page_source_ops, t->file, &opts);
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, t->file, &opts, &err);
 	if (!srv) {
-		err = -errno;
 		ms_nsb_prefetch_end(sb);
 		ms_template_unref(t);
 		return err;

@@ -195,23 +195,21 @@ fail_fd:
 
 struct ms_pageserver *ms_pageserver_new(const char *socket_path,
 					const struct ms_page_source_ops *ops, void *ctx,
-					const struct ms_pageserver_options *options)
+					const struct ms_pageserver_options *options, int *err)
 {
-	if (!socket_path || !ops || !ops->read || !ops->size) {
-		errno = EINVAL;
+	*err = -EINVAL;
+	if (!socket_path || !ops || !ops->read || !ops->size)
 		return NULL;
-	}
 	struct ms_pageserver_options opts = options ? *options : (struct ms_pageserver_options){0};
 	if (opts.batch_bytes &&
 	    (opts.batch_bytes & (opts.batch_bytes - 1) || opts.batch_bytes > MS_UFFD_PAGE_2M)) {
 		ms_err(PS_MOD, "batch_bytes %llu: must be a power of two up to 2 MiB",
 		       (unsigned long long)opts.batch_bytes);
-		errno = EINVAL;
 		return NULL;
 	}
 	if (opts.accept_timeout_ms <= 0)
 		opts.accept_timeout_ms = 10000;
-	int err = -ENOMEM;
+	*err = -ENOMEM;
 	struct ms_pageserver *srv = calloc(1, sizeof(*srv));
 	if (!srv)
 		goto fail;
@@ -223,11 +221,11 @@ struct ms_pageserver *ms_pageserver_new(const char *socket_path,
 	srv->options = opts;
 	srv->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (srv->stop_efd < 0) {
-		err = -errno;
+		*err = -errno;
 		goto fail_path;
 	}
-	err = ps_listen(socket_path, &srv->listen_fd);
-	if (err)
+	*err = ps_listen(socket_path, &srv->listen_fd);
+	if (*err)
 		goto fail_efd;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_condattr_t attr;
@@ -235,11 +233,12 @@ struct ms_pageserver *ms_pageserver_new(const char *socket_path,
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&srv->cond, &attr);
 	pthread_condattr_destroy(&attr);
-	err = -pthread_create(&srv->acceptor, NULL, ps_acceptor_main, srv);
-	if (err)
+	*err = -pthread_create(&srv->acceptor, NULL, ps_acceptor_main, srv);
+	if (*err)
 		goto fail_listen;
 	ms_info(PS_MOD, "page server listening on %s (image %llu bytes)", socket_path,
 		(unsigned long long)ops->size(ctx));
+	*err = 0;
 	return srv;
 
 fail_listen:
@@ -254,8 +253,7 @@ fail_path:
 fail_srv:
 	free(srv);
 fail:
-	ms_err(PS_MOD, "page server on %s: %s", socket_path, ms_strerror(err));
-	errno = -err;
+	ms_err(PS_MOD, "page server on %s: %s", socket_path, ms_strerror(*err));
 	return NULL;
 }
 

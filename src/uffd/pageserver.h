@@ -108,11 +108,12 @@ struct ms_pageserver_options {
 /*
  * Creates the socket at socket_path (an existing socket file there is
  * replaced; any other file is an error), chmod 0600, and starts accepting.
- * The source (ops + ctx) must outlive the server. NULL on error with errno set.
+ * The source (ops + ctx) must outlive the server. NULL on error with *err set
+ * (-EINVAL for bad arguments or options, or the socket's or a thread's error).
  */
 struct ms_pageserver *ms_pageserver_new(const char *socket_path,
 					const struct ms_page_source_ops *ops, void *ctx,
-					const struct ms_pageserver_options *options);
+					const struct ms_pageserver_options *options, int *err);
 /* Stops accepting, stops every session (waits for their threads), removes the socket.
  * Idempotent. Sessions handed out stay readable until unref'd. */
 void ms_pageserver_stop(struct ms_pageserver *srv);

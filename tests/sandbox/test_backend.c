@@ -230,7 +230,7 @@ static void test_pattern_lazy_restore(void **state)
 	snprintf(sock, sizeof(sock), "%s/uffd.sock", dir);
 	/* one page per fault: the pages the guest never touches stay holes in its memory */
 	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = 4096};
-	struct ms_pageserver *srv = ms_pageserver_new(sock, &mem_ops, &src, &opts);
+	struct ms_pageserver *srv = ms_pageserver_new(sock, &mem_ops, &src, &opts, &(int){0});
 	assert_non_null(srv);
 	struct ms_sandbox_spec spec = {.mem_size = MEM,
 				       .memory = MS_SANDBOX_LAZY,

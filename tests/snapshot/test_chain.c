@@ -175,7 +175,7 @@ static void test_chain_of_pauses(void **state)
 		/* resume lazily from the new build, warm on this node */
 		struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = 4096};
 		srv = ms_pageserver_new(sock, &ms_layered_page_source_ops, ms_pause_file(pauses[l]),
-					&opts);
+					&opts, &(int){0});
 		assert_non_null(srv);
 		struct ms_sandbox_spec r = {.mem_size = MEM,
 					    .memory = MS_SANDBOX_LAZY,

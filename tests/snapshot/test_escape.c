@@ -88,8 +88,8 @@ static void test_nothing_provisional_escapes(void **state)
 			 0);
 	/* resume in the window (served from A's memfd, provisional header), run, pause again */
 	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = 4096};
-	struct ms_pageserver *srv =
-	    ms_pageserver_new(sock, &ms_layered_page_source_ops, ms_pause_file(a), &opts);
+	struct ms_pageserver *srv = ms_pageserver_new(sock, &ms_layered_page_source_ops,
+						      ms_pause_file(a), &opts, &(int){0});
 	struct ms_sandbox_spec r = {.mem_size = MEM,
 				    .memory = MS_SANDBOX_LAZY,
 				    .lazy_socket = sock,

@@ -212,7 +212,8 @@ static void test_server_rejects_bad_input(void **state)
 	test_source_init(&src, 4 * MiB, 4096);
 	char *dir, *path = test_socket_path(&dir);
 	struct ms_pageserver_options opts = {.workers = 1, .accept_timeout_ms = 400};
-	struct ms_pageserver *srv = ms_pageserver_new(path, &test_source_ops, &src, &opts);
+	struct ms_pageserver *srv =
+	    ms_pageserver_new(path, &test_source_ops, &src, &opts, &(int){0});
 	assert_non_null(srv);
 	const char *good = "[{\"base_host_virt_addr\":4096,\"size\":4096,\"offset\":0,"
 			   "\"page_size\":4096}]";
@@ -313,7 +314,8 @@ static void test_server_large_handshake(void **state)
 	test_source_init(&src, 4 * MiB, 4096);
 	char *dir, *path = test_socket_path(&dir);
 	struct ms_pageserver_options opts = {.workers = 1, .accept_timeout_ms = 2000};
-	struct ms_pageserver *srv = ms_pageserver_new(path, &test_source_ops, &src, &opts);
+	struct ms_pageserver *srv =
+	    ms_pageserver_new(path, &test_source_ops, &src, &opts, &(int){0});
 	assert_non_null(srv);
 	size_t cap = 256 * 1024;
 	char *json = malloc(cap);

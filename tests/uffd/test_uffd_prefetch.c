@@ -44,7 +44,7 @@ static void rig_start_batched(struct rig *r, const struct ms_page_source_ops *op
 	memset(r, 0, sizeof(*r));
 	r->sock = test_socket_path(&r->dir);
 	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = batch_bytes};
-	assert_non_null(r->srv = ms_pageserver_new(r->sock, ops, ctx, &opts));
+	assert_non_null(r->srv = ms_pageserver_new(r->sock, ops, ctx, &opts, &(int){0}));
 	struct fc_child_cfg cfg = {.sock_path = r->sock,
 				   .size = pages * P,
 				   .page_size = P,

@@ -51,7 +51,7 @@ static void race_start(struct race *r, unsigned workers, int64_t delay_ns, int64
 				   .wp = true,
 				   .source = r->src.data};
 	assert_int_equal(fc_child_spawn(&cfg, &r->child), 0);
-	r->srv = ms_pageserver_new(r->path, &test_source_ops, &r->src, &opts);
+	r->srv = ms_pageserver_new(r->path, &test_source_ops, &r->src, &opts, &(int){0});
 	assert_non_null(r->srv);
 	assert_int_equal(fc_child_ready(&r->child), 0);
 	assert_int_equal(ms_pageserver_next_session(r->srv, 10 * SEC, &r->session), 0);

@@ -43,7 +43,7 @@ static int fixture_try(struct fixture *f, uint64_t size, uint64_t page_size,
 	cfg.page_size = page_size;
 	cfg.source = f->src.data;
 	assert_int_equal(fc_child_spawn(&cfg, &f->child), 0);
-	f->srv = ms_pageserver_new(f->path, &test_source_ops, &f->src, opts);
+	f->srv = ms_pageserver_new(f->path, &test_source_ops, &f->src, opts, &(int){0});
 	assert_non_null(f->srv);
 	int err = fc_child_ready(&f->child);
 	if (err) {
@@ -311,6 +311,35 @@ static void test_prefault(void **state)
 	/* After the session closed, prefault refuses. */
 }
 
+/* A server that cannot start says why through its err out-parameter. */
+static void test_new_reports_err(void **state)
+{
+	(void)state;
+	struct test_source src;
+	test_source_init(&src, 2 * MiB, 4096);
+	char *dir, *path = test_socket_path(&dir);
+	int err = 0;
+	struct ms_pageserver_options bad = {.batch_bytes = 3 * 4096};
+	assert_null(ms_pageserver_new(path, &test_source_ops, &src, &bad, &err));
+	assert_int_equal(err, -EINVAL);
+	err = 0;
+	assert_null(ms_pageserver_new(NULL, &test_source_ops, &src, NULL, &err));
+	assert_int_equal(err, -EINVAL);
+	char missing[4096];
+	snprintf(missing, sizeof(missing), "%s/no-such-dir/uffd.sock", dir);
+	err = 0;
+	assert_null(ms_pageserver_new(missing, &test_source_ops, &src, NULL, &err));
+	assert_int_equal(err, -ENOENT);
+	struct ms_pageserver *srv = ms_pageserver_new(path, &test_source_ops, &src, NULL, &err);
+	assert_non_null(srv);
+	assert_int_equal(err, 0);
+	ms_pageserver_free(srv);
+	test_source_fini(&src);
+	ms_test_rmtree(dir);
+	free(dir);
+	free(path);
+}
+
 /* Several sessions on one server, one after another and at once. */
 static void test_two_sessions(void **state)
 {
@@ -319,7 +348,8 @@ static void test_two_sessions(void **state)
 	test_source_init(&src, 2 * MiB, 4096);
 	char *dir, *path = test_socket_path(&dir);
 	struct ms_pageserver_options opts = {.workers = 1};
-	struct ms_pageserver *srv = ms_pageserver_new(path, &test_source_ops, &src, &opts);
+	struct ms_pageserver *srv =
+	    ms_pageserver_new(path, &test_source_ops, &src, &opts, &(int){0});
 	assert_non_null(srv);
 	struct fc_child children[2];
 	struct ms_uffd_session *sessions[2];
@@ -413,7 +443,8 @@ int main(void)
 	    cmocka_unit_test(test_anon_wp_exact),     cmocka_unit_test(test_anon_write_faults),
 	    cmocka_unit_test(test_anon_nowp_batched), cmocka_unit_test(test_shmem_memfd),
 	    cmocka_unit_test(test_hugetlb),	      cmocka_unit_test(test_prefault),
-	    cmocka_unit_test(test_two_sessions),      cmocka_unit_test(test_spin_yields_cpu),
+	    cmocka_unit_test(test_two_sessions),      cmocka_unit_test(test_new_reports_err),
+	    cmocka_unit_test(test_spin_yields_cpu),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,7 +44,7 @@ static void serve_and_check(struct ms_store *store, bool shmem, uint64_t batch)
 	char *sock_dir, *sock = test_socket_path(&sock_dir);
 	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = batch};
 	struct ms_pageserver *srv =
-	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts);
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts, &(int){0});
 	assert_non_null(srv);
 	uint8_t *image = ms_test_chain_image(&chain);
 	struct fc_child_cfg cfg = {.sock_path = sock,

@@ -118,7 +118,8 @@ static void check_recorded(uint64_t batch, const uint64_t *want_idx, const uint8
 	test_source_init(&src, PAGES * P, P);
 	char *dir, *sock = test_socket_path(&dir);
 	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = batch};
-	struct ms_pageserver *srv = ms_pageserver_new(sock, &test_source_ops, &src, &opts);
+	struct ms_pageserver *srv =
+	    ms_pageserver_new(sock, &test_source_ops, &src, &opts, &(int){0});
 	assert_non_null(srv);
 	struct fc_child_cfg cfg = {.sock_path = sock,
 				   .size = PAGES * P,
