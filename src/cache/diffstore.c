@@ -335,19 +335,27 @@ out:
 	return err;
 }
 
+/*
+ * The entry of key that replace, evict, pin and unpin act on: one that is not being
+ * created. NULL with *err MS_ENOTFOUND (none) or -EBUSY (its create runs), else *err 0.
+ */
+static struct ms_ds_entry *ms_ds_settled_locked(struct ms_diffstore *ds, const char *key, int *err)
+{
+	MS_ASSERT_HELD(&ds->lock);
+	struct ms_ds_entry *e = ms_ds_find_locked(ds, key);
+	*err = !e ? MS_ENOTFOUND : e->state == MS_DS_CREATING ? -EBUSY : 0;
+	return *err ? NULL : e;
+}
+
 int ms_diffstore_replace(struct ms_diffstore *ds, const char *key, struct ms_source *src)
 {
 	if (!key || !*key || !src)
 		return -EINVAL;
 	struct ms_source *old = NULL;
-	int err = 0;
+	int err;
 	pthread_mutex_lock(&ds->lock);
-	struct ms_ds_entry *e = ms_ds_find_locked(ds, key);
-	if (!e)
-		err = MS_ENOTFOUND;
-	else if (e->state == MS_DS_CREATING)
-		err = -EBUSY;
-	else {
+	struct ms_ds_entry *e = ms_ds_settled_locked(ds, key, &err);
+	if (e) {
 		ms_ds_touch_locked(ds, e, ms_ds_now(ds));
 		old = e->src;
 		e->src = ms_source_ref(src);
@@ -366,14 +374,10 @@ int ms_diffstore_evict(struct ms_diffstore *ds, const char *key)
 {
 	if (!key)
 		return -EINVAL;
-	int err = 0;
+	int err;
 	pthread_mutex_lock(&ds->lock);
-	struct ms_ds_entry *e = ms_ds_find_locked(ds, key);
-	if (!e)
-		err = MS_ENOTFOUND;
-	else if (e->state == MS_DS_CREATING)
-		err = -EBUSY;
-	else if (e->state == MS_DS_LIVE) {
+	struct ms_ds_entry *e = ms_ds_settled_locked(ds, key, &err);
+	if (e && e->state == MS_DS_LIVE) {
 		ms_ds_schedule_delete_locked(ds, e, ms_ds_now(ds));
 		ds->counters.evictions++;
 	}
@@ -386,19 +390,15 @@ static int ms_ds_pin_change(struct ms_diffstore *ds, const char *key, int delta)
 {
 	if (!key)
 		return -EINVAL;
-	int err = 0;
+	int err;
 	pthread_mutex_lock(&ds->lock);
-	struct ms_ds_entry *e = ms_ds_find_locked(ds, key);
-	if (!e)
-		err = MS_ENOTFOUND;
-	else if (e->state == MS_DS_CREATING)
-		err = -EBUSY;
-	else if (delta > 0) {
+	struct ms_ds_entry *e = ms_ds_settled_locked(ds, key, &err);
+	if (e && delta > 0) {
 		e->pins++;
 		ms_ds_touch_locked(ds, e, ms_ds_now(ds));
-	} else if (e->pins == 0)
+	} else if (e && e->pins == 0)
 		err = -EINVAL;
-	else
+	else if (e)
 		e->pins--;
 	MS_DS_CHECK(ds);
 	pthread_mutex_unlock(&ds->lock);

@@ -24,11 +24,15 @@ extern const struct ms_cli_command ms_cli_commands[];
 bool ms_cli_wants_help(int argc, char **argv);
 /* Prints "memsnap: <what>: <ms_strerror(err)>" to stderr; returns 1. */
 int ms_cli_fail(const char *what, int err);
-/* The store options most commands share: --store URI and --endpoint URL. */
+/*
+ * The store options most commands share: --store URI and --endpoint URL (long options only:
+ * their codes are no short option's, so a command keeps every letter).
+ */
+enum { MS_CLI_OPT_STORE = 0x100, MS_CLI_OPT_ENDPOINT };
 #define MS_CLI_STORE_OPTIONS                                                                       \
-	{"store", required_argument, NULL, 's'},                                                   \
+	{"store", required_argument, NULL, MS_CLI_OPT_STORE},                                      \
 	{                                                                                          \
-		"endpoint", required_argument, NULL, 'e'                                           \
+		"endpoint", required_argument, NULL, MS_CLI_OPT_ENDPOINT                           \
 	}
 /* getopt_long's ch for MS_CLI_STORE_OPTIONS: true when it was one of them (stored). */
 bool ms_cli_store_option(int ch, const char *arg, const char **uri, const char **endpoint);

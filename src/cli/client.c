@@ -2,6 +2,7 @@
  * client.c - one HTTP request to memsnapd with libcurl (client.h).
  */
 #include "cli/client.h"
+#include "cli/cli.h"
 #include "util/growbuf.h"
 
 #include <curl/curl.h>
@@ -149,4 +150,25 @@ int ms_client_run(const struct ms_client *c, const char *method, const char *pat
 	cJSON_Delete(answer);
 	free(raw);
 	return rc;
+}
+
+int ms_client_build_command(int argc, char **argv, const char *usage, const char *method,
+			    bool with_id, const char *suffix,
+			    void (*print)(const cJSON *answer, const void *id))
+{
+	struct ms_client c;
+	ms_client_init(&c);
+	argc = ms_client_options(&c, argc, argv);
+	if (ms_cli_wants_help(argc, argv)) {
+		fputs(usage, stdout);
+		return MS_EXIT_OK;
+	}
+	if (argc != (with_id ? 2 : 1) || (with_id && argv[1][0] == '-')) {
+		fputs(usage, stderr);
+		return MS_EXIT_USAGE;
+	}
+	const char *id = with_id ? argv[1] : NULL;
+	char path[256];
+	snprintf(path, sizeof(path), "/v1/builds%s%.64s%s", id ? "/" : "", id ? id : "", suffix);
+	return ms_client_run(&c, method, path, print, id);
 }

@@ -52,5 +52,14 @@ int ms_client_options(struct ms_client *c, int argc, char **argv);
  */
 int ms_client_run(const struct ms_client *c, const char *method, const char *path,
 		  void (*print)(const cJSON *answer, const void *ctx), const void *ctx);
+/*
+ * A "memsnap build ..." command over the daemon: parses the shared options, prints usage
+ * for --help (exit 0) or a usage error (2), takes exactly one argument ID (with_id) or none,
+ * and requests METHOD /v1/builds[/ID]SUFFIX, its answer printed by print(answer, ID or
+ * NULL) (ms_client_run). Returns the command's exit code.
+ */
+int ms_client_build_command(int argc, char **argv, const char *usage, const char *method,
+			    bool with_id, const char *suffix,
+			    void (*print)(const cJSON *answer, const void *id));
 
 #endif

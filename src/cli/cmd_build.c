@@ -31,36 +31,6 @@ static const char *const metadata_usage =
     "(never waits for dedup: 'pending' while the durable header is not "
     "there).\n" BUILD_CONNECT_HELP;
 
-struct ms_build_printer {
-	void (*print)(const cJSON *);
-};
-
-/* ms_client_run's printer: ctx holds the command's own print function. */
-static void ms_build_print(const cJSON *answer, const void *ctx)
-{
-	((const struct ms_build_printer *)ctx)->print(answer);
-}
-
-static int ms_build_get(int argc, char **argv, const char *usage, const char *suffix,
-			void (*print)(const cJSON *))
-{
-	struct ms_client c;
-	ms_client_init(&c);
-	argc = ms_client_options(&c, argc, argv);
-	if (ms_cli_wants_help(argc, argv)) {
-		fputs(usage, stdout);
-		return 0;
-	}
-	if (argc != 2 || argv[1][0] == '-') {
-		fputs(usage, stderr);
-		return 2;
-	}
-	char path[256];
-	snprintf(path, sizeof(path), "/v1/builds/%.64s%s", argv[1], suffix);
-	struct ms_build_printer printer = {print};
-	return ms_client_run(&c, "GET", path, ms_build_print, &printer);
-}
-
 /* Prints an object's scalar members as "key: value" lines, nested ones indented. */
 static void ms_print_object(const cJSON *o, int indent)
 {
@@ -87,13 +57,15 @@ static void ms_print_object(const cJSON *o, int indent)
 	}
 }
 
-static void ms_build_print_show(const cJSON *b)
+static void ms_build_print_show(const cJSON *b, const void *id)
 {
+	(void)id;
 	ms_print_object(b, 0);
 }
 
-static void ms_build_print_metadata(const cJSON *m)
+static void ms_build_print_metadata(const cJSON *m, const void *id_arg)
 {
+	(void)id_arg;
 	const cJSON *mem = cJSON_GetObjectItemCaseSensitive(m, "memfile");
 	const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "build_id");
 	printf("build %s: %s\n", cJSON_IsString(id) ? id->valuestring : "?",
@@ -120,13 +92,14 @@ static void ms_build_print_metadata(const cJSON *m)
 
 int ms_cli_build_show(int argc, char **argv)
 {
-	return ms_build_get(argc, argv, show_usage, "", ms_build_print_show);
+	return ms_client_build_command(argc, argv, show_usage, "GET", true, "",
+				       ms_build_print_show);
 }
 
 int ms_cli_build_metadata(int argc, char **argv)
 {
-	return ms_build_get(argc, argv, metadata_usage, "/scheduling-metadata",
-			    ms_build_print_metadata);
+	return ms_client_build_command(argc, argv, metadata_usage, "GET", true,
+				       "/scheduling-metadata", ms_build_print_metadata);
 }
 
 static const char *const verify_usage =

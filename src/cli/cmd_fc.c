@@ -270,16 +270,70 @@ static int ms_fc_put_metadata(struct ms_store *store, const ms_uuid *id, uint64_
 	return err;
 }
 
+/* The options of build import and export (export's table names only --mem and the store's). */
+struct ms_fc_args {
+	const char *mem, *vmstate, *parent, *uri, *endpoint;
+	bool diff;
+	enum ms_dedup_mode dedup;
+	enum ms_compression compress;
+};
+
+/* Parses argv with opts into *a: 0, or 2 on a usage error (printed, with usage). */
+static int ms_fc_parse(int argc, char **argv, const struct option *opts, const char *usage,
+		       struct ms_fc_args *a)
+{
+	*a = (struct ms_fc_args){.dedup = MS_DEDUP_FULL, .compress = MS_COMPRESS_NONE};
+	int ch;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'm':
+			a->mem = optarg;
+			break;
+		case 'd':
+			a->diff = true;
+			break;
+		case 'v':
+			a->vmstate = optarg;
+			break;
+		case 'p':
+			a->parent = optarg;
+			break;
+		case 'D':
+			if (!strcmp(optarg, "full"))
+				a->dedup = MS_DEDUP_FULL;
+			else if (!strcmp(optarg, "best-effort"))
+				a->dedup = MS_DEDUP_BEST_EFFORT;
+			else if (!strcmp(optarg, "off"))
+				a->dedup = MS_DEDUP_OFF;
+			else {
+				fprintf(stderr,
+					"memsnap: --dedup takes full, best-effort or off\n");
+				return 2;
+			}
+			break;
+		case 'c':
+			if (ms_compression_parse(optarg, &a->compress)) {
+				fprintf(stderr, "memsnap: --compress takes none, zstd or lz4\n");
+				return 2;
+			}
+			break;
+		default:
+			if (ms_cli_store_option(ch, optarg, &a->uri, &a->endpoint))
+				break;
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	return 0;
+}
+
 int ms_cli_build_import(int argc, char **argv)
 {
 	if (ms_cli_wants_help(argc, argv)) {
 		fputs(import_usage, stdout);
 		return 0;
 	}
-	const char *mem = NULL, *vmstate = NULL, *parent_arg = NULL, *uri = NULL, *endpoint = NULL;
-	bool diff = false;
-	enum ms_dedup_mode dedup = MS_DEDUP_FULL;
-	enum ms_compression compress = MS_COMPRESS_NONE;
 	static const struct option opts[] = {{"mem", required_argument, NULL, 'm'},
 					     {"diff", no_argument, NULL, 'd'},
 					     {"vmstate", required_argument, NULL, 'v'},
@@ -288,47 +342,15 @@ int ms_cli_build_import(int argc, char **argv)
 					     {"dedup", required_argument, NULL, 'D'},
 					     {"compress", required_argument, NULL, 'c'},
 					     {NULL, 0, NULL, 0}};
-	int ch;
-	optind = 1;
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'm':
-			mem = optarg;
-			break;
-		case 'd':
-			diff = true;
-			break;
-		case 'v':
-			vmstate = optarg;
-			break;
-		case 'p':
-			parent_arg = optarg;
-			break;
-		case 'D':
-			if (!strcmp(optarg, "full"))
-				dedup = MS_DEDUP_FULL;
-			else if (!strcmp(optarg, "best-effort"))
-				dedup = MS_DEDUP_BEST_EFFORT;
-			else if (!strcmp(optarg, "off"))
-				dedup = MS_DEDUP_OFF;
-			else {
-				fprintf(stderr,
-					"memsnap: --dedup takes full, best-effort or off\n");
-				return 2;
-			}
-			break;
-		case 'c':
-			if (ms_compression_parse(optarg, &compress)) {
-				fprintf(stderr, "memsnap: --compress takes none, zstd or lz4\n");
-				return 2;
-			}
-			break;
-		default:
-			if (ms_cli_store_option(ch, optarg, &uri, &endpoint))
-				break;
-			goto usage;
-		}
-	}
+	struct ms_fc_args a;
+	int rc = ms_fc_parse(argc, argv, opts, import_usage, &a);
+	if (rc)
+		return rc;
+	const char *mem = a.mem, *vmstate = a.vmstate, *parent_arg = a.parent, *uri = a.uri,
+		   *endpoint = a.endpoint;
+	bool diff = a.diff;
+	enum ms_dedup_mode dedup = a.dedup;
+	enum ms_compression compress = a.compress;
 	if (optind != argc || !mem || !uri)
 		goto usage;
 	if (diff && !parent_arg) {
@@ -487,22 +509,13 @@ int ms_cli_build_export(int argc, char **argv)
 		fputs(export_usage, stdout);
 		return 0;
 	}
-	const char *mem = NULL, *uri = NULL, *endpoint = NULL;
 	static const struct option opts[] = {
 	    {"mem", required_argument, NULL, 'm'}, MS_CLI_STORE_OPTIONS, {NULL, 0, NULL, 0}};
-	int ch;
-	optind = 1;
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'm':
-			mem = optarg;
-			break;
-		default:
-			if (ms_cli_store_option(ch, optarg, &uri, &endpoint))
-				break;
-			goto usage;
-		}
-	}
+	struct ms_fc_args a;
+	int rc = ms_fc_parse(argc, argv, opts, export_usage, &a);
+	if (rc)
+		return rc;
+	const char *mem = a.mem, *uri = a.uri, *endpoint = a.endpoint;
 	if (optind != argc - 1 || !mem || !uri)
 		goto usage;
 	ms_uuid id;

@@ -28,27 +28,6 @@ static const char *const rm_usage =
     "snapfile and metadata. Refused while a sandbox, a cached build or a build in the\n"
     "store still needs it.\n" LIFECYCLE_HELP;
 
-/* One request; the answer printed by print (NULL: the id line), --json raw. */
-static int ms_lifecycle_call(int argc, char **argv, const char *usage, const char *method,
-			     bool with_id, void (*print)(const cJSON *, const void *))
-{
-	struct ms_client c;
-	ms_client_init(&c);
-	argc = ms_client_options(&c, argc, argv);
-	if (ms_cli_wants_help(argc, argv)) {
-		fputs(usage, stdout);
-		return 0;
-	}
-	if (argc != (with_id ? 2 : 1) || (with_id && argv[1][0] == '-')) {
-		fputs(usage, stderr);
-		return 2;
-	}
-	char path[256];
-	snprintf(path, sizeof(path), "/v1/builds%s%.64s", with_id ? "/" : "",
-		 with_id ? argv[1] : "");
-	return ms_client_run(&c, method, path, print, with_id ? argv[1] : NULL);
-}
-
 static const char *ms_lc_str(const cJSON *o, const char *name)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
@@ -101,10 +80,10 @@ static void ms_print_deleted(const cJSON *answer, const void *id)
 
 int ms_cli_build_ls(int argc, char **argv)
 {
-	return ms_lifecycle_call(argc, argv, ls_usage, "GET", false, ms_print_builds);
+	return ms_client_build_command(argc, argv, ls_usage, "GET", false, "", ms_print_builds);
 }
 
 int ms_cli_build_rm(int argc, char **argv)
 {
-	return ms_lifecycle_call(argc, argv, rm_usage, "DELETE", true, ms_print_deleted);
+	return ms_client_build_command(argc, argv, rm_usage, "DELETE", true, "", ms_print_deleted);
 }

@@ -62,7 +62,7 @@ static void ms_ps_summary(const struct ms_ps_active *a)
 {
 	const struct ms_uffd_metrics *m = ms_uffd_session_metrics(a->session);
 	enum ms_uffd_session_state state = ms_uffd_session_state(a->session);
-	int err = ms_uffd_session_error(a->session);
+	int err = ms_uffd_session_error(a->session, NULL);
 	uint64_t faults = atomic_load(&m->faults_read) + atomic_load(&m->faults_write) +
 			  atomic_load(&m->faults_wp);
 	printf("session %u (pid %d): %s%s%s, pages served %llu, zero pages %llu, faults %llu, "
@@ -80,8 +80,7 @@ static void ms_ps_summary(const struct ms_ps_active *a)
 int ms_cli_pageserver(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"store", required_argument, NULL, 's'},
-	    {"endpoint", required_argument, NULL, 'e'},
+	    MS_CLI_STORE_OPTIONS,
 	    {"build", required_argument, NULL, 'b'},
 	    {"socket", required_argument, NULL, 'S'},
 	    {"cache-dir", required_argument, NULL, 'c'},
@@ -98,12 +97,6 @@ int ms_cli_pageserver(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		char *end = NULL;
 		switch (c) {
-		case 's':
-			store_uri = optarg;
-			break;
-		case 'e':
-			endpoint = optarg;
-			break;
 		case 'b':
 			build = optarg;
 			break;
@@ -133,6 +126,8 @@ int ms_cli_pageserver(int argc, char **argv)
 			fputs(pageserver_usage, stdout);
 			return 0;
 		default:
+			if (ms_cli_store_option(c, optarg, &store_uri, &endpoint))
+				break;
 			fputs(pageserver_usage, stderr);
 			return 2;
 		}

@@ -67,7 +67,7 @@ struct ms_vm_opts {
 	enum ms_guest_kind kind;      /* --guest, parsed */
 };
 
-/* The field of the options that take their argument as it is: --guest, --store, ... */
+/* The field of the options that take their argument as it is: --guest, --out, ... */
 static const char **ms_vm_text_option(struct ms_vm_opts *o, int c)
 {
 	static const struct {
@@ -77,8 +77,6 @@ static const char **ms_vm_text_option(struct ms_vm_opts *o, int c)
 	    {'g', offsetof(struct ms_vm_opts, guest)},
 	    {'b', offsetof(struct ms_vm_opts, backend)},
 	    {'o', offsetof(struct ms_vm_opts, out)},
-	    {'s', offsetof(struct ms_vm_opts, store)},
-	    {'E', offsetof(struct ms_vm_opts, endpoint)},
 	    {'e', offsetof(struct ms_vm_opts, eager)},
 	    {'l', offsetof(struct ms_vm_opts, lazy)},
 	    {'f', offsetof(struct ms_vm_opts, snapfile)},
@@ -103,8 +101,7 @@ static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *
 	    {"mem", required_argument, NULL, 'm'},
 	    {"backend", required_argument, NULL, 'b'},
 	    {"out", required_argument, NULL, 'o'},
-	    {"store", required_argument, NULL, 's'},
-	    {"endpoint", required_argument, NULL, 'E'},
+	    MS_CLI_STORE_OPTIONS,
 	    {"eager", required_argument, NULL, 'e'},
 	    {"lazy", required_argument, NULL, 'l'},
 	    {"snapfile", required_argument, NULL, 'f'},
@@ -136,6 +133,8 @@ static int ms_vm_parse(int argc, char **argv, struct ms_vm_opts *o, const char *
 			*text = optarg;
 			continue;
 		}
+		if (ms_cli_store_option(c, optarg, &o->store, &o->endpoint))
+			continue;
 		switch (c) {
 		case 'T':
 			o->stall_compare = strtod(optarg, &end);

@@ -3,6 +3,8 @@
 #include "header/serialize.h"
 #include "storage/artifact.h"
 #include "storage/frames.h"
+#include "uffd/filesource.h"
+#include "uffd/pageserver.h"
 #include "util/err.h"
 #include "util/pageset.h"
 
@@ -179,4 +181,10 @@ int ms_demo_publish(struct ms_store *store, struct ms_demo_layer *layer, const u
 	free(blob);
 	*stored = packed_len;
 	return err;
+}
+
+struct ms_pageserver *ms_demo_pageserver(const char *sock, struct ms_layered *file, int *err)
+{
+	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
+	return ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts, err);
 }

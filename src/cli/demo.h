@@ -64,4 +64,9 @@ int ms_demo_base_header(struct ms_demo_layer *layer, uint64_t pages);
 int ms_demo_publish(struct ms_store *store, struct ms_demo_layer *layer, const uint8_t *data,
 		    size_t len, bool compress, uint64_t version, size_t *stored);
 
+struct ms_layered;
+struct ms_pageserver;
+/* The demos' page server over file at sock (4 workers, 64 KiB blocks); NULL with *err. */
+struct ms_pageserver *ms_demo_pageserver(const char *sock, struct ms_layered *file, int *err);
+
 #endif

@@ -11,7 +11,6 @@
 #include "cli/demo.h"
 #include "cli/demo_client.h"
 #include "snapshot/pause.h"
-#include "uffd/filesource.h"
 #include "uffd/pageserver.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -41,10 +40,8 @@ static const char demo_resume_help[] =
 static int demo_resume_once(struct ms_layered *file, const char *sock, const uint8_t *expect,
 			    uint64_t size, struct ms_demo_touch *touch)
 {
-	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
 	int err;
-	struct ms_pageserver *srv =
-	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts, &err);
+	struct ms_pageserver *srv = ms_demo_pageserver(sock, file, &err);
 	if (!srv)
 		return err;
 	err = ms_demo_client_touch(sock, expect, size, touch);

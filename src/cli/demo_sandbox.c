@@ -12,7 +12,6 @@
 #include "sandbox/sandbox.h"
 #include "snapshot/pause.h"
 #include "storage/artifact.h"
-#include "uffd/filesource.h"
 #include "uffd/pageserver.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -46,10 +45,8 @@ static int demo_sandbox_resume(const struct ms_sandbox_ops *backend, struct ms_l
 			       uint64_t size, uint64_t seed, uint64_t epoch, uint64_t *mismatches,
 			       double *ms, uint64_t *faults)
 {
-	struct ms_pageserver_options opts = {.workers = 4, .batch_bytes = 65536};
 	int err;
-	struct ms_pageserver *srv =
-	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts, &err);
+	struct ms_pageserver *srv = ms_demo_pageserver(sock, file, &err);
 	if (!srv)
 		return err;
 	int64_t t0 = ms_clock_now_ns();

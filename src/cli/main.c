@@ -47,11 +47,11 @@ struct ms_store *ms_cli_store_open(const char *uri, const char *endpoint, int *e
 
 bool ms_cli_store_option(int ch, const char *arg, const char **uri, const char **endpoint)
 {
-	if (ch == 's')
+	if (ch == MS_CLI_OPT_STORE)
 		*uri = arg;
-	else if (ch == 'e')
+	else if (ch == MS_CLI_OPT_ENDPOINT)
 		*endpoint = arg;
-	return ch == 's' || ch == 'e';
+	return ch == MS_CLI_OPT_STORE || ch == MS_CLI_OPT_ENDPOINT;
 }
 
 const char *ms_cli_upload_holder(void)

@@ -186,8 +186,10 @@ static cJSON *ms_build_entry(const struct ms_catalog_build *b, int64_t now_ms)
 	return o;
 }
 
-void ms_handle_build_list(struct ms_node *node, struct ms_node_response *resp)
+void ms_handle_build_list(struct ms_node *node, const struct ms_api_request *req,
+			  struct ms_node_response *resp)
 {
+	(void)req;
 	int64_t now_ms = ms_lease_now_ms();
 	struct ms_catalog *catalog = NULL;
 	int err = ms_catalog_load(node->store, now_ms, &catalog);

@@ -361,8 +361,10 @@ static void ms_handle_sandbox_op(struct ms_node *node, const struct ms_api_reque
 	ms_nsb_unref(sb);
 }
 
-static void ms_handle_list(struct ms_node *node, struct ms_node_response *resp)
+static void ms_handle_list(struct ms_node *node, const struct ms_api_request *req,
+			   struct ms_node_response *resp)
 {
+	(void)req;
 	cJSON *o = cJSON_CreateObject();
 	cJSON *list = o ? cJSON_AddArrayToObject(o, "sandboxes") : NULL;
 	pthread_mutex_lock(&node->lock);
@@ -470,12 +472,7 @@ static void ms_handle_build(struct ms_node *node, const struct ms_api_request *r
 		return;
 	}
 	cJSON_AddStringToObject(o, "build_id", text);
-	pthread_mutex_lock(&node->lock);
-	ssize_t i = ms_template_index_locked(node, &req->id);
-	struct ms_template *t = i >= 0 && node->templates[i]->state == TMPL_READY
-				    ? ms_template_ref(node->templates[i])
-				    : NULL;
-	pthread_mutex_unlock(&node->lock);
+	struct ms_template *t = ms_template_find_ready(node, &req->id);
 	if (t) {
 		/* the pipeline's figures outside node->lock: it takes locks of its own */
 		struct ms_pause_stats st = {0};
@@ -539,12 +536,7 @@ static void ms_handle_metadata(struct ms_node *node, const struct ms_api_request
 {
 	char text[MS_UUID_STR_LEN];
 	ms_uuid_format(&req->id, text);
-	pthread_mutex_lock(&node->lock);
-	ssize_t i = ms_template_index_locked(node, &req->id);
-	struct ms_template *t = i >= 0 && node->templates[i]->state == TMPL_READY
-				    ? ms_template_ref(node->templates[i])
-				    : NULL;
-	pthread_mutex_unlock(&node->lock);
+	struct ms_template *t = ms_template_find_ready(node, &req->id);
 	/* cached: its durable header, never waiting (pending while it is not there) */
 	struct ms_sched_metadata md;
 	int err;
@@ -608,8 +600,10 @@ static void ms_node_live(struct ms_node *node, struct ms_metrics_live *live)
 	live->uptime_seconds = (double)(ms_clock_now_ns() - node->started_ns) / 1e9;
 }
 
-static void ms_handle_metrics(struct ms_node *node, struct ms_node_response *resp)
+static void ms_handle_metrics(struct ms_node *node, const struct ms_api_request *req,
+			      struct ms_node_response *resp)
 {
+	(void)req;
 	struct ms_metrics_live live;
 	ms_node_live(node, &live);
 	char *text = NULL;
@@ -628,8 +622,10 @@ static void ms_handle_metrics(struct ms_node *node, struct ms_node_response *res
 	resp->body = text;
 }
 
-static void ms_handle_healthz(struct ms_node *node, struct ms_node_response *resp)
+static void ms_handle_healthz(struct ms_node *node, const struct ms_api_request *req,
+			      struct ms_node_response *resp)
 {
+	(void)req;
 	cJSON *o = cJSON_CreateObject();
 	if (o) {
 		cJSON_AddStringToObject(o, "status", "ok");
@@ -663,6 +659,17 @@ static void ms_handle_healthz(struct ms_node *node, struct ms_node_response *res
 	ms_respond_json(resp, 200, o);
 }
 
+/* One handler per operation (api.h), all with the request (some do not need it). */
+static void (*const ms_handlers[])(struct ms_node *, const struct ms_api_request *,
+				   struct ms_node_response *) = {
+    [MS_API_SANDBOX_CREATE] = ms_handle_create,	   [MS_API_SANDBOX_LIST] = ms_handle_list,
+    [MS_API_SANDBOX_GET] = ms_handle_sandbox_op,   [MS_API_SANDBOX_DELETE] = ms_handle_sandbox_op,
+    [MS_API_SANDBOX_PAUSE] = ms_handle_sandbox_op, [MS_API_SANDBOX_RESUME] = ms_handle_sandbox_op,
+    [MS_API_BUILD_GET] = ms_handle_build,	   [MS_API_BUILD_METADATA] = ms_handle_metadata,
+    [MS_API_BUILD_LIST] = ms_handle_build_list,	   [MS_API_BUILD_DELETE] = ms_handle_build_delete,
+    [MS_API_METRICS] = ms_handle_metrics,	   [MS_API_HEALTHZ] = ms_handle_healthz,
+};
+
 void ms_node_handle(struct ms_node *node, const struct ms_api_request *req,
 		    struct ms_node_response *resp)
 {
@@ -674,36 +681,5 @@ void ms_node_handle(struct ms_node *node, const struct ms_api_request *req,
 		ms_respond_error(resp, 503, "shutting_down", "the daemon is shutting down");
 		return;
 	}
-	switch (req->op) {
-	case MS_API_SANDBOX_CREATE:
-		ms_handle_create(node, req, resp);
-		break;
-	case MS_API_SANDBOX_LIST:
-		ms_handle_list(node, resp);
-		break;
-	case MS_API_SANDBOX_GET:
-	case MS_API_SANDBOX_DELETE:
-	case MS_API_SANDBOX_PAUSE:
-	case MS_API_SANDBOX_RESUME:
-		ms_handle_sandbox_op(node, req, resp);
-		break;
-	case MS_API_BUILD_GET:
-		ms_handle_build(node, req, resp);
-		break;
-	case MS_API_BUILD_METADATA:
-		ms_handle_metadata(node, req, resp);
-		break;
-	case MS_API_BUILD_LIST:
-		ms_handle_build_list(node, resp);
-		break;
-	case MS_API_BUILD_DELETE:
-		ms_handle_build_delete(node, req, resp);
-		break;
-	case MS_API_METRICS:
-		ms_handle_metrics(node, resp);
-		break;
-	case MS_API_HEALTHZ:
-		ms_handle_healthz(node, resp);
-		break;
-	}
+	ms_handlers[req->op](node, req, resp);
 }

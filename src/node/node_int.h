@@ -165,6 +165,8 @@ void ms_template_reading(struct ms_template *t, bool reading);
 /* A READY, done template with one reference, not in the cache. NULL: no memory. */
 struct ms_template *ms_template_alloc(struct ms_node *node, const ms_uuid *id);
 ssize_t ms_template_index_locked(struct ms_node *node, const ms_uuid *id);
+/* The cached build id when it is READY (a reference), else NULL; takes node->lock. */
+struct ms_template *ms_template_find_ready(struct ms_node *node, const ms_uuid *id);
 /* Takes a new reference for the cache. */
 int ms_template_insert_locked(struct ms_node *node, struct ms_template *t);
 /* Returns the cache's reference. */
@@ -282,7 +284,8 @@ const char *ms_build_status_locked(struct ms_node *node, const struct ms_templat
 
 /* ---- builds.c: the build lifecycle (list, delete, named builds, the store quota) ---- */
 
-void ms_handle_build_list(struct ms_node *node, struct ms_node_response *resp);
+void ms_handle_build_list(struct ms_node *node, const struct ms_api_request *req,
+			  struct ms_node_response *resp);
 void ms_handle_build_delete(struct ms_node *node, const struct ms_api_request *req,
 			    struct ms_node_response *resp);
 /*

@@ -311,41 +311,35 @@ static void ms_node_peers_take_metadata(struct ms_node_build_blobs *out, void *b
 	out->guest = ms_node_peers_guest(text, len);
 }
 
+/* A build's snapfile or metadata.json (op): through the resolver (a live peer first) when
+ * there is one, else from the store. */
+static int ms_node_peers_blob(struct ms_node_peers *peers, const ms_uuid *build_id,
+			      enum ms_peer_op op, size_t max_len, void **buf, size_t *len)
+{
+	bool from_peer;
+	if (peers->resolver)
+		return ms_peer_resolver_load_blob(peers->resolver, build_id, op, max_len, buf, len,
+						  &from_peer);
+	char key[MS_ARTIFACT_KEY_MAX];
+	enum ms_artifact artifact =
+	    op == MS_PEER_OP_SNAPFILE ? MS_ARTIFACT_SNAPFILE : MS_ARTIFACT_METADATA;
+	int err = ms_artifact_key(key, sizeof(key), build_id, artifact, MS_COMPRESS_NONE);
+	return err ? err : ms_store_read_all(peers->storage->store, key, max_len, buf, len);
+}
+
 int ms_node_peers_load(struct ms_node_peers *peers, const ms_uuid *build_id, size_t snapfile_max,
 		       struct ms_node_build_blobs *out)
 {
 	*out = (struct ms_node_build_blobs){.guest = -1};
-	struct ms_store *store = peers->storage->store;
-	char key[MS_ARTIFACT_KEY_MAX];
-	if (!peers->resolver) {
-		int err = ms_build_storage_load_header(store, build_id, MS_ARTIFACT_MEMFILE_HEADER,
-						       &out->header);
-		if (!err)
-			err = ms_artifact_key(key, sizeof(key), build_id, MS_ARTIFACT_SNAPFILE,
-					      MS_COMPRESS_NONE);
-		if (!err)
-			err = ms_store_read_all(store, key, snapfile_max, &out->snapfile,
-						&out->snapfile_len);
-		if (err) {
-			ms_header_free(out->header);
-			out->header = NULL;
-			return err;
-		}
-		void *meta = NULL;
-		size_t len = 0;
-		if (!ms_artifact_key(key, sizeof(key), build_id, MS_ARTIFACT_METADATA,
-				     MS_COMPRESS_NONE) &&
-		    !ms_store_read_all(store, key, METADATA_MAX, &meta, &len))
-			ms_node_peers_take_metadata(out, meta, len);
-		return 0;
-	}
-	bool snap_from_peer = false;
-	int err = ms_peer_resolver_load_header(peers->resolver, build_id, MS_PEER_FILE_MEMFILE,
-					       &out->header, &out->from_peer);
+	int err =
+	    peers->resolver
+		? ms_peer_resolver_load_header(peers->resolver, build_id, MS_PEER_FILE_MEMFILE,
+					       &out->header, &out->from_peer)
+		: ms_build_storage_load_header(peers->storage->store, build_id,
+					       MS_ARTIFACT_MEMFILE_HEADER, &out->header);
 	if (!err)
-		err = ms_peer_resolver_load_blob(peers->resolver, build_id, MS_PEER_OP_SNAPFILE,
-						 snapfile_max, &out->snapfile, &out->snapfile_len,
-						 &snap_from_peer);
+		err = ms_node_peers_blob(peers, build_id, MS_PEER_OP_SNAPFILE, snapfile_max,
+					 &out->snapfile, &out->snapfile_len);
 	if (err) {
 		ms_header_free(out->header);
 		out->header = NULL;
@@ -354,9 +348,7 @@ int ms_node_peers_load(struct ms_node_peers *peers, const ms_uuid *build_id, siz
 	/* from the peer, else the store's metadata.json (a build without one: guest unknown) */
 	void *meta = NULL;
 	size_t len = 0;
-	bool meta_from_peer;
-	if (!ms_peer_resolver_load_blob(peers->resolver, build_id, MS_PEER_OP_METADATA,
-					METADATA_MAX, &meta, &len, &meta_from_peer))
+	if (!ms_node_peers_blob(peers, build_id, MS_PEER_OP_METADATA, METADATA_MAX, &meta, &len))
 		ms_node_peers_take_metadata(out, meta, len);
 	return 0;
 }

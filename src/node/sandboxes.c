@@ -222,7 +222,9 @@ static void ms_nsb_session_event(void *arg, struct ms_uffd_session *session,
 	struct ms_node_sandbox *sb = arg;
 	if (state != MS_UFFD_SESSION_FAILED)
 		return;
-	atomic_store(&sb->session_error_off, ms_uffd_session_error_offset(session));
+	uint64_t error_off;
+	(void)ms_uffd_session_error(session, &error_off);
+	atomic_store(&sb->session_error_off, error_off);
 	atomic_store(&sb->session_error, err ? err : -EIO);
 	uint64_t one = 1;
 	if (write(sb->session_failed, &one, sizeof(one)) < 0)

@@ -109,6 +109,17 @@ ssize_t ms_template_index_locked(struct ms_node *node, const ms_uuid *id)
 	return -1;
 }
 
+struct ms_template *ms_template_find_ready(struct ms_node *node, const ms_uuid *id)
+{
+	pthread_mutex_lock(&node->lock);
+	ssize_t i = ms_template_index_locked(node, id);
+	struct ms_template *t = i >= 0 && node->templates[i]->state == TMPL_READY
+				    ? ms_template_ref(node->templates[i])
+				    : NULL;
+	pthread_mutex_unlock(&node->lock);
+	return t;
+}
+
 int ms_template_insert_locked(struct ms_node *node, struct ms_template *t)
 {
 	MS_ASSERT_HELD(&node->lock);

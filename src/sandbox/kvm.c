@@ -169,8 +169,7 @@ static int ms_ksb_written(struct ms_sandbox *sb, bool reset, struct ms_pageset *
 static int ms_ksb_pause(struct ms_sandbox *sb, struct ms_sandbox_paused *out)
 {
 	struct ms_kvm_sandbox *k = ms_ksb(sb);
-	memset(out, 0, sizeof(*out));
-	out->memfd = -1;
+	ms_sandbox_paused_init(out);
 	if (*ms_vmm_death_cause(k->vmm))
 		return -ECHILD;
 	struct ms_kvm_saved saved = {.count = 0};
@@ -186,14 +185,7 @@ static int ms_ksb_pause(struct ms_sandbox *sb, struct ms_sandbox_paused *out)
 	k->stopped = true;
 	if (!err)
 		err = ms_ksb_written(sb, true, &out->written);
-	if (!err && (out->memfd = fcntl(k->memfd, F_DUPFD_CLOEXEC, 0)) < 0)
-		err = -errno;
-	if (err) {
-		ms_sandbox_paused_fini(out);
-		memset(out, 0, sizeof(*out));
-		out->memfd = -1;
-	}
-	return err;
+	return ms_sandbox_paused_end(out, k->memfd, err);
 }
 
 static int ms_ksb_memory(struct ms_kvm_sandbox *k, const struct ms_sandbox_spec *spec)

@@ -411,8 +411,7 @@ fail:
 int ms_proc_pause(struct ms_proc *p, struct ms_sandbox_paused *out,
 		  struct ms_proc_pause_timing *timing)
 {
-	memset(out, 0, sizeof(*out));
-	out->memfd = -1;
+	ms_sandbox_paused_init(out);
 	if (p->dead)
 		return -ECHILD;
 	int err;
@@ -450,14 +449,7 @@ int ms_proc_pause(struct ms_proc *p, struct ms_sandbox_paused *out,
 		timing->state_us = (double)(t1 - t0) / 1e3;
 		timing->scan_us = (double)(ms_clock_now_ns() - t1) / 1e3;
 	}
-	if (!err && (out->memfd = fcntl(p->memfd, F_DUPFD_CLOEXEC, 0)) < 0)
-		err = -errno;
-	if (err) {
-		ms_sandbox_paused_fini(out);
-		memset(out, 0, sizeof(*out));
-		out->memfd = -1;
-	}
-	return err;
+	return ms_sandbox_paused_end(out, p->memfd, err);
 }
 
 int ms_proc_restore(const struct ms_proc_restore *r, struct ms_proc **out)

@@ -159,7 +159,19 @@ void ms_sandbox_paused_fini(struct ms_sandbox_paused *paused)
 		close(paused->memfd);
 	ms_pageset_free(paused->written);
 	free(paused->snapfile);
-	paused->memfd = -1;
-	paused->written = NULL;
-	paused->snapfile = NULL;
+	ms_sandbox_paused_init(paused);
+}
+
+void ms_sandbox_paused_init(struct ms_sandbox_paused *paused)
+{
+	*paused = (struct ms_sandbox_paused){.memfd = -1};
+}
+
+int ms_sandbox_paused_end(struct ms_sandbox_paused *paused, int memfd, int err)
+{
+	if (!err && (paused->memfd = fcntl(memfd, F_DUPFD_CLOEXEC, 0)) < 0)
+		err = -errno;
+	if (err)
+		ms_sandbox_paused_fini(paused);
+	return err;
 }

@@ -97,6 +97,14 @@ const char *ms_sandbox_death_cause(struct ms_sandbox *sb);
 const char *ms_sandbox_backend_name(struct ms_sandbox *sb);
 void ms_sandbox_destroy(struct ms_sandbox *sb);
 void ms_sandbox_paused_fini(struct ms_sandbox_paused *paused);
+/* For backends: a pause starts with paused empty (memfd -1) ... */
+void ms_sandbox_paused_init(struct ms_sandbox_paused *paused);
+/*
+ * ... and ends here with its error: on success paused gets a duplicate of memfd (the guest
+ * memory, close-on-exec); on failure (err, or the duplicate failing) paused is emptied.
+ * Returns the error.
+ */
+int ms_sandbox_paused_end(struct ms_sandbox_paused *paused, int memfd, int err);
 /* The backends' tables. */
 const struct ms_sandbox_ops *ms_sandbox_proc_ops(void);
 const struct ms_sandbox_ops *ms_sandbox_kvm_ops(void);

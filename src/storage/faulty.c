@@ -78,26 +78,29 @@ static bool ms_faulty_before(struct ms_store_faulty *f, enum ms_faulty_op op, co
 	       op == MS_FAULTY_READ;
 }
 
-static int ms_faulty_put_buf(struct ms_store *store, const char *key, const void *buf, size_t len,
-			     const struct ms_store_meta *meta)
+/* The store a call goes on to (inner), or NULL when a fired rule ended it (result in *ret). */
+static struct ms_store *ms_faulty_pass(struct ms_store *store, enum ms_faulty_op op,
+				       const char *key, int *ret)
 {
 	struct ms_store_faulty *f = ms_faulty(store);
 	enum ms_faulty_action action;
+	return ms_faulty_before(f, op, key, &action, ret) ? f->inner : NULL;
+}
+
+static int ms_faulty_put_buf(struct ms_store *store, const char *key, const void *buf, size_t len,
+			     const struct ms_store_meta *meta)
+{
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_PUT, key, &action, &ret))
-		return ret;
-	return f->inner->ops->put_buf(f->inner, key, buf, len, meta);
+	struct ms_store *inner = ms_faulty_pass(store, MS_FAULTY_PUT, key, &ret);
+	return inner ? inner->ops->put_buf(inner, key, buf, len, meta) : ret;
 }
 
 static int ms_faulty_put_file(struct ms_store *store, const char *key, int fd, uint64_t size,
 			      const struct ms_store_meta *meta)
 {
-	struct ms_store_faulty *f = ms_faulty(store);
-	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_PUT, key, &action, &ret))
-		return ret;
-	return f->inner->ops->put_file(f->inner, key, fd, size, meta);
+	struct ms_store *inner = ms_faulty_pass(store, MS_FAULTY_PUT, key, &ret);
+	return inner ? inner->ops->put_file(inner, key, fd, size, meta) : ret;
 }
 
 static int ms_faulty_read_range(struct ms_store *store, const char *key, uint64_t off, void *dst,
@@ -118,43 +121,31 @@ static int ms_faulty_read_range(struct ms_store *store, const char *key, uint64_
 
 static int ms_faulty_size(struct ms_store *store, const char *key, uint64_t *size)
 {
-	struct ms_store_faulty *f = ms_faulty(store);
-	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_SIZE, key, &action, &ret))
-		return ret;
-	return f->inner->ops->size(f->inner, key, size);
+	struct ms_store *inner = ms_faulty_pass(store, MS_FAULTY_SIZE, key, &ret);
+	return inner ? inner->ops->size(inner, key, size) : ret;
 }
 
 static int ms_faulty_remove(struct ms_store *store, const char *key)
 {
-	struct ms_store_faulty *f = ms_faulty(store);
-	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_REMOVE, key, &action, &ret))
-		return ret;
-	return f->inner->ops->remove(f->inner, key);
+	struct ms_store *inner = ms_faulty_pass(store, MS_FAULTY_REMOVE, key, &ret);
+	return inner ? inner->ops->remove(inner, key) : ret;
 }
 
 static int ms_faulty_list(struct ms_store *store, const char *prefix, ms_store_list_fn fn,
 			  void *ctx)
 {
-	struct ms_store_faulty *f = ms_faulty(store);
-	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_LIST, prefix, &action, &ret))
-		return ret;
-	return f->inner->ops->list(f->inner, prefix, fn, ctx);
+	struct ms_store *inner = ms_faulty_pass(store, MS_FAULTY_LIST, prefix, &ret);
+	return inner ? inner->ops->list(inner, prefix, fn, ctx) : ret;
 }
 
 static int ms_faulty_get_meta(struct ms_store *store, const char *key, struct ms_store_meta *meta)
 {
-	struct ms_store_faulty *f = ms_faulty(store);
-	enum ms_faulty_action action;
 	int ret;
-	if (!ms_faulty_before(f, MS_FAULTY_META, key, &action, &ret))
-		return ret;
-	return f->inner->ops->get_meta(f->inner, key, meta);
+	struct ms_store *inner = ms_faulty_pass(store, MS_FAULTY_META, key, &ret);
+	return inner ? inner->ops->get_meta(inner, key, meta) : ret;
 }
 
 static void ms_faulty_free(struct ms_store *store)

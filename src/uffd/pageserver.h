@@ -134,11 +134,12 @@ struct ms_uffd_session *ms_uffd_session_ref(struct ms_uffd_session *s);
 void ms_uffd_session_unref(struct ms_uffd_session *s);
 
 enum ms_uffd_session_state ms_uffd_session_state(struct ms_uffd_session *s);
-/* 0 while serving or closed cleanly; the failure's error once FAILED. */
-int ms_uffd_session_error(struct ms_uffd_session *s);
-/* The device offset of the source read whose failure FAILED the session, or UINT64_MAX
- * (serving, closed, or failed by something else: an ioctl error). */
-uint64_t ms_uffd_session_error_offset(struct ms_uffd_session *s);
+/*
+ * 0 while serving or closed cleanly; the failure's error once FAILED. offset (may be NULL)
+ * gets the device offset of the source read whose failure FAILED the session, or UINT64_MAX
+ * (serving, closed, or failed by something else: an ioctl error), read with the error.
+ */
+int ms_uffd_session_error(struct ms_uffd_session *s, uint64_t *offset);
 /* An eventfd that becomes readable when the session leaves SERVING (fails or closes).
  * Borrowed: valid until the last unref. */
 int ms_uffd_session_event_fd(struct ms_uffd_session *s);

@@ -256,6 +256,17 @@ static void pf_free_queue_locked(struct ms_uffd_prefetch *p)
 	}
 }
 
+/* Frees p once none of its threads runs (start's failure, free). */
+static void pf_release(struct ms_uffd_prefetch *p)
+{
+	ms_uffd_session_unref(p->session);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+	free(p->workers);
+	free(p->runs);
+	free(p);
+}
+
 struct ms_uffd_prefetch *ms_uffd_prefetch_start(struct ms_uffd_session *s,
 						const struct ms_page_source_ops *ops, void *ctx,
 						const struct ms_uffd_trace *trace,
@@ -319,12 +330,7 @@ struct ms_uffd_prefetch *ms_uffd_prefetch_start(struct ms_uffd_session *s,
 		pthread_mutex_lock(&p->lock);
 		pf_free_queue_locked(p);
 		pthread_mutex_unlock(&p->lock);
-		ms_uffd_session_unref(p->session);
-		pthread_cond_destroy(&p->cond);
-		pthread_mutex_destroy(&p->lock);
-		free(p->workers);
-		free(p->runs);
-		free(p);
+		pf_release(p);
 		*err = -rc;
 		return NULL;
 	}
@@ -389,12 +395,7 @@ void ms_uffd_prefetch_free(struct ms_uffd_prefetch *p)
 	if (!p)
 		return;
 	ms_uffd_prefetch_stop(p);
-	ms_uffd_session_unref(p->session);
-	pthread_cond_destroy(&p->cond);
-	pthread_mutex_destroy(&p->lock);
-	free(p->workers);
-	free(p->runs);
-	free(p);
+	pf_release(p);
 }
 
 /* ---- the trace a resume replays ---- */

@@ -94,24 +94,27 @@ static void uffd_eventfd_drain(int fd)
 	(void)n;
 }
 
-const struct ms_uffd_region *uffd_region_by_addr(struct ms_uffd_session *s, uint64_t addr)
+/* The region whose guest addresses (by_addr) or file offsets hold at. */
+static const struct ms_uffd_region *uffd_region_find(struct ms_uffd_session *s, uint64_t at,
+						     bool by_addr)
 {
 	for (size_t i = 0; i < s->hs.region_count; i++) {
 		const struct ms_uffd_region *r = &s->hs.regions[i];
-		if (addr >= r->base && addr - r->base < r->size)
+		uint64_t start = by_addr ? r->base : r->offset;
+		if (at >= start && at - start < r->size)
 			return r;
 	}
 	return NULL;
 }
 
+const struct ms_uffd_region *uffd_region_by_addr(struct ms_uffd_session *s, uint64_t addr)
+{
+	return uffd_region_find(s, addr, true);
+}
+
 const struct ms_uffd_region *uffd_region_by_off(struct ms_uffd_session *s, uint64_t off)
 {
-	for (size_t i = 0; i < s->hs.region_count; i++) {
-		const struct ms_uffd_region *r = &s->hs.regions[i];
-		if (off >= r->offset && off - r->offset < r->size)
-			return r;
-	}
-	return NULL;
+	return uffd_region_find(s, off, false);
 }
 
 void uffd_list_push(struct uffd_job **head, struct uffd_job **tail, struct uffd_job *job)
@@ -354,8 +357,8 @@ static void uffd_log_summary(struct ms_uffd_session *s)
 	    (unsigned long long)atomic_load(&m->faults_dropped), ms_strerror(s->error));
 }
 
-/* Stops and joins the workers, frees every job left, answers prefault waiters. */
-static void uffd_session_teardown(struct ms_uffd_session *s)
+/* Stops the workers and joins them. */
+static void uffd_workers_join(struct ms_uffd_session *s)
 {
 	pthread_mutex_lock(&s->lock);
 	s->workers_stop = true;
@@ -364,6 +367,12 @@ static void uffd_session_teardown(struct ms_uffd_session *s)
 	for (unsigned i = 0; i < s->worker_count; i++)
 		pthread_join(s->workers[i], NULL);
 	s->worker_count = 0;
+}
+
+/* Stops and joins the workers, frees every job left, answers prefault waiters. */
+static void uffd_session_teardown(struct ms_uffd_session *s)
+{
+	uffd_workers_join(s);
 
 	pthread_mutex_lock(&s->lock);
 	bool failed = s->state == MS_UFFD_SESSION_FAILED;
@@ -508,20 +517,11 @@ static void uffd_session_free(struct ms_uffd_session *s)
 	ms_uffd_tracker_fini(&s->tracker);
 	ms_uffd_recorder_fini(&s->recorder);
 	ms_uffd_handshake_fini(&s->hs);
-	if (s->memfd >= 0)
-		close(s->memfd);
-	if (s->uffd >= 0)
-		close(s->uffd);
-	if (s->conn >= 0)
-		close(s->conn);
-	if (s->pidfd >= 0)
-		close(s->pidfd);
-	if (s->stop_efd >= 0)
-		close(s->stop_efd);
-	if (s->wake_efd >= 0)
-		close(s->wake_efd);
-	if (s->event_efd >= 0)
-		close(s->event_efd);
+	const int fds[] = {s->memfd,	s->uffd,     s->conn,	  s->pidfd,
+			   s->stop_efd, s->wake_efd, s->event_efd};
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
 	pthread_cond_destroy(&s->work_cond);
 	pthread_cond_destroy(&s->state_cond);
 	pthread_mutex_destroy(&s->lock);
@@ -624,12 +624,7 @@ int ms_uffd_session_start(const struct ms_uffd_session_config *cfg, struct ms_uf
 	return 0;
 
 fail_workers:
-	pthread_mutex_lock(&s->lock);
-	s->workers_stop = true;
-	pthread_cond_broadcast(&s->work_cond);
-	pthread_mutex_unlock(&s->lock);
-	for (unsigned i = 0; i < s->worker_count; i++)
-		pthread_join(s->workers[i], NULL);
+	uffd_workers_join(s);
 fail_session:
 	uffd_session_free(s);
 	return err;
@@ -678,20 +673,14 @@ enum ms_uffd_session_state ms_uffd_session_state(struct ms_uffd_session *s)
 	return st;
 }
 
-int ms_uffd_session_error(struct ms_uffd_session *s)
+int ms_uffd_session_error(struct ms_uffd_session *s, uint64_t *offset)
 {
 	pthread_mutex_lock(&s->lock);
 	int err = s->error;
+	if (offset)
+		*offset = s->error_off;
 	pthread_mutex_unlock(&s->lock);
 	return err;
-}
-
-uint64_t ms_uffd_session_error_offset(struct ms_uffd_session *s)
-{
-	pthread_mutex_lock(&s->lock);
-	uint64_t off = s->error_off;
-	pthread_mutex_unlock(&s->lock);
-	return off;
 }
 
 int ms_uffd_session_event_fd(struct ms_uffd_session *s)

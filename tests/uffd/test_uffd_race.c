@@ -175,7 +175,7 @@ static void test_fail_forever(void **state)
 	struct pollfd pfd = {.fd = ms_uffd_session_event_fd(r.session), .events = POLLIN};
 	assert_int_equal(poll(&pfd, 1, 10000), 1);
 	assert_int_equal(ms_uffd_session_state(r.session), MS_UFFD_SESSION_FAILED);
-	assert_int_equal(ms_uffd_session_error(r.session), -EIO);
+	assert_int_equal(ms_uffd_session_error(r.session, NULL), -EIO);
 	assert_int_equal(atomic_load(&r.last_state), MS_UFFD_SESSION_FAILED);
 	assert_int_equal(atomic_load(&r.events), 1);
 	const struct ms_uffd_metrics *m = ms_uffd_session_metrics(r.session);

@@ -75,7 +75,7 @@ static void fixture_stop(struct fixture *f)
 	/* The session ends on its own when the peer exits. */
 	assert_int_equal(ms_uffd_session_wait(f->session, TIMEOUT_NS), 0);
 	assert_int_equal(ms_uffd_session_state(f->session), MS_UFFD_SESSION_CLOSED);
-	assert_int_equal(ms_uffd_session_error(f->session), 0);
+	assert_int_equal(ms_uffd_session_error(f->session, NULL), 0);
 	ms_uffd_session_unref(f->session);
 	ms_pageserver_free(f->srv);
 	test_source_fini(&f->src);
