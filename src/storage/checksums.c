@@ -142,6 +142,21 @@ static int ms_sums_pread(int fd, void *dst, size_t len, uint64_t off)
 	return 0;
 }
 
+/* Block i of o read from fd into *buf, grown (to *cap bytes) when it is too small. */
+static int ms_sums_read_block(const struct ms_sums_object *o, uint32_t i, int fd, uint8_t **buf,
+			      size_t *cap)
+{
+	size_t n = (size_t)(o->starts[i + 1] - o->starts[i]);
+	if (n > *cap) {
+		free(*buf);
+		*cap = 0;
+		if (!(*buf = malloc(n)))
+			return -ENOMEM;
+		*cap = n;
+	}
+	return ms_sums_pread(fd, *buf, n, o->starts[i]);
+}
+
 /*
  * Hashes the blocks of the reserved object o (starts filled) from fd and adds it
  * to sums; on error o is released and nothing was added.
@@ -151,19 +166,9 @@ static int ms_sums_commit_fd(struct ms_sums *sums, struct ms_sums_object *o, int
 	size_t cap = 0;
 	uint8_t *buf = NULL;
 	int err = 0;
-	for (uint32_t i = 0; !err && i < o->count; i++) {
-		size_t n = (size_t)(o->starts[i + 1] - o->starts[i]);
-		if (n > cap) {
-			free(buf);
-			cap = n;
-			if (!(buf = malloc(cap))) {
-				err = -ENOMEM;
-				break;
-			}
-		}
-		if (!(err = ms_sums_pread(fd, buf, n, o->starts[i])))
-			o->hashes[i] = ms_sums_hash(buf, n);
-	}
+	for (uint32_t i = 0; !err && i < o->count; i++)
+		if (!(err = ms_sums_read_block(o, i, fd, &buf, &cap)))
+			o->hashes[i] = ms_sums_hash(buf, (size_t)(o->starts[i + 1] - o->starts[i]));
 	free(buf);
 	if (err) {
 		free(o->starts);
@@ -428,16 +433,8 @@ int ms_sums_check_fd(const struct ms_sums_object *object, int fd, uint32_t *bad)
 	int err = 0;
 	for (uint32_t i = 0; !err && i < object->count; i++) {
 		size_t n = (size_t)(object->starts[i + 1] - object->starts[i]);
-		if (n > cap) {
-			free(buf);
-			cap = n;
-			if (!(buf = malloc(cap))) {
-				err = -ENOMEM;
-				break;
-			}
-		}
 		for (int tries = 0; tries < 2; tries++) { /* a mismatch is read once more */
-			if ((err = ms_sums_pread(fd, buf, n, object->starts[i])))
+			if ((err = ms_sums_read_block(object, i, fd, &buf, &cap)))
 				break;
 			err = ms_sums_check(object, i, buf, n, bad);
 			if (!err)
