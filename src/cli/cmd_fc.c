@@ -434,7 +434,7 @@ int ms_cli_build_import(int argc, char **argv)
 	if (!(gate = ms_future_new(NULL)))
 		goto out;
 	struct ms_pause_config pcfg = {.store = c.store,
-				       .diffs = parent->diffs,
+				       .diffs = parent->cache.diffs,
 				       .cache_dir = c.cache,
 				       .inflight = false,
 				       .dedup = dedup,

@@ -337,7 +337,7 @@ static int ms_vm_publish(const struct ms_vm_opts *o, struct ms_sandbox_paused *p
 	if (!none || (o->stall_compare > 0 && !gate))
 		goto out;
 	struct ms_pause_config pcfg = {.store = store,
-				       .diffs = parent->diffs,
+				       .diffs = parent->cache.diffs,
 				       .cache_dir = cache,
 				       .inflight = !o->no_inflight,
 				       .compress = o->compress,

@@ -162,7 +162,7 @@ int ms_cli_demo_resume(int argc, char **argv)
 	       (unsigned long long)mib, o.store_uri);
 	/* pause, the compare stalled */
 	struct ms_pause_config pcfg = {.store = store,
-				       .diffs = parent->diffs,
+				       .diffs = parent->cache.diffs,
 				       .cache_dir = w.node_a,
 				       .inflight = true,
 				       .compare_gate = gate};

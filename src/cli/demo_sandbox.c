@@ -156,7 +156,7 @@ int ms_cli_demo_sandbox(int argc, char **argv)
 		  &err)))
 		goto fail;
 	struct ms_pause_config cfg = {.store = store,
-				      .diffs = parent->diffs,
+				      .diffs = parent->cache.diffs,
 				      .cache_dir = node_a,
 				      .inflight = true,
 				      .compare_gate = gate};

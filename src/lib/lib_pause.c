@@ -30,9 +30,9 @@ memsnap_pause *memsnap_pause_start(memsnap_build *parent, int memfd, const uint3
 	if (dirty && empty) {
 		for (size_t i = 0; i < count; i++)
 			ms_pageset_add(dirty, written_pages[i]);
-		struct ms_pause_config config = {.store = bf->store,
-						 .diffs = bf->diffs,
-						 .cache_dir = bf->cache_dir,
+		struct ms_pause_config config = {.store = bf->cache.store,
+						 .diffs = bf->cache.diffs,
+						 .cache_dir = bf->cache.cache_dir,
 						 .inflight = true};
 		*err = ms_pause_start(&config, bf->file, memfd, dirty, empty, snapfile,
 				      snapfile_len, &pause);

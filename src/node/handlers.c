@@ -579,7 +579,7 @@ static void ms_handle_metadata(struct ms_node *node, const struct ms_api_request
 static void ms_node_live(struct ms_node *node, struct ms_metrics_live *live)
 {
 	memset(live, 0, sizeof(*live));
-	ms_diffstore_get_stats(node->diffs, &live->diffs);
+	ms_diffstore_get_stats(node->builds.diffs, &live->diffs);
 	pthread_mutex_lock(&node->lock);
 	for (size_t i = 0; i < node->nsandboxes; i++) {
 		struct ms_node_sandbox *sb = node->sandboxes[i];

@@ -204,19 +204,14 @@ struct ms_node *ms_node_new(const struct ms_node_config *cfg, int *err, char *wh
 		ms_info(MS_MOD, "removed %u leftovers from %s", removed, cfg->cache_dir);
 		atomic_fetch_add(&node->metrics.recovery_removed[MS_RECOVERY_CACHE_ENTRY], removed);
 	}
-	struct ms_diffstore_config dcfg = {.cache_dir = node->cfg.cache_dir,
-					   .ttl_ns = node->cfg.cache_ttl_ns,
+	struct ms_diffstore_config dcfg = {.ttl_ns = node->cfg.cache_ttl_ns,
 					   .delete_delay_ns = node->cfg.cache_delete_delay_ns};
-	if (!(node->diffs = ms_diffstore_new(&dcfg, err))) {
+	if ((*err = ms_build_cache_init(&node->builds, node->store, node->cfg.cache_dir, &dcfg))) {
 		snprintf(why, why_len, "diff store: %s", ms_strerror(*err));
 		goto fail;
 	}
-	node->storage = (struct ms_build_storage){.store = node->store,
-						  .diffs = node->diffs,
-						  .cache_dir = node->cfg.cache_dir,
-						  .data = MS_ARTIFACT_MEMFILE};
 	if (!(node->peers =
-		  ms_node_peers_new(&node->cfg, &node->storage,
+		  ms_node_peers_new(&node->cfg, &node->builds.storage,
 				    cfg->test_peer_die_after ? ms_node_hook_peer_die : NULL, node,
 				    err, why, why_len)))
 		goto fail;
@@ -328,8 +323,7 @@ void ms_node_free(struct ms_node *node)
 		ms_template_unref(node->templates[i]);
 	free(node->templates);
 	free(node->lost);
-	if (node->diffs)
-		ms_diffstore_free(node->diffs);
+	ms_build_cache_fini(&node->builds);
 	/* after the diff store: its routing sources were the resolver's */
 	ms_node_peers_free(node->peers);
 	if (node->store && node->store != node->store_base)

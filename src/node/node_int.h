@@ -24,6 +24,7 @@
 #ifndef MS_NODE_NODE_INT_H
 #define MS_NODE_NODE_INT_H
 
+#include "build/buildfile.h"
 #include "build/layered.h"
 #include "build/storage.h"
 #include "cache/diffstore.h"
@@ -122,8 +123,7 @@ struct ms_node {
 	struct ms_store *store_base; /* the store the config names (owned) */
 	/* test_store_faults: its wrappers, by enum ms_node_store_fault (in node->store's chain) */
 	struct ms_store *store_faults[3];
-	struct ms_diffstore *diffs;
-	struct ms_build_storage storage;
+	struct ms_build_cache builds; /* over store (build/buildfile.h): diff store, storage */
 	struct ms_node_peers *peers;
 	ms_layered_resolve_fn resolve; /* every layered file of this node resolves with it */
 	void *resolve_ctx;

@@ -403,7 +403,8 @@ int ms_nsb_start_fresh(struct ms_node_sandbox *sb, const struct ms_api_request *
 		return -ENOMEM;
 	base->base = true;
 	base->mem_size = req->mem_size;
-	if (!(base->file = ms_layered_new(
+	if (!(base->file = ms_build_cache_file(
+		  &node->builds,
 		  ms_header_new_base(&base_id, MS_HEADER_V4, P, req->mem_size, false),
 		  node->resolve, node->resolve_ctx))) {
 		ms_template_unref(base);
@@ -596,7 +597,7 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, const ms_uuid *want, ms_uuid *build
 		goto fail;
 	struct ms_pause_config cfg = {
 	    .store = node->store,
-	    .diffs = node->diffs,
+	    .diffs = node->builds.diffs,
 	    .cache_dir = node->cfg.cache_dir,
 	    .inflight = node->cfg.inflight_serve,
 	    .dedup = !node->cfg.dedup		   ? MS_DEDUP_OFF
@@ -655,7 +656,7 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, const ms_uuid *want, ms_uuid *build
 	/* other nodes may resume it from here until it is uploaded */
 	struct ms_peer_build served = {.build_id = t->id,
 				       .memfile = t->file,
-				       .diffs = node->diffs,
+				       .diffs = node->builds.diffs,
 				       .published = ms_pause_published(t->pause),
 				       .checksums = ms_pause_data_checksums(t->pause),
 				       .snapfile = t->snapfile,

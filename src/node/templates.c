@@ -186,8 +186,9 @@ static void *ms_template_poll_main(void *arg)
 			/* its reads go to the store now (the peer side's cache goes) */
 			char key[MS_ARTIFACT_KEY_MAX];
 			struct ms_source *src = NULL;
-			if (!ms_build_storage_key(&node->storage, &t->id, key, sizeof(key)) &&
-			    !ms_diffstore_get(node->diffs, key, &src)) {
+			if (!ms_build_storage_key(&node->builds.storage, &t->id, key,
+						  sizeof(key)) &&
+			    !ms_diffstore_get(node->builds.diffs, key, &src)) {
 				ms_peer_routing_move_to_store(src);
 				ms_source_unref(src);
 			}
@@ -238,7 +239,8 @@ static void *ms_template_fetch_main(void *arg)
 		t->metadata = blobs.metadata;
 		t->metadata_len = blobs.metadata_len;
 		t->from_peer = blobs.from_peer;
-		if (!(t->file = ms_layered_new(blobs.header, node->resolve, node->resolve_ctx)))
+		if (!(t->file = ms_build_cache_file(&node->builds, blobs.header, node->resolve,
+						    node->resolve_ctx)))
 			err = -ENOMEM;
 	}
 	if (!err && t->from_peer) {
