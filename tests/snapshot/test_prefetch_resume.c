@@ -197,7 +197,7 @@ static struct ms_pageserver *server(struct rig *r, struct ms_layered *file, stru
 					     .on_session_start = st ? start_prefetch : NULL,
 					     .start_arg = st};
 	struct ms_pageserver *srv =
-	    ms_pageserver_new(r->sock, &ms_layered_page_source_ops, file, &opts);
+	    ms_pageserver_new(r->sock, &ms_layered_page_source_ops, file, &opts, &(int){0});
 	assert_non_null(srv);
 	return srv;
 }
