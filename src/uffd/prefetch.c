@@ -31,11 +31,14 @@
 
 struct pf_run {
 	uint64_t off, len; /* device bytes */
+	bool joins;	   /* read in one read with the run before it (pf_plan_reads) */
 };
 
+/* One read: runs [first, first + count) from the span [off, off + len) in buf. */
 struct pf_fetched {
 	struct pf_fetched *next;
 	uint64_t off, len;
+	size_t first, count;
 	uint8_t *buf;
 };
 
@@ -84,6 +87,25 @@ static int pf_add_page(struct pf_run **runs, size_t *n, size_t *cap, uint64_t of
 	}
 	(*runs)[(*n)++] = (struct pf_run){.off = off, .len = ps};
 	return 0;
+}
+
+/*
+ * Runs that follow one another upwards with a gap of less than a batch block (the runs of one
+ * block around its zero pages, or of neighbouring blocks) are read together, up to max bytes
+ * from the first: one read of the span instead of one per run (a scattered working set gives
+ * runs of a page or two). The pages in the gaps are read and dropped, never installed.
+ */
+static void pf_plan_reads(struct pf_run *runs, size_t n, uint64_t block_bytes, uint64_t max)
+{
+	uint64_t start = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t prev_end = i ? runs[i - 1].off + runs[i - 1].len : 0;
+		runs[i].joins = i && runs[i].off >= prev_end &&
+				runs[i].off - prev_end < block_bytes &&
+				runs[i].off + runs[i].len - start <= max;
+		if (!runs[i].joins)
+			start = runs[i].off;
+	}
 }
 
 /*
@@ -138,6 +160,7 @@ static struct pf_run *pf_plan_runs(const struct ms_uffd_trace *trace,
 	}
 	if (!runs && !(runs = malloc(sizeof(*runs))))
 		return NULL;
+	pf_plan_reads(runs, n, block_pages * ps, max);
 	*nruns = n;
 	*npages = taken;
 	return runs;
@@ -177,22 +200,29 @@ static void *pf_worker_main(void *arg)
 			pthread_cond_wait(&p->cond, &p->lock);
 		if (p->stop || p->next_run == p->nruns)
 			break;
-		struct pf_run run = p->runs[p->next_run++];
+		size_t first = p->next_run++;
+		while (p->next_run < p->nruns && p->runs[p->next_run].joins)
+			p->next_run++;
+		size_t count = p->next_run - first;
 		pthread_mutex_unlock(&p->lock);
+		const struct pf_run *last = &p->runs[first + count - 1];
+		uint64_t off = p->runs[first].off, len = last->off + last->len - off;
 		struct pf_fetched *f = malloc(sizeof(*f));
-		uint8_t *buf = malloc(run.len);
-		int err = f && buf ? p->ops->read(p->ctx, buf, run.off, (size_t)run.len) : -ENOMEM;
+		uint8_t *buf = malloc(len);
+		int err = f && buf ? p->ops->read(p->ctx, buf, off, (size_t)len) : -ENOMEM;
 		pthread_mutex_lock(&p->lock);
+		p->stats.reads++;
 		if (err) {
 			ms_debug(PF_MOD, "prefetch: read [%llu, +%llu): %s; left to the faults",
-				 (unsigned long long)run.off, (unsigned long long)run.len,
+				 (unsigned long long)off, (unsigned long long)len,
 				 ms_strerror(err));
 			p->stats.read_errors++;
 			free(buf);
 			free(f);
 			continue;
 		}
-		*f = (struct pf_fetched){.off = run.off, .len = run.len, .buf = buf};
+		*f = (struct pf_fetched){
+		    .off = off, .len = len, .first = first, .count = count, .buf = buf};
 		pf_push_locked(p, f);
 		pthread_cond_broadcast(&p->cond);
 	}
@@ -211,26 +241,38 @@ static void *pf_install_main(void *arg)
 			pthread_cond_wait(&p->cond, &p->lock);
 		if (p->stop || !p->head)
 			break; /* stopped, or every worker is done and nothing is left */
-		/* every run fetched so far goes to the event thread in one batch */
+		/* what was fetched so far goes to the event thread in one batch, every run of a
+		 * read pointing into that read's buffer */
 		struct pf_fetched *batch[PF_INSTALL_BATCH];
-		struct ms_uffd_install_run runs[PF_INSTALL_BATCH];
-		size_t n = 0;
-		while (n < PF_INSTALL_BATCH && p->head) {
+		size_t n = 0, total = 0;
+		while (n < PF_INSTALL_BATCH && p->head && (!n || total < PF_INSTALL_BATCH)) {
 			batch[n] = pf_pop_locked(p);
-			runs[n] = (struct ms_uffd_install_run){
-			    .off = batch[n]->off, .buf = batch[n]->buf, .len = batch[n]->len};
-			n++;
+			total += batch[n++]->count;
 		}
 		pthread_cond_broadcast(&p->cond); /* room for the workers */
 		pthread_mutex_unlock(&p->lock);
-		int err = ms_uffd_session_install_runs(p->session, runs, n);
+		struct ms_uffd_install_run *runs = malloc(total * sizeof(*runs));
+		int err = runs ? 0 : -ENOMEM;
+		for (size_t i = 0, k = 0; i < n && runs; i++)
+			for (size_t r = batch[i]->first; r < batch[i]->first + batch[i]->count; r++)
+				runs[k++] = (struct ms_uffd_install_run){
+				    .off = p->runs[r].off,
+				    .buf = batch[i]->buf + (p->runs[r].off - batch[i]->off),
+				    .len = p->runs[r].len};
+		if (!err)
+			err = ms_uffd_session_install_runs(p->session, runs, total);
 		pthread_mutex_lock(&p->lock);
-		for (size_t i = 0; i < n; i++) {
-			p->stats.pages_installed += runs[i].installed;
-			p->stats.pages_skipped += batch[i]->len / p->page_size - runs[i].installed;
+		for (size_t i = 0, k = 0; i < n; i++) {
+			for (size_t r = 0; r < batch[i]->count; r++, k++) {
+				uint64_t installed = runs && !err ? runs[k].installed : 0;
+				p->stats.pages_installed += installed;
+				p->stats.pages_skipped +=
+				    p->runs[batch[i]->first + r].len / p->page_size - installed;
+			}
 			free(batch[i]->buf);
 			free(batch[i]);
 		}
+		free(runs);
 		if (err) { /* the session is not serving any more: nothing can be installed */
 			ms_debug(PF_MOD, "prefetch: the session ended (%s)", ms_strerror(err));
 			p->stop = true;
@@ -334,10 +376,14 @@ struct ms_uffd_prefetch *ms_uffd_prefetch_start(struct ms_uffd_session *s,
 		*err = -rc;
 		return NULL;
 	}
-	ms_info(PF_MOD,
-		"prefetch: %zu trace blocks, %llu pages with their batch blocks, in %zu runs, "
-		"%u fetch workers",
-		trace->count, (unsigned long long)p->stats.pages_planned, p->nruns, p->nworkers);
+	size_t reads = 0;
+	for (size_t i = 0; i < p->nruns; i++)
+		reads += !p->runs[i].joins;
+	ms_info(
+	    PF_MOD,
+	    "prefetch: %zu trace blocks, %llu pages with their batch blocks, in %zu runs and %zu "
+	    "reads, %u fetch workers",
+	    trace->count, (unsigned long long)p->stats.pages_planned, p->nruns, reads, p->nworkers);
 	*err = 0;
 	return p;
 }

@@ -8,10 +8,10 @@
  *            fault on it would (the block and its neighbours that hold data:
  *            the trace names only faulting pages), contiguous pages coalesced
  *            up to coalesce_bytes - and read each from the page source into a
- *            buffer (for the layered file this also warms the chunk cache: a
- *            fault on a block whose chunk is being fetched waits for that
- *            fetch in the chunker instead of starting a second one).
- *   install  one thread hands each fetched run to the session
+ *            buffer, runs less than a batch block apart in one read (the gap
+ *            pages are dropped, never installed) (for the layered file this also warms the chunk
+ * cache: a fault on a block whose chunk is being fetched waits for that fetch in the chunker
+ * instead of starting a second one). install  one thread hands each fetched run to the session
  *            (ms_uffd_session_install: whole runs with UFFDIO_COPY, only pages
  *            not yet present; the event thread runs it after the faults it
  *            has read, so faults always go first).
@@ -46,7 +46,8 @@ struct ms_uffd_prefetch_options {
 
 struct ms_uffd_prefetch_stats {
 	uint64_t blocks;	  /* blocks in the trace */
-	uint64_t runs;		  /* coalesced reads planned */
+	uint64_t runs;		  /* coalesced runs of pages planned (one install each) */
+	uint64_t reads;		  /* reads done: the runs less than a batch block apart, together */
 	uint64_t pages_planned;	  /* pages to read: the trace's with their batch blocks */
 	uint64_t pages_installed; /* installed ahead of the guest */
 	uint64_t pages_skipped;	  /* already present, written or removed when their run came */

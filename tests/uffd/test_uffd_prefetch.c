@@ -181,7 +181,8 @@ static void test_replay_brings_batch_blocks(void **state)
 	assert_true(st.done);
 	assert_int_equal(st.blocks, 2);
 	assert_int_equal(st.pages_planned, 26);
-	assert_int_equal(st.runs, 8); /* each block in 4 runs around its 3 zero pages */
+	assert_int_equal(st.runs, 8);  /* each block in 4 runs around its 3 zero pages */
+	assert_int_equal(st.reads, 2); /* ... read in one read of the block */
 	assert_int_equal(st.pages_installed, 26);
 	assert_int_equal(faults(r.session), 0);
 	/* every data page of both blocks reads without a fault; the 6 zero pages fault */
