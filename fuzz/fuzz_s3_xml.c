@@ -1,10 +1,10 @@
 /*
  * fuzz_s3_xml.c - libFuzzer target for the reader of S3's XML answers
- * (storage/s3_xml.h): error codes, multipart upload ids, upload counts and
- * ListObjectsV2 pages, all on the raw bytes of a response body. Nothing may
- * read outside the body (ASan over an exact-size copy), and what is returned
- * must keep the reader's promises: a value found inside the body, keys no
- * longer than it, a code that fits, a token only on success.
+ * (storage/s3_xml.h): error codes, multipart upload ids, upload counts,
+ * ListObjectsV2 and ListMultipartUploads pages, all on the raw bytes of a response body. Nothing
+ * may read outside the body (ASan over an exact-size copy), and what is returned must keep the
+ * reader's promises: a value found inside the body, keys no longer than it, a code that fits, a
+ * token only on success.
  */
 #include "storage/s3_xml.h"
 #include "util/err.h"
@@ -28,6 +28,16 @@ static int on_key(const char *key, uint64_t size, int64_t mtime_ms, void *ctx)
 		abort();
 	l->keys++;
 	return l->keys == 1000 ? 1 : 0; /* a non-zero answer must stop the page */
+}
+
+static int on_upload(const char *key, const char *upload_id, int64_t initiated_ms, void *ctx)
+{
+	(void)initiated_ms;
+	struct listing *l = ctx;
+	if (!key || !upload_id || strlen(key) > l->body || strlen(upload_id) > l->body)
+		abort();
+	l->keys++;
+	return l->keys == 1000 ? 5 : 0; /* a non-zero answer is returned */
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -70,6 +80,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (err == 0 && stop != 0 && l.keys != 1000)
 			abort();
 		free(token);
+		struct listing u = {.body = size};
+		char *next_key = NULL, *next_id = NULL;
+		err = ms_s3_xml_uploads_page(xml, size, prefixes[i], on_upload, &u, &next_key,
+					     &next_id);
+		if ((err != 0 && (next_key || next_id)) || (!next_key) != (!next_id))
+			abort();
+		if (err == 5 && u.keys != 1000)
+			abort();
+		free(next_key);
+		free(next_id);
 	}
 	free(xml);
 	return 0;
