@@ -121,6 +121,45 @@ static int parse(const uint8_t *buf, size_t len)
 	return err;
 }
 
+/* A copied object checks the same bytes; ms_sums_check_fd names the changed block. */
+static void test_copy_and_check_fd(void **state)
+{
+	(void)state;
+	const size_t len = 5 * 4096 + 100;
+	uint8_t *buf = malloc(len);
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(i * 7 + 3);
+	struct ms_sums *a = ms_sums_new(), *b = ms_sums_new();
+	assert_int_equal(ms_sums_add_buf(a, "memfile", buf, len, 4096), 0);
+	assert_int_equal(ms_sums_add_object(b, ms_sums_find(a, "memfile")), 0);
+	assert_int_equal(ms_sums_add_object(b, ms_sums_find(a, "memfile")), -EINVAL); /* taken */
+	const struct ms_sums_object *o = ms_sums_find(b, "memfile");
+	assert_non_null(o);
+	assert_int_equal(o->count, 6);
+	assert_int_equal(ms_sums_check(o, 0, buf, len, NULL), 0);
+	char *dir = ms_test_tmpdir();
+	char path[512];
+	snprintf(path, sizeof(path), "%s/f", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, len), (ssize_t)len);
+	uint32_t bad = 99;
+	assert_int_equal(ms_sums_check_fd(o, fd, &bad), 0);
+	uint8_t x = buf[3 * 4096 + 5] ^ 1;
+	assert_int_equal(pwrite(fd, &x, 1, 3 * 4096 + 5), 1);
+	assert_int_equal(ms_sums_check_fd(o, fd, &bad), MS_ECHECKSUM);
+	assert_int_equal(bad, 3);
+	assert_int_equal(ftruncate(fd, (off_t)(len - 50)), 0);
+	assert_int_equal(pwrite(fd, &buf[3 * 4096 + 5], 1, 3 * 4096 + 5), 1);
+	assert_int_equal(ms_sums_check_fd(o, fd, &bad), -EIO); /* shorter */
+	close(fd);
+	ms_test_rmtree(dir);
+	free(dir);
+	ms_sums_unref(a);
+	ms_sums_unref(b);
+	free(buf);
+}
+
 static void test_parser_refuses(void **state)
 {
 	(void)state;
@@ -502,6 +541,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_roundtrip_and_check),
 	    cmocka_unit_test(test_parser_refuses),
+	    cmocka_unit_test(test_copy_and_check_fd),
 	    cmocka_unit_test_setup_teardown(test_reads_check_every_block, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_truncated_object_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corruption_once_is_fetched_again, setup, teardown),
