@@ -200,31 +200,23 @@ int ms_node_config_set(struct ms_node_config *cfg, const char *key, const char *
 			return -EINVAL;
 		}
 		return 0;
-	case OPT_COUNT: {
-		char *end;
-		errno = 0;
-		unsigned long long n = strtoull(value, &end, 10);
-		if (errno || !isdigit((unsigned char)*value) || *end || n > 1000000) {
-			snprintf(why, why_len, "%s: '%s' is not a count (0..1000000)", key, value);
-			return -EINVAL;
-		}
-		*(uint64_t *)field = n;
-		return 0;
-	}
+	case OPT_COUNT: /* a count is a size without a unit, at most a million */
 	case OPT_BYTES: {
+		bool bytes = o->kind == OPT_BYTES;
 		char *end;
 		errno = 0;
 		unsigned long long n = strtoull(value, &end, 10);
 		unsigned shift = !*end		     ? 0
+				 : !bytes	     ? 99
 				 : !strcmp(end, "K") ? 10
 				 : !strcmp(end, "M") ? 20
 				 : !strcmp(end, "G") ? 30
 				 : !strcmp(end, "T") ? 40
 						     : 99;
 		if (errno || !isdigit((unsigned char)*value) || shift == 99 ||
-		    (shift && n > (UINT64_MAX >> shift))) {
-			snprintf(why, why_len, "%s: '%s' is not a size (like 500G, 2T, 0)", key,
-				 value);
+		    (shift && n > (UINT64_MAX >> shift)) || (!bytes && n > 1000000)) {
+			snprintf(why, why_len, "%s: '%s' is not a %s", key, value,
+				 bytes ? "size (like 500G, 2T, 0)" : "count (0..1000000)");
 			return -EINVAL;
 		}
 		*(uint64_t *)field = (uint64_t)n << shift;

@@ -238,6 +238,11 @@ static void test_config(void **state)
 	    {"grace = -1s\n", "t.conf:1: grace: '-1s' is not a duration"},
 	    {"grace = 5 days\n", "t.conf:1: grace: '5 days' is not a duration"},
 	    {"max_sandboxes = 1x\n", "t.conf:1: max_sandboxes: '1x' is not a count"},
+	    {"max_sandboxes = 1K\n", "t.conf:1: max_sandboxes: '1K' is not a count"},
+	    {"max_sandboxes = 1000001\n", "t.conf:1: max_sandboxes: '1000001' is not a count"},
+	    {"store_quota_bytes = 5X\n", "t.conf:1: store_quota_bytes: '5X' is not a size"},
+	    {"store_quota_bytes = 16777216T\n",
+	     "t.conf:1: store_quota_bytes: '16777216T' is not a size"},
 	    {"compress = gzip\n", "t.conf:1: compress: 'gzip' is not none, zstd or lz4"},
 	    {"grace_ns = 1\n", "t.conf:1: unknown option 'grace_ns'"},
 	};
@@ -248,6 +253,10 @@ static void test_config(void **state)
 		if (strncmp(why, bad[i].reason, strlen(bad[i].reason)))
 			fail_msg("'%s': reason '%s', wanted '%s'", bad[i].text, why, bad[i].reason);
 	}
+	assert_int_equal(ms_node_config_set(&cfg, "store_quota_bytes", "2T", why, sizeof(why)), 0);
+	assert_int_equal(cfg.store_quota_bytes, 2ULL << 40);
+	assert_int_equal(ms_node_config_set(&cfg, "max_sandboxes", "1000000", why, sizeof(why)), 0);
+	assert_int_equal(cfg.max_sandboxes, 1000000);
 	char long_value[MS_NODE_PATH_MAX + 10];
 	memset(long_value, 'a', sizeof(long_value) - 1);
 	long_value[sizeof(long_value) - 1] = '\0';
