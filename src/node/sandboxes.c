@@ -563,38 +563,53 @@ static void ms_nsb_trace(struct ms_node_sandbox *sb, struct ms_uffd_trace *trace
 	pthread_mutex_unlock(&sb->node->lock);
 }
 
-int ms_nsb_pause(struct ms_node_sandbox *sb, const ms_uuid *want, ms_uuid *build_id, char *cause,
-		 size_t cause_len)
+/*
+ * What a new build's pipeline starts from: the stopped VM's memory (memfd, its
+ * written pages), or the memory a failed pause still holds (failed: ms_pause_retry).
+ */
+struct ms_nsb_pause_from {
+	int memfd; /* taken (closed on error too) */
+	const struct ms_pageset *written, *none;
+	struct ms_pause *failed;
+};
+
+/*
+ * The test holds of a new pause's template (the follower lifts them; until it
+ * runs, ms_nsb_lift_holds does), and the upload hold every pause has: the
+ * upload waits until the journal names the build (recovery.c).
+ */
+static int ms_nsb_make_holds(struct ms_node *node, struct ms_template *t)
 {
-	struct ms_node *node = sb->node;
-	struct ms_vm_job job = {.sb = sb, .paused = {.memfd = -1}};
-	int64_t t0 = ms_clock_now_ns();
-	ms_nsb_prefetch_end(sb); /* the pause stops it at once, before the VM stops */
-	int err = ms_worker_call(&sb->worker, ms_vm_job_pause, &job);
-	struct ms_uffd_trace trace;
-	ms_nsb_trace(sb, &trace); /* the guest is stopped: the trace is whole */
-	ms_nsb_stop_server(sb);
-	struct ms_template *parent = sb->tmpl, *t = NULL;
-	sb->tmpl = NULL;
-	struct ms_pageset *none = NULL;
-	char *metadata = NULL;
-	if (err)
-		goto fail;
-	ms_histogram_observe(&node->metrics.pause_stage[MS_TIMING_STOP], job.stop_ms / 1e3);
-	int64_t t1 = ms_clock_now_ns();
-	err = -ENOMEM;
-	if (!(none = ms_pageset_new()) || !(t = ms_template_alloc(node, &MS_UUID_NIL)))
-		goto fail;
 	if (node->cfg.test_stall_compare_ns > 0 && !(t->gate = ms_future_new(NULL)))
-		goto fail;
+		return -ENOMEM;
 	if (node->cfg.test_stall_drain_ns > 0 && !(t->drain_gate = ms_future_new(NULL)))
-		goto fail;
-	/* the upload waits until the journal names the build (recovery.c) */
-	if (!(t->upload_gate = ms_future_new(NULL)))
-		goto fail;
-	if (!(metadata = ms_nsb_metadata(sb->guest, parent->mem_size, parent,
-					 trace.count ? &trace : NULL)))
-		goto fail;
+		return -ENOMEM;
+	return (t->upload_gate = ms_future_new(NULL)) ? 0 : -ENOMEM;
+}
+
+/* Lifts the holds of a template without a follower (nobody else would). */
+static void ms_nsb_lift_holds(struct ms_template *t)
+{
+	if (!t || t->following)
+		return;
+	if (t->gate)
+		ms_future_set(t->gate, NULL);
+	if (t->drain_gate)
+		ms_future_set(t->drain_gate, NULL);
+	if (t->upload_gate)
+		ms_future_set(t->upload_gate, NULL);
+}
+
+/*
+ * Starts t's pipeline: t has its holds, metadata, snapfile, size, guest and
+ * parent (with its reading reference). Then the journal entry, the peer
+ * record and the follower; the caller puts t in the cache. On error the
+ * pipeline (if it started) has ended and t is the caller's to unref.
+ */
+static int ms_nsb_pipeline_start(struct ms_node *node, struct ms_template *t, const ms_uuid *want,
+				 const struct ms_nsb_pause_from *from)
+{
+	struct ms_template *parent = t->parent;
 	struct ms_pause_config cfg = {
 	    .store = node->store,
 	    .diffs = node->builds.diffs,
@@ -618,24 +633,19 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, const ms_uuid *want, ms_uuid *build
 	    .upload_gate = t->upload_gate,
 	    .upload_holder = node->upload_holder,
 	    .build_id = want,
-	    .metadata = metadata,
-	    .metadata_len = strlen(metadata),
+	    .metadata = t->metadata,
+	    .metadata_len = t->metadata_len,
 	};
-	int memfd = job.paused.memfd;
-	job.paused.memfd = -1;
-	t->mem_size = parent->mem_size;
-	t->guest = sb->guest;
-	t->parent = parent; /* its reading reference with it: the child's compare reads it */
-	parent = NULL;
-	/* the follower releases the stall; until it runs, a failed start must release it */
-	err = ms_pause_start(&cfg, t->parent->file, memfd, job.paused.written, none,
-			     job.paused.snapfile, job.paused.snapfile_len, &t->pause);
+	int err = from->failed
+		      ? ms_pause_retry(&cfg, parent->file, from->failed, &t->pause)
+		      : ms_pause_start(&cfg, parent->file, from->memfd, from->written, from->none,
+				       t->snapfile, t->snapfile_len, &t->pause);
 	if (err) {
 		if (t->pause) { /* inflight off: the compare failed */
 			ms_pause_free(t->pause);
 			t->pause = NULL;
 		}
-		goto fail;
+		return err;
 	}
 	t->id = *ms_pause_build_id(t->pause);
 	t->file = ms_pause_file(t->pause);
@@ -646,12 +656,6 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, const ms_uuid *want, ms_uuid *build
 			ms_strerror(journaled));
 	if (!node->cfg.test_hold_upload[0])
 		ms_future_set(t->upload_gate, NULL);
-	t->snapfile = job.paused.snapfile;
-	t->snapfile_len = job.paused.snapfile_len;
-	job.paused.snapfile = NULL;
-	t->metadata = metadata;
-	t->metadata_len = strlen(metadata);
-	metadata = NULL;
 	t->done = false;
 	/* other nodes may resume it from here until it is uploaded */
 	struct ms_peer_build served = {.build_id = t->id,
@@ -663,16 +667,128 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, const ms_uuid *want, ms_uuid *build
 				       .snapfile_len = t->snapfile_len,
 				       .metadata = t->metadata,
 				       .metadata_len = t->metadata_len};
-	if ((err = ms_node_peers_serve(node->peers, &served, t->guest, t->mem_size)))
-		goto fail_started;
-	t->served = ms_node_peers_address(node->peers) != NULL;
+	if (!(err = ms_node_peers_serve(node->peers, &served, t->guest, t->mem_size))) {
+		t->served = ms_node_peers_address(node->peers) != NULL;
+		err = -pthread_create(&t->follower, NULL, ms_template_follow, t);
+	}
+	if (err) {
+		/* without a follower nobody lifts the test holds: do it, then wait it out */
+		ms_nsb_lift_holds(t);
+		ms_template_ended(t, ms_pause_wait(t->pause, MS_PAUSE_PUBLISHED, -1));
+		return err;
+	}
+	t->following = true;
+	return 0;
+}
+
+/*
+ * op held: parent is a pause of this node that failed before its drain and
+ * still holds the guest memory (the sandbox resumed from it): the failed pause
+ * is paused again from that memory (ms_pause_retry) into a new build over its
+ * own parent, which takes the memory over. The new template, in the cache,
+ * with a reading reference, in *out; parent stays the caller's. -ENOENT when
+ * parent is no such pause.
+ */
+static int ms_nsb_retry(struct ms_node *node, struct ms_template *parent, struct ms_template **out)
+{
+	*out = NULL;
+	if (!parent->pause || !parent->parent ||
+	    ms_pause_state(parent->pause, NULL) != MS_PAUSE_FAILED ||
+	    !ms_pause_held_bytes(parent->pause))
+		return -ENOENT;
+	struct ms_template *t = ms_template_alloc(node, &MS_UUID_NIL);
+	int err = t ? ms_nsb_make_holds(node, t) : -ENOMEM;
+	if (!err && parent->metadata && !(t->metadata = strdup(parent->metadata)))
+		err = -ENOMEM;
+	if (!err && parent->snapfile_len && !(t->snapfile = malloc(parent->snapfile_len)))
+		err = -ENOMEM;
+	if (err)
+		goto fail;
+	t->metadata_len = parent->metadata_len;
+	if (parent->snapfile_len)
+		memcpy(t->snapfile, parent->snapfile, parent->snapfile_len);
+	t->snapfile_len = parent->snapfile_len;
+	t->mem_size = parent->mem_size;
+	t->guest = parent->guest;
+	t->parent = ms_template_ref(parent->parent);
+	ms_template_reading(t->parent, true);
+	struct ms_nsb_pause_from from = {.memfd = -1, .failed = parent->pause};
+	if ((err = ms_nsb_pipeline_start(node, t, NULL, &from)))
+		goto fail;
+	pthread_mutex_lock(&node->lock);
+	err = ms_template_insert_locked(node, t);
+	pthread_mutex_unlock(&node->lock);
+	if (err)
+		goto fail;
+	char failed_id[MS_UUID_STR_LEN], id[MS_UUID_STR_LEN];
+	ms_uuid_format(&parent->id, failed_id);
+	ms_uuid_format(&t->id, id);
+	ms_info(MS_MOD, "build %s: the failed pause's memory is paused again as build %s",
+		failed_id, id);
+	ms_template_reading(t, true);
+	*out = t;
+	return 0;
+fail:
+	ms_nsb_lift_holds(t);
+	ms_template_unref(t);
+	return err;
+}
+
+int ms_nsb_pause(struct ms_node_sandbox *sb, const ms_uuid *want, ms_uuid *build_id, char *cause,
+		 size_t cause_len)
+{
+	struct ms_node *node = sb->node;
+	struct ms_vm_job job = {.sb = sb, .paused = {.memfd = -1}};
+	int64_t t0 = ms_clock_now_ns();
+	ms_nsb_prefetch_end(sb); /* the pause stops it at once, before the VM stops */
+	int err = ms_worker_call(&sb->worker, ms_vm_job_pause, &job);
+	struct ms_uffd_trace trace;
+	ms_nsb_trace(sb, &trace); /* the guest is stopped: the trace is whole */
+	ms_nsb_stop_server(sb);
+	struct ms_template *parent = sb->tmpl, *t = NULL, *retried = NULL;
+	sb->tmpl = NULL;
+	struct ms_pageset *none = NULL;
+	if (err)
+		goto fail;
+	ms_histogram_observe(&node->metrics.pause_stage[MS_TIMING_STOP], job.stop_ms / 1e3);
+	int64_t t1 = ms_clock_now_ns();
+	/*
+	 * The sandbox was resumed from a pause that failed and still holds its memory:
+	 * that pause goes again first (taking the memory over), and this one is layered
+	 * over it, so the chain reaches the store. Otherwise the pause goes on over the
+	 * failed build as before (and fails with it).
+	 */
+	if (!ms_nsb_retry(node, parent, &retried)) {
+		ms_template_reading(parent, false);
+		ms_template_unref(parent);
+		parent = retried;
+	}
+	err = -ENOMEM;
+	if (!(none = ms_pageset_new()) || !(t = ms_template_alloc(node, &MS_UUID_NIL)))
+		goto fail;
+	if ((err = ms_nsb_make_holds(node, t)))
+		goto fail;
+	err = -ENOMEM;
+	if (!(t->metadata = ms_nsb_metadata(sb->guest, parent->mem_size, parent,
+					    trace.count ? &trace : NULL)))
+		goto fail;
+	t->metadata_len = strlen(t->metadata);
+	t->snapfile = job.paused.snapfile;
+	t->snapfile_len = job.paused.snapfile_len;
+	job.paused.snapfile = NULL;
+	t->mem_size = parent->mem_size;
+	t->guest = sb->guest;
+	t->parent = parent; /* its reading reference with it: the child's compare reads it */
+	parent = NULL;
+	struct ms_nsb_pause_from from = {
+	    .memfd = job.paused.memfd, .written = job.paused.written, .none = none};
+	job.paused.memfd = -1;
+	if ((err = ms_nsb_pipeline_start(node, t, want, &from)))
+		goto fail;
 	ms_histogram_observe(&node->metrics.pause_stage[MS_TIMING_RESUMABLE],
 			     (double)(ms_clock_now_ns() - t1) / 1e9);
 	t->stop_ms = job.stop_ms;
 	t->resumable_ms = (double)(ms_clock_now_ns() - t1) / 1e6;
-	if ((err = -pthread_create(&t->follower, NULL, ms_template_follow, t)))
-		goto fail_started;
-	t->following = true;
 	pthread_mutex_lock(&node->lock);
 	err = ms_template_insert_locked(node, t);
 	if (!err) {
@@ -691,27 +807,12 @@ int ms_nsb_pause(struct ms_node_sandbox *sb, const ms_uuid *want, ms_uuid *build
 	ms_pageset_free(none);
 	ms_sandbox_paused_fini(&job.paused);
 	return 0;
-fail_started:
-	/* without a follower nobody releases the test holds: do it, then wait it out */
-	if (t->gate)
-		ms_future_set(t->gate, NULL);
-	if (t->drain_gate)
-		ms_future_set(t->drain_gate, NULL);
-	if (t->upload_gate)
-		ms_future_set(t->upload_gate, NULL);
-	ms_template_ended(t, ms_pause_wait(t->pause, MS_PAUSE_PUBLISHED, -1));
 fail:
 	snprintf(cause, cause_len, "pause failed: %s", ms_strerror(err));
-	if (t && t->gate && !t->following)
-		ms_future_set(t->gate, NULL);
-	if (t && t->drain_gate && !t->following)
-		ms_future_set(t->drain_gate, NULL);
-	if (t && t->upload_gate && !t->following)
-		ms_future_set(t->upload_gate, NULL);
+	ms_nsb_lift_holds(t);
 	ms_template_unref(t);
 	ms_template_reading(parent, false);
 	ms_template_unref(parent);
-	free(metadata);
 	ms_uffd_trace_fini(&trace);
 	ms_pageset_free(none);
 	ms_sandbox_paused_fini(&job.paused);

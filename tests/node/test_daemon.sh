@@ -492,6 +492,65 @@ else
 	echo "SKIP (daemon B3 only): cannot mount a small tmpfs here (needs root)"
 fi
 
+### daemon B4: the sandbox resumed from a pause that failed before its drain (the cache disk
+# was full) is paused again once the disk has room: that pause takes the failed pause's memory
+# over (ms_pause_retry: a new build over the failed one's parent, the gauge drops to 0 at once),
+# the new build is layered over it, both publish, and the chain resumes cold after a restart
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=4m memsnap-test "$small" 2>/dev/null; then
+	start_daemon B4 --cache-dir "$small" --test-stall-compare 2s --failed-hold 1h || exit 1
+	api POST /v1/sandboxes '{"guest":"pattern","mem_mib":16,"exec":{"command":"fill","arg0":5,"arg1":11}}'
+	rid=$(field .id)
+	api POST "/v1/sandboxes/$rid/pause"
+	rfailed=$(field .build_id)
+	api POST "/v1/sandboxes/$rid/resume" '{"exec":{"command":"verify","arg0":5,"arg1":11}}'
+	expect "retry: warm resume during the stall" 200 "$code"
+	expect "retry: verified" 0 "$(field .report.result0)"
+	tries=0
+	until api GET "/v1/builds/$rfailed" && [ "$(field .status)" = failed ]; do
+		tries=$((tries + 1))
+		[ $tries -lt 300 ] || break
+		sleep 0.1
+	done
+	expect "retry: the first pause failed" failed "$(field .status)"
+	tries=0
+	until [ "$(held_bytes)" = 16777216 ] || [ $tries -ge 100 ]; do
+		tries=$((tries + 1))
+		sleep 0.1
+	done
+	expect "retry: the failed pause holds the memory" 16777216 "$(held_bytes)"
+	mount -o remount,size=256m "$small" && ok || bad "retry: could not grow the cache disk"
+	api POST "/v1/sandboxes/$rid/pause"
+	expect "retry: the second pause" 200 "$code"
+	rbuild=$(field .build_id)
+	expect "retry: the memory was taken over (gauge)" 0 "$(held_bytes)"
+	api GET "/v1/builds/$rbuild"
+	rparent=$(field .parent_build_id)
+	[ -n "$rparent" ] && [ "$rparent" != null ] && [ "$rparent" != "$rfailed" ] && ok ||
+		bad "retry: the new build is not layered over a retried one: parent $rparent (failed $rfailed)"
+	wait_status "$rbuild" published
+	api GET "/v1/builds/$rparent"
+	expect "retry: the retried build is published" published "$(field .status)"
+	api GET "/v1/builds/$rfailed"
+	expect "retry: the failed build stays failed" failed "$(field .status)"
+	api POST "/v1/sandboxes/$rid/resume" '{"exec":{"command":"verify","arg0":5,"arg1":11}}'
+	expect "retry: warm resume of the new build" 200 "$code"
+	expect "retry: warm verified" 0 "$(field .report.result0)"
+	api DELETE "/v1/sandboxes/$rid"
+	stop_daemon
+	expect "B4: clean stop" 0 $?
+	umount "$small"
+	start_daemon B4b || exit 1
+	api POST /v1/sandboxes "{\"build_id\":\"$rbuild\",\"exec\":{\"command\":\"verify\",\"arg0\":5,\"arg1\":11}}"
+	expect "retry: cold resume after a restart" 201 "$code"
+	expect "retry: cold verified" 0 "$(field .report.result0)"
+	expect "retry: cold start" cold "$(field .start_type)"
+	api DELETE "/v1/sandboxes/$(field .id)"
+	stop_daemon
+	expect "B4b: clean stop" 0 $?
+else
+	echo "SKIP (daemon B4 only): cannot mount a small tmpfs here (needs root)"
+fi
+
 ### daemon C: SIGTERM during an upload (every store write takes 3 s), then a restart
 start_daemon C --test-store-delay 3s --max-sandboxes 1 || exit 1
 api POST /v1/sandboxes '{"guest":"pattern","mem_mib":16,"exec":{"command":"fill","arg0":9,"arg1":3}}'
