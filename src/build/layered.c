@@ -234,15 +234,15 @@ int ms_layered_slice(struct ms_layered *file, uint64_t off, size_t len, const vo
 	if (!err)
 		err = file->resolve(file->ctx, &build, snap->header, &src);
 	ms_header_ref_unref(snap);
+	struct ms_source *view = NULL;
 	if (!err && ms_source_is_cached(src, in_build + skip, len))
-		err = ms_source_slice(src, in_build + skip, len, ptr);
+		err = ms_source_borrow(src, in_build + skip, len, ptr, &view);
 	else if (!err)
 		err = -ENOTSUP; /* a slice never fetches */
-	if (err) {
-		ms_source_unref(src);
+	ms_source_unref(src);
+	if (err)
 		return err;
-	}
-	*hold = src;
+	*hold = view; /* src itself, or what keeps a memfd's view mapped */
 	return 0;
 }
 

@@ -74,6 +74,24 @@ int ms_source_slice(struct ms_source *src, uint64_t off, size_t len, const void 
 	return src->ops->slice(src, off, len, ptr);
 }
 
+int ms_source_borrow(struct ms_source *src, uint64_t off, size_t len, const void **ptr,
+		     struct ms_source **hold)
+{
+	*hold = NULL;
+	if (atomic_load(&src->closed))
+		return MS_ECLOSED;
+	if (!ms_source_range_valid(src, off, len))
+		return -ERANGE;
+	if (!ptr)
+		return -EINVAL;
+	if (src->ops->borrow)
+		return src->ops->borrow(src, off, len, ptr, hold);
+	int err = ms_source_slice(src, off, len, ptr);
+	if (!err)
+		*hold = ms_source_ref(src);
+	return err;
+}
+
 uint64_t ms_source_size(const struct ms_source *src)
 {
 	return src->size;

@@ -41,6 +41,13 @@ struct ms_source_ops {
 	int (*read)(struct ms_source *src, void *dst, uint64_t off, size_t len);
 	/* Zero-copy view of [off, off + len); -ENOTSUP when there is none. May be NULL. */
 	int (*slice)(struct ms_source *src, uint64_t off, size_t len, const void **ptr);
+	/*
+	 * Optional: a zero-copy view whose lifetime is *hold's (a new reference the caller
+	 * unrefs), not src's: for sources whose bytes can go while src lives (a paused
+	 * guest's memfd, released under its readers). -ENOTSUP when there is none.
+	 */
+	int (*borrow)(struct ms_source *src, uint64_t off, size_t len, const void **ptr,
+		      struct ms_source **hold);
 	/* Every byte of [off, off + len) is present locally; never does I/O. */
 	bool (*is_cached)(struct ms_source *src, uint64_t off, size_t len);
 	/* Real on-disk usage in bytes (st_blocks * 512); memory-backed sources return 0. */
@@ -70,6 +77,13 @@ void ms_source_unref(struct ms_source *src);
 int ms_source_read(struct ms_source *src, void *dst, uint64_t off, size_t len);
 /* *ptr valid until the caller's unref (invariant 3). -ENOTSUP when no zero-copy view exists. */
 int ms_source_slice(struct ms_source *src, uint64_t off, size_t len, const void **ptr);
+/*
+ * A zero-copy view of [off, off + len) valid until ms_source_unref(*hold): the
+ * source's borrow, else its slice (*hold: a new reference to src). The errors
+ * of ms_source_slice. Copy out of it with util/faultsafe.h (invariant 3).
+ */
+int ms_source_borrow(struct ms_source *src, uint64_t off, size_t len, const void **ptr,
+		     struct ms_source **hold);
 uint64_t ms_source_size(const struct ms_source *src);
 /* false for a closed source or a range outside [0, size). */
 bool ms_source_is_cached(struct ms_source *src, uint64_t off, size_t len);

@@ -2,9 +2,11 @@
  * memfd.c - the captured guest memory and its identity and packed sources.
  *
  * Invariants:
- *  1. map is non-NULL exactly while !released; both change only under the
- *     exclusive lock, once;
- *  2. every copy out of map happens under the shared lock, with faultsafe copies.
+ *  1. map is non-NULL while !released, and after the release while a borrowed
+ *     view pins it (pins > 0); map, fd and released change only under the
+ *     exclusive lock, once; pins grow only under the shared lock, while !released;
+ *  2. every copy out of map happens under the shared lock, or out of a pinned
+ *     view, with faultsafe copies.
  */
 #include "snapshot/memfd.h"
 #include "build/layered.h"
@@ -21,10 +23,11 @@
 
 struct ms_memfd {
 	pthread_rwlock_t lock;
-	uint8_t *map;  /* guarded by lock */
-	int fd;	       /* guarded by lock; -1 once released */
-	bool released; /* guarded by lock */
-	uint64_t size; /* immutable */
+	uint8_t *map;	  /* guarded by lock */
+	int fd;		  /* guarded by lock; -1 once released */
+	bool released;	  /* guarded by lock */
+	atomic_uint pins; /* borrowed views: the last unpin after the release unmaps */
+	uint64_t size;	  /* immutable */
 	atomic_uint refs;
 };
 
@@ -62,11 +65,39 @@ void ms_memfd_release(struct ms_memfd *m)
 {
 	pthread_rwlock_wrlock(&m->lock);
 	if (!m->released) {
-		munmap(m->map, m->size);
+		if (atomic_load(&m->pins) == 0) { /* else the last unpin unmaps */
+			munmap(m->map, m->size);
+			m->map = NULL;
+		}
 		close(m->fd);
-		m->map = NULL;
 		m->fd = -1;
 		m->released = true;
+	}
+	pthread_rwlock_unlock(&m->lock);
+}
+
+int ms_memfd_pin(struct ms_memfd *m, uint64_t off, size_t len, const void **ptr)
+{
+	if (off > m->size || len > m->size - off)
+		return -ERANGE;
+	pthread_rwlock_rdlock(&m->lock);
+	int err = m->released ? MS_ECLOSED : 0;
+	if (!err) {
+		atomic_fetch_add(&m->pins, 1);
+		*ptr = m->map + off;
+	}
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
+void ms_memfd_unpin(struct ms_memfd *m)
+{
+	if (atomic_fetch_sub(&m->pins, 1) != 1)
+		return;
+	pthread_rwlock_wrlock(&m->lock);
+	if (m->released && m->map && atomic_load(&m->pins) == 0) {
+		munmap(m->map, m->size);
+		m->map = NULL;
 	}
 	pthread_rwlock_unlock(&m->lock);
 }
@@ -155,21 +186,15 @@ void ms_memfd_identity_set_fallback(struct ms_source *identity, struct ms_layere
 	atomic_store(&((struct ms_memfd_source *)identity)->fallback, fallback);
 }
 
+static size_t ms_memfd_packed_run(const struct ms_memfd_source *s, uint64_t off);
+
 /* Storage offset -> device offset through the packed index, run by run. */
 static int ms_memfd_packed_read(struct ms_source *src, void *dst, uint64_t off, size_t len)
 {
 	struct ms_memfd_source *s = (struct ms_memfd_source *)src;
-	size_t lo = 0, hi = s->run_count;
-	while (lo < hi) { /* the last run starting at or before off */
-		size_t mid = lo + (hi - lo) / 2;
-		if (s->runs[mid].storage_offset <= off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo == 0)
+	size_t i = ms_memfd_packed_run(s, off);
+	if (i >= s->run_count)
 		return -ERANGE;
-	size_t i = lo - 1;
 	uint8_t *out = dst;
 	while (len) {
 		if (i >= s->run_count)
@@ -188,6 +213,105 @@ static int ms_memfd_packed_read(struct ms_source *src, void *dst, uint64_t off, 
 		i++;
 	}
 	return 0;
+}
+
+/*
+ * What a borrowed view holds (the *hold of ms_source_borrow): a pin of the
+ * mapping and a memfd reference; its last unref unpins. It reads nothing itself.
+ */
+struct ms_memfd_view {
+	struct ms_source base;
+	struct ms_memfd *memfd; /* one reference, one pin */
+};
+
+static int ms_memfd_view_read(struct ms_source *src, void *dst, uint64_t off, size_t len)
+{
+	(void)src;
+	(void)dst;
+	(void)off;
+	(void)len;
+	return -ENOTSUP; /* a hold, not a source to read */
+}
+
+static bool ms_memfd_view_is_cached(struct ms_source *src, uint64_t off, size_t len)
+{
+	(void)src;
+	(void)off;
+	(void)len;
+	return false;
+}
+
+static uint64_t ms_memfd_disk_bytes(struct ms_source *src);
+
+static void ms_memfd_view_free(struct ms_source *src)
+{
+	struct ms_memfd_view *v = (struct ms_memfd_view *)src;
+	ms_memfd_unpin(v->memfd);
+	ms_memfd_unref(v->memfd);
+	free(v);
+}
+
+static const struct ms_source_ops ms_memfd_view_ops = {
+    .name = "memfd-view",
+    .read = ms_memfd_view_read,
+    .is_cached = ms_memfd_view_is_cached,
+    .disk_bytes = ms_memfd_disk_bytes,
+    .free = ms_memfd_view_free,
+};
+
+/* Pins [dev_off, dev_off + len) of s's memfd into a view hold. */
+static int ms_memfd_borrow_at(struct ms_memfd_source *s, uint64_t dev_off, size_t len,
+			      const void **ptr, struct ms_source **hold)
+{
+	struct ms_memfd_view *v = malloc(sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	int err = ms_memfd_pin(s->memfd, dev_off, len, ptr);
+	if (err) {
+		free(v);
+		return err;
+	}
+	ms_source_init(&v->base, &ms_memfd_view_ops, len);
+	v->memfd = ms_memfd_ref(s->memfd);
+	atomic_fetch_add(&s->bytes_served, len);
+	*hold = &v->base;
+	return 0;
+}
+
+/* Identity offsets: the view is the memory itself (MS_ECLOSED once released). */
+static int ms_memfd_identity_borrow(struct ms_source *src, uint64_t off, size_t len,
+				    const void **ptr, struct ms_source **hold)
+{
+	return ms_memfd_borrow_at((struct ms_memfd_source *)src, off, len, ptr, hold);
+}
+
+/* The run of the packed index holding storage offset off, or run_count (-ERANGE). */
+static size_t ms_memfd_packed_run(const struct ms_memfd_source *s, uint64_t off)
+{
+	size_t lo = 0, hi = s->run_count;
+	while (lo < hi) { /* the last run starting at or before off */
+		size_t mid = lo + (hi - lo) / 2;
+		if (s->runs[mid].storage_offset <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo == 0 ? s->run_count : lo - 1;
+}
+
+/* Packed offsets: a view only within one survivor run (else -ENOTSUP: read). */
+static int ms_memfd_packed_borrow(struct ms_source *src, uint64_t off, size_t len, const void **ptr,
+				  struct ms_source **hold)
+{
+	struct ms_memfd_source *s = (struct ms_memfd_source *)src;
+	size_t i = ms_memfd_packed_run(s, off);
+	if (i >= s->run_count)
+		return -ERANGE;
+	const struct ms_mapping *r = &s->runs[i];
+	uint64_t in_run = off - r->storage_offset;
+	if (len > r->length - in_run)
+		return -ENOTSUP; /* crosses into the next run: not contiguous in the memory */
+	return ms_memfd_borrow_at(s, r->offset + in_run, len, ptr, hold);
 }
 
 static bool ms_memfd_is_cached(struct ms_source *src, uint64_t off, size_t len)
@@ -214,6 +338,7 @@ static void ms_memfd_source_free(struct ms_source *src)
 static const struct ms_source_ops ms_memfd_identity_ops = {
     .name = "memfd-identity",
     .read = ms_memfd_identity_read,
+    .borrow = ms_memfd_identity_borrow,
     .is_cached = ms_memfd_is_cached,
     .disk_bytes = ms_memfd_disk_bytes,
     .free = ms_memfd_source_free,
@@ -222,6 +347,7 @@ static const struct ms_source_ops ms_memfd_identity_ops = {
 static const struct ms_source_ops ms_memfd_packed_ops = {
     .name = "memfd-packed",
     .read = ms_memfd_packed_read,
+    .borrow = ms_memfd_packed_borrow,
     .is_cached = ms_memfd_is_cached,
     .disk_bytes = ms_memfd_disk_bytes,
     .free = ms_memfd_source_free,

@@ -44,6 +44,17 @@ bool ms_memfd_is_released(struct ms_memfd *m);
 int ms_memfd_with_mapping(struct ms_memfd *m, int (*fn)(void *ctx, const uint8_t *mapping),
 			  void *ctx);
 
+/*
+ * A zero-copy view of [off, off + len) of the mapping: *ptr stays mapped until
+ * ms_memfd_unpin(m), even past a release (which closes the memfd at once and
+ * leaves the unmap to the last unpin). MS_ECLOSED once released, -ERANGE outside
+ * the memory. Read it with util/faultsafe.h. The sources below offer it as their
+ * borrow (ms_source_borrow: the hold unpins), which the compare reads a parent
+ * through (ms_layered_slice) and the peer server sends from.
+ */
+int ms_memfd_pin(struct ms_memfd *m, uint64_t off, size_t len, const void **ptr);
+void ms_memfd_unpin(struct ms_memfd *m);
+
 /* A source reading device offsets straight from the memfd (identity offsets). */
 struct ms_source *ms_memfd_identity_source_new(struct ms_memfd *m);
 /*

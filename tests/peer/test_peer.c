@@ -421,6 +421,8 @@ static void test_statuses_and_bad_input(void **state)
 	assert_int_equal(st.bad_requests, 12);
 	assert_int_equal(st.available, 6);
 	assert_int_equal(st.data_bytes, 8192 + 4096);
+	/* plain HTTP: both data answers went out from a zero-copy view of the source */
+	assert_int_equal(st.data_zero_copy, 2);
 
 	/* the bytes are the build's packed data: the kept pages 100..299 in order */
 	struct ms_peer_client_config cc = {.address = ms_peer_server_address(f->server),

@@ -513,12 +513,113 @@ static void test_packed_model(void **state)
 	free(image);
 }
 
+/*
+ * Finding 7: the memfd sources' zero-copy views. A layered file over the
+ * provisional header slices the identity source in place (it copied before:
+ * -ENOTSUP); the packed source gives a view within one survivor run only; a
+ * view outlives the release (the unmap waits for its hold) while new views are
+ * refused; a compare whose parent is such a file reads it through views.
+ */
+static void test_memfd_views(void **state)
+{
+	struct fixture *f = *state;
+	struct ms_header_ref *parent_ref = ms_layered_header(f->parent);
+	struct ms_header *prov;
+	struct ms_pageset *none = ms_pageset_new();
+	assert_int_equal(
+	    ms_header_new_diff(parent_ref->header, &f->prov_id, f->dirty, none, P, true, &prov), 0);
+	struct ms_source *identity = ms_memfd_identity_source_new(f->memfd);
+	table_set(&f->table, &f->prov_id, ms_source_ref(identity));
+	struct ms_layered *file = ms_layered_new(prov, table_resolve, &f->table);
+	const void *ptr = NULL;
+	struct ms_source *hold = NULL;
+	/* pages 64..127 changed: at identity offsets in the memory itself */
+	assert_int_equal(ms_layered_slice(file, 70 * P, 4 * P, &ptr, &hold), 0);
+	assert_non_null(hold);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(((const uint8_t *)ptr)[i * P + 17], expect_byte(70 + (uint64_t)i));
+	assert_true(ms_memfd_source_bytes_served(identity) >= 4 * P);
+	/* the packed source: a view inside a run; across two runs it is a read */
+	struct ms_pageset *runs = ms_pageset_new();
+	ms_pageset_add_range(runs, 10, 12);
+	ms_pageset_add_range(runs, 80, 83);
+	struct ms_source *packed = ms_memfd_packed_source_new(f->memfd, runs);
+	const void *pptr;
+	struct ms_source *phold = NULL;
+	assert_int_equal(ms_source_borrow(packed, 2 * P, 3 * P, &pptr, &phold), 0);
+	assert_int_equal(((const uint8_t *)pptr)[0], expect_byte(80));
+	assert_int_equal(((const uint8_t *)pptr)[3 * P - 1], expect_byte(82));
+	struct ms_source *none_hold = NULL;
+	assert_int_equal(ms_source_borrow(packed, P, 2 * P, &pptr, &none_hold), -ENOTSUP);
+	assert_int_equal(ms_source_borrow(packed, 5 * P, 1, &pptr, &none_hold), -ERANGE);
+	assert_null(none_hold);
+	/* the release: views taken before stay mapped; new ones are refused */
+	ms_memfd_release(f->memfd);
+	assert_true(ms_memfd_is_released(f->memfd));
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(((const uint8_t *)ptr)[i * P + P - 1],
+				 expect_byte(70 + (uint64_t)i));
+	struct ms_source *late = NULL;
+	assert_int_equal(ms_source_borrow(identity, 0, P, &ptr, &late), MS_ECLOSED);
+	assert_int_equal(ms_source_borrow(packed, 0, P, &pptr, &late), MS_ECLOSED);
+	assert_null(late);
+	ms_source_unref(phold);
+	ms_source_unref(hold); /* the last view: now the memory is unmapped */
+	ms_source_unref(packed);
+	ms_pageset_free(runs);
+	ms_layered_free(file);
+	ms_source_unref(identity);
+	ms_pageset_free(none);
+	ms_header_ref_unref(parent_ref);
+}
+
+/* A compare whose parent serves from a memfd reads it in place and gets the same answer. */
+static void test_compare_memfd_parent(void **state)
+{
+	struct fixture *f = *state;
+	/* the parent: a paused build still in memory (its provisional header over every page) */
+	int err;
+	uint8_t *image = malloc(PAGES * P);
+	for (uint64_t p = 0; p < PAGES; p++)
+		memset(image + p * P, page_byte(p, 0), P);
+	struct ms_memfd *pmem = ms_memfd_take(ms_test_guest_memfd(image, PAGES), PAGES * P, &err);
+	assert_non_null(pmem);
+	struct ms_header_ref *base_ref = ms_layered_header(f->parent);
+	struct ms_pageset *all = ms_pageset_new(), *none = ms_pageset_new();
+	ms_pageset_add_range(all, 0, PAGES);
+	ms_uuid pid;
+	ms_uuid_generate(&pid);
+	struct ms_header *ph;
+	assert_int_equal(ms_header_new_diff(base_ref->header, &pid, all, none, P, true, &ph), 0);
+	struct ms_source *identity = ms_memfd_identity_source_new(pmem);
+	table_set(&f->table, &pid, ms_source_ref(identity));
+	struct ms_layered *parent = ms_layered_new(ph, table_resolve, &f->table);
+	struct ms_dedup_result r;
+	assert_int_equal(ms_dedup_compare(f->memfd, f->dirty, parent, MS_DEDUP_FULL, NULL, &r), 0);
+	assert_int_equal(r.dirty_pages, 144);
+	assert_int_equal(r.equal_pages, 64);
+	assert_int_equal(ms_pageset_count(r.keep), 64);
+	assert_int_equal(ms_pageset_count(r.empty), 16);
+	/* every compared page (whole batches of 64) read from the memory once */
+	assert_int_equal(ms_memfd_source_bytes_served(identity), 144 * P);
+	ms_dedup_result_fini(&r);
+	ms_layered_free(parent);
+	ms_source_unref(identity);
+	ms_memfd_unref(pmem);
+	ms_pageset_free(all);
+	ms_pageset_free(none);
+	ms_header_ref_unref(base_ref);
+	free(image);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_compare_and_drain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_warm_window, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_packed_model, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_memfd_views, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_compare_memfd_parent, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

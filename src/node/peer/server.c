@@ -73,6 +73,7 @@ struct ms_peer_server {
 
 	_Atomic uint64_t requests, available, not_available, use_storage, bad_requests,
 	    unauthorized, uncertified, data_bytes, dropped, connections;
+	_Atomic uint64_t data_zero_copy; /* data answers sent from a view, not a copy */
 };
 
 /* One TCP connection (libmicrohttpd's socket context; its own thread): the client
@@ -424,11 +425,19 @@ static enum MHD_Result ms_peer_serve_header(struct ms_peer_server *s, struct MHD
 	return ret;
 }
 
+/* libmicrohttpd is done with a zero-copy answer: the view may go. */
+static void ms_peer_view_done(void *hold)
+{
+	ms_source_unref(hold);
+}
+
 static enum MHD_Result ms_peer_serve_data(struct ms_peer_server *s, struct MHD_Connection *conn,
 					  struct ms_peer_entry *e,
 					  const struct ms_peer_request *req)
 {
 	uint8_t *buf = NULL;
+	const void *view = NULL;
+	struct ms_source *view_hold = NULL; /* keeps view mapped until the answer is sent */
 	uint64_t size = 0;
 	int err = 0;
 	for (int attempt = 0; attempt < MS_PEER_READ_TRIES; attempt++) {
@@ -440,6 +449,16 @@ static enum MHD_Result ms_peer_serve_data(struct ms_peer_server *s, struct MHD_C
 		    (req->length % MS_PEER_ALIGN && req->offset + req->length != size)) {
 			ms_source_unref(src);
 			err = -ERANGE;
+			break;
+		}
+		/*
+		 * Plain HTTP sends straight from a zero-copy view (the kernel copies it
+		 * to the socket: a fault there is EFAULT, not SIGBUS). TLS encrypts in
+		 * this process, so it reads a faultsafe copy (cache/source.h, 3).
+		 */
+		if (!req->head && !s->tls.ca && req->length &&
+		    !ms_source_borrow(src, req->offset, req->length, &view, &view_hold)) {
+			ms_source_unref(src);
 			break;
 		}
 		if (!buf && !req->head && !(buf = malloc(req->length))) {
@@ -464,12 +483,18 @@ static enum MHD_Result ms_peer_serve_data(struct ms_peer_server *s, struct MHD_C
 	}
 	size_t len = req->head ? 0 : req->length;
 	struct MHD_Response *r =
-	    MHD_create_response_from_buffer(len, buf ? (void *)buf : (void *)"",
-					    buf ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	    view_hold ? MHD_create_response_from_buffer_with_free_callback_cls(
+			    len, (void *)view, ms_peer_view_done, view_hold)
+		      : MHD_create_response_from_buffer(len, buf ? (void *)buf : (void *)"",
+							buf ? MHD_RESPMEM_MUST_FREE
+							    : MHD_RESPMEM_PERSISTENT);
 	if (!r) {
 		free(buf);
+		ms_source_unref(view_hold);
 		return MHD_NO;
 	}
+	if (view_hold)
+		atomic_fetch_add(&s->data_zero_copy, 1);
 	char size_text[24];
 	snprintf(size_text, sizeof(size_text), "%" PRIu64, size);
 	MHD_add_response_header(r, MS_PEER_STATUS_HDR, "available");
@@ -826,5 +851,6 @@ void ms_peer_server_get_stats(struct ms_peer_server *s, struct ms_peer_server_st
 	    .data_bytes = atomic_load(&s->data_bytes),
 	    .dropped = atomic_load(&s->dropped),
 	    .connections = atomic_load(&s->connections),
+	    .data_zero_copy = atomic_load(&s->data_zero_copy),
 	};
 }

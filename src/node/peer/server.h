@@ -97,10 +97,11 @@ struct ms_peer_server_stats {
 	uint64_t available, not_available, use_storage; /* answers by status */
 	uint64_t bad_requests;				/* 400/405 */
 	uint64_t unauthorized;				/* 401 */
-	uint64_t uncertified; /* 403: TLS, and no client certificate the fleet CA signed */
-	uint64_t data_bytes;  /* data bytes served */
-	uint64_t dropped;     /* connections dropped by on_request */
-	uint64_t connections; /* TCP connections accepted (requests share them: keep-alive) */
+	uint64_t uncertified;	 /* 403: TLS, and no client certificate the fleet CA signed */
+	uint64_t data_bytes;	 /* data bytes served */
+	uint64_t dropped;	 /* connections dropped by on_request */
+	uint64_t connections;	 /* TCP connections accepted (requests share them: keep-alive) */
+	uint64_t data_zero_copy; /* data answers sent from a zero-copy view (plain HTTP) */
 };
 
 /* Starts listening. NULL on error with *err set (-EINVAL for the config, -errno). */
