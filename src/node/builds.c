@@ -46,8 +46,11 @@ static bool ms_file_maps(struct ms_layered *file, const ms_uuid *id)
 	return maps;
 }
 
-/* node->lock held: why this node still needs build id (NULL: it does not). */
-static const char *ms_build_needed_locked(struct ms_node *node, const ms_uuid *id,
+/*
+ * node->lock held: why this node still needs build id (NULL: it does not).
+ * cancel: a pipeline of its own still running is no reason (the delete cancels it).
+ */
+static const char *ms_build_needed_locked(struct ms_node *node, const ms_uuid *id, bool cancel,
 					  struct ms_template **self)
 {
 	MS_ASSERT_HELD(&node->lock);
@@ -64,7 +67,7 @@ static const char *ms_build_needed_locked(struct ms_node *node, const ms_uuid *i
 			*self = t;
 			if (t->state != TMPL_READY)
 				return "it is being fetched";
-			if (t->pause && !t->done)
+			if (t->pause && !t->done && !cancel)
 				return "its upload is not over";
 		} else if (t->state == TMPL_READY && ms_file_maps(t->file, id)) {
 			return "a build cached here is layered over it";
@@ -96,7 +99,26 @@ void ms_handle_build_delete(struct ms_node *node, const struct ms_api_request *r
 	size_t dependents = ms_catalog_dependents(catalog, &req->id, &dependent, 1);
 	pthread_mutex_lock(&node->lock);
 	struct ms_template *self;
-	const char *needed = ms_build_needed_locked(node, &req->id, &self);
+	const char *needed = ms_build_needed_locked(node, &req->id, true, &self);
+	if (!needed && !dependents && self && self->pause && !self->done) {
+		/*
+		 * Nothing needs it but its own pipeline: cancelled through its token (it
+		 * stops before its header: nothing half-written becomes visible, its
+		 * objects go with the failure), waited for, then the store read again.
+		 */
+		ms_template_ref(self);
+		pthread_mutex_unlock(&node->lock);
+		ms_catalog_free(catalog);
+		ms_info(MS_MOD, "build %s: delete cancels its pipeline", text);
+		ms_pause_cancel(self->pause);
+		pthread_mutex_lock(&node->lock);
+		while (!self->done)
+			pthread_cond_wait(&node->cond, &node->lock);
+		pthread_mutex_unlock(&node->lock);
+		ms_template_unref(self);
+		ms_handle_build_delete(node, req, resp); /* its pipeline has ended now */
+		return;
+	}
 	if (!needed && !b && !self) {
 		pthread_mutex_unlock(&node->lock);
 		ms_catalog_free(catalog);
