@@ -1,6 +1,7 @@
 /*
  * proc.c - the process sandbox: fork, fixed-address memfd RAM, userfaultfd
- * write-protect (async or sync: memory.h), strict seccomp, ptrace (state
+ * write-protect (async or sync: memory.h), strict seccomp (or its equal as a
+ * filter where a filter is already in force), ptrace (state
  * machine in proc.h).
  *
  * Child, before it runs guest code: map RAM, create and register the uffd,
@@ -20,7 +21,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <elf.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +56,39 @@ struct ms_proc {
 	char cause[160];
 	uint32_t guest; /* enum ms_guest_kind, recorded in the snapfile */
 };
+
+/*
+ * Seals the child: strict seccomp (read, write, exit and rt_sigreturn; any other
+ * system call kills it with SIGKILL). The kernel refuses strict mode (EINVAL) to a
+ * process that already has a seccomp filter - memsnapd under a systemd unit with
+ * LockPersonality=, RestrictAddressFamilies= and the like, or in a container whose
+ * manager installs one - so there the same four calls are allowed by a filter
+ * stacked on top (no_new_privs first, as the kernel requires without
+ * CAP_SYS_ADMIN), and anything else kills the process (SIGSYS).
+ */
+static int ms_proc_seal(void)
+{
+	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT) == 0)
+		return 0;
+	if (errno != EINVAL)
+		return -1;
+	struct sock_filter insns[] = {
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_read, 4, 0),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_write, 3, 0),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_exit, 2, 0),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_rt_sigreturn, 1, 0),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = sizeof(insns) / sizeof(insns[0]), .filter = insns};
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		return -1;
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
 
 static const uint8_t ms_proc_stub[] = {0xcc, 0x41, 0xff, 0xe3}; /* int3; jmp *%r11 */
 
@@ -85,7 +122,7 @@ static void ms_proc_child(int memfd, uint64_t size, int sock, const char *lazy_s
 	if (read(sock, &byte, 1) != 1)
 		_exit(14);
 	syscall(SYS_close_range, 0, ~0U, 0);
-	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT))
+	if (ms_proc_seal())
 		_exit(15);
 	for (;;)
 		__asm__ volatile("pause");
@@ -124,6 +161,9 @@ static void ms_proc_note_death(struct ms_proc *p, int status)
 	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
 		snprintf(p->cause, sizeof(p->cause),
 			 "killed by SIGKILL (a guest syscall under strict seccomp, or killed)");
+	else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
+		snprintf(p->cause, sizeof(p->cause),
+			 "killed by SIGSYS (a guest syscall under the seccomp filter)");
 	else if (WIFSIGNALED(status))
 		snprintf(p->cause, sizeof(p->cause), "killed by signal %d (%s)", WTERMSIG(status),
 			 strsignal(WTERMSIG(status)));
@@ -225,34 +265,66 @@ int ms_proc_written_pages(struct ms_proc *p, bool reset, struct ms_pageset **out
 	return 0;
 }
 
-/* Waits (bounded) until /proc/PID/status says "Seccomp: 1" (strict mode). */
+/* The number after "\nNAME:\t" in a /proc/PID/status text, or -1. */
+static long ms_proc_status_field(const char *buf, const char *name)
+{
+	char key[32];
+	snprintf(key, sizeof(key), "\n%s:\t", name);
+	const char *at = strstr(buf, key);
+	return at ? strtol(at + strlen(key), NULL, 10) : -1;
+}
+
+/* Reads /proc/PID/status (or /proc/self/status for pid 0) into buf: 0 or -errno. */
+static int ms_proc_read_status(pid_t pid, char *buf, size_t cap)
+{
+	char path[64];
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/status");
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = read(fd, buf, cap - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	return 0;
+}
+
+/*
+ * Waits (bounded) until the child's /proc/PID/status shows it sealed: "Seccomp: 1"
+ * (strict mode), or, where this process already runs under a seccomp filter
+ * (ms_proc_seal), "Seccomp: 2" with one filter more than this process has.
+ */
 static int ms_proc_wait_sealed(struct ms_proc *p)
 {
-	char path[64], buf[4096];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)p->pid);
+	char buf[4096];
+	int err = ms_proc_read_status(0, buf, sizeof(buf));
+	if (err)
+		return err;
+	long own_mode = ms_proc_status_field(buf, "Seccomp");
+	long own_filters = ms_proc_status_field(buf, "Seccomp_filters");
 	for (int i = 0; i < 5000; i++) {
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			return -errno;
-		ssize_t n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n > 0) {
-			buf[n] = '\0';
-			if (strstr(buf, "\nSeccomp:\t1\n")) {
-				/*
-				 * Strict seccomp seals one thread; a second thread (a sanitizer's
-				 * background thread after fork) would stay free, and a guest
-				 * syscall would kill only the guest's thread.
-				 */
-				if (!strstr(buf, "\nThreads:\t1\n")) {
-					ms_err("sandbox",
-					       "the sandbox process has more than one "
-					       "thread (a sanitizer runtime?): it cannot "
-					       "be sealed");
-					return -EPERM;
-				}
-				return 0;
+		if ((err = ms_proc_read_status(p->pid, buf, sizeof(buf))))
+			return err;
+		long mode = ms_proc_status_field(buf, "Seccomp");
+		bool sealed = own_mode == 2 ? mode == 2 && own_filters >= 0 &&
+						  ms_proc_status_field(buf, "Seccomp_filters") ==
+						      own_filters + 1
+					    : mode == 1;
+		if (sealed) {
+			/*
+			 * Seccomp seals one thread; a second thread (a sanitizer's
+			 * background thread after fork) would stay free, and a guest
+			 * syscall would kill only the guest's thread.
+			 */
+			if (ms_proc_status_field(buf, "Threads") != 1) {
+				ms_err("sandbox", "the sandbox process has more than one "
+						  "thread (a sanitizer runtime?): it cannot "
+						  "be sealed");
+				return -EPERM;
 			}
+			return 0;
 		}
 		int status;
 		if (waitpid(p->pid, &status, WNOHANG | __WALL) == p->pid &&
@@ -311,7 +383,7 @@ static int ms_proc_spawn(struct ms_proc *p, const char *lazy_socket)
 		err = -EIO;
 		goto out;
 	}
-	/* take it over only once it is sealed: strict seccomp shows in its status */
+	/* take it over only once it is sealed: its seccomp shows in its status */
 	if ((err = ms_proc_wait_sealed(p)))
 		goto out;
 	int sig, event;

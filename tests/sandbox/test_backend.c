@@ -16,10 +16,14 @@
 #include "util/err.h"
 
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -501,6 +505,23 @@ static void test_bad_specs(void **state)
 	assert_int_equal(ms_sandbox_create(ops, &spec, &sb), -EINVAL);
 }
 
+/*
+ * Under a seccomp filter that allows everything - as memsnapd runs under a
+ * systemd unit with LockPersonality= or RestrictAddressFamilies=, or in a
+ * container - sandboxes still start, run, pause and restore, and a guest's
+ * system call still kills it (the kernel refuses strict mode on top of a filter).
+ * The filter cannot be removed: this test runs last.
+ */
+static void test_under_seccomp_filter(void **state)
+{
+	struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+	struct sock_fprog prog = {.len = 1, .filter = &allow};
+	assert_int_equal(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+	assert_int_equal(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog), 0);
+	test_counter_across_restores(state);
+	test_syscall_is_reported(state);
+}
+
 int main(int argc, char **argv)
 {
 	ops = ms_test_backend(argc > 1 ? argv[1] : NULL);
@@ -515,6 +536,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_bad_specs),
 	    cmocka_unit_test(test_backend_choice),
 	    cmocka_unit_test(test_tracker_choice),
+	    cmocka_unit_test(test_under_seccomp_filter), /* last: its filter stays */
 	};
 	return cmocka_run_group_tests_name(ops->name, tests, NULL, NULL);
 }
