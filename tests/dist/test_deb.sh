@@ -3,15 +3,22 @@
 # source tree builds memsnap_*.deb; it holds both binaries, the systemd unit with
 # ExecStart=/usr/sbin/memsnapd, the man pages, the docs and the annotated config,
 # and its memsnapd runs. With --install (test_deb_systemd) the package is also
-# installed, the unit started and checked active, then purged: that needs
-# systemd as PID 1 and root, and skips (77) at once elsewhere.
+# installed under systemd, started (Type=notify), its API and one pause/resume
+# checked through it, stopped and purged: on the host where systemd is PID 1,
+# else in a booted systemd-nspawn container of this system (tests/dist/sysbox.sh);
+# it needs root, and skips (77) at once without it or without systemd-nspawn.
 #   test_deb.sh SOURCE_ROOT [--install]
 set -u
 src=${1:?usage: test_deb.sh SOURCE_ROOT [--install]}
 install=${2:-}
-if [ "$install" = --install ] &&
-	! { [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ] && [ "$(id -u)" -eq 0 ]; }; then
-	echo "SKIP: installing and starting the package needs systemd as PID 1 and root"
+. "$(dirname "$0")/sysbox.sh" # sysbox_start, sysbox_run, sysbox_stop
+if [ "$install" = --install ] && [ "$(id -u)" -ne 0 ]; then
+	echo "SKIP: installing and starting the package needs root"
+	exit 77
+fi
+if [ "$install" = --install ] && [ "$(ps -p 1 -o comm= 2>/dev/null)" != systemd ] &&
+	! command -v systemd-nspawn >/dev/null 2>&1; then
+	echo "SKIP: systemd is not PID 1 and systemd-nspawn is missing (scripts/deps.sh installs systemd-container)"
 	exit 77
 fi
 for tool in dpkg-buildpackage dh; do
@@ -21,7 +28,7 @@ for tool in dpkg-buildpackage dh; do
 	fi
 done
 tmp=$(mktemp -d /tmp/ms-deb.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+trap 'sysbox_stop; rm -rf "$tmp"' EXIT
 . "$src/tests/expect.sh"
 
 # a copy of the tree as git sees it (tracked files and new ones, no build dirs)
@@ -57,21 +64,15 @@ expect "the packaged unit's ExecStart" "/usr/sbin/memsnapd --config /etc/memsnap
 	ok || bad "the packaged memsnap --help: $(head -3 "$tmp/help")"
 
 if [ "$install" = --install ]; then
-	mkdir -p /etc/memsnap
-	conf_made=
-	[ -e /etc/memsnap/memsnapd.conf ] || { cp "$tmp/x/usr/share/doc/memsnap/memsnapd.conf" \
-		/etc/memsnap/memsnapd.conf && conf_made=1; }
-	if dpkg -i "$deb" >"$tmp/dpkg.log" 2>&1; then
-		ok
-		systemctl daemon-reload
-		systemctl start memsnapd && sleep 1
-		expect "systemctl is-active memsnapd" active "$(systemctl is-active memsnapd)"
-		systemctl stop memsnapd
-		dpkg --purge memsnap >/dev/null 2>&1 || bad "dpkg --purge memsnap"
+	mkdir "$tmp/deb"
+	cp "$deb" "$tmp/x/usr/share/doc/memsnap/memsnapd.conf" "$tmp/deb/"
+	if ! sysbox_start "$tmp" "$tmp/deb"; then
+		bad "$sysbox_why"
 	else
-		bad "dpkg -i: $(tail -5 "$tmp/dpkg.log")"
+		[ -n "$sysbox_leader" ] && echo "test_deb: the package goes into a booted systemd-nspawn container of this system"
+		. "$(dirname "$0")/deb_systemd.sh"
+		sysbox_stop
 	fi
-	[ -n "$conf_made" ] && rm -f /etc/memsnap/memsnapd.conf
 fi
 echo "test_deb: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
