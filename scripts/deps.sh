@@ -11,7 +11,7 @@ BUILD_PKGS="gcc make pkg-config meson ninja-build clang-format
  libsystemd-dev"
 TEST_PKGS="clang-14 libfuzzer-14-dev libclang-rt-14-dev curl openssl
  radosgw ceph-mon ceph-osd ceph-common uuid-runtime prometheus iproute2 procps jq socat
- dpkg-dev debhelper python3-yaml systemd-container"
+ dpkg-dev debhelper python3-yaml systemd-container python3-cryptography"
 
 want="$BUILD_PKGS"
 [ "${1:-}" = "--build" ] || want="$want $TEST_PKGS"

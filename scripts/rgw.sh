@@ -15,7 +15,8 @@
 #  - Every wait is bounded (RGW_WAIT seconds in all, default 90); on failure the log
 #    tails go to stderr, everything started is stopped and the exit status is 1.
 #  - Progress goes to stderr; stdout carries only the assignments.
-#  - STS is on (rgw sts key, rgw s3 auth use sts) and the user has user-policy caps, so a
+#  - STS is on (rgw sts key, rgw s3 auth use sts) and the user has user-policy, roles and
+#    oidc-provider caps (web identity: a test registers its issuer and role), so a
 #    test can allow itself sts:GetSessionToken and sign S3 calls with a session token.
 set -eu
 
@@ -234,7 +235,7 @@ EOF
 	[ $created -eq 1 ] || fail "radosgw-admin user create"
 	# the user may attach its own policies (IAM PutUserPolicy): the STS tests let it call
 	# GetSessionToken
-	timeout 30 radosgw-admin caps add --uid=memsnap --caps="user-policy=*" \
+	timeout 30 radosgw-admin caps add --uid=memsnap --caps="user-policy=*;roles=*;oidc-provider=*" \
 		>>"$D/log/setup.out" 2>&1 || fail "radosgw-admin caps add"
 	log "S3 user ready"
 	trap - INT TERM HUP
