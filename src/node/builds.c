@@ -88,6 +88,12 @@ void ms_handle_build_delete(struct ms_node *node, const struct ms_api_request *r
 {
 	char text[MS_UUID_STR_LEN];
 	ms_uuid_format(&req->id, text);
+	/* a pipeline of it ending while the store is listed may put its header after the
+	 * listing: then the store is read again (below) */
+	pthread_mutex_lock(&node->lock);
+	ssize_t at = ms_template_index_locked(node, &req->id);
+	bool running = at >= 0 && node->templates[at]->pause && !node->templates[at]->done;
+	pthread_mutex_unlock(&node->lock);
 	struct ms_catalog *catalog = NULL;
 	int err = ms_catalog_load(node->store, ms_lease_now_ms(), &catalog);
 	if (err) {
@@ -100,6 +106,12 @@ void ms_handle_build_delete(struct ms_node *node, const struct ms_api_request *r
 	pthread_mutex_lock(&node->lock);
 	struct ms_template *self;
 	const char *needed = ms_build_needed_locked(node, &req->id, true, &self);
+	if (!needed && !dependents && self && self->pause && self->done && running) {
+		pthread_mutex_unlock(&node->lock);
+		ms_catalog_free(catalog);
+		ms_handle_build_delete(node, req, resp); /* it ended meanwhile: list again */
+		return;
+	}
 	if (!needed && !dependents && self && self->pause && !self->done) {
 		/*
 		 * Nothing needs it but its own pipeline: cancelled through its token (it

@@ -218,11 +218,13 @@ wait_published "$u"
 "$memsnap" sandbox rm "$s" >/dev/null
 
 ### DELETE of a build whose upload runs and that nothing else needs: the delete cancels the
-# pipeline through its token (it stops before its header), waits for it, and removes what it
-# uploaded; the build is gone from the node and the store (before: 409 until the upload ended)
-s=$(new_sandbox 8)
+# pipeline through its token (its upload is held: it stops before its header), waits for it,
+# and removes what it put; the build is gone from the node and the store (before: 409 until
+# the upload ended)
+stop
+start d2c --test-hold-upload "$tmp/never"
+s=$(new_sandbox 18)
 c=$("$memsnap" sandbox pause "$s" -q)
-wait_data "$c"
 "$memsnap" sandbox rm "$s" >/dev/null
 api DELETE "/v1/builds/$c"
 expect "delete during the upload: cancelled and deleted" 200 "$code"
@@ -230,8 +232,10 @@ expect "delete during the upload: deleted" true "$(field .deleted)"
 api GET "/v1/builds/$c"
 expect "delete during the upload: gone from the node" 404 "$code"
 expect "delete during the upload: nothing of it in the store" "" "$(listed "$c" .build_id)"
-grep -q "pause of build $c failed: operation cancelled" "$tmp/d2.log" && ok ||
-	bad "delete during the upload: not cancelled: $(tail -5 "$tmp/d2.log")"
+grep -q "pause of build $c failed: operation cancelled" "$tmp/d2c.log" && ok ||
+	bad "delete during the upload: not cancelled: $(tail -5 "$tmp/d2c.log")"
+stop
+start d2 --test-store-delay 700ms
 ### a node dies mid-upload: its leftovers stay while the lease lives
 s=$(new_sandbox 8)
 v=$("$memsnap" sandbox pause "$s" -q)
