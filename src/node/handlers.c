@@ -266,14 +266,22 @@ static void ms_respond_no_sandbox(struct ms_node_response *resp, const ms_uuid *
 	ms_respond_error(resp, 404, "not_found", "no sandbox %s", text);
 }
 
+/* True when sb is in state want; else a 409 naming both states is the answer. */
+static bool ms_sandbox_in_state(const struct ms_node_sandbox *sb, enum ms_sb_state want,
+				struct ms_node_response *resp)
+{
+	if (sb->state == want)
+		return true;
+	ms_respond_error(resp, 409, "conflict", "the sandbox is %s, not %s",
+			 ms_sb_state_names[sb->state], ms_sb_state_names[want]);
+	return false;
+}
+
 static void ms_handle_pause(struct ms_node *node, struct ms_node_sandbox *sb,
 			    const struct ms_api_request *req, struct ms_node_response *resp)
 {
-	if (sb->state != SB_RUNNING) {
-		ms_respond_error(resp, 409, "conflict", "the sandbox is %s, not running",
-				 ms_sb_state_names[sb->state]);
+	if (!ms_sandbox_in_state(sb, SB_RUNNING, resp))
 		return;
-	}
 	if (ms_builds_admit_pause(node, sb, req, resp))
 		return;
 	ms_uuid build_id;
@@ -292,11 +300,8 @@ static void ms_handle_pause(struct ms_node *node, struct ms_node_sandbox *sb,
 static void ms_handle_resume(struct ms_node *node, struct ms_node_sandbox *sb,
 			     const struct ms_api_request *req, struct ms_node_response *resp)
 {
-	if (sb->state != SB_PAUSED) {
-		ms_respond_error(resp, 409, "conflict", "the sandbox is %s, not paused",
-				 ms_sb_state_names[sb->state]);
+	if (!ms_sandbox_in_state(sb, SB_PAUSED, resp))
 		return;
-	}
 	char cause[200] = "";
 	ms_uuid build_id = sb->build_id;
 	sb->prefetch_request = req->prefetch;
