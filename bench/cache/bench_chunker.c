@@ -145,6 +145,14 @@ int main(void)
 	if (cold_rounds(store, data, out, NULL, COLD_ROUNDS, &cold, &raw, &cold_ratio, &src))
 		return 1;
 
+	struct ms_chunker_stats st;
+	ms_chunker_get_stats(src, &st);
+	fprintf(stderr,
+		"chunker.cold_read counts (last round): %llu bytes fetched for %u served, in %llu "
+		"sessions (%llu by read-ahead), %llu failed\n",
+		(unsigned long long)st.fetched_bytes, SIZE, (unsigned long long)st.sessions,
+		(unsigned long long)st.readahead, (unsigned long long)st.failures);
+
 	/* src is now fully cached. */
 	double best_cached = 1e9, best_memcpy = 1e9;
 	uint8_t page[PAGE];
