@@ -61,14 +61,21 @@ int ms_source_read(struct ms_source *src, void *dst, uint64_t off, size_t len)
 	return src->ops->read(src, dst, off, len);
 }
 
-int ms_source_slice(struct ms_source *src, uint64_t off, size_t len, const void **ptr)
+/* What slice and borrow check before they hand out a view: open, in range, a ptr to fill. */
+static int ms_source_view_check(struct ms_source *src, uint64_t off, size_t len, const void **ptr)
 {
 	if (atomic_load(&src->closed))
 		return MS_ECLOSED;
 	if (!ms_source_range_valid(src, off, len))
 		return -ERANGE;
-	if (!ptr)
-		return -EINVAL;
+	return ptr ? 0 : -EINVAL;
+}
+
+int ms_source_slice(struct ms_source *src, uint64_t off, size_t len, const void **ptr)
+{
+	int err = ms_source_view_check(src, off, len, ptr);
+	if (err)
+		return err;
 	if (!src->ops->slice)
 		return -ENOTSUP;
 	return src->ops->slice(src, off, len, ptr);
@@ -78,15 +85,12 @@ int ms_source_borrow(struct ms_source *src, uint64_t off, size_t len, const void
 		     struct ms_source **hold)
 {
 	*hold = NULL;
-	if (atomic_load(&src->closed))
-		return MS_ECLOSED;
-	if (!ms_source_range_valid(src, off, len))
-		return -ERANGE;
-	if (!ptr)
-		return -EINVAL;
+	int err = ms_source_view_check(src, off, len, ptr);
+	if (err)
+		return err;
 	if (src->ops->borrow)
 		return src->ops->borrow(src, off, len, ptr, hold);
-	int err = ms_source_slice(src, off, len, ptr);
+	err = ms_source_slice(src, off, len, ptr);
 	if (!err)
 		*hold = ms_source_ref(src);
 	return err;
