@@ -184,18 +184,8 @@ static void ms_pause_fail(struct ms_pause *p, int err)
 
 int ms_pause_await(struct ms_pause *p, struct ms_future *f, int64_t timeout_ns, void **value)
 {
-	int64_t deadline = timeout_ns < 0 ? INT64_MAX : ms_clock_now_ns() + timeout_ns;
-	for (;;) {
-		if (atomic_load(&p->cancelled))
-			return MS_ECANCELED;
-		int64_t left = deadline - ms_clock_now_ns();
-		if (left <= 0)
-			return -ETIMEDOUT;
-		int err = ms_future_wait_timeout(
-		    f, left < MS_PAUSE_POLL_NS ? left : MS_PAUSE_POLL_NS, value);
-		if (err != -ETIMEDOUT || ms_future_peek(f, NULL, NULL))
-			return err;
-	}
+	return ms_future_wait_cancellable(f, timeout_ns, &p->cancelled, MS_ECANCELED,
+					  MS_PAUSE_POLL_NS, value);
 }
 
 int ms_pause_sleep(struct ms_pause *p, int64_t ns)

@@ -16,11 +16,11 @@
 
 struct ms_future {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;  /* signalled once, when settled */
+	pthread_cond_t cond; /* signalled once, when settled */
 	atomic_int refs;
-	bool settled;         /* guarded by lock */
-	int err;              /* guarded by lock; immutable once settled */
-	void *value;          /* guarded by lock; immutable once settled */
+	bool settled; /* guarded by lock */
+	int err;      /* guarded by lock; immutable once settled */
+	void *value;  /* guarded by lock; immutable once settled */
 	void (*free_value)(void *value);
 };
 
@@ -115,6 +115,26 @@ int ms_future_wait_timeout(struct ms_future *f, int64_t timeout_ns, void **value
 		err = ms_future_result(f, value);
 	pthread_mutex_unlock(&f->lock);
 	return err;
+}
+
+int ms_future_wait_cancellable(struct ms_future *f, int64_t timeout_ns, const atomic_bool *cancel,
+			       int cancelled_err, int64_t poll_ns, void **value)
+{
+	int64_t deadline = timeout_ns < 0 ? INT64_MAX : ms_clock_now_ns() + timeout_ns;
+	for (;;) {
+		if (cancel && atomic_load(cancel))
+			return cancelled_err;
+		int64_t left = deadline - ms_clock_now_ns();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		int err = ms_future_wait_timeout(f, left < poll_ns ? left : poll_ns, value);
+		if (err != -ETIMEDOUT)
+			return err;
+		/* the poll ran out - or the future settled since (perhaps with -ETIMEDOUT
+		 * as its own error): its result, not the poll's */
+		if (ms_future_peek(f, value, &err))
+			return err;
+	}
 }
 
 bool ms_future_peek(struct ms_future *f, void **value, int *err)

@@ -11,6 +11,7 @@
 #ifndef MS_UTIL_FUTURE_H
 #define MS_UTIL_FUTURE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -30,6 +31,13 @@ int ms_future_fail(struct ms_future *f, int err);
 int ms_future_wait(struct ms_future *f, void **value);
 /* As ms_future_wait, but returns -ETIMEDOUT after timeout_ns nanoseconds. */
 int ms_future_wait_timeout(struct ms_future *f, int64_t timeout_ns, void **value);
+/*
+ * As ms_future_wait_timeout (timeout_ns < 0: forever), looking at *cancel every
+ * poll_ns: the future's result, -ETIMEDOUT, or cancelled_err once *cancel is set.
+ * A future that settles between two looks gives its own result, never -ETIMEDOUT.
+ */
+int ms_future_wait_cancellable(struct ms_future *f, int64_t timeout_ns, const atomic_bool *cancel,
+			       int cancelled_err, int64_t poll_ns, void **value);
 /* Never blocks: false while pending; else true with *value / *err filled (either may be NULL). */
 bool ms_future_peek(struct ms_future *f, void **value, int *err);
 

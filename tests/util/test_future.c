@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 
 static void test_set_once(void **state)
 {
@@ -82,12 +83,69 @@ static void test_concurrent(void **state)
 	}
 }
 
+struct polled_arg {
+	struct ms_future *f;
+	unsigned spins;
+};
+
+static void *late_setter(void *p)
+{
+	struct polled_arg *arg = p;
+	for (volatile unsigned i = 0; i < arg->spins; i++)
+		;
+	ms_future_set(arg->f, arg);
+	return NULL;
+}
+
+/*
+ * A polled wait whose future settles between two polls returns the future's
+ * result. With a 1 us poll, settles land in that window often: before the fix,
+ * ms_pause_await answered the poll's -ETIMEDOUT for a future that had just
+ * settled with 0 (under load a pause then failed "Connection timed out").
+ */
+static void test_polled_wait_sees_a_late_settle(void **state)
+{
+	(void)state;
+	unsigned seed = 7;
+	atomic_bool cancel = false;
+	int wrong = 0;
+	for (int round = 0; round < 3000; round++) {
+		struct polled_arg arg = {.f = ms_future_new(NULL),
+					 .spins = (unsigned)rand_r(&seed) % 20000};
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, late_setter, &arg), 0);
+		void *v = NULL;
+		int err = ms_future_wait_cancellable(arg.f, -1, &cancel, MS_ECANCELED, 1000, &v);
+		if (err != 0 || v != &arg)
+			wrong++;
+		pthread_join(th, NULL);
+		ms_future_unref(arg.f);
+	}
+	assert_int_equal(wrong, 0);
+	/* a future failing with -ETIMEDOUT of its own gives that, settled or not at the poll */
+	struct ms_future *f = ms_future_new(NULL);
+	ms_future_fail(f, -ETIMEDOUT);
+	assert_int_equal(ms_future_wait_cancellable(f, -1, &cancel, MS_ECANCELED, 1000, NULL),
+			 -ETIMEDOUT);
+	ms_future_unref(f);
+	/* pending: the timeout, and the cancel's error once cancelled */
+	f = ms_future_new(NULL);
+	assert_int_equal(
+	    ms_future_wait_cancellable(f, 3000000, &cancel, MS_ECANCELED, 1000000, NULL),
+	    -ETIMEDOUT);
+	atomic_store(&cancel, true);
+	assert_int_equal(ms_future_wait_cancellable(f, -1, &cancel, MS_ECANCELED, 1000000, NULL),
+			 MS_ECANCELED);
+	ms_future_unref(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_set_once),
-		cmocka_unit_test(test_fail),
-		cmocka_unit_test(test_concurrent),
+	    cmocka_unit_test(test_set_once),
+	    cmocka_unit_test(test_fail),
+	    cmocka_unit_test(test_concurrent),
+	    cmocka_unit_test(test_polled_wait_sees_a_late_settle),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
