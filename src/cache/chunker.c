@@ -32,6 +32,7 @@
  */
 #include "cache/chunker.h"
 #include "cache/cachefile.h"
+#include "util/cancel.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/lock.h"
@@ -520,8 +521,10 @@ static bool ms_session_has_locked(struct ms_chunker *ch, const struct ms_fetch_s
 
 /*
  * Waits until bytes [chunk_off + from, chunk_off + to) of session s are in the
- * cache file, the session failed, or the reader's deadline passed. Drops the
- * waiter reference. Takes and releases ch->lock.
+ * cache file, the session failed, the reader's deadline passed, or the reader's
+ * thread token (util/cancel.h) was set: MS_ECANCELED, and, as for the deadline,
+ * the session goes on for its other readers. Drops the waiter reference. Takes
+ * and releases ch->lock.
  */
 static int ms_session_wait(struct ms_chunker *ch, struct ms_fetch_session *s, uint64_t from,
 			   uint64_t to, int64_t reader_deadline_ns)
@@ -538,8 +541,14 @@ static int ms_session_wait(struct ms_chunker *ch, struct ms_fetch_session *s, ui
 			err = -ETIMEDOUT; /* this reader gives up; the session goes on */
 			break;
 		}
+		if (ms_cancel_requested()) {
+			err = MS_ECANCELED; /* so does a cancelled one */
+			break;
+		}
 		int64_t until =
 		    s->deadline_ns < reader_deadline_ns ? s->deadline_ns : reader_deadline_ns;
+		if (ms_cancel_token() && now + MS_CANCEL_POLL_NS < until)
+			until = now + MS_CANCEL_POLL_NS;
 		struct timespec ts = {.tv_sec = until / MS_NSEC_PER_SEC,
 				      .tv_nsec = until % MS_NSEC_PER_SEC};
 		pthread_cond_timedwait(&s->cond, &ch->lock, &ts);

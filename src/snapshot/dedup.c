@@ -1,6 +1,7 @@
 /* dedup.c - compare dirty pages with the parent; drain the survivors packed. */
 #include "snapshot/dedup.h"
 #include "cache/source.h"
+#include "util/cancel.h"
 #include "util/err.h"
 #include "util/faultsafe.h"
 
@@ -180,8 +181,11 @@ int ms_dedup_compare(struct ms_memfd *memfd, const struct ms_pageset *dirty,
 	    .pages = ms_memfd_size(memfd) / P,
 	    .parent_buf = parent ? malloc(MS_COMPARE_BATCH * P) : NULL,
 	};
+	/* the parent's fetches below (a chunk read from the store) see the token too */
+	const atomic_bool *outer = ms_cancel_swap(cancel);
 	int err =
 	    parent && !c.parent_buf ? -ENOMEM : ms_memfd_with_mapping(memfd, ms_compare_fn, &c);
+	ms_cancel_swap(outer);
 	free(c.parent_buf);
 	if (err)
 		ms_dedup_result_fini(out);

@@ -1318,6 +1318,102 @@ static void cancel_and_check(struct fixture *f, struct ms_pause *pause, enum ms_
 	assert_true(ms_clock_now_ns() - t0 < 2 * MS_NSEC_PER_SEC);
 }
 
+/* A store whose reads wait at a gate: a parent's chunk fetch held in flight. */
+struct gated_store {
+	struct ms_store base;
+	struct ms_store *inner;
+	struct ms_future *gate;
+	atomic_int entered;
+};
+
+static struct gated_store *gated(struct ms_store *store)
+{
+	return (struct gated_store *)store;
+}
+
+static int gs_put_buf(struct ms_store *s, const char *key, const void *buf, size_t len,
+		      const struct ms_store_meta *meta)
+{
+	return gated(s)->inner->ops->put_buf(gated(s)->inner, key, buf, len, meta);
+}
+
+static int gs_put_file(struct ms_store *s, const char *key, int fd, uint64_t size,
+		       const struct ms_store_meta *meta)
+{
+	return gated(s)->inner->ops->put_file(gated(s)->inner, key, fd, size, meta);
+}
+
+static int gs_read_range(struct ms_store *s, const char *key, uint64_t off, void *dst, size_t len,
+			 size_t *got)
+{
+	atomic_fetch_add(&gated(s)->entered, 1);
+	ms_future_wait(gated(s)->gate, NULL);
+	return gated(s)->inner->ops->read_range(gated(s)->inner, key, off, dst, len, got);
+}
+
+static int gs_size(struct ms_store *s, const char *key, uint64_t *size)
+{
+	return gated(s)->inner->ops->size(gated(s)->inner, key, size);
+}
+
+static int gs_remove(struct ms_store *s, const char *key)
+{
+	return gated(s)->inner->ops->remove(gated(s)->inner, key);
+}
+
+static int gs_list(struct ms_store *s, const char *prefix, ms_store_list_fn fn, void *ctx)
+{
+	return gated(s)->inner->ops->list(gated(s)->inner, prefix, fn, ctx);
+}
+
+static int gs_get_meta(struct ms_store *s, const char *key, struct ms_store_meta *meta)
+{
+	return gated(s)->inner->ops->get_meta(gated(s)->inner, key, meta);
+}
+
+static void gs_free(struct ms_store *s)
+{
+	(void)s; /* static: session threads may still be leaving a read */
+}
+
+static const struct ms_store_ops gated_ops = {
+    .name = "gated",
+    .put_buf = gs_put_buf,
+    .put_file = gs_put_file,
+    .read_range = gs_read_range,
+    .size = gs_size,
+    .remove = gs_remove,
+    .list = gs_list,
+    .get_meta = gs_get_meta,
+    .free = gs_free,
+};
+
+/* static: the chunker's session thread leaves its read after the test returns */
+static struct gated_store parent_gate = {.base = {.ops = &gated_ops}};
+
+/*
+ * #4: a cancel reaches the compare while it waits for a fetch of its parent's
+ * chunk (held in the store): the compare gives up at once with MS_ECANCELED,
+ * leaving the fetch to finish for anyone else. Before, the wait ran to the
+ * fetch's end (here: never) and the cancel was seen only between batches.
+ */
+static void test_cancel_during_parent_fetch(void **state)
+{
+	struct fixture *f = *state;
+	parent_gate.inner = f->fs;
+	parent_gate.gate = ms_future_new(NULL); /* never freed: a reader may still be leaving it */
+	atomic_store(&parent_gate.entered, 0);
+	f->parent_storage.store = &parent_gate.base; /* the parent's data comes through the gate */
+	struct ms_pause_config cfg = base_config(f);
+	struct ms_pause *pause = start_with(f, &cfg);
+	for (int i = 0; i < 30000 && atomic_load(&parent_gate.entered) == 0; i++)
+		usleep(1000);
+	assert_true(atomic_load(&parent_gate.entered) > 0); /* the compare fetches the parent */
+	assert_int_equal(ms_pause_state(pause, NULL), MS_PAUSE_COMPARING);
+	cancel_and_check(f, pause, MS_PAUSE_COMPARED);
+	ms_future_set(parent_gate.gate, NULL); /* the held fetch ends; teardown frees its chunker */
+}
+
 static void test_cancel(void **state)
 {
 	struct fixture *f = *state;
@@ -1620,6 +1716,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_retry_takes_over, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_packed_phase_serves, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel_during_parent_fetch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_upload_does_not_wait_for_release, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_provisional_failure, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_swap_failure, setup, teardown),
