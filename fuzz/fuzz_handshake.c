@@ -19,7 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	for (size_t i = 0; i < hs.region_count; i++) {
 		const struct ms_uffd_region *r = &hs.regions[i];
-		if (r->size == 0 || r->offset + r->size > (1ULL << 30) || r->offset + r->size < r->offset)
+		if (r->size == 0 || r->offset + r->size > (1ULL << 30) ||
+		    r->offset + r->size < r->offset)
 			abort();
 		if (i && hs.regions[i - 1].base + hs.regions[i - 1].size > r->base)
 			abort();

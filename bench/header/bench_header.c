@@ -11,7 +11,7 @@
 #include <string.h>
 
 #define ENTRIES (1u << 20)
-#define ROUNDS 5
+#define ROUNDS	5
 
 int main(void)
 {
@@ -60,8 +60,9 @@ int main(void)
 		ms_mappings_fini(&merged);
 		ms_mappings_fini(&normal);
 	}
-	fprintf(stderr, "header.merge_1m: %zu + %zu entries -> %zu; merge+normalize %.2f ms, "
-			"memcpy %.2f ms\n",
+	fprintf(stderr,
+		"header.merge_1m: %zu + %zu entries -> %zu; merge+normalize %.2f ms, "
+		"memcpy %.2f ms\n",
 		parent.count, diff.count, out_count, best_merge * 1e3, best_copy * 1e3);
 	ms_bench_report("header.merge_1m", best_merge * 1e3, "ms", "memcpy of the entry arrays",
 			best_copy * 1e3, 20);

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <zstd.h>
 
-#define SIZE (64u << 20)
+#define SIZE   (64u << 20)
 #define ROUNDS 4
 
 int main(void)
@@ -46,9 +46,9 @@ int main(void)
 		double t1 = ms_bench_now();
 		for (uint32_t f = 0; f < table->count; f++) {
 			const struct ms_frame *fr = &table->frames[f];
-			size_t n = ZSTD_decompress(out + fr->start_u, (size_t)fr->size_u,
-						   (uint8_t *)packed + fr->start_c,
-						   (size_t)fr->size_c);
+			size_t n =
+			    ZSTD_decompress(out + fr->start_u, (size_t)fr->size_u,
+					    (uint8_t *)packed + fr->start_c, (size_t)fr->size_c);
 			if (ZSTD_isError(n))
 				return 1;
 		}
@@ -63,8 +63,9 @@ int main(void)
 	if (memcmp(out, data, SIZE) != 0)
 		return 1;
 	double mib = SIZE / 1048576.0;
-	fprintf(stderr, "frames.zstd_decode: reader %.0f MiB/s, plain ZSTD_decompress %.0f MiB/s "
-			"(%u frames, ratio %.2f)\n",
+	fprintf(stderr,
+		"frames.zstd_decode: reader %.0f MiB/s, plain ZSTD_decompress %.0f MiB/s "
+		"(%u frames, ratio %.2f)\n",
 		mib / best_reader, mib / best_plain, table->count, (double)SIZE / packed_len);
 	ms_bench_report("frames.zstd_decode", mib / best_reader, "MiB/s",
 			"ZSTD_decompress of the same frames in memory", mib / best_plain, 0.8);

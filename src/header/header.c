@@ -23,8 +23,8 @@ void ms_header_free(struct ms_header *header)
 	free(header);
 }
 
-struct ms_header *ms_header_new_base(const ms_uuid *build_id, uint64_t version,
-				     uint64_t block_size, uint64_t size, bool identity)
+struct ms_header *ms_header_new_base(const ms_uuid *build_id, uint64_t version, uint64_t block_size,
+				     uint64_t size, bool identity)
 {
 	if (block_size == 0 || block_size % MS_PAGE_SIZE)
 		return NULL;
@@ -32,11 +32,11 @@ struct ms_header *ms_header_new_base(const ms_uuid *build_id, uint64_t version,
 	if (!header)
 		return NULL;
 	header->meta = (struct ms_header_meta){
-		.version = version,
-		.block_size = block_size,
-		.size = size,
-		.build_id = *build_id,
-		.base_build_id = *build_id,
+	    .version = version,
+	    .block_size = block_size,
+	    .size = size,
+	    .build_id = *build_id,
+	    .base_build_id = *build_id,
 	};
 	header->has_builds = version >= MS_HEADER_V4;
 	uint64_t cover = (size + MS_PAGE_SIZE - 1) / MS_PAGE_SIZE * MS_PAGE_SIZE;
@@ -112,7 +112,7 @@ int ms_header_set_build(struct ms_header *header, const struct ms_build_data *da
 		return 0;
 	}
 	struct ms_build_data *grown =
-		realloc(header->builds, (header->build_count + 1) * sizeof(*grown));
+	    realloc(header->builds, (header->build_count + 1) * sizeof(*grown));
 	if (!grown) {
 		ms_frame_table_free(entry.frames);
 		return -ENOMEM;
@@ -151,8 +151,8 @@ int ms_header_validate(const struct ms_header *header)
 		return err;
 	for (size_t i = 0; i < header->build_count; i++) {
 		const struct ms_build_data *b = &header->builds[i];
-		if (b->size < 0 || (i && ms_uuid_cmp(&header->builds[i - 1].build_id,
-						     &b->build_id) >= 0))
+		if (b->size < 0 ||
+		    (i && ms_uuid_cmp(&header->builds[i - 1].build_id, &b->build_id) >= 0))
 			return MS_ECORRUPT;
 		if (b->frames && (err = ms_frame_table_validate(b->frames)))
 			return err;

@@ -41,8 +41,8 @@ struct ms_header_meta {
 
 struct ms_build_data {
 	ms_uuid build_id;
-	int64_t size;                  /* uncompressed data size in bytes */
-	uint8_t checksum[32];          /* SHA-256 of the uncompressed data; zero = unknown */
+	int64_t size;		       /* uncompressed data size in bytes */
+	uint8_t checksum[32];	       /* SHA-256 of the uncompressed data; zero = unknown */
 	struct ms_frame_table *frames; /* NULL: uncompressed; owned */
 };
 
@@ -60,8 +60,8 @@ struct ms_header {
  * generation 0, base build = build_id (e2b's block.Empty). With identity true
  * the whole range maps to build_id itself at identity offsets (a full base file).
  */
-struct ms_header *ms_header_new_base(const ms_uuid *build_id, uint64_t version,
-				     uint64_t block_size, uint64_t size, bool identity);
+struct ms_header *ms_header_new_base(const ms_uuid *build_id, uint64_t version, uint64_t block_size,
+				     uint64_t size, bool identity);
 void ms_header_free(struct ms_header *header);
 struct ms_header *ms_header_copy(const struct ms_header *header);
 

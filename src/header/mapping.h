@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MS_PAGE_SIZE 4096ULL
+#define MS_PAGE_SIZE	  4096ULL
 #define MS_HUGE_PAGE_SIZE (2ULL << 20)
 #define MS_MAX_PAGE_INDEX 0xffffffffULL
 

@@ -117,7 +117,8 @@ int memsnap_session_wait(memsnap_session *session, int64_t timeout_ns)
 	while (err == -ETIMEDOUT && timeout_ns < 0);
 	if (err)
 		return err;
-	return ms_uffd_session_state(s) == MS_UFFD_SESSION_FAILED ? ms_uffd_session_error(s, NULL) : 0;
+	return ms_uffd_session_state(s) == MS_UFFD_SESSION_FAILED ? ms_uffd_session_error(s, NULL)
+								  : 0;
 }
 
 uint64_t memsnap_session_pages_served(memsnap_session *session)

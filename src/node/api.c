@@ -162,8 +162,9 @@ static int ms_api_parse_body(const char *body, size_t len, struct ms_api_request
 		bool create = req->op == MS_API_SANDBOX_CREATE;
 		if (create && !strcmp(f->string, "guest")) {
 			if (!cJSON_IsString(f) || ms_guest_parse(f->valuestring, &req->guest)) {
-				rc = ms_api_error_set(err, 400, "bad_request",
-						      "guest: pattern, counter, mutator or workset");
+				rc =
+				    ms_api_error_set(err, 400, "bad_request",
+						     "guest: pattern, counter, mutator or workset");
 				goto out;
 			}
 			have_guest = true;

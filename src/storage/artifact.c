@@ -9,13 +9,13 @@ int ms_artifact_key(char *buf, size_t size, const ms_uuid *build_id, enum ms_art
 		    enum ms_compression compression)
 {
 	static const char *const names[] = {
-		[MS_ARTIFACT_MEMFILE] = "memfile",
-		[MS_ARTIFACT_MEMFILE_HEADER] = "memfile.header",
-		[MS_ARTIFACT_ROOTFS] = "rootfs.ext4",
-		[MS_ARTIFACT_ROOTFS_HEADER] = "rootfs.ext4.header",
-		[MS_ARTIFACT_SNAPFILE] = "snapfile",
-		[MS_ARTIFACT_METADATA] = "metadata.json",
-		[MS_ARTIFACT_CHECKSUMS] = "checksums",
+	    [MS_ARTIFACT_MEMFILE] = "memfile",
+	    [MS_ARTIFACT_MEMFILE_HEADER] = "memfile.header",
+	    [MS_ARTIFACT_ROOTFS] = "rootfs.ext4",
+	    [MS_ARTIFACT_ROOTFS_HEADER] = "rootfs.ext4.header",
+	    [MS_ARTIFACT_SNAPFILE] = "snapfile",
+	    [MS_ARTIFACT_METADATA] = "metadata.json",
+	    [MS_ARTIFACT_CHECKSUMS] = "checksums",
 	};
 	if ((unsigned)artifact > MS_ARTIFACT_CHECKSUMS)
 		return -EINVAL;

@@ -10,7 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct ms_store *ms_store_open_backend(const char *uri, const struct ms_s3_config *s3, int *err)
+static struct ms_store *ms_store_open_backend(const char *uri, const struct ms_s3_config *s3,
+					      int *err)
 {
 	*err = -EINVAL;
 	if (!uri || !*uri)

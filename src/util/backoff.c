@@ -11,8 +11,8 @@ void ms_backoff_init(struct ms_backoff *b, int64_t initial_ns, int64_t max_ns,
 	b->max_ns = max_ns >= b->initial_ns ? max_ns : b->initial_ns;
 	b->max_attempts = max_attempts;
 	b->attempt = 0;
-	b->rng = (uint64_t)ms_clock_now_ns() ^ ((uint64_t)(uintptr_t)b << 17) ^
-		 (uint64_t)pthread_self();
+	b->rng =
+	    (uint64_t)ms_clock_now_ns() ^ ((uint64_t)(uintptr_t)b << 17) ^ (uint64_t)pthread_self();
 	if (b->rng == 0)
 		b->rng = 0x9e3779b97f4a7c15ULL;
 }

@@ -16,7 +16,7 @@ struct ms_backoff {
 	int64_t max_ns;
 	unsigned max_attempts; /* total attempts including the first; 0 = unlimited */
 	unsigned attempt;      /* attempts made so far */
-	uint64_t rng;          /* xorshift state, seeded by ms_backoff_init */
+	uint64_t rng;	       /* xorshift state, seeded by ms_backoff_init */
 };
 
 void ms_backoff_init(struct ms_backoff *b, int64_t initial_ns, int64_t max_ns,

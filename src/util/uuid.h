@@ -12,7 +12,7 @@ typedef struct ms_uuid {
 	uint8_t bytes[16];
 } ms_uuid;
 
-#define MS_UUID_NIL ((ms_uuid){{0}})
+#define MS_UUID_NIL	((ms_uuid){{0}})
 #define MS_UUID_STR_LEN 37 /* 36 characters + NUL */
 
 void ms_uuid_generate(ms_uuid *out);

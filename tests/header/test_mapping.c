@@ -12,12 +12,12 @@
 static ms_uuid id_a, id_b, id_c;
 static const ms_uuid nil_id;
 
-static struct ms_mapping M(uint64_t off, uint64_t len, const ms_uuid *id, uint64_t storage)
-{
-	return (struct ms_mapping){off * P, len * P, *id, storage * P};
+static struct ms_mapping M(uint64_t off, uint64_t len, const ms_uuid *id, uint64_t storage) {
+	return (struct ms_mapping){off * P, len *P, *id, storage *P};
 }
 
-static void list_of(struct ms_mappings *list, const struct ms_mapping *e, size_t n)
+static void
+list_of(struct ms_mappings *list, const struct ms_mapping *e, size_t n)
 {
 	memset(list, 0, sizeof(*list));
 	for (size_t i = 0; i < n; i++)
@@ -146,8 +146,7 @@ static void test_normalize_rules(void **s)
 	struct ms_mapping adjacent[] = {M(0, 2, &id_a, 0), M(2, 3, &id_a, 2)};
 	struct ms_mapping adjacent_want[] = {M(0, 5, &id_a, 0)};
 	normalize_case(adjacent, 2, adjacent_want, 1); /* contiguous storage merges */
-	struct ms_mapping alternating[] = {M(0, 1, &id_a, 0), M(1, 1, &id_b, 0),
-					   M(2, 1, &id_a, 1)};
+	struct ms_mapping alternating[] = {M(0, 1, &id_a, 0), M(1, 1, &id_b, 0), M(2, 1, &id_a, 1)};
 	normalize_case(alternating, 3, alternating, 3);
 	struct ms_mapping zero_len[] = {M(0, 1, &id_a, 0), M(1, 0, &id_b, 0), M(1, 1, &id_a, 1)};
 	struct ms_mapping zero_len_want[] = {M(0, 2, &id_a, 0)};
@@ -291,19 +290,19 @@ int main(void)
 	ms_uuid_generate(&id_b);
 	ms_uuid_generate(&id_c);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_merge_base_before_diff),
-		cmocka_unit_test(test_merge_diff_before_base),
-		cmocka_unit_test(test_merge_base_inside_diff),
-		cmocka_unit_test(test_merge_diff_inside_base),
-		cmocka_unit_test(test_merge_base_overlaps_diff_end),
-		cmocka_unit_test(test_merge_diff_overlaps_base_end),
-		cmocka_unit_test(test_merge_zero_length_and_empty_diff),
-		cmocka_unit_test(test_merge_splits_many),
-		cmocka_unit_test(test_normalize_rules),
-		cmocka_unit_test(test_from_pages_packed_and_identity),
-		cmocka_unit_test(test_validate),
-		cmocka_unit_test(test_header_lookup),
-		cmocka_unit_test(test_diff_filters_builds),
+	    cmocka_unit_test(test_merge_base_before_diff),
+	    cmocka_unit_test(test_merge_diff_before_base),
+	    cmocka_unit_test(test_merge_base_inside_diff),
+	    cmocka_unit_test(test_merge_diff_inside_base),
+	    cmocka_unit_test(test_merge_base_overlaps_diff_end),
+	    cmocka_unit_test(test_merge_diff_overlaps_base_end),
+	    cmocka_unit_test(test_merge_zero_length_and_empty_diff),
+	    cmocka_unit_test(test_merge_splits_many),
+	    cmocka_unit_test(test_normalize_rules),
+	    cmocka_unit_test(test_from_pages_packed_and_identity),
+	    cmocka_unit_test(test_validate),
+	    cmocka_unit_test(test_header_lookup),
+	    cmocka_unit_test(test_diff_filters_builds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

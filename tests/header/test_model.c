@@ -14,9 +14,9 @@
 
 #include <string.h>
 
-#define PAGES 384
+#define PAGES  384
 #define LAYERS 32
-#define P MS_PAGE_SIZE
+#define P      MS_PAGE_SIZE
 
 struct layer {
 	ms_uuid id;
@@ -118,7 +118,8 @@ static void run_chain(uint64_t seed)
 		/* runs, to exercise splitting */
 		if (rng() % 2) {
 			uint64_t start = rng() % PAGES, len = rng() % 40;
-			ms_pageset_add_range(dirty, start, start + len > PAGES ? PAGES : start + len);
+			ms_pageset_add_range(dirty, start,
+					     start + len > PAGES ? PAGES : start + len);
 		}
 		/* new contents: dirty wins over empty; some dirty pages keep equal content */
 		for (uint32_t p = 0; p < PAGES; p++) {
@@ -136,8 +137,8 @@ static void run_chain(uint64_t seed)
 		while (ms_pageset_next_run(dirty, &cursor, &start, &len))
 			for (uint64_t p = start; p < start + len; p++, packed++)
 				fill_page(cur->object + packed * P, cur->model[p]);
-		assert_int_equal(ms_header_new_diff(parent->header, &cur->id, dirty, empty, P, false,
-						    &cur->header),
+		assert_int_equal(ms_header_new_diff(parent->header, &cur->id, dirty, empty, P,
+						    false, &cur->header),
 				 0);
 		struct ms_build_data bd = {.build_id = cur->id, .size = (int64_t)cur->object_len};
 		assert_int_equal(ms_header_set_build(cur->header, &bd), 0);

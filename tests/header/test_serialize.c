@@ -88,7 +88,8 @@ static void test_round_trips(void **s)
 			assert_non_null(a);
 			assert_non_null(a->frames);
 			assert_int_equal(a->checksum[7], 0xaa);
-			/* trimmed: id_a is referenced at storage [0,4P)+[6P..) etc., not all frames */
+			/* trimmed: id_a is referenced at storage [0,4P)+[6P..) etc., not all frames
+			 */
 			assert_true(a->frames->count <= 8);
 			assert_int_equal(ms_frame_table_validate(a->frames), 0);
 			assert_non_null(ms_header_build(back, &id_c));
@@ -313,9 +314,11 @@ static void test_reject_v4(void **s)
 		int32_t zu, zc;
 		int64_t su2, sc2;
 	} bad[] = {
-		{0, 1, 0, 0, 10, 10, 10, 10},        {7, 1, 0, 0, 10, 10, 10, 10},
-		{1, 2, 0, 0, 0, 10, 10, 10},         {1, 2, 0, 0, 10, 10, 5, 10},
-		{1, MS_FRAMES_MAX + 1, 0, 0, 1, 1, 1, 1},
+	    {0, 1, 0, 0, 10, 10, 10, 10},
+	    {7, 1, 0, 0, 10, 10, 10, 10},
+	    {1, 2, 0, 0, 0, 10, 10, 10},
+	    {1, 2, 0, 0, 10, 10, 5, 10},
+	    {1, MS_FRAMES_MAX + 1, 0, 0, 1, 1, 1, 1},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		b.len = 0;
@@ -392,10 +395,10 @@ static void test_reject_v5(void **s)
 {
 	(void)s;
 	assert_int_equal(parse_v5_entry(1, 2, 3, 0, 0, 0), 0);
-	assert_int_equal(parse_v5_entry(1, 2, 0, 0, 0, 0), MS_ECORRUPT);       /* zero length */
-	assert_int_equal(parse_v5_entry(1, 6, 3, 0, 0, 0), MS_ECORRUPT);       /* past size */
-	assert_int_equal(parse_v5_entry(1, 2, 3, -1, 0, 0), MS_ECORRUPT);      /* negative */
-	assert_int_equal(parse_v5_entry(1, 2, 3, 0, 1, 0), MS_ECORRUPT);       /* index >= M */
+	assert_int_equal(parse_v5_entry(1, 2, 0, 0, 0, 0), MS_ECORRUPT);	  /* zero length */
+	assert_int_equal(parse_v5_entry(1, 6, 3, 0, 0, 0), MS_ECORRUPT);	  /* past size */
+	assert_int_equal(parse_v5_entry(1, 2, 3, -1, 0, 0), MS_ECORRUPT);	  /* negative */
+	assert_int_equal(parse_v5_entry(1, 2, 3, 0, 1, 0), MS_ECORRUPT);	  /* index >= M */
 	assert_int_equal(parse_v5_entry(1, 1ULL << 33, 3, 0, 0, 0), MS_ECORRUPT); /* > 2^32-1 */
 	assert_int_equal(parse_v5_entry(1, 2, 1ULL << 32, 0, 0, 0), MS_ECORRUPT);
 	assert_int_equal(parse_v5_entry(1, 2, 3, 0, 0, 9000000), MS_ECORRUPT); /* N > 8 Mi */
@@ -453,11 +456,14 @@ int main(void)
 	ms_uuid_generate(&id_b);
 	ms_uuid_generate(&id_c);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_round_trips),     cmocka_unit_test(test_trimming),
-		cmocka_unit_test(test_unaligned_size_and_v5_smaller),
-		cmocka_unit_test(test_incomplete_refused), cmocka_unit_test(test_reject_v3),
-		cmocka_unit_test(test_reject_v4),       cmocka_unit_test(test_reject_v5),
-		cmocka_unit_test(test_oversize_on_write),
+	    cmocka_unit_test(test_round_trips),
+	    cmocka_unit_test(test_trimming),
+	    cmocka_unit_test(test_unaligned_size_and_v5_smaller),
+	    cmocka_unit_test(test_incomplete_refused),
+	    cmocka_unit_test(test_reject_v3),
+	    cmocka_unit_test(test_reject_v4),
+	    cmocka_unit_test(test_reject_v5),
+	    cmocka_unit_test(test_oversize_on_write),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

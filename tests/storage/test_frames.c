@@ -56,9 +56,9 @@ static void round_trip(struct fixture *f, enum ms_compression type, size_t len, 
 	size_t packed_len;
 	struct ms_frame_table *table;
 	uint8_t sha[32], want_sha[32];
-	assert_int_equal(ms_frames_compress_buf(data, len, type, 0, FRAME, &packed, &packed_len,
-						&table, sha),
-			 0);
+	assert_int_equal(
+	    ms_frames_compress_buf(data, len, type, 0, FRAME, &packed, &packed_len, &table, sha),
+	    0);
 	SHA256(data, len, want_sha);
 	assert_memory_equal(sha, want_sha, 32);
 	assert_int_equal(table->count, (len + FRAME - 1) / FRAME);
@@ -68,7 +68,8 @@ static void round_trip(struct fixture *f, enum ms_compression type, size_t len, 
 	assert_int_equal(ms_store_put_buf(f->store, "b/memfile.zstd", packed, packed_len, NULL), 0);
 	uint8_t *back = malloc(len + 1);
 	if (len) {
-		assert_int_equal(ms_frames_read(f->store, "b/memfile.zstd", table, 0, back, len), 0);
+		assert_int_equal(ms_frames_read(f->store, "b/memfile.zstd", table, 0, back, len),
+				 0);
 		assert_memory_equal(back, data, len);
 		/* ranges crossing frame boundaries, starting mid-frame */
 		size_t starts[] = {1, FRAME - 5, FRAME, len / 2, len - 1};
@@ -76,9 +77,8 @@ static void round_trip(struct fixture *f, enum ms_compression type, size_t len, 
 			size_t off = starts[i] < len ? starts[i] : 0;
 			size_t n = len - off < 3 * FRAME / 2 ? len - off : 3 * FRAME / 2;
 			memset(back, 0, n);
-			assert_int_equal(ms_frames_read(f->store, "b/memfile.zstd", table, off,
-							back, n),
-					 0);
+			assert_int_equal(
+			    ms_frames_read(f->store, "b/memfile.zstd", table, off, back, n), 0);
 			assert_memory_equal(back, data + off, n);
 		}
 	}
@@ -177,9 +177,8 @@ static void test_compress_fd(void **state)
 	int out = open(out_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	assert_int_equal(write(in, data, len), (ssize_t)len);
 	struct ms_frame_table *table;
-	assert_int_equal(ms_frames_compress_fd(in, len, MS_COMPRESS_ZSTD, 3, FRAME, out, &table,
-					       NULL),
-			 0);
+	assert_int_equal(
+	    ms_frames_compress_fd(in, len, MS_COMPRESS_ZSTD, 3, FRAME, out, &table, NULL), 0);
 	off_t packed_len = lseek(out, 0, SEEK_END);
 	assert_int_equal(ms_store_put_file(f->store, "y", out, (uint64_t)packed_len, NULL), 0);
 	uint8_t *back = malloc(len);
@@ -187,9 +186,9 @@ static void test_compress_fd(void **state)
 	assert_memory_equal(back, data, len);
 	/* input shorter than the size it claims */
 	struct ms_frame_table *t2 = NULL;
-	assert_int_equal(ms_frames_compress_fd(in, len + FRAME, MS_COMPRESS_ZSTD, 3, FRAME, out,
-					       &t2, NULL),
-			 -EIO);
+	assert_int_equal(
+	    ms_frames_compress_fd(in, len + FRAME, MS_COMPRESS_ZSTD, 3, FRAME, out, &t2, NULL),
+	    -EIO);
 	assert_null(t2);
 	close(in);
 	close(out);
@@ -206,9 +205,8 @@ static void test_artifact_names(void **state)
 	ms_uuid id;
 	assert_int_equal(ms_uuid_parse("00112233-4455-6677-8899-aabbccddeeff", &id), 0);
 	char key[MS_ARTIFACT_KEY_MAX];
-	assert_int_equal(ms_artifact_key(key, sizeof(key), &id, MS_ARTIFACT_MEMFILE,
-					 MS_COMPRESS_ZSTD),
-			 0);
+	assert_int_equal(
+	    ms_artifact_key(key, sizeof(key), &id, MS_ARTIFACT_MEMFILE, MS_COMPRESS_ZSTD), 0);
 	assert_string_equal(key, "00112233-4455-6677-8899-aabbccddeeff/memfile.zstd");
 	ms_artifact_key(key, sizeof(key), &id, MS_ARTIFACT_MEMFILE_HEADER, MS_COMPRESS_ZSTD);
 	assert_string_equal(key, "00112233-4455-6677-8899-aabbccddeeff/memfile.header");
@@ -223,11 +221,11 @@ static void test_artifact_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_round_trips, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_empty_and_bad_args, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_corruption, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_compress_fd, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_artifact_names, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_round_trips, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_empty_and_bad_args, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_corruption, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_compress_fd, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_artifact_names, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
