@@ -84,7 +84,7 @@ int main(void)
 		return 1;
 	for (uint64_t p = 0; p < PAGES; p++) /* warm both mappings */
 		sink_warm += guest_map[p * P] + parent_map[p * P];
-	struct ms_memfd *memfd = ms_memfd_take(fcntl(guest_fd, F_DUPFD_CLOEXEC, 0), SIZE, &err);
+	struct ms_memfd *memfd = ms_memfd_new(fcntl(guest_fd, F_DUPFD_CLOEXEC, 0), SIZE, &err);
 	struct ms_pageset *all = ms_pageset_new();
 	ms_pageset_add_range(all, 0, PAGES);
 	/* warm: page cache of the parent file and the memfd */
@@ -125,7 +125,7 @@ int main(void)
 	 */
 	{
 		int pmfd = make_memfd(parent_bytes);
-		struct ms_memfd *pmem = ms_memfd_take(pmfd, SIZE, &err);
+		struct ms_memfd *pmem = ms_memfd_new(pmfd, SIZE, &err);
 		struct ms_source *identity = pmem ? ms_memfd_identity_source_new(pmem) : NULL;
 		ms_uuid pid;
 		ms_uuid_generate(&pid);

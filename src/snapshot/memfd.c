@@ -31,7 +31,7 @@ struct ms_memfd {
 	atomic_uint refs;
 };
 
-struct ms_memfd *ms_memfd_take(int fd, uint64_t size, int *err)
+struct ms_memfd *ms_memfd_new(int fd, uint64_t size, int *err)
 {
 	struct ms_memfd *m = calloc(1, sizeof(*m));
 	if (!m || size == 0 || size % MS_PAGE_SIZE) {

@@ -27,8 +27,9 @@
 
 struct ms_memfd;
 
-/* Takes fd (closed on failure too) of size bytes and maps it read-only. */
-struct ms_memfd *ms_memfd_take(int fd, uint64_t size, int *err);
+/* A memfd of size bytes over fd, which it owns from here on (closed on failure too), mapped
+ * read-only. */
+struct ms_memfd *ms_memfd_new(int fd, uint64_t size, int *err);
 struct ms_memfd *ms_memfd_ref(struct ms_memfd *m);
 /* The last unref releases the mapping if nobody did. */
 void ms_memfd_unref(struct ms_memfd *m);

@@ -816,7 +816,7 @@ int ms_pause_start(const struct ms_pause_config *config, struct ms_layered *pare
 	uint64_t size = head->header->meta.size;
 	ms_header_ref_unref(head);
 	int err;
-	struct ms_memfd *m = ms_memfd_take(memfd, size, &err);
+	struct ms_memfd *m = ms_memfd_new(memfd, size, &err);
 	*out = NULL;
 	if (!m)
 		return err;

@@ -139,7 +139,7 @@ static int setup(void **state)
 	    ms_layered_new(ms_header_new_base(&f->base_id, MS_HEADER_V4, P, PAGES * P, true),
 			   table_resolve, &f->table);
 	int err;
-	f->memfd = ms_memfd_take(guest_memfd(), PAGES * P, &err);
+	f->memfd = ms_memfd_new(guest_memfd(), PAGES * P, &err);
 	assert_non_null(f->memfd);
 	f->dirty = ms_pageset_new();
 	ms_pageset_add_range(f->dirty, 0, 144);
@@ -445,7 +445,7 @@ static void test_packed_model(void **state)
 			image[page * P + at] = model_byte(page, at);
 	int err;
 	struct ms_memfd *memfd =
-	    ms_memfd_take(ms_test_guest_memfd(image, MODEL_PAGES), MODEL_PAGES * P, &err);
+	    ms_memfd_new(ms_test_guest_memfd(image, MODEL_PAGES), MODEL_PAGES * P, &err);
 	assert_non_null(memfd);
 	struct ms_diffstore_config dcfg = {.cache_dir = f->dir};
 	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
@@ -582,7 +582,7 @@ static void test_compare_memfd_parent(void **state)
 	uint8_t *image = malloc(PAGES * P);
 	for (uint64_t p = 0; p < PAGES; p++)
 		memset(image + p * P, page_byte(p, 0), P);
-	struct ms_memfd *pmem = ms_memfd_take(ms_test_guest_memfd(image, PAGES), PAGES * P, &err);
+	struct ms_memfd *pmem = ms_memfd_new(ms_test_guest_memfd(image, PAGES), PAGES * P, &err);
 	assert_non_null(pmem);
 	struct ms_header_ref *base_ref = ms_layered_header(f->parent);
 	struct ms_pageset *all = ms_pageset_new(), *none = ms_pageset_new();
