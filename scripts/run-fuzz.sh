@@ -19,6 +19,7 @@ printf 'POST\n/v1/sandboxes/%s/pause\n' $id >"$corpus/fuzz_api/pause"
 printf 'DELETE\n/v1/sandboxes/%s\n' $id >"$corpus/fuzz_api/delete"
 printf 'GET\n/v1/builds/%s/scheduling-metadata\n' $id >"$corpus/fuzz_api/metadata"
 printf 'GET\n/metrics\n' >"$corpus/fuzz_api/metrics"
+printf 'GET\n/v1/builds?parent=%s\n' $id >"$corpus/fuzz_api/builds"
 # fuzz_peer: one seed per peer route ("METHOD\nURI"), and a registry record
 mkdir -p "$corpus/fuzz_peer"
 printf 'GET\n/peer/v1/builds/%s' $id >"$corpus/fuzz_peer/status"
