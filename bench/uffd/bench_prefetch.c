@@ -18,6 +18,7 @@
  * and reports nothing.
  */
 #include "bench.h"
+#include "build/buildfile.h"
 #include "build/storage.h"
 #include "sandbox/sandbox.h"
 #include "snapshot/pause.h"
@@ -32,7 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define SIZE   (256ull << 20)
@@ -120,30 +120,46 @@ static double resume_ms(struct ms_layered *file, const char *sock,
 	return t;
 }
 
+/* A fresh, empty build cache over store under dir/NAME<serial> (cold: nothing cached yet). */
+static void fresh_cache(struct ms_build_cache *c, struct ms_store *store, const char *dir,
+			const char *name)
+{
+	static unsigned serial;
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s%u", dir, name, serial++);
+	if (ms_build_cache_init(c, store, path, NULL))
+		exit(1);
+}
+
+/* Frees the cache and removes its directory. */
+static void drop_cache(struct ms_build_cache *c)
+{
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", c->cache_dir);
+	ms_build_cache_fini(c);
+	if (system(cmd) != 0)
+		exit(1);
+}
+
 /* A cold resume: a fresh diff store and chunk cache over the store's build. */
 static double cold_ms(struct ms_store *store, const ms_uuid *id, const char *dir, const char *sock,
 		      const struct ms_sandbox_paused *paused, const struct ms_uffd_trace *trace,
 		      struct ms_uffd_trace *record)
 {
-	static unsigned serial;
-	char cache[256];
-	snprintf(cache, sizeof(cache), "%s/cold%u", dir, serial++);
-	mkdir(cache, 0700);
-	int err;
-	struct ms_diffstore_config dcfg = {.cache_dir = cache};
-	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
-	struct ms_build_storage bs = {
-	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
+	struct ms_build_cache c;
+	fresh_cache(&c, store, dir, "cold");
 	struct ms_header *h;
-	if (!diffs || ms_build_storage_load_header(store, id, MS_ARTIFACT_MEMFILE_HEADER, &h))
+	if (ms_build_storage_load_header(store, id, MS_ARTIFACT_MEMFILE_HEADER, &h))
 		exit(1);
-	struct ms_layered *file = ms_layered_new(h, ms_build_storage_resolve, &bs);
+	struct ms_layered *file = ms_build_cache_file(&c, h, NULL, NULL);
+	if (!file)
+		exit(1);
 	struct resume_counts counts = {0};
 	double t = resume_ms(file, sock, paused, trace, record, &counts);
 	char key[128];
 	struct ms_source *src;
-	if (!ms_build_storage_key(&bs, id, key, sizeof(key)) &&
-	    !ms_diffstore_get(diffs, key, &src)) {
+	if (!ms_build_storage_key(&c.storage, id, key, sizeof(key)) &&
+	    !ms_diffstore_get(c.diffs, key, &src)) {
 		struct ms_chunker_stats cs;
 		ms_chunker_get_stats(src, &cs);
 		counts.store_bytes = cs.fetched_bytes;
@@ -158,11 +174,7 @@ static double cold_ms(struct ms_store *store, const ms_uuid *id, const char *dir
 	    (unsigned long long)counts.sessions, (unsigned long long)counts.faults,
 	    (unsigned long long)counts.prefetched, counts.ready_ms, counts.prefetch_ms);
 	ms_layered_free(file);
-	ms_diffstore_free(diffs);
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", cache);
-	if (system(cmd) != 0)
-		exit(1);
+	drop_cache(&c);
 	return t;
 }
 
@@ -185,19 +197,12 @@ static void *chunk_read_main(void *arg)
 /* The build's own data object, cold: a fresh chunk cache, one reader per chunk, all at once. */
 static double link_ms(struct ms_store *store, const ms_uuid *id, const char *dir)
 {
-	static unsigned serial;
-	char cache[256];
-	snprintf(cache, sizeof(cache), "%s/link%u", dir, serial++);
-	mkdir(cache, 0700);
-	int err;
-	struct ms_diffstore_config dcfg = {.cache_dir = cache};
-	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
-	struct ms_build_storage bs = {
-	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
+	struct ms_build_cache c;
+	fresh_cache(&c, store, dir, "link");
 	struct ms_header *h;
 	struct ms_source *src;
-	if (!diffs || ms_build_storage_load_header(store, id, MS_ARTIFACT_MEMFILE_HEADER, &h) ||
-	    ms_build_storage_resolve(&bs, id, h, &src))
+	if (ms_build_storage_load_header(store, id, MS_ARTIFACT_MEMFILE_HEADER, &h) ||
+	    ms_build_storage_resolve(&c.storage, id, h, &src))
 		exit(1);
 	uint64_t size = ms_source_size(src), chunk = MS_CHUNK_SIZE_DEFAULT;
 	size_t n = (size_t)((size + chunk - 1) / chunk);
@@ -221,11 +226,7 @@ static double link_ms(struct ms_store *store, const ms_uuid *id, const char *dir
 	free(reads);
 	ms_source_unref(src);
 	ms_header_free(h);
-	ms_diffstore_free(diffs);
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", cache);
-	if (system(cmd) != 0)
-		exit(1);
+	drop_cache(&c);
 	return t;
 }
 
@@ -249,17 +250,15 @@ static int run(struct ms_store *store)
 	char cache[128], sock[128];
 	snprintf(cache, sizeof(cache), "%s/cache", dir);
 	snprintf(sock, sizeof(sock), "%s/uffd.sock", dir);
-	mkdir(cache, 0700);
-	int err;
-	struct ms_diffstore_config dcfg = {.cache_dir = cache};
-	struct ms_diffstore *diffs = ms_diffstore_new(&dcfg, &err);
-	struct ms_build_storage bs = {
-	    .store = store, .diffs = diffs, .cache_dir = cache, .data = MS_ARTIFACT_MEMFILE};
+	struct ms_build_cache bc;
+	if (ms_build_cache_init(&bc, store, cache, NULL))
+		return 1;
 	ms_uuid base_id;
 	ms_uuid_generate(&base_id);
-	struct ms_layered *parent =
-	    ms_layered_new(ms_header_new_base(&base_id, MS_HEADER_V4, 4096, SIZE, false),
-			   ms_build_storage_resolve, &bs);
+	struct ms_layered *parent = ms_build_cache_file(
+	    &bc, ms_header_new_base(&base_id, MS_HEADER_V4, 4096, SIZE, false), NULL, NULL);
+	if (!parent)
+		return 1;
 	/* the build: a workset guest filled and paused, published to the store */
 	struct ms_sandbox_spec spec = {
 	    .guest = MS_GUEST_WORKSET, .mem_size = SIZE, .memory = MS_SANDBOX_FRESH};
@@ -277,7 +276,7 @@ static int run(struct ms_store *store)
 	if (ms_sandbox_pause(p, &paused))
 		return 1;
 	ms_sandbox_destroy(p);
-	struct ms_pause_config cfg = {.store = store, .diffs = diffs, .cache_dir = cache};
+	struct ms_pause_config cfg = {.store = store, .diffs = bc.diffs, .cache_dir = cache};
 	struct ms_pageset *none = ms_pageset_new();
 	struct ms_pause *pause;
 	int memfd = paused.memfd;
@@ -331,7 +330,7 @@ static int run(struct ms_store *store)
 	ms_pageset_free(none);
 	ms_sandbox_paused_fini(&paused);
 	ms_layered_free(parent);
-	ms_diffstore_free(diffs);
+	ms_build_cache_fini(&bc);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	return system(cmd) == 0 ? 0 : 1;
