@@ -14,9 +14,10 @@
  *  1. ready and piece_done only grow, and only while !done; bytes [chunk_off,
  *     chunk_off + ready) and every piece marked in piece_done are in the cache
  *     file whenever a waiter reads them. ready is the prefix of done pieces.
- *  2. The thread marks the chunk present only while !done, immediately before it
- *     sets done(0), under the lock: a reader that finds neither an unfinished
- *     session nor the chunk present (under the lock) may start a new session.
+ *  2. A lane marks its piece present (ms_piece_done) and the thread the whole chunk
+ *     (immediately before it sets done(0)) only while !done, under the lock: a reader
+ *     that finds neither an unfinished session nor its bytes present (under the lock)
+ *     may start a new session, which skips the pieces already present.
  *  3. ch->sessions lists exactly the sessions that are not done. A session is
  *     referenced by its (detached) thread and by each waiter, and freed by the
  *     last of them, under the lock.
@@ -48,6 +49,13 @@
 #include <string.h>
 
 struct ms_chunker;
+
+/*
+ * Lane buffers kept for the next session: a fresh 1 MiB malloc per lane and session
+ * is a fresh mapping, so every piece paid its page faults and unmap (perf of
+ * bench_cold_s3: exc_page_fault, clear_page, TLB shootdowns).
+ */
+#define MS_CHUNKER_BUFS 8
 
 struct ms_fetch_session {
 	struct ms_chunker *chunker;    /* immutable; outlives the session (invariant 4) */
@@ -85,6 +93,9 @@ struct ms_chunker {
 	pthread_cond_t idle;		   /* signalled when running drops to 0 */
 	struct ms_fetch_session *sessions; /* guarded by lock: sessions not done (invariant 3) */
 	unsigned running;		   /* guarded by lock: session threads not yet returned */
+	void *bufs[MS_CHUNKER_BUFS]; /* guarded by lock: idle lane buffers of buf_size bytes */
+	unsigned nbufs;		     /* guarded by lock */
+	size_t buf_size;	     /* immutable: min(read_size, chunk_size) */
 	atomic_uint_least64_t stat_sessions, stat_failures, stat_timeouts, stat_bytes,
 	    stat_readahead;
 };
@@ -163,6 +174,8 @@ static bool ms_piece_claim(struct ms_fetch_session *s, uint32_t *piece)
 {
 	struct ms_chunker *ch = s->chunker;
 	pthread_mutex_lock(&ch->lock);
+	while (s->next_piece < s->pieces && s->piece_done[s->next_piece])
+		s->next_piece++; /* present before the session started (ms_session_start_locked) */
 	bool ok = !s->done && !s->lane_err && s->next_piece < s->pieces;
 	if (ok)
 		*piece = s->next_piece++;
@@ -170,11 +183,20 @@ static bool ms_piece_claim(struct ms_fetch_session *s, uint32_t *piece)
 	return ok;
 }
 
+/*
+ * Piece is in the cache file: its bytes are marked present at once (when its ends
+ * fall on block boundaries, as they do for every geometry the build storage uses),
+ * so a reader of them no longer waits for the rest of the chunk.
+ */
 static void ms_piece_done(struct ms_fetch_session *s, uint32_t piece)
 {
 	struct ms_chunker *ch = s->chunker;
+	uint64_t pos = (uint64_t)piece * ch->read_size;
+	uint64_t len = s->chunk_len - pos < ch->read_size ? s->chunk_len - pos : ch->read_size;
 	pthread_mutex_lock(&ch->lock);
 	if (!s->done) {
+		ms_cachefile_mark_cached(ch->cache, s->chunk_off + pos,
+					 len); /* -EINVAL: unaligned */
 		s->piece_done[piece] = 1;
 		uint64_t prefix = s->ready / ch->read_size;
 		while (prefix < s->pieces && s->piece_done[prefix])
@@ -186,12 +208,33 @@ static void ms_piece_done(struct ms_fetch_session *s, uint32_t piece)
 	pthread_mutex_unlock(&ch->lock);
 }
 
+static void *ms_lane_buf_get(struct ms_chunker *ch)
+{
+	pthread_mutex_lock(&ch->lock);
+	void *buf = ch->nbufs ? ch->bufs[--ch->nbufs] : NULL;
+	pthread_mutex_unlock(&ch->lock);
+	return buf ? buf : malloc(ch->buf_size ? ch->buf_size : 1);
+}
+
+static void ms_lane_buf_put(struct ms_chunker *ch, void *buf)
+{
+	if (!buf)
+		return;
+	pthread_mutex_lock(&ch->lock);
+	if (ch->nbufs < MS_CHUNKER_BUFS) {
+		ch->bufs[ch->nbufs++] = buf;
+		buf = NULL;
+	}
+	pthread_mutex_unlock(&ch->lock);
+	free(buf);
+}
+
 /* One lane: fetches pieces until none is left; the first error stops every lane. */
 static int ms_fetch_pieces(struct ms_fetch_session *s)
 {
 	struct ms_chunker *ch = s->chunker;
 	size_t buf_len = ch->read_size < s->chunk_len ? ch->read_size : s->chunk_len;
-	unsigned char *buf = malloc(buf_len ? buf_len : 1);
+	unsigned char *buf = ms_lane_buf_get(ch);
 	int err = buf ? 0 : -ENOMEM;
 	uint32_t piece;
 	while (!err && ms_piece_claim(s, &piece)) {
@@ -217,7 +260,7 @@ static int ms_fetch_pieces(struct ms_fetch_session *s)
 		if (!err)
 			ms_piece_done(s, piece);
 	}
-	free(buf);
+	ms_lane_buf_put(ch, buf);
 	if (err) {
 		pthread_mutex_lock(&ch->lock);
 		if (!s->lane_err)
@@ -398,6 +441,14 @@ static int ms_session_start_locked(struct ms_chunker *ch, const struct ms_chunk 
 	s->piece_done = calloc(s->pieces, 1);
 	if (!s->piece_done)
 		goto fail_session;
+	/* Pieces a failed or timed-out session of this chunk left present are not fetched again. */
+	for (uint32_t p = 0; c->frame < 0 && p < s->pieces; p++) {
+		uint64_t pos = (uint64_t)p * ch->read_size;
+		uint64_t len = c->len - pos < ch->read_size ? c->len - pos : ch->read_size;
+		s->piece_done[p] = ms_cachefile_is_cached(ch->cache, c->off + pos, len);
+		if (s->piece_done[p] && s->ready == pos)
+			s->ready = pos + len;
+	}
 	s->refs = speculative ? 1 : 2; /* the thread (and this waiter) */
 	pthread_condattr_t attr;
 	pthread_condattr_init(&attr);
@@ -772,6 +823,8 @@ static void ms_chunker_free(struct ms_source *src)
 		pthread_cond_wait(&ch->idle, &ch->lock);
 	pthread_mutex_unlock(&ch->lock);
 	ms_cachefile_free(ch->cache);
+	for (unsigned i = 0; i < ch->nbufs; i++)
+		free(ch->bufs[i]);
 	ms_frame_table_free(ch->frames);
 	free(ch->ra_mark);
 	pthread_cond_destroy(&ch->idle);
@@ -878,6 +931,7 @@ struct ms_source *ms_chunker_new(struct ms_store *store, const char *key, uint64
 	ch->store = store;
 	ch->chunk_size = cfg.chunk_size;
 	ch->read_size = cfg.read_size;
+	ch->buf_size = (size_t)(cfg.read_size < cfg.chunk_size ? cfg.read_size : cfg.chunk_size);
 	ch->timeout_ns = cfg.fetch_timeout_ns;
 	ch->parallel = cfg.parallel;
 	ch->readahead = cfg.readahead;

@@ -22,10 +22,14 @@
  *  1. At most one unfinished session per chunk; a session belongs to the source,
  *     not to a reader: a reader that gives up (its deadline passed) leaves the
  *     fetch running for the others and for the cache.
- *  2. A chunk is marked present only after all its bytes were written (and, for
- *     a compressed frame, verified), and before the session reports success.
- *  3. A failed session marks nothing and wakes its waiters with the error; the
- *     next read of the chunk starts a fresh session.
+ *  2. Bytes are marked present only after they were written (and, for a
+ *     compressed frame, verified): an uncompressed chunk piece by piece as each
+ *     lands (so readers of a landed piece stop waiting on the session, and the
+ *     page server can serve it as local), a frame whole; the whole chunk is
+ *     present before the session reports success.
+ *  3. A failed session marks nothing more and wakes its waiters with the error;
+ *     the pieces it had finished stay present, and the next read of a missing
+ *     part starts a fresh session that fetches only the pieces still missing.
  *  4. A session ends within fetch_timeout_ns for its waiters: past that deadline
  *     it is failed with -ETIMEDOUT even when the store call has not returned
  *     (the thread then stops at its next step and marks nothing).

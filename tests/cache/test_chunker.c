@@ -316,8 +316,12 @@ static void test_progressive_wakeup(void **state)
 	pthread_join(t, NULL);
 	assert_int_equal(r.err, 0);
 	assert_memory_equal(r.buf, f->data + r.off, r.len);
-	assert_false(ms_source_is_cached(src, CHUNK, SUBREAD)); /* not complete: not marked */
+	/* The piece that landed is present at once; the rest of the chunk is not. */
+	bool first_piece = ms_source_is_cached(src, CHUNK, SUBREAD);
+	bool whole_chunk = ms_source_is_cached(src, CHUNK, CHUNK);
 	ts_gate(&f->ts, false, 0);
+	assert_true(first_piece);
+	assert_false(whole_chunk);
 	unsigned char *buf = malloc(CHUNK);
 	assert_int_equal(ms_source_read(src, buf, CHUNK, CHUNK), 0);
 	assert_memory_equal(buf, f->data + CHUNK, CHUNK);
@@ -363,7 +367,7 @@ static void test_abandoned_reader(void **state)
 
 /* ---- failures ---- */
 
-static void test_failure_marks_nothing_then_retry(void **state)
+static void test_failure_keeps_landed_pieces_then_retry(void **state)
 {
 	struct fixture *f = *state;
 	/* One lane, no read-ahead: the third store call is the third piece of chunk 0. */
@@ -375,18 +379,22 @@ static void test_failure_marks_nothing_then_retry(void **state)
 	f->ts.fail_call = 3; /* two sub-reads land in the file, then the store fails */
 	unsigned char *buf = malloc(CHUNK);
 	assert_int_equal(ms_source_read(src, buf, 0, CHUNK), -EIO);
-	assert_false(ms_source_is_cached(src, 0, 1));
+	/* The two pieces that landed stay present; nothing after them is. */
+	assert_true(ms_source_is_cached(src, 0, 2 * SUBREAD));
+	assert_false(ms_source_is_cached(src, 2 * SUBREAD, 1));
 	assert_false(ms_source_is_cached(src, 0, CHUNK));
 	struct ms_chunker_stats stats;
 	ms_chunker_get_stats(src, &stats);
 	assert_int_equal(stats.failures, 1);
-	/* The next read starts a fresh session and succeeds. */
+	assert_int_equal(stats.fetched_bytes, 2 * SUBREAD);
+	/* The next read starts a fresh session that fetches only the missing pieces. */
 	memset(buf, 0, CHUNK);
 	assert_int_equal(ms_source_read(src, buf, 0, CHUNK), 0);
 	assert_memory_equal(buf, f->data, CHUNK);
 	assert_true(wait_cached(src, 0, CHUNK));
 	ms_chunker_get_stats(src, &stats);
 	assert_int_equal(stats.sessions, 2);
+	assert_int_equal(stats.fetched_bytes, CHUNK);
 	free(buf);
 	ms_source_unref(src);
 }
@@ -751,7 +759,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_concurrent_one_fetch_per_chunk, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_progressive_wakeup, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_abandoned_reader, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_failure_marks_nothing_then_retry, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_failure_keeps_landed_pieces_then_retry, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_short_object_is_corrupt, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_timeout_on_hanging_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_fails_reads_and_removes_file, setup,
