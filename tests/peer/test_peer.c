@@ -17,6 +17,10 @@
  *  - B checks A's data against A's checksum table once A's drain is done: a
  *    byte flipped in A's diff file fails B's read with MS_ECHECKSUM (counted),
  *    intact chunks read exactly, reads before the drain are unverified.
+ *  - the client against a fake peer (raw HTTP on 127.0.0.1): pieces received in
+ *    place and the partial first and last pieces read exactly; an answer longer
+ *    or shorter than asked is MS_EPROTO and writes nothing past the range; a
+ *    refusal's JSON never lands in the caller's buffer.
  */
 #include "ms_test.h"
 #include "ms_chain.h"
@@ -30,13 +34,16 @@
 #include "util/clock.h"
 #include "util/err.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -905,6 +912,188 @@ static void test_static_list_miss_and_dead_record(void **state)
 	assert_null(b_source(f));
 }
 
+/* ---- the client against a fake peer ---- */
+
+enum fake_mode { FAKE_EXACT, FAKE_LONGER, FAKE_SHORTER, FAKE_REFUSE };
+
+struct fake_peer {
+	int fd;
+	unsigned port;
+	enum fake_mode mode;
+	pthread_t thread;
+	atomic_uint requests;
+};
+
+static uint8_t fake_byte(uint64_t pos)
+{
+	return (uint8_t)(pos * 7 + pos / 4096);
+}
+
+/* One connection: each request answered (keep-alive) until the client closes. */
+static void fake_serve(struct fake_peer *p, int c)
+{
+	char req[2048];
+	size_t have = 0;
+	for (;;) {
+		char *end;
+		while (!(end = memmem(req, have, "\r\n\r\n", 4))) {
+			ssize_t n =
+			    have < sizeof(req) ? read(c, req + have, sizeof(req) - have) : -1;
+			if (n <= 0)
+				return;
+			have += (size_t)n;
+		}
+		size_t used = (size_t)(end + 4 - req);
+		unsigned long long off = 0, len = 0;
+		const char *q = memmem(req, used, "?offset=", 8);
+		assert_non_null(q);
+		assert_int_equal(sscanf(q, "?offset=%llu&length=%llu", &off, &len), 2);
+		atomic_fetch_add(&p->requests, 1);
+		char head[256];
+		if (p->mode == FAKE_REFUSE) {
+			static const char body[] =
+			    "{\"status\":\"not_available\",\"error\":\"no\"}";
+			int n =
+			    snprintf(head, sizeof(head),
+				     "HTTP/1.1 404 Not Found\r\nX-Memsnap-Peer: not_available\r\n"
+				     "Content-Length: %zu\r\n\r\n%s",
+				     strlen(body), body);
+			assert_int_equal(write(c, head, (size_t)n), n);
+		} else {
+			size_t send_len = (size_t)len + (p->mode == FAKE_LONGER ? 4096 : 0) -
+					  (p->mode == FAKE_SHORTER ? 1 : 0);
+			uint8_t *body = malloc(send_len);
+			for (size_t i = 0; i < send_len; i++)
+				body[i] = fake_byte(off + i);
+			int n = snprintf(head, sizeof(head),
+					 "HTTP/1.1 200 OK\r\nX-Memsnap-Peer: available\r\n"
+					 "X-Memsnap-Data-Size: %u\r\nContent-Length: %zu\r\n\r\n",
+					 (unsigned)(PAGES * P), send_len);
+			assert_int_equal(write(c, head, (size_t)n), n);
+			size_t sent = 0;
+			while (sent < send_len) {
+				ssize_t w = write(c, body + sent, send_len - sent);
+				if (w <= 0)
+					break; /* the client gave up on a wrong answer */
+				sent += (size_t)w;
+			}
+			free(body);
+		}
+		memmove(req, req + used, have - used);
+		have -= used;
+	}
+}
+
+static void *fake_run(void *arg)
+{
+	struct fake_peer *p = arg;
+	int c;
+	while ((c = accept(p->fd, NULL, NULL)) >= 0) {
+		fake_serve(p, c);
+		close(c);
+	}
+	return NULL;
+}
+
+static void fake_start(struct fake_peer *p, enum fake_mode mode)
+{
+	*p = (struct fake_peer){.mode = mode};
+	p->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+	assert_int_equal(bind(p->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(p->fd, 8), 0);
+	assert_int_equal(getsockname(p->fd, (struct sockaddr *)&a, &alen), 0);
+	p->port = ntohs(a.sin_port);
+	assert_int_equal(pthread_create(&p->thread, NULL, fake_run, p), 0);
+}
+
+static void fake_stop(struct fake_peer *p)
+{
+	shutdown(p->fd, SHUT_RDWR); /* accept returns */
+	pthread_join(p->thread, NULL);
+	close(p->fd);
+}
+
+static struct ms_peer_client *fake_client(struct fake_peer *p, uint32_t piece)
+{
+	char address[64];
+	snprintf(address, sizeof(address), "127.0.0.1:%u", p->port);
+	struct ms_peer_client_config cfg = {
+	    .address = address, .token = TOKEN, .attempts = 1, .piece = piece};
+	int err;
+	struct ms_peer_client *c = ms_peer_client_new(&cfg, &err);
+	assert_non_null(c);
+	return c;
+}
+
+#define CANARY 0x5a
+
+static void test_client_reads_in_place(void **state)
+{
+	(void)state;
+	struct fake_peer p;
+	fake_start(&p, FAKE_EXACT);
+	struct ms_peer_client *c = fake_client(&p, 2 * P);
+	ms_uuid id;
+	ms_uuid_generate(&id);
+	/* aligned: every piece in place; unaligned: a partial first and last piece */
+	const uint64_t offs[] = {4 * P, 4 * P + 100, 0};
+	const size_t lens[] = {6 * P, 5 * P + 17, 1};
+	for (int t = 0; t < 3; t++) {
+		size_t len = lens[t];
+		uint8_t *buf = malloc(len + 2 * P);
+		memset(buf, CANARY, len + 2 * P);
+		enum ms_peer_status st;
+		assert_int_equal(ms_peer_client_read(c, &id, MS_PEER_FILE_MEMFILE, PAGES * P,
+						     buf + P, offs[t], len, &st),
+				 0);
+		assert_int_equal(st, MS_PEER_AVAILABLE);
+		for (size_t i = 0; i < len; i++)
+			if (buf[P + i] != fake_byte(offs[t] + i))
+				fail_msg("read %d: byte %zu is %u, want %u", t, i, buf[P + i],
+					 fake_byte(offs[t] + i));
+		for (size_t i = 0; i < P; i++) /* nothing before or after the range */
+			assert_true(buf[i] == CANARY && buf[P + len + i] == CANARY);
+		free(buf);
+	}
+	ms_peer_client_unref(c);
+	fake_stop(&p);
+}
+
+static void test_client_wrong_answers(void **state)
+{
+	(void)state;
+	const enum fake_mode modes[] = {FAKE_LONGER, FAKE_SHORTER, FAKE_REFUSE};
+	for (int m = 0; m < 3; m++) {
+		struct fake_peer p;
+		fake_start(&p, modes[m]);
+		struct ms_peer_client *c = fake_client(&p, 4 * P);
+		ms_uuid id;
+		ms_uuid_generate(&id);
+		size_t len = 4 * P;
+		uint8_t *buf = malloc(len + 2 * P);
+		memset(buf, CANARY, len + 2 * P);
+		enum ms_peer_status st = MS_PEER_AVAILABLE;
+		int err = ms_peer_client_read(c, &id, MS_PEER_FILE_MEMFILE, PAGES * P, buf + P,
+					      8 * P, len, &st);
+		if (modes[m] == FAKE_REFUSE) {
+			assert_int_equal(err, 0);
+			assert_int_equal(st, MS_PEER_NOT_AVAILABLE);
+			for (size_t i = 0; i < len + 2 * P; i++) /* the JSON went elsewhere */
+				assert_int_equal(buf[i], CANARY);
+		} else {
+			assert_int_equal(err, MS_EPROTO);
+			for (size_t i = 0; i < P; i++)
+				assert_true(buf[i] == CANARY && buf[P + len + i] == CANARY);
+		}
+		assert_int_equal(atomic_load(&p.requests), 1); /* a wrong answer is not retried */
+		free(buf);
+		ms_peer_client_unref(c);
+		fake_stop(&p);
+	}
+}
+
 int main(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -916,6 +1105,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_static_list_miss_and_dead_record, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_peer_data_checked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_peer_table_not_kept, setup, teardown),
+	    cmocka_unit_test(test_client_reads_in_place),
+	    cmocka_unit_test(test_client_wrong_answers),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();

@@ -27,6 +27,8 @@
 #define MS_PEER_POOL	   8
 #define MS_PEER_HEADER_MAX (256u << 20)
 #define MS_PEER_JSON_MAX   (64u << 10)
+/* curl's receive buffer (its default is 16 KiB: 64 recv calls and callbacks a MiB) */
+#define MS_PEER_RECV_BUFFER (256u << 10)
 
 struct ms_peer_client {
 	atomic_uint refs;
@@ -153,11 +155,18 @@ void ms_peer_answer_fini(struct ms_peer_answer *a)
 	a->len = 0;
 }
 
-/* One transfer's state: the answer being filled and its caps. */
+/*
+ * One transfer's state: the answer being filled and its caps. direct: a data
+ * request's destination (req->length bytes), filled in place once the status
+ * header said available - no body buffer, no second copy; a refusal's JSON
+ * still goes to a malloc'd body.
+ */
 struct ms_peer_xfer {
 	struct ms_peer_answer *answer;
 	size_t cap; /* the body may not be longer */
 	size_t alloc;
+	void *direct;
+	size_t direct_len;
 	bool too_long, status_seen, status_bad;
 };
 
@@ -166,6 +175,15 @@ static size_t ms_peer_on_body(char *data, size_t size, size_t nmemb, void *ctx)
 	struct ms_peer_xfer *x = ctx;
 	struct ms_peer_answer *a = x->answer;
 	size_t n = size * nmemb;
+	if (x->direct && x->status_seen && !x->status_bad && a->status == MS_PEER_AVAILABLE) {
+		if (n > x->direct_len - a->len) {
+			x->too_long = true;
+			return 0;
+		}
+		memcpy((char *)x->direct + a->len, data, n);
+		a->len += n;
+		return n;
+	}
 	if (n > x->cap - a->len) {
 		x->too_long = true;
 		return 0; /* aborts the transfer */
@@ -264,12 +282,20 @@ static void ms_peer_tls_setopt(struct ms_peer_client *c, CURL *h)
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 }
 
-/* One attempt. 0 with a checked answer, or an error (the answer is emptied). */
+/*
+ * One attempt. 0 with a checked answer, or an error (the answer is emptied).
+ * direct (data requests only, may be NULL): where an available answer's bytes go
+ * (a->body stays NULL); a failed attempt may have written part of it.
+ */
 static int ms_peer_once(struct ms_peer_client *c, const char *url,
-			const struct ms_peer_request *req, struct ms_peer_answer *a)
+			const struct ms_peer_request *req, struct ms_peer_answer *a, void *direct)
 {
 	*a = (struct ms_peer_answer){.status = MS_PEER_NOT_AVAILABLE};
 	struct ms_peer_xfer x = {.answer = a};
+	if (direct && req->op == MS_PEER_OP_DATA && !req->head) {
+		x.direct = direct;
+		x.direct_len = (size_t)req->length;
+	}
 	switch (req->op) {
 	case MS_PEER_OP_DATA: /* the bytes asked, or a short JSON refusal */
 		x.cap = req->length > MS_PEER_JSON_MAX ? (size_t)req->length : MS_PEER_JSON_MAX;
@@ -301,6 +327,7 @@ static int ms_peer_once(struct ms_peer_client *c, const char *url,
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, ms_peer_on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)MS_PEER_RECV_BUFFER);
 	char tls_why[CURL_ERROR_SIZE] = "";
 	if (c->tls.ca)
 		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, tls_why);
@@ -332,8 +359,8 @@ static int ms_peer_once(struct ms_peer_client *c, const char *url,
 	return err;
 }
 
-int ms_peer_client_get(struct ms_peer_client *c, const struct ms_peer_request *req,
-		       struct ms_peer_answer *answer)
+static int ms_peer_get_into(struct ms_peer_client *c, const struct ms_peer_request *req,
+			    struct ms_peer_answer *answer, void *direct)
 {
 	char path[MS_PEER_URI_MAX + 1], url[MS_PEER_URI_MAX + 160];
 	int err = ms_peer_request_uri(req, path, sizeof(path));
@@ -345,7 +372,7 @@ int ms_peer_client_get(struct ms_peer_client *c, const struct ms_peer_request *r
 	struct ms_backoff backoff;
 	ms_backoff_init(&backoff, c->retry_initial_ns, 10 * c->retry_initial_ns, c->attempts);
 	for (;;) {
-		err = ms_peer_once(c, url, req, answer);
+		err = ms_peer_once(c, url, req, answer, direct);
 		int64_t delay;
 		if (!err || err == -ENOMEM || !ms_backoff_next(&backoff, &delay))
 			break;
@@ -355,6 +382,12 @@ int ms_peer_client_get(struct ms_peer_client *c, const struct ms_peer_request *r
 	if (err)
 		ms_warn(MS_MOD, "peer %s unreachable: %s", c->address, ms_strerror(err));
 	return err;
+}
+
+int ms_peer_client_get(struct ms_peer_client *c, const struct ms_peer_request *req,
+		       struct ms_peer_answer *answer)
+{
+	return ms_peer_get_into(c, req, answer, NULL);
 }
 
 int ms_peer_client_header(struct ms_peer_client *c, const ms_uuid *build_id, enum ms_peer_file file,
@@ -422,8 +455,11 @@ int ms_peer_client_read(struct ms_peer_client *c, const ms_uuid *build_id, enum 
 					      .file = file,
 					      .offset = start,
 					      .length = piece_end - start};
+		/* a piece wholly inside [off, end) is received in place */
+		bool inside = start >= off && piece_end <= end;
 		struct ms_peer_answer a;
-		int err = ms_peer_client_get(c, &req, &a);
+		int err =
+		    ms_peer_get_into(c, &req, &a, inside ? (char *)dst + (start - off) : NULL);
 		if (err)
 			return err;
 		*status = a.status;
@@ -433,7 +469,9 @@ int ms_peer_client_read(struct ms_peer_client *c, const ms_uuid *build_id, enum 
 		}
 		uint64_t from = start > off ? start : off;
 		uint64_t to = piece_end < end ? piece_end : end;
-		memcpy((char *)dst + (from - off), (char *)a.body + (from - start), to - from);
+		if (!inside)
+			memcpy((char *)dst + (from - off), (char *)a.body + (from - start),
+			       to - from);
 		ms_peer_answer_fini(&a);
 		start = piece_end;
 	}
