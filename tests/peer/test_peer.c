@@ -17,6 +17,8 @@
  *  - B checks A's data against A's checksum table once A's drain is done: a
  *    byte flipped in A's diff file fails B's read with MS_ECHECKSUM (counted),
  *    intact chunks read exactly, reads before the drain are unverified.
+ *  - over TLS, data answers (from the connection's reused buffer) are exact,
+ *    whatever their lengths, before and after A's drain;
  *  - the client against a fake peer (raw HTTP on 127.0.0.1): pieces received in
  *    place and the partial first and last pieces read exactly; an answer longer
  *    or shorter than asked is MS_EPROTO and writes nothing past the range; a
@@ -172,12 +174,13 @@ static void pause_a(struct fixture *f)
 	pause_a_gated(f, NULL);
 }
 
-static struct ms_peer_server *serve_a(struct fixture *f, int64_t header_wait_ns,
-				      int (*hook)(void *, const struct ms_peer_request *),
-				      void *hook_ctx)
+static struct ms_peer_server *serve_a_with(struct fixture *f, int64_t header_wait_ns,
+					   int (*hook)(void *, const struct ms_peer_request *),
+					   void *hook_ctx, const struct ms_peer_tls_pem *tls)
 {
 	struct ms_peer_server_config cfg = {.listen = "127.0.0.1:0",
 					    .token = TOKEN,
+					    .tls = tls,
 					    .header_wait_ns = header_wait_ns,
 					    .on_request = hook,
 					    .on_request_ctx = hook_ctx,
@@ -197,6 +200,13 @@ static struct ms_peer_server *serve_a(struct fixture *f, int64_t header_wait_ns,
 	assert_int_equal(ms_peer_server_add(server, &build), 0);
 	assert_int_equal(ms_peer_server_add(server, &build), -EEXIST);
 	return server;
+}
+
+static struct ms_peer_server *serve_a(struct fixture *f, int64_t header_wait_ns,
+				      int (*hook)(void *, const struct ms_peer_request *),
+				      void *hook_ctx)
+{
+	return serve_a_with(f, header_wait_ns, hook, hook_ctx, NULL);
 }
 
 /* A records where the build is as its pause starts (the registry). */
@@ -912,6 +922,81 @@ static void test_static_list_miss_and_dead_record(void **state)
 	assert_null(b_source(f));
 }
 
+/* DIR/CA.pem, DIR/NAME.pem, DIR/NAME.key (scripts/peer-certs.sh) */
+static void load_pem(const char *dir, const char *name, struct ms_peer_tls_pem *pem)
+{
+	char c[700], n[700], k[700], why[300];
+	snprintf(c, sizeof(c), "%s/fleet.pem", dir);
+	snprintf(n, sizeof(n), "%s/%s.pem", dir, name);
+	snprintf(k, sizeof(k), "%s/%s.key", dir, name);
+	struct ms_peer_tls files = {.ca_file = c, .cert_file = n, .key_file = k};
+	if (ms_peer_tls_load(&files, pem, why, sizeof(why)))
+		fail_msg("%s", why);
+}
+
+/*
+ * TLS data answers come from the connection's reused buffer (server.c,
+ * ms_peer_abuf): answers of growing and shrinking lengths on one connection
+ * carry exactly the build's bytes, while A's drain is held (its memfd) and
+ * after it (its diff file), and all of them share that one connection.
+ */
+static void test_tls_answers_exact(void **state)
+{
+	struct fixture *f = *state;
+	const char *root = getenv("MEMSNAP_SOURCE_ROOT");
+	assert_non_null(root);
+	char tls_dir[600], cmd[2048];
+	snprintf(tls_dir, sizeof(tls_dir), "%s/tls", f->dir);
+	snprintf(cmd, sizeof(cmd), "sh %s/scripts/peer-certs.sh %s fleet a:127.0.0.1 b:127.0.0.1",
+		 root, tls_dir);
+	if (system(cmd) != 0)
+		fail_msg("scripts/peer-certs.sh failed (is openssl installed?)");
+	struct ms_peer_tls_pem a_pem = {0}, b_pem = {0};
+	load_pem(tls_dir, "a", &a_pem);
+	load_pem(tls_dir, "b", &b_pem);
+	pause_a_gated(f, f->drain_gate);
+	ms_future_set(f->compare_gate, NULL);
+	assert_int_equal(ms_pause_wait(f->pause, MS_PAUSE_COMPARED, 60 * MS_NSEC_PER_SEC), 0);
+	f->server = serve_a_with(f, 0, NULL, NULL, &a_pem);
+	struct ms_peer_client_config cfg = {.address = ms_peer_server_address(f->server),
+					    .token = TOKEN,
+					    .tls = &b_pem,
+					    .attempts = 1,
+					    .piece = 64 * P};
+	int err;
+	struct ms_peer_client *c = ms_peer_client_new(&cfg, &err);
+	assert_non_null(c);
+	/* the packed space: the kept pages 100..299 in order */
+	const uint64_t data_size = 200 * P, offs[] = {0, 3 * P, 10 * P, 0, 150 * P, 7 * P};
+	const size_t lens[] = {P, 5 * P, 64 * P, 2 * P, 50 * P, 3 * P};
+	uint8_t *buf = malloc(64 * P);
+	for (int drained = 0; drained < 2; drained++) {
+		if (drained) {
+			ms_future_set(f->drain_gate, NULL);
+			assert_int_equal(
+			    ms_pause_wait(f->pause, MS_PAUSE_DRAINED, 60 * MS_NSEC_PER_SEC), 0);
+		}
+		for (size_t t = 0; t < sizeof(lens) / sizeof(lens[0]); t++) {
+			enum ms_peer_status st;
+			memset(buf, 0xa5, 64 * P);
+			assert_int_equal(ms_peer_client_read(c, ms_pause_build_id(f->pause),
+							     MS_PEER_FILE_MEMFILE, data_size, buf,
+							     offs[t], lens[t], &st),
+					 0);
+			assert_int_equal(st, MS_PEER_AVAILABLE);
+			assert_memory_equal(buf, f->expect + 100 * P + offs[t], lens[t]);
+		}
+	}
+	free(buf);
+	struct ms_peer_server_stats st;
+	ms_peer_server_get_stats(f->server, &st);
+	assert_int_equal(st.connections, 1);
+	assert_int_equal(st.data_zero_copy, 0); /* TLS: never a view */
+	ms_peer_client_unref(c);
+	ms_peer_tls_pem_fini(&a_pem);
+	ms_peer_tls_pem_fini(&b_pem);
+}
+
 /* ---- the client against a fake peer ---- */
 
 enum fake_mode { FAKE_EXACT, FAKE_LONGER, FAKE_SHORTER, FAKE_REFUSE };
@@ -1105,6 +1190,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_static_list_miss_and_dead_record, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_peer_data_checked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_damaged_peer_table_not_kept, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tls_answers_exact, setup, teardown),
 	    cmocka_unit_test(test_client_reads_in_place),
 	    cmocka_unit_test(test_client_wrong_answers),
 	};

@@ -24,7 +24,7 @@
 #include <strings.h>
 
 #define MS_MOD		   "peer"
-#define MS_PEER_POOL	   8
+#define MS_PEER_POOL	   16
 #define MS_PEER_HEADER_MAX (256u << 20)
 #define MS_PEER_JSON_MAX   (64u << 10)
 /* curl's receive buffer (its default is 16 KiB: 64 recv calls and callbacks a MiB) */

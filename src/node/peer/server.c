@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -76,11 +77,85 @@ struct ms_peer_server {
 	_Atomic uint64_t data_zero_copy; /* data answers sent from a view, not a copy */
 };
 
+/*
+ * A connection's buffer for the data answers it does not send from a view
+ * (TLS: ms_peer_serve_data), reused request after request, as large as the
+ * largest answer so far (<= MS_PEER_RANGE_MAX) while the connection lives. A
+ * malloc'd MiB per answer cost page faults, and after a proc sandbox's fork
+ * (the child does not exec) a copy-on-write fault with a TLB shootdown for
+ * each heap page it touched (do_wp_page under the server's memcpy in perf);
+ * this one is mapped MADV_DONTFORK, so no child shares it. refs: the socket's
+ * and the answer's in flight; busy while an answer uses it (a request that
+ * finds it busy mallocs, as before).
+ */
+struct ms_peer_abuf {
+	atomic_uint refs;
+	atomic_bool busy;
+	void *mem; /* NULL: none yet */
+	size_t cap;
+};
+
 /* One TCP connection (libmicrohttpd's socket context; its own thread): the client
  * certificate is checked once per connection, not per request. */
 struct ms_peer_socket {
-	int certified; /* -1: not checked yet; else 0 or 1 */
+	int certified;		   /* -1: not checked yet; else 0 or 1 */
+	struct ms_peer_abuf *abuf; /* data answers not sent from a view; NULL: none yet */
 };
+
+static void ms_peer_abuf_unref(struct ms_peer_abuf *b)
+{
+	if (!b || atomic_fetch_sub(&b->refs, 1) != 1)
+		return;
+	if (b->mem)
+		munmap(b->mem, b->cap);
+	free(b);
+}
+
+/* An answer is sent: the buffer may serve the next one. */
+static void ms_peer_abuf_done(void *cls)
+{
+	struct ms_peer_abuf *b = cls;
+	atomic_store(&b->busy, false);
+	ms_peer_abuf_unref(b);
+}
+
+/*
+ * The connection's buffer of at least len bytes, busy and with a reference for
+ * the answer; NULL (the caller mallocs) when it is busy or cannot be mapped.
+ */
+static struct ms_peer_abuf *ms_peer_abuf_take(struct MHD_Connection *conn, size_t len)
+{
+	const union MHD_ConnectionInfo *sock =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct ms_peer_socket *k = sock ? sock->socket_context : NULL;
+	if (!k || !len)
+		return NULL;
+	if (!k->abuf) {
+		if (!(k->abuf = calloc(1, sizeof(*k->abuf))))
+			return NULL;
+		atomic_init(&k->abuf->refs, 1);
+	}
+	struct ms_peer_abuf *b = k->abuf;
+	bool idle = false;
+	if (!atomic_compare_exchange_strong(&b->busy, &idle, true))
+		return NULL;
+	if (b->cap < len) {
+		if (b->mem)
+			munmap(b->mem, b->cap);
+		b->mem =
+		    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (b->mem == MAP_FAILED) {
+			b->mem = NULL;
+			b->cap = 0;
+			atomic_store(&b->busy, false);
+			return NULL;
+		}
+		b->cap = len;
+		(void)madvise(b->mem, len, MADV_DONTFORK); /* only an optimization */
+	}
+	atomic_fetch_add(&b->refs, 1);
+	return b;
+}
 
 /* One connection's request: the raw URI from the log callback. */
 struct ms_peer_conn {
@@ -177,10 +252,14 @@ static void ms_peer_notify(void *cls, struct MHD_Connection *conn, void **socket
 		atomic_fetch_add(&s->connections, 1);
 		struct ms_peer_socket *k = malloc(sizeof(*k));
 		if (k)
-			k->certified = -1; /* without it, every request is checked */
+			*k = (struct ms_peer_socket){.certified =
+							 -1}; /* else: every request checked */
 		*socket_context = k;
 	} else {
-		free(*socket_context);
+		struct ms_peer_socket *k = *socket_context;
+		if (k)
+			ms_peer_abuf_unref(k->abuf); /* an answer in flight keeps it */
+		free(k);
 		*socket_context = NULL;
 	}
 }
@@ -436,6 +515,7 @@ static enum MHD_Result ms_peer_serve_data(struct ms_peer_server *s, struct MHD_C
 					  const struct ms_peer_request *req)
 {
 	uint8_t *buf = NULL;
+	struct ms_peer_abuf *abuf = NULL; /* buf is the connection's buffer (ms_peer_abuf) */
 	const void *view = NULL;
 	struct ms_source *view_hold = NULL; /* keeps view mapped until the answer is sent */
 	uint64_t size = 0;
@@ -454,13 +534,16 @@ static enum MHD_Result ms_peer_serve_data(struct ms_peer_server *s, struct MHD_C
 		/*
 		 * Plain HTTP sends straight from a zero-copy view (the kernel copies it
 		 * to the socket: a fault there is EFAULT, not SIGBUS). TLS encrypts in
-		 * this process, so it reads a faultsafe copy (cache/source.h, 3).
+		 * this process, so it reads a faultsafe copy (cache/source.h, 3), into
+		 * the connection's buffer (ms_peer_abuf).
 		 */
 		if (!req->head && !s->tls.ca && req->length &&
 		    !ms_source_borrow(src, req->offset, req->length, &view, &view_hold)) {
 			ms_source_unref(src);
 			break;
 		}
+		if (!buf && !req->head && (abuf = ms_peer_abuf_take(conn, (size_t)req->length)))
+			buf = abuf->mem;
 		if (!buf && !req->head && !(buf = malloc(req->length))) {
 			ms_source_unref(src);
 			return MHD_NO;
@@ -470,8 +553,15 @@ static enum MHD_Result ms_peer_serve_data(struct ms_peer_server *s, struct MHD_C
 		if (err != MS_ECLOSED) /* closed: the drain replaced the packed source; again */
 			break;
 	}
+	if (err || view_hold) { /* an earlier attempt's buffer is not sent either */
+		if (abuf)
+			ms_peer_abuf_done(abuf);
+		else
+			free(buf);
+		abuf = NULL;
+		buf = NULL;
+	}
 	if (err) {
-		free(buf);
 		if (err == -ERANGE)
 			return ms_peer_send_error(s, conn, 400, MS_PEER_NOT_AVAILABLE,
 						  "range outside the build's data");
@@ -482,14 +572,18 @@ static enum MHD_Result ms_peer_serve_data(struct ms_peer_server *s, struct MHD_C
 		return ms_peer_send_error(s, conn, 503, MS_PEER_NOT_AVAILABLE, "read failed");
 	}
 	size_t len = req->head ? 0 : req->length;
-	struct MHD_Response *r =
-	    view_hold ? MHD_create_response_from_buffer_with_free_callback_cls(
-			    len, (void *)view, ms_peer_view_done, view_hold)
-		      : MHD_create_response_from_buffer(len, buf ? (void *)buf : (void *)"",
-							buf ? MHD_RESPMEM_MUST_FREE
-							    : MHD_RESPMEM_PERSISTENT);
+	struct MHD_Response *r = view_hold ? MHD_create_response_from_buffer_with_free_callback_cls(
+						 len, (void *)view, ms_peer_view_done, view_hold)
+				 : abuf ? MHD_create_response_from_buffer_with_free_callback_cls(
+					      len, buf, ms_peer_abuf_done, abuf)
+					: MHD_create_response_from_buffer(
+					      len, buf ? (void *)buf : (void *)"",
+					      buf ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
 	if (!r) {
-		free(buf);
+		if (abuf)
+			ms_peer_abuf_done(abuf);
+		else
+			free(buf);
 		ms_source_unref(view_hold);
 		return MHD_NO;
 	}
