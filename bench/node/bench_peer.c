@@ -11,6 +11,11 @@
  * MEMSNAP_BENCH_BACKEND=kvm|proc runs that backend only. The peer link is TLS (certificates of one
  * fleet CA, made by scripts/peer-certs.sh), as a fleet runs it; peer.resume_tls_vs_plain.<backend>
  * is the same cross-node resume over TLS vs over plain HTTP (peer_tls = off).
+ * For a look inside: MEMSNAP_BENCH_PEER_LINK=tls|plain runs that link only (reported as
+ * peer.resume_vs_local.<backend>.<link>); MEMSNAP_BENCH_PEER_METRICS=1 prints both nodes'
+ * peer and page-server metric lines after each run (requests, bytes, fault latencies);
+ * PERF_CTL=FIFO writes enable/disable around each cross-node resume, for
+ * `perf record --control=fifo:FIFO -D -1` (profiles of those resumes only).
  */
 #include "bench.h"
 #include "node/api.h"
@@ -90,6 +95,36 @@ static double resume(struct ms_node *node, const char *build, unsigned seed, con
 	return ms;
 }
 
+/* PERF_CTL=fifo: perf record --control=fifo:... -D -1 records the cross-node resumes only */
+static void perf_ctl(const char *cmd)
+{
+	const char *fifo = getenv("PERF_CTL");
+	FILE *f = fifo ? fopen(fifo, "w") : NULL;
+	if (f) {
+		fprintf(f, "%s\n", cmd);
+		fclose(f);
+	}
+}
+
+/* MEMSNAP_BENCH_PEER_METRICS=1: node's peer and page-server metric lines to stderr. */
+static void dump_metrics(struct ms_node *node, const char *name)
+{
+	if (!getenv("MEMSNAP_BENCH_PEER_METRICS"))
+		return;
+	struct ms_api_request req;
+	struct ms_api_error err;
+	if (ms_api_parse("GET", "/metrics", NULL, 0, &req, &err))
+		return;
+	struct ms_node_response resp = {0};
+	ms_node_handle(node, &req, &resp);
+	for (char *line = resp.body ? strtok(resp.body, "\n") : NULL; line;
+	     line = strtok(NULL, "\n"))
+		if (line[0] != '#' && (strstr(line, "peer") || strstr(line, "pageserver_faults") ||
+				       strstr(line, "chunk")))
+			fprintf(stderr, "  %s: %s\n", name, line);
+	free(resp.body);
+}
+
 static struct ms_node *node_new(const char *dir, const char *name, const char *backend,
 				const char *listen, const char *hold, bool tls)
 {
@@ -159,7 +194,9 @@ static int run(const char *backend, bool tls, double *peer_ms, double *local_ms)
 		cJSON_Delete(o);
 		/* the origin first: its warm resume also waits out the compare */
 		local[i] = resume(a, build, seed, "warm");
+		perf_ctl("enable");
 		peer[i] = resume(b, build, seed, "cold");
+		perf_ctl("disable");
 		fprintf(stderr,
 			"peer.resume_vs_local.%s (%s): build %u: %.1f ms through the peer, "
 			"%.1f ms on the origin\n",
@@ -169,6 +206,8 @@ static int run(const char *backend, bool tls, double *peer_ms, double *local_ms)
 	qsort(peer, BUILDS, sizeof(double), by_value);
 	*peer_ms = peer[BUILDS / 2];
 	*local_ms = local[BUILDS / 2];
+	dump_metrics(a, "a");
+	dump_metrics(b, "b");
 	FILE *f = fopen(hold, "w"); /* the uploads go; the nodes stop */
 	if (f)
 		fclose(f);
@@ -193,11 +232,29 @@ int main(void)
 			fprintf(stderr, "bench_peer: %s\n", why);
 			continue;
 		}
+		char name[64];
 		double peer_tls, local, peer_plain, local_plain;
+		const char *link = getenv("MEMSNAP_BENCH_PEER_LINK"); /* tls|plain: that one only */
+		if (link) {
+			bool tls = strcmp(link, "tls") == 0;
+			double p, l;
+			if (!tls && strcmp(link, "plain") != 0) {
+				fprintf(stderr,
+					"bench_peer: MEMSNAP_BENCH_PEER_LINK is tls or plain\n");
+				return 1;
+			}
+			if (run(backends[i], tls, &p, &l))
+				return 1;
+			snprintf(name, sizeof(name), "peer.resume_vs_local.%s.%s", backends[i],
+				 link);
+			ms_bench_report(name, p, "ms",
+					"resume of the same build on its origin node (warm)", l,
+					1.3);
+			continue;
+		}
 		if (run(backends[i], true, &peer_tls, &local) ||
 		    run(backends[i], false, &peer_plain, &local_plain))
 			return 1;
-		char name[64];
 		snprintf(name, sizeof(name), "peer.resume_vs_local.%s", backends[i]);
 		ms_bench_report(name, peer_tls, "ms",
 				"resume of the same build on its origin node (warm)", local, 1.3);
