@@ -9,11 +9,22 @@
  *    and reads in flight per chunk.
  *  chunker.cached_read: random 4 KiB page reads from the filled cache against
  *    memcpy of the same pages from a heap buffer.
+ *  build.cold_read_fs: what a cold resume from the file store reads through now,
+ *    a plain object read in place (cache/objsource.h: ms_store_local through the
+ *    checking wrapper, every 64 KiB block checked against the build's table on
+ *    first touch), fresh each round, reading the whole 64 MiB object, against the
+ *    same ms_store_read_range (unchecked) in 4 MiB pieces: median ratio of 7
+ *    alternating rounds. The chunker above is what the file store's compressed
+ *    objects, S3 and peers go through; for a plain local object it would only
+ *    write a second copy to the same disk.
  * Best of several rounds after a warm-up.
  */
 #include "bench.h"
 #include "cache/chunker.h"
+#include "cache/objsource.h"
+#include "storage/checksums.h"
 #include "storage/store.h"
+#include "storage/verified.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +130,50 @@ static void sweep(struct ms_store *store, const uint8_t *data, uint8_t *out)
 			}
 }
 
+#define OBJ_ID "7d0f4b8e-2a61-4c3e-9f0a-5b8c1e2d3f40"
+
+/*
+ * Rounds alternating a fresh in-place source reading everything (checked) and plain
+ * 4 MiB store reads; medians as cold_rounds. 0, or 1 on an error or wrong bytes.
+ */
+static int in_place_rounds(struct ms_store *raw, struct ms_store *checked, const uint8_t *data,
+			   uint8_t *out, double *obj_s, double *store_s, double *ratio)
+{
+	double objs[COLD_ROUNDS], stores[COLD_ROUNDS], ratios[COLD_ROUNDS];
+	for (int r = 0; r < COLD_ROUNDS; r++) {
+		double t0 = ms_bench_now();
+		char path[4096];
+		struct ms_sums *sums = NULL;
+		int err = ms_store_local(checked, OBJ_ID "/memfile", path, sizeof(path), &sums);
+		struct ms_source *src =
+		    err ? NULL : ms_source_object_open(path, OBJ_ID "/memfile", SIZE, sums, &err);
+		ms_sums_unref(sums);
+		if (!src || ms_source_object_checked(src) != 0 || ms_source_read(src, out, 0, SIZE))
+			return 1;
+		double t1 = ms_bench_now();
+		bool all_checked = ms_source_object_checked(src) == SIZE / (64u << 10);
+		ms_source_unref(src);
+		if (!all_checked || memcmp(out, data, SIZE) != 0)
+			return 1;
+		double t2 = ms_bench_now();
+		for (size_t off = 0; off < SIZE; off += 4u << 20) {
+			size_t got;
+			if (ms_store_read_range(raw, OBJ_ID "/memfile", off, out + off, 4u << 20,
+						&got) ||
+			    got != 4u << 20)
+				return 1;
+		}
+		double t3 = ms_bench_now();
+		objs[r] = t1 - t0;
+		stores[r] = t3 - t2;
+		ratios[r] = stores[r] / objs[r];
+	}
+	*obj_s = median(objs, COLD_ROUNDS);
+	*store_s = median(stores, COLD_ROUNDS);
+	*ratio = median(ratios, COLD_ROUNDS);
+	return 0;
+}
+
 int main(void)
 {
 	uint8_t *data = malloc(SIZE), *out = malloc(SIZE);
@@ -192,6 +247,32 @@ int main(void)
 			"memcpy of the same 4 KiB pages from the heap", pages_mib / best_memcpy,
 			0.5);
 	ms_source_unref(src);
+
+	/* The file store's plain object in place, checked against its table. */
+	struct ms_sums *sums = ms_sums_new();
+	uint8_t *table = NULL;
+	size_t table_len = 0;
+	struct ms_store *checked = ms_store_verified_new(store, false);
+	if (!sums || !checked || ms_sums_add_buf(sums, "memfile", data, SIZE, 64u << 10) ||
+	    ms_sums_serialize(sums, &table, &table_len) ||
+	    ms_store_put_buf(store, OBJ_ID "/memfile", data, SIZE, NULL) ||
+	    ms_store_put_buf(store, OBJ_ID "/checksums", table, table_len, NULL))
+		return 1;
+	double obj, obj_raw, obj_ratio;
+	if (in_place_rounds(store, checked, data, out, &obj, &obj_raw, &obj_ratio))
+		return 1;
+	fprintf(stderr,
+		"build.cold_read_fs: %.0f MiB/s in place, checked (store read_range %.0f MiB/s; "
+		"median ratio of %d rounds %.2f)\n",
+		mib / obj, mib / obj_raw, COLD_ROUNDS, obj_ratio);
+	ms_bench_report("build.cold_read_fs", mib / obj, "MiB/s",
+			"ms_store_read_range of the same object (fs, unchecked)", mib / obj_raw,
+			0.8);
+	free(table);
+	ms_sums_unref(sums);
+	ms_store_free(checked);
+	ms_store_remove(store, OBJ_ID "/memfile");
+	ms_store_remove(store, OBJ_ID "/checksums");
 	ms_store_remove(store, "b/memfile");
 	ms_store_free(store);
 	char cmd[160];

@@ -8,13 +8,22 @@
  * from: chunk size x store read size x (reads in flight per chunk, read-ahead),
  * each the median of 3 alternating rounds against the GETs.
  * Needs MEMSNAP_S3_ENDPOINT (scripts/run-bench.sh starts the server).
+ *
+ * pageserver.cold_fs_mib_s: the same touch from the file store, where a plain
+ * object is read in place (cache/objsource.h, checked against the build's table),
+ * vs the same object through the chunker (the store seen through the fault
+ * wrapper, whose objects are not local files), also checked: median of 5
+ * alternating rounds. Runs without S3.
  */
 #include "bench.h"
 #include "uffd_test_util.h"
 #include "build/layered.h"
 #include "build/storage.h"
 #include "header/serialize.h"
+#include "storage/checksums.h"
+#include "storage/faulty.h"
 #include "storage/s3.h"
+#include "storage/verified.h"
 #include "uffd/filesource.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -158,11 +167,99 @@ static void sweep(struct bench *b)
 			}
 }
 
+/* pageserver.cold_fs_mib_s (see the top); 0 or an error. */
+static int cold_fs(const uint8_t *image)
+{
+	char dir[] = "/tmp/memsnap-bench-coldfs.XXXXXX";
+	if (!mkdtemp(dir))
+		return -errno;
+	int err;
+	struct ms_store *fs = ms_store_fs_new(dir, &err);
+	if (!fs)
+		return err;
+	struct ms_store *faulty = ms_store_faulty_new(fs);
+	struct bench in_place = {.store = ms_store_verified_new(fs, false),
+				 .image = (uint8_t *)image};
+	struct bench chunked = {.store = ms_store_verified_new(faulty, false),
+				.image = (uint8_t *)image};
+	ms_uuid id;
+	ms_uuid_generate(&id);
+	ms_artifact_key(in_place.key, sizeof(in_place.key), &id, MS_ARTIFACT_MEMFILE,
+			MS_COMPRESS_NONE);
+	memcpy(chunked.key, in_place.key, sizeof(chunked.key));
+	char sums_key[MS_ARTIFACT_KEY_MAX];
+	ms_artifact_key(sums_key, sizeof(sums_key), &id, MS_ARTIFACT_CHECKSUMS, MS_COMPRESS_NONE);
+	struct ms_sums *sums = ms_sums_new();
+	uint8_t *table = NULL;
+	size_t table_len = 0;
+	err = !faulty || !in_place.store || !chunked.store || !sums ? -ENOMEM : 0;
+	if (!err)
+		err = ms_sums_add_buf(sums, "memfile", image, SIZE, 0);
+	if (!err)
+		err = ms_sums_serialize(sums, &table, &table_len);
+	if (!err)
+		err = ms_store_put_buf(fs, in_place.key, image, SIZE, NULL);
+	if (!err)
+		err = ms_store_put_buf(fs, sums_key, table, table_len, NULL);
+	in_place.h = chunked.h = ms_header_new_base(&id, MS_HEADER_V4, 4096, SIZE, true);
+	struct ms_build_data self = {.build_id = id, .size = SIZE};
+	if (!err && in_place.h)
+		ms_header_set_build(in_place.h, &self);
+	struct ms_chunker_config defaults = {0};
+	double ins[5], chs[5], ratios[5];
+	for (int r = 0; !err && r < 5; r++) {
+		/* alternate which one runs first */
+		double a =
+		    r % 2 ? touch_once(&chunked, &defaults) : touch_once(&in_place, &defaults);
+		double c =
+		    r % 2 ? touch_once(&in_place, &defaults) : touch_once(&chunked, &defaults);
+		ins[r] = r % 2 ? c : a;
+		chs[r] = r % 2 ? a : c;
+		if (ins[r] <= 0 || chs[r] <= 0)
+			err = -EIO;
+		else
+			ratios[r] = chs[r] / ins[r];
+	}
+	if (!err) {
+		double mib = SIZE / 1048576.0, t_in = median(ins, 5), t_ch = median(chs, 5);
+		fprintf(stderr,
+			"pageserver.cold_fs_mib_s: touch %.0f MiB/s in place, %.0f MiB/s through "
+			"the chunker, median ratio of 5 rounds %.2f\n",
+			mib / t_in, mib / t_ch, median(ratios, 5));
+		ms_bench_report("pageserver.cold_fs_mib_s", mib / t_in, "MiB/s",
+				"the same touch through the chunker (fs)", mib / t_ch, 1.0);
+	}
+	ms_header_free(in_place.h);
+	free(table);
+	ms_sums_unref(sums);
+	ms_store_free(in_place.store);
+	ms_store_free(chunked.store);
+	ms_store_free(faulty);
+	ms_store_free(fs);
+	char cmd[96];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0 && !err)
+		err = -EIO;
+	return err;
+}
+
 int main(void)
 {
+	uint8_t *image = malloc(SIZE);
+	if (!image)
+		return fail("alloc", -ENOMEM);
+	uint64_t x = 7;
+	for (size_t i = 0; i < SIZE; i += 8) {
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+		memcpy(image + i, &x, 8);
+	}
+	int err = cold_fs(image);
+	if (err)
+		return fail("cold touch from the file store", err);
 	const char *endpoint = getenv("MEMSNAP_S3_ENDPOINT");
 	if (!endpoint) {
-		fprintf(stderr, "bench_cold_s3: MEMSNAP_S3_ENDPOINT not set; skipped\n");
+		fprintf(stderr, "bench_cold_s3: MEMSNAP_S3_ENDPOINT not set; S3 skipped\n");
+		free(image);
 		return 0;
 	}
 	char prefix[64];
@@ -172,20 +269,14 @@ int main(void)
 				   .prefix = prefix,
 				   .access_key = getenv("MEMSNAP_S3_ACCESS_KEY"),
 				   .secret_key = getenv("MEMSNAP_S3_SECRET_KEY")};
-	int err;
 	struct bench b = {0};
 	b.store = ms_store_s3_new(&cfg, &err);
 	if (!b.store || (err = ms_store_s3_create_bucket(b.store)))
 		return fail("s3 store", err);
-	b.image = malloc(SIZE);
+	b.image = image;
 	b.buf = malloc(4 << 20);
-	if (!b.image || !b.buf)
+	if (!b.buf)
 		return fail("alloc", -ENOMEM);
-	uint64_t x = 7;
-	for (size_t i = 0; i < SIZE; i += 8) {
-		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-		memcpy(b.image + i, &x, 8);
-	}
 	ms_uuid id;
 	ms_uuid_generate(&id);
 	ms_artifact_key(b.key, sizeof(b.key), &id, MS_ARTIFACT_MEMFILE, MS_COMPRESS_NONE);

@@ -143,6 +143,8 @@ static uint8_t ms_layered_source_where(const struct ms_source *src)
 		return MS_LAYERED_PAGE_MEMFD;
 	if (!strncmp(kind, "peer", 4))
 		return MS_LAYERED_PAGE_PEER;
+	if (!strcmp(kind, "object"))
+		return MS_LAYERED_PAGE_STORE;
 	return 0;
 }
 

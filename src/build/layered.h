@@ -87,9 +87,12 @@ bool ms_layered_is_cached(struct ms_layered *file, uint64_t off, size_t len);
 #define MS_LAYERED_PAGE_CACHED 2
 /* Where the page's bytes are (with the flags above; for the fault-latency histogram):
  * MEMFD: a paused guest's memory on this node; PEER: read through another node (its
- * routing source). A page with neither, not CACHED and not NIL comes from the store. */
+ * routing source); STORE: the store's own object, read in place (cache/objsource.h:
+ * CACHED too, no fetch). A page with none of them, not CACHED and not NIL, comes from
+ * the store through a fetch; CACHED alone is a local diff file or fetched chunks. */
 #define MS_LAYERED_PAGE_MEMFD 4
 #define MS_LAYERED_PAGE_PEER  8
+#define MS_LAYERED_PAGE_STORE 16
 void ms_layered_page_flags(struct ms_layered *file, uint64_t off, uint64_t page_size, size_t npages,
 			   uint8_t *flags);
 /*

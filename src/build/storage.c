@@ -1,6 +1,11 @@
-/* storage.c - resolves builds to chunked, disk-cached sources over an object store. */
+/*
+ * storage.c - resolves builds to sources over an object store: a local (file store)
+ * uncompressed object read in place, anything else chunked and cached on disk.
+ */
 #include "build/storage.h"
+#include "cache/objsource.h"
 #include "header/serialize.h"
+#include "storage/checksums.h"
 #include "storage/verified.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -101,6 +106,20 @@ static int ms_build_create_source(const char *key, void *ctx, struct ms_source *
 		if ((err = ms_store_size(bs->store, object, &object_size)))
 			goto out;
 		size = (int64_t)object_size;
+	}
+	if (type == MS_COMPRESS_NONE) {
+		/* A local object is read in place (cache/objsource.h): no cache copy of it. */
+		char local[4096];
+		struct ms_sums *sums = NULL;
+		err = ms_store_local(bs->store, object, local, sizeof(local), &sums);
+		if (!err)
+			*out = ms_source_object_open(local, object, (uint64_t)size, sums, &err);
+		ms_sums_unref(sums);
+		if (err && err != -ENOTSUP)
+			ms_warn("build", "cannot open %s in place: %s", object, ms_strerror(err));
+		if (err != -ENOTSUP)
+			goto out;
+		err = 0;
 	}
 	/*
 	 * A fresh name per cache file: several resolvers (one per pause, one per

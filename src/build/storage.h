@@ -6,7 +6,9 @@
  * (ms_layered_resolve_fn): build X of a memfile becomes the diff-store entry
  * "X/memfile", created on first use as a chunked, disk-cached fetch of
  * "X/memfile" (uncompressed) or "X/memfile.zstd|.lz4" (compressed, per the
- * header's builds table). Entries registered by others (a local diff file, a
+ * header's builds table); an uncompressed object the store keeps as a local file
+ * (ms_store_local: the file store) is read in place instead (cache/objsource.h),
+ * never copied into the cache. Entries registered by others (a local diff file, a
  * memfd during a pause) under the same key are used as they are.
  *
  * A compressed ancestor's frame table in a child header may be trimmed

@@ -309,6 +309,17 @@ static int ms_fs_read_range(struct ms_store *store, const char *key, uint64_t of
 	return err;
 }
 
+static int ms_fs_local(struct ms_store *store, const char *key, char *path, size_t cap,
+		       struct ms_sums **sums)
+{
+	*sums = NULL;
+	int fd = ms_fs_open(store, key); /* a regular file that is there */
+	if (fd < 0)
+		return fd;
+	close(fd);
+	return ms_fs_path(ms_fs(store), key, path, cap);
+}
+
 static int ms_fs_size(struct ms_store *store, const char *key, uint64_t *size)
 {
 	int fd = ms_fs_open(store, key);
@@ -549,6 +560,7 @@ static const struct ms_store_ops ms_fs_ops = {
     .get_meta = ms_fs_get_meta,
     .free = ms_fs_free,
     .remove_incomplete = ms_fs_remove_incomplete,
+    .local = ms_fs_local,
 };
 
 struct ms_store *ms_store_fs_new(const char *dir, int *err)

@@ -96,6 +96,15 @@ int ms_store_put_file(struct ms_store *store, const char *key, int fd, uint64_t 
 	return err ? err : store->ops->put_file(store, key, fd, size, meta);
 }
 
+int ms_store_local(struct ms_store *store, const char *key, char *path, size_t cap,
+		   struct ms_sums **sums)
+{
+	*sums = NULL;
+	if (!ms_store_key_valid(key))
+		return -EINVAL;
+	return store->ops->local ? store->ops->local(store, key, path, cap, sums) : -ENOTSUP;
+}
+
 int ms_store_remove_incomplete(struct ms_store *store, const char *prefix, int64_t older_than_ms,
 			       bool dry_run, size_t *count)
 {

@@ -49,6 +49,7 @@ struct ms_store_meta {
 typedef int (*ms_store_list_fn)(const char *key, uint64_t size, int64_t mtime_ms, void *ctx);
 
 struct ms_store;
+struct ms_sums; /* storage/checksums.h */
 
 struct ms_store_ops {
 	const char *name;
@@ -67,6 +68,9 @@ struct ms_store_ops {
 	/* Optional (NULL: the backend leaves none): see ms_store_remove_incomplete. */
 	int (*remove_incomplete)(struct ms_store *store, const char *prefix, int64_t older_than_ms,
 				 bool dry_run, size_t *count);
+	/* Optional (NULL: objects are not local files): see ms_store_local. */
+	int (*local)(struct ms_store *store, const char *key, char *path, size_t cap,
+		     struct ms_sums **sums);
 };
 
 /* Backends embed this as their first member. */
@@ -145,6 +149,18 @@ void ms_store_free(struct ms_store *store);
  */
 int ms_store_remove_incomplete(struct ms_store *store, const char *prefix, int64_t older_than_ms,
 			       bool dry_run, size_t *count);
+
+/*
+ * Where key's object can be read in place, without a copy: its path as a local file
+ * (the fs store: the object itself, which a put replaces by a rename and never
+ * rewrites, so an open file keeps its bytes), and in *sums the build's checksum
+ * table when it lists the object (one reference; NULL: its reads are not checked).
+ * The checking wrapper adds the table, the timed one passes the call on. -ENOTSUP
+ * from a backend whose objects are not local files (s3, faulty, a peer),
+ * MS_ENOTFOUND for a missing object, or the table's error (verified.h).
+ */
+int ms_store_local(struct ms_store *store, const char *key, char *path, size_t cap,
+		   struct ms_sums **sums);
 
 /* Metadata helpers: set (replaces an existing key) and get (NULL when absent). */
 int ms_store_meta_set(struct ms_store_meta *meta, const char *key, const char *value);

@@ -121,6 +121,13 @@ static int ms_timed_remove_incomplete(struct ms_store *store, const char *prefix
 					  count);
 }
 
+/* Not timed: no request, a path (the reads that follow it are the source's own). */
+static int ms_timed_local(struct ms_store *store, const char *key, char *path, size_t cap,
+			  struct ms_sums **sums)
+{
+	return ms_store_local(ms_timed_inner(store), key, path, cap, sums);
+}
+
 static void ms_timed_free(struct ms_store *store)
 {
 	ms_store_free(ms_timed_inner(store));
@@ -138,6 +145,7 @@ static const struct ms_store_ops ms_timed_ops = {
     .get_meta = ms_timed_get_meta,
     .free = ms_timed_free,
     .remove_incomplete = ms_timed_remove_incomplete,
+    .local = ms_timed_local,
 };
 
 struct ms_store *ms_store_timed_new(struct ms_store *inner, struct ms_store_timing *timing)

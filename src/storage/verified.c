@@ -308,6 +308,28 @@ static int ms_verified_remove_incomplete(struct ms_store *store, const char *pre
 					  count);
 }
 
+/* The inner store's answer, with the table that lists the object (the reader checks). */
+static int ms_verified_local(struct ms_store *store, const char *key, char *path, size_t cap,
+			     struct ms_sums **sums)
+{
+	struct ms_store_verified *v = ms_verified(store);
+	int err = ms_store_local(v->inner, key, path, cap, sums);
+	ms_uuid id;
+	const char *name;
+	if (err || !ms_verified_split(key, &id, &name) || strcmp(name, "checksums") == 0)
+		return err;
+	struct ms_sums *table = NULL;
+	if ((err = ms_verified_sums(v, &id, &table)))
+		return err;
+	if (table && ms_sums_find(table, name)) {
+		ms_sums_unref(*sums);
+		*sums = table;
+	} else {
+		ms_sums_unref(table);
+	}
+	return 0;
+}
+
 static void ms_verified_free(struct ms_store *store)
 {
 	struct ms_store_verified *v = ms_verified(store);
@@ -330,6 +352,7 @@ static const struct ms_store_ops ms_verified_ops = {
     .get_meta = ms_verified_get_meta,
     .free = ms_verified_free,
     .remove_incomplete = ms_verified_remove_incomplete,
+    .local = ms_verified_local,
 };
 
 struct ms_store *ms_store_verified_new(struct ms_store *inner, bool own)

@@ -16,6 +16,8 @@
  * (written before checksums, or by another tool): that is said once per build
  * in the log. A build with neither is not published yet; nothing is remembered.
  * Tables are cached (immutable once written: a put or remove of one drops it).
+ * ms_store_local passes through with the table that lists the object, for a
+ * reader in place (cache/objsource.h) to check each block itself.
  *
  * ms_store_open() wraps every store it opens in one. Thread-safe.
  */

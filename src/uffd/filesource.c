@@ -5,7 +5,8 @@
  * (ms_layered_page_flags): nil pages are ZERO, pages whose build's source holds
  * them locally (the memfd of a warm resume, a local diff file, cached chunks)
  * are LOCAL, the rest REMOTE; each with where it is (memfd, local, peer, store,
- * zero) for the fault-latency histogram. LOCAL faults are served inline on the page
+ * zero) for the fault-latency histogram (a file store's object read in place is
+ * LOCAL, from the store). LOCAL faults are served inline on the page
  * server's event thread; before this answer existed every warm fault went
  * through a worker and two thread hand-offs.
  */
@@ -28,6 +29,7 @@ static void ms_fs_classify(void *ctx, uint64_t off, uint64_t page_size, size_t n
 							     : MS_PAGE_REMOTE;
 		unsigned from = f & MS_LAYERED_PAGE_NIL	     ? MS_PAGE_FROM_ZERO
 				: f & MS_LAYERED_PAGE_MEMFD  ? MS_PAGE_FROM_MEMFD
+				: f & MS_LAYERED_PAGE_STORE  ? MS_PAGE_FROM_STORE
 				: f & MS_LAYERED_PAGE_CACHED ? MS_PAGE_FROM_LOCAL
 				: f & MS_LAYERED_PAGE_PEER   ? MS_PAGE_FROM_PEER
 							     : MS_PAGE_FROM_STORE;

@@ -8,6 +8,9 @@
 #include "ms_chain.h"
 #include "build/layered.h"
 #include "build/storage.h"
+#include "cache/chunker.h"
+#include "cache/objsource.h"
+#include "storage/faulty.h"
 
 #include <string.h>
 #include <sys/stat.h>
@@ -57,6 +60,29 @@ static void test_chain_from_store(void **state)
 	struct ms_diffstore_stats stats;
 	ms_diffstore_get_stats(diffs, &stats);
 	assert_int_equal(stats.entries, 3); /* one source per build, created once */
+
+	/* A plain layer of the file store is read in place, a compressed one chunked; over a
+	 * store whose objects are not local files (here: the fault-injecting wrapper) both are
+	 * chunked. */
+	struct ms_store *faulty = ms_store_faulty_new(store);
+	struct ms_build_storage remote = {
+	    .store = faulty, .diffs = diffs, .cache_dir = path, .data = MS_ARTIFACT_MEMFILE};
+	unsigned in_place = 0, chunked = 0;
+	for (int l = 0; l < MS_CHAIN_LAYERS; l++) {
+		const struct ms_build_data *e = ms_header_build(top, &chain.ids[l]);
+		bool plain = !e->frames || e->frames->type == MS_COMPRESS_NONE;
+		struct ms_source *src = NULL;
+		assert_int_equal(ms_build_storage_open(&bs, &chain.ids[l], top, &src), 0);
+		assert_true(plain ? ms_source_is_object(src) : ms_source_is_chunker(src));
+		in_place += plain;
+		chunked += !plain;
+		ms_source_unref(src);
+		assert_int_equal(ms_build_storage_open(&remote, &chain.ids[l], top, &src), 0);
+		assert_true(ms_source_is_chunker(src));
+		ms_source_unref(src);
+	}
+	assert_true(in_place >= 1 && chunked >= 1);
+	ms_store_free(faulty);
 	ms_layered_free(file);
 	ms_diffstore_free(diffs);
 	ms_test_chain_fini(&chain);
