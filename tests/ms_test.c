@@ -3,9 +3,11 @@
 #include "sandbox/memory.h"
 #include "sandbox/sandbox.h"
 #include "util/err.h"
+#include "util/faultsafe.h"
 
 #include <errno.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -91,4 +93,28 @@ void ms_test_rmtree(const char *path)
 {
 	if (path)
 		nftw(path, ms_test_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static struct sigaction ms_test_fs_bus, ms_test_fs_segv, ms_test_cm_bus, ms_test_cm_segv;
+
+int ms_test_faultsafe_init(void)
+{
+	char probe = 1, copy = 0;
+	if (ms_faultsafe_copy(&copy, &probe, 1) != 0) /* installs the fault-safe handlers */
+		return -1;
+	if (sigaction(SIGBUS, NULL, &ms_test_fs_bus) || sigaction(SIGSEGV, NULL, &ms_test_fs_segv))
+		return -1;
+	return 0;
+}
+
+void ms_test_faultsafe_enter(void)
+{
+	assert_int_equal(sigaction(SIGBUS, &ms_test_fs_bus, &ms_test_cm_bus), 0);
+	assert_int_equal(sigaction(SIGSEGV, &ms_test_fs_segv, &ms_test_cm_segv), 0);
+}
+
+void ms_test_faultsafe_leave(void)
+{
+	sigaction(SIGBUS, &ms_test_cm_bus, NULL);
+	sigaction(SIGSEGV, &ms_test_cm_segv, NULL);
 }

@@ -42,6 +42,16 @@ struct ms_sandbox *ms_test_sandbox_restore_eager(const struct ms_sandbox_ops *op
 						 const struct ms_sandbox_paused *paused,
 						 uint64_t mem);
 
+/*
+ * cmocka puts its own SIGBUS/SIGSEGV handlers in place around each test. main() calls
+ * ms_test_faultsafe_init() before the tests run (it installs util/faultsafe's handlers and
+ * keeps them: 0, or -1); a test whose body must have mapping faults recovered, as in a
+ * process without cmocka, brackets it with ms_test_faultsafe_enter() and _leave().
+ */
+int ms_test_faultsafe_init(void);
+void ms_test_faultsafe_enter(void);
+void ms_test_faultsafe_leave(void);
+
 /* A fresh temporary directory under $TMPDIR (or /tmp); the caller frees the string. */
 char *ms_test_tmpdir(void);
 /* rm -rf of a directory made by ms_test_tmpdir. */

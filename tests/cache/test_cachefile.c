@@ -96,18 +96,11 @@ static void test_read_write_cached(void **state)
 	free(dir);
 }
 
-/*
- * cmocka replaces the SIGBUS handler with its own for the duration of each test.
- * main() captures the fault-safe handler once it is installed; this test puts it
- * back for its body, as it is in a process without cmocka.
- */
-static struct sigaction faultsafe_bus, faultsafe_segv;
-
+/* cmocka replaces the SIGBUS handler with its own for each test: this one puts the
+ * fault-safe handler back for its body (ms_test_faultsafe_enter). */
 static void test_sigbus_becomes_error(void **state)
 {
-	struct sigaction cmocka_bus, cmocka_segv;
-	assert_int_equal(sigaction(SIGBUS, &faultsafe_bus, &cmocka_bus), 0);
-	assert_int_equal(sigaction(SIGSEGV, &faultsafe_segv, &cmocka_segv), 0);
+	ms_test_faultsafe_enter();
 	char *dir = ms_test_tmpdir();
 	char *path = path_in(dir, "cache");
 	struct ms_cachefile *c = NULL;
@@ -131,8 +124,7 @@ static void test_sigbus_becomes_error(void **state)
 	free(path);
 	ms_test_rmtree(dir);
 	free(dir);
-	sigaction(SIGBUS, &cmocka_bus, NULL);
-	sigaction(SIGSEGV, &cmocka_segv, NULL);
+	ms_test_faultsafe_leave();
 }
 
 static void test_zero_source(void **state)
@@ -212,11 +204,8 @@ static void test_file_source(void **state)
 
 int main(void)
 {
-	char probe = 1, copy = 0;
-	if (ms_faultsafe_copy(&copy, &probe, 1) != 0) /* installs the fault-safe handler */
+	if (ms_test_faultsafe_init())
 		return 1;
-	sigaction(SIGBUS, NULL, &faultsafe_bus);
-	sigaction(SIGSEGV, NULL, &faultsafe_segv);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_read_write_cached),
 	    cmocka_unit_test(test_sigbus_becomes_error),

@@ -16,7 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -165,17 +164,11 @@ static void test_truncated_object(void **state)
 	free(out);
 }
 
-/* cmocka installs its own SIGBUS/SIGSEGV handlers around each test: the fault-safe
- * ones (saved in main) are put back for the test that needs them. */
-static struct sigaction faultsafe_bus, faultsafe_segv;
-
 /* The file is cut under an open mapping: the touch that faults is an error, not a crash. */
 static void test_cut_under_the_mapping(void **state)
 {
 	struct fixture *f = *state;
-	struct sigaction cmocka_bus, cmocka_segv;
-	assert_int_equal(sigaction(SIGBUS, &faultsafe_bus, &cmocka_bus), 0);
-	assert_int_equal(sigaction(SIGSEGV, &faultsafe_segv, &cmocka_segv), 0);
+	ms_test_faultsafe_enter(); /* recovered as without cmocka */
 	struct ms_source *checked = open_object(f, f->sums);
 	struct ms_source *plain = open_object(f, NULL);
 	assert_int_equal(truncate(f->path, 2 * BLOCK), 0);
@@ -187,8 +180,7 @@ static void test_cut_under_the_mapping(void **state)
 	free(out);
 	ms_source_unref(checked);
 	ms_source_unref(plain);
-	sigaction(SIGBUS, &cmocka_bus, NULL);
-	sigaction(SIGSEGV, &cmocka_segv, NULL);
+	ms_test_faultsafe_leave();
 }
 
 static void test_bad_open(void **state)
@@ -252,11 +244,8 @@ static void test_store_local(void **state)
 
 int main(void)
 {
-	char probe = 1, copy = 0;
-	if (ms_faultsafe_copy(&copy, &probe, 1) != 0) /* installs the fault-safe handler */
+	if (ms_test_faultsafe_init())
 		return 1;
-	sigaction(SIGBUS, NULL, &faultsafe_bus);
-	sigaction(SIGSEGV, NULL, &faultsafe_segv);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_checked_once_then_served, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_flipped_byte_is_refused, setup, teardown),
