@@ -15,7 +15,8 @@
  *       trace pages (the rest is waste: prefetch.waste_ratio = 1 - hit ratio).
  *
  * Without MEMSNAP_S3_ENDPOINT (scripts/run-bench.sh starts the server) it says so
- * and reports nothing.
+ * and reports nothing. MEMSNAP_BENCH_BACKEND=kvm|proc runs one backend only. The objects
+ * a run puts (under its own prefix) are removed when it ends.
  */
 #include "bench.h"
 #include "build/buildfile.h"
@@ -336,6 +337,48 @@ static int run(struct ms_store *store)
 	return system(cmd) == 0 ? 0 : 1;
 }
 
+struct keys {
+	char **v;
+	size_t n, cap;
+};
+
+static int collect_key(const char *key, uint64_t size, int64_t mtime_ms, void *ctx)
+{
+	(void)size;
+	(void)mtime_ms;
+	struct keys *k = ctx;
+	if (k->n == k->cap) {
+		size_t cap = k->cap ? 2 * k->cap : 64;
+		char **v = realloc(k->v, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		k->v = v;
+		k->cap = cap;
+	}
+	if (!(k->v[k->n] = strdup(key)))
+		return -ENOMEM;
+	k->n++;
+	return 0;
+}
+
+/* Removes every object this run put under its prefix: the S3 test server is small (a
+ * memstore of 1 GiB), and the builds of runs that kept theirs filled it until every PUT
+ * on the machine timed out. */
+static void remove_objects(struct ms_store *store)
+{
+	struct keys k = {0};
+	int err = ms_store_list(store, "", collect_key, &k);
+	for (size_t i = 0; i < k.n; i++) {
+		if (!err)
+			err = ms_store_remove(store, k.v[i]);
+		free(k.v[i]);
+	}
+	free(k.v);
+	if (err)
+		fprintf(stderr, "bench_prefetch: removing the run's objects: %s\n",
+			ms_strerror(err));
+}
+
 int main(void)
 {
 	const char *endpoint = getenv("MEMSNAP_S3_ENDPOINT");
@@ -359,15 +402,21 @@ int main(void)
 		return 1;
 	}
 	const char *backends[] = {"kvm", "proc"};
+	const char *only = getenv("MEMSNAP_BENCH_BACKEND"); /* one backend only, by hand */
 	for (int i = 0; i < 2; i++) {
 		char why[160];
+		if (only && *only && strcmp(only, backends[i]))
+			continue;
 		if (ms_sandbox_backend_pick(backends[i], &ops, why, sizeof(why))) {
 			fprintf(stderr, "bench_prefetch: %s\n", why);
 			continue;
 		}
-		if (run(store))
+		if (run(store)) {
+			remove_objects(store);
 			return 1;
+		}
 	}
+	remove_objects(store);
 	ms_store_free(store);
 	return 0;
 }
