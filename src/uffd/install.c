@@ -2,9 +2,10 @@
  * install.c - the restore session's installs: a planned job becomes ioctls.
  *
  * Job: every uffd ioctl of a session (UFFDIO_COPY, ZEROPAGE, WRITEPROTECT,
- * WAKE) is issued here, on the event thread, and the tracker is written here.
- * session.c says why installs live on the event thread (a REMOVE read before
- * every install).
+ * WAKE) is issued here, under the session's install lock (on the event thread,
+ * or a prefetch's installer for its runs: uffd_install), and the tracker is
+ * written here. session.c says why installs hold that lock (a REMOVE read
+ * before every install).
  *
  * Install modes (tracker.h for states):
  *   read fault / prefault / neighbour: UFFDIO_COPY_MODE_WP when the region's
@@ -107,8 +108,6 @@ void uffd_wake(struct ms_uffd_session *s, uint64_t addr, uint64_t len)
 /* ---- one job ---- */
 
 enum uffd_action { UFFD_SKIP, UFFD_SRC, UFFD_ZERO };
-
-enum uffd_install_result { UFFD_DONE, UFFD_DEFER, UFFD_DROP, UFFD_FAILED };
 
 /* What to do with page k of job now, by the tracker (invariant 1). */
 static enum uffd_action uffd_page_action(struct ms_uffd_session *s, const struct uffd_job *job,
@@ -221,7 +220,7 @@ static void uffd_count_installed(struct ms_uffd_session *s, const struct uffd_jo
  * may have arrived since the job was planned). Returns DONE (all work done,
  * waiters woken), DEFER (keep the job, retry later), DROP or FAILED.
  */
-static enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct uffd_job *job)
+enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct uffd_job *job)
 {
 	const uint64_t ps = s->page_size;
 	uint64_t fault_idx = job->fault_addr == UFFD_NO_FAULT

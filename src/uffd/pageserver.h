@@ -166,15 +166,15 @@ int ms_uffd_session_prefault(struct ms_uffd_session *s, const uint64_t *offsets,
  * removed (MADV_DONTNEED: it must read as zero) is skipped, and a REMOVE not
  * yet read when the copy runs makes it fail with EAGAIN and retry after the
  * event is read, so a late prefetch never undoes the guest's write or remove.
- * The event thread runs it after the faults it has read (faults go first).
- * Blocks until done; *installed (may be NULL) = pages installed. 0, -EINVAL,
- * the session's error, MS_ECLOSED when not serving. buf is borrowed until
- * return.
+ * It runs on the caller's thread, one batch block at a time under the
+ * session's install lock, which the event thread gets first whenever it waits
+ * for it (faults go first). Blocks until done; *installed (may be NULL) = pages installed. 0,
+ * -EINVAL, the session's error, MS_ECLOSED when not serving. buf is borrowed until return.
  */
 int ms_uffd_session_install(struct ms_uffd_session *s, uint64_t off, const void *buf, uint64_t len,
 			    uint64_t *installed);
-/* Several installs handed to the event thread at once (one wake-up, one wait): as
- * ms_uffd_session_install for each; installed is set per run; the first error. */
+/* Several installs: as ms_uffd_session_install for each, in order; installed is set per
+ * run; the first error ends it. */
 struct ms_uffd_install_run {
 	uint64_t off;
 	const void *buf;

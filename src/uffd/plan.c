@@ -3,7 +3,8 @@
  * becomes a job.
  *
  * Job (also the entry points ms_uffd_session_prefault / _install, at the end:
- * they queue requests this file plans on the event thread): for a fault at a
+ * a prefault queues a request this file plans on the event thread; an install
+ * of fetched bytes runs on its caller's thread under the install lock): for a fault at a
  * page, take the aligned batch block around it (the
  * page server's batch_bytes), ask the page source ONCE what every page of the
  * block is (classify: one header snapshot for the layered file), and choose
@@ -30,8 +31,10 @@
 #include "util/log.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define UFFD_READ_ATTEMPTS    4
 #define UFFD_RETRY_INITIAL_NS (50 * MS_NSEC_PER_MSEC)
@@ -281,43 +284,6 @@ static void uffd_plan_prefault(struct ms_uffd_session *s, struct uffd_prefault_r
 	}
 }
 
-/* Plans an install of bytes already fetched (a prefetch): one job per batch block or region
- * piece, installed at once; install.c skips every page that is not NOT_PRESENT. */
-static void uffd_plan_install(struct ms_uffd_session *s, struct uffd_prefault_req *req)
-{
-	const uint64_t ps = s->page_size;
-	uint64_t done = 0;
-	while (done < req->data_len) {
-		uint64_t off = req->data_off + done;
-		const struct ms_uffd_region *r = uffd_region_by_off(s, off);
-		if (!r) { /* a hole between regions: nothing to install there */
-			done += ps;
-			continue;
-		}
-		uint64_t len = req->data_len - done;
-		uint64_t region_left = r->offset + r->size - off;
-		if (len > region_left)
-			len = region_left;
-		if (len > UFFD_MAX_BLOCK_PAGES * ps)
-			len = UFFD_MAX_BLOCK_PAGES * ps;
-		struct uffd_job job;
-		memset(&job, 0, sizeof(job));
-		job.kind = UFFD_JOB_FILL;
-		job.region = r;
-		job.block_addr = r->base + (off - r->offset);
-		job.block_off = off;
-		job.npages = len / ps;
-		job.fault_addr = UFFD_NO_FAULT;
-		job.buf = (uint8_t *)(uintptr_t)(req->data + done); /* read by UFFDIO_COPY only */
-		job.req = req;
-		for (uint64_t k = 0; k < job.npages; k++)
-			uffd_mask_set(job.mask, k);
-		uffd_req_add_job(s, req);
-		uffd_job_finish(s, &job, true);
-		done += len;
-	}
-}
-
 void uffd_process_prefaults(struct ms_uffd_session *s)
 {
 	for (;;) {
@@ -332,9 +298,7 @@ void uffd_process_prefaults(struct ms_uffd_session *s)
 		pthread_mutex_unlock(&s->lock);
 		if (!req)
 			return;
-		if (serving && req->data)
-			uffd_plan_install(s, req);
-		else if (serving)
+		if (serving)
 			uffd_plan_prefault(s, req);
 		pthread_mutex_lock(&s->lock);
 		if (!serving && !req->err)
@@ -453,27 +417,133 @@ int ms_uffd_session_prefault(struct ms_uffd_session *s, const uint64_t *offsets,
 	return uffd_request_run(s, &req, 1);
 }
 
+/* ---- prefetch installs: on the caller's thread, under the install lock ---- */
+
+/* How long the event thread lets a waiting installer have its turn at most (below). */
+#define UFFD_INSTALL_TURN_NS (200 * 1000)
+
+void uffd_install_lock(struct ms_uffd_session *s, bool event_thread)
+{
+	if (event_thread) {
+		/* An installer waits and has had no turn since this thread last had the lock:
+		 * the guest faulting all the time would otherwise keep it out (this thread
+		 * takes the lock again before the installer is even scheduled), and faults
+		 * would be served for the very pages it holds fetched. A turn lasts until
+		 * install_wanted is seen: one job. */
+		if (atomic_load(&s->installer_waiting)) {
+			int64_t until = ms_clock_now_ns() + UFFD_INSTALL_TURN_NS;
+			while (atomic_load(&s->installer_waiting) &&
+			       atomic_load(&s->installer_turns) == s->installer_seen &&
+			       ms_clock_now_ns() < until)
+				sched_yield();
+		}
+		atomic_fetch_add(&s->install_wanted, 1);
+		pthread_mutex_lock(&s->install_lock);
+		atomic_fetch_sub(&s->install_wanted, 1);
+		s->installer_seen = atomic_load(&s->installer_turns);
+		return;
+	}
+	/* faults go first: the event thread waiting for the lock gets it before this one */
+	atomic_fetch_add(&s->installer_waiting, 1);
+	while (atomic_load(&s->install_wanted))
+		sched_yield();
+	pthread_mutex_lock(&s->install_lock);
+	atomic_fetch_sub(&s->installer_waiting, 1);
+	atomic_fetch_add(&s->installer_turns, 1);
+}
+
+void uffd_install_unlock(struct ms_uffd_session *s)
+{
+	pthread_mutex_unlock(&s->install_lock);
+}
+
+/* A REMOVE the kernel has queued but the event thread not yet read (EAGAIN), or a short
+ * copy: the event thread reads it before the job is tried again. */
+#define UFFD_INSTALL_RETRY_NS (50 * 1000)
+
+/*
+ * Installs run (fetched bytes) with one job per batch block or region piece, the install
+ * lock held (on entry and return): install.c skips every page that is not NOT_PRESENT
+ * (never over a present, written or removed page). Between jobs the lock goes to the event
+ * thread when it waits for it; a DEFERred job is tried again once the event thread had it.
+ * 0, or the session's error / MS_ECLOSED when it stopped serving.
+ */
+static int uffd_install_direct(struct ms_uffd_session *s, struct ms_uffd_install_run *run)
+{
+	const uint64_t ps = s->page_size;
+	/* what install.c reads of a request: data (a prefetch: access PREFETCH, the prefetch
+	 * metrics) and installed; nothing waits on it */
+	struct uffd_prefault_req req = {
+	    .data = run->buf, .data_off = run->off, .data_len = run->len, .dispatched = true};
+	uint64_t done = 0;
+	int err = 0;
+	while (done < run->len && !err) {
+		uint64_t off = run->off + done;
+		const struct ms_uffd_region *r = uffd_region_by_off(s, off);
+		if (!r) { /* a hole between regions: nothing to install there */
+			done += ps;
+			continue;
+		}
+		uint64_t len = run->len - done;
+		uint64_t region_left = r->offset + r->size - off;
+		if (len > region_left)
+			len = region_left;
+		if (len > UFFD_MAX_BLOCK_PAGES * ps)
+			len = UFFD_MAX_BLOCK_PAGES * ps;
+		struct uffd_job job;
+		memset(&job, 0, sizeof(job));
+		job.kind = UFFD_JOB_FILL;
+		job.region = r;
+		job.block_addr = r->base + (off - r->offset);
+		job.block_off = off;
+		job.npages = len / ps;
+		job.fault_addr = UFFD_NO_FAULT;
+		job.buf = (uint8_t *)(uintptr_t)((const uint8_t *)run->buf + done); /* read only */
+		job.req = &req;
+		for (uint64_t k = 0; k < job.npages; k++)
+			uffd_mask_set(job.mask, k);
+		for (;;) {
+			if (atomic_load(&s->install_wanted)) { /* faults go first */
+				uffd_install_unlock(s);
+				uffd_install_lock(s, false);
+			}
+			pthread_mutex_lock(&s->lock);
+			bool serving = s->state == MS_UFFD_SESSION_SERVING && s->uffd >= 0;
+			int why = s->error ? s->error : MS_ECLOSED;
+			pthread_mutex_unlock(&s->lock);
+			enum uffd_install_result res =
+			    serving ? uffd_install(s, &job) : UFFD_FAILED;
+			if (!serving)
+				err = why;
+			else if (res == UFFD_FAILED)
+				err = s->error ? s->error : MS_ECLOSED;
+			if (res != UFFD_DEFER)
+				break; /* DONE, DROP (the process is gone or the range unmapped) */
+			uffd_install_unlock(s);
+			struct timespec pause = {.tv_nsec = UFFD_INSTALL_RETRY_NS};
+			nanosleep(&pause, NULL);
+			uffd_install_lock(s, false);
+		}
+		done += len;
+	}
+	run->installed = req.installed;
+	return err;
+}
+
 int ms_uffd_session_install_runs(struct ms_uffd_session *s, struct ms_uffd_install_run *runs,
 				 size_t n)
 {
-	struct uffd_prefault_req stack[16], *reqs = n <= 16 ? stack : calloc(n, sizeof(*reqs));
-	if (!reqs)
-		return -ENOMEM;
-	int err = 0;
-	for (size_t i = 0; i < n && !err; i++) {
+	for (size_t i = 0; i < n; i++) {
 		runs[i].installed = 0;
 		if ((runs[i].off | runs[i].len) & (s->page_size - 1) ||
 		    runs[i].off > s->image_size || runs[i].len > s->image_size - runs[i].off)
-			err = -EINVAL;
-		reqs[i] = (struct uffd_prefault_req){
-		    .data = runs[i].buf, .data_off = runs[i].off, .data_len = runs[i].len};
+			return -EINVAL;
 	}
-	if (!err && n)
-		err = uffd_request_run(s, reqs, n);
+	int err = 0;
+	uffd_install_lock(s, false);
 	for (size_t i = 0; i < n && !err; i++)
-		runs[i].installed = reqs[i].installed;
-	if (reqs != stack)
-		free(reqs);
+		err = uffd_install_direct(s, &runs[i]);
+	uffd_install_unlock(s);
 	return err;
 }
 

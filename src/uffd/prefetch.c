@@ -241,8 +241,8 @@ static void *pf_install_main(void *arg)
 			pthread_cond_wait(&p->cond, &p->lock);
 		if (p->stop || !p->head)
 			break; /* stopped, or every worker is done and nothing is left */
-		/* what was fetched so far goes to the event thread in one batch, every run of a
-		 * read pointing into that read's buffer */
+		/* what was fetched so far is installed in one batch (on this thread, under the
+		 * session's install lock), every run of a read pointing into that read's buffer */
 		struct pf_fetched *batch[PF_INSTALL_BATCH];
 		size_t n = 0, total = 0;
 		while (n < PF_INSTALL_BATCH && p->head && (!n || total < PF_INSTALL_BATCH)) {

@@ -11,10 +11,15 @@
  *            buffer, runs less than a batch block apart in one read (the gap
  *            pages are dropped, never installed) (for the layered file this also warms the chunk
  * cache: a fault on a block whose chunk is being fetched waits for that fetch in the chunker
- * instead of starting a second one). install  one thread hands each fetched run to the session
- *            (ms_uffd_session_install: whole runs with UFFDIO_COPY, only pages
- *            not yet present; the event thread runs it after the faults it
- *            has read, so faults always go first).
+ * instead of starting a second one).
+ *   install  one thread copies each fetched run in itself
+ *            (ms_uffd_session_install_runs: whole runs with UFFDIO_COPY, only
+ *            pages not yet present, one batch block at a time under the
+ *            session's install lock, which the event thread gets first
+ *            whenever it waits for it: faults always go first). It used to
+ *            hand the runs to the event thread, one request per run: on proc
+ *            the hand-off took about as long as the copies themselves, and
+ *            the faults waited behind whole batches of prefetch copies.
  *
  * A REMOVE or a guest write is never undone: the session installs only pages
  * still NOT_PRESENT and the kernel refuses a copy over a present page

@@ -21,34 +21,46 @@
  *   After teardown (torn_down) the uffd is closed and every queue is empty.
  *   Prefetching (DESIGN's "handshake -> serving -> prefetching -> closed") is
  *   SERVING with a prefetcher attached (prefetch.h owns that state): its
- *   installs come as requests the event thread runs after the faults it read,
- *   and a session that leaves SERVING answers them MS_ECLOSED, which ends it.
+ *   installer thread installs under the install lock whenever the event thread
+ *   does not want it, and a session that leaves SERVING answers it MS_ECLOSED,
+ *   which ends it.
  *
  * Threads:
  *   event thread  polls {uffd, stop eventfd, wakeup eventfd, peer pidfd}, reads
  *                 uffd events in batches, applies REMOVE/UNMAP/REMAP, plans each
- *                 fault, and performs EVERY install ioctl (UFFDIO_COPY, ZEROPAGE,
- *                 WRITEPROTECT, WAKE) of the session.
+ *                 fault, and performs every install ioctl (UFFDIO_COPY, ZEROPAGE,
+ *                 WRITEPROTECT, WAKE) of the faults and prefaults, holding the
+ *                 install lock from the event read to its last install.
+ *   a prefetch's  installer (prefetch.c, ms_uffd_session_install_runs) copies
+ *                 fetched runs in itself, one job at a time under the install
+ *                 lock, and gives the lock up to the event thread whenever that
+ *                 one waits for it (faults go first).
  *   workers (N)   only fetch: they read source bytes for a planned block into
  *                 the job's buffer, retrying with backoff, and hand the job back
  *                 through the completion list + wakeup eventfd.
  *
- * Why installs happen on the event thread: a guest madvise(MADV_DONTNEED)
- * queues a REMOVE event, waits until the handler *reads* it, and only then
- * zaps the pages. A worker that installed after that zap would leave stale
- * data in a page that must read as zero. Because the thread that reads events
- * is also the only one that installs, every install sees every REMOVE read
- * before it (the tracker says REMOVED), and an install that races a REMOVE
- * not yet read fails with EAGAIN (the kernel's mmap_changing) and is retried
- * after the event is read. So the event reader never waits for a worker, nor
- * takes a lock a worker holds across I/O: a guest madvise always progresses,
- * even while every worker is blocked on a slow source.
+ * Why installs happen under the lock the event reader holds: a guest
+ * madvise(MADV_DONTNEED) queues a REMOVE event, waits until the handler
+ * *reads* it, and only then zaps the pages. An install after that zap would
+ * leave stale data in a page that must read as zero. Because the event thread
+ * reads events and marks them in the tracker without letting go of the install
+ * lock, every install (its own, or a prefetch installer's) sees every REMOVE
+ * read before it (the tracker says REMOVED), and an install that races a
+ * REMOVE not yet read fails with EAGAIN (the kernel's mmap_changing) and is
+ * retried after the event is read (the installer lets go of the lock for it).
+ * The lock also keeps each install's set-the-tracker / ioctl / set-it-back
+ * (install.c invariant 2) whole against another thread's. No holder does I/O
+ * under it but the event thread's own inline LOCAL reads, and no holder waits
+ * for a worker: a guest madvise always progresses, even while every worker is
+ * blocked on a slow source.
  *
  * Source reads: 4 attempts, 50 ms doubling to 500 ms with jitter; then the
  * session fails loudly (state FAILED, event fd, callback, error log).
  *
  * Invariants:
- *  1. Only the event thread issues uffd ioctls and writes the tracker.
+ *  1. Only a holder of the install lock issues install ioctls and writes the
+ *     tracker's states: the event thread, or a prefetch installer (one job at
+ *     a time, never while the event thread waits for the lock).
  *  2. A page is never installed from source data once REMOVE was read for it.
  *  3. A page with a fetch in flight has the tracker's INFLIGHT bit; a fault on
  *     it is dropped because the job's install (or its final wake) wakes it.
@@ -408,8 +420,10 @@ static void uffd_session_teardown(struct ms_uffd_session *s)
 	/* Wake every thread still waiting in a fault so nothing hangs on our side. */
 	for (size_t i = 0; i < s->hs.region_count; i++)
 		uffd_wake(s, s->hs.regions[i].base, s->hs.regions[i].size);
+	uffd_install_lock(s, true); /* no prefetch installer is in an ioctl on it */
 	close(s->uffd);
 	s->uffd = -1;
+	uffd_install_unlock(s);
 	if (s->conn >= 0)
 		close(s->conn);
 	s->conn = -1;
@@ -487,9 +501,11 @@ static void *uffd_event_main(void *arg)
 		}
 		if (pfd[2].revents)
 			uffd_eventfd_drain(s->wake_efd);
-		/* 1. Events first: every REMOVE read before any install below. */
+		/* 1. Events first: every REMOVE read before any install below, and in the
+		 * tracker before a prefetch installer installs again (the install lock). */
 		bool more = true;
 		size_t nfaults = 0;
+		uffd_install_lock(s, true);
 		int64_t now = ms_clock_now_ns();
 		if (pfd[0].revents & POLLIN)
 			nfaults = uffd_read_events(s, faults, fault_cap, &more);
@@ -498,8 +514,9 @@ static void *uffd_event_main(void *arg)
 		uffd_process_completions(s);
 		for (size_t i = 0; i < nfaults; i++)
 			uffd_handle_fault(s, &faults[i], now);
-		/* 3. Prefault and prefetch work last: faults always go first. */
+		/* 3. Prefault work last: faults always go first. */
 		uffd_process_prefaults(s);
+		uffd_install_unlock(s);
 		if (nfaults)
 			last_activity = ms_clock_now_ns();
 	}
@@ -525,6 +542,7 @@ static void uffd_session_free(struct ms_uffd_session *s)
 	pthread_cond_destroy(&s->work_cond);
 	pthread_cond_destroy(&s->state_cond);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->install_lock);
 	free(s->workers);
 	free(s->zero_page);
 	free(s->scratch);
@@ -566,6 +584,7 @@ int ms_uffd_session_start(const struct ms_uffd_session_config *cfg, struct ms_uf
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->install_lock, NULL);
 	pthread_cond_init(&s->work_cond, &attr);
 	pthread_cond_init(&s->state_cond, &attr);
 	pthread_condattr_destroy(&attr);

@@ -90,6 +90,18 @@ struct ms_uffd_session {
 	struct ms_wpset *wpset; /* sync tracker of a sandbox in this process: WP faults are
 				   recorded there too (util/wpset.h); NULL otherwise; immutable */
 
+	/* The install lock: every uffd ioctl and tracker write happens under it. The event
+	 * thread holds it from reading events to its last install of an iteration (so a
+	 * REMOVE it reads is in the tracker before any other thread installs); a prefetch
+	 * installer (ms_uffd_session_install_runs) holds it between the event thread's turns
+	 * and lets it go after the job in progress once the event thread waits for it
+	 * (install_wanted); the event thread in turn lets a waiting installer have one turn
+	 * between two of its own (uffd_install_lock). Taken before lock, never inside it. */
+	pthread_mutex_t install_lock;
+	atomic_uint install_wanted;    /* the event thread is waiting for install_lock */
+	atomic_uint installer_waiting; /* installers waiting for it */
+	atomic_uint installer_turns;   /* times an installer got it */
+
 	pthread_mutex_t lock;	   /* guards everything below up to "event thread only" */
 	pthread_cond_t work_cond;  /* workers: queue non-empty or stopping (monotonic clock) */
 	pthread_cond_t state_cond; /* state changes, prefault completions */
@@ -110,6 +122,7 @@ struct ms_uffd_session {
 	/* Event thread only. */
 	struct uffd_job *deferred_head, *deferred_tail;
 	size_t deferred_count;
+	unsigned installer_seen; /* installer_turns when this thread last took the install lock */
 };
 
 /* ---- session.c ---- */
@@ -141,6 +154,9 @@ const struct ms_uffd_region *uffd_region_by_off(struct ms_uffd_session *s, uint6
 
 /* Plans and serves one fault event read at t_event. */
 void uffd_handle_fault(struct ms_uffd_session *s, const struct uffd_msg *msg, int64_t t_event);
+/* The install lock (above): the event thread's waits make the other holders yield. */
+void uffd_install_lock(struct ms_uffd_session *s, bool event_thread);
+void uffd_install_unlock(struct ms_uffd_session *s);
 /* Plans every queued prefault request. */
 void uffd_process_prefaults(struct ms_uffd_session *s);
 /* Fills job->buf for the pages in job->mask; one read per run; single attempt. Any thread. */
@@ -149,6 +165,12 @@ int uffd_job_read(struct ms_uffd_session *s, struct uffd_job *job);
 void *uffd_worker_main(void *arg);
 
 /* ---- install.c ---- */
+
+enum uffd_install_result { UFFD_DONE, UFFD_DEFER, UFFD_DROP, UFFD_FAILED };
+
+/* Installs what is left of job (install lock held): DONE (waiters woken), DEFER (retry it
+ * later: a REMOVE not yet read, a short copy), DROP or FAILED (the session failed). */
+enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct uffd_job *job);
 
 /* Runs a job's install and disposes of it (heap job unless on_stack). */
 void uffd_job_finish(struct ms_uffd_session *s, struct uffd_job *job, bool on_stack);

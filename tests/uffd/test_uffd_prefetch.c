@@ -7,7 +7,8 @@
  *    fault, every byte is the source's;
  *  - a page the guest wrote or MADV_DONTNEEDed before the prefetch reached it
  *    keeps the write or reads zeros, also when the REMOVE comes while the
- *    prefetch's read of that page is in flight;
+ *    prefetch's read of that page is in flight, and when it comes while the
+ *    installer copies pages in on its own thread;
  *  - a stop during the prefetch ends it at once, installs nothing after, and
  *    the faults serve the rest;
  *  - a model check over a 3-layer chain in a store (the layered file): random
@@ -233,6 +234,52 @@ static void test_write_and_remove_win(void **state)
 	test_source_fini(&src);
 }
 
+/* MADV_DONTNEEDs while the installer copies page after page on its own thread: every page
+ * removed during the prefetch reads zeros (a copy never lands after the zap of a REMOVE the
+ * event thread read: the install lock), every other page the source's bytes. */
+static void test_removes_race_installs(void **state)
+{
+	(void)state;
+	if (!test_uffd_available())
+		skip();
+	struct test_source src;
+	test_source_init(&src, PAGES * P, P);
+	unsigned seed = 99;
+	for (int round = 0; round < 12; round++) {
+		struct rig r;
+		rig_start(&r, &test_source_ops, &src, src.data, PAGES);
+		uint64_t order[PAGES];
+		for (uint64_t i = 0; i < PAGES; i++)
+			order[i] = i;
+		for (uint64_t i = PAGES - 1; i > 0; i--) {
+			uint64_t j = (uint64_t)rand_r(&seed) % (i + 1), tmp = order[i];
+			order[i] = order[j];
+			order[j] = tmp;
+		}
+		struct ms_uffd_trace t = trace_of(order, PAGES);
+		bool removed[PAGES] = {false};
+		struct ms_uffd_prefetch *pf =
+		    prefetch_start(&r, &src, &t, 4, P); /* a copy a page */
+		for (int k = 0; k < PAGES && ms_uffd_prefetch_wait(pf, 0) != 0; k++) {
+			uint64_t p = (uint64_t)rand_r(&seed) % PAGES;
+			assert_true(fc_child_cmd(&r.child, FC_MADVISE, p * P, P, 0, 10000) >= 0);
+			removed[p] = true;
+		}
+		assert_int_equal(ms_uffd_prefetch_wait(pf, 10 * MS_NSEC_PER_SEC), 0);
+		for (uint64_t p = 0; p < PAGES; p++) {
+			long bad =
+			    fc_child_cmd(&r.child, FC_READ_CHECK, p * P, P, removed[p], 10000);
+			if (bad != 0)
+				fail_msg("round %d page %llu (removed %d): %ld bad", round,
+					 (unsigned long long)p, removed[p], bad);
+		}
+		ms_uffd_prefetch_free(pf);
+		ms_uffd_trace_fini(&t);
+		rig_stop(&r);
+	}
+	test_source_fini(&src);
+}
+
 /* A stop in the middle: returns at once (a read in progress at most), installs nothing
  * after it, and the faults serve every page right. */
 static void test_stop_ends_prefetch(void **state)
@@ -401,6 +448,7 @@ int main(void)
 	    cmocka_unit_test(test_prefetched_pages_never_fault),
 	    cmocka_unit_test(test_replay_brings_batch_blocks),
 	    cmocka_unit_test(test_write_and_remove_win),
+	    cmocka_unit_test(test_removes_race_installs),
 	    cmocka_unit_test(test_stop_ends_prefetch),
 	    cmocka_unit_test(test_model_random_traces),
 	};
