@@ -26,6 +26,10 @@ sandbox_test_finish() {
 }
 
 handler_start() {
+	# the socket of a handler started before on the same path is still there: without this
+	# the wait below could end before the new handler installs its SIGTERM handler, and a
+	# kill at once (a restore that fails early) ended it without its summary line
+	rm -f "$1"
 	"$handler" "$1" "$2" >"$3" 2>&1 &
 	hpid=$!
 	hs_i=0
