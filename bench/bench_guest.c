@@ -27,10 +27,20 @@ static uint64_t ms_bench_memsrc_size(void *ctx)
 	return ((const struct ms_bench_memsrc *)ctx)->size;
 }
 
+/* A view of the memory, as a local diff file's mapping gives one (filesource.c); no hold. */
+static int ms_bench_memsrc_slice(void *ctx, uint64_t off, size_t len, const void **ptr, void **hold)
+{
+	(void)len;
+	*ptr = ((const struct ms_bench_memsrc *)ctx)->base + off;
+	*hold = NULL;
+	return 0;
+}
+
 const struct ms_page_source_ops ms_bench_memsrc_ops = {
     .read = ms_bench_memsrc_read,
     .classify = ms_bench_memsrc_classify,
     .size = ms_bench_memsrc_size,
+    .slice = ms_bench_memsrc_slice,
 };
 
 void ms_bench_die(const char *who, const char *what, int err)

@@ -133,6 +133,8 @@ void ms_uffd_metrics_add(struct ms_uffd_metrics *dst, const struct ms_uffd_metri
 	ADD(faults_esrch);
 	ADD(faults_dropped);
 	ADD(faults_inline);
+	ADD(pages_sliced);
+	ADD(slice_fallbacks);
 	ADD(source_reads);
 	ADD(source_retries);
 	ADD(source_errors);

@@ -9,9 +9,14 @@
  * LOCAL, from the store). LOCAL faults are served inline on the page
  * server's event thread; before this answer existed every warm fault went
  * through a worker and two thread hand-offs.
+ *
+ * slice() is ms_layered_slice: a view when the range is one header run whose
+ * source holds it (a paused guest's memfd view, a cache file's shared mapping,
+ * a diff file); the hold is that source reference. It never fetches.
  */
 #include "uffd/filesource.h"
 #include "build/layered.h"
+#include "cache/source.h"
 
 static int ms_fs_read(void *ctx, void *dst, uint64_t off, size_t len)
 {
@@ -42,8 +47,24 @@ static uint64_t ms_fs_size(void *ctx)
 	return ms_layered_size(ctx);
 }
 
+static int ms_fs_slice(void *ctx, uint64_t off, size_t len, const void **ptr, void **hold)
+{
+	struct ms_source *src = NULL;
+	int err = ms_layered_slice(ctx, off, len, ptr, &src);
+	*hold = src;
+	return err;
+}
+
+static void ms_fs_unhold(void *ctx, void *hold)
+{
+	(void)ctx;
+	ms_source_unref(hold);
+}
+
 const struct ms_page_source_ops ms_layered_page_source_ops = {
     .read = ms_fs_read,
     .classify = ms_fs_classify,
     .size = ms_fs_size,
+    .slice = ms_fs_slice,
+    .unhold = ms_fs_unhold,
 };

@@ -19,9 +19,17 @@
  *     (hugetlb has no ZEROPAGE) copy from the zero buffer.
  *   WP fault: UFFDIO_WRITEPROTECT clear (wakes the writer), DIRTY.
  *
+ * Source bytes: a job's pages are copied from its buffer (a read filled it) or,
+ * when the page source handed out a view of them (ops->slice, plan.c), straight
+ * from that view: no copy into a buffer first. The view's hold is released only
+ * after the job's last install ioctl returned (a deferred job keeps it).
+ *
  * Ioctl results: EEXIST -> wake; EAGAIN or a short copy -> the job is deferred
  * and retried after the next event read; ESRCH -> dropped (process gone);
- * ENOENT -> dropped (range unmapped); anything else fails the session.
+ * ENOENT -> dropped (range unmapped); any other error of a copy from a slice
+ * (-EFAULT: a view the kernel could not read, e.g. a truncated file) -> the
+ * slice is dropped and the job goes to the workers to be read, whose copy is
+ * fault-safe; anything else fails the session.
  *
  * Invariants:
  *  1. The tracker is re-read for every page at install time, not at plan
@@ -109,25 +117,48 @@ void uffd_wake(struct ms_uffd_session *s, uint64_t addr, uint64_t len)
 
 enum uffd_action { UFFD_SKIP, UFFD_SRC, UFFD_ZERO };
 
+/* Whether page k of job installs from the job's slice. */
+static bool uffd_in_slice(const struct uffd_job *job, uint64_t k)
+{
+	return job->slice && k >= job->slice_first && k - job->slice_first < job->slice_pages;
+}
+
+/* Whether the job has source bytes for page k (its slice or its buffer). */
+static bool uffd_has_data(const struct uffd_job *job, uint64_t k)
+{
+	return job->buf || uffd_in_slice(job, k);
+}
+
+/* Where page k's source bytes are. */
+static const uint8_t *uffd_data(const struct ms_uffd_session *s, const struct uffd_job *job,
+				uint64_t k)
+{
+	if (uffd_in_slice(job, k))
+		return job->slice + (k - job->slice_first) * s->page_size;
+	return job->buf + k * s->page_size;
+}
+
 /* What to do with page k of job now, by the tracker (invariant 1). */
 static enum uffd_action uffd_page_action(struct ms_uffd_session *s, const struct uffd_job *job,
 					 uint64_t k, bool is_fault)
 {
 	enum ms_uffd_page_state st =
 	    MS_UFFD_PAGE_STATE(ms_uffd_tracker_get(&s->tracker, job->block_off / s->page_size + k));
-	if (job->buf && uffd_mask_test(job->mask, k)) {
+	bool data = uffd_has_data(job, k);
+	if (data && uffd_mask_test(job->mask, k)) {
 		if (st == MS_UFFD_PAGE_REMOVED || st == MS_UFFD_PAGE_ZERO)
 			return is_fault ? UFFD_ZERO : UFFD_SKIP;
 		return st == MS_UFFD_PAGE_NOT_PRESENT || is_fault ? UFFD_SRC : UFFD_SKIP;
 	}
 	if (!is_fault)
 		return UFFD_SKIP;
-	return (st == MS_UFFD_PAGE_CLEAN || st == MS_UFFD_PAGE_DIRTY) && job->buf ? UFFD_SRC
-										  : UFFD_ZERO;
+	return (st == MS_UFFD_PAGE_CLEAN || st == MS_UFFD_PAGE_DIRTY) && data ? UFFD_SRC
+									      : UFFD_ZERO;
 }
 
-/* From page i, the longest run of pages with one action and one write mode; *action and
- * *write say which. Zero installs and skips go page by page (one zero buffer page). */
+/* From page i, the longest run of pages with one action and one write mode, from one
+ * place (slice or buffer); *action and *write say which. Zero installs and skips go page
+ * by page (one zero buffer page). */
 static uint64_t uffd_next_run(struct ms_uffd_session *s, const struct uffd_job *job, uint64_t i,
 			      uint64_t fault_idx, enum uffd_action *action, bool *write)
 {
@@ -138,7 +169,8 @@ static uint64_t uffd_next_run(struct ms_uffd_session *s, const struct uffd_job *
 		if (k == i) {
 			*action = a;
 			*write = w;
-		} else if (a != *action || w != *write || a == UFFD_ZERO) {
+		} else if (a != *action || w != *write || a == UFFD_ZERO ||
+			   uffd_in_slice(job, k) != uffd_in_slice(job, i)) {
 			break;
 		}
 		run++;
@@ -179,7 +211,7 @@ static int64_t uffd_install_run(struct ms_uffd_session *s, struct uffd_job *job,
 		ms_wpset_begin_install(s->wpset, addr, len);
 	int64_t n;
 	if (action == UFFD_SRC)
-		n = uffd_copy(s, addr, job->buf + i * ps, len, mode);
+		n = uffd_copy(s, addr, uffd_data(s, job, i), len, mode);
 	else if (!write && atomic_load(&s->wp_state) == 0 && ps == MS_UFFD_PAGE_4K)
 		n = uffd_zeropage(s, addr, len);
 	else
@@ -207,6 +239,8 @@ static void uffd_count_installed(struct ms_uffd_session *s, const struct uffd_jo
 	}
 	atomic_fetch_add(action == UFFD_SRC ? &s->metrics.pages_source : &s->metrics.pages_zero,
 			 done_pages);
+	if (action == UFFD_SRC && uffd_in_slice(job, i))
+		atomic_fetch_add(&s->metrics.pages_sliced, done_pages);
 	if (job->req && job->req->data) {
 		atomic_fetch_add(&s->metrics.pages_prefetched, done_pages);
 		job->req->installed += done_pages;
@@ -218,7 +252,8 @@ static void uffd_count_installed(struct ms_uffd_session *s, const struct uffd_jo
 /*
  * Installs what is left of job, re-reading the tracker for every page (a REMOVE
  * may have arrived since the job was planned). Returns DONE (all work done,
- * waiters woken), DEFER (keep the job, retry later), DROP or FAILED.
+ * waiters woken), DEFER (keep the job, retry later), DROP, FAILED, or UNSLICE
+ * (a copy from the job's slice failed: read the job instead; nothing failed yet).
  */
 enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct uffd_job *job)
 {
@@ -285,6 +320,15 @@ enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct uffd_job
 				(unsigned long long)(run * ps));
 			return UFFD_DROP;
 		default:
+			if (action == UFFD_SRC && uffd_in_slice(job, i)) {
+				ms_debug(UFFD_MOD,
+					 "session %llu: UFFDIO_COPY from a slice at %llu: %s; "
+					 "reading instead",
+					 (unsigned long long)s->id,
+					 (unsigned long long)(job->block_off + i * ps),
+					 strerror((int)-n));
+				return UFFD_UNSLICE;
+			}
 			uffd_session_fail(s, (int)n, "UFFDIO_COPY");
 			return UFFD_FAILED;
 		}
@@ -294,8 +338,20 @@ enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct uffd_job
 	return UFFD_DONE;
 }
 
-void uffd_job_free(struct uffd_job *job)
+void uffd_job_unslice(struct ms_uffd_session *s, struct uffd_job *job)
 {
+	if (!job->slice)
+		return;
+	if (s->ops->unhold)
+		s->ops->unhold(s->ctx, job->slice_hold);
+	job->slice = NULL;
+	job->slice_hold = NULL;
+	job->slice_first = job->slice_pages = 0;
+}
+
+void uffd_job_free(struct ms_uffd_session *s, struct uffd_job *job)
+{
+	uffd_job_unslice(s, job);
 	if (job->buf_owned)
 		free(job->buf);
 	free(job);
@@ -315,7 +371,8 @@ static void uffd_defer(struct ms_uffd_session *s, struct uffd_job *job)
 	s->deferred_count++;
 }
 
-/* A deferred job outlives the event that planned it: a stack job moves to the heap. */
+/* A deferred job outlives the event that planned it: a stack job moves to the heap (its
+ * buffer is copied when it has one; its slice's hold moves with it). */
 static struct uffd_job *uffd_job_to_heap(struct ms_uffd_session *s, struct uffd_job *job)
 {
 	struct uffd_job *copy = malloc(sizeof(*copy));
@@ -333,6 +390,35 @@ static struct uffd_job *uffd_job_to_heap(struct ms_uffd_session *s, struct uffd_
 	return copy;
 }
 
+/* A job whose install from its slice failed: drop the slice and let the workers read it
+ * (its pages stay in flight). Whatever the slice installed before is in the tracker, and
+ * the next install skips it. */
+static void uffd_job_reread(struct ms_uffd_session *s, struct uffd_job *job, bool on_stack)
+{
+	atomic_fetch_add(&s->metrics.slice_fallbacks, 1);
+	uffd_job_unslice(s, job);
+	job->no_slice = true;
+	struct uffd_job *heap = on_stack ? malloc(sizeof(*heap)) : job;
+	uint8_t *buf = job->buf_owned ? job->buf : malloc(job->npages * s->page_size);
+	if (!heap || !buf) {
+		if (on_stack)
+			free(heap);
+		if (buf != job->buf)
+			free(buf);
+		uffd_job_release_pages(s, job);
+		uffd_req_job_done(s, job->req, -ENOMEM);
+		uffd_session_fail(s, -ENOMEM, "allocating a fault buffer");
+		if (!on_stack)
+			uffd_job_free(s, job);
+		return;
+	}
+	if (on_stack)
+		*heap = *job;
+	heap->buf = buf;
+	heap->buf_owned = true;
+	uffd_queue_to_workers(s, heap);
+}
+
 void uffd_job_finish(struct ms_uffd_session *s, struct uffd_job *job, bool on_stack)
 {
 	if (job->kind == UFFD_JOB_WP) {
@@ -340,9 +426,14 @@ void uffd_job_finish(struct ms_uffd_session *s, struct uffd_job *job, bool on_st
 		return;
 	}
 	enum uffd_install_result r = uffd_install(s, job);
+	if (r == UFFD_UNSLICE) {
+		uffd_job_reread(s, job, on_stack);
+		return;
+	}
 	if (r == UFFD_DEFER) {
 		struct uffd_job *kept = on_stack ? uffd_job_to_heap(s, job) : job;
 		if (!kept) {
+			uffd_job_unslice(s, job);
 			uffd_job_release_pages(s, job);
 			uffd_req_job_done(s, job->req, -ENOMEM);
 			uffd_session_fail(s, -ENOMEM, "deferring a fault");
@@ -351,10 +442,11 @@ void uffd_job_finish(struct ms_uffd_session *s, struct uffd_job *job, bool on_st
 		uffd_defer(s, kept);
 		return;
 	}
+	uffd_job_unslice(s, job); /* every install ioctl of the job has returned */
 	uffd_job_release_pages(s, job);
 	uffd_req_job_done(s, job->req, r == UFFD_FAILED ? s->error : 0);
 	if (!on_stack)
-		uffd_job_free(job);
+		uffd_job_free(s, job);
 }
 
 void uffd_wp_resolve(struct ms_uffd_session *s, struct uffd_job *job)
@@ -405,13 +497,13 @@ void uffd_process_completions(struct ms_uffd_session *s)
 						 ? "source data is damaged"
 						 : "source read failed after retries");
 			uffd_req_job_done(s, job->req, job->err);
-			uffd_job_free(job);
+			uffd_job_free(s, job);
 			continue;
 		}
 		if (!uffd_serving(s)) {
 			uffd_job_release_pages(s, job);
 			uffd_req_job_done(s, job->req, s->error);
-			uffd_job_free(job);
+			uffd_job_free(s, job);
 			continue;
 		}
 		uffd_job_finish(s, job, false);
@@ -431,7 +523,7 @@ void uffd_process_deferred(struct ms_uffd_session *s)
 			if (job->kind == UFFD_JOB_FILL)
 				uffd_job_release_pages(s, job);
 			uffd_req_job_done(s, job->req, s->error);
-			uffd_job_free(job);
+			uffd_job_free(s, job);
 			continue;
 		}
 		uffd_job_finish(s, job, false);

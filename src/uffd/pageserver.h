@@ -66,6 +66,11 @@ struct ms_uffd_metrics {
 	_Atomic uint64_t faults_esrch;	   /* faulting process gone: dropped */
 	_Atomic uint64_t faults_dropped;   /* arrived after the session failed */
 	_Atomic uint64_t faults_inline;	   /* served on the event thread (source is_cached) */
+	/* of pages_source: copied by the kernel straight from a view of the source (its slice
+	 * op), not read into a buffer first */
+	_Atomic uint64_t pages_sliced;
+	/* installs from a slice that failed (a view the kernel could not read): read instead */
+	_Atomic uint64_t slice_fallbacks;
 	_Atomic uint64_t source_reads;
 	_Atomic uint64_t source_retries;
 	_Atomic uint64_t source_errors; /* reads that failed after every retry */

@@ -20,6 +20,19 @@
  *     one consistent view (the layered file: one header snapshot), so a block's
  *     plan never mixes two headers' answers.
  *  3. size() is constant for the source's lifetime.
+ *  4. slice() is optional (NULL = every install copies out of a read): a zero-copy
+ *     view of [off, off + len) that the page server hands straight to
+ *     UFFDIO_COPY, saving the read's copy into a buffer. It must be cheap and
+ *     non-blocking and never fetch (the event thread calls it inline for LOCAL
+ *     jobs; workers call it too), and thread-safe. It answers -ENOTSUP (or any
+ *     negative errno) when there is no view of the whole range - not held
+ *     locally, more than one piece, zeros - and the page server reads instead.
+ *     *ptr stays valid until unhold(ctx, *hold) (unhold may be NULL: nothing to
+ *     release; it may be called on another thread than the slice). The view may
+ *     be a mapping that cannot be read (a truncated file, a bad disk): the page
+ *     server never reads it itself, only the kernel's copy does, which fails
+ *     with -EFAULT instead of raising a signal; such an install goes back to
+ *     the read path (whose copy is fault-safe).
  */
 #ifndef MS_UFFD_PAGESOURCE_H
 #define MS_UFFD_PAGESOURCE_H
@@ -64,6 +77,11 @@ struct ms_page_source_ops {
 			 uint8_t *kinds);
 	/* Size of the memory image in bytes. */
 	uint64_t (*size)(void *ctx);
+	/* Optional (contract 4): *ptr = a view of len bytes at device offset off (page
+	 * aligned), valid until unhold(ctx, *hold). 0 or a negative errno (-ENOTSUP). */
+	int (*slice)(void *ctx, uint64_t off, size_t len, const void **ptr, void **hold);
+	/* Releases a slice's hold; may be NULL (slices need no release). Any thread. */
+	void (*unhold)(void *ctx, void *hold);
 };
 
 #endif

@@ -14,13 +14,19 @@
  * then read inline on the event thread when every chosen page is LOCAL, or
  * handed to a fetch worker otherwise (the workers' loop is at the end of this
  * file: 4 attempts, 50 ms doubling to 500 ms); zero pages need no read at all.
+ * A LOCAL job whose pages (first to last chosen) the source can hand out as
+ * one view (ops->slice: one header run, present) is not read at all: the
+ * kernel's UFFDIO_COPY copies straight from the view (install.c); a view the
+ * kernel cannot copy from sends the job to the workers to be read. Worker jobs
+ * always read into their buffer: the read is what fetches, and once it copied
+ * the bytes a slice would save nothing (measured: no gain on the cold path).
  *
  * Invariants:
  *  1. A job's pages are marked INFLIGHT from dispatch until the job ends
  *     (install.c releases them); a fault on an INFLIGHT page is dropped,
  *     because the job's install (or its final wake) wakes it.
- *  2. Planning never does I/O and never blocks: classify is a hint without
- *     I/O, and only a LOCAL job is read on the event thread.
+ *  2. Planning never does I/O and never blocks: classify and slice answer
+ *     without I/O, and only a LOCAL job is read on the event thread.
  *  3. A plan reads the tracker but does not trust it at install time:
  *     install.c re-reads it for every page (a REMOVE may come in between).
  */
@@ -55,6 +61,33 @@ static void uffd_classify(struct ms_uffd_session *s, uint64_t off, uint64_t npag
 		*from = (uint8_t)MS_PAGE_FROM(kinds[fault_k]);
 	for (uint64_t k = 0; k < npages; k++)
 		kinds[k] = (uint8_t)MS_PAGE_KIND(kinds[k]);
+}
+
+bool uffd_job_slice(struct ms_uffd_session *s, struct uffd_job *job)
+{
+	if (!s->ops->slice || job->no_slice)
+		return false;
+	uint64_t first = UINT64_MAX, last = 0;
+	for (uint64_t w = 0; w < (job->npages + 63) / 64; w++) {
+		if (!job->mask[w])
+			continue;
+		if (first == UINT64_MAX)
+			first = w * 64 + (uint64_t)__builtin_ctzll(job->mask[w]);
+		last = w * 64 + 63 - (uint64_t)__builtin_clzll(job->mask[w]);
+	}
+	if (first == UINT64_MAX)
+		return false;
+	const uint64_t ps = s->page_size;
+	const void *ptr = NULL;
+	void *hold = NULL;
+	if (s->ops->slice(s->ctx, job->block_off + first * ps, (size_t)((last + 1 - first) * ps),
+			  &ptr, &hold))
+		return false;
+	job->slice = ptr;
+	job->slice_hold = hold;
+	job->slice_first = first;
+	job->slice_pages = last + 1 - first;
+	return true;
 }
 
 int uffd_job_read(struct ms_uffd_session *s, struct uffd_job *job)
@@ -109,6 +142,13 @@ static void uffd_job_dispatch(struct ms_uffd_session *s, struct uffd_job *stack_
 		if (uffd_mask_test(stack_job->mask, k))
 			ms_uffd_tracker_set_inflight(&s->tracker, first_page + k, true);
 	if (local) {
+		/* Straight from the source's view when it has one: no copy into scratch. */
+		if (uffd_job_slice(s, stack_job)) {
+			if (stack_job->fault_addr != UFFD_NO_FAULT)
+				atomic_fetch_add(&s->metrics.faults_inline, 1);
+			uffd_job_finish(s, stack_job, true);
+			return;
+		}
 		stack_job->buf = s->scratch;
 		stack_job->buf_owned = false;
 		if (uffd_job_read(s, stack_job) == 0) {

@@ -353,8 +353,8 @@ static void uffd_log_summary(struct ms_uffd_session *s)
 	ms_info(
 	    UFFD_MOD,
 	    "session %llu (pid %d) ended after %.3f s: faults %llu read / %llu write / %llu wp, "
-	    "pages %llu source (%llu batched, %llu prefault) / %llu zero, %llu removed, "
-	    "%llu retries, %llu source errors, %llu dropped, error: %s",
+	    "pages %llu source (%llu batched, %llu prefault, %llu sliced) / %llu zero, "
+	    "%llu removed, %llu retries, %llu source errors, %llu dropped, error: %s",
 	    (unsigned long long)s->id, (int)s->peer_pid, secs,
 	    (unsigned long long)atomic_load(&m->faults_read),
 	    (unsigned long long)atomic_load(&m->faults_write),
@@ -362,6 +362,7 @@ static void uffd_log_summary(struct ms_uffd_session *s)
 	    (unsigned long long)atomic_load(&m->pages_source),
 	    (unsigned long long)atomic_load(&m->pages_batched),
 	    (unsigned long long)atomic_load(&m->pages_prefault),
+	    (unsigned long long)atomic_load(&m->pages_sliced),
 	    (unsigned long long)atomic_load(&m->pages_zero),
 	    (unsigned long long)atomic_load(&m->pages_removed),
 	    (unsigned long long)atomic_load(&m->source_retries),
@@ -403,7 +404,7 @@ static void uffd_session_teardown(struct ms_uffd_session *s)
 					job->req->err = err;
 				job->req->pending--;
 			}
-			uffd_job_free(job);
+			uffd_job_free(s, job);
 		}
 	}
 	while (s->req_head) {

@@ -59,6 +59,13 @@ struct uffd_job {
 	uint64_t mask[UFFD_MAX_BLOCK_PAGES / 64]; /* pages to install from buf */
 	uint8_t *buf;				  /* npages * page_size; NULL: zero job */
 	bool buf_owned;
+	/* A zero-copy view of the source (ops->slice) of pages [slice_first, slice_first +
+	 * slice_pages): those install from here instead of buf. slice_hold keeps it valid and
+	 * is released (ops->unhold) once the job's installs returned. */
+	const uint8_t *slice;
+	void *slice_hold;
+	uint64_t slice_first, slice_pages;
+	bool no_slice;	 /* an install from a slice failed: this job reads */
 	int err;	 /* fetch result */
 	int64_t t_event; /* when the fault was read; 0 for prefault */
 	uint8_t from;	 /* enum ms_page_from of the fault's page (the latency histogram) */
@@ -159,6 +166,10 @@ void uffd_install_lock(struct ms_uffd_session *s, bool event_thread);
 void uffd_install_unlock(struct ms_uffd_session *s);
 /* Plans every queued prefault request. */
 void uffd_process_prefaults(struct ms_uffd_session *s);
+/* Points the job at one slice of the source (ops->slice) from its first to its last masked
+ * page instead of a read: false when the source has none for that range (or the job is
+ * no_slice). Never blocks. Any thread. */
+bool uffd_job_slice(struct ms_uffd_session *s, struct uffd_job *job);
 /* Fills job->buf for the pages in job->mask; one read per run; single attempt. Any thread. */
 int uffd_job_read(struct ms_uffd_session *s, struct uffd_job *job);
 /* A fetch worker's thread: reads queued jobs with retries, hands them back done. */
@@ -166,17 +177,22 @@ void *uffd_worker_main(void *arg);
 
 /* ---- install.c ---- */
 
-enum uffd_install_result { UFFD_DONE, UFFD_DEFER, UFFD_DROP, UFFD_FAILED };
+enum uffd_install_result { UFFD_DONE, UFFD_DEFER, UFFD_DROP, UFFD_FAILED, UFFD_UNSLICE };
 
 /* Installs what is left of job (install lock held): DONE (waiters woken), DEFER (retry it
- * later: a REMOVE not yet read, a short copy), DROP or FAILED (the session failed). */
+ * later: a REMOVE not yet read, a short copy), DROP, FAILED (the session failed), or
+ * UNSLICE (only a job with a slice: a copy from the slice failed; read the job instead). */
 enum uffd_install_result uffd_install(struct ms_uffd_session *s, struct uffd_job *job);
 
-/* Runs a job's install and disposes of it (heap job unless on_stack). */
+/* Runs a job's install and disposes of it (heap job unless on_stack). A job whose install
+ * from its slice failed goes to the workers to be read instead. */
 void uffd_job_finish(struct ms_uffd_session *s, struct uffd_job *job, bool on_stack);
 /* Clears the job's INFLIGHT bits. */
 void uffd_job_release_pages(struct ms_uffd_session *s, struct uffd_job *job);
-void uffd_job_free(struct uffd_job *job);
+/* Releases the job's slice, if it has one (any thread). */
+void uffd_job_unslice(struct ms_uffd_session *s, struct uffd_job *job);
+/* Frees a heap job: its buffer and its slice. */
+void uffd_job_free(struct ms_uffd_session *s, struct uffd_job *job);
 /* WP fault: unprotect (wakes the writer) and record DIRTY; takes the heap job. */
 void uffd_wp_resolve(struct ms_uffd_session *s, struct uffd_job *job);
 void uffd_wake(struct ms_uffd_session *s, uint64_t addr, uint64_t len);

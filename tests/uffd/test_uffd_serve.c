@@ -1,14 +1,23 @@
 /*
  * test_uffd_serve.c - the page server through a real userfaultfd, against a
  * child that behaves as Firecracker does: every byte matches the source, WP
- * dirty tracking is exact, zero pages, batching, prefault, shmem, hugetlb.
+ * dirty tracking is exact, zero pages, batching, prefault, shmem, hugetlb,
+ * installs straight from a source's slice (and back to a read when the kernel
+ * cannot copy from it).
  */
 #include "ms_test.h"
 #include "uffd_test_util.h"
+#include "build/layered.h"
+#include "cache/source.h"
+#include "header/header.h"
+#include "uffd/filesource.h"
 #include "util/err.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -69,19 +78,31 @@ static void fixture_start(struct fixture *f, uint64_t size, uint64_t page_size,
 		fail_msg("set-up: the child could not set up its guest memory: %s", strerror(-err));
 }
 
-static void fixture_stop(struct fixture *f)
+/* The child exits and the session ends with it, cleanly; its counters are final then. */
+static void fixture_end(struct fixture *f)
 {
 	fc_child_exit(&f->child);
 	/* The session ends on its own when the peer exits. */
 	assert_int_equal(ms_uffd_session_wait(f->session, TIMEOUT_NS), 0);
 	assert_int_equal(ms_uffd_session_state(f->session), MS_UFFD_SESSION_CLOSED);
 	assert_int_equal(ms_uffd_session_error(f->session, NULL), 0);
+}
+
+/* After fixture_end. */
+static void fixture_free(struct fixture *f)
+{
 	ms_uffd_session_unref(f->session);
 	ms_pageserver_free(f->srv);
 	test_source_fini(&f->src);
 	ms_test_rmtree(f->dir);
 	free(f->dir);
 	free(f->path);
+}
+
+static void fixture_stop(struct fixture *f)
+{
+	fixture_end(f);
+	fixture_free(f);
 }
 
 static uint64_t metric(struct fixture *f, size_t offset)
@@ -311,6 +332,142 @@ static void test_prefault(void **state)
 	/* After the session closed, prefault refuses. */
 }
 
+/*
+ * A source that hands out views: every page is installed by the kernel's copy straight
+ * from the source's bytes, none is read into a buffer first, and every byte matches;
+ * each view's hold is released once.
+ */
+static void test_slice_installs_without_copy(void **state)
+{
+	(void)state;
+	struct fixture f;
+	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = 64 * 1024};
+	struct fc_child_cfg cfg = {.regions = 2, .wp = true};
+	const uint64_t size = 8 * MiB, pages = size / 4096;
+	fixture_start(&f, size, 4096, &opts, cfg, true, false);
+	atomic_store(&f.src.slice, TEST_SLICE_DATA);
+	/* a write fault installs writable from the view; then everything is read */
+	assert_int_equal(cmd(&f, FC_WRITE, 5 * 4096, 4096, 0x33), 0);
+	assert_int_equal(cmd(&f, FC_READ_CHECK, 0, size, 0), 1); /* the written page */
+	assert_int_equal(cmd(&f, FC_READ_CHECK, 5 * 4096, 4096, 0x33 + 2), 0);
+	struct ms_pageset *want = ms_pageset_new();
+	ms_pageset_add(want, 5);
+	check_export(&f, want, 0);
+	ms_pageset_free(want);
+	fixture_end(&f);
+	assert_int_equal(M(&f, pages_source), pages);
+	assert_int_equal(M(&f, pages_sliced), pages);
+	assert_int_equal(M(&f, slice_fallbacks), 0);
+	assert_int_equal(M(&f, source_reads), 0);
+	assert_int_equal(atomic_load(&f.src.reads), 0);
+	assert_true(atomic_load(&f.src.slices) > 0);
+	assert_int_equal(atomic_load(&f.src.holds), 0);
+	fixture_free(&f);
+}
+
+/*
+ * Views the kernel cannot copy from (PROT_NONE here; a truncated file's mapping in
+ * production): the copy fails with -EFAULT, not a signal in the server, and each job goes
+ * back to the read path, so every byte still matches and the session does not fail.
+ */
+static void test_slice_unreadable_reads(void **state)
+{
+	(void)state;
+	struct fixture f;
+	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = 16 * 1024};
+	struct fc_child_cfg cfg = {.regions = 2, .wp = true};
+	const uint64_t size = 4 * MiB, pages = size / 4096;
+	fixture_start(&f, size, 4096, &opts, cfg, true, false);
+	atomic_store(&f.src.slice, TEST_SLICE_BAD);
+	assert_int_equal(cmd(&f, FC_READ_CHECK, 0, size, 0), 0);
+	assert_int_equal(cmd(&f, FC_WRITE, 9 * 4096, 4096, 0x44), 0);
+	assert_int_equal(cmd(&f, FC_READ_CHECK, 9 * 4096, 4096, 0x44 + 2), 0);
+	fixture_end(&f); /* asserts the session ended without error */
+	assert_int_equal(M(&f, pages_source), pages);
+	assert_int_equal(M(&f, pages_sliced), 0);
+	assert_int_equal(M(&f, slice_fallbacks), M(&f, faults_read));
+	assert_true(M(&f, slice_fallbacks) > 0);
+	assert_true(M(&f, source_reads) > 0);
+	assert_int_equal(atomic_load(&f.src.holds), 0);
+	fixture_free(&f);
+}
+
+/* The layered file's resolver: the one build is the diff file in ctx. */
+static int resolve_one(void *ctx, const ms_uuid *build_id, const struct ms_header *header,
+		       struct ms_source **out)
+{
+	(void)build_id;
+	(void)header;
+	*out = ms_source_ref(ctx);
+	return 0;
+}
+
+/*
+ * The production source over a local diff file that is cut short under it: the pages the
+ * file still holds come straight from its mapping; a fault past the cut makes the kernel's
+ * copy from the mapping fail (no SIGBUS in the server), the job is read instead, and that
+ * read's fault-safe copy fails the session with a read error.
+ */
+static void test_slice_truncated_file(void **state)
+{
+	(void)state;
+	const uint64_t size = 4 * MiB, half = size / 2;
+	struct test_source pattern;
+	test_source_init(&pattern, size, 4096);
+	char *dir, *sock = test_socket_path(&dir), path[4096];
+	snprintf(path, sizeof(path), "%s/diff", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, pattern.data, size, 0), (ssize_t)size);
+	int err = 0;
+	struct ms_source *diff = ms_source_file_open(path, false, &err);
+	assert_non_null(diff);
+	assert_int_equal(ftruncate(fd, (off_t)half), 0); /* the mapping outlives the cut */
+	close(fd);
+	ms_uuid build;
+	ms_uuid_generate(&build);
+	struct ms_header *header = ms_header_new_base(&build, 1, 4096, size, true);
+	assert_non_null(header);
+	struct ms_layered *file = ms_layered_new(header, resolve_one, diff);
+	assert_non_null(file);
+	struct ms_pageserver_options opts = {.workers = 2, .batch_bytes = 64 * 1024};
+	struct fc_child_cfg cfg = {.sock_path = sock,
+				   .size = size,
+				   .page_size = 4096,
+				   .regions = 1,
+				   .wp = true,
+				   .source = pattern.data};
+	struct fc_child child;
+	assert_int_equal(fc_child_spawn(&cfg, &child), 0);
+	struct ms_pageserver *srv =
+	    ms_pageserver_new(sock, &ms_layered_page_source_ops, file, &opts, &(int){0});
+	assert_non_null(srv);
+	assert_int_equal(fc_child_ready(&child), 0);
+	struct ms_uffd_session *session;
+	assert_int_equal(ms_pageserver_next_session(srv, TIMEOUT_NS, &session), 0);
+	assert_int_equal(fc_child_cmd(&child, FC_READ_CHECK, 0, half, 0, 20000), 0);
+	/* past the cut: the child's thread blocks on a page the server cannot give */
+	assert_int_equal(fc_child_cmd(&child, FC_ASYNC_READ, half + 8 * 4096, 0, 0, 20000), 0);
+	struct pollfd pfd = {.fd = ms_uffd_session_event_fd(session), .events = POLLIN};
+	assert_int_equal(poll(&pfd, 1, 10000), 1);
+	assert_int_equal(ms_uffd_session_state(session), MS_UFFD_SESSION_FAILED);
+	assert_int_equal(ms_uffd_session_error(session, NULL), MS_EFAULT_IO);
+	const struct ms_uffd_metrics *m = ms_uffd_session_metrics(session);
+	assert_int_equal(atomic_load(&m->pages_sliced), half / 4096);
+	assert_int_equal(atomic_load(&m->pages_source), half / 4096);
+	assert_int_equal(atomic_load(&m->slice_fallbacks), 1);
+	assert_int_equal(atomic_load(&m->source_errors), 1);
+	fc_child_kill(&child);
+	ms_uffd_session_unref(session);
+	ms_pageserver_free(srv);
+	ms_layered_free(file);
+	ms_source_unref(diff);
+	test_source_fini(&pattern);
+	ms_test_rmtree(dir);
+	free(dir);
+	free(sock);
+}
+
 /* A server that cannot start says why through its err out-parameter. */
 static void test_new_reports_err(void **state)
 {
@@ -440,11 +597,18 @@ int main(void)
 	if (!test_uffd_available())
 		return MS_TEST_SKIP;
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_anon_wp_exact),     cmocka_unit_test(test_anon_write_faults),
-	    cmocka_unit_test(test_anon_nowp_batched), cmocka_unit_test(test_shmem_memfd),
-	    cmocka_unit_test(test_hugetlb),	      cmocka_unit_test(test_prefault),
-	    cmocka_unit_test(test_two_sessions),      cmocka_unit_test(test_new_reports_err),
+	    cmocka_unit_test(test_anon_wp_exact),
+	    cmocka_unit_test(test_anon_write_faults),
+	    cmocka_unit_test(test_anon_nowp_batched),
+	    cmocka_unit_test(test_shmem_memfd),
+	    cmocka_unit_test(test_hugetlb),
+	    cmocka_unit_test(test_prefault),
+	    cmocka_unit_test(test_two_sessions),
+	    cmocka_unit_test(test_new_reports_err),
 	    cmocka_unit_test(test_spin_yields_cpu),
+	    cmocka_unit_test(test_slice_installs_without_copy),
+	    cmocka_unit_test(test_slice_unreadable_reads),
+	    cmocka_unit_test(test_slice_truncated_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

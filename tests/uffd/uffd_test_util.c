@@ -47,6 +47,8 @@ void test_source_init(struct test_source *src, uint64_t size, uint64_t page_size
 	src->size = size;
 	src->page_size = page_size;
 	src->delay_off = -1;
+	src->bad = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	assert_true(src->bad != MAP_FAILED);
 	for (uint64_t off = 0; off < size; off += 8) {
 		uint64_t v = (off / 4096) % 5 == 4 ? 0 : test_mix(off);
 		memcpy(src->data + off, &v, 8);
@@ -55,6 +57,7 @@ void test_source_init(struct test_source *src, uint64_t size, uint64_t page_size
 
 void test_source_fini(struct test_source *src)
 {
+	munmap(src->bad, src->size);
 	free(src->data);
 }
 
@@ -107,10 +110,36 @@ static uint64_t test_source_size(void *ctx)
 	return src->size;
 }
 
+/* By src->slice: none, a view of data, or a view the kernel cannot read. The hold is the
+ * source itself; holds counts the ones not released. */
+static int test_source_slice(void *ctx, uint64_t off, size_t len, const void **ptr, void **hold)
+{
+	struct test_source *src = ctx;
+	int mode = atomic_load(&src->slice);
+	if (mode == TEST_SLICE_NONE)
+		return -ENOTSUP;
+	if (off > src->size || len > src->size - off)
+		return -ERANGE;
+	*ptr = (mode == TEST_SLICE_BAD ? src->bad : src->data) + off;
+	*hold = src;
+	atomic_fetch_add(&src->slices, 1);
+	atomic_fetch_add(&src->holds, 1);
+	return 0;
+}
+
+static void test_source_unhold(void *ctx, void *hold)
+{
+	struct test_source *src = ctx;
+	if (hold != src || atomic_fetch_sub(&src->holds, 1) <= 0)
+		abort(); /* a hold released twice or not ours (a page-server thread: no cmocka) */
+}
+
 const struct ms_page_source_ops test_source_ops = {
     .read = test_source_read,
     .classify = test_source_classify,
     .size = test_source_size,
+    .slice = test_source_slice,
+    .unhold = test_source_unhold,
 };
 
 /* ---- misc ---- */

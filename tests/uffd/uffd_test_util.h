@@ -62,6 +62,13 @@ void fc_child_kill(struct fc_child *c);
 /* Asks the child to exit and reaps it. */
 void fc_child_exit(struct fc_child *c);
 
+/* What a test source's slice op hands out (test_source.slice). */
+enum test_slice {
+	TEST_SLICE_NONE = 0, /* -ENOTSUP: every install copies out of a read */
+	TEST_SLICE_DATA,     /* views of data */
+	TEST_SLICE_BAD,	     /* views of a PROT_NONE mapping: the kernel cannot copy from them */
+};
+
 /* A page source over memory with fault injection. */
 struct test_source {
 	uint8_t *data;
@@ -75,6 +82,10 @@ struct test_source {
 	atomic_bool fail_always;
 	atomic_int in_read;
 	atomic_int reads;
+	atomic_int slice;  /* enum test_slice */
+	atomic_int slices; /* slices handed out */
+	atomic_int holds;  /* ... and not yet released */
+	uint8_t *bad;	   /* size bytes of PROT_NONE (TEST_SLICE_BAD) */
 };
 
 extern const struct ms_page_source_ops test_source_ops;
