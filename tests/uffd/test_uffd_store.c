@@ -99,11 +99,12 @@ static void serve_and_check(struct ms_store *store, bool shmem, uint64_t batch)
 	    (unsigned long long)zero_faults, (unsigned long long)atomic_load(&m->pages_sliced));
 	assert_true(faults > 0);
 	assert_int_equal(atomic_load(&m->faults_inline) + zero_faults, faults);
-	/* ... and one page a job: straight from the cache files' mappings. (The chain's layers
-	 * change every few pages, so a 64 KiB block spans several header runs: no one slice
-	 * holds it, and it is read.) */
-	if (batch == 4096)
-		assert_int_equal(atomic_load(&m->pages_sliced), atomic_load(&m->pages_source));
+	/* ... and, one page a job, the pages of the object read in place (the plain layer)
+	 * straight from its mapping; the chunker's are read (filesource.c says why). (The
+	 * chain's layers change every few pages, so a 64 KiB block spans several header runs:
+	 * no one slice holds it, and it is read.) */
+	if (batch == 4096 && !strcmp(store->ops->name, "fs"))
+		assert_true(atomic_load(&m->pages_sliced) > 0);
 	assert_int_equal(atomic_load(&m->slice_fallbacks), 0);
 	assert_int_equal(atomic_load(&m->pages_source) + atomic_load(&m->pages_zero), PAGES);
 	ms_uffd_session_unref(session);
