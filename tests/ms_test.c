@@ -2,6 +2,7 @@
 #include "ms_test.h"
 #include "sandbox/memory.h"
 #include "sandbox/sandbox.h"
+#include "node/peer/tls.h"
 #include "util/err.h"
 #include "util/faultsafe.h"
 
@@ -117,4 +118,15 @@ void ms_test_faultsafe_leave(void)
 {
 	sigaction(SIGBUS, &ms_test_cm_bus, NULL);
 	sigaction(SIGSEGV, &ms_test_cm_segv, NULL);
+}
+
+int ms_test_peer_tls_load(const char *dir, const char *name, struct ms_peer_tls_pem *pem, char *why,
+			  size_t why_len)
+{
+	char ca[512], cert[512], key[512];
+	snprintf(ca, sizeof(ca), "%s/fleet.pem", dir);
+	snprintf(cert, sizeof(cert), "%s/%s.pem", dir, name);
+	snprintf(key, sizeof(key), "%s/%s.key", dir, name);
+	struct ms_peer_tls files = {.ca_file = ca, .cert_file = cert, .key_file = key};
+	return ms_peer_tls_load(&files, pem, why, why_len) ? -1 : 0;
 }

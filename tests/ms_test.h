@@ -52,6 +52,12 @@ int ms_test_faultsafe_init(void);
 void ms_test_faultsafe_enter(void);
 void ms_test_faultsafe_leave(void);
 
+struct ms_peer_tls_pem; /* node/peer/tls.h */
+/* DIR/fleet.pem, DIR/NAME.pem and DIR/NAME.key (scripts/peer-certs.sh) into pem: 0, or -1
+ * with why (ms_peer_tls_load's reason). */
+int ms_test_peer_tls_load(const char *dir, const char *name, struct ms_peer_tls_pem *pem, char *why,
+			  size_t why_len);
+
 /* A fresh temporary directory under $TMPDIR (or /tmp); the caller frees the string. */
 char *ms_test_tmpdir(void);
 /* rm -rf of a directory made by ms_test_tmpdir. */

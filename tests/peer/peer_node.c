@@ -95,12 +95,8 @@ static void load_tls(const char *name, struct ms_peer_tls_pem *pem)
 	if (!dir || !*dir)
 		fail_msg(
 		    "set-up: MEMSNAP_TEST_PEER_TLS_DIR is not set (test_peer_netns.sh sets it)");
-	char ca[512], cert[512], key[512], why[600];
-	snprintf(ca, sizeof(ca), "%s/fleet.pem", dir);
-	snprintf(cert, sizeof(cert), "%s/%s.pem", dir, name);
-	snprintf(key, sizeof(key), "%s/%s.key", dir, name);
-	struct ms_peer_tls files = {.ca_file = ca, .cert_file = cert, .key_file = key};
-	if (ms_peer_tls_load(&files, pem, why, sizeof(why)))
+	char why[600];
+	if (ms_test_peer_tls_load(dir, name, pem, why, sizeof(why)))
 		fail_msg("set-up: %s", why);
 }
 

@@ -922,15 +922,10 @@ static void test_static_list_miss_and_dead_record(void **state)
 	assert_null(b_source(f));
 }
 
-/* DIR/CA.pem, DIR/NAME.pem, DIR/NAME.key (scripts/peer-certs.sh) */
 static void load_pem(const char *dir, const char *name, struct ms_peer_tls_pem *pem)
 {
-	char c[700], n[700], k[700], why[300];
-	snprintf(c, sizeof(c), "%s/fleet.pem", dir);
-	snprintf(n, sizeof(n), "%s/%s.pem", dir, name);
-	snprintf(k, sizeof(k), "%s/%s.key", dir, name);
-	struct ms_peer_tls files = {.ca_file = c, .cert_file = n, .key_file = k};
-	if (ms_peer_tls_load(&files, pem, why, sizeof(why)))
+	char why[300];
+	if (ms_test_peer_tls_load(dir, name, pem, why, sizeof(why)))
 		fail_msg("%s", why);
 }
 
