@@ -38,6 +38,7 @@
 #include "util/err.h"
 #include "util/lock.h"
 #include "util/log.h"
+#include "util/nofork.h"
 
 #include "storage/checksums.h"
 #include "storage/frames.h"
@@ -47,7 +48,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 struct ms_chunker;
 
@@ -209,24 +209,12 @@ static void ms_piece_done(struct ms_fetch_session *s, uint32_t piece)
 	pthread_mutex_unlock(&ch->lock);
 }
 
-/* A lane buffer of its own mapping, MADV_DONTFORK: a proc sandbox forked from this
- * process would otherwise share it, and every store read into it after the fork would
- * pay a copy-on-write fault and a TLB flush on every CPU. */
-static void *ms_lane_buf_new(size_t size)
-{
-	void *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (buf == MAP_FAILED)
-		return NULL;
-	(void)madvise(buf, size, MADV_DONTFORK); /* only an optimization */
-	return buf;
-}
-
 static void *ms_lane_buf_get(struct ms_chunker *ch)
 {
 	pthread_mutex_lock(&ch->lock);
 	void *buf = ch->nbufs ? ch->bufs[--ch->nbufs] : NULL;
 	pthread_mutex_unlock(&ch->lock);
-	return buf ? buf : ms_lane_buf_new(ch->buf_size);
+	return buf ? buf : ms_nofork_alloc(ch->buf_size); /* no sandbox fork shares it */
 }
 
 static void ms_lane_buf_put(struct ms_chunker *ch, void *buf)
@@ -239,8 +227,7 @@ static void ms_lane_buf_put(struct ms_chunker *ch, void *buf)
 		buf = NULL;
 	}
 	pthread_mutex_unlock(&ch->lock);
-	if (buf)
-		munmap(buf, ch->buf_size);
+	ms_nofork_free(buf, ch->buf_size);
 }
 
 /* One lane: fetches pieces until none is left; the first error stops every lane. */
@@ -838,7 +825,7 @@ static void ms_chunker_free(struct ms_source *src)
 	pthread_mutex_unlock(&ch->lock);
 	ms_cachefile_free(ch->cache);
 	for (unsigned i = 0; i < ch->nbufs; i++)
-		munmap(ch->bufs[i], ch->buf_size);
+		ms_nofork_free(ch->bufs[i], ch->buf_size);
 	ms_frame_table_free(ch->frames);
 	free(ch->ra_mark);
 	pthread_cond_destroy(&ch->idle);

@@ -24,6 +24,7 @@
 #include "util/bearer.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/nofork.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -37,7 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -84,7 +84,7 @@ struct ms_peer_server {
  * malloc'd MiB per answer cost page faults, and after a proc sandbox's fork
  * (the child does not exec) a copy-on-write fault with a TLB shootdown for
  * each heap page it touched (do_wp_page under the server's memcpy in perf);
- * this one is mapped MADV_DONTFORK, so no child shares it. refs: the socket's
+ * this one comes from util/nofork.h, so no child shares it. refs: the socket's
  * and the answer's in flight; busy while an answer uses it (a request that
  * finds it busy mallocs, as before).
  */
@@ -106,8 +106,7 @@ static void ms_peer_abuf_unref(struct ms_peer_abuf *b)
 {
 	if (!b || atomic_fetch_sub(&b->refs, 1) != 1)
 		return;
-	if (b->mem)
-		munmap(b->mem, b->cap);
+	ms_nofork_free(b->mem, b->cap);
 	free(b);
 }
 
@@ -140,18 +139,12 @@ static struct ms_peer_abuf *ms_peer_abuf_take(struct MHD_Connection *conn, size_
 	if (!atomic_compare_exchange_strong(&b->busy, &idle, true))
 		return NULL;
 	if (b->cap < len) {
-		if (b->mem)
-			munmap(b->mem, b->cap);
-		b->mem =
-		    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (b->mem == MAP_FAILED) {
-			b->mem = NULL;
-			b->cap = 0;
+		ms_nofork_free(b->mem, b->cap);
+		b->cap = (b->mem = ms_nofork_alloc(len)) ? len : 0;
+		if (!b->mem) {
 			atomic_store(&b->busy, false);
 			return NULL;
 		}
-		b->cap = len;
-		(void)madvise(b->mem, len, MADV_DONTFORK); /* only an optimization */
 	}
 	atomic_fetch_add(&b->refs, 1);
 	return b;
