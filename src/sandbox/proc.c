@@ -5,8 +5,9 @@
  * machine in proc.h).
  *
  * Child, before it runs guest code: map RAM, create and register the uffd,
- * send it to the host over a socketpair, close every fd, enter strict
- * seccomp, spin. Host: write-protect RAM, load the guest, seize, interrupt,
+ * send it to the host over a socketpair, close every fd, unmap everything but
+ * RAM and one page of its own (the shed, proc_shed.S), enter strict seccomp,
+ * spin. Host: write-protect RAM, load the guest, seize, interrupt,
  * set registers (rip, rdi = RAM base, rsp = top of RAM, orig_rax = -1 so no
  * syscall restart moves rip), continue.
  */
@@ -31,6 +32,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/rseq.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -58,21 +60,17 @@ struct ms_proc {
 };
 
 /*
- * Seals the child: strict seccomp (read, write, exit and rt_sigreturn; any other
- * system call kills it with SIGKILL). The kernel refuses strict mode (EINVAL) to a
- * process that already has a seccomp filter - memsnapd under a systemd unit with
- * LockPersonality=, RestrictAddressFamilies= and the like, or in a container whose
- * manager installs one - so there the same four calls are allowed by a filter
- * stacked on top (no_new_privs first, as the kernel requires without
- * CAP_SYS_ADMIN), and anything else kills the process (SIGSYS).
+ * The seal's filter, for where the kernel refuses strict seccomp (EINVAL) to a process
+ * that already has a filter - memsnapd under a systemd unit with LockPersonality=,
+ * RestrictAddressFamilies= and the like, or in a container whose manager installs one:
+ * the calls strict mode allows (read, write, exit and rt_sigreturn), anything else kills
+ * the process (SIGSYS). Strict mode kills with SIGKILL. The shed (below) installs it,
+ * no_new_privs first, as the kernel requires without CAP_SYS_ADMIN.
  */
-static int ms_proc_seal(void)
+#define MS_PROC_FILTER_LEN 10
+static void ms_proc_filter(struct sock_filter out[MS_PROC_FILTER_LEN])
 {
-	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT) == 0)
-		return 0;
-	if (errno != EINVAL)
-		return -1;
-	struct sock_filter insns[] = {
+	const struct sock_filter insns[MS_PROC_FILTER_LEN] = {
 	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
 	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
 	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
@@ -84,10 +82,139 @@ static int ms_proc_seal(void)
 	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
 	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	struct sock_fprog prog = {.len = sizeof(insns) / sizeof(insns[0]), .filter = insns};
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-		return -1;
-	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+	memcpy(out, insns, sizeof(insns));
+}
+
+/*
+ * The shed (proc_shed.S): the child's last code before the guest's. A fork without exec
+ * leaves the child the whole node - its code, heap and stacks, with the store's
+ * credentials and the fleet's keys, and the live MAP_SHARED RAM of every other sandbox -
+ * where a guest could read it into its own RAM, and so into its snapshot. It also keeps
+ * the node's private pages shared copy-on-write for the sandbox's life, so each first
+ * write of the node to one is a fault and a copy. The shed unmaps all of it but guest RAM
+ * and its own page, then seals the process. Its arguments share its page:
+ */
+struct ms_proc_shed_args {
+	uint64_t nranges;
+	const struct sock_fprog *prog;
+	uint64_t ranges[3][2]; /* {start, len}: the address space around RAM and the page */
+	struct sock_fprog fprog;
+	struct sock_filter insns[MS_PROC_FILTER_LEN];
+};
+
+extern const uint8_t ms_proc_shed_start[], ms_proc_shed_end[];
+
+#define MS_PROC_SHED_ARGS 2048 /* the arguments' offset in the shed's page */
+
+/* The end of the highest mapping below the kernel's half (the vsyscall page's), or 0. */
+static uint64_t ms_proc_maps_top(void)
+{
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	char buf[4096];
+	size_t have = 0;
+	uint64_t top = 0;
+	bool at_line = true;
+	for (;;) {
+		ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		buf[have] = '\0';
+		char *line = buf, *nl;
+		while ((nl = strchr(line, '\n'))) {
+			if (at_line) {
+				char *dash = strchr(line, '-');
+				uint64_t end = dash && dash < nl ? strtoull(dash + 1, NULL, 16) : 0;
+				if (end < (1ull << 56) && end > top)
+					top = end;
+			}
+			at_line = true;
+			line = nl + 1;
+		}
+		size_t rest = have - (size_t)(line - buf);
+		if (rest == sizeof(buf) - 1) { /* a line longer than the buffer: skip its tail */
+			if (at_line) {
+				char *dash = strchr(buf, '-');
+				uint64_t end = dash ? strtoull(dash + 1, NULL, 16) : 0;
+				if (end < (1ull << 56) && end > top)
+					top = end;
+			}
+			at_line = false;
+			rest = 0;
+		}
+		memmove(buf, line, rest);
+		have = rest;
+	}
+	close(fd);
+	return top;
+}
+
+/* Sheds the node and seals the process (proc_shed.S); returns only if it could not start. */
+static void ms_proc_shed(uint64_t ram_size)
+{
+	size_t code_len = (size_t)(ms_proc_shed_end - ms_proc_shed_start);
+	if (code_len > MS_PROC_SHED_ARGS ||
+	    MS_PROC_SHED_ARGS + sizeof(struct ms_proc_shed_args) > 4096)
+		return;
+	uint8_t *page =
+	    mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (page == MAP_FAILED)
+		return;
+	memcpy(page, ms_proc_shed_start, code_len);
+	struct ms_proc_shed_args *a = (struct ms_proc_shed_args *)(page + MS_PROC_SHED_ARGS);
+	ms_proc_filter(a->insns);
+	a->fprog = (struct sock_fprog){.len = MS_PROC_FILTER_LEN, .filter = a->insns};
+	a->prog = &a->fprog;
+	uint64_t top = ms_proc_maps_top();
+	uint64_t keep[2][2] = {{MS_PROC_RAM_BASE, MS_PROC_RAM_BASE + ram_size},
+			       {(uint64_t)(uintptr_t)page, (uint64_t)(uintptr_t)page + 4096}};
+	if (keep[1][0] < keep[0][0]) {
+		uint64_t t[2] = {keep[0][0], keep[0][1]};
+		memcpy(keep[0], keep[1], sizeof(t));
+		memcpy(keep[1], t, sizeof(t));
+	}
+	if (top < keep[1][1])
+		return;
+	uint64_t from = 0;
+	a->nranges = 0;
+	for (int i = 0; i <= 2; i++) {
+		uint64_t to = i < 2 ? keep[i][0] : top;
+		if (to > from) {
+			a->ranges[a->nranges][0] = from;
+			a->ranges[a->nranges][1] = to - from;
+			a->nranges++;
+		}
+		if (i < 2)
+			from = keep[i][1];
+	}
+	if (mprotect(page, 4096, PROT_READ | PROT_EXEC))
+		return;
+	/* no handler of the node's may run in the guest's process (its code is gone) */
+	struct {
+		void *handler;
+		unsigned long flags;
+		void *restorer;
+		uint64_t mask;
+	} dfl = {.handler = SIG_DFL};
+	for (int sig = 1; sig < 65; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask));
+	/*
+	 * glibc registered this thread's rseq area (in its TLS, which goes): the kernel would
+	 * write it on the next return to user space and kill the process for the fault.
+	 */
+	if (__rseq_size > 0) {
+		char *tp;
+		__asm__("movq %%fs:0, %0" : "=r"(tp));
+		if (syscall(SYS_rseq, tp + __rseq_offset, __rseq_size, RSEQ_FLAG_UNREGISTER,
+			    RSEQ_SIG) &&
+		    syscall(SYS_rseq, tp + __rseq_offset, 32, RSEQ_FLAG_UNREGISTER, RSEQ_SIG))
+			return;
+	}
+	syscall(SYS_close_range, 0, ~0U, 0);
+	((void (*)(struct ms_proc_shed_args *))(void *)page)(a);
 }
 
 static const uint8_t ms_proc_stub[] = {0xcc, 0x41, 0xff, 0xe3}; /* int3; jmp *%r11 */
@@ -96,10 +223,10 @@ static const uint8_t ms_proc_stub[] = {0xcc, 0x41, 0xff, 0xe3}; /* int3; jmp *%r
  * The child side; never returns. With lazy_socket, the uffd also registers
  * MISSING and goes to the page server with Firecracker's handshake: connect,
  * one sendmsg of the JSON region list with the uffd and the memfd. The child
- * then drops every fd before it seals itself, but the handshake's socket must
- * stay open as long as the sandbox lives (Firecracker never closes it, and a
- * handler may take a hang-up for the VMM's exit): it goes to the host with the
- * uffd, and the host closes it when it destroys the sandbox.
+ * then drops every fd and every mapping but RAM before it seals itself, but the handshake's socket
+ * must stay open as long as the sandbox lives (Firecracker never closes it, and a handler may take
+ * a hang-up for the VMM's exit): it goes to the host with the uffd, and the host closes it when it
+ * destroys the sandbox.
  */
 static void ms_proc_child(int memfd, uint64_t size, int sock, const char *lazy_socket,
 			  enum ms_tracker_mode mode)
@@ -121,11 +248,8 @@ static void ms_proc_child(int memfd, uint64_t size, int sock, const char *lazy_s
 	/* wait until the host has the fds, then hold no fd at all */
 	if (read(sock, &byte, 1) != 1)
 		_exit(14);
-	syscall(SYS_close_range, 0, ~0U, 0);
-	if (ms_proc_seal())
-		_exit(15);
-	for (;;)
-		__asm__ volatile("pause");
+	ms_proc_shed(size);
+	_exit(15);
 }
 
 /* Receives want (1 or 2) fds from the child: 0, or a negative errno. */

@@ -7,7 +7,9 @@
  *                └──── guest dies (syscall, crash) ─┴──▶ DEAD (cause kept; RAM intact)
  *
  * Guest RAM is a memfd mapped MAP_SHARED at MS_PROC_RAM_BASE in the sandbox
- * process, which holds no other fd, runs under SECCOMP_MODE_STRICT and
+ * process, which holds no other fd and no other mapping of the node's (its
+ * heap, keys, other sandboxes' RAM: the fork's copy is unmapped before the guest
+ * runs, leaving one page of the child's own), runs under SECCOMP_MODE_STRICT and
  * executes guest code only (a syscall kills it). The host is its tracer
  * (PTRACE_SEIZE with PTRACE_O_EXITKILL) and maps the same memfd to read and
  * write the guest's mailbox (guest.h). Written pages are tracked exactly with
