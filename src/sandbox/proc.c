@@ -106,46 +106,39 @@ extern const uint8_t ms_proc_shed_start[], ms_proc_shed_end[];
 
 #define MS_PROC_SHED_ARGS 2048 /* the arguments' offset in the shed's page */
 
-/* The end of the highest mapping below the kernel's half (the vsyscall page's), or 0. */
+/*
+ * The end of the highest mapping below the kernel's half (the vsyscall page's), or 0.
+ * Only the first two fields of each line count, so the file is parsed byte by byte: no
+ * line buffer, and no malloc (this runs in the child of a multi-threaded fork).
+ */
 static uint64_t ms_proc_maps_top(void)
 {
 	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
 	char buf[4096];
-	size_t have = 0;
-	uint64_t top = 0;
-	bool at_line = true;
-	for (;;) {
-		ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
-		if (n <= 0)
-			break;
-		have += (size_t)n;
-		buf[have] = '\0';
-		char *line = buf, *nl;
-		while ((nl = strchr(line, '\n'))) {
-			if (at_line) {
-				char *dash = strchr(line, '-');
-				uint64_t end = dash && dash < nl ? strtoull(dash + 1, NULL, 16) : 0;
-				if (end < (1ull << 56) && end > top)
+	uint64_t top = 0, start = 0, end = 0;
+	int field = 0; /* 0: start, 1: end, 2: the rest of the line */
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			char c = buf[i];
+			if (c == '\n') {
+				if (start < (1ull << 56) && end > top)
 					top = end;
+				start = end = 0;
+				field = 0;
+			} else if (field < 2 && (c == '-' || c == ' ')) {
+				field++;
+			} else if (field < 2) {
+				uint64_t digit = c <= '9' ? (uint64_t)(c - '0')
+							  : (uint64_t)((c | 32) - 'a' + 10);
+				if (field == 0)
+					start = start << 4 | digit;
+				else
+					end = end << 4 | digit;
 			}
-			at_line = true;
-			line = nl + 1;
 		}
-		size_t rest = have - (size_t)(line - buf);
-		if (rest == sizeof(buf) - 1) { /* a line longer than the buffer: skip its tail */
-			if (at_line) {
-				char *dash = strchr(buf, '-');
-				uint64_t end = dash ? strtoull(dash + 1, NULL, 16) : 0;
-				if (end < (1ull << 56) && end > top)
-					top = end;
-			}
-			at_line = false;
-			rest = 0;
-		}
-		memmove(buf, line, rest);
-		have = rest;
 	}
 	close(fd);
 	return top;
@@ -168,26 +161,25 @@ static void ms_proc_shed(uint64_t ram_size)
 	a->fprog = (struct sock_fprog){.len = MS_PROC_FILTER_LEN, .filter = a->insns};
 	a->prog = &a->fprog;
 	uint64_t top = ms_proc_maps_top();
-	uint64_t keep[2][2] = {{MS_PROC_RAM_BASE, MS_PROC_RAM_BASE + ram_size},
-			       {(uint64_t)(uintptr_t)page, (uint64_t)(uintptr_t)page + 4096}};
-	if (keep[1][0] < keep[0][0]) {
-		uint64_t t[2] = {keep[0][0], keep[0][1]};
-		memcpy(keep[0], keep[1], sizeof(t));
-		memcpy(keep[1], t, sizeof(t));
+	/* what stays, in address order: guest RAM and this page */
+	uint64_t ram[2] = {MS_PROC_RAM_BASE, MS_PROC_RAM_BASE + ram_size};
+	uint64_t own[2] = {(uint64_t)(uintptr_t)page, (uint64_t)(uintptr_t)page + 4096};
+	const uint64_t *keep[2] = {ram, own};
+	if (own[0] < ram[0]) {
+		keep[0] = own;
+		keep[1] = ram;
 	}
 	if (top < keep[1][1])
 		return;
-	uint64_t from = 0;
+	/* what goes: below the first, between the two, above the second */
+	uint64_t bounds[3][2] = {{0, keep[0][0]}, {keep[0][1], keep[1][0]}, {keep[1][1], top}};
 	a->nranges = 0;
-	for (int i = 0; i <= 2; i++) {
-		uint64_t to = i < 2 ? keep[i][0] : top;
-		if (to > from) {
-			a->ranges[a->nranges][0] = from;
-			a->ranges[a->nranges][1] = to - from;
-			a->nranges++;
-		}
-		if (i < 2)
-			from = keep[i][1];
+	for (int i = 0; i < 3; i++) {
+		if (bounds[i][1] <= bounds[i][0])
+			continue;
+		a->ranges[a->nranges][0] = bounds[i][0];
+		a->ranges[a->nranges][1] = bounds[i][1] - bounds[i][0];
+		a->nranges++;
 	}
 	if (mprotect(page, 4096, PROT_READ | PROT_EXEC))
 		return;
