@@ -15,6 +15,8 @@
 #  - Every wait is bounded (RGW_WAIT seconds in all, default 90); on failure the log
 #    tails go to stderr, everything started is stopped and the exit status is 1.
 #  - Progress goes to stderr; stdout carries only the assignments.
+#  - The memstore holds MEMSNAP_RGW_MEMSTORE_BYTES (default 1 GiB) in RAM, deleted objects'
+#    tails included until the gateway's garbage collection runs (hours by default).
 #  - STS is on (rgw sts key, rgw s3 auth use sts) and the user has user-policy, roles and
 #    oidc-provider caps (web identity: a test registers its issuer and role), so a
 #    test can allow itself sts:GetSessionToken and sign S3 calls with a session token.
@@ -32,6 +34,13 @@ D=$2
 log() {
 	echo "rgw.sh: $*" >&2
 }
+
+case "${MEMSNAP_RGW_MEMSTORE_BYTES:-1}" in
+'' | *[!0-9]*)
+	log "MEMSNAP_RGW_MEMSTORE_BYTES must be a number of bytes, not '$MEMSNAP_RGW_MEMSTORE_BYTES'"
+	exit 2
+	;;
+esac
 
 stop_all() {
 	[ -d "$D/run" ] || return 0
@@ -150,7 +159,7 @@ osd pool default pg autoscale mode = off
 osd objectstore = memstore
 osd crush update on start = false
 osd class update on start = false
-memstore device bytes = 1073741824
+memstore device bytes = ${MEMSNAP_RGW_MEMSTORE_BYTES:-1073741824}
 mon data avail warn = 1
 mon data avail crit = 0
 run dir = $D/run

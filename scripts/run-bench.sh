@@ -14,7 +14,9 @@ export MEMSNAP_BENCH_OUT="$(cd "$build" && pwd)/bench.jsonl"
 rgw_dir=""
 if [ -x "$root/scripts/rgw.sh" ] && [ -z "${MEMSNAP_S3_ENDPOINT:-}" ]; then
 	rgw_dir=$(mktemp -d /tmp/memsnap-rgw.XXXXXX)
-	if env_out=$("$root/scripts/rgw.sh" start "$rgw_dir"); then
+	# bench_prefetch puts a 256 MiB whole-memory build per backend: room for them all
+	if env_out=$(MEMSNAP_RGW_MEMSTORE_BYTES=${MEMSNAP_RGW_MEMSTORE_BYTES:-4294967296} \
+		"$root/scripts/rgw.sh" start "$rgw_dir"); then
 		eval "$env_out"
 		export MEMSNAP_S3_ENDPOINT MEMSNAP_S3_ACCESS_KEY MEMSNAP_S3_SECRET_KEY MEMSNAP_S3_REGION
 	fi

@@ -43,6 +43,8 @@ enum ms_guest_kind { MS_GUEST_PATTERN, MS_GUEST_COUNTER, MS_GUEST_MUTATOR, MS_GU
 #define MS_PATTERN_FILL	  1
 #define MS_PATTERN_VERIFY 2
 #define MS_PATTERN_ZERO	  3
+/* workset's commands: pattern's FILL and VERIFY on the walk's set (below), and FILL_ALL */
+#define MS_WORKSET_FILL_ALL 3 /* pattern's FILL of every data page (the set stays the same) */
 
 /* The guest's code bytes. 0, or -EINVAL for an unknown kind. */
 int ms_guest_code(enum ms_guest_kind kind, const uint8_t **code, size_t *len);

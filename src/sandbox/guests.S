@@ -22,7 +22,9 @@
  * arg0 = seed, arg1 = writes) writes arg1 pseudo-random data pages (xorshift
  * from seed) with their page index xor seed, then reports. `workset` (1 FILL, 2
  * VERIFY, arguments as pattern's) does pattern's work on a stable pseudo-random
- * ~15 % of the data pages only, in a fixed order from the seed.
+ * ~15 % of the data pages only, in a fixed order from the seed; its 3 FILL_ALL(seed,
+ * epoch) is pattern's FILL of every data page (a whole memory, of which the walk's set
+ * is the working set).
  */
 	.text
 	.code64
@@ -226,6 +228,8 @@ ms_guest_workset_start:
 	je 2f
 	cmpq $2, %rax
 	je 2f
+	cmpq $3, %rax
+	je 7f
 	xorq %rax, %rax
 	xorq %rdx, %rdx
 	jmp 1b
@@ -278,6 +282,29 @@ ms_guest_workset_start:
 6:	movq %r10, %rax                 /* result0: mismatching pages (0 after FILL) */
 	xorq %rdx, %rdx
 	jmp 1b
+	/* FILL_ALL(seed, epoch): pattern's FILL, every data page */
+7:	DATA_PAGES
+	xorq %r10, %r10                 /* result0 0: no page checked */
+	xorq %rcx, %rcx                 /* data page index */
+71:	cmpq %rbx, %rcx
+	jae 6b
+	leaq DATA_FIRST_PAGE(%rcx), %rdx
+	movq %rdx, %rsi
+	shlq $12, %rsi
+	addq %r15, %rsi                 /* page address */
+	movabsq $0x9e3779b97f4a7c15, %rax
+	imulq %rdx, %rax
+	addq MAILBOX_ARG0(%r15), %rax   /* seed + p * K */
+	xorq %r8, %r8                   /* word */
+72:	movq %rax, %r9
+	addq %r8, %r9
+	xorq MAILBOX_ARG1(%r15), %r9
+	movq %r9, (%rsi,%r8,8)
+	incq %r8
+	cmpq $512, %r8
+	jb 72b
+	incq %rcx
+	jmp 71b
 ms_guest_workset_end:
 
 	.section .note.GNU-stack,"",@progbits

@@ -431,6 +431,36 @@ static void test_workset(void **state)
 	ms_sandbox_destroy(sb);
 }
 
+/* workset FILL_ALL: every data page holds pattern's words, so VERIFY of the walk's set passes
+ * and a pattern guest's check of any page outside the set would too. */
+static void test_workset_fill_all(void **state)
+{
+	(void)state;
+	struct ms_sandbox *sb = start(MS_GUEST_WORKSET);
+	const uint64_t seed = 99, epoch = 5;
+	ms_pageset_free(written(sb));
+	command(sb, MS_WORKSET_FILL_ALL, seed, epoch);
+	assert_int_equal(*box(sb, MS_GUEST_RESULT0), 0);
+	struct ms_pageset *set = written(sb);
+	const uint8_t *ram = ms_sandbox_ram(sb);
+	for (uint32_t page = MS_GUEST_DATA_FIRST_PAGE; page < PAGES - MS_GUEST_STACK_PAGES;
+	     page++) {
+		if (!ms_pageset_contains(set, page))
+			fail_msg("%s: page %u not written by FILL_ALL", ops->name, page);
+		for (uint64_t w = 0; w < 512; w += 73)
+			if (((const uint64_t *)(ram + page * 4096))[w] !=
+			    ms_guest_pattern_word(seed, epoch, page, w))
+				fail_msg("%s: page %u word %llu differs", ops->name, page,
+					 (unsigned long long)w);
+	}
+	ms_pageset_free(set);
+	command(sb, MS_PATTERN_VERIFY, seed, epoch);
+	assert_int_equal(*box(sb, MS_GUEST_RESULT0), 0);
+	command(sb, MS_PATTERN_VERIFY, seed, epoch + 1);
+	assert_true(*box(sb, MS_GUEST_RESULT0) > 0);
+	ms_sandbox_destroy(sb);
+}
+
 /* auto is kvm where /dev/kvm opens, else proc; kvm without it and unknown names are refused */
 static void test_backend_choice(void **state)
 {
@@ -533,6 +563,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_snapfile_rejections),
 	    cmocka_unit_test(test_mutator_cycles),
 	    cmocka_unit_test(test_workset),
+	    cmocka_unit_test(test_workset_fill_all),
 	    cmocka_unit_test(test_bad_specs),
 	    cmocka_unit_test(test_backend_choice),
 	    cmocka_unit_test(test_tracker_choice),
