@@ -41,6 +41,8 @@ static double resume_ms(struct ms_layered *file, const char *sock,
 	/* The previous publish's drain and upload leave dirty pages: their writeback
 	 * must not land inside whichever resume happens to come next. */
 	sync();
+	ms_bench_warm_memory(SIZE +
+			     (32u << 20)); /* the guest's memory, from pages the host backs */
 	double t0 = ms_bench_now();
 	struct ms_sandbox_spec r = {.mem_size = SIZE,
 				    .memory = MS_SANDBOX_LAZY,
@@ -205,8 +207,8 @@ static int run(void)
 		"%s: %.1f ms during the stalled compare, %.1f ms control (medians of %d "
 		"alternating rounds); median ratio %.2f\n",
 		name, race, control, ROUNDS, median(ratios, ROUNDS));
-	ms_bench_report(name, race, "ms", "resume of a published build, no pause in flight",
-			control, 1.1);
+	ms_bench_report_ratio(name, race, "ms", "resume of a published build, no pause in flight",
+			      control, median(ratios, ROUNDS), 1.1);
 	ms_layered_free(parent);
 	ms_diffstore_free(diffs);
 	ms_store_free(store);
