@@ -47,6 +47,26 @@
 9:
 .endm
 
+/* Writes data page rcx with pattern's FILL words: word w of page p = (seed + p * K + w) ^
+ * epoch (seed and epoch from the mailbox). Clobbers rax, rdx, rsi, r8, r9. */
+.macro FILL_DATA_PAGE
+	leaq DATA_FIRST_PAGE(%rcx), %rdx
+	movq %rdx, %rsi
+	shlq $12, %rsi
+	addq %r15, %rsi                 /* page address */
+	movabsq $0x9e3779b97f4a7c15, %rax
+	imulq %rdx, %rax
+	addq MAILBOX_ARG0(%r15), %rax   /* seed + p * K */
+	xorq %r8, %r8                   /* word */
+88:	movq %rax, %r9
+	addq %r8, %r9
+	xorq MAILBOX_ARG1(%r15), %r9
+	movq %r9, (%rsi,%r8,8)
+	incq %r8
+	cmpq $512, %r8
+	jb 88b
+.endm
+
 /* rbx = number of data pages (pages - DATA_FIRST_PAGE - STACK_PAGES) */
 .macro DATA_PAGES
 	movq MAILBOX_PAGES(%r15), %rbx
@@ -72,21 +92,7 @@ ms_guest_pattern_start:
 	xorq %rcx, %rcx                 /* data page index */
 3:	cmpq %rbx, %rcx
 	jae 1b
-	leaq DATA_FIRST_PAGE(%rcx), %rdx
-	movq %rdx, %rsi
-	shlq $12, %rsi
-	addq %r15, %rsi                 /* page address */
-	movabsq $0x9e3779b97f4a7c15, %rax
-	imulq %rdx, %rax
-	addq MAILBOX_ARG0(%r15), %rax   /* seed + p * K */
-	xorq %r8, %r8                   /* word */
-31:	movq %rax, %r9
-	addq %r8, %r9
-	xorq MAILBOX_ARG1(%r15), %r9
-	movq %r9, (%rsi,%r8,8)
-	incq %r8
-	cmpq $512, %r8
-	jb 31b
+	FILL_DATA_PAGE
 	incq %rcx
 	jmp 3b
 	/* VERIFY: result0 = pages that differ */
@@ -288,21 +294,7 @@ ms_guest_workset_start:
 	xorq %rcx, %rcx                 /* data page index */
 71:	cmpq %rbx, %rcx
 	jae 6b
-	leaq DATA_FIRST_PAGE(%rcx), %rdx
-	movq %rdx, %rsi
-	shlq $12, %rsi
-	addq %r15, %rsi                 /* page address */
-	movabsq $0x9e3779b97f4a7c15, %rax
-	imulq %rdx, %rax
-	addq MAILBOX_ARG0(%r15), %rax   /* seed + p * K */
-	xorq %r8, %r8                   /* word */
-72:	movq %rax, %r9
-	addq %r8, %r9
-	xorq MAILBOX_ARG1(%r15), %r9
-	movq %r9, (%rsi,%r8,8)
-	incq %r8
-	cmpq $512, %r8
-	jb 72b
+	FILL_DATA_PAGE
 	incq %rcx
 	jmp 71b
 ms_guest_workset_end:
