@@ -786,6 +786,60 @@ static void test_threads(void **state)
 	ms_store_free(store);
 }
 
+struct reader {
+	struct ms_store *store;
+	const uint8_t *data;
+	size_t size;
+	unsigned id;
+	int err;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+	uint8_t buf[8192];
+	for (unsigned i = 0; i < 16 && !r->err; i++) {
+		size_t off = ((size_t)r->id * 7919 + i * 4099) % (r->size - sizeof(buf)), got;
+		r->err = ms_store_read_range(r->store, "churn/object", off, buf, sizeof(buf), &got);
+		if (!r->err && (got != sizeof(buf) || memcmp(buf, r->data + off, got) != 0))
+			r->err = -EIO;
+	}
+	return NULL;
+}
+
+/* Ranged reads from waves of short-lived threads, as the chunker's fetch threads make
+ * them: connections outlive the threads that opened them (the store's handle pool) and
+ * every byte read is the object's. */
+static void test_thread_churn(void **state)
+{
+	(void)state;
+	struct ms_s3_config config = base_config("churn");
+	struct ms_store *store = open_store(&config);
+	const size_t size = 1u << 20;
+	uint8_t *data = malloc(size);
+	assert_non_null(data);
+	for (size_t i = 0; i < size; i++)
+		data[i] = (uint8_t)(i * 131 + (i >> 9));
+	assert_int_equal(ms_store_put_buf(store, "churn/object", data, size, NULL), 0);
+	for (unsigned wave = 0; wave < 8; wave++) {
+		pthread_t threads[8];
+		struct reader readers[8];
+		for (unsigned i = 0; i < 8; i++) {
+			readers[i] = (struct reader){
+			    .store = store, .data = data, .size = size, .id = wave * 8 + i};
+			assert_int_equal(
+			    pthread_create(&threads[i], NULL, reader_main, &readers[i]), 0);
+		}
+		for (unsigned i = 0; i < 8; i++) {
+			pthread_join(threads[i], NULL);
+			assert_int_equal(readers[i].err, 0);
+		}
+	}
+	assert_int_equal(ms_store_remove(store, "churn/object"), 0);
+	free(data);
+	ms_store_free(store);
+}
+
 static void restore_env(const char *name, char *saved)
 {
 	if (saved) {
@@ -922,10 +976,15 @@ int main(void)
 	snprintf(bucket, sizeof(bucket), "memsnap-test-%ld-%d", (long)time(NULL), (int)getpid());
 
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_put_get_range),     cmocka_unit_test(test_list_pages),
-	    cmocka_unit_test(test_multipart),	      cmocka_unit_test(test_errors_and_retries),
-	    cmocka_unit_test(test_multipart_failure), cmocka_unit_test(test_incomplete_uploads),
-	    cmocka_unit_test(test_threads),	      cmocka_unit_test(test_config_and_credentials),
+	    cmocka_unit_test(test_put_get_range),
+	    cmocka_unit_test(test_list_pages),
+	    cmocka_unit_test(test_multipart),
+	    cmocka_unit_test(test_errors_and_retries),
+	    cmocka_unit_test(test_multipart_failure),
+	    cmocka_unit_test(test_incomplete_uploads),
+	    cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_thread_churn),
+	    cmocka_unit_test(test_config_and_credentials),
 	};
 	return cmocka_run_group_tests(tests, group_setup, NULL);
 }
