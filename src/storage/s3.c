@@ -481,8 +481,7 @@ static void ms_s3_free(struct ms_store *store)
 	struct ms_s3 *s3 = ms_s3_from(store);
 	if (!s3)
 		return;
-	ms_s3_http_pool_fini(s3); /* the handles reference the share */
-	pthread_mutex_destroy(&s3->pool_lock);
+	ms_curl_pool_fini(&s3->pool); /* the handles reference the share */
 	if (s3->share)
 		curl_share_cleanup(s3->share);
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -539,7 +538,7 @@ struct ms_store *ms_store_s3_new(const struct ms_s3_config *config, int *err)
 	s3->base.ops = &ms_s3_ops;
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&s3->share_locks[i], NULL);
-	pthread_mutex_init(&s3->pool_lock, NULL);
+	ms_curl_pool_init(&s3->pool, MS_CURL_POOL_MAX);
 	*err = ms_s3_provider_init(&s3->creds, config);
 	s3->creds_init = true;
 	if (*err) {

@@ -7,12 +7,12 @@
  * with util/backoff (max_attempts, retry_initial_ns), each attempt re-signed and its body
  * re-sent from the start (s3_int.h invariant 2).
  *
- * Threads: each request attempt takes an idle easy handle from the store's pool (or a new
- * one) and gives it back after, so a handle, and the connections it keeps open for the next
- * request, is used by one thread at a time. The handles share only the DNS cache (one
- * CURLSH, locked by the mutexes in struct ms_s3): libcurl's shared connection cache is not
- * thread-safe (its known bug "A shared connection cache is not thread-safe", curl#4915;
- * 7.88 here), and sharing it across our fetch threads could corrupt the heap.
+ * Threads: each request attempt takes an easy handle from the store's pool
+ * (storage/curlpool.h) and gives it back after, so a handle, and the connections it keeps
+ * open for the next request, is used by one thread at a time. The handles share only the
+ * DNS cache (one CURLSH, locked by the mutexes in struct ms_s3): libcurl's shared
+ * connection cache is not thread-safe (curl#4915; 7.88 here), and sharing it across our
+ * fetch threads could corrupt the heap.
  * curl_global_init runs once (pthread_once).
  */
 #include "storage/s3_int.h"
@@ -335,39 +335,6 @@ int ms_s3_http_share_new(struct ms_s3 *s3)
 	return 0;
 }
 
-/* An idle easy handle of the pool, options reset and connections kept, or a new one. */
-static CURL *ms_s3_easy_take(struct ms_s3 *s3)
-{
-	pthread_mutex_lock(&s3->pool_lock);
-	CURL *easy = s3->npool ? s3->pool[--s3->npool] : NULL;
-	pthread_mutex_unlock(&s3->pool_lock);
-	return easy ? easy : curl_easy_init();
-}
-
-/* Back to the pool with its options reset (nothing of the request stays referenced), or
- * cleaned up when the pool is full. */
-static void ms_s3_easy_give(struct ms_s3 *s3, CURL *easy)
-{
-	if (!easy)
-		return;
-	curl_easy_reset(easy); /* keeps the live connections */
-	pthread_mutex_lock(&s3->pool_lock);
-	if (s3->npool < MS_S3_POOL_MAX) {
-		s3->pool[s3->npool++] = easy;
-		easy = NULL;
-	}
-	pthread_mutex_unlock(&s3->pool_lock);
-	if (easy)
-		curl_easy_cleanup(easy);
-}
-
-void ms_s3_http_pool_fini(struct ms_s3 *s3)
-{
-	for (unsigned i = 0; i < s3->npool; i++)
-		curl_easy_cleanup(s3->pool[i]);
-	s3->npool = 0;
-}
-
 /* ---- one request ---- */
 
 static void ms_s3_parse_error(struct ms_s3_call *c)
@@ -494,7 +461,7 @@ static int ms_s3_attempt(struct ms_s3 *s3, struct ms_s3_call *c, const struct ms
 		hdrs = next;
 	}
 
-	easy = ms_s3_easy_take(s3);
+	easy = ms_curl_pool_take(&s3->pool);
 	if (!easy) {
 		err = -ENOMEM;
 		goto out;
@@ -576,7 +543,7 @@ static int ms_s3_attempt(struct ms_s3 *s3, struct ms_s3_call *c, const struct ms
 		*retry = st >= 500 || st < 200;
 	}
 out:
-	ms_s3_easy_give(s3, easy);
+	ms_curl_pool_give(&s3->pool, easy, true); /* curl drops a broken connection itself */
 	curl_slist_free_all(hdrs);
 	free(url);
 	ms_sigv4_result_fini(&sig);

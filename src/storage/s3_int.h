@@ -17,6 +17,7 @@
 #ifndef MS_STORAGE_S3_INT_H
 #define MS_STORAGE_S3_INT_H
 
+#include "storage/curlpool.h"
 #include "storage/s3.h"
 #include "storage/s3_xml.h"
 #include "storage/sigv4.h"
@@ -57,8 +58,6 @@ struct ms_s3_provider {
 	char *imds_endpoint;					   /* imds */
 };
 
-#define MS_S3_POOL_MAX 64 /* idle easy handles kept (their connections stay open) */
-
 struct ms_s3 {
 	struct ms_store base;
 	/* Owned strings; config's pointers point at them. Read-only after new (inv. 1). */
@@ -73,10 +72,7 @@ struct ms_s3 {
 	unsigned list_page; /* set before sharing (inv. 1) */
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST]; /* guard the share's data, by kind */
-	/* Idle easy handles, each with the connections it keeps open (s3_http.c) */
-	pthread_mutex_t pool_lock;
-	CURL *pool[MS_S3_POOL_MAX]; /* guarded by pool_lock */
-	unsigned npool;		    /* guarded by pool_lock */
+	struct ms_curl_pool pool; /* idle easy handles and their open connections; own lock */
 };
 
 /* One logical request; the attempt loop resets the outputs before each try. */
@@ -125,8 +121,6 @@ char *ms_s3_prefix_norm(const char *prefix, int *err);
 int ms_s3_http_init(void);
 /* Gives s3 its CURLSH (the DNS cache) locked by s3->share_locks. 0 or -ENOMEM. */
 int ms_s3_http_share_new(struct ms_s3 *s3);
-/* Cleans up the idle easy handles of the pool (ms_s3_free). */
-void ms_s3_http_pool_fini(struct ms_s3 *s3);
 /* Runs a request with retries (util/backoff). The caller frees c->resp, also on error. */
 int ms_s3_call_run(struct ms_s3 *s3, struct ms_s3_call *c);
 

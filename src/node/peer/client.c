@@ -7,6 +7,7 @@
  */
 #include "node/peer/client.h"
 #include "header/serialize.h"
+#include "storage/curlpool.h"
 #include "util/backoff.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -24,7 +25,7 @@
 #include <strings.h>
 
 #define MS_MOD		   "peer"
-#define MS_PEER_POOL	   16
+#define MS_PEER_POOL	   16 /* idle easy handles kept */
 #define MS_PEER_HEADER_MAX (256u << 20)
 #define MS_PEER_JSON_MAX   (64u << 10)
 /* curl's receive buffer (its default is 16 KiB: 64 recv calls and callbacks a MiB) */
@@ -37,9 +38,7 @@ struct ms_peer_client {
 	int64_t connect_timeout_ms, timeout_ms, retry_initial_ns;
 	unsigned attempts;
 	uint32_t piece;
-	pthread_mutex_t lock; /* guards pool and pooled */
-	CURL *pool[MS_PEER_POOL];
-	unsigned pooled;
+	struct ms_curl_pool pool; /* keep-alive handles; its own lock */
 };
 
 static pthread_once_t ms_peer_curl_once = PTHREAD_ONCE_INIT;
@@ -91,7 +90,7 @@ struct ms_peer_client *ms_peer_client_new(const struct ms_peer_client_config *co
 	c->retry_initial_ns =
 	    config->retry_initial_ns > 0 ? config->retry_initial_ns : 50 * MS_NSEC_PER_MSEC;
 	c->piece = config->piece ? config->piece : MS_PEER_PIECE_DEFAULT;
-	pthread_mutex_init(&c->lock, NULL);
+	ms_curl_pool_init(&c->pool, MS_PEER_POOL);
 	return c;
 }
 
@@ -105,9 +104,7 @@ void ms_peer_client_unref(struct ms_peer_client *c)
 {
 	if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
 		return;
-	for (unsigned i = 0; i < c->pooled; i++)
-		curl_easy_cleanup(c->pool[i]);
-	pthread_mutex_destroy(&c->lock);
+	ms_curl_pool_fini(&c->pool);
 	free(c->address);
 	free(c->auth);
 	ms_peer_tls_pem_fini(&c->tls);
@@ -117,35 +114,6 @@ void ms_peer_client_unref(struct ms_peer_client *c)
 const char *ms_peer_client_address(const struct ms_peer_client *c)
 {
 	return c->address;
-}
-
-static CURL *ms_peer_handle_get(struct ms_peer_client *c)
-{
-	CURL *h = NULL;
-	pthread_mutex_lock(&c->lock);
-	if (c->pooled)
-		h = c->pool[--c->pooled];
-	pthread_mutex_unlock(&c->lock);
-	if (h)
-		curl_easy_reset(h);
-	else
-		h = curl_easy_init();
-	return h;
-}
-
-/* Back to the pool (or cleaned up when the pool is full or the handle is suspect). */
-static void ms_peer_handle_put(struct ms_peer_client *c, CURL *h, bool healthy)
-{
-	if (healthy) {
-		pthread_mutex_lock(&c->lock);
-		if (c->pooled < MS_PEER_POOL) {
-			c->pool[c->pooled++] = h;
-			h = NULL;
-		}
-		pthread_mutex_unlock(&c->lock);
-	}
-	if (h)
-		curl_easy_cleanup(h);
 }
 
 void ms_peer_answer_fini(struct ms_peer_answer *a)
@@ -307,12 +275,12 @@ static int ms_peer_once(struct ms_peer_client *c, const char *url,
 		x.cap = MS_PEER_HEADER_MAX;
 		break;
 	}
-	CURL *h = ms_peer_handle_get(c);
+	CURL *h = ms_curl_pool_take(&c->pool);
 	if (!h)
 		return -ENOMEM;
 	struct curl_slist *headers = curl_slist_append(NULL, c->auth);
 	if (!headers) {
-		ms_peer_handle_put(c, h, true);
+		ms_curl_pool_give(&c->pool, h, true);
 		return -ENOMEM;
 	}
 	curl_easy_setopt(h, CURLOPT_URL, url);
@@ -340,7 +308,7 @@ static int ms_peer_once(struct ms_peer_client *c, const char *url,
 	long http = 0;
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
 	curl_slist_free_all(headers);
-	ms_peer_handle_put(c, h, rc == CURLE_OK);
+	ms_curl_pool_give(&c->pool, h, rc == CURLE_OK); /* a failed one may be suspect */
 	int err = 0;
 	a->http = (unsigned)http;
 	if (x.too_long)
