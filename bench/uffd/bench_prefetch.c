@@ -458,7 +458,7 @@ int main(void)
 				   .region = getenv("MEMSNAP_S3_REGION")};
 	int err;
 	struct ms_store *store = ms_store_s3_new(&cfg, &err);
-	if (!store || ms_store_s3_create_bucket(store)) {
+	if (!store || (err = ms_store_s3_create_bucket(store))) {
 		fprintf(stderr, "bench_prefetch: s3 store: %s\n", ms_strerror(err));
 		return 1;
 	}
