@@ -423,8 +423,8 @@ static int collect_key(const char *key, uint64_t size, int64_t mtime_ms, void *c
 }
 
 /* Removes every object this run put under its prefix: the S3 test server is small (a
- * memstore of 1 GiB), and the builds of runs that kept theirs filled it until every PUT
- * on the machine timed out. */
+ * memstore of 1 GiB by default, 4 GiB under scripts/run-bench.sh), and the builds of runs
+ * that kept theirs filled it until every PUT on the machine timed out. */
 static void remove_objects(struct ms_store *store)
 {
 	struct keys k = {0};
