@@ -77,8 +77,12 @@ static int ms_obj_check_fn(void *ctx)
 	return ms_sums_check(c->obj, c->block, c->bytes, c->len, NULL);
 }
 
-/* Checks block b once (invariant 1): 0, MS_ECHECKSUM (counted by the caller), MS_EFAULT_IO. */
-static int ms_obj_check_block(struct ms_objsource *o, uint32_t b)
+/*
+ * Checks block b once (invariant 1): 0, MS_ECHECKSUM (counted by the caller), MS_EFAULT_IO.
+ * copy, when not NULL, holds the block's bytes as a read just copied them out of the
+ * mapping: those are checked (still hot in the cache) instead of the mapping's.
+ */
+static int ms_obj_check_block(struct ms_objsource *o, uint32_t b, const void *copy)
 {
 	if (ms_obj_block_checked(o, b))
 		return 0;
@@ -89,8 +93,13 @@ static int ms_obj_check_block(struct ms_objsource *o, uint32_t b)
 			o->key, b, (unsigned long long)start, (unsigned long long)o->file_size);
 		return MS_ECHECKSUM;
 	}
-	struct ms_obj_check c = {o->obj, b, o->map + start, (size_t)(end - start)};
-	int err = ms_faultsafe_call(ms_obj_check_fn, &c);
+	int err;
+	if (copy) {
+		err = ms_sums_check(o->obj, b, copy, (size_t)(end - start), NULL);
+	} else {
+		struct ms_obj_check c = {o->obj, b, o->map + start, (size_t)(end - start)};
+		err = ms_faultsafe_call(ms_obj_check_fn, &c);
+	}
 	if (err == MS_ECHECKSUM)
 		ms_warn("cache", "%s: block %u at %llu does not match its checksum", o->key, b,
 			(unsigned long long)start);
@@ -107,36 +116,74 @@ static int ms_obj_check_block(struct ms_objsource *o, uint32_t b)
 	return 0;
 }
 
+/* Block b's check ended in err: a damaged block counts once, however often it is read (a
+ * failed inline read is retried by a page-server worker). Returns err. */
+static int ms_obj_count_bad(struct ms_objsource *o, uint32_t b, int err)
+{
+	if (err == MS_ECHECKSUM &&
+	    !(atomic_fetch_or(&o->counted[b / 64], 1ull << (b % 64)) >> (b % 64) & 1))
+		ms_integrity_count(ms_integrity_classify(o->obj->name));
+	return err;
+}
+
+/* An unchecked object's read must lie inside the file: 0 or MS_ECORRUPT. */
+static int ms_obj_check_bounds(const struct ms_objsource *o, uint64_t off, size_t len)
+{
+	if (off + len <= o->file_size)
+		return 0;
+	ms_warn("cache", "%s: object ends at %llu, a read wants [%llu, +%zu)", o->key,
+		(unsigned long long)o->file_size, (unsigned long long)off, len);
+	return MS_ECORRUPT;
+}
+
 /* Every block under [off, off + len) checked, or the read's error (counted once). */
 static int ms_obj_check_range(struct ms_objsource *o, uint64_t off, size_t len)
 {
-	if (!o->obj) {
-		if (off + len <= o->file_size)
-			return 0;
-		ms_warn("cache", "%s: object ends at %llu, a read wants [%llu, +%zu)", o->key,
-			(unsigned long long)o->file_size, (unsigned long long)off, len);
-		return MS_ECORRUPT;
-	}
+	if (!o->obj)
+		return ms_obj_check_bounds(o, off, len);
 	uint32_t first, last;
 	ms_obj_blocks(o, off, len, &first, &last);
 	for (uint32_t b = first; b <= last; b++) {
-		int err = ms_obj_check_block(o, b);
-		/* one damaged block counts once, however often it is read (a failed inline
-		 * read is retried by a page-server worker) */
-		if (err == MS_ECHECKSUM &&
-		    !(atomic_fetch_or(&o->counted[b / 64], 1ull << (b % 64)) >> (b % 64) & 1))
-			ms_integrity_count(ms_integrity_classify(o->obj->name));
+		int err = ms_obj_count_bad(o, b, ms_obj_check_block(o, b, NULL));
 		if (err)
 			return err;
 	}
 	return 0;
 }
 
+/*
+ * Block by block: a block the read covers whole and has not checked yet is copied out
+ * first and its copy checked (one pass over the mapping instead of two); any other is
+ * checked in the mapping, then copied. On an error dst's bytes are undefined.
+ */
 static int ms_obj_read(struct ms_source *src, void *dst, uint64_t off, size_t len)
 {
 	struct ms_objsource *o = (struct ms_objsource *)src;
-	int err = ms_obj_check_range(o, off, len);
-	return err ? err : ms_faultsafe_copy(dst, o->map + off, len);
+	if (!o->obj || len == 0) {
+		int err = o->obj ? 0 : ms_obj_check_bounds(o, off, len);
+		return err ? err : ms_faultsafe_copy(dst, o->map + off, len);
+	}
+	uint32_t first, last;
+	ms_obj_blocks(o, off, len, &first, &last);
+	for (uint32_t b = first; b <= last; b++) {
+		uint64_t start = o->obj->starts[b], end = o->obj->starts[b + 1];
+		uint64_t lo = start > off ? start : off, hi = end < off + len ? end : off + len;
+		unsigned char *out = (unsigned char *)dst + (lo - off);
+		bool whole = lo == start && hi == end && end <= o->file_size;
+		int err;
+		if (whole && !ms_obj_block_checked(o, b)) {
+			err = ms_faultsafe_copy(out, o->map + lo, (size_t)(hi - lo));
+			if (!err)
+				err = ms_obj_check_block(o, b, out);
+		} else {
+			err = ms_obj_check_block(o, b, NULL);
+			if (!err)
+				err = ms_faultsafe_copy(out, o->map + lo, (size_t)(hi - lo));
+		}
+		if (ms_obj_count_bad(o, b, err))
+			return err;
+	}
+	return 0;
 }
 
 static int ms_obj_slice(struct ms_source *src, uint64_t off, size_t len, const void **ptr)

@@ -136,6 +136,16 @@ static void test_flipped_byte_is_refused(void **state)
 	assert_memory_equal(out, f->data + 4 * BLOCK, BLOCK);
 	assert_int_equal(ms_source_read(src, out, 6 * BLOCK, SIZE - 6 * BLOCK), 0);
 	assert_memory_equal(out, f->data + 6 * BLOCK, SIZE - 6 * BLOCK);
+	ms_source_unref(src);
+
+	/* a read of the whole bad block first (its copy is checked, not the mapping) */
+	src = open_object(f, f->sums);
+	before = ms_integrity_failures(MS_INTEGRITY_MEMFILE);
+	assert_int_equal(ms_source_read(src, out, 5 * BLOCK, BLOCK), MS_ECHECKSUM);
+	assert_int_equal(ms_source_read(src, out, 4 * BLOCK, 3 * BLOCK), MS_ECHECKSUM);
+	assert_int_equal(ms_integrity_failures(MS_INTEGRITY_MEMFILE), before + 1);
+	assert_int_equal(ms_source_object_checked(src), 1); /* block 4 only: 5 never is */
+	assert_int_equal(ms_source_slice(src, 5 * BLOCK + 1, 1, &ptr), MS_ECHECKSUM);
 	free(out);
 	ms_source_unref(src);
 }
@@ -174,6 +184,8 @@ static void test_cut_under_the_mapping(void **state)
 	assert_int_equal(truncate(f->path, 2 * BLOCK), 0);
 	uint8_t *out = malloc(BLOCK);
 	assert_int_equal(ms_source_read(checked, out, 4 * BLOCK, 100), MS_EFAULT_IO);
+	assert_int_equal(ms_source_read(checked, out, 3 * BLOCK, BLOCK), MS_EFAULT_IO); /* whole */
+	assert_int_equal(ms_source_object_checked(checked), 0);
 	assert_int_equal(ms_source_read(plain, out, 4 * BLOCK, 100), MS_EFAULT_IO);
 	assert_int_equal(ms_source_read(plain, out, BLOCK, 100), 0);
 	assert_memory_equal(out, f->data + BLOCK, 100);
