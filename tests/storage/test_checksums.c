@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define ID    "6f1c2c7e-4b1e-4c4e-9c1e-1d2e3f405162"
 #define BLOCK (16u << 10)
@@ -40,6 +41,26 @@ static struct ms_sums *roundtrip(const struct ms_sums *sums)
 	assert_int_equal(ms_sums_parse(buf, len, &back), 0);
 	free(buf);
 	return back;
+}
+
+/* The table's hash is XXH3-64, seed 0, whichever vector unit computes it: the same
+ * bytes as libxxhash's plain (SSE2) entry point, short inputs and long ones. */
+static void test_hash_is_xxh3(void **state)
+{
+	(void)state;
+	assert_true(ms_sums_hash("", 0) == 0x2D06800538D394C2ull); /* XXH3-64 of nothing */
+	size_t max = 1u << 20;
+	uint8_t *buf = malloc(max);
+	assert_non_null(buf);
+	for (size_t i = 0; i < max; i++)
+		buf[i] = (uint8_t)(i * 131 + (i >> 9));
+	static const size_t lens[] = {1,    3,	  16,	17,    128,   129,   240,     241,
+				      1023, 1024, 4096, 65535, 65536, 65537, 1u << 20};
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+		assert_true(ms_sums_hash(buf + 1, lens[i] - 1) ==
+				XXH3_64bits(buf + 1, lens[i] - 1) &&
+			    ms_sums_hash(buf, lens[i]) == XXH3_64bits(buf, lens[i]));
+	free(buf);
 }
 
 static void test_roundtrip_and_check(void **state)
@@ -539,6 +560,7 @@ static void test_concurrent_readers_and_eviction(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_hash_is_xxh3),
 	    cmocka_unit_test(test_roundtrip_and_check),
 	    cmocka_unit_test(test_parser_refuses),
 	    cmocka_unit_test(test_copy_and_check_fd),
