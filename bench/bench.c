@@ -29,8 +29,22 @@ void ms_bench_warm_memory(size_t bytes)
 	munmap(p, bytes);
 }
 
+static int ms_bench_cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+double ms_bench_median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), ms_bench_cmp);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* rounds: NULL, or the n paired rounds' ratios whose spread goes with the result. */
 static void ms_bench_emit(const char *name, double value, const char *unit, const char *baseline,
-			  double baseline_value, double ratio, double goal)
+			  double baseline_value, double ratio, const double *rounds, int n,
+			  double goal)
 {
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "name", name);
@@ -40,6 +54,16 @@ static void ms_bench_emit(const char *name, double value, const char *unit, cons
 	cJSON_AddNumberToObject(o, "baseline_value", baseline_value);
 	cJSON_AddNumberToObject(o, "ratio", ratio);
 	cJSON_AddNumberToObject(o, "goal", goal);
+	if (rounds && n > 0) {
+		double lo = rounds[0], hi = rounds[0];
+		for (int i = 1; i < n; i++) {
+			lo = rounds[i] < lo ? rounds[i] : lo;
+			hi = rounds[i] > hi ? rounds[i] : hi;
+		}
+		cJSON_AddNumberToObject(o, "ratio_min", lo);
+		cJSON_AddNumberToObject(o, "ratio_max", hi);
+		cJSON_AddNumberToObject(o, "rounds", n);
+	}
 	char *text = cJSON_PrintUnformatted(o);
 	const char *path = getenv("MEMSNAP_BENCH_OUT");
 	FILE *out = path ? fopen(path, "a") : stdout;
@@ -56,11 +80,18 @@ void ms_bench_report(const char *name, double value, const char *unit, const cha
 		     double baseline_value, double goal)
 {
 	ms_bench_emit(name, value, unit, baseline, baseline_value,
-		      baseline_value != 0 ? value / baseline_value : 0, goal);
+		      baseline_value != 0 ? value / baseline_value : 0, NULL, 0, goal);
 }
 
 void ms_bench_report_ratio(const char *name, double value, const char *unit, const char *baseline,
 			   double baseline_value, double ratio, double goal)
 {
-	ms_bench_emit(name, value, unit, baseline, baseline_value, ratio, goal);
+	ms_bench_emit(name, value, unit, baseline, baseline_value, ratio, NULL, 0, goal);
+}
+
+void ms_bench_report_spread(const char *name, double value, const char *unit, const char *baseline,
+			    double baseline_value, double ratio, const double *rounds, int n,
+			    double goal)
+{
+	ms_bench_emit(name, value, unit, baseline, baseline_value, ratio, rounds, n, goal);
 }

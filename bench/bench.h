@@ -23,6 +23,17 @@ void ms_bench_report(const char *name, double value, const char *unit, const cha
 void ms_bench_report_ratio(const char *name, double value, const char *unit, const char *baseline,
 			   double baseline_value, double ratio, double goal);
 /*
+ * ms_bench_report_ratio with the spread of n (> 0) paired rounds: rounds[r] is round r's
+ * own ratio (its value over its baseline). The JSON also carries ratio_min, ratio_max
+ * and rounds, and the table prints them: on a shared machine one figure moves by 2x
+ * from run to run, and a median alone does not say so.
+ */
+void ms_bench_report_spread(const char *name, double value, const char *unit, const char *baseline,
+			    double baseline_value, double ratio, const double *rounds, int n,
+			    double goal);
+/* The median of v[0, n) (n > 0; the mean of the middle two for an even n); sorts v. */
+double ms_bench_median(double *v, int n);
+/*
  * Touches bytes of fresh anonymous memory and frees it, just before a measured step
  * that allocates about as much: this machine's memory is backed by its host on first
  * touch and handed back some seconds after it is freed (virtio-balloon free page

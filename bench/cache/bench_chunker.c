@@ -47,18 +47,6 @@ static struct ms_source *open_source(struct ms_store *store, int round,
 	return ms_chunker_new(store, "b/memfile", SIZE, NULL, path, cfg, &err);
 }
 
-static int median_cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), median_cmp);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* The baseline: the whole object by plain ms_store_read_range in 4 MiB pieces; 0 or 1. */
 static int raw_read(struct ms_store *store, const char *key, uint8_t *out)
 {
@@ -73,14 +61,15 @@ static int raw_read(struct ms_store *store, const char *key, uint8_t *out)
 
 /*
  * Rounds alternating a cold chunker read of everything and plain 4 MiB store reads;
- * medians of both and of their ratio. The last round's source is left in *last
- * (fully cached). 0, or 1 on an error or wrong bytes.
+ * medians of both and of their ratio, each round's ratio in ratios[] (rounds of them).
+ * The last round's source is left in *last (fully cached). 0, or 1 on an error or
+ * wrong bytes.
  */
 static int cold_rounds(struct ms_store *store, const uint8_t *data, uint8_t *out,
 		       const struct ms_chunker_config *cfg, int rounds, double *cold_s,
-		       double *store_s, double *ratio, struct ms_source **last)
+		       double *store_s, double *ratio, double *ratios, struct ms_source **last)
 {
-	double colds[COLD_ROUNDS], stores[COLD_ROUNDS], ratios[COLD_ROUNDS];
+	double colds[COLD_ROUNDS], stores[COLD_ROUNDS], sorted[COLD_ROUNDS];
 	static int serial;
 	struct ms_source *src = NULL;
 	for (int r = 0; r < rounds; r++) {
@@ -99,11 +88,11 @@ static int cold_rounds(struct ms_store *store, const uint8_t *data, uint8_t *out
 		double t3 = ms_bench_now();
 		colds[r] = t1 - t0;
 		stores[r] = t3 - t2;
-		ratios[r] = stores[r] / colds[r];
+		ratios[r] = sorted[r] = stores[r] / colds[r];
 	}
-	*cold_s = median(colds, rounds);
-	*store_s = median(stores, rounds);
-	*ratio = median(ratios, rounds);
+	*cold_s = ms_bench_median(colds, rounds);
+	*store_s = ms_bench_median(stores, rounds);
+	*ratio = ms_bench_median(sorted, rounds);
 	if (last)
 		*last = src;
 	else
@@ -126,9 +115,9 @@ static void sweep(struct ms_store *store, const uint8_t *data, uint8_t *out)
 				struct ms_chunker_config cfg = {.chunk_size = chunks[c],
 								.read_size = pieces[p],
 								.parallel = parallel[l]};
-				double cold, raw, ratio;
+				double cold, raw, ratio, ratios[3];
 				if (cold_rounds(store, data, out, &cfg, 3, &cold, &raw, &ratio,
-						NULL))
+						ratios, NULL))
 					return;
 				fprintf(stderr, "%-9llu %-9llu %-9u %-10.0f %-10.0f %.2f\n",
 					(unsigned long long)(chunks[c] >> 10),
@@ -141,12 +130,14 @@ static void sweep(struct ms_store *store, const uint8_t *data, uint8_t *out)
 
 /*
  * Rounds alternating a fresh in-place source reading everything (checked) and plain
- * 4 MiB store reads; medians as cold_rounds. 0, or 1 on an error or wrong bytes.
+ * 4 MiB store reads; medians and ratios[] (COLD_ROUNDS) as cold_rounds. 0, or 1 on an
+ * error or wrong bytes.
  */
 static int in_place_rounds(struct ms_store *raw, struct ms_store *checked, const uint8_t *data,
-			   uint8_t *out, double *obj_s, double *store_s, double *ratio)
+			   uint8_t *out, double *obj_s, double *store_s, double *ratio,
+			   double *ratios)
 {
-	double objs[COLD_ROUNDS], stores[COLD_ROUNDS], ratios[COLD_ROUNDS];
+	double objs[COLD_ROUNDS], stores[COLD_ROUNDS], sorted[COLD_ROUNDS];
 	for (int r = 0; r < COLD_ROUNDS; r++) {
 		double t0 = ms_bench_now();
 		char path[4096];
@@ -168,11 +159,11 @@ static int in_place_rounds(struct ms_store *raw, struct ms_store *checked, const
 		double t3 = ms_bench_now();
 		objs[r] = t1 - t0;
 		stores[r] = t3 - t2;
-		ratios[r] = stores[r] / objs[r];
+		ratios[r] = sorted[r] = stores[r] / objs[r];
 	}
-	*obj_s = median(objs, COLD_ROUNDS);
-	*store_s = median(stores, COLD_ROUNDS);
-	*ratio = median(ratios, COLD_ROUNDS);
+	*obj_s = ms_bench_median(objs, COLD_ROUNDS);
+	*store_s = ms_bench_median(stores, COLD_ROUNDS);
+	*ratio = ms_bench_median(sorted, COLD_ROUNDS);
 	return 0;
 }
 
@@ -197,9 +188,10 @@ int main(void)
 
 	if (getenv("MEMSNAP_BENCH_SWEEP"))
 		sweep(store, data, out);
-	double cold, raw, cold_ratio;
+	double cold, raw, cold_ratio, cold_ratios[COLD_ROUNDS];
 	struct ms_source *src = NULL;
-	if (cold_rounds(store, data, out, NULL, COLD_ROUNDS, &cold, &raw, &cold_ratio, &src))
+	if (cold_rounds(store, data, out, NULL, COLD_ROUNDS, &cold, &raw, &cold_ratio, cold_ratios,
+			&src))
 		return 1;
 
 	struct ms_chunker_stats st;
@@ -243,9 +235,9 @@ int main(void)
 		"rounds %.2f); chunker.cached_read: %.0f MiB/s (memcpy %.0f MiB/s)\n",
 		mib / cold, mib / raw, COLD_ROUNDS, cold_ratio, pages_mib / best_cached,
 		pages_mib / best_memcpy);
-	ms_bench_report_ratio("chunker.cold_read", mib / cold, "MiB/s",
-			      "ms_store_read_range of the same object (fs)", mib / raw, cold_ratio,
-			      0.8);
+	ms_bench_report_spread("chunker.cold_read", mib / cold, "MiB/s",
+			       "ms_store_read_range of the same object (fs)", mib / raw, cold_ratio,
+			       cold_ratios, COLD_ROUNDS, 0.8);
 	ms_bench_report("chunker.cached_read", pages_mib / best_cached, "MiB/s",
 			"memcpy of the same 4 KiB pages from the heap", pages_mib / best_memcpy,
 			0.5);
@@ -261,16 +253,16 @@ int main(void)
 	    ms_store_put_buf(store, OBJ_ID "/memfile", data, SIZE, NULL) ||
 	    ms_store_put_buf(store, OBJ_ID "/checksums", table, table_len, NULL))
 		return 1;
-	double obj, obj_raw, obj_ratio;
-	if (in_place_rounds(store, checked, data, out, &obj, &obj_raw, &obj_ratio))
+	double obj, obj_raw, obj_ratio, obj_ratios[COLD_ROUNDS];
+	if (in_place_rounds(store, checked, data, out, &obj, &obj_raw, &obj_ratio, obj_ratios))
 		return 1;
 	fprintf(stderr,
 		"build.cold_read_fs: %.0f MiB/s in place, checked (store read_range %.0f MiB/s; "
 		"median ratio of %d rounds %.2f)\n",
 		mib / obj, mib / obj_raw, COLD_ROUNDS, obj_ratio);
-	ms_bench_report_ratio("build.cold_read_fs", mib / obj, "MiB/s",
-			      "ms_store_read_range of the same object (fs, unchecked)",
-			      mib / obj_raw, obj_ratio, 0.8);
+	ms_bench_report_spread("build.cold_read_fs", mib / obj, "MiB/s",
+			       "ms_store_read_range of the same object (fs, unchecked)",
+			       mib / obj_raw, obj_ratio, obj_ratios, COLD_ROUNDS, 0.8);
 	free(table);
 	ms_sums_unref(sums);
 	ms_store_free(checked);

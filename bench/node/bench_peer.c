@@ -157,14 +157,9 @@ static struct ms_node *node_new(const char *dir, const char *name, const char *b
 	return node;
 }
 
-static int by_value(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* Medians of BUILDS cross-node resumes (*peer_ms) and origin resumes (*local_ms). */
-static int run(const char *backend, bool tls, double *peer_ms, double *local_ms)
+/* Medians of BUILDS cross-node resumes (*peer_ms) and origin resumes (*local_ms); each
+ * build's own peer / origin ratio in ratios[] (BUILDS). */
+static int run(const char *backend, bool tls, double *peer_ms, double *local_ms, double *ratios)
 {
 	char dir[] = "/tmp/memsnap-bench-peer.XXXXXX", hold[64], cmd[512];
 	if (!mkdtemp(dir))
@@ -203,11 +198,10 @@ static int run(const char *backend, bool tls, double *peer_ms, double *local_ms)
 			"peer.resume_vs_local.%s (%s): build %u: %.1f ms through the peer, "
 			"%.1f ms on the origin\n",
 			backend, tls ? "TLS" : "plain HTTP", i + 1, peer[i], local[i]);
+		ratios[i] = peer[i] / local[i];
 	}
-	qsort(local, BUILDS, sizeof(double), by_value);
-	qsort(peer, BUILDS, sizeof(double), by_value);
-	*peer_ms = peer[BUILDS / 2];
-	*local_ms = local[BUILDS / 2];
+	*peer_ms = ms_bench_median(peer, BUILDS);
+	*local_ms = ms_bench_median(local, BUILDS);
 	dump_metrics(a, "a");
 	dump_metrics(b, "b");
 	FILE *f = fopen(hold, "w"); /* the uploads go; the nodes stop */
@@ -235,31 +229,33 @@ int main(void)
 			continue;
 		}
 		char name[64];
-		double peer_tls, local, peer_plain, local_plain;
+		double peer_tls, local, peer_plain, local_plain, tls_ratios[BUILDS],
+		    plain_ratios[BUILDS];
 		const char *link = getenv("MEMSNAP_BENCH_PEER_LINK"); /* tls|plain: that one only */
 		if (link) {
 			bool tls = strcmp(link, "tls") == 0;
-			double p, l;
+			double p, l, ratios[BUILDS];
 			if (!tls && strcmp(link, "plain") != 0) {
 				fprintf(stderr,
 					"bench_peer: MEMSNAP_BENCH_PEER_LINK is tls or plain\n");
 				return 1;
 			}
-			if (run(backends[i], tls, &p, &l))
+			if (run(backends[i], tls, &p, &l, ratios))
 				return 1;
 			snprintf(name, sizeof(name), "peer.resume_vs_local.%s.%s", backends[i],
 				 link);
-			ms_bench_report(name, p, "ms",
-					"resume of the same build on its origin node (warm)", l,
-					1.3);
+			ms_bench_report_spread(name, p, "ms",
+					       "resume of the same build on its origin node (warm)",
+					       l, p / l, ratios, BUILDS, 1.3);
 			continue;
 		}
-		if (run(backends[i], true, &peer_tls, &local) ||
-		    run(backends[i], false, &peer_plain, &local_plain))
+		if (run(backends[i], true, &peer_tls, &local, tls_ratios) ||
+		    run(backends[i], false, &peer_plain, &local_plain, plain_ratios))
 			return 1;
 		snprintf(name, sizeof(name), "peer.resume_vs_local.%s", backends[i]);
-		ms_bench_report(name, peer_tls, "ms",
-				"resume of the same build on its origin node (warm)", local, 1.3);
+		ms_bench_report_spread(name, peer_tls, "ms",
+				       "resume of the same build on its origin node (warm)", local,
+				       peer_tls / local, tls_ratios, BUILDS, 1.3);
 		snprintf(name, sizeof(name), "peer.resume_tls_vs_plain.%s", backends[i]);
 		ms_bench_report(name, peer_tls, "ms",
 				"the same cross-node resume over plain HTTP (peer_tls = off)",

@@ -67,18 +67,6 @@ static struct round run_round(const struct ms_sandbox_ops *ops, enum ms_tracker_
 			      .pause_us = (t2 - t1) * 1e6};
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return v[n / 2];
-}
-
 /* One backend's rounds and reports. */
 static void bench_backend(const struct ms_sandbox_ops *ops)
 {
@@ -95,8 +83,8 @@ static void bench_backend(const struct ms_sandbox_ops *ops)
 				WHO, ops->name, r, m ? "sync " : "async", x.write_ns_per_page,
 				x.pause_us);
 		}
-	double wa = median(write[0], ROUNDS), ws = median(write[1], ROUNDS);
-	double pa = median(pause[0], ROUNDS), ps = median(pause[1], ROUNDS);
+	double wa = ms_bench_median(write[0], ROUNDS), ws = ms_bench_median(write[1], ROUNDS);
+	double pa = ms_bench_median(pause[0], ROUNDS), ps = ms_bench_median(pause[1], ROUNDS);
 	fprintf(stderr,
 		"%s: %s, 64 MiB: write epoch %.0f (sync) vs %.0f (async) ns/page; pause %.0f vs "
 		"%.0f us\n",

@@ -152,18 +152,6 @@ static int one_round(struct ms_store *store, struct ms_diffstore *diffs, const c
 	return 0;
 }
 
-static int median_cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), median_cmp);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static int run(void)
 {
 	char dir[] = "/tmp/memsnap-bench-resume.XXXXXX";
@@ -188,27 +176,28 @@ static int run(void)
 	char name[64];
 	snprintf(name, sizeof(name), "resume.race_vs_control.%s", ops->name);
 	/* alternating rounds: one resume does not tell noise from a difference */
-	double races[ROUNDS], controls[ROUNDS], ratios[ROUNDS];
+	double races[ROUNDS], controls[ROUNDS], ratios[ROUNDS], sorted[ROUNDS];
 	struct round_pause pauses[2] = {{0}};
 	for (int round = 0; round < ROUNDS; round++) {
 		struct round_pause *prev = &pauses[(round + 1) % 2], *cur = &pauses[round % 2];
 		if (one_round(store, diffs, cache, parent, sock, prev, cur, round % 2 == 1,
 			      &races[round], &controls[round]))
 			return 1;
-		ratios[round] = races[round] / controls[round];
+		ratios[round] = sorted[round] = races[round] / controls[round];
 		fprintf(stderr, "%s round %d (%s first): race %.1f ms, control %.1f ms, %.2f\n",
 			name, round, round % 2 ? "control" : "race", races[round], controls[round],
 			ratios[round]);
 		round_pause_free(prev);
 	}
 	round_pause_free(&pauses[(ROUNDS - 1) % 2]);
-	double race = median(races, ROUNDS), control = median(controls, ROUNDS);
+	double race = ms_bench_median(races, ROUNDS), control = ms_bench_median(controls, ROUNDS);
+	double ratio = ms_bench_median(sorted, ROUNDS);
 	fprintf(stderr,
 		"%s: %.1f ms during the stalled compare, %.1f ms control (medians of %d "
 		"alternating rounds); median ratio %.2f\n",
-		name, race, control, ROUNDS, median(ratios, ROUNDS));
-	ms_bench_report_ratio(name, race, "ms", "resume of a published build, no pause in flight",
-			      control, median(ratios, ROUNDS), 1.1);
+		name, race, control, ROUNDS, ratio);
+	ms_bench_report_spread(name, race, "ms", "resume of a published build, no pause in flight",
+			       control, ratio, ratios, ROUNDS, 1.1);
 	ms_layered_free(parent);
 	ms_diffstore_free(diffs);
 	ms_store_free(store);

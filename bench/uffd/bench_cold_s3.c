@@ -50,18 +50,6 @@ struct bench {
 	char key[MS_ARTIFACT_KEY_MAX];
 };
 
-static int median_cmp(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), median_cmp);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* Sequential 4 MiB ranged GETs of the whole object: seconds, or < 0. */
 static double get_once(struct bench *b)
 {
@@ -120,21 +108,22 @@ static double touch_once(struct bench *b, const struct ms_chunker_config *chunke
 	return bad == 0 ? t : -1;
 }
 
-/* Median of rounds alternating GETs and touches; 0 or -EIO. */
+/* Median of rounds (<= 9) alternating GETs and touches, each round's ratio in ratios[]; 0 or
+ * -EIO. */
 static int measure(struct bench *b, const struct ms_chunker_config *chunker, int rounds,
-		   double *touch_s, double *get_s, double *ratio)
+		   double *touch_s, double *get_s, double *ratio, double *ratios)
 {
-	double touches[9], gets[9], ratios[9];
+	double touches[9], gets[9], sorted[9];
 	for (int r = 0; r < rounds; r++) {
 		gets[r] = get_once(b);
 		touches[r] = touch_once(b, chunker);
 		if (gets[r] <= 0 || touches[r] <= 0)
 			return -EIO;
-		ratios[r] = gets[r] / touches[r];
+		ratios[r] = sorted[r] = gets[r] / touches[r];
 	}
-	*touch_s = median(touches, rounds);
-	*get_s = median(gets, rounds);
-	*ratio = median(ratios, rounds);
+	*touch_s = ms_bench_median(touches, rounds);
+	*get_s = ms_bench_median(gets, rounds);
+	*ratio = ms_bench_median(sorted, rounds);
 	return 0;
 }
 
@@ -154,8 +143,8 @@ static void sweep(struct bench *b)
 							       .read_size = read,
 							       .parallel = modes[m].parallel,
 							       .readahead = modes[m].readahead};
-				double t, g, ratio;
-				if (measure(b, &cc, 3, &t, &g, &ratio))
+				double t, g, ratio, ratios[3];
+				if (measure(b, &cc, 3, &t, &g, &ratio, ratios))
 					return;
 				fprintf(stderr, "%-6llu %-6llu %-9u %-9u %-11.0f %-9.0f %.2f\n",
 					(unsigned long long)(chunks[c] >> 20),
@@ -206,7 +195,7 @@ static int cold_fs(const uint8_t *image)
 	if (!err && in_place.h)
 		ms_header_set_build(in_place.h, &self);
 	struct ms_chunker_config defaults = {0};
-	double ins[5], chs[5], ratios[5];
+	double ins[5], chs[5], ratios[5], sorted[5];
 	for (int r = 0; !err && r < 5; r++) {
 		/* alternate which one runs first */
 		double a =
@@ -218,17 +207,18 @@ static int cold_fs(const uint8_t *image)
 		if (ins[r] <= 0 || chs[r] <= 0)
 			err = -EIO;
 		else
-			ratios[r] = chs[r] / ins[r];
+			ratios[r] = sorted[r] = chs[r] / ins[r];
 	}
 	if (!err) {
-		double mib = SIZE / 1048576.0, t_in = median(ins, 5), t_ch = median(chs, 5);
+		double mib = SIZE / 1048576.0, t_in = ms_bench_median(ins, 5),
+		       t_ch = ms_bench_median(chs, 5), ratio = ms_bench_median(sorted, 5);
 		fprintf(stderr,
 			"pageserver.cold_fs_mib_s: touch %.0f MiB/s in place, %.0f MiB/s through "
 			"the chunker, median ratio of 5 rounds %.2f\n",
-			mib / t_in, mib / t_ch, median(ratios, 5));
-		ms_bench_report_ratio("pageserver.cold_fs_mib_s", mib / t_in, "MiB/s",
-				      "the same touch through the chunker (fs)", mib / t_ch,
-				      median(ratios, 5), 1.0);
+			mib / t_in, mib / t_ch, ratio);
+		ms_bench_report_spread("pageserver.cold_fs_mib_s", mib / t_in, "MiB/s",
+				       "the same touch through the chunker (fs)", mib / t_ch, ratio,
+				       ratios, 5, 1.0);
 	}
 	ms_header_free(in_place.h);
 	free(table);
@@ -290,17 +280,17 @@ int main(void)
 	if (getenv("MEMSNAP_BENCH_SWEEP"))
 		sweep(&b);
 	struct ms_chunker_config defaults = {0};
-	double touch, get, ratio;
-	if ((err = measure(&b, &defaults, 5, &touch, &get, &ratio)))
+	double touch, get, ratio, ratios[5];
+	if ((err = measure(&b, &defaults, 5, &touch, &get, &ratio, ratios)))
 		return fail("touch or GET (pages differ?)", err);
 	double mib = SIZE / 1048576.0;
 	fprintf(stderr,
 		"pageserver.cold_s3_mib_s: touch %.0f MiB/s, ranged GET %.0f MiB/s, "
 		"median ratio of 5 rounds %.2f\n",
 		mib / touch, mib / get, ratio);
-	ms_bench_report_ratio("pageserver.cold_s3_mib_s", mib / touch, "MiB/s",
-			      "sequential 4 MiB ranged GETs of the same object", mib / get, ratio,
-			      0.8);
+	ms_bench_report_spread("pageserver.cold_s3_mib_s", mib / touch, "MiB/s",
+			       "sequential 4 MiB ranged GETs of the same object", mib / get, ratio,
+			       ratios, 5, 0.8);
 	ms_store_remove(b.store, b.key);
 	ms_header_free(b.h);
 	ms_store_free(b.store);

@@ -240,16 +240,21 @@ static double link_ms(struct ms_store *store, const ms_uuid *id, const char *dir
 	return t;
 }
 
-static int cmp_double(const void *a, const void *b)
+/*
+ * Reports name: the median of a[] against the median of b[] over ROUNDS paired rounds
+ * (ratio: the quotient of the medians), with the spread of the rounds' own a[r] / b[r].
+ */
+static void report_rounds(const char *name, const double *a, const double *b, const char *baseline,
+			  double goal)
 {
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return v[n / 2];
+	double sa[ROUNDS], sb[ROUNDS], ratios[ROUNDS];
+	for (int r = 0; r < ROUNDS; r++) {
+		sa[r] = a[r];
+		sb[r] = b[r];
+		ratios[r] = a[r] / b[r];
+	}
+	double ma = ms_bench_median(sa, ROUNDS), mb = ms_bench_median(sb, ROUNDS);
+	ms_bench_report_spread(name, ma, "ms", baseline, mb, ma / mb, ratios, ROUNDS, goal);
 }
 
 /* A build of a workset guest: paused after fill_cmd and published to the store. */
@@ -336,20 +341,20 @@ static int run(struct ms_store *store, struct ms_store *modelled)
 	for (size_t i = 0; i < trace.count; i++)
 		hits += in[trace.indices[i]];
 	free(in);
-	double w = median(with, ROUNDS), n = median(without, ROUNDS), h = median(warm, ROUNDS),
-	       l = median(link, ROUNDS);
 	char name[64];
+	snprintf(name, sizeof(name), "resume.prefetch_vs_none.%s", ops->name);
+	report_rounds(name, with, without, "the same cold resume from S3 without prefetch", 0.3);
+	snprintf(name, sizeof(name), "resume.prefetch_vs_warm.%s", ops->name);
+	report_rounds(name, with, warm, "a warm resume of the build on its own node", 1.5);
+	snprintf(name, sizeof(name), "resume.prefetch_vs_link.%s", ops->name);
+	report_rounds(name, with, link, "the build's data object fetched cold, every chunk at once",
+		      1.5);
+	double w = ms_bench_median(with, ROUNDS), n = ms_bench_median(without, ROUNDS),
+	       h = ms_bench_median(warm, ROUNDS), l = ms_bench_median(link, ROUNDS);
 	fprintf(stderr,
 		"bench_prefetch %s: %zu trace pages; cold %.1f ms with prefetch, %.1f ms without, "
 		"warm %.1f ms, the data object alone %.1f ms (medians of %d)\n",
 		ops->name, trace.count, w, n, h, l, ROUNDS);
-	snprintf(name, sizeof(name), "resume.prefetch_vs_none.%s", ops->name);
-	ms_bench_report(name, w, "ms", "the same cold resume from S3 without prefetch", n, 0.3);
-	snprintf(name, sizeof(name), "resume.prefetch_vs_warm.%s", ops->name);
-	ms_bench_report(name, w, "ms", "a warm resume of the build on its own node", h, 1.5);
-	snprintf(name, sizeof(name), "resume.prefetch_vs_link.%s", ops->name);
-	ms_bench_report(name, w, "ms", "the build's data object fetched cold, every chunk at once",
-			l, 1.5);
 	snprintf(name, sizeof(name), "prefetch.hit_ratio.%s", ops->name);
 	ms_bench_report(name, (double)hits, "pages", "pages in the trace", (double)trace.count,
 			1.0);
@@ -374,21 +379,20 @@ static int run(struct ms_store *store, struct ms_store *modelled)
 		mwithout[r] = cold_ms(modelled, id, dir, sock, paused, NULL, NULL);
 		mwarm[r] = resume_ms(ms_pause_file(whole.pause), sock, paused, NULL, NULL, NULL);
 	}
-	double mw = median(mwith, ROUNDS), mn = median(mwithout, ROUNDS),
-	       mh = median(mwarm, ROUNDS);
+	snprintf(name, sizeof(name), "resume.prefetch_vs_none_s3model.%s", ops->name);
+	report_rounds(name, mwith, mwithout,
+		      "the same cold resume without prefetch, both through the S3 link model", 0.3);
+	snprintf(name, sizeof(name), "resume.prefetch_vs_warm_s3model.%s", ops->name);
+	report_rounds(name, mwith, mwarm, "a warm resume of the whole-memory build on its own node",
+		      1.5);
+	double mw = ms_bench_median(mwith, ROUNDS), mn = ms_bench_median(mwithout, ROUNDS),
+	       mh = ms_bench_median(mwarm, ROUNDS);
 	fprintf(stderr,
 		"bench_prefetch %s: a whole-memory build through the S3 link model (%.0f ms to the "
 		"first byte, %.0f MB/s a stream, %u streams): cold %.1f ms with prefetch, %.1f ms "
 		"without, warm %.1f ms (medians of %d)\n",
 		ops->name, (double)MS_LINK_MODEL_S3.ttfb_ns / 1e6,
 		MS_LINK_MODEL_S3.bytes_per_sec / 1e6, MS_LINK_MODEL_S3.streams, mw, mn, mh, ROUNDS);
-	snprintf(name, sizeof(name), "resume.prefetch_vs_none_s3model.%s", ops->name);
-	ms_bench_report(name, mw, "ms",
-			"the same cold resume without prefetch, both through the S3 link model", mn,
-			0.3);
-	snprintf(name, sizeof(name), "resume.prefetch_vs_warm_s3model.%s", ops->name);
-	ms_bench_report(name, mw, "ms", "a warm resume of the whole-memory build on its own node",
-			mh, 1.5);
 	ms_uffd_trace_fini(&trace);
 	build_fini(&whole);
 	ms_layered_free(parent);
