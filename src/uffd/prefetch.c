@@ -57,7 +57,11 @@ struct ms_uffd_prefetch {
 	int64_t t0;
 
 	pthread_mutex_t lock; /* guards everything below */
-	pthread_cond_t cond;  /* a run fetched or installed, a worker left, stop */
+	/* three conditions, so that a wakeup reaches only the threads it concerns (one
+	 * broadcast for everything woke all the workers on every fetched run) */
+	pthread_cond_t room;  /* fetched runs left the queue, stop: the workers wait */
+	pthread_cond_t work;  /* a run fetched, a worker left, stop: the installer waits */
+	pthread_cond_t ended; /* the installer ended: ms_uffd_prefetch_wait waits */
 	size_t next_run;
 	struct pf_fetched *head, *tail;
 	size_t queued;
@@ -197,7 +201,7 @@ static void *pf_worker_main(void *arg)
 	pthread_mutex_lock(&p->lock);
 	while (!p->stop) {
 		while (!p->stop && p->queued >= p->queue_cap)
-			pthread_cond_wait(&p->cond, &p->lock);
+			pthread_cond_wait(&p->room, &p->lock);
 		if (p->stop || p->next_run == p->nruns)
 			break;
 		size_t first = p->next_run++;
@@ -224,10 +228,10 @@ static void *pf_worker_main(void *arg)
 		*f = (struct pf_fetched){
 		    .off = off, .len = len, .first = first, .count = count, .buf = buf};
 		pf_push_locked(p, f);
-		pthread_cond_broadcast(&p->cond);
+		pthread_cond_signal(&p->work);
 	}
 	p->workers_left--;
-	pthread_cond_broadcast(&p->cond);
+	pthread_cond_signal(&p->work);
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
@@ -238,7 +242,7 @@ static void *pf_install_main(void *arg)
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		while (!p->stop && !p->head && p->workers_left)
-			pthread_cond_wait(&p->cond, &p->lock);
+			pthread_cond_wait(&p->work, &p->lock);
 		if (p->stop || !p->head)
 			break; /* stopped, or every worker is done and nothing is left */
 		/* what was fetched so far is installed in one batch (on this thread, under the
@@ -249,7 +253,8 @@ static void *pf_install_main(void *arg)
 			batch[n] = pf_pop_locked(p);
 			total += batch[n++]->count;
 		}
-		pthread_cond_broadcast(&p->cond); /* room for the workers */
+		for (size_t i = 0; i < n; i++)
+			pthread_cond_signal(&p->room); /* room for n workers */
 		pthread_mutex_unlock(&p->lock);
 		struct ms_uffd_install_run *runs = malloc(total * sizeof(*runs));
 		int err = runs ? 0 : -ENOMEM;
@@ -276,14 +281,14 @@ static void *pf_install_main(void *arg)
 		if (err) { /* the session is not serving any more: nothing can be installed */
 			ms_debug(PF_MOD, "prefetch: the session ended (%s)", ms_strerror(err));
 			p->stop = true;
-			pthread_cond_broadcast(&p->cond);
+			pthread_cond_broadcast(&p->room);
 		}
 	}
 	p->stats.stopped = p->stop;
 	p->stats.done = !p->stop;
 	p->stats.duration_ns = ms_clock_now_ns() - p->t0;
 	p->finished = true;
-	pthread_cond_broadcast(&p->cond);
+	pthread_cond_broadcast(&p->ended);
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
 }
@@ -302,7 +307,9 @@ static void pf_free_queue_locked(struct ms_uffd_prefetch *p)
 static void pf_release(struct ms_uffd_prefetch *p)
 {
 	ms_uffd_session_unref(p->session);
-	pthread_cond_destroy(&p->cond);
+	pthread_cond_destroy(&p->room);
+	pthread_cond_destroy(&p->work);
+	pthread_cond_destroy(&p->ended);
 	pthread_mutex_destroy(&p->lock);
 	free(p->workers);
 	free(p->runs);
@@ -346,7 +353,9 @@ struct ms_uffd_prefetch *ms_uffd_prefetch_start(struct ms_uffd_session *s,
 	p->stats.runs = p->nruns;
 	p->session = ms_uffd_session_ref(s);
 	pthread_mutex_init(&p->lock, NULL);
-	pthread_cond_init(&p->cond, NULL);
+	pthread_cond_init(&p->room, NULL);
+	pthread_cond_init(&p->work, NULL);
+	pthread_cond_init(&p->ended, NULL);
 	unsigned started = 0;
 	pthread_mutex_lock(&p->lock);
 	p->workers_left = p->nworkers;
@@ -365,7 +374,7 @@ struct ms_uffd_prefetch *ms_uffd_prefetch_start(struct ms_uffd_session *s,
 	if (rc) {
 		pthread_mutex_lock(&p->lock);
 		p->stop = true;
-		pthread_cond_broadcast(&p->cond);
+		pthread_cond_broadcast(&p->room);
 		pthread_mutex_unlock(&p->lock);
 		for (unsigned i = 0; i < started; i++)
 			pthread_join(p->workers[i], NULL);
@@ -397,7 +406,8 @@ void ms_uffd_prefetch_stop(struct ms_uffd_prefetch *p)
 	}
 	p->joined = true;
 	p->stop = !p->finished || p->stop;
-	pthread_cond_broadcast(&p->cond);
+	pthread_cond_broadcast(&p->room);
+	pthread_cond_broadcast(&p->work);
 	pthread_mutex_unlock(&p->lock);
 	for (unsigned i = 0; i < p->nworkers; i++)
 		pthread_join(p->workers[i], NULL);
@@ -420,7 +430,7 @@ int ms_uffd_prefetch_wait(struct ms_uffd_prefetch *p, int64_t timeout_ns)
 	int err = 0;
 	pthread_mutex_lock(&p->lock);
 	while (!p->finished && !err)
-		err = -pthread_cond_timedwait(&p->cond, &p->lock, &deadline);
+		err = -pthread_cond_timedwait(&p->ended, &p->lock, &deadline);
 	if (p->finished)
 		err = 0;
 	pthread_mutex_unlock(&p->lock);
