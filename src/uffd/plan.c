@@ -502,12 +502,26 @@ void uffd_install_unlock(struct ms_uffd_session *s)
  * copy: the event thread reads it before the job is tried again. */
 #define UFFD_INSTALL_RETRY_NS (50 * 1000)
 
+/* Whether a page of [first, first + count) is still NOT_PRESENT; the install lock held (every
+ * tracker write is under it). */
+static bool uffd_any_not_present(struct ms_uffd_session *s, uint64_t first, uint64_t count)
+{
+	for (uint64_t k = 0; k < count; k++)
+		if (MS_UFFD_PAGE_STATE(ms_uffd_tracker_get(&s->tracker, first + k)) ==
+		    MS_UFFD_PAGE_NOT_PRESENT)
+			return true;
+	return false;
+}
+
 /*
  * Installs run (fetched bytes) with one job per batch block or region piece, the install
  * lock held (on entry and return): install.c skips every page that is not NOT_PRESENT
- * (never over a present, written or removed page). Between jobs the lock goes to the event
- * thread when it waits for it; a DEFERred job is tried again once the event thread had it.
- * 0, or the session's error / MS_ECLOSED when it stopped serving.
+ * (never over a present, written or removed page), and a job with no such page is skipped
+ * whole, before it would wait for a turn (a guest ahead of its prefetch faults all the time,
+ * and waiting a turn for each run it already has kept the prefetch behind it for the whole
+ * resume). Between jobs the lock goes to the event thread when it waits for it; a DEFERred job is
+ * tried again once the event thread had it. 0, or the session's error / MS_ECLOSED when it stopped
+ * serving.
  */
 static int uffd_install_direct(struct ms_uffd_session *s, struct ms_uffd_install_run *run)
 {
@@ -531,6 +545,10 @@ static int uffd_install_direct(struct ms_uffd_session *s, struct ms_uffd_install
 			len = region_left;
 		if (len > UFFD_MAX_BLOCK_PAGES * ps)
 			len = UFFD_MAX_BLOCK_PAGES * ps;
+		if (!uffd_any_not_present(s, off / ps, len / ps)) {
+			done += len; /* the guest got there first: no turn to wait for */
+			continue;
+		}
 		struct uffd_job job;
 		memset(&job, 0, sizeof(job));
 		job.kind = UFFD_JOB_FILL;
