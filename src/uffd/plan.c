@@ -519,9 +519,9 @@ static bool uffd_any_not_present(struct ms_uffd_session *s, uint64_t first, uint
  * (never over a present, written or removed page), and a job with no such page is skipped
  * whole, before it would wait for a turn (a guest ahead of its prefetch faults all the time,
  * and waiting a turn for each run it already has kept the prefetch behind it for the whole
- * resume). Between jobs the lock goes to the event thread when it waits for it; a DEFERred job is
- * tried again once the event thread had it. 0, or the session's error / MS_ECLOSED when it stopped
- * serving.
+ * resume). Between jobs the lock goes to the event thread when it waits for it; a DEFERred
+ * job is tried again once the event thread had it. 0, or the session's error / MS_ECLOSED
+ * when it stopped serving.
  */
 static int uffd_install_direct(struct ms_uffd_session *s, struct ms_uffd_install_run *run)
 {

@@ -16,7 +16,9 @@
  *            (ms_uffd_session_install_runs: whole runs with UFFDIO_COPY, only
  *            pages not yet present, one batch block at a time under the
  *            session's install lock, which the event thread gets first
- *            whenever it waits for it: faults always go first). It used to
+ *            whenever it waits for it: faults always go first; a run whose
+ *            pages the guest already has is passed over without waiting for
+ *            a turn, so a prefetch the guest overtook catches up). It used to
  *            hand the runs to the event thread, one request per run: on proc
  *            the hand-off took about as long as the copies themselves, and
  *            the faults waited behind whole batches of prefetch copies.
