@@ -31,8 +31,10 @@ void ms_bench_report_ratio(const char *name, double value, const char *unit, con
 void ms_bench_report_spread(const char *name, double value, const char *unit, const char *baseline,
 			    double baseline_value, double ratio, const double *rounds, int n,
 			    double goal);
-/* The median of v[0, n) (n > 0; the mean of the middle two for an even n); sorts v. */
-double ms_bench_median(double *v, int n);
+/* The median of v[0, n) (0 < n <= MS_BENCH_ROUNDS_MAX; the mean of the middle two for an even
+ * n); v is left as it was. */
+#define MS_BENCH_ROUNDS_MAX 64
+double ms_bench_median(const double *v, int n);
 /*
  * Touches bytes of fresh anonymous memory and frees it, just before a measured step
  * that allocates about as much: this machine's memory is backed by its host on first

@@ -69,7 +69,7 @@ static int cold_rounds(struct ms_store *store, const uint8_t *data, uint8_t *out
 		       const struct ms_chunker_config *cfg, int rounds, double *cold_s,
 		       double *store_s, double *ratio, double *ratios, struct ms_source **last)
 {
-	double colds[COLD_ROUNDS], stores[COLD_ROUNDS], sorted[COLD_ROUNDS];
+	double colds[COLD_ROUNDS], stores[COLD_ROUNDS];
 	static int serial;
 	struct ms_source *src = NULL;
 	for (int r = 0; r < rounds; r++) {
@@ -88,11 +88,11 @@ static int cold_rounds(struct ms_store *store, const uint8_t *data, uint8_t *out
 		double t3 = ms_bench_now();
 		colds[r] = t1 - t0;
 		stores[r] = t3 - t2;
-		ratios[r] = sorted[r] = stores[r] / colds[r];
+		ratios[r] = stores[r] / colds[r];
 	}
 	*cold_s = ms_bench_median(colds, rounds);
 	*store_s = ms_bench_median(stores, rounds);
-	*ratio = ms_bench_median(sorted, rounds);
+	*ratio = ms_bench_median(ratios, rounds);
 	if (last)
 		*last = src;
 	else
@@ -137,7 +137,7 @@ static int in_place_rounds(struct ms_store *raw, struct ms_store *checked, const
 			   uint8_t *out, double *obj_s, double *store_s, double *ratio,
 			   double *ratios)
 {
-	double objs[COLD_ROUNDS], stores[COLD_ROUNDS], sorted[COLD_ROUNDS];
+	double objs[COLD_ROUNDS], stores[COLD_ROUNDS];
 	for (int r = 0; r < COLD_ROUNDS; r++) {
 		double t0 = ms_bench_now();
 		char path[4096];
@@ -159,11 +159,11 @@ static int in_place_rounds(struct ms_store *raw, struct ms_store *checked, const
 		double t3 = ms_bench_now();
 		objs[r] = t1 - t0;
 		stores[r] = t3 - t2;
-		ratios[r] = sorted[r] = stores[r] / objs[r];
+		ratios[r] = stores[r] / objs[r];
 	}
 	*obj_s = ms_bench_median(objs, COLD_ROUNDS);
 	*store_s = ms_bench_median(stores, COLD_ROUNDS);
-	*ratio = ms_bench_median(sorted, COLD_ROUNDS);
+	*ratio = ms_bench_median(ratios, COLD_ROUNDS);
 	return 0;
 }
 

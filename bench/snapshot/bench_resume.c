@@ -176,14 +176,14 @@ static int run(void)
 	char name[64];
 	snprintf(name, sizeof(name), "resume.race_vs_control.%s", ops->name);
 	/* alternating rounds: one resume does not tell noise from a difference */
-	double races[ROUNDS], controls[ROUNDS], ratios[ROUNDS], sorted[ROUNDS];
+	double races[ROUNDS], controls[ROUNDS], ratios[ROUNDS];
 	struct round_pause pauses[2] = {{0}};
 	for (int round = 0; round < ROUNDS; round++) {
 		struct round_pause *prev = &pauses[(round + 1) % 2], *cur = &pauses[round % 2];
 		if (one_round(store, diffs, cache, parent, sock, prev, cur, round % 2 == 1,
 			      &races[round], &controls[round]))
 			return 1;
-		ratios[round] = sorted[round] = races[round] / controls[round];
+		ratios[round] = races[round] / controls[round];
 		fprintf(stderr, "%s round %d (%s first): race %.1f ms, control %.1f ms, %.2f\n",
 			name, round, round % 2 ? "control" : "race", races[round], controls[round],
 			ratios[round]);
@@ -191,7 +191,7 @@ static int run(void)
 	}
 	round_pause_free(&pauses[(ROUNDS - 1) % 2]);
 	double race = ms_bench_median(races, ROUNDS), control = ms_bench_median(controls, ROUNDS);
-	double ratio = ms_bench_median(sorted, ROUNDS);
+	double ratio = ms_bench_median(ratios, ROUNDS);
 	fprintf(stderr,
 		"%s: %.1f ms during the stalled compare, %.1f ms control (medians of %d "
 		"alternating rounds); median ratio %.2f\n",

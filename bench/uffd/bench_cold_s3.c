@@ -113,17 +113,17 @@ static double touch_once(struct bench *b, const struct ms_chunker_config *chunke
 static int measure(struct bench *b, const struct ms_chunker_config *chunker, int rounds,
 		   double *touch_s, double *get_s, double *ratio, double *ratios)
 {
-	double touches[9], gets[9], sorted[9];
+	double touches[9], gets[9];
 	for (int r = 0; r < rounds; r++) {
 		gets[r] = get_once(b);
 		touches[r] = touch_once(b, chunker);
 		if (gets[r] <= 0 || touches[r] <= 0)
 			return -EIO;
-		ratios[r] = sorted[r] = gets[r] / touches[r];
+		ratios[r] = gets[r] / touches[r];
 	}
 	*touch_s = ms_bench_median(touches, rounds);
 	*get_s = ms_bench_median(gets, rounds);
-	*ratio = ms_bench_median(sorted, rounds);
+	*ratio = ms_bench_median(ratios, rounds);
 	return 0;
 }
 
@@ -195,7 +195,7 @@ static int cold_fs(const uint8_t *image)
 	if (!err && in_place.h)
 		ms_header_set_build(in_place.h, &self);
 	struct ms_chunker_config defaults = {0};
-	double ins[5], chs[5], ratios[5], sorted[5];
+	double ins[5], chs[5], ratios[5];
 	for (int r = 0; !err && r < 5; r++) {
 		/* alternate which one runs first */
 		double a =
@@ -207,11 +207,11 @@ static int cold_fs(const uint8_t *image)
 		if (ins[r] <= 0 || chs[r] <= 0)
 			err = -EIO;
 		else
-			ratios[r] = sorted[r] = chs[r] / ins[r];
+			ratios[r] = chs[r] / ins[r];
 	}
 	if (!err) {
 		double mib = SIZE / 1048576.0, t_in = ms_bench_median(ins, 5),
-		       t_ch = ms_bench_median(chs, 5), ratio = ms_bench_median(sorted, 5);
+		       t_ch = ms_bench_median(chs, 5), ratio = ms_bench_median(ratios, 5);
 		fprintf(stderr,
 			"pageserver.cold_fs_mib_s: touch %.0f MiB/s in place, %.0f MiB/s through "
 			"the chunker, median ratio of 5 rounds %.2f\n",

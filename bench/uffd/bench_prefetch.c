@@ -247,13 +247,10 @@ static double link_ms(struct ms_store *store, const ms_uuid *id, const char *dir
 static void report_rounds(const char *name, const double *a, const double *b, const char *baseline,
 			  double goal)
 {
-	double sa[ROUNDS], sb[ROUNDS], ratios[ROUNDS];
-	for (int r = 0; r < ROUNDS; r++) {
-		sa[r] = a[r];
-		sb[r] = b[r];
+	double ratios[ROUNDS];
+	for (int r = 0; r < ROUNDS; r++)
 		ratios[r] = a[r] / b[r];
-	}
-	double ma = ms_bench_median(sa, ROUNDS), mb = ms_bench_median(sb, ROUNDS);
+	double ma = ms_bench_median(a, ROUNDS), mb = ms_bench_median(b, ROUNDS);
 	ms_bench_report_spread(name, ma, "ms", baseline, mb, ma / mb, ratios, ROUNDS, goal);
 }
 
